@@ -1,0 +1,49 @@
+"""GridPriceActor: the factory's clock today; the electricity price and carbon feed from issue 4.
+
+It owns the clock because prices are what the clock replays: in replay mode the factory's time is
+the time of the price trace being replayed.
+
+Invariants:
+  * The clock spec is resolved once per (replay start, speed) and stored (meta key `clock_spec`)
+    before it is used, so restarts and later `factory up`s continue the same replay.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.control_plane import ControlPlaneActor
+from factory.clock import ClockSpec, resolve_clock_spec
+
+CLOCK_SPEC_META_KEY = "clock_spec"
+
+
+class GridPriceActor(ControlPlaneActor):
+    """Owns the factory clock (and, later, price/carbon feeds and forecasts)."""
+
+    kind = "grid_price"
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        super().__init__(name, config, clock_spec=None)
+
+    def _on_store_opened(self) -> None:
+        stored_json = self.store.get_meta(CLOCK_SPEC_META_KEY)
+        stored = ClockSpec.model_validate_json(stored_json) if stored_json else None
+        clock = self.config.clock
+        spec = resolve_clock_spec(
+            clock.mode, clock.replay_start, clock.speed_factor, stored, now_wall_s=time.time()
+        )
+        if spec != stored:
+            self.store.set_meta(CLOCK_SPEC_META_KEY, spec.model_dump_json())
+        self.clock = spec.build()
+
+    def clock_spec(self) -> ClockSpec:
+        """The spec every other actor and client builds its clock from."""
+        assert self.clock is not None
+        return self.clock.spec()
+
+    def now_s(self) -> float:
+        """Factory time now, seconds since the Unix epoch."""
+        assert self.clock is not None
+        return self.clock.now_s()

@@ -1,0 +1,150 @@
+"""`factory`: bring a factory up, look at it, take it down, run the demo.
+
+Exit codes: 0 ok, 1 the operation failed, 2 usage or config error. User errors print one line,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from factory.cli import render
+from factory.cli.options import address_option, config_option, json_option, load, yes_option
+from factory.errors import FactoryError
+from factory.version import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="factory")
+def cli() -> None:
+    """AI factory on Ray: price- and energy-aware training, model registry, serving."""
+
+
+@cli.command()
+@config_option
+@address_option
+@json_option
+def up(config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Start the factory (and a local Ray head if no cluster is running). Safe to repeat."""
+    from factory import lifecycle
+
+    config = load(config_path)
+    result = lifecycle.up(config, address)
+    status = result.client.status()
+    if as_json:
+        click.echo(json.dumps({
+            "started_local_head": result.started_local_head,
+            "created": result.created,
+            "reused": result.reused,
+            "status": status.model_dump(mode="json"),
+        }, indent=2))
+        return
+    cluster = "started a local Ray head" if result.started_local_head else "connected to Ray"
+    click.echo(f"{cluster}; created {len(result.created)} actors, reused {len(result.reused)}")
+    if result.reused and result.config_differs:
+        click.echo(
+            f"warning: the running factory uses config {result.running_fingerprint}, not "
+            f"{result.wanted_fingerprint}; run `factory down -y` then `factory up` to apply it",
+            err=True,
+        )
+    click.echo(render.status_text(status))
+
+
+@cli.command()
+@config_option
+@address_option
+@json_option
+def status(config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Show each actor's health, the clock, the state store and the dashboard URL."""
+    import factory.client
+
+    config = load(config_path)
+    current = factory.client.connect(address, config=config).status()
+    if as_json:
+        click.echo(json.dumps(current.model_dump(mode="json") | {"healthy": current.healthy},
+                              indent=2))
+    else:
+        click.echo(render.status_text(current))
+    if not current.healthy:
+        sys.exit(1)
+
+
+@cli.command()
+@config_option
+@address_option
+@yes_option
+def down(config_path: str | None, address: str | None, yes: bool) -> None:
+    """Remove the factory's actors (and the local Ray head `up` started). State stays on disk."""
+    from factory import lifecycle
+
+    config = load(config_path)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("refusing to take the factory down without -y (no terminal)")
+        click.confirm("Take the factory down?", abort=True)
+    result = lifecycle.down(config, address)
+    if not result.removed and not result.stopped_local_head:
+        click.echo("no factory is running; nothing to do")
+        return
+    click.echo(f"removed {len(result.removed)} actors")
+    if result.stopped_local_head:
+        click.echo("stopped the local Ray head that `factory up` started")
+    click.echo(f"durable state kept in {config.state_dir}")
+
+
+@cli.command()
+@config_option
+@address_option
+@json_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="How many of the newest events to show.")
+@click.option("--action", "action_prefix", default=None,
+              help="Only actions under this prefix, e.g. 'factory' or 'actor.restarted'.")
+def audit(config_path: str | None, address: str | None, as_json: bool, limit: int,
+          action_prefix: str | None) -> None:
+    """Show the audit log: who did what, when (factory time)."""
+    import factory.client
+
+    events = factory.client.connect(address, config=load(config_path)).audit_log(
+        limit, action_prefix
+    )
+    if as_json:
+        click.echo(json.dumps([event.model_dump(mode="json") for event in events], indent=2))
+    else:
+        click.echo(render.audit_text(events))
+
+
+@cli.command()
+@config_option
+@click.option("--down/--keep", "take_down", default=False, show_default=True,
+              help="Take the factory down at the end, or leave it running to explore.")
+@click.option("--watch-s", default=4.0, show_default=True, type=click.FloatRange(min=0),
+              help="Real seconds to watch the replay clock run.")
+def demo(config_path: str | None, take_down: bool, watch_s: float) -> None:
+    """The whole product in one run, on an embedded local Ray cluster."""
+    from factory import demo as demo_module
+
+    demo_module.run(load(config_path), explicit_config=config_path is not None,
+                    take_down=take_down, watch_s=watch_s, echo=click.echo)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FactoryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

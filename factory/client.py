@@ -1,0 +1,160 @@
+"""The Python SDK: `factory.connect()` returns a typed client over the factory's actors.
+
+Usable from any driver connected to the cluster, including a script run with
+`ray job submit --working-dir . -- python my_driver.py`. The client never starts a cluster or
+actors; `factory up` does that.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import ray
+from pydantic import BaseModel
+
+from factory.clock import Clock, ClockSpec
+from factory.config import FactoryConfig, load_config
+from factory.control_plane import GRID_PRICE, SCHEDULER, factory_actor_names, get_actor
+from factory.health import ActorHealth
+from factory.ray_cluster import RayConnection, connect_ray, dashboard_url
+from factory.store import AuditEvent
+
+HEALTH_TIMEOUT_S = 10.0
+
+
+class ClockStatus(BaseModel):
+    """The factory clock as a person reads it."""
+
+    mode: str
+    now: datetime
+    now_s: float
+    speed_factor: float
+
+
+class StoreStatus(BaseModel):
+    """Where the durable state lives."""
+
+    path: str
+    schema_version: int
+
+
+class FactoryStatus(BaseModel):
+    """Everything `factory status` shows."""
+
+    version: str
+    ray_address: str
+    dashboard_url: str | None
+    config_fingerprint: str
+    clock: ClockStatus
+    state_store: StoreStatus
+    actors: list[ActorHealth]
+
+    @property
+    def healthy(self) -> bool:
+        """All actors answered their health check."""
+        return all(actor.status == "ok" for actor in self.actors)
+
+
+class FactoryClient:
+    """A typed view of one running factory. Cheap to create; holds only actor handles."""
+
+    def __init__(self, connection: RayConnection) -> None:
+        self.connection = connection
+        self._scheduler = get_actor(SCHEDULER)
+        self._clock_spec: ClockSpec = ray.get(
+            get_actor(GRID_PRICE).clock_spec.remote(), timeout=HEALTH_TIMEOUT_S
+        )
+
+    def clock(self) -> Clock:
+        """The factory's clock, evaluated locally: it agrees with every actor's."""
+        return self._clock_spec.build()
+
+    def now(self) -> datetime:
+        """Factory time now."""
+        return self.clock().now()
+
+    def info(self) -> dict[str, Any]:
+        """Version, effective config, state store and clock spec of the running factory."""
+        return ray.get(self._scheduler.factory_info.remote(), timeout=HEALTH_TIMEOUT_S)
+
+    def config(self) -> FactoryConfig:
+        """The config the running factory was brought up with."""
+        return FactoryConfig.model_validate(self.info()["config"])
+
+    def health(self, timeout_s: float = HEALTH_TIMEOUT_S) -> list[ActorHealth]:
+        """Each factory actor's health; an actor that does not answer in time is 'unreachable'."""
+        names = factory_actor_names()
+        refs = {}
+        for name in names:
+            try:
+                refs[name] = get_actor(name).health.remote()
+            except Exception:  # noqa: BLE001 - gone between listing and lookup
+                continue
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        reports = []
+        for name in names:
+            ref = refs.get(name)
+            report = None
+            if ref is not None and ref in ready:
+                try:
+                    report = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    report = _unreachable(name, exc)
+            reports.append(report or _unreachable(name, f"no answer within {timeout_s:.0f} s"))
+        return reports
+
+    def status(self) -> FactoryStatus:
+        """The whole factory at a glance."""
+        info = self.info()
+        clock = self.clock()
+        return FactoryStatus(
+            version=info["version"],
+            ray_address=self.connection.address,
+            dashboard_url=self.connection.dashboard_url,
+            config_fingerprint=info["config_fingerprint"],
+            clock=ClockStatus(
+                mode=clock.mode, now=clock.now(), now_s=clock.now_s(), speed_factor=clock.speed_factor
+            ),
+            state_store=StoreStatus(**info["state_store"]),
+            actors=self.health(),
+        )
+
+    def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
+        """The newest audit events, oldest first."""
+        return ray.get(
+            self._scheduler.audit_log.remote(limit, action_prefix), timeout=HEALTH_TIMEOUT_S
+        )
+
+    def record_audit(
+        self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
+    ) -> int:
+        """Append an audit event on behalf of `actor`; return its id."""
+        return ray.get(
+            self._scheduler.record_audit.remote(actor, action, subject, detail),
+            timeout=HEALTH_TIMEOUT_S,
+        )
+
+
+def connect(address: str | None = None, config: FactoryConfig | None = None) -> FactoryClient:
+    """Connect to the running factory on the cluster at `address` (default: as `factory` does).
+
+    Inside `ray job submit` the job's cluster is used. Raises `ClusterError` when no cluster or no
+    factory is found.
+    """
+    if ray.is_initialized():
+        connection = RayConnection(
+            address=ray.get_runtime_context().gcs_address,
+            dashboard_url=dashboard_url(),
+            started_local_head=False,
+        )
+    else:
+        connection = connect_ray(config or load_config(), address=address, start_local=False)
+    return FactoryClient(connection)
+
+
+def _unreachable(name: str, why: object) -> ActorHealth:
+    kind = name.split(":", 1)[0]
+    reason = str(why).strip().splitlines()
+    return ActorHealth(name=name, kind=kind, status="unreachable",
+                       last_error=reason[-1] if reason else "unreachable")

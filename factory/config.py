@@ -1,0 +1,270 @@
+"""`FactoryConfig`: one validated description of a factory, from YAML plus environment overrides.
+
+Nomenclature:
+  config file   -- YAML, `configs/factory.yaml` by default or `--config PATH`.
+  env override  -- `FACTORY_<FIELD>` for top-level fields, `FACTORY_<SECTION>__<FIELD>` for a
+                   field inside a section (double underscore between levels), e.g.
+                   `FACTORY_CLOCK__SPEED_FACTOR=3600`. Values are parsed as YAML scalars.
+                   `FACTORY_CONFIG` is reserved: it names the config file.
+
+Invariants:
+  * Unknown keys are rejected, in files and in env overrides, with the nearest known name.
+  * Every user-facing error is one line naming the source (file or env variable), the field path
+    and what is allowed.
+  * Every quantity carries its unit in its name (`interval_s`, `power_budget_w`, ...).
+  * `state_dir` is absolute after loading, so actors started from any working dir agree on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from factory.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("configs/factory.yaml")
+ENV_PREFIX = "FACTORY_"
+ENV_CONFIG_PATH = "FACTORY_CONFIG"
+ENV_LEVEL_SEPARATOR = "__"
+
+
+class _Section(BaseModel):
+    """Base of every config model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(_Section):
+    """How the factory reaches Ray, and how `factory up` starts a local head when there is none."""
+
+    address: str | None = Field(
+        None, description="Existing cluster ('auto', 'ray://host:10001', 'host:6379'); "
+        "unset: RAY_ADDRESS, else a running local cluster, else `factory up` starts a local head."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local head; unset: all.")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local head; unset: detected.")
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(8265, ge=1, le=65535)
+
+
+class ClockConfig(_Section):
+    """The one clock of a factory: wall time, or an accelerated replay of a past period."""
+
+    mode: Literal["wall", "replay"] = "wall"
+    replay_start: datetime | None = Field(
+        None, description="Simulated time at the replay's anchor, ISO-8601; naive means UTC."
+    )
+    speed_factor: float = Field(
+        1800.0, gt=0, description="Simulated seconds per real second (1800: an hour per 2 s)."
+    )
+
+    @field_validator("replay_start")
+    @classmethod
+    def _utc_if_naive(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _replay_needs_start(self) -> ClockConfig:
+        if self.mode == "replay" and self.replay_start is None:
+            raise ValueError(
+                "replay_start is required when mode is 'replay' (e.g. 2024-07-01T00:00:00Z)"
+            )
+        return self
+
+
+class TelemetryConfig(_Section):
+    """Per-node GPU/host telemetry (TelemetryActor)."""
+
+    interval_s: float = Field(5.0, gt=0, description="Seconds between samples.")
+    backend: Literal["auto", "nvml", "simulated"] = "auto"
+    simulated_gpus_per_node: int = Field(0, ge=0, description="GPUs the simulated backend reports.")
+
+
+class PricesConfig(_Section):
+    """Electricity price and carbon feed (GridPriceActor)."""
+
+    trace_path: Path | None = Field(None, description="Price trace CSV to replay; unset: none.")
+    interval_s: float = Field(300.0, gt=0, description="Seconds between price refreshes.")
+
+
+class SchedulerConfig(_Section):
+    """The scheduling loop (SchedulerActor)."""
+
+    interval_s: float = Field(10.0, gt=0, description="Seconds between scheduling rounds.")
+    power_budget_w: float | None = Field(None, gt=0, description="Facility GPU power cap in W.")
+
+
+class RegistryConfig(_Section):
+    """Model registry (RegistryActor)."""
+
+    storage_uri: str | None = Field(
+        None, description="Artifact storage: a local path or s3:// / gs:// URI; "
+        "unset: <state_dir>/artifacts."
+    )
+    hot_cache_mb: int = Field(1024, ge=0, description="Weights kept in the Ray object store, MB.")
+
+
+class ServingConfig(_Section):
+    """Ray Serve HTTP ingress."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+
+
+class FactoryConfig(_Section):
+    """Everything that describes one factory. Sections are filled by later capabilities."""
+
+    state_dir: Path = Field(
+        Path(".factory"), description="Durable state (SQLite store, artifacts); relative to cwd."
+    )
+    ray: RayConfig = RayConfig()
+    clock: ClockConfig = ClockConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    prices: PricesConfig = PricesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serving: ServingConfig = ServingConfig()
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file of the durable state store."""
+        return self.state_dir / "factory.db"
+
+    def fingerprint(self) -> str:
+        """A short hash of the effective config, to tell whether a running factory uses it."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> FactoryConfig:
+    """Load, override from `env` and validate a config; raise `ConfigError` with one line.
+
+    `path=None` means `$FACTORY_CONFIG`, else `configs/factory.yaml` if it exists, else defaults.
+    """
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    explicit = path if path is not None else env.get(ENV_CONFIG_PATH)
+    if explicit is not None:
+        config_path: Path | None = Path(explicit)
+    elif (cwd / DEFAULT_CONFIG_PATH).is_file():
+        config_path = DEFAULT_CONFIG_PATH
+    else:
+        config_path = None
+    raw = _read_yaml(cwd / config_path) if config_path is not None else {}
+    source = str(config_path) if config_path is not None else "built-in defaults"
+    env_paths = _apply_env_overrides(raw, env)
+    try:
+        config = FactoryConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, source, env_paths)) from None
+    if not config.state_dir.is_absolute():
+        config.state_dir = (cwd / config.state_dir).resolve()
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror or exc}; pass --config PATH"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at top level, got {type(data).__name__}")
+    return data
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Write `FACTORY_*` overrides into `raw`; return {field path: env variable name}."""
+    applied: dict[tuple[str, ...], str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
+            continue
+        field_path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split(ENV_LEVEL_SEPARATOR))
+        _check_known_path(field_path, f"environment variable {name}")
+        target = raw
+        for part in field_path[:-1]:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = target[part] = {}
+            target = child
+        try:
+            target[field_path[-1]] = yaml.safe_load(env[name]) if env[name] != "" else None
+        except yaml.YAMLError:
+            target[field_path[-1]] = env[name]
+        applied[field_path] = name
+    return applied
+
+
+def _check_known_path(field_path: tuple[str, ...], source: str) -> None:
+    model: type[BaseModel] | None = FactoryConfig
+    for depth, part in enumerate(field_path):
+        if model is None:
+            raise ConfigError(f"{source}: '{'.'.join(field_path[:depth])}' has no sub-fields")
+        if part not in model.model_fields:
+            raise ConfigError(f"{source}: {_unknown_field_message(model, field_path[:depth], part)}")
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unknown_field_message(model: type[BaseModel], parent: tuple[str, ...], key: str) -> str:
+    where = f" in section '{'.'.join(parent)}'" if parent else ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f", did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}"
+    return f"unknown field '{key}'{where}{hint}"
+
+
+def _model_at(field_path: tuple[str | int, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = FactoryConfig
+    for part in field_path:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
+
+
+def _describe_validation_error(
+    exc: ValidationError, source: str, env_paths: Mapping[tuple[str, ...], str]
+) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        origin = env_paths.get(loc, source)
+        origin = f"environment variable {origin}" if loc in env_paths else origin
+        if error["type"] == "extra_forbidden":
+            messages.append(f"{origin}: {_unknown_field_message(_model_at(loc[:-1]), loc[:-1], loc[-1])}")
+            continue
+        field = ".".join(loc) or "(top level)"
+        reason = error["msg"].removeprefix("Value error, ")
+        got = "" if error["type"] == "missing" else f" (got {error['input']!r})"
+        if isinstance(error.get("input"), dict):
+            got = ""
+        messages.append(f"{origin}: field '{field}': {reason}{got}")
+    more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+    return messages[0] + more

@@ -1,0 +1,32 @@
+"""The factory's exception tree.
+
+Every error a *user* can cause (bad config, no cluster, a store from a newer version) is a
+`FactoryError` whose message is one line that names the file/field/address and the fix. The CLI
+prints that line and exits with `exit_code`; anything else escaping is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class FactoryError(Exception):
+    """Base of all user-facing factory errors. Exit code 1: the operation failed."""
+
+    exit_code = 1
+
+
+class ConfigError(FactoryError):
+    """A config file, field or environment override is invalid. Exit code 2: usage/config error."""
+
+    exit_code = 2
+
+
+class StoreError(FactoryError):
+    """The durable state store cannot be opened, migrated or written."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer factory whose schema this version does not know."""
+
+
+class ClusterError(FactoryError):
+    """No Ray cluster can be reached, or the factory's actors are missing or unhealthy."""

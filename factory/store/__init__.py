@@ -1,0 +1,16 @@
+"""Durable control-plane state behind a small interface; SQLite by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from factory.store.base import AuditEvent, StateStore
+from factory.store.sqlite import SQLiteStore
+
+
+def open_store(location: str | Path) -> StateStore:
+    """Open (creating and migrating if needed) the state store at `location`, a file path."""
+    return SQLiteStore(location)
+
+
+__all__ = ["AuditEvent", "SQLiteStore", "StateStore", "open_store"]

@@ -1,0 +1,51 @@
+"""Versioned schema migrations of the SQLite state store.
+
+Invariants:
+  * Versions are 1, 2, 3, ... with no gaps; `PRAGMA user_version` records the applied one.
+  * A migration is applied inside one transaction together with the version bump, so a crash or an
+    error leaves the store at the previous version with its data untouched.
+  * Migrations are append-only: a released migration is never edited, a new one is added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: SQL statements that take the store from `version - 1` to `version`."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="metadata, per-actor state and the audit log",
+        statements=(
+            """CREATE TABLE meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )""",
+            """CREATE TABLE actor_state (
+                name TEXT PRIMARY KEY,
+                state_json TEXT NOT NULL,
+                updated_wall_s REAL NOT NULL
+            )""",
+            """CREATE TABLE audit_log (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                time_s REAL NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                subject TEXT NOT NULL DEFAULT '',
+                detail_json TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX audit_log_action ON audit_log (action)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,171 @@
+"""The embedded SQLite implementation of `StateStore` (WAL mode, synchronous=FULL).
+
+WAL lets several actor processes on the head node read while one writes; synchronous=FULL makes a
+commit durable before it returns, so a crash of the process or the machine loses nothing committed.
+Writers take the write lock up front (`BEGIN IMMEDIATE`), so two writers wait for each other
+instead of failing half-way with SQLITE_BUSY on lock upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from factory.errors import SchemaTooNewError, StoreError
+from factory.store.base import AuditEvent, StateStore
+from factory.store.migrations import MIGRATIONS, Migration
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class SQLiteStore(StateStore):
+    """`StateStore` in one SQLite file. Safe to share between threads of one process."""
+
+    def __init__(self, path: str | Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self._path = Path(path)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot open state store {self._path}: {exc}; check state_dir in the config"
+            ) from None
+        if mode.lower() != "wal":
+            raise StoreError(f"state store {self._path}: WAL mode unavailable (got {mode!r})")
+        self._migrate(migrations)
+
+    @property
+    def location(self) -> str:  # noqa: D102
+        return str(self._path)
+
+    def schema_version(self) -> int:  # noqa: D102
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:  # noqa: D102
+        with self._lock:
+            if self._depth > 0:  # joining the outer transaction
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._conn.rollback()
+                raise
+            self._depth = 0
+            self._execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:  # noqa: D102
+        row = self._query_one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:  # noqa: D102
+        with self.transaction():
+            self._execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def get_actor_state(self, name: str) -> dict[str, Any] | None:  # noqa: D102
+        row = self._query_one("SELECT state_json FROM actor_state WHERE name = ?", (name,))
+        return None if row is None else json.loads(row[0])
+
+    def put_actor_state(self, name: str, state: dict[str, Any]) -> None:  # noqa: D102
+        with self.transaction():
+            self._execute(
+                "INSERT INTO actor_state (name, state_json, updated_wall_s) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET state_json = excluded.state_json, "
+                "updated_wall_s = excluded.updated_wall_s",
+                (name, json.dumps(state, sort_keys=True), time.time()),
+            )
+
+    def append_audit(self, event: AuditEvent) -> int:  # noqa: D102
+        with self.transaction():
+            cursor = self._execute(
+                "INSERT INTO audit_log (time_s, actor, action, subject, detail_json) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (event.time_s, event.actor, event.action, event.subject, json.dumps(event.detail)),
+            )
+            return int(cursor.lastrowid)
+
+    def list_audit(  # noqa: D102
+        self, limit: int = 100, action_prefix: str | None = None
+    ) -> list[AuditEvent]:
+        sql = "SELECT id, time_s, actor, action, subject, detail_json FROM audit_log"
+        params: tuple[Any, ...] = ()
+        if action_prefix:
+            sql += " WHERE action = ? OR action LIKE ? ESCAPE '\\'"
+            escaped = action_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params = (action_prefix, escaped + ".%")
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*params, limit)).fetchall()
+        return [
+            AuditEvent(id=r[0], time_s=r[1], actor=r[2], action=r[3], subject=r[4],
+                       detail=json.loads(r[5]))
+            for r in reversed(rows)
+        ]
+
+    def close(self) -> None:  # noqa: D102
+        with self._lock:
+            self._conn.close()
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        latest = migrations[-1].version if migrations else 0
+        current = self.schema_version()
+        if current > latest:
+            raise SchemaTooNewError(
+                f"state store {self._path} has schema version {current}, newer than this factory "
+                f"knows ({latest}); upgrade the factory package or point state_dir elsewhere"
+            )
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            try:
+                with self.transaction():
+                    for statement in migration.statements:
+                        self._execute(statement)
+                    # PRAGMA takes no parameters; the version is an int from our own table.
+                    self._execute(f"PRAGMA user_version = {int(migration.version)}")
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"state store {self._path}: migration {migration.version} "
+                    f"({migration.description}) failed and was rolled back: {exc}"
+                ) from None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreError(
+                        f"state store {self._path} stayed locked for {BUSY_TIMEOUT_S:.0f} s: {exc}"
+                    ) from exc
+                raise
+
+    def _query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
