@@ -1,0 +1,75 @@
+"""Helpers for integration tests: run the real `factory` CLI against a real local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(sys.executable).parent
+FACTORY_BIN = str(BIN_DIR / "factory")
+RAY_BIN = str(BIN_DIR / "ray")
+
+RunFactory = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without Ray/factory settings that would steer the CLI."""
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("FACTORY_") or k.startswith("RAY_ADDRESS"))}
+    env.update(extra)
+    return env
+
+
+def write_config(path: Path, state_dir: Path, **sections: Any) -> Path:
+    """A factory config for tests: small local head (2 CPUs, as CI has), replay clock."""
+    config: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "ray": {"num_cpus": 2, "num_gpus": 0},
+        "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": 1800},
+    }
+    config.update(sections)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def make_runner(config_path: Path, cwd: Path) -> RunFactory:
+    """`run("status", "--json")` runs the CLI with this config; `check=False` to inspect failures."""
+
+    def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [FACTORY_BIN, *args], cwd=cwd, env=clean_env(FACTORY_CONFIG=str(config_path)),
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"factory {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    return run
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON a `--json` command printed."""
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def no_ray_running() -> None:
+    """Integration modules that start their own cluster need the machine free of other Rays."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ray; ray.init(address='auto', logging_level='ERROR')"],
+        env=clean_env(), capture_output=True, timeout=120,
+    )
+    if probe.returncode == 0:
+        pytest.fail("a Ray cluster is already running on this machine; stop it (`ray stop`) first")
