@@ -1,2 +1,5 @@
-"""Ray Serve applications of the factory, importable by Serve config files as
-`deployments.<module>:app` (the model server and the gateway arrive with later capabilities)."""
+"""Ray Serve applications of the factory.
+
+Serve config files import them as `deployments.<module>:app`; the model server and the gateway
+arrive with later capabilities.
+"""

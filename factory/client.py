@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from factory.clock import Clock, ClockSpec
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import GRID_PRICE, SCHEDULER, factory_actor_names, get_actor
+from factory.errors import ClusterError, summary_line
 from factory.health import ActorHealth
 from factory.ray_cluster import RayConnection, connect_ray, dashboard_url
 from factory.store import AuditEvent
@@ -62,9 +63,7 @@ class FactoryClient:
     def __init__(self, connection: RayConnection) -> None:
         self.connection = connection
         self._scheduler = get_actor(SCHEDULER)
-        self._clock_spec: ClockSpec = ray.get(
-            get_actor(GRID_PRICE).clock_spec.remote(), timeout=HEALTH_TIMEOUT_S
-        )
+        self._clock_spec: ClockSpec = _answer(get_actor(GRID_PRICE).clock_spec.remote(), GRID_PRICE)
 
     def clock(self) -> Clock:
         """The factory's clock, evaluated locally: it agrees with every actor's."""
@@ -76,7 +75,7 @@ class FactoryClient:
 
     def info(self) -> dict[str, Any]:
         """Version, effective config, state store and clock spec of the running factory."""
-        return ray.get(self._scheduler.factory_info.remote(), timeout=HEALTH_TIMEOUT_S)
+        return _answer(self._scheduler.factory_info.remote(), SCHEDULER)
 
     def config(self) -> FactoryConfig:
         """The config the running factory was brought up with."""
@@ -122,18 +121,13 @@ class FactoryClient:
 
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest audit events, oldest first."""
-        return ray.get(
-            self._scheduler.audit_log.remote(limit, action_prefix), timeout=HEALTH_TIMEOUT_S
-        )
+        return _answer(self._scheduler.audit_log.remote(limit, action_prefix), SCHEDULER)
 
     def record_audit(
         self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
     ) -> int:
         """Append an audit event on behalf of `actor`; return its id."""
-        return ray.get(
-            self._scheduler.record_audit.remote(actor, action, subject, detail),
-            timeout=HEALTH_TIMEOUT_S,
-        )
+        return _answer(self._scheduler.record_audit.remote(actor, action, subject, detail), SCHEDULER)
 
 
 def connect(address: str | None = None, config: FactoryConfig | None = None) -> FactoryClient:
@@ -153,8 +147,19 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     return FactoryClient(connection)
 
 
+def _answer(ref: ray.ObjectRef, name: str) -> Any:
+    """The result of a call to a factory actor; `ClusterError` if the actor does not answer."""
+    try:
+        return ray.get(ref, timeout=HEALTH_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise ClusterError(
+            f"the factory's '{name}' actor did not answer within {HEALTH_TIMEOUT_S:.0f} s "
+            "(restarting?); try again, or see the Ray dashboard's Actors page"
+        ) from None
+    except ray.exceptions.RayActorError as exc:
+        raise ClusterError(f"the factory's '{name}' actor is unavailable: {summary_line(exc)}") from None
+
+
 def _unreachable(name: str, why: object) -> ActorHealth:
     kind = name.split(":", 1)[0]
-    reason = str(why).strip().splitlines()
-    return ActorHealth(name=name, kind=kind, status="unreachable",
-                       last_error=reason[-1] if reason else "unreachable")
+    return ActorHealth(name=name, kind=kind, status="unreachable", last_error=summary_line(why))

@@ -165,7 +165,7 @@ def load_config(
         config_path = DEFAULT_CONFIG_PATH
     else:
         config_path = None
-    raw = _read_yaml(cwd / config_path) if config_path is not None else {}
+    raw = _read_yaml(cwd / config_path, shown_as=config_path) if config_path is not None else {}
     source = str(config_path) if config_path is not None else "built-in defaults"
     env_paths = _apply_env_overrides(raw, env)
     try:
@@ -177,12 +177,13 @@ def load_config(
     return config
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, shown_as: Path) -> dict[str, Any]:
+    """The YAML mapping in `path`; errors name the file as the user gave it (`shown_as`)."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror or exc}; pass --config PATH"
+            f"cannot read config file {shown_as}: {exc.strerror or exc}; pass --config PATH"
         ) from None
     try:
         data = yaml.safe_load(text)
@@ -190,11 +191,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"{shown_as}: invalid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{shown_as}: expected a mapping of fields at top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -255,8 +258,9 @@ def _describe_validation_error(
     messages = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
-        origin = env_paths.get(loc, source)
-        origin = f"environment variable {origin}" if loc in env_paths else origin
+        # Blame the env variables that set this field or fields inside it, else the file.
+        variables = [name for path, name in env_paths.items() if path[: len(loc)] == loc]
+        origin = f"environment variable {', '.join(variables)}" if variables else source
         if error["type"] == "extra_forbidden":
             messages.append(f"{origin}: {_unknown_field_message(_model_at(loc[:-1]), loc[:-1], loc[-1])}")
             continue

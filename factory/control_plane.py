@@ -26,7 +26,7 @@ from actors.registry import RegistryActor
 from actors.scheduler import SchedulerActor
 from actors.telemetry import TelemetryActor
 from factory.config import FactoryConfig
-from factory.errors import ClusterError
+from factory.errors import ClusterError, summary_line
 from factory.ray_cluster import NAMESPACE
 
 GRID_PRICE = "grid_price"
@@ -92,7 +92,7 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
     try:
         ray.get(ready)
     except ray.exceptions.RayActorError as exc:  # a constructor failed: show the actor's reason
-        raise ClusterError(f"a factory actor failed to start: {_last_line(exc)}") from None
+        raise ClusterError(f"a factory actor failed to start: {summary_line(exc)}") from None
     return {name: name not in existing for name in handles}
 
 
@@ -126,8 +126,3 @@ def _create(cls: type, name: str, args: tuple[Any, ...], placement: dict[str, An
         )
         .remote(*args)
     )
-
-
-def _last_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

@@ -30,3 +30,14 @@ class SchemaTooNewError(StoreError):
 
 class ClusterError(FactoryError):
     """No Ray cluster can be reached, or the factory's actors are missing or unhealthy."""
+
+
+def summary_line(error: object, last: bool = True) -> str:
+    """One line of a (possibly multi-line) error message: the last by default.
+
+    Ray puts its wrapper text first and the cause last; subprocess output ends with the reason.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[-1] if last else lines[0]

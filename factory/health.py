@@ -19,7 +19,12 @@ class ActorHealth(BaseModel):
     pid: int | None = None
     uptime_s: float | None = Field(None, description="Seconds since this incarnation started.")
     incarnation: int | None = Field(
-        None, description="1 for the first start, +1 per start after it (a Ray restart or a new `up`); None where not persisted."
+        None,
+        description="1 for the first start, +1 per start after it (a Ray restart or a new `up`); "
+        "None where not persisted.",
     )
     restarted: bool = Field(False, description="This incarnation was started by a Ray restart.")
     last_error: str | None = None
+    clock_now_s: float | None = Field(
+        None, description="Factory time as this actor's clock reads it: all actors agree."
+    )

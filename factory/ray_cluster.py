@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -21,11 +22,12 @@ from pathlib import Path
 import ray
 
 from factory.config import FactoryConfig
-from factory.errors import ClusterError
+from factory.errors import ClusterError, summary_line
 
 NAMESPACE = "factory"
 LOCAL_HEAD_MARKER = "local_head.json"
 RAY_START_TIMEOUT_S = 180
+PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,15 @@ def connect_ray(
     wanted = resolve_address(config, address)
     started = False
     if not ray.is_initialized():
+        if wanted is not None and wanted != "auto":
+            _probe(wanted)
         try:
             _init(wanted or "auto")
         except ConnectionError as exc:
             if wanted is not None:
                 raise ClusterError(
-                    f"cannot reach Ray at {wanted}: {_first_line(exc)}; check --address or RAY_ADDRESS"
+                    f"cannot reach Ray at {wanted}: {summary_line(exc, last=False)}; "
+                    "check --address or RAY_ADDRESS"
                 ) from None
             if not start_local:
                 raise ClusterError(
@@ -100,8 +105,7 @@ def start_local_head(config: FactoryConfig) -> None:
         command, capture_output=True, text=True, timeout=RAY_START_TIMEOUT_S, check=False, env=env
     )
     if result.returncode != 0:
-        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        reason = summary_line(result.stderr or result.stdout or f"exit code {result.returncode}")
         raise ClusterError(f"`ray start --head` failed: {reason}")
     marker = config.state_dir / LOCAL_HEAD_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +124,25 @@ def stop_local_head(config: FactoryConfig) -> None:
     command = [sys.executable, "-m", "ray.scripts.scripts", "stop"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
-        raise ClusterError(f"`ray stop` failed: {_first_line(result.stderr or result.stdout)}")
+        raise ClusterError(f"`ray stop` failed: {summary_line(result.stderr or result.stdout)}")
     (config.state_dir / LOCAL_HEAD_MARKER).unlink(missing_ok=True)
+
+
+def _probe(address: str) -> None:
+    """Fail in seconds, with one line, where Ray itself would retry an unreachable GCS for minutes."""
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(
+            f"Ray address '{address}' is not host:port (or ray://host:port, or 'auto'); "
+            "check --address or RAY_ADDRESS"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach Ray at {address}: {exc.strerror or exc}; check --address or RAY_ADDRESS"
+        ) from None
 
 
 def _init(address: str) -> None:
@@ -135,8 +156,3 @@ def _init(address: str) -> None:
 
 def _gcs_address() -> str:
     return ray.get_runtime_context().gcs_address
-
-
-def _first_line(value: object) -> str:
-    text = str(value).strip()
-    return text.splitlines()[0] if text else ""

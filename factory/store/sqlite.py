@@ -45,7 +45,11 @@ class SQLiteStore(StateStore):
             ) from None
         if mode.lower() != "wal":
             raise StoreError(f"state store {self._path}: WAL mode unavailable (got {mode!r})")
-        self._migrate(migrations)
+        try:
+            self._migrate(migrations)
+        except BaseException:
+            self._conn.close()
+            raise
 
     @property
     def location(self) -> str:  # noqa: D102
@@ -74,7 +78,12 @@ class SQLiteStore(StateStore):
                 self._conn.rollback()
                 raise
             self._depth = 0
-            self._execute("COMMIT")
+            try:
+                self._execute("COMMIT")
+            except BaseException:  # e.g. disk full: leave the connection usable, nothing half-kept
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                raise
 
     def get_meta(self, key: str) -> str | None:  # noqa: D102
         row = self._query_one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -116,9 +125,9 @@ class SQLiteStore(StateStore):
         sql = "SELECT id, time_s, actor, action, subject, detail_json FROM audit_log"
         params: tuple[Any, ...] = ()
         if action_prefix:
-            sql += " WHERE action = ? OR action LIKE ? ESCAPE '\\'"
-            escaped = action_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params = (action_prefix, escaped + ".%")
+            # Exact and case-sensitive, unlike LIKE: 'factory' matches 'factory' and 'factory.up'.
+            sql += " WHERE action = ? OR substr(action, 1, ?) = ?"
+            params = (action_prefix, len(action_prefix) + 1, action_prefix + ".")
         sql += " ORDER BY id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*params, limit)).fetchall()

@@ -349,3 +349,20 @@ def test_fingerprint_changes_when_a_field_changes(tmp_path: Path, env: dict[str,
     changed = load_config(None, env=env, cwd=tmp_path)
 
     assert changed.fingerprint() != base.fingerprint()
+
+
+def test_env_override_that_breaks_a_section_is_blamed_not_the_file(tmp_path: Path) -> None:
+    config_path = write(tmp_path, "clock:\n  speed_factor: 60\n")
+
+    message = config_error(config_path, tmp_path, env={"FACTORY_CLOCK__MODE": "replay"})
+
+    assert "environment variable FACTORY_CLOCK__MODE" in message
+    assert "replay_start" in message
+
+
+def test_errors_name_the_file_as_the_user_gave_it(tmp_path: Path) -> None:
+    write(tmp_path, "clock: [\n", name="broken.yaml")
+
+    message = config_error("broken.yaml", tmp_path)
+
+    assert message.startswith("broken.yaml: invalid YAML")

@@ -1,0 +1,131 @@
+"""The real `factory` console script on user errors that happen before any Ray connection.
+
+Each case must exit with code 2 (usage/config error) and print a short message, never a traceback.
+No case here reaches a command's Ray code: a valid config plus `factory status` would probe for a
+cluster, so it is left to the integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factory.version import __version__
+
+FACTORY_BIN = str(Path(sys.executable).parent / "factory")
+
+
+def run_factory(
+    *args: str, cwd: Path, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("FACTORY_") or k.startswith("RAY_ADDRESS"))}
+    env.update(extra_env)
+    return subprocess.run(
+        [FACTORY_BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Exit 2 and exactly one `error: ...` line on stderr; returns that line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    return lines[0]
+
+
+def test_unknown_config_key_is_one_line_with_suggestion(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("clock:\n  speed_factr: 3600\n")
+
+    line = assert_one_line_error(run_factory("status", "--config", "bad.yaml", cwd=tmp_path))
+
+    assert "bad.yaml" in line
+    assert "did you mean 'speed_factor'?" in line
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    line = assert_one_line_error(run_factory("status", "--config", "missing.yaml", cwd=tmp_path))
+
+    assert "cannot read config file" in line
+    assert "missing.yaml" in line
+
+
+def test_bad_value_in_default_config_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "factory.yaml").write_text("telemetry: {interval_s: -1}\n")
+
+    line = assert_one_line_error(run_factory("status", cwd=tmp_path))
+
+    assert "telemetry.interval_s" in line
+    assert "greater than 0" in line
+
+
+def test_unknown_env_override_is_a_config_error(tmp_path: Path) -> None:
+    line = assert_one_line_error(run_factory("status", cwd=tmp_path, FACTORY_CLOK__MODE="x"))
+
+    assert "FACTORY_CLOK__MODE" in line
+    assert "did you mean 'clock'" in line
+
+
+def test_factory_config_env_naming_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    line = assert_one_line_error(
+        run_factory("status", cwd=tmp_path, FACTORY_CONFIG=str(tmp_path / "gone.yaml"))
+    )
+
+    assert "gone.yaml" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("bogus",), "No such command"),
+        (("status", "--bogus"), "No such option"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: tuple[str, ...], complaint: str) -> None:
+    result = run_factory(*args, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert complaint in result.stderr
+    assert args[-1] in result.stderr
+    assert "Usage: factory" in result.stderr
+
+
+def test_version_comes_from_the_package(tmp_path: Path) -> None:
+    result = run_factory("--version", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"factory, version {__version__}"
+
+
+def test_down_without_yes_and_without_terminal_refuses(tmp_path: Path) -> None:
+    result = run_factory("down", cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "without -y" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [("127.0.0.1:1", "cannot reach Ray at 127.0.0.1:1"), ("nonsense", "is not host:port")],
+)
+def test_unreachable_ray_address_fails_fast_with_one_line(
+    tmp_path: Path, address: str, reason: str
+) -> None:
+    result = run_factory("status", "--address", address, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and reason in lines[0]
+    assert "--address" in lines[0]
