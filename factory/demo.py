@@ -1,8 +1,9 @@
 """`factory demo`: the story of the whole product, told on an embedded local Ray cluster.
 
 Each capability adds its chapter to `CHAPTERS`; a chapter gets the running factory and prints
-what a person should see. The demo ends cleanly: it leaves the factory running for exploration
-(saying where the dashboard is and how to stop it) or takes it down with `--down`.
+what a person should see. The demo ends cleanly: by default it takes the factory (and the local
+Ray head it started) down, keeping the durable state, and says how to explore the dashboard;
+with `--keep` it leaves the factory running.
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ def run(config: FactoryConfig, explicit_config: bool, take_down: bool, watch_s: 
         echo(f"\n== {number}. {title}")
         chapter(result.client, echo, watch_s)
     echo("")
+    if take_down and not result.created:
+        echo("The factory was already running before the demo, so the demo leaves it running.")
+        take_down = False
     if take_down:
         lifecycle.down(config)
         echo(f"factory taken down; durable state kept in {config.state_dir}")
+        echo(f"To explore: `factory up`, then the Ray dashboard at {status.dashboard_url} "
+             "(or `factory demo --keep`); `factory down -y` stops it.")
         return
     echo(f"The factory keeps running. Ray dashboard: {status.dashboard_url}")
     echo("Look around with `factory status` and `factory audit`; stop it with `factory down -y`.")

@@ -119,8 +119,8 @@ def audit(config_path: str | None, address: str | None, as_json: bool, limit: in
 
 @cli.command()
 @config_option
-@click.option("--down/--keep", "take_down", default=False, show_default=True,
-              help="Take the factory down at the end, or leave it running to explore.")
+@click.option("--down/--keep", "take_down", default=True, show_default=True,
+              help="Take the factory down at the end (default), or leave it running to explore.")
 @click.option("--watch-s", default=4.0, show_default=True, type=click.FloatRange(min=0),
               help="Real seconds to watch the replay clock run.")
 def demo(config_path: str | None, take_down: bool, watch_s: float) -> None:

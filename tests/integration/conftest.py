@@ -72,4 +72,7 @@ def no_ray_running() -> None:
         env=clean_env(), capture_output=True, timeout=120,
     )
     if probe.returncode == 0:
-        pytest.fail("a Ray cluster is already running on this machine; stop it (`ray stop`) first")
+        pytest.fail(
+            "a Ray cluster is already running on this machine and these tests start and stop their "
+            "own; stop it first (`.venv/bin/factory down -y`, or `ray stop`)"
+        )

@@ -16,7 +16,7 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
 ) -> None:
     config = write_config(tmp_path / "factory.yaml", state_dir=tmp_path / "state")
     run = make_runner(config, cwd=tmp_path)
-    result = run("demo", "--down", "--watch-s", "2")
+    result = run("demo", "--watch-s", "2")  # the README's Quick start runs it with defaults
     out = result.stdout
     assert "Traceback" not in out + result.stderr
     assert "factory up on a local Ray head it started" in out
@@ -24,5 +24,5 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     times = [line.split("factory time ")[1] for line in out.splitlines() if "factory time " in line]
     assert len(times) == 3 and times == sorted(times) and len(set(times)) == 3  # the clock runs
     assert "factory.up" in out  # the audit log chapter reads the durable store
-    assert "factory taken down" in out
+    assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running

@@ -20,6 +20,7 @@ import pytest
 import ray
 
 from tests.integration.conftest import (
+    FACTORY_BIN,
     RAY_BIN,
     REPO_ROOT,
     RunFactory,
@@ -95,6 +96,20 @@ def test_second_up_reuses_the_running_actors(first_up: dict[str, Any], run: RunF
     before = {a["name"]: a["pid"] for a in first_up["status"]["actors"]}
     after = {a["name"]: a["pid"] for a in again["status"]["actors"]}
     assert after == before
+
+
+def test_up_with_another_config_reuses_the_factory_and_says_so(
+    first_up: dict[str, Any], workdir: Path
+) -> None:
+    config = workdir / "factory.yaml"
+    result = subprocess.run(
+        [FACTORY_BIN, "up"], cwd=workdir, capture_output=True, text=True, timeout=300,
+        env=clean_env(FACTORY_CONFIG=str(config), FACTORY_SCHEDULER__INTERVAL_S="3"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created 0 actors" in result.stdout
+    assert "warning: the running factory uses config" in result.stderr
+    assert "factory down -y" in result.stderr
 
 
 def test_status_reports_health_clock_store_and_a_live_dashboard(

@@ -10,9 +10,11 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+import factory
 from factory import lifecycle
 from factory.config import load_config
 from factory.control_plane import factory_actor_names
+from factory.errors import ClusterError
 from tests.integration.conftest import write_config
 
 pytestmark = pytest.mark.integration
@@ -52,3 +54,6 @@ def test_up_on_three_nodes_places_every_actor(cluster: Cluster, tmp_path: Path) 
     down = lifecycle.down(config)
     assert not down.stopped_local_head  # the factory did not start this cluster
     assert len(down.removed) == 7 and factory_actor_names() == []
+    assert all(node["Alive"] for node in ray.nodes())  # the user's cluster is left running
+    with pytest.raises(ClusterError, match="run `factory up`"):
+        factory.connect()
