@@ -127,10 +127,11 @@ def test_status_reports_health_clock_store_and_a_live_dashboard(
     advanced_s = second["clock"]["now_s"] - first["clock"]["now_s"]
     assert advanced_s >= 1800 * 0.9
     assert second["clock"]["now"].startswith("2024-07")
-    # Every actor reads the same factory clock (within the half factory hour that one real second
-    # of health calls can take at 1800x), even in its own process.
+    # Every actor reads the same factory clock, each in its own process: the parallel health calls
+    # land within a real second (1800 factory s), while actors that anchored their own replays
+    # would differ by their start-up gaps.
     actor_times = [actor["clock_now_s"] for actor in second["actors"]]
-    assert max(actor_times) - min(actor_times) < 900
+    assert max(actor_times) - min(actor_times) < 1800
     assert abs(max(actor_times) - second["clock"]["now_s"]) < 1800
     assert second["state_store"] == {
         "path": str(workdir / "state" / "factory.db"), "schema_version": 1}
