@@ -50,7 +50,7 @@ class FactoryActor:
             incarnation=self._incarnation(),
             restarted=self._restarted,
             last_error=self._last_error,
-            clock_now_s=self.clock.now_s() if self.clock is not None else None,
+            clock=self.clock.spec() if self.clock is not None else None,
         )
 
     def ping(self) -> str:

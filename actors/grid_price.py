@@ -17,6 +17,7 @@ from actors.control_plane import ControlPlaneActor
 from factory.clock import ClockSpec, resolve_clock_spec
 
 CLOCK_SPEC_META_KEY = "clock_spec"
+CLOCK_PAUSED_META_KEY = "clock_paused_at_s"
 
 
 class GridPriceActor(ControlPlaneActor):
@@ -30,20 +31,32 @@ class GridPriceActor(ControlPlaneActor):
     def _on_store_opened(self) -> None:
         stored_json = self.store.get_meta(CLOCK_SPEC_META_KEY)
         stored = ClockSpec.model_validate_json(stored_json) if stored_json else None
+        paused = self.store.get_meta(CLOCK_PAUSED_META_KEY)
         clock = self.config.clock
         spec = resolve_clock_spec(
-            clock.mode, clock.replay_start, clock.speed_factor, stored, now_wall_s=time.time()
+            clock.mode, clock.replay_start, clock.speed_factor, stored, now_wall_s=time.time(),
+            paused_at_s=float(paused) if paused is not None else None,
         )
-        if spec != stored:
-            self.store.set_meta(CLOCK_SPEC_META_KEY, spec.model_dump_json())
+        with self.store.transaction():  # the new anchor and the end of the pause land together
+            if spec != stored:
+                self.store.set_meta(CLOCK_SPEC_META_KEY, spec.model_dump_json())
+            if paused is not None:
+                self.store.delete_meta(CLOCK_PAUSED_META_KEY)
         self.clock = spec.build()
 
     def clock_spec(self) -> ClockSpec:
-        """The spec every other actor and client builds its clock from."""
+        """Return the spec every other actor and client builds its clock from."""
         assert self.clock is not None
         return self.clock.spec()
 
-    def now_s(self) -> float:
-        """Factory time now, seconds since the Unix epoch."""
+    def pause_clock(self) -> float:
+        """Record the factory time now, from which the next `up` resumes; return it.
+
+        Called by `factory down` just before the actors are removed. A restart without `down`
+        (a crash) is not a pause: the replay keeps running meanwhile, as the wall clock does.
+        """
         assert self.clock is not None
-        return self.clock.now_s()
+        now_s = self.clock.now_s()
+        if self.clock.mode == "replay":
+            self.store.set_meta(CLOCK_PAUSED_META_KEY, repr(now_s))
+        return now_s

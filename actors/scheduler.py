@@ -1,11 +1,15 @@
 """SchedulerActor: the control plane's entry point. Scheduling arrives with issues 5 and 6.
 
-Today it answers what a client needs to know about the factory (`factory_info`) and owns the
-audit log's read and write API, so every component writes audit events through one place.
+Today it answers what a client needs to know about the factory (`factory_info`), owns the audit
+log's read and write API (so every component writes audit events through one place), and runs the
+control loop: every `scheduler.interval_s` wall seconds it reconciles the cluster with the factory
+(a node that joined, e.g. by autoscaling, gets its telemetry actor). A failed step is recorded as
+`last_error` and the loop goes on.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from actors.control_plane import ControlPlaneActor
@@ -17,6 +21,34 @@ class SchedulerActor(ControlPlaneActor):
     """Control-plane entry point; later the live scheduler."""
 
     kind = "scheduler"
+
+    def __init__(self, name: str, config: dict[str, Any], clock_spec: dict[str, Any] | None) -> None:
+        super().__init__(name, config, clock_spec)
+        self._stopping = threading.Event()
+        self._loop = threading.Thread(target=self._control_loop, name="control-loop", daemon=True)
+        self._loop.start()
+
+    def reconcile(self) -> list[str]:
+        """Run one control step: create the telemetry actors of nodes that lack one; return them."""
+        # Imported here: factory.control_plane imports this module to create the actor.
+        from factory.control_plane import ensure_telemetry_actors, factory_actor_names
+
+        assert self.clock is not None
+        before = set(factory_actor_names())
+        handles = ensure_telemetry_actors(
+            self.config.model_dump(mode="json"), self.clock.spec().model_dump()
+        )
+        created = sorted(set(handles) - before)
+        for name in created:
+            self.audit("actor.created", name, reason="node joined")
+        return created
+
+    def _control_loop(self) -> None:
+        while not self._stopping.wait(self.config.scheduler.interval_s):
+            try:
+                self.reconcile()
+            except Exception as exc:  # noqa: BLE001 - one failed step must not stop the loop
+                self._record_error(exc)
 
     def factory_info(self) -> dict[str, Any]:
         """Version, effective config, state store and clock of this factory."""

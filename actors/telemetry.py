@@ -6,8 +6,6 @@ series, which is why it reports `restarted` but no persisted incarnation.
 
 from __future__ import annotations
 
-import socket
-
 from actors.base import FactoryActor
 
 
@@ -15,7 +13,3 @@ class TelemetryActor(FactoryActor):
     """The telemetry agent of one node."""
 
     kind = "telemetry"
-
-    def hostname(self) -> str:
-        """The host this actor is pinned to."""
-        return socket.gethostname()

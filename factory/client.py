@@ -8,15 +8,21 @@ actors; `factory up` does that.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from pydantic import BaseModel
 
 from factory.clock import Clock, ClockSpec
 from factory.config import FactoryConfig, load_config
-from factory.control_plane import GRID_PRICE, SCHEDULER, factory_actor_names, get_actor
-from factory.errors import ClusterError, summary_line
+from factory.control_plane import (
+    GRID_PRICE,
+    SCHEDULER,
+    expected_actor_names,
+    factory_actor_names,
+    get_actor,
+)
+from factory.errors import ClusterError, FactoryError, summary_line
 from factory.health import ActorHealth
 from factory.ray_cluster import RayConnection, connect_ray, dashboard_url
 from factory.store import AuditEvent
@@ -77,30 +83,33 @@ class FactoryClient:
         """Version, effective config, state store and clock spec of the running factory."""
         return _answer(self._scheduler.factory_info.remote(), SCHEDULER)
 
-    def config(self) -> FactoryConfig:
-        """The config the running factory was brought up with."""
-        return FactoryConfig.model_validate(self.info()["config"])
-
     def health(self, timeout_s: float = HEALTH_TIMEOUT_S) -> list[ActorHealth]:
-        """Each factory actor's health; an actor that does not answer in time is 'unreachable'."""
-        names = factory_actor_names()
+        """Report each actor's health, and each one the factory should have but lacks.
+
+        An actor that does not answer in time is 'unreachable'; a control-plane actor or an alive
+        node's telemetry actor that is not on the cluster is 'missing'.
+        """
+        present = factory_actor_names()
         refs = {}
-        for name in names:
+        for name in present:
             try:
                 refs[name] = get_actor(name).health.remote()
-            except Exception:  # noqa: BLE001 - gone between listing and lookup
+            except ClusterError:  # gone between listing and lookup
                 continue
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         reports = []
-        for name in names:
+        for name in present:
             ref = refs.get(name)
             report = None
             if ref is not None and ref in ready:
                 try:
                     report = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    report = _unreachable(name, exc)
-            reports.append(report or _unreachable(name, f"no answer within {timeout_s:.0f} s"))
+                    report = _not_ok(name, "unreachable", exc)
+            reports.append(report or _not_ok(name, "unreachable", f"no answer within {timeout_s:.0f} s"))
+        for name in expected_actor_names():
+            if name not in present:
+                reports.append(_not_ok(name, "missing", "not on the cluster; run `factory up`"))
         return reports
 
     def status(self) -> FactoryStatus:
@@ -122,6 +131,10 @@ class FactoryClient:
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest audit events, oldest first."""
         return _answer(self._scheduler.audit_log.remote(limit, action_prefix), SCHEDULER)
+
+    def pause_clock(self) -> float:
+        """Record the factory time now, so that the next `up` resumes the replay from it."""
+        return _answer(get_actor(GRID_PRICE).pause_clock.remote(), GRID_PRICE)
 
     def record_audit(
         self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
@@ -156,10 +169,14 @@ def _answer(ref: ray.ObjectRef, name: str) -> Any:
             f"the factory's '{name}' actor did not answer within {HEALTH_TIMEOUT_S:.0f} s "
             "(restarting?); try again, or see the Ray dashboard's Actors page"
         ) from None
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, FactoryError):  # e.g. the store is locked: the user's one line
+            raise exc.cause from None
+        raise
     except ray.exceptions.RayActorError as exc:
         raise ClusterError(f"the factory's '{name}' actor is unavailable: {summary_line(exc)}") from None
 
 
-def _unreachable(name: str, why: object) -> ActorHealth:
+def _not_ok(name: str, status: Literal["unreachable", "missing"], why: object) -> ActorHealth:
     kind = name.split(":", 1)[0]
-    return ActorHealth(name=name, kind=kind, status="unreachable", last_error=summary_line(why))
+    return ActorHealth(name=name, kind=kind, status=status, last_error=summary_line(why))

@@ -5,9 +5,13 @@ Nomenclature:
   factory time    -- what every component treats as "now", seconds since the Unix epoch. Equal to
                      wall time in `wall` mode; in `replay` mode an accelerated replay of the past:
                      factory_s = replay_start_s + (wall_s - anchor_wall_s) * speed_factor.
-  anchor          -- the wall instant at which the replay stood at `replay_start_s`. It is chosen
-                     once, stored durably, and handed to every actor in a `ClockSpec`, so all actors
-                     of one factory (and their restarted incarnations) agree on the time.
+  anchor          -- the wall instant at which the replay stood (or would have stood) at
+                     `replay_start_s`. It is chosen once, stored durably, and handed to every actor
+                     in a `ClockSpec`, so all actors of one factory (and their restarted
+                     incarnations) agree on the time.
+  paused          -- `factory down` records the factory time it stopped at; the next `up`
+                     re-anchors the replay so that it resumes from there: replayed time stands
+                     still while the factory is down, and never goes back.
 
 No scheduling code calls `time.time()` directly: it asks a `Clock`.
 """
@@ -127,12 +131,13 @@ def resolve_clock_spec(
     speed_factor: float,
     stored: ClockSpec | None,
     now_wall_s: float,
+    paused_at_s: float | None = None,
 ) -> ClockSpec:
-    """The spec a factory runs with: the stored replay continues while its parameters are unchanged.
+    """Resolve the spec a factory runs with: the stored replay continues while unchanged.
 
-    A factory that is taken down and brought up again (or whose actors restart) keeps its replay
-    anchor, so factory time never jumps back. Changing the replay's start or speed starts a new
-    replay anchored at `now_wall_s`.
+    Actors that restart keep the stored anchor, so factory time never jumps back. A replay paused
+    by `factory down` at `paused_at_s` resumes from that factory time. Changing the replay's start
+    or speed starts a new replay anchored at `now_wall_s`.
     """
     if mode == "wall":
         return ClockSpec(mode="wall")
@@ -145,7 +150,11 @@ def resolve_clock_spec(
         and stored.replay_start_s == wanted_start_s
         and stored.speed_factor == speed_factor
     ):
-        return stored
+        if paused_at_s is None:
+            return stored
+        return stored.model_copy(
+            update={"anchor_wall_s": now_wall_s - (paused_at_s - wanted_start_s) / speed_factor}
+        )
     return ClockSpec(
         mode="replay",
         replay_start_s=wanted_start_s,

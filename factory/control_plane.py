@@ -11,6 +11,8 @@ Invariants:
   * `ensure_actors` is idempotent: it creates what is missing and reuses what exists
     (`get_if_exists`), so concurrent or repeated `factory up`s converge on one set of actors.
   * The grid price actor is created first: it resolves the clock that every other actor gets.
+  * Nodes that join later get their telemetry actor from the scheduler's reconcile loop
+    (`ensure_telemetry_actors`), or from the next `up`.
 """
 
 from __future__ import annotations
@@ -27,25 +29,23 @@ from actors.scheduler import SchedulerActor
 from actors.telemetry import TelemetryActor
 from factory.config import FactoryConfig
 from factory.errors import ClusterError, summary_line
-from factory.ray_cluster import NAMESPACE
+from factory.ray_cluster import HEAD_NODE_RESOURCE, NAMESPACE
 
 GRID_PRICE = "grid_price"
 SCHEDULER = "scheduler"
 REGISTRY = "registry"
 TELEMETRY_PREFIX = "telemetry:"
 CONTROL_PLANE_NAMES = (GRID_PRICE, SCHEDULER, REGISTRY)
-# Ray gives the head node this resource; a tiny request pins an actor there.
-HEAD_NODE_RESOURCE = "node:__internal_head__"
 ACTOR_READY_TIMEOUT_S = 120.0
 
 
 def telemetry_name(node_id: str) -> str:
-    """The name of the telemetry actor pinned to `node_id`."""
+    """Name the telemetry actor pinned to `node_id`."""
     return f"{TELEMETRY_PREFIX}{node_id}"
 
 
 def factory_actor_names() -> list[str]:
-    """Names of the factory's actors that exist on the cluster (alive or restarting)."""
+    """List the factory's actors that exist on the cluster (alive or restarting)."""
     names = {
         entry["name"]
         for entry in ray.util.list_named_actors(all_namespaces=True)
@@ -55,8 +55,14 @@ def factory_actor_names() -> list[str]:
     return [name for name in CONTROL_PLANE_NAMES if name in names] + telemetry
 
 
+def expected_actor_names() -> list[str]:
+    """List the actors a complete factory has now: the control plane and one agent per alive node."""
+    agents = sorted(telemetry_name(node_id) for node_id in _alive_node_ids())
+    return [*CONTROL_PLANE_NAMES, *agents]
+
+
 def get_actor(name: str) -> ActorHandle:
-    """The handle of a factory actor; `ClusterError` if the factory is not up."""
+    """Return the handle of a factory actor; `ClusterError` if the factory is not up."""
     try:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -70,17 +76,11 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
     existing = set(factory_actor_names())
     config_json = config.model_dump(mode="json")
     grid_price = _create(GridPriceActor, GRID_PRICE, (GRID_PRICE, config_json), _on_head())
-    clock_spec = ray.get(grid_price.clock_spec.remote(), timeout=ACTOR_READY_TIMEOUT_S)
-    spec_json = clock_spec.model_dump()
+    spec_json = _wait(grid_price.clock_spec.remote()).model_dump()
     handles = {GRID_PRICE: grid_price}
     for cls, name in ((SchedulerActor, SCHEDULER), (RegistryActor, REGISTRY)):
         handles[name] = _create(cls, name, (name, config_json, spec_json), _on_head())
-    for node in ray.nodes():
-        if not node["Alive"]:
-            continue
-        name = telemetry_name(node["NodeID"])
-        pin = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)}
-        handles[name] = _create(TelemetryActor, name, (name, config_json, spec_json), pin)
+    handles.update(ensure_telemetry_actors(config_json, spec_json))
     refs = {name: handle.ping.remote() for name, handle in handles.items()}
     ready, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=ACTOR_READY_TIMEOUT_S)
     if pending:
@@ -89,11 +89,19 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
             f"factory actors did not start within {ACTOR_READY_TIMEOUT_S:.0f} s: {', '.join(late)}; "
             "see the Ray dashboard's Actors page for why"
         )
-    try:
-        ray.get(ready)
-    except ray.exceptions.RayActorError as exc:  # a constructor failed: show the actor's reason
-        raise ClusterError(f"a factory actor failed to start: {summary_line(exc)}") from None
+    for ref in ready:
+        _wait(ref)
     return {name: name not in existing for name in handles}
+
+
+def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, ActorHandle]:
+    """Give every alive node its pinned telemetry actor (creating only the missing ones)."""
+    handles = {}
+    for node_id in _alive_node_ids():
+        name = telemetry_name(node_id)
+        pin = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+        handles[name] = _create(TelemetryActor, name, (name, config_json, spec_json), pin)
+    return handles
 
 
 def remove_actors() -> list[str]:
@@ -106,6 +114,35 @@ def remove_actors() -> list[str]:
             continue
         removed.append(name)
     return removed
+
+
+def actor_failure_reason(error: BaseException) -> str:
+    """Say in one line why an actor call failed, preferring the factory's own error message.
+
+    Ray wraps a failed constructor's traceback into its error; the factory's message (e.g. a
+    store from a newer schema) is on the line naming a `factory.errors` class.
+    """
+    for line in reversed(str(error).splitlines()):
+        marker = line.find("factory.errors.")
+        if marker >= 0 and ": " in line[marker:]:
+            return line[marker:].split(": ", 1)[1].strip()
+    return summary_line(error)
+
+
+def _wait(ref: ray.ObjectRef) -> Any:
+    try:
+        return ray.get(ref, timeout=ACTOR_READY_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise ClusterError(
+            f"a factory actor did not start within {ACTOR_READY_TIMEOUT_S:.0f} s; "
+            "see the Ray dashboard's Actors page for why"
+        ) from None
+    except ray.exceptions.RayError as exc:
+        raise ClusterError(f"a factory actor failed to start: {actor_failure_reason(exc)}") from None
+
+
+def _alive_node_ids() -> list[str]:
+    return [node["NodeID"] for node in ray.nodes() if node["Alive"]]
 
 
 def _on_head() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from factory import lifecycle
 from factory.cli import render
 from factory.client import FactoryClient
 from factory.config import ClockConfig, FactoryConfig
+from factory.control_plane import SCHEDULER
 
 Echo = Callable[[str], None]
 # A July day of real prices replays in 48 s at one factory hour per 2 real seconds.
@@ -60,22 +61,26 @@ def run(config: FactoryConfig, explicit_config: bool, take_down: bool, watch_s: 
     config = demo_config(config, explicit_config)
     echo("== Bringing the factory up")
     result = lifecycle.up(config)
-    where = "on a local Ray head it started" if result.started_local_head else "on the running Ray"
-    echo(f"factory up {where}: created {len(result.created)} actors, reused {len(result.reused)}")
-    status = result.client.status()
-    echo(render.status_text(status))
-    for number, (title, chapter) in enumerate(CHAPTERS, start=1):
-        echo(f"\n== {number}. {title}")
-        chapter(result.client, echo, watch_s)
-    echo("")
-    if take_down and not result.created:
-        echo("The factory was already running before the demo, so the demo leaves it running.")
-        take_down = False
-    if take_down:
-        lifecycle.down(config)
-        echo(f"factory taken down; durable state kept in {config.state_dir}")
+    # Take down only a factory the demo brought up itself, never one that was already running.
+    brought_up = SCHEDULER in result.created
+    try:
+        where = "on a local Ray head it started" if result.started_local_head else "on the running Ray"
+        echo(f"factory up {where}: created {len(result.created)} actors, reused {len(result.reused)}")
+        status = result.client.status()
+        echo(render.status_text(status))
+        for number, (title, chapter) in enumerate(CHAPTERS, start=1):
+            echo(f"\n== {number}. {title}")
+            chapter(result.client, echo, watch_s)
+        echo("")
+    finally:
+        if take_down and brought_up:
+            lifecycle.down(config)
+            echo(f"factory taken down; durable state kept in {config.state_dir}")
+    if take_down and brought_up:
         echo(f"To explore: `factory up`, then the Ray dashboard at {status.dashboard_url} "
              "(or `factory demo --keep`); `factory down -y` stops it.")
         return
+    if take_down:
+        echo("The factory was already running before the demo, so the demo leaves it running.")
     echo(f"The factory keeps running. Ray dashboard: {status.dashboard_url}")
     echo("Look around with `factory status` and `factory audit`; stop it with `factory down -y`.")

@@ -6,13 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from factory.clock import ClockSpec
+
 
 class ActorHealth(BaseModel):
-    """One actor's self-report. `status` is 'unreachable' when the client could not get a report."""
+    """One actor's self-report.
+
+    `status` is 'unreachable' when the actor exists but did not answer, 'missing' when the factory
+    should have it (a control-plane actor, or the telemetry agent of an alive node) and it is not
+    on the cluster.
+    """
 
     name: str
     kind: str
-    status: Literal["ok", "unreachable"] = "ok"
+    status: Literal["ok", "unreachable", "missing"] = "ok"
     version: str | None = None
     node_id: str | None = None
     node_ip: str | None = None
@@ -25,6 +32,6 @@ class ActorHealth(BaseModel):
     )
     restarted: bool = Field(False, description="This incarnation was started by a Ray restart.")
     last_error: str | None = None
-    clock_now_s: float | None = Field(
-        None, description="Factory time as this actor's clock reads it: all actors agree."
+    clock: ClockSpec | None = Field(
+        None, description="The clock this actor reads; every actor of a factory has the same."
     )

@@ -2,20 +2,28 @@
 
 Invariants:
   * `up` is idempotent: a second call connects, finds the actors and reuses them.
-  * `down` writes its audit event before it removes anything, and never touches durable state:
-    the next `up` continues from the same store (jobs, registry, audit log, clock anchor).
+  * `down` writes its audit event before it removes anything, and keeps durable state: the next
+    `up` continues from the same store (jobs, registry, audit log), and the replay clock resumes
+    from the factory time at which `down` paused it.
 """
 
 from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from factory.client import FactoryClient
 from factory.config import FactoryConfig
 from factory.control_plane import ensure_actors, factory_actor_names, remove_actors
 from factory.errors import ClusterError
-from factory.ray_cluster import connect_ray, started_local_head, stop_local_head
+from factory.ray_cluster import (
+    clear_marker,
+    connect_ray,
+    marker_matches_cluster,
+    resolve_address,
+    stop_local_head,
+)
 
 
 def cli_user() -> str:
@@ -49,6 +57,7 @@ class DownResult:
 
     removed: list[str]
     stopped_local_head: bool
+    cleared_stale_record: bool = False
 
 
 def up(config: FactoryConfig, address: str | None = None) -> UpResult:
@@ -71,20 +80,33 @@ def up(config: FactoryConfig, address: str | None = None) -> UpResult:
 
 
 def down(config: FactoryConfig, address: str | None = None) -> DownResult:
-    """Remove the factory's actors, and stop the local Ray head if `up` started it."""
+    """Remove the factory's actors, and stop the local Ray head if `up` started this very head.
+
+    A named cluster (`--address`, `RAY_ADDRESS`, `ray.address`) that cannot be reached is an
+    error, never "nothing to do". The running factory's own state dir decides about the local head,
+    whatever the caller's working directory.
+    """
+    named = resolve_address(config, address) is not None
     try:
         connection = connect_ray(config, address=address, start_local=False)
     except ClusterError:
-        if started_local_head(config):  # the head died on its own; clear the stale record
-            stop_local_head(config)
-        return DownResult(removed=[], stopped_local_head=False)
+        if named:
+            raise
+        # No cluster here: a local-head record can only be stale (the head died, a reboot).
+        return DownResult(removed=[], stopped_local_head=False,
+                          cleared_stale_record=clear_marker(config.state_dir))
+    state_dir = config.state_dir
     if factory_actor_names():
         try:
-            FactoryClient(connection).record_audit(cli_user(), "factory.down", connection.address)
+            client = FactoryClient(connection)
+            state_dir = Path(client.info()["config"]["state_dir"])
+            client.record_audit(cli_user(), "factory.down", connection.address)  # before acting
+            client.pause_clock()
         except ClusterError:
-            pass  # the scheduler is already gone; there is nobody to write through
+            pass  # a control-plane actor is already gone; remove what is left
     removed = remove_actors()
-    stop = started_local_head(config)
-    if stop:
-        stop_local_head(config)
-    return DownResult(removed=removed, stopped_local_head=stop)
+    if marker_matches_cluster(state_dir):
+        stop_local_head(state_dir)
+        return DownResult(removed=removed, stopped_local_head=True)
+    stale = not named and clear_marker(state_dir)  # a record of some earlier, other local head
+    return DownResult(removed=removed, stopped_local_head=False, cleared_stale_record=stale)

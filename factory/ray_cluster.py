@@ -1,10 +1,12 @@
 """Reaching Ray: an existing cluster, or a local head that `factory up` starts and `down` stops.
 
 Invariants:
-  * Address precedence: `--address`, then `ray.address` in the config, then `RAY_ADDRESS`, then a
-    cluster already running on this machine.
-  * A local head is started only by `factory up` (never by status or the SDK), and is recorded in
-    `<state_dir>/local_head.json`; `factory down` stops a head only when that record exists.
+  * Address precedence: `--address`, then `RAY_ADDRESS` (Ray sets it for job drivers), then
+    `ray.address` in the config, then a cluster already running on this machine.
+  * A local head is started only by `factory up` (never by status or the SDK). It is recorded in
+    `<state_dir>/local_head.json` together with the head's node id, and `factory down` stops a
+    head only when the connected cluster's head is that very node: a stale record (the head died,
+    the machine rebooted, someone else started a cluster) never stops anything.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pathlib import Path
 import ray
 
 from factory.config import FactoryConfig
-from factory.errors import ClusterError, summary_line
+from factory.errors import ClusterError, ConfigError, summary_line
 
 NAMESPACE = "factory"
 LOCAL_HEAD_MARKER = "local_head.json"
+# Ray gives the head node this resource; a tiny request for it pins an actor there.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 RAY_START_TIMEOUT_S = 180
 PROBE_TIMEOUT_S = 5.0
 
@@ -41,13 +45,17 @@ class RayConnection:
 
 def resolve_address(config: FactoryConfig, address: str | None) -> str | None:
     """The address the user asked for, or None for 'a cluster running on this machine'."""
-    return address or config.ray.address or os.environ.get("RAY_ADDRESS") or None
+    return address or os.environ.get("RAY_ADDRESS") or config.ray.address or None
 
 
 def connect_ray(
     config: FactoryConfig, address: str | None = None, start_local: bool = False
 ) -> RayConnection:
-    """Connect this process to Ray; with `start_local`, start a local head when none is running."""
+    """Connect this process to Ray; with `start_local`, start a local head when none is running.
+
+    Raises `ClusterError` when the named cluster cannot be reached, or none runs here and
+    `start_local` is false.
+    """
     wanted = resolve_address(config, address)
     started = False
     if not ray.is_initialized():
@@ -55,7 +63,7 @@ def connect_ray(
             _probe(wanted)
         try:
             _init(wanted or "auto")
-        except ConnectionError as exc:
+        except (ConnectionError, ValueError) as exc:
             if wanted is not None:
                 raise ClusterError(
                     f"cannot reach Ray at {wanted}: {summary_line(exc, last=False)}; "
@@ -66,11 +74,12 @@ def connect_ray(
                     "no Ray cluster is running on this machine and none was named; "
                     "run `factory up` (or pass --address / set RAY_ADDRESS)"
                 ) from None
-            start_local_head(config)
+            _start_local_head(config)
             started = True
             _init("auto")
+            _write_marker(config.state_dir)
     return RayConnection(
-        address=_gcs_address(),
+        address=ray.get_runtime_context().gcs_address,
         dashboard_url=dashboard_url(),
         started_local_head=started,
     )
@@ -84,8 +93,52 @@ def dashboard_url() -> str | None:
     return url if "://" in url else f"http://{url}"
 
 
-def start_local_head(config: FactoryConfig) -> None:
-    """Start a Ray head on this machine (with its dashboard) and record that the factory did."""
+def head_node_id() -> str | None:
+    """The node id of the connected cluster's head node."""
+    for node in ray.nodes():
+        if node["Alive"] and HEAD_NODE_RESOURCE in node.get("Resources", {}):
+            return node["NodeID"]
+    return None
+
+
+def marker_matches_cluster(state_dir: Path) -> bool:
+    """Whether `factory up` with this state dir started the head of the connected cluster."""
+    try:
+        marker = json.loads((state_dir / LOCAL_HEAD_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("head_node_id") is not None and marker["head_node_id"] == head_node_id()
+
+
+def clear_marker(state_dir: Path) -> bool:
+    """Forget a local-head record (e.g. a stale one); return whether there was one."""
+    marker = state_dir / LOCAL_HEAD_MARKER
+    existed = marker.exists()
+    marker.unlink(missing_ok=True)
+    return existed
+
+
+def stop_local_head(state_dir: Path) -> None:
+    """Stop the local Ray head recorded in `state_dir` (`ray stop`: every Ray process here)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    command = [sys.executable, "-m", "ray.scripts.scripts", "stop"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise ClusterError(f"`ray stop` failed: {summary_line(result.stderr or result.stdout)}")
+    clear_marker(state_dir)
+
+
+def _start_local_head(config: FactoryConfig) -> None:
+    """Start a Ray head on this machine, with its dashboard."""
+    try:  # before `ray start`: a head we could not record is a head `down` could not stop
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        (config.state_dir / LOCAL_HEAD_MARKER).touch()
+    except OSError as exc:
+        raise ConfigError(
+            f"state_dir {config.state_dir} is not a writable directory: {exc.strerror or exc}; "
+            "set state_dir in the config or FACTORY_STATE_DIR"
+        ) from None
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
         f"--dashboard-host={config.ray.dashboard_host}",
@@ -105,31 +158,24 @@ def start_local_head(config: FactoryConfig) -> None:
         command, capture_output=True, text=True, timeout=RAY_START_TIMEOUT_S, check=False, env=env
     )
     if result.returncode != 0:
+        clear_marker(config.state_dir)
         reason = summary_line(result.stderr or result.stdout or f"exit code {result.returncode}")
         raise ClusterError(f"`ray start --head` failed: {reason}")
-    marker = config.state_dir / LOCAL_HEAD_MARKER
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"started_wall_s": time.time(), "pid": os.getpid()}))
 
 
-def started_local_head(config: FactoryConfig) -> bool:
-    """Whether `factory up` started the local Ray head of this state dir."""
-    return (config.state_dir / LOCAL_HEAD_MARKER).exists()
-
-
-def stop_local_head(config: FactoryConfig) -> None:
-    """Stop the local Ray head that `factory up` started (all Ray processes of this machine)."""
-    if ray.is_initialized():
-        ray.shutdown()
-    command = [sys.executable, "-m", "ray.scripts.scripts", "stop"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise ClusterError(f"`ray stop` failed: {summary_line(result.stderr or result.stdout)}")
-    (config.state_dir / LOCAL_HEAD_MARKER).unlink(missing_ok=True)
+def _write_marker(state_dir: Path) -> None:
+    record = {"head_node_id": head_node_id(), "gcs_address": ray.get_runtime_context().gcs_address,
+              "started_wall_s": time.time()}
+    (state_dir / LOCAL_HEAD_MARKER).write_text(json.dumps(record))
 
 
 def _probe(address: str) -> None:
     """Fail in seconds, with one line, where Ray itself would retry an unreachable GCS for minutes."""
+    if address.startswith(("http://", "https://")):
+        raise ClusterError(
+            f"Ray address '{address}' is the dashboard's (for `ray job submit`); the factory "
+            "needs the cluster's, e.g. 127.0.0.1:6379; check --address or RAY_ADDRESS"
+        )
     host_port = address.split("://", 1)[-1].rstrip("/")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
@@ -152,7 +198,3 @@ def _init(address: str) -> None:
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
-
-
-def _gcs_address() -> str:
-    return ray.get_runtime_context().gcs_address

@@ -86,6 +86,8 @@ def down(config_path: str | None, address: str | None, yes: bool) -> None:
             raise click.UsageError("refusing to take the factory down without -y (no terminal)")
         click.confirm("Take the factory down?", abort=True)
     result = lifecycle.down(config, address)
+    if result.cleared_stale_record:
+        click.echo("forgot a stale record of a local Ray head that is no longer running")
     if not result.removed and not result.stopped_local_head:
         click.echo("no factory is running; nothing to do")
         return

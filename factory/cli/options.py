@@ -12,7 +12,7 @@ from factory.config import FactoryConfig, load_config
 F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    "--config", "config_path", type=str, default=None,
     help="Factory config YAML (default: $FACTORY_CONFIG, else configs/factory.yaml, else defaults).",
 )
 address_option = click.option(

@@ -53,6 +53,10 @@ class StateStore(ABC):
         """Set a factory-wide metadata value."""
 
     @abstractmethod
+    def delete_meta(self, key: str) -> None:
+        """Remove a factory-wide metadata value (no error if absent)."""
+
+    @abstractmethod
     def get_actor_state(self, name: str) -> dict[str, Any] | None:
         """The state an actor last persisted under its name, or None."""
 

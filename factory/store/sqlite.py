@@ -36,7 +36,7 @@ class SQLiteStore(StateStore):
             self._conn = sqlite3.connect(
                 self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._enable_wal()
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
@@ -50,6 +50,21 @@ class SQLiteStore(StateStore):
         except BaseException:
             self._conn.close()
             raise
+
+    def _enable_wal(self) -> str:
+        """Switch to WAL; retry while another process holds the lock for the same switch.
+
+        Changing the journal mode of a new file can fail with SQLITE_BUSY at once, without waiting
+        in the busy handler, when several actors open a fresh store together.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @property
     def location(self) -> str:  # noqa: D102
@@ -96,6 +111,10 @@ class SQLiteStore(StateStore):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def delete_meta(self, key: str) -> None:  # noqa: D102
+        with self.transaction():
+            self._execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def get_actor_state(self, name: str) -> dict[str, Any] | None:  # noqa: D102
         row = self._query_one("SELECT state_json FROM actor_state WHERE name = ?", (name,))
@@ -154,10 +173,16 @@ class SQLiteStore(StateStore):
                 continue
             try:
                 with self.transaction():
+                    # Re-read under the write lock: another process (an actor starting beside this
+                    # one) may have applied this step since we looked.
+                    current = self.schema_version()
+                    if migration.version <= current:
+                        continue
                     for statement in migration.statements:
                         self._execute(statement)
                     # PRAGMA takes no parameters; the version is an int from our own table.
                     self._execute(f"PRAGMA user_version = {int(migration.version)}")
+                    current = migration.version
             except sqlite3.Error as exc:
                 raise StoreError(
                     f"state store {self._path}: migration {migration.version} "

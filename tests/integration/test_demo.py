@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import make_runner, write_config
+from tests.integration.conftest import clean_env, make_runner, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,3 +28,20 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     assert "factory.up" in out  # the audit log chapter reads the durable store
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
+
+
+def test_up_with_an_unusable_state_dir_fails_in_one_line_and_starts_nothing(
+    no_ray_running: None, tmp_path: Path
+) -> None:
+    (tmp_path / "a_file").write_text("not a directory")
+    config = write_config(tmp_path / "factory.yaml", state_dir=tmp_path / "a_file" / "state")
+    result = make_runner(config, cwd=tmp_path)("up", check=False)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: state_dir") and len(result.stderr.splitlines()) == 1
+    assert "FACTORY_STATE_DIR" in result.stderr
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ray; ray.init(address='auto')"],
+        env=clean_env(), capture_output=True, timeout=120,
+    )
+    assert probe.returncode != 0  # no Ray head was left behind

@@ -129,3 +129,27 @@ def test_unreachable_ray_address_fails_fast_with_one_line(
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and reason in lines[0]
     assert "--address" in lines[0]
+
+
+def test_dashboard_address_is_refused_with_the_right_hint(tmp_path: Path) -> None:
+    result = run_factory("status", "--address", "http://127.0.0.1:8265", cwd=tmp_path)
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "dashboard" in lines[0] and "6379" in lines[0]
+
+
+def test_config_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+
+    line = assert_one_line_error(run_factory("status", "--config", "configs", cwd=tmp_path))
+
+    assert "cannot read config file configs" in line
+
+
+def test_down_on_an_unreachable_named_cluster_fails_instead_of_doing_nothing(tmp_path: Path) -> None:
+    result = run_factory("down", "-y", "--address", "127.0.0.1:1", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "cannot reach Ray at 127.0.0.1:1" in result.stderr
+    assert "nothing to do" not in result.stdout

@@ -195,3 +195,26 @@ def test_resolve_replay_after_stored_wall_spec_is_anchored_now() -> None:
 def test_resolve_replay_without_start_raises() -> None:
     with pytest.raises(ValueError, match="replay_start"):
         resolve_clock_spec("replay", None, 1800.0, stored=None, now_wall_s=0.0)
+
+
+def test_resolve_resumes_a_paused_replay_where_down_left_it() -> None:
+    first = resolve_clock_spec("replay", JULY_1_2024, 1800.0, stored=None, now_wall_s=5_000.0)
+    # `factory down` 10 real s later: factory time stands at 5 factory hours after the start.
+    paused_at_s = first.build(wall=lambda: 5_010.0).now_s()
+    assert paused_at_s == JULY_1_2024.timestamp() + 10 * 1800
+
+    # `factory up` a real day later resumes from the paused time, not 5 years on.
+    resumed = resolve_clock_spec("replay", JULY_1_2024, 1800.0, stored=first,
+                                 now_wall_s=91_410.0, paused_at_s=paused_at_s)
+    assert resumed.replay_start_s == first.replay_start_s
+    assert resumed.build(wall=lambda: 91_410.0).now_s() == pytest.approx(paused_at_s)
+    assert resumed.build(wall=lambda: 91_412.0).now_s() == pytest.approx(paused_at_s + 3600)
+
+
+def test_resolve_ignores_a_pause_when_the_replay_changes() -> None:
+    first = resolve_clock_spec("replay", JULY_1_2024, 1800.0, stored=None, now_wall_s=5_000.0)
+
+    other = resolve_clock_spec("replay", JULY_1_2024, 60.0, stored=first, now_wall_s=9_000.0,
+                               paused_at_s=JULY_1_2024.timestamp() + 99_999)
+
+    assert other.build(wall=lambda: 9_000.0).now_s() == JULY_1_2024.timestamp()

@@ -441,3 +441,22 @@ def test_second_writer_waits_for_a_crashed_writers_lock_to_clear(db_path: Path) 
         assert [e.action for e in survivor.list_audit()] == ["factory.up"]
     finally:
         survivor.close()
+
+
+def test_processes_opening_a_new_store_together_all_migrate_it(tmp_path: Path) -> None:
+    """Control-plane actors start side by side on a fresh state dir; none may fail migrating."""
+    db = tmp_path / "race.db"
+    code = (
+        "import sys, time; from factory.store import SQLiteStore\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "print(SQLiteStore(sys.argv[1]).schema_version())\n"
+    )
+    start_at = time.time() + 1.5  # past every child's import, so they open at once
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(db), str(start_at)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [child.communicate(timeout=60) for child in children]
+    assert [child.returncode for child in children] == [0] * 4, results
+    assert [out.strip() for out, _ in results] == [str(LATEST_VERSION)] * 4
