@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,20 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN_DIR = Path(sys.executable).parent
-FACTORY_BIN = str(BIN_DIR / "factory")
-RAY_BIN = str(BIN_DIR / "ray")
+from tests.support import FACTORY_BIN, RAY_BIN, REPO_ROOT, clean_env
+
+__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "json_of", "make_runner", "write_config"]
 
 RunFactory = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without Ray/factory settings that would steer the CLI."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("FACTORY_") or k.startswith("RAY_ADDRESS"))}
-    env.update(extra)
-    return env
 
 
 def write_config(path: Path, state_dir: Path, **sections: Any) -> Path:

@@ -7,26 +7,21 @@ cluster, so it is left to the integration tests.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from factory.version import __version__
-
-FACTORY_BIN = str(Path(sys.executable).parent / "factory")
+from tests.support import FACTORY_BIN, clean_env
 
 
 def run_factory(
     *args: str, cwd: Path, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("FACTORY_") or k.startswith("RAY_ADDRESS"))}
-    env.update(extra_env)
     return subprocess.run(
-        [FACTORY_BIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        [FACTORY_BIN, *args], cwd=cwd, env=clean_env(**extra_env), capture_output=True, text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
     )
 
