@@ -18,11 +18,12 @@ from factory.config import FactoryConfig, load_config
 from factory.control_plane import (
     GRID_PRICE,
     SCHEDULER,
+    call_actor,
     expected_actor_names,
     factory_actor_names,
     get_actor,
 )
-from factory.errors import ClusterError, FactoryError, summary_line
+from factory.errors import ClusterError, summary_line
 from factory.health import ActorHealth
 from factory.ray_cluster import RayConnection, connect_ray, dashboard_url
 from factory.store import AuditEvent
@@ -161,20 +162,7 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
 
 
 def _answer(ref: ray.ObjectRef, name: str) -> Any:
-    """The result of a call to a factory actor; `ClusterError` if the actor does not answer."""
-    try:
-        return ray.get(ref, timeout=HEALTH_TIMEOUT_S)
-    except ray.exceptions.GetTimeoutError:
-        raise ClusterError(
-            f"the factory's '{name}' actor did not answer within {HEALTH_TIMEOUT_S:.0f} s "
-            "(restarting?); try again, or see the Ray dashboard's Actors page"
-        ) from None
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, FactoryError):  # e.g. the store is locked: the user's one line
-            raise exc.cause from None
-        raise
-    except ray.exceptions.RayActorError as exc:
-        raise ClusterError(f"the factory's '{name}' actor is unavailable: {summary_line(exc)}") from None
+    return call_actor(ref, f"the factory's '{name}' actor", HEALTH_TIMEOUT_S)
 
 
 def _not_ok(name: str, status: Literal["unreachable", "missing"], why: object) -> ActorHealth:

@@ -28,7 +28,7 @@ from actors.registry import RegistryActor
 from actors.scheduler import SchedulerActor
 from actors.telemetry import TelemetryActor
 from factory.config import FactoryConfig
-from factory.errors import ClusterError, summary_line
+from factory.errors import ClusterError, FactoryError, summary_line
 from factory.ray_cluster import HEAD_NODE_RESOURCE, NAMESPACE
 
 GRID_PRICE = "grid_price"
@@ -76,21 +76,23 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
     existing = set(factory_actor_names())
     config_json = config.model_dump(mode="json")
     grid_price = _create(GridPriceActor, GRID_PRICE, (GRID_PRICE, config_json), _on_head())
-    spec_json = _wait(grid_price.clock_spec.remote()).model_dump()
+    spec_json = call_actor(
+        grid_price.clock_spec.remote(), f"the factory's '{GRID_PRICE}' actor", ACTOR_READY_TIMEOUT_S
+    ).model_dump()
     handles = {GRID_PRICE: grid_price}
     for cls, name in ((SchedulerActor, SCHEDULER), (RegistryActor, REGISTRY)):
         handles[name] = _create(cls, name, (name, config_json, spec_json), _on_head())
     handles.update(ensure_telemetry_actors(config_json, spec_json))
     refs = {name: handle.ping.remote() for name, handle in handles.items()}
-    ready, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=ACTOR_READY_TIMEOUT_S)
+    _, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=ACTOR_READY_TIMEOUT_S)
     if pending:
         late = [name for name, ref in refs.items() if ref in pending]
         raise ClusterError(
             f"factory actors did not start within {ACTOR_READY_TIMEOUT_S:.0f} s: {', '.join(late)}; "
             "see the Ray dashboard's Actors page for why"
         )
-    for ref in ready:
-        _wait(ref)
+    for name, ref in refs.items():  # raises the reason of an actor that failed to start
+        call_actor(ref, f"the factory's '{name}' actor", ACTOR_READY_TIMEOUT_S)
     return {name: name not in existing for name in handles}
 
 
@@ -116,29 +118,34 @@ def remove_actors() -> list[str]:
     return removed
 
 
-def actor_failure_reason(error: BaseException) -> str:
-    """Say in one line why an actor call failed, preferring the factory's own error message.
+def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
+    """Wait for a factory actor's answer; turn every Ray failure into one line for the user.
 
-    Ray wraps a failed constructor's traceback into its error; the factory's message (e.g. a
-    store from a newer schema) is on the line naming a `factory.errors` class.
+    A `FactoryError` the actor raised (say, its store is locked) reaches the caller as itself. An
+    actor that died, or whose constructor failed, becomes a `ClusterError` carrying the factory's
+    own message where Ray's wrapped traceback holds one (e.g. a store from a newer schema).
     """
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise ClusterError(
+            f"{who} did not answer within {timeout_s:.0f} s (starting or restarting?); try again, "
+            "or see the Ray dashboard's Actors page"
+        ) from None
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, FactoryError):
+            raise exc.cause from None
+        raise
+    except ray.exceptions.RayActorError as exc:
+        raise ClusterError(f"{who} is unavailable: {_failure_reason(exc)}") from None
+
+
+def _failure_reason(error: BaseException) -> str:
     for line in reversed(str(error).splitlines()):
         marker = line.find("factory.errors.")
         if marker >= 0 and ": " in line[marker:]:
             return line[marker:].split(": ", 1)[1].strip()
     return summary_line(error)
-
-
-def _wait(ref: ray.ObjectRef) -> Any:
-    try:
-        return ray.get(ref, timeout=ACTOR_READY_TIMEOUT_S)
-    except ray.exceptions.GetTimeoutError:
-        raise ClusterError(
-            f"a factory actor did not start within {ACTOR_READY_TIMEOUT_S:.0f} s; "
-            "see the Ray dashboard's Actors page for why"
-        ) from None
-    except ray.exceptions.RayError as exc:
-        raise ClusterError(f"a factory actor failed to start: {actor_failure_reason(exc)}") from None
 
 
 def _alive_node_ids() -> list[str]:
