@@ -139,6 +139,20 @@ def test_status_reports_health_clock_store_and_a_live_dashboard(
     assert "Dashboard  " + second["dashboard_url"] in text and "scheduler" in text
 
 
+def test_cli_reaches_the_cluster_named_by_address_or_ray_address(
+    first_up: dict[str, Any], workdir: Path, tmp_path: Path
+) -> None:
+    address = first_up["status"]["ray_address"]
+    config = workdir / "factory.yaml"
+    for args, extra_env in ((["--address", address], {}), ([], {"RAY_ADDRESS": address})):
+        result = subprocess.run(
+            [FACTORY_BIN, "status", "--json", *args], cwd=tmp_path, capture_output=True, text=True,
+            timeout=120, env=clean_env(FACTORY_CONFIG=str(config), **extra_env),
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["ray_address"] == address
+
+
 def test_killed_actor_is_restarted_and_reloads_its_state(
     driver: None, run: RunFactory
 ) -> None:
