@@ -57,6 +57,7 @@ class DownResult:
 
     removed: list[str]
     stopped_local_head: bool
+    state_dir: Path
     cleared_stale_record: bool = False
 
 
@@ -93,7 +94,7 @@ def down(config: FactoryConfig, address: str | None = None) -> DownResult:
         if named:
             raise
         # No cluster here: a local-head record can only be stale (the head died, a reboot).
-        return DownResult(removed=[], stopped_local_head=False,
+        return DownResult(removed=[], stopped_local_head=False, state_dir=config.state_dir,
                           cleared_stale_record=clear_marker(config.state_dir))
     state_dir = config.state_dir
     if factory_actor_names():
@@ -107,6 +108,7 @@ def down(config: FactoryConfig, address: str | None = None) -> DownResult:
     removed = remove_actors()
     if marker_matches_cluster(state_dir):
         stop_local_head(state_dir)
-        return DownResult(removed=removed, stopped_local_head=True)
+        return DownResult(removed=removed, stopped_local_head=True, state_dir=state_dir)
     stale = not named and clear_marker(state_dir)  # a record of some earlier, other local head
-    return DownResult(removed=removed, stopped_local_head=False, cleared_stale_record=stale)
+    return DownResult(removed=removed, stopped_local_head=False, state_dir=state_dir,
+                      cleared_stale_record=stale)

@@ -94,7 +94,7 @@ def down(config_path: str | None, address: str | None, yes: bool) -> None:
     click.echo(f"removed {len(result.removed)} actors")
     if result.stopped_local_head:
         click.echo("stopped the local Ray head that `factory up` started")
-    click.echo(f"durable state kept in {config.state_dir}")
+    click.echo(f"durable state kept in {result.state_dir}")
 
 
 @cli.command()
