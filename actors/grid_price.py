@@ -31,7 +31,9 @@ class GridPriceActor(ControlPlaneActor):
     def _on_store_opened(self) -> None:
         stored_json = self.store.get_meta(CLOCK_SPEC_META_KEY)
         stored = ClockSpec.model_validate_json(stored_json) if stored_json else None
-        paused = self.store.get_meta(CLOCK_PAUSED_META_KEY)
+        # A pause is for the next `up`; a Ray restart (say, while `down` is under way) must keep
+        # the clock the other actors already have.
+        paused = None if self._restarted else self.store.get_meta(CLOCK_PAUSED_META_KEY)
         clock = self.config.clock
         spec = resolve_clock_spec(
             clock.mode, clock.replay_start, clock.speed_factor, stored, now_wall_s=time.time(),

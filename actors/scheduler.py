@@ -43,6 +43,15 @@ class SchedulerActor(ControlPlaneActor):
             self.audit("actor.created", name, reason="node joined")
         return created
 
+    def stop_control_loop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the control loop and wait for a step in progress; return whether it stopped.
+
+        `factory down` calls this first, so that no step re-creates an actor being removed.
+        """
+        self._stopping.set()
+        self._loop.join(timeout_s)
+        return not self._loop.is_alive()
+
     def _control_loop(self) -> None:
         while not self._stopping.wait(self.config.scheduler.interval_s):
             try:

@@ -137,6 +137,10 @@ class FactoryClient:
         """Record the factory time now, so that the next `up` resumes the replay from it."""
         return _answer(get_actor(GRID_PRICE).pause_clock.remote(), GRID_PRICE)
 
+    def stop_control_loop(self) -> bool:
+        """Stop the scheduler's control loop (before `down` removes actors)."""
+        return _answer(self._scheduler.stop_control_loop.remote(), SCHEDULER)
+
     def record_audit(
         self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
     ) -> int:

@@ -135,7 +135,7 @@ def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, FactoryError):
             raise exc.cause from None
-        raise
+        raise ClusterError(f"{who} failed: {_failure_reason(exc)}") from None
     except ray.exceptions.RayActorError as exc:
         raise ClusterError(f"{who} is unavailable: {_failure_reason(exc)}") from None
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from factory.client import FactoryClient
 from factory.config import FactoryConfig
 from factory.control_plane import ensure_actors, factory_actor_names, remove_actors
-from factory.errors import ClusterError
+from factory.errors import ClusterError, FactoryError
 from factory.ray_cluster import (
     clear_marker,
     connect_ray,
+    local_head_answers,
     marker_matches_cluster,
     resolve_address,
     stop_local_head,
@@ -93,18 +94,25 @@ def down(config: FactoryConfig, address: str | None = None) -> DownResult:
     except ClusterError:
         if named:
             raise
+        if local_head_answers(config.state_dir):
+            raise ClusterError(
+                "the local Ray head that `factory up` started still listens but cannot be joined; "
+                "stop it with `ray stop`"
+            ) from None
         # No cluster here: a local-head record can only be stale (the head died, a reboot).
         return DownResult(removed=[], stopped_local_head=False, state_dir=config.state_dir,
                           cleared_stale_record=clear_marker(config.state_dir))
     state_dir = config.state_dir
     if factory_actor_names():
+        # Best effort: a factory whose store or actors are broken must still come down.
         try:
             client = FactoryClient(connection)
             state_dir = Path(client.info()["config"]["state_dir"])
             client.record_audit(cli_user(), "factory.down", connection.address)  # before acting
+            client.stop_control_loop()  # so that no step re-creates an actor being removed
             client.pause_clock()
-        except ClusterError:
-            pass  # a control-plane actor is already gone; remove what is left
+        except FactoryError:
+            pass
     removed = remove_actors()
     if marker_matches_cluster(state_dir):
         stop_local_head(state_dir)

@@ -110,6 +110,17 @@ def marker_matches_cluster(state_dir: Path) -> bool:
     return marker.get("head_node_id") is not None and marker["head_node_id"] == head_node_id()
 
 
+def local_head_answers(state_dir: Path) -> bool:
+    """Whether the GCS of the local head recorded in `state_dir` still accepts connections."""
+    try:
+        address = json.loads((state_dir / LOCAL_HEAD_MARKER).read_text())["gcs_address"]
+        host, _, port = address.rpartition(":")
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def clear_marker(state_dir: Path) -> bool:
     """Forget a local-head record (e.g. a stale one); return whether there was one."""
     marker = state_dir / LOCAL_HEAD_MARKER
@@ -172,14 +183,14 @@ def _write_marker(state_dir: Path) -> None:
 def _probe(address: str) -> None:
     """Fail in seconds, with one line, where Ray itself would retry an unreachable GCS for minutes."""
     if address.startswith(("http://", "https://")):
-        raise ClusterError(
+        raise ConfigError(
             f"Ray address '{address}' is the dashboard's (for `ray job submit`); the factory "
             "needs the cluster's, e.g. 127.0.0.1:6379; check --address or RAY_ADDRESS"
         )
     host_port = address.split("://", 1)[-1].rstrip("/")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(
+        raise ConfigError(
             f"Ray address '{address}' is not host:port (or ray://host:port, or 'auto'); "
             "check --address or RAY_ADDRESS"
         )

@@ -111,15 +111,15 @@ def test_down_without_yes_and_without_terminal_refuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("address", "reason"),
-    [("127.0.0.1:1", "cannot reach Ray at 127.0.0.1:1"), ("nonsense", "is not host:port")],
+    ("address", "reason", "exit_code"),
+    [("127.0.0.1:1", "cannot reach Ray at 127.0.0.1:1", 1), ("nonsense", "is not host:port", 2)],
 )
-def test_unreachable_ray_address_fails_fast_with_one_line(
-    tmp_path: Path, address: str, reason: str
+def test_unreachable_or_malformed_ray_address_fails_fast_with_one_line(
+    tmp_path: Path, address: str, reason: str, exit_code: int
 ) -> None:
     result = run_factory("status", "--address", address, cwd=tmp_path)
 
-    assert result.returncode == 1
+    assert result.returncode == exit_code
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and reason in lines[0]
@@ -129,7 +129,7 @@ def test_unreachable_ray_address_fails_fast_with_one_line(
 def test_dashboard_address_is_refused_with_the_right_hint(tmp_path: Path) -> None:
     result = run_factory("status", "--address", "http://127.0.0.1:8265", cwd=tmp_path)
 
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "dashboard" in lines[0] and "6379" in lines[0]
 
