@@ -17,6 +17,7 @@ from factory.cli import render
 from factory.client import FactoryClient
 from factory.config import ClockConfig, FactoryConfig
 from factory.control_plane import SCHEDULER
+from factory.errors import FactoryError
 
 Echo = Callable[[str], None]
 # A July day of real prices replays in 48 s at one factory hour per 2 real seconds.
@@ -74,8 +75,11 @@ def run(config: FactoryConfig, explicit_config: bool, take_down: bool, watch_s: 
         echo("")
     finally:
         if take_down and brought_up:
-            lifecycle.down(config)
-            echo(f"factory taken down; durable state kept in {config.state_dir}")
+            try:
+                lifecycle.down(config)
+                echo(f"factory taken down; durable state kept in {config.state_dir}")
+            except FactoryError as exc:  # keep the error that ended the demo, if there was one
+                echo(f"could not take the factory down ({exc}); run `factory down -y`")
     if take_down and brought_up:
         echo(f"To explore: `factory up`, then the Ray dashboard at {status.dashboard_url} "
              "(or `factory demo --keep`); `factory down -y` stops it.")
