@@ -25,7 +25,7 @@ from factory.control_plane import (
 )
 from factory.errors import ClusterError, summary_line
 from factory.health import ActorHealth
-from factory.ray_cluster import RayConnection, connect_ray, dashboard_url
+from factory.ray_cluster import RayConnection, connect_ray, current_connection
 from factory.store import AuditEvent
 
 HEALTH_TIMEOUT_S = 10.0
@@ -154,12 +154,8 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     Inside `ray job submit` the job's cluster is used. Raises `ClusterError` when no cluster or no
     factory is found.
     """
-    if ray.is_initialized():
-        connection = RayConnection(
-            address=ray.get_runtime_context().gcs_address,
-            dashboard_url=dashboard_url(),
-            started_local_head=False,
-        )
+    if ray.is_initialized():  # a job driver, or a script that called ray.init itself
+        connection = current_connection()
     else:
         connection = connect_ray(config or load_config(), address=address, start_local=False)
     return FactoryClient(connection)

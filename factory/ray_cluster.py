@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -78,10 +79,15 @@ def connect_ray(
             started = True
             _init("auto")
             _write_marker(config.state_dir)
+    return current_connection(started_local_head=started)
+
+
+def current_connection(started_local_head: bool = False) -> RayConnection:
+    """Describe the cluster this process is already connected to."""
     return RayConnection(
         address=ray.get_runtime_context().gcs_address,
         dashboard_url=dashboard_url(),
-        started_local_head=started,
+        started_local_head=started_local_head,
     )
 
 
@@ -103,22 +109,14 @@ def head_node_id() -> str | None:
 
 def marker_matches_cluster(state_dir: Path) -> bool:
     """Whether `factory up` with this state dir started the head of the connected cluster."""
-    try:
-        marker = json.loads((state_dir / LOCAL_HEAD_MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker.get("head_node_id") is not None and marker["head_node_id"] == head_node_id()
+    head = _read_marker(state_dir).get("head_node_id")
+    return head is not None and head == head_node_id()
 
 
 def local_head_answers(state_dir: Path) -> bool:
     """Whether the GCS of the local head recorded in `state_dir` still accepts connections."""
-    try:
-        address = json.loads((state_dir / LOCAL_HEAD_MARKER).read_text())["gcs_address"]
-        host, _, port = address.rpartition(":")
-        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True
+    host_port = _split_host_port(str(_read_marker(state_dir).get("gcs_address", "")))
+    return host_port is not None and _connect_error(*host_port) is None
 
 
 def clear_marker(state_dir: Path) -> bool:
@@ -174,6 +172,15 @@ def _start_local_head(config: FactoryConfig) -> None:
         raise ClusterError(f"`ray start --head` failed: {reason}")
 
 
+def _read_marker(state_dir: Path) -> dict[str, Any]:
+    """The local-head record in `state_dir`; empty when absent, unreadable or not yet written."""
+    try:
+        record = json.loads((state_dir / LOCAL_HEAD_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _write_marker(state_dir: Path) -> None:
     record = {"head_node_id": head_node_id(), "gcs_address": ray.get_runtime_context().gcs_address,
               "started_wall_s": time.time()}
@@ -187,19 +194,29 @@ def _probe(address: str) -> None:
             f"Ray address '{address}' is the dashboard's (for `ray job submit`); the factory "
             "needs the cluster's, e.g. 127.0.0.1:6379; check --address or RAY_ADDRESS"
         )
-    host_port = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = host_port.rpartition(":")
-    if not host or not port.isdigit():
+    host_port = _split_host_port(address.split("://", 1)[-1].rstrip("/"))
+    if host_port is None:
         raise ConfigError(
             f"Ray address '{address}' is not host:port (or ray://host:port, or 'auto'); "
             "check --address or RAY_ADDRESS"
         )
+    error = _connect_error(*host_port)
+    if error is not None:
+        raise ClusterError(f"cannot reach Ray at {address}: {error}; check --address or RAY_ADDRESS")
+
+
+def _split_host_port(address: str) -> tuple[str, int] | None:
+    host, _, port = address.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def _connect_error(host: str, port: int) -> str | None:
+    """Why a TCP connection to host:port fails within `PROBE_TIMEOUT_S`, or None if it succeeds."""
     try:
-        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
-        raise ClusterError(
-            f"cannot reach Ray at {address}: {exc.strerror or exc}; check --address or RAY_ADDRESS"
-        ) from None
+        return str(exc.strerror or exc)
+    return None
 
 
 def _init(address: str) -> None:

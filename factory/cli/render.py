@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from factory.client import FactoryStatus
 from factory.store import AuditEvent
@@ -62,8 +63,6 @@ def status_text(status: FactoryStatus) -> str:
 
 def audit_text(events: Sequence[AuditEvent]) -> str:
     """`factory audit` for people."""
-    from datetime import UTC, datetime
-
     rows = [
         (
             event.id,
