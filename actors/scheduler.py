@@ -3,8 +3,12 @@
 Today it answers what a client needs to know about the factory (`factory_info`), owns the audit
 log's read and write API (so every component writes audit events through one place), and runs the
 control loop: every `scheduler.interval_s` wall seconds it reconciles the cluster with the factory
-(a node that joined, e.g. by autoscaling, gets its telemetry actor). A failed step is recorded as
-`last_error` and the loop goes on.
+(a node that joined, e.g. by autoscaling, gets its telemetry actor; a node that left is recorded as
+down, audited, and its telemetry actor removed). A failed step is recorded as `last_error` and the
+loop goes on.
+
+Node records (`node_records()`) live in the scheduler's durable state, so a node that went down is
+still reported after a restart of the scheduler or of the whole factory.
 """
 
 from __future__ import annotations
@@ -29,11 +33,17 @@ class SchedulerActor(ControlPlaneActor):
         self._loop.start()
 
     def reconcile(self) -> list[str]:
-        """Run one control step: create the telemetry actors of nodes that lack one; return them."""
+        """Run one control step: track nodes, give new ones an agent; return the agents created."""
         # Imported here: factory.control_plane imports this module to create the actor.
-        from factory.control_plane import ensure_telemetry_actors, factory_actor_names
+        from factory.control_plane import (
+            ensure_telemetry_actors,
+            factory_actor_names,
+            remove_departed_telemetry_actors,
+        )
 
         assert self.clock is not None
+        self._track_nodes()
+        remove_departed_telemetry_actors()
         before = set(factory_actor_names())
         handles = ensure_telemetry_actors(
             self.config.model_dump(mode="json"), self.clock.spec().model_dump()
@@ -42,6 +52,39 @@ class SchedulerActor(ControlPlaneActor):
         for name in created:
             self.audit("actor.created", name, reason="node joined")
         return created
+
+    def node_records(self) -> dict[str, dict[str, Any]]:
+        """Every node this factory has seen: {node_id: {node_ip, state alive|down, since_s}}."""
+        return dict(self._state.get("nodes", {}))
+
+    def _track_nodes(self) -> None:
+        """Record nodes that appeared or went down; write ahead of removing any actor."""
+        from factory.control_plane import cluster_nodes
+
+        assert self.clock is not None
+        records: dict[str, dict[str, Any]] = dict(self._state.get("nodes", {}))
+        now_s = self.clock.now_s()
+        seen = {node["node_id"]: node for node in cluster_nodes()}
+        went_down = []
+        for node_id, node in seen.items():
+            record = records.get(node_id)
+            if node["alive"] and record is None:
+                records[node_id] = {"node_ip": node["node_ip"], "state": "alive", "since_s": now_s}
+            elif not node["alive"] and (record is None or record["state"] == "alive"):
+                records[node_id] = {"node_ip": node["node_ip"], "state": "down", "since_s": now_s}
+                went_down.append(node_id)
+        for node_id, record in records.items():  # Ray forgets dead nodes after a while
+            if node_id not in seen and record["state"] == "alive":
+                records[node_id] = {**record, "state": "down", "since_s": now_s}
+                went_down.append(node_id)
+        if records == self._state.get("nodes"):
+            return
+        state = {**self._state, "nodes": records}
+        with self.store.transaction():
+            self.store.put_actor_state(self.name, state)
+            for node_id in went_down:
+                self.audit("node.down", node_id, node_ip=records[node_id]["node_ip"])
+        self._state = state
 
     def stop_control_loop(self, timeout_s: float = 30.0) -> bool:
         """Stop the control loop and wait for a step in progress; return whether it stopped.

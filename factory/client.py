@@ -19,14 +19,18 @@ from factory.control_plane import (
     GRID_PRICE,
     SCHEDULER,
     call_actor,
+    cluster_nodes,
     expected_actor_names,
     factory_actor_names,
     get_actor,
+    telemetry_name,
 )
 from factory.errors import ClusterError, summary_line
 from factory.health import ActorHealth
 from factory.ray_cluster import RayConnection, connect_ray, current_connection
 from factory.store import AuditEvent
+from factory.telemetry.facility import facility_view, merge_job_energy, sorted_gpus
+from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeStatus
 
 HEALTH_TIMEOUT_S = 10.0
 
@@ -132,6 +136,83 @@ class FactoryClient:
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest audit events, oldest first."""
         return _answer(self._scheduler.audit_log.remote(limit, action_prefix), SCHEDULER)
+
+    def nodes(self) -> list[NodeStatus]:
+        """Every node the factory has seen: alive ones with their telemetry, and the ones now down.
+
+        An alive node whose telemetry actor does not answer is `unreachable`, with the reason.
+        """
+        records: dict[str, dict[str, Any]] = _answer(self._scheduler.node_records.remote(), SCHEDULER)
+        cluster = {node["node_id"]: node for node in cluster_nodes()}
+        alive = sorted(node_id for node_id, node in cluster.items() if node["alive"])
+        answers = self._ask_telemetry(alive, "node_status")
+        result = []
+        for node_id in alive:
+            answer = answers[node_id]
+            if isinstance(answer, NodeStatus):
+                result.append(answer)
+            else:
+                result.append(NodeStatus(node_id=node_id, node_ip=cluster[node_id]["node_ip"],
+                                         state="unreachable", error=answer))
+        for node_id in sorted(set(records) | set(cluster)):
+            if node_id in alive:
+                continue
+            record = records.get(node_id, {})
+            result.append(NodeStatus(
+                node_id=node_id, state="down", since_s=record.get("since_s") if
+                record.get("state") == "down" else None,
+                node_ip=record.get("node_ip") or cluster.get(node_id, {}).get("node_ip"),
+            ))
+        return result
+
+    def gpus(self) -> list[GpuStatus]:
+        """The latest reading of every GPU on every alive node (real or simulated)."""
+        alive = [node["node_id"] for node in cluster_nodes() if node["alive"]]
+        gpus = []
+        for answer in self._ask_telemetry(alive, "gpus").values():
+            if isinstance(answer, list):
+                gpus.extend(answer)
+        return sorted_gpus(gpus)
+
+    def facility(self) -> FacilityView:
+        """Facility power (IT power x PUE), GPU counts and today's energy."""
+        pue = float(self.info()["config"]["telemetry"]["pue"])
+        return facility_view(self.nodes(), pue=pue, time_s=self.clock().now_s())
+
+    def job_energy(self, job_id: str) -> JobEnergy:
+        """GPU energy attributed to a factory job id (or a Ray job id) over all alive nodes.
+
+        Zero with `first_seen_s=None` if no GPU has run it (since the nodes' agents started).
+        """
+        alive = [node["node_id"] for node in cluster_nodes() if node["alive"]]
+        parts = [answer for answer in self._ask_telemetry(alive, "job_energy", job_id).values()
+                 if isinstance(answer, JobEnergy)]
+        return merge_job_energy(job_id, parts)
+
+    def gpu_history(self, node_id: str, index: int, since_s: float | None = None) -> dict[str, list[float]]:
+        """One GPU's samples since `since_s` (factory time), columns oldest first, for plots."""
+        name = telemetry_name(node_id)
+        return _answer(get_actor(name).history.remote(index, since_s), name)
+
+    def _ask_telemetry(self, node_ids: list[str], method: str, *args: Any) -> dict[str, Any]:
+        """Call `method` on each node's telemetry actor; {node_id: answer, or why there is none}."""
+        refs: dict[str, ray.ObjectRef] = {}
+        answers: dict[str, Any] = {}
+        for node_id in node_ids:
+            try:
+                refs[node_id] = getattr(get_actor(telemetry_name(node_id)), method).remote(*args)
+            except ClusterError:
+                answers[node_id] = "no telemetry actor on this node yet; run `factory up`"
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEALTH_TIMEOUT_S)
+        for node_id, ref in refs.items():
+            if ref not in ready:
+                answers[node_id] = f"telemetry actor did not answer within {HEALTH_TIMEOUT_S:.0f} s"
+                continue
+            try:
+                answers[node_id] = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                answers[node_id] = summary_line(exc)
+        return answers
 
     def pause_clock(self) -> float:
         """Record the factory time now, so that the next `up` resumes the replay from it."""

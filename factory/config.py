@@ -84,11 +84,29 @@ class ClockConfig(_Section):
 
 
 class TelemetryConfig(_Section):
-    """Per-node GPU/host telemetry (TelemetryActor)."""
+    """Per-node GPU/host telemetry (one TelemetryActor per Ray node)."""
 
-    interval_s: float = Field(5.0, gt=0, description="Seconds between samples.")
-    backend: Literal["auto", "nvml", "simulated"] = "auto"
-    simulated_gpus_per_node: int = Field(0, ge=0, description="GPUs the simulated backend reports.")
+    interval_s: float = Field(1.0, gt=0, description="Real seconds between samples.")
+    backend: Literal["auto", "nvml", "simulated", "host"] = Field(
+        "auto", description="auto: NVML if it works, else simulated GPUs where the node declares "
+        "GPU resources to Ray, else host only."
+    )
+    history_samples: int = Field(
+        3600, ge=2, description="Samples kept per GPU in memory (3600 at 1 s: an hour)."
+    )
+    attribution_interval_s: float = Field(
+        2.0, gt=0, description="Real seconds between refreshes of which Ray worker holds which GPU."
+    )
+    pue: float = Field(1.4, ge=1.0, description="Power usage effectiveness: facility W per IT W.")
+    busy_utilization_pct: float = Field(
+        5.0, ge=0, le=100, description="A GPU at or above this utilisation counts as busy."
+    )
+    simulated_gpus_per_node: int | None = Field(
+        None, ge=0, description="GPUs the simulated backend models; unset: the node's Ray GPUs."
+    )
+    simulated_idle_power_w: float = Field(75.0, ge=0, description="Simulated GPU power when idle.")
+    simulated_busy_power_w: float = Field(700.0, ge=0, description="Simulated GPU power when busy.")
+    simulated_memory_total_mib: float = Field(81920.0, gt=0, description="Simulated GPU memory.")
 
 
 class PricesConfig(_Section):

@@ -12,7 +12,8 @@ Invariants:
     (`get_if_exists`), so concurrent or repeated `factory up`s converge on one set of actors.
   * The grid price actor is created first: it resolves the clock that every other actor gets.
   * Nodes that join later get their telemetry actor from the scheduler's reconcile loop
-    (`ensure_telemetry_actors`), or from the next `up`.
+    (`ensure_telemetry_actors`), or from the next `up`; the same loop removes the actors of nodes
+    that left (`remove_departed_telemetry_actors`), after recording the node as down.
 """
 
 from __future__ import annotations
@@ -104,6 +105,32 @@ def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, An
         pin = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
         handles[name] = _create(TelemetryActor, name, (name, config_json, spec_json), pin)
     return handles
+
+
+def remove_departed_telemetry_actors() -> list[str]:
+    """Kill the telemetry actors whose node is no longer alive; return those nodes' ids.
+
+    Such an actor can never run again (it is pinned to its node), so Ray would keep it pending.
+    """
+    alive = set(_alive_node_ids())
+    departed = []
+    for name in factory_actor_names():
+        node_id = name.removeprefix(TELEMETRY_PREFIX)
+        if name.startswith(TELEMETRY_PREFIX) and node_id not in alive:
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:  # gone meanwhile
+                pass
+            departed.append(node_id)
+    return departed
+
+
+def cluster_nodes() -> list[dict[str, Any]]:
+    """Every node Ray knows, alive or dead: {node_id, node_ip, alive}."""
+    return [
+        {"node_id": node["NodeID"], "node_ip": node.get("NodeManagerAddress"), "alive": node["Alive"]}
+        for node in ray.nodes()
+    ]
 
 
 def remove_actors() -> list[str]:

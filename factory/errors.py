@@ -41,3 +41,19 @@ def summary_line(error: object, last: bool = True) -> str:
     if not lines:
         return type(error).__name__
     return lines[-1] if last else lines[0]
+
+
+class TelemetryError(FactoryError):
+    """A telemetry source (NVML, RAPL, the Ray state API) failed or is absent."""
+
+
+class DeviceUnavailableError(TelemetryError):
+    """The device library or driver cannot be used at all (e.g. NVML not installed, driver not loaded)."""
+
+
+class DeviceError(TelemetryError):
+    """One device failed a query (e.g. the GPU fell off the bus); the others keep being sampled."""
+
+
+class DeviceNotSupportedError(TelemetryError):
+    """The device lacks a feature (e.g. an energy counter); callers fall back, never fail."""

@@ -40,7 +40,7 @@ def test_defaults_load_without_a_config_file(tmp_path: Path) -> None:
 
     assert config == FactoryConfig(state_dir=tmp_path.resolve() / ".factory")
     assert config.clock.mode == "wall"
-    assert config.telemetry.interval_s == 5.0
+    assert config.telemetry.interval_s == 1.0
 
 
 def test_default_config_file_under_cwd_is_picked_up(tmp_path: Path) -> None:
