@@ -41,14 +41,13 @@ class GpuEnergyMeter:
         self._last_power_w: float | None = None
 
     def update(self, reading: GpuReading, interval_s: float) -> float:
-        """Account one interval ending with `reading`; return its energy in J."""
+        """Account one interval ending with `reading`; return its energy in J (0 for the first)."""
         delta_j = 0.0
         counter = reading.energy_counter_mj
         if counter is not None and self._last_counter_mj is not None and counter >= self._last_counter_mj:
             delta_j = (counter - self._last_counter_mj) / 1000.0
-        elif reading.power_w is not None and interval_s > 0:
-            previous = self._last_power_w if self._last_power_w is not None else reading.power_w
-            delta_j = (previous + reading.power_w) / 2.0 * interval_s
+        elif reading.power_w is not None and self._last_power_w is not None and interval_s > 0:
+            delta_j = (self._last_power_w + reading.power_w) / 2.0 * interval_s
         if counter is not None:
             self._last_counter_mj = counter
         if reading.power_w is not None:
