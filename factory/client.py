@@ -174,10 +174,11 @@ class FactoryClient:
                 gpus.extend(answer)
         return sorted_gpus(gpus)
 
-    def facility(self) -> FacilityView:
-        """Facility power (IT power x PUE), GPU counts and today's energy."""
+    def facility(self, nodes: list[NodeStatus] | None = None) -> FacilityView:
+        """Facility power (IT power x PUE), GPU counts and today's energy (of `nodes`, if given)."""
         pue = float(self.info()["config"]["telemetry"]["pue"])
-        return facility_view(self.nodes(), pue=pue, time_s=self.clock().now_s())
+        return facility_view(self.nodes() if nodes is None else nodes, pue=pue,
+                             time_s=self.clock().now_s())
 
     def job_energy(self, job_id: str) -> JobEnergy:
         """GPU energy attributed to a factory job id (or a Ray job id) over all alive nodes.

@@ -6,8 +6,10 @@ never a traceback.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import time
 
 import click
 
@@ -70,6 +72,60 @@ def status(config_path: str | None, address: str | None, as_json: bool) -> None:
         click.echo(render.status_text(current))
     if not current.healthy:
         sys.exit(1)
+
+
+@cli.command()
+@config_option
+@address_option
+@json_option
+def nodes(config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Show every node's power, GPUs and energy, the nodes that went down, and the facility."""
+    import factory.client
+
+    client = factory.client.connect(address, config=load(config_path))
+    nodes = client.nodes()
+    view = client.facility(nodes)
+    if as_json:
+        click.echo(json.dumps({"facility": view.model_dump(mode="json"),
+                               "nodes": [node.model_dump(mode="json") for node in nodes]}, indent=2))
+    else:
+        click.echo(render.nodes_text(view, nodes))
+
+
+@cli.command()
+@config_option
+@address_option
+@json_option
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C (with --json: one JSON line each).")
+@click.option("--interval-s", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --watch: real seconds between refreshes.")
+@click.option("--count", default=None, type=click.IntRange(min=1),
+              help="With --watch: stop after this many refreshes.")
+def gpus(config_path: str | None, address: str | None, as_json: bool, watch: bool, interval_s: float,
+         count: int | None) -> None:
+    """Show every GPU's utilisation, memory, power, temperature, energy and jobs."""
+    import factory.client
+
+    client = factory.client.connect(address, config=load(config_path))
+    refreshes = itertools.count(1)
+    try:
+        while True:
+            current = client.gpus()
+            if as_json:
+                payload = [gpu.model_dump(mode="json") for gpu in current]
+                click.echo(json.dumps(payload) if watch else json.dumps(payload, indent=2))
+            else:
+                if watch and sys.stdout.isatty():
+                    click.clear()
+                if watch:
+                    click.echo(f"factory time {client.now():%Y-%m-%d %H:%M:%S} UTC")
+                click.echo(render.gpus_text(current))
+            shown = next(refreshes)
+            if not watch or (count is not None and shown >= count):
+                return
+            time.sleep(interval_s)
+    except KeyboardInterrupt:  # the way to leave --watch
+        return
 
 
 @cli.command()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from factory.client import FactoryStatus
 from factory.store import AuditEvent
+from factory.telemetry.models import FacilityView, GpuStatus, NodeStatus
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -75,3 +76,62 @@ def audit_text(events: Sequence[AuditEvent]) -> str:
         for event in events
     ]
     return table(["id", "time (utc)", "actor", "action", "subject", "detail"], rows)
+
+
+def _num(value: float | None, digits: int = 0) -> str | None:
+    return None if value is None else f"{value:.{digits}f}"
+
+
+def _when(time_s: float | None) -> str | None:
+    return None if time_s is None else datetime.fromtimestamp(time_s, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def facility_text(view: FacilityView) -> str:
+    """The facility in three lines."""
+    return "\n".join([
+        f"Facility   {view.facility_power_w / 1000:.2f} kW (IT {view.it_power_w / 1000:.2f} kW x PUE "
+        f"{view.pue:g}); today {view.facility_energy_today_kwh:.2f} kWh",
+        f"GPUs       {view.gpus_total} total: {view.gpus_busy} busy, {view.gpus_idle} idle, "
+        f"{view.gpus_unhealthy} unhealthy ({', '.join(view.sources) or 'no GPUs'})",
+        f"Nodes      {view.nodes_alive} alive, {view.nodes_down} down",
+    ])
+
+
+def nodes_text(view: FacilityView, nodes: Sequence[NodeStatus]) -> str:
+    """`factory nodes` for people."""
+    rows = [
+        (
+            node.node_ip, node.node_id[:12], node.state, node.source,
+            f"{node.gpus_busy}/{node.gpus}" if node.state == "alive" else None,
+            _num(node.gpu_power_w) if node.state == "alive" else None,
+            _num(node.it_power_w) if node.state == "alive" else None,
+            _num(node.cpu_utilization_pct),
+            None if node.memory_used_mib is None else
+            f"{node.memory_used_mib / 1024:.1f}/{(node.memory_total_mib or 0) / 1024:.1f}",
+            _num(node.energy_kwh, 3) if node.state == "alive" else None,
+            f"since {_when(node.since_s)}" if node.state == "down" and node.since_s else node.error,
+        )
+        for node in nodes
+    ]
+    return facility_text(view) + "\n\n" + table(
+        ["node", "id", "state", "source", "gpus busy", "gpu w", "it w", "cpu %", "mem gib",
+         "energy kwh", "note"], rows)
+
+
+def gpus_text(gpus: Sequence[GpuStatus]) -> str:
+    """`factory gpus` for people."""
+    if not gpus:
+        return "no GPUs on any alive node (real or simulated); see `factory nodes`"
+    rows = [
+        (
+            gpu.node_ip or gpu.node_id[:12], gpu.index, gpu.source,
+            "ok" if gpu.healthy else f"UNHEALTHY: {gpu.error}",
+            _num(gpu.utilization_pct), None if gpu.memory_used_mib is None else
+            f"{gpu.memory_used_mib / 1024:.1f}/{(gpu.memory_total_mib or 0) / 1024:.1f}",
+            _num(gpu.power_w), _num(gpu.temperature_c), _num(gpu.energy_kwh, 3),
+            ",".join(gpu.consumers) or "-",
+        )
+        for gpu in gpus
+    ]
+    return table(["node", "gpu", "source", "health", "util %", "mem gib", "power w", "temp c",
+                  "energy kwh", "jobs"], rows)
