@@ -27,12 +27,16 @@ JOB_TAGS = ("node", "job")
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One exported series: its name (before Ray's `ray_` prefix), unit, tags and meaning."""
+    """One exported series: its name (before Ray's `ray_` prefix), unit, tags and meaning.
+
+    `simulated=False`: simulated GPUs do not model this field, so their nodes do not export it.
+    """
 
     name: str
     unit: str
     tags: tuple[str, ...]
     description: str
+    simulated: bool = True
 
 
 METRICS = (
@@ -43,7 +47,7 @@ METRICS = (
     MetricSpec("dcgm_fi_dev_total_energy_consumption", "mJ", GPU_TAGS,
                "GPU energy since the telemetry actor started (hardware counter or integrated)"),
     MetricSpec("dcgm_fi_dev_gpu_temp", "C", GPU_TAGS, "GPU temperature"),
-    MetricSpec("dcgm_fi_dev_sm_clock", "MHz", GPU_TAGS, "SM clock"),
+    MetricSpec("dcgm_fi_dev_sm_clock", "MHz", GPU_TAGS, "SM clock", simulated=False),
     MetricSpec("factory_gpu_healthy", "1/0", GPU_TAGS, "1 if the GPU answered its last read"),
     MetricSpec("factory_node_it_power_w", "W", NODE_TAGS, "GPU plus measured CPU package power"),
     MetricSpec("factory_node_cpu_utilization_pct", "%", NODE_TAGS, "host CPU utilisation"),

@@ -1,11 +1,14 @@
 """On a multi-node cluster, `up` pins a telemetry actor to every node and the control plane to the
-head; the scheduler's loop gives nodes that join later their agent; status names what is missing.
-Uses `ray.cluster_utils.Cluster` (real raylets, one GCS) and the SDK from this driver."""
+head; the scheduler's loop gives nodes that join later their agent and reports nodes that leave as
+down; simulated GPUs follow a real Ray actor that holds them, its energy is charged to its factory
+job, and every documented metric is on the node's Prometheus endpoint; status names what is
+missing. Uses `ray.cluster_utils.Cluster` (real raylets, one GCS) and the SDK from this driver."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,10 +27,16 @@ pytestmark = pytest.mark.integration
 DEADLINE_S = 60.0
 
 
+GPU_NODE_GPUS = 2
+IDLE_W, BUSY_W = 75.0, 700.0
+
+
 @pytest.fixture(scope="module")
 def cluster(no_ray_running: None) -> Iterator[Cluster]:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    # Metrics reach the Prometheus endpoint every second instead of every 10.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": {"metrics_report_interval_ms": 1000}})
+    cluster.add_node(num_cpus=1, num_gpus=GPU_NODE_GPUS)  # a CPU machine declaring 2 GPUs: simulated
     cluster.add_node(num_cpus=0)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
@@ -39,7 +48,9 @@ def cluster(no_ray_running: None) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def config(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FactoryConfig]:
     tmp = tmp_path_factory.mktemp("multinode")
-    path = write_config(tmp / "f.yaml", tmp / "state", scheduler={"interval_s": 0.5})
+    path = write_config(tmp / "f.yaml", tmp / "state", scheduler={"interval_s": 0.5},
+                        telemetry={"interval_s": 0.5, "attribution_interval_s": 0.5,
+                                   "simulated_idle_power_w": IDLE_W, "simulated_busy_power_w": BUSY_W})
     config = load_config(path, env={})
     yield config
     lifecycle.down(config)
@@ -95,11 +106,108 @@ def test_status_names_an_actor_that_is_gone_and_up_brings_it_back(config: Factor
     assert client.status().healthy
 
 
+def gpu_node_id(cluster: Cluster) -> str:
+    return next(node["NodeID"] for node in ray.nodes()
+                if node["Alive"] and node["Resources"].get("GPU") == GPU_NODE_GPUS)
+
+
+def test_simulated_gpus_follow_a_ray_actor_that_holds_them_and_charge_its_job(
+    cluster: Cluster, config: FactoryConfig
+) -> None:
+    client = factory.connect()
+    node_id = gpu_node_id(cluster)
+    gpus = client.gpus()
+    assert [(g.node_id, g.index, g.source, g.power_w) for g in gpus] == [
+        (node_id, 0, "simulated", IDLE_W), (node_id, 1, "simulated", IDLE_W)]
+
+    class HoldsGpus:  # defined here so Ray ships it by value to the worker
+        """A Ray actor that holds GPUs, as a training worker does."""
+
+        def gpu_ids(self) -> list[int]:
+            return [int(i) for i in ray.get_gpu_ids()]
+
+    trainer = ray.remote(num_gpus=GPU_NODE_GPUS, num_cpus=0)(HoldsGpus).options(
+        runtime_env={"env_vars": {"FACTORY_JOB_ID": "train-42"}}).remote()
+    assert sorted(ray.get(trainer.gpu_ids.remote(), timeout=DEADLINE_S)) == [0, 1]
+    wait_until(lambda: all(g.consumers == ["train-42"] for g in client.gpus()), "GPUs show the job")
+    busy = client.gpus()
+    assert all(g.busy and g.power_w == BUSY_W and g.utilization_pct == 100.0 for g in busy)
+    view = client.facility()
+    assert (view.gpus_total, view.gpus_busy, view.gpus_idle) == (2, 2, 0)
+    assert view.facility_power_w == pytest.approx(view.it_power_w * config.telemetry.pue)
+    assert view.it_power_w >= 2 * BUSY_W and view.sources == ["host", "simulated"]
+
+    ray.kill(trainer)
+    wait_until(lambda: all(not g.consumers and g.power_w == IDLE_W for g in client.gpus()),
+               "GPUs idle again once the actor is gone")
+    energy = client.job_energy("train-42")
+    assert set(energy.by_node_kwh) == {node_id}
+    # Charged on factory time at the GPUs' power: between idle and busy power per GPU-second.
+    assert energy.gpu_seconds > 0
+    assert IDLE_W * energy.gpu_seconds <= energy.energy_kwh * 3.6e6 <= BUSY_W * energy.gpu_seconds
+    assert energy.energy_kwh * 3.6e6 > 0.5 * BUSY_W * energy.gpu_seconds
+    assert client.job_energy("never-ran").energy_kwh == 0.0
+    history = client.gpu_history(node_id, 0)
+    assert BUSY_W in history["power_w"] and history["time_s"] == sorted(history["time_s"])
+
+
+def test_every_documented_metric_is_on_the_nodes_prometheus_endpoint(cluster: Cluster) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from factory.telemetry.metrics import METRICS
+
+    node_id = gpu_node_id(cluster)
+    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    wanted = {f"ray_{spec.name}" for spec in METRICS if spec.simulated}
+
+    def scrape() -> dict[str, list]:
+        body = urllib.request.urlopen(url, timeout=10).read().decode()
+        return {family.name: family.samples for family in text_string_to_metric_families(body)
+                if family.name in wanted}
+
+    def complete() -> bool:
+        families = scrape()
+        jobs = {s.labels["job"] for s in families.get("ray_factory_job_energy_kwh", [])}
+        return set(families) == wanted and "train-42" in jobs  # the job of the test above
+
+    wait_until(complete, f"all of {sorted(wanted)} scraped from {url}, with job train-42")
+    families = scrape()
+    power = [s for s in families["ray_dcgm_fi_dev_power_usage"] if s.labels["node"] == node_id]
+    assert sorted((s.labels["gpu"], s.labels["source"]) for s in power) == [
+        ("0", "simulated"), ("1", "simulated")]
+    assert all(s.value in (IDLE_W, BUSY_W) for s in power)
+
+
+def test_a_node_that_leaves_is_reported_down_and_its_agent_removed(
+    cluster: Cluster, config: FactoryConfig
+) -> None:
+    client = factory.connect()
+    leaving = next(node for node in cluster.worker_nodes if node.node_id != gpu_node_id(cluster)
+                   and f"telemetry:{node.node_id}" in factory_actor_names())
+    cluster.remove_node(leaving)
+
+    def reported_down() -> bool:
+        states = {n.node_id: n.state for n in client.nodes()}
+        return states.get(leaving.node_id) == "down"
+
+    wait_until(reported_down, "the departed node is reported down")
+    wait_until(lambda: f"telemetry:{leaving.node_id}" not in factory_actor_names(),
+               "its telemetry actor is removed")
+    wait_until(lambda: client.audit_log(action_prefix="node.down"), "the scheduler audits it")
+    assert [e.subject for e in client.audit_log(action_prefix="node.down")] == [leaving.node_id]
+    gone = {n.node_id: n for n in client.nodes()}[leaving.node_id]
+    assert gone.since_s is not None  # from the scheduler's durable record, kept after Ray forgets
+    assert client.status().healthy  # a node that left is not a missing actor
+    assert client.facility().nodes_down == 1
+
+
 def test_down_leaves_a_cluster_it_did_not_start(config: FactoryConfig) -> None:
+    alive_before = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     down = lifecycle.down(config)
     assert not down.stopped_local_head
-    assert len(down.removed) == 7 and factory_actor_names() == []
-    assert all(node["Alive"] for node in ray.nodes())
+    assert len(down.removed) == 3 + len(alive_before) and factory_actor_names() == []
+    assert {node["NodeID"] for node in ray.nodes() if node["Alive"]} == alive_before
     with pytest.raises(ClusterError, match="run `factory up`"):
         factory.connect()
 
