@@ -42,7 +42,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(workdir: Path) -> RunFactory:
-    config = write_config(workdir / "factory.yaml", state_dir=workdir / "state")
+    # Two GPUs declared on a CPU machine: the node's telemetry simulates them.
+    config = write_config(workdir / "factory.yaml", state_dir=workdir / "state",
+                          ray={"num_cpus": 2, "num_gpus": 2}, telemetry={"interval_s": 0.5})
     return make_runner(config, cwd=workdir)
 
 
@@ -96,6 +98,26 @@ def test_second_up_reuses_the_running_actors(first_up: dict[str, Any], run: RunF
     before = {a["name"]: a["pid"] for a in first_up["status"]["actors"]}
     after = {a["name"]: a["pid"] for a in again["status"]["actors"]}
     assert after == before
+
+
+def test_nodes_and_gpus_show_the_simulated_gpus_of_the_local_head(
+    first_up: dict[str, Any], run: RunFactory
+) -> None:
+    listing = json_of(run("nodes", "--json"))
+    facility, (node,) = listing["facility"], listing["nodes"]
+    assert node["state"] == "alive" and node["source"] == "simulated" and node["gpus"] == 2
+    assert (facility["gpus_total"], facility["gpus_idle"], facility["sources"]) == (2, 2, ["simulated"])
+    assert facility["facility_power_w"] == pytest.approx(facility["it_power_w"] * 1.4)
+    gpus = json_of(run("gpus", "--json"))
+    assert [(g["index"], g["source"], g["power_w"], g["busy"]) for g in gpus] == [
+        (0, "simulated", 75.0, False), (1, "simulated", 75.0, False)]
+
+    text = run("nodes").stdout
+    assert "Facility" in text and "2 total: 0 busy, 2 idle" in text and "simulated" in text
+    watched = run("gpus", "--watch", "--count", "2", "--interval-s", "0.2").stdout
+    assert watched.count("factory time") == 2 and watched.count("SOURCE") == 2
+    lines = run("gpus", "--watch", "--json", "--count", "3", "--interval-s", "0.2").stdout.splitlines()
+    assert len(lines) == 3 and all(len(json.loads(line)) == 2 for line in lines)
 
 
 def test_up_with_another_config_reuses_the_factory_and_says_so(
