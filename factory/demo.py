@@ -18,15 +18,27 @@ from factory.client import FactoryClient
 from factory.config import ClockConfig, FactoryConfig
 from factory.control_plane import SCHEDULER
 from factory.errors import FactoryError
+from factory.telemetry.attribution import FACTORY_JOB_ENV
+from factory.telemetry.backends.nvml import NvmlBackend
 
 Echo = Callable[[str], None]
 # A July day of real prices replays in 48 s at one factory hour per 2 real seconds.
 DEMO_REPLAY_START = datetime(2024, 7, 1, tzinfo=UTC)
 DEMO_SPEED_FACTOR = 1800.0
+DEMO_SIMULATED_GPUS = 4
+DEMO_JOB = "demo-train"
+WAIT_S = 15.0
 
 
 def demo_config(config: FactoryConfig, explicit_config: bool) -> FactoryConfig:
-    """The demo replays the past unless the user gave a config of their own."""
+    """The demo replays the past unless the user gave a config of their own.
+
+    A local head whose GPU count is not configured declares `DEMO_SIMULATED_GPUS` GPUs to Ray on
+    a machine without NVIDIA GPUs, so that telemetry has GPUs to simulate.
+    """
+    if config.ray.num_gpus is None and not NvmlBackend.is_available():
+        config = config.model_copy(update={"ray": config.ray.model_copy(
+            update={"num_gpus": DEMO_SIMULATED_GPUS})})
     if explicit_config or config.clock.mode == "replay":
         return config
     return config.model_copy(update={"clock": ClockConfig(
@@ -50,9 +62,57 @@ def chapter_state(client: FactoryClient, echo: Echo, watch_s: float) -> None:
     echo(render.audit_text(events))
 
 
+class DemoTrainer:
+    """Stands in for a training worker: it only holds the GPUs Ray gave it (issue 6 trains)."""
+
+    def gpu_ids(self) -> list[int]:
+        """The GPUs Ray assigned to this worker."""
+        import ray
+
+        return [int(index) for index in ray.get_gpu_ids()]
+
+
+def _wait(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def chapter_telemetry(client: FactoryClient, echo: Echo, watch_s: float) -> None:
+    """Telemetry: every GPU's power and energy, the facility's, and a job's kWh."""
+    import ray
+
+    gpus = client.gpus()
+    echo(render.facility_text(client.facility()))
+    if not gpus:
+        echo("(no GPUs here: set ray.num_gpus to simulate some, e.g. 4)")
+        return
+    wanted = min(2, len(gpus))
+    echo(f"\nA job '{DEMO_JOB}' takes {wanted} GPUs (a Ray actor with num_gpus={wanted}):")
+    worker = ray.remote(DemoTrainer).options(
+        num_gpus=wanted, num_cpus=0, runtime_env={"env_vars": {FACTORY_JOB_ENV: DEMO_JOB}}).remote()
+    try:
+        ray.get(worker.gpu_ids.remote(), timeout=120)
+        _wait(lambda: sum(DEMO_JOB in gpu.consumers for gpu in client.gpus()) == wanted)
+        time.sleep(watch_s)
+        echo(render.gpus_text(client.gpus()))
+        echo(render.facility_text(client.facility()))
+    finally:
+        ray.kill(worker)
+    _wait(lambda: not any(DEMO_JOB in gpu.consumers for gpu in client.gpus()))
+    energy = client.job_energy(DEMO_JOB)
+    sources = sorted({gpu.source for gpu in gpus})
+    echo(f"\n'{DEMO_JOB}' finished: {energy.energy_kwh:.2f} kWh over {energy.gpu_seconds / 3600:.2f} "
+         f"GPU-hours on the factory clock ({', '.join(sources)} GPUs). `factory gpus --watch` shows it live.")
+
+
 CHAPTERS: list[tuple[str, Callable[[FactoryClient, Echo, float], None]]] = [
     ("One clock for the whole factory", chapter_clock),
     ("Durable state and the audit log", chapter_state),
+    ("GPU telemetry, facility power and a job's energy", chapter_telemetry),
 ]
 
 

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     no_ray_running: None, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path / "factory.yaml", state_dir=tmp_path / "state")
+    # GPUs unset, as in configs/factory.yaml: the demo declares simulated ones.
+    config = write_config(tmp_path / "factory.yaml", state_dir=tmp_path / "state",
+                          ray={"num_cpus": 2, "num_gpus": None})
     run = make_runner(config, cwd=tmp_path)
     result = run("demo", "--watch-s", "2")  # the README's Quick start runs it with defaults
     out = result.stdout
@@ -26,6 +28,11 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     times = [line.split("factory time ")[1] for line in out.splitlines() if "factory time " in line]
     assert len(times) == 3 and times == sorted(times) and len(set(times)) == 3  # the clock runs
     assert "factory.up" in out  # the audit log chapter reads the durable store
+    assert "GPUs       4 total: 0 busy, 4 idle" in out  # the facility view, simulated GPUs
+    assert "GPUs       4 total: 2 busy, 2 idle" in out  # while the demo job holds two
+    assert sum(line.rstrip().endswith("demo-train") for line in out.splitlines()) == 2
+    finished = next(line for line in out.splitlines() if line.startswith("'demo-train' finished"))
+    assert float(finished.split(": ")[1].split(" kWh")[0]) > 0  # its energy is known when it ends
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
 
