@@ -13,6 +13,7 @@ def test_the_readme_metrics_table_lists_exactly_the_exported_metrics() -> None:
     table = readme[readme.index("| metric | unit | tags |"):]
     table = table[: table.index("\n\n")]
     rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \| ([^|]+) \|", table, flags=re.MULTILINE)
-    documented = {name: (unit.strip(), tuple(t.strip() for t in tags.split(","))) for name, unit, tags in rows}
+    documented = {name: (unit.strip(), tuple(tag.strip() for tag in tags.split(",")))
+                  for name, unit, tags in rows}
     exported = {spec.name: (spec.unit, spec.tags) for spec in METRICS}
     assert documented == exported
