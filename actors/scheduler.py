@@ -46,7 +46,7 @@ class SchedulerActor(ControlPlaneActor):
         remove_departed_telemetry_actors()
         before = set(factory_actor_names())
         handles = ensure_telemetry_actors(
-            self.config.model_dump(mode="json"), self.clock.spec().model_dump()
+            self.config.model_dump(mode="json"), self.clock.spec().model_dump(), only_missing=True
         )
         created = sorted(set(handles) - before)
         for name in created:

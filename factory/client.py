@@ -195,6 +195,11 @@ class FactoryClient:
         name = telemetry_name(node_id)
         return _answer(get_actor(name).history.remote(index, since_s), name)
 
+    def gpu_averages(self, node_id: str, index: int, since_s: float | None = None) -> dict[str, float | None]:
+        """One GPU's mean utilisation, memory, power and temperature since `since_s` (factory time)."""
+        name = telemetry_name(node_id)
+        return _answer(get_actor(name).averages.remote(index, since_s), name)
+
     def _ask_telemetry(self, node_ids: list[str], method: str, *args: Any) -> dict[str, Any]:
         """Call `method` on each node's telemetry actor; {node_id: answer, or why there is none}."""
         refs: dict[str, ray.ObjectRef] = {}

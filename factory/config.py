@@ -119,7 +119,10 @@ class PricesConfig(_Section):
 class SchedulerConfig(_Section):
     """The scheduling loop (SchedulerActor)."""
 
-    interval_s: float = Field(10.0, gt=0, description="Seconds between scheduling rounds.")
+    interval_s: float = Field(
+        2.0, gt=0, description="Real seconds between control-loop rounds (a node that joins gets "
+        "its telemetry actor, one that leaves is recorded as down, within about this long)."
+    )
     power_budget_w: float | None = Field(None, gt=0, description="Facility GPU power cap in W.")
 
 

@@ -97,11 +97,19 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
     return {name: name not in existing for name in handles}
 
 
-def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, ActorHandle]:
-    """Give every alive node its pinned telemetry actor (creating only the missing ones)."""
+def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, Any],
+                            only_missing: bool = False) -> dict[str, ActorHandle]:
+    """Give every alive node its pinned telemetry actor; return the handles.
+
+    With `only_missing`, only nodes without an agent are visited (and returned): the control loop
+    runs every few seconds and need not look up every existing agent each time.
+    """
+    existing = set(factory_actor_names()) if only_missing else set()
     handles = {}
     for node_id in _alive_node_ids():
         name = telemetry_name(node_id)
+        if name in existing:
+            continue
         pin = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
         handles[name] = _create(TelemetryActor, name, (name, config_json, spec_json), pin)
     return handles

@@ -149,6 +149,10 @@ def test_simulated_gpus_follow_a_ray_actor_that_holds_them_and_charge_its_job(
     assert client.job_energy("never-ran").energy_kwh == 0.0
     history = client.gpu_history(node_id, 0)
     assert BUSY_W in history["power_w"] and history["time_s"] == sorted(history["time_s"])
+    mean_w = client.gpu_averages(node_id, 0)["power_w"]
+    assert IDLE_W < mean_w < BUSY_W  # over a window holding idle and busy samples
+    last = history["time_s"][-1]
+    assert client.gpu_averages(node_id, 0, since_s=last)["power_w"] == IDLE_W
 
 
 def test_every_documented_metric_is_on_the_nodes_prometheus_endpoint(cluster: Cluster) -> None:
