@@ -8,7 +8,9 @@ down, audited, and its telemetry actor removed). A failed step is recorded as `l
 loop goes on.
 
 Node records (`node_records()`) live in the scheduler's durable state, so a node that went down is
-still reported after a restart of the scheduler or of the whole factory.
+still reported after a restart of the scheduler or of the factory. They belong to one Ray cluster
+(known by its head node): on a new cluster, e.g. after `factory down` stopped the local head and
+`up` started another, the records start afresh; the old nodes were taken down on purpose, not lost.
 """
 
 from __future__ import annotations
@@ -62,9 +64,13 @@ class SchedulerActor(ControlPlaneActor):
         from factory.control_plane import cluster_nodes
 
         assert self.clock is not None
-        records: dict[str, dict[str, Any]] = dict(self._state.get("nodes", {}))
         now_s = self.clock.now_s()
         seen = {node["node_id"]: node for node in cluster_nodes()}
+        head = next((node_id for node_id, node in seen.items() if node["alive"] and node["is_head"]), None)
+        if head is None:  # the head is not in Ray's view for a moment: decide nothing now
+            return
+        same_cluster = head == self._state.get("nodes_head")
+        records: dict[str, dict[str, Any]] = dict(self._state.get("nodes", {})) if same_cluster else {}
         went_down = []
         for node_id, node in seen.items():
             record = records.get(node_id)
@@ -77,9 +83,9 @@ class SchedulerActor(ControlPlaneActor):
             if node_id not in seen and record["state"] == "alive":
                 records[node_id] = {**record, "state": "down", "since_s": now_s}
                 went_down.append(node_id)
-        if records == self._state.get("nodes"):
+        if same_cluster and records == self._state.get("nodes"):
             return
-        state = {**self._state, "nodes": records}
+        state = {**self._state, "nodes": records, "nodes_head": head}
         with self.store.transaction():
             self.store.put_actor_state(self.name, state)
             for node_id in went_down:

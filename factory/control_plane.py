@@ -134,9 +134,10 @@ def remove_departed_telemetry_actors() -> list[str]:
 
 
 def cluster_nodes() -> list[dict[str, Any]]:
-    """Every node Ray knows, alive or dead: {node_id, node_ip, alive}."""
+    """Every node Ray knows, alive or dead: {node_id, node_ip, alive, is_head}."""
     return [
-        {"node_id": node["NodeID"], "node_ip": node.get("NodeManagerAddress"), "alive": node["Alive"]}
+        {"node_id": node["NodeID"], "node_ip": node.get("NodeManagerAddress"), "alive": node["Alive"],
+         "is_head": HEAD_NODE_RESOURCE in node.get("Resources", {})}
         for node in ray.nodes()
     ]
 
