@@ -9,7 +9,9 @@ Invariants:
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import ray
@@ -60,6 +62,25 @@ class FactoryActor:
     def _incarnation(self) -> int | None:
         """This incarnation's number, where the actor persists it (control-plane actors do)."""
         return None
+
+    def _run_every(self, interval_s: float, step: Callable[[], object], name: str) -> threading.Event:
+        """Run `step` every `interval_s` real seconds on a daemon thread; set the event to stop.
+
+        A step that raises is recorded as `last_error` and the loop goes on: one bad round (a
+        slow GCS, a device error) never stops the actor's background work.
+        """
+        stopping = threading.Event()
+
+        def loop() -> None:
+            while not stopping.wait(interval_s):
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - see the docstring
+                    self._record_error(exc)
+
+        self._loop_thread = threading.Thread(target=loop, name=name, daemon=True)
+        self._loop_thread.start()
+        return stopping
 
     def _record_error(self, error: BaseException | str) -> None:
         self._last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"

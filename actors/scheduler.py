@@ -15,7 +15,6 @@ still reported after a restart of the scheduler or of the factory. They belong t
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from actors.control_plane import ControlPlaneActor
@@ -30,27 +29,25 @@ class SchedulerActor(ControlPlaneActor):
 
     def __init__(self, name: str, config: dict[str, Any], clock_spec: dict[str, Any] | None) -> None:
         super().__init__(name, config, clock_spec)
-        self._stopping = threading.Event()
-        self._loop = threading.Thread(target=self._control_loop, name="control-loop", daemon=True)
-        self._loop.start()
+        try:  # at once, so that `factory nodes` right after `up` reflects this cluster
+            self._track_nodes()
+        except Exception as exc:  # noqa: BLE001 - the control loop tries again
+            self._record_error(exc)
+        self._stopping = self._run_every(self.config.scheduler.interval_s, self.reconcile, "control-loop")
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
         # Imported here: factory.control_plane imports this module to create the actor.
-        from factory.control_plane import (
-            ensure_telemetry_actors,
-            factory_actor_names,
-            remove_departed_telemetry_actors,
-        )
+        from factory.control_plane import ensure_telemetry_actors, remove_telemetry_actors
 
         assert self.clock is not None
-        self._track_nodes()
-        remove_departed_telemetry_actors()
-        before = set(factory_actor_names())
+        down = self._track_nodes()
+        if down is not None:  # only nodes recorded as down lose their agent: written ahead
+            remove_telemetry_actors(down)
         handles = ensure_telemetry_actors(
             self.config.model_dump(mode="json"), self.clock.spec().model_dump(), only_missing=True
         )
-        created = sorted(set(handles) - before)
+        created = sorted(handles)
         for name in created:
             self.audit("actor.created", name, reason="node joined")
         return created
@@ -59,8 +56,11 @@ class SchedulerActor(ControlPlaneActor):
         """Every node this factory has seen: {node_id: {node_ip, state alive|down, since_s}}."""
         return dict(self._state.get("nodes", {}))
 
-    def _track_nodes(self) -> None:
-        """Record nodes that appeared or went down; write ahead of removing any actor."""
+    def _track_nodes(self) -> list[str] | None:
+        """Record nodes that appeared or went down; return every node recorded down (None: no view).
+
+        The records are written before any agent is removed (write ahead, then act).
+        """
         from factory.control_plane import cluster_nodes
 
         assert self.clock is not None
@@ -68,7 +68,7 @@ class SchedulerActor(ControlPlaneActor):
         seen = {node["node_id"]: node for node in cluster_nodes()}
         head = next((node_id for node_id, node in seen.items() if node["alive"] and node["is_head"]), None)
         if head is None:  # the head is not in Ray's view for a moment: decide nothing now
-            return
+            return None
         same_cluster = head == self._state.get("nodes_head")
         records: dict[str, dict[str, Any]] = dict(self._state.get("nodes", {})) if same_cluster else {}
         went_down = []
@@ -83,14 +83,16 @@ class SchedulerActor(ControlPlaneActor):
             if node_id not in seen and record["state"] == "alive":
                 records[node_id] = {**record, "state": "down", "since_s": now_s}
                 went_down.append(node_id)
+        down = sorted(node_id for node_id, record in records.items() if record["state"] == "down")
         if same_cluster and records == self._state.get("nodes"):
-            return
+            return down
         state = {**self._state, "nodes": records, "nodes_head": head}
         with self.store.transaction():
             self.store.put_actor_state(self.name, state)
             for node_id in went_down:
                 self.audit("node.down", node_id, node_ip=records[node_id]["node_ip"])
         self._state = state
+        return down
 
     def stop_control_loop(self, timeout_s: float = 30.0) -> bool:
         """Stop the control loop and wait for a step in progress; return whether it stopped.
@@ -98,15 +100,8 @@ class SchedulerActor(ControlPlaneActor):
         `factory down` calls this first, so that no step re-creates an actor being removed.
         """
         self._stopping.set()
-        self._loop.join(timeout_s)
-        return not self._loop.is_alive()
-
-    def _control_loop(self) -> None:
-        while not self._stopping.wait(self.config.scheduler.interval_s):
-            try:
-                self.reconcile()
-            except Exception as exc:  # noqa: BLE001 - one failed step must not stop the loop
-                self._record_error(exc)
+        self._loop_thread.join(timeout_s)
+        return not self._loop_thread.is_alive()
 
     def factory_info(self) -> dict[str, Any]:
         """Version, effective config, state store and clock of this factory."""

@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from actors.base import FactoryActor
+from factory.errors import TelemetryError
 from factory.telemetry.attribution import RayWorkloads
 from factory.telemetry.backends.host import HostBackend
 from factory.telemetry.metrics import TelemetryMetrics
@@ -45,11 +46,13 @@ class TelemetryActor(FactoryActor):
             workloads=RayWorkloads(self._node_id), backend_error=selection.error,
         )
         self._metrics = TelemetryMetrics()
-        self._lock = threading.Lock()
-        self._sample()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="telemetry-sampler", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()  # guards the sampler's state: ticks and queries
+        self._refresh_lock = threading.Lock()  # one Ray state API refresh at a time, outside `_lock`
+        try:
+            self._sample()
+        except Exception as exc:  # noqa: BLE001 - a failed first sample must not fail the actor
+            self._record_error(exc)
+        self._run_every(settings.interval_s, self._sample, "telemetry-sampler")
 
     def gpus(self) -> list[GpuStatus]:
         """The latest reading of each GPU on this node, with energy and consumers."""
@@ -76,26 +79,22 @@ class TelemetryActor(FactoryActor):
         with self._lock:
             return self._sampler.job_energy(job_id)
 
-    def sample_now(self, refresh_workloads: bool = True) -> NodeStatus:
+    def sample_now(self) -> NodeStatus:
         """Take a sample at once (after asking Ray who holds which GPU); return the node's status."""
-        if refresh_workloads:
-            with self._lock:
-                self._sampler.refresh_workloads()
+        with self._refresh_lock:
+            self._sampler.refresh_workloads()
         return self._sample().node
 
     def _latest(self) -> NodeSnapshot:
-        assert self._sampler.latest is not None, "the constructor takes the first sample"
-        return self._sampler.latest
+        latest = self._sampler.latest
+        if latest is None:
+            raise TelemetryError(f"no sample yet on this node: {self._last_error or 'starting'}")
+        return latest
 
     def _sample(self) -> NodeSnapshot:
+        with self._refresh_lock:
+            self._sampler.refresh_workloads_if_due()
         with self._lock:
-            snapshot = self._sampler.tick()
+            snapshot = self._sampler.tick(refresh=False)
         self._metrics.export(snapshot)
         return snapshot
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.config.telemetry.interval_s):
-            try:
-                self._sample()
-            except Exception as exc:  # noqa: BLE001 - one failed sample must not stop sampling
-                self._record_error(exc)

@@ -7,6 +7,8 @@ actors; `factory up` does that.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -95,23 +97,15 @@ class FactoryClient:
         node's telemetry actor that is not on the cluster is 'missing'.
         """
         present = factory_actor_names()
-        refs = {}
-        for name in present:
-            try:
-                refs[name] = get_actor(name).health.remote()
-            except ClusterError:  # gone between listing and lookup
-                continue
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        def call(name: str) -> Callable[[], ray.ObjectRef]:
+            return lambda: get_actor(name).health.remote()
+
+        answers = _gather({name: call(name) for name in present}, timeout_s)
         reports = []
         for name in present:
-            ref = refs.get(name)
-            report = None
-            if ref is not None and ref in ready:
-                try:
-                    report = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    report = _not_ok(name, "unreachable", exc)
-            reports.append(report or _not_ok(name, "unreachable", f"no answer within {timeout_s:.0f} s"))
+            answer = answers[name]
+            reports.append(_not_ok(name, "unreachable", answer.reason) if isinstance(answer, NoAnswer)
+                           else answer)
         for name in expected_actor_names():
             if name not in present:
                 reports.append(_not_ok(name, "missing", "not on the cluster; run `factory up`"))
@@ -143,17 +137,17 @@ class FactoryClient:
         An alive node whose telemetry actor does not answer is `unreachable`, with the reason.
         """
         records: dict[str, dict[str, Any]] = _answer(self._scheduler.node_records.remote(), SCHEDULER)
-        cluster = {node["node_id"]: node for node in cluster_nodes()}
+        cluster = {node["node_id"]: node for node in _cluster_nodes()}
         alive = sorted(node_id for node_id, node in cluster.items() if node["alive"])
         answers = self._ask_telemetry(alive, "node_status")
         result = []
         for node_id in alive:
             answer = answers[node_id]
-            if isinstance(answer, NodeStatus):
-                result.append(answer)
-            else:
+            if isinstance(answer, NoAnswer):
                 result.append(NodeStatus(node_id=node_id, node_ip=cluster[node_id]["node_ip"],
-                                         state="unreachable", error=answer))
+                                         state="unreachable", error=answer.reason))
+            else:
+                result.append(answer)
         for node_id in sorted(set(records) | set(cluster)):
             if node_id in alive:
                 continue
@@ -167,7 +161,7 @@ class FactoryClient:
 
     def gpus(self) -> list[GpuStatus]:
         """The latest reading of every GPU on every alive node (real or simulated)."""
-        alive = [node["node_id"] for node in cluster_nodes() if node["alive"]]
+        alive = [node["node_id"] for node in _cluster_nodes() if node["alive"]]
         gpus = []
         for answer in self._ask_telemetry(alive, "gpus").values():
             if isinstance(answer, list):
@@ -185,7 +179,7 @@ class FactoryClient:
 
         Zero with `first_seen_s=None` if no GPU has run it (since the nodes' agents started).
         """
-        alive = [node["node_id"] for node in cluster_nodes() if node["alive"]]
+        alive = [node["node_id"] for node in _cluster_nodes() if node["alive"]]
         parts = [answer for answer in self._ask_telemetry(alive, "job_energy", job_id).values()
                  if isinstance(answer, JobEnergy)]
         return merge_job_energy(job_id, parts)
@@ -201,24 +195,11 @@ class FactoryClient:
         return _answer(get_actor(name).averages.remote(index, since_s), name)
 
     def _ask_telemetry(self, node_ids: list[str], method: str, *args: Any) -> dict[str, Any]:
-        """Call `method` on each node's telemetry actor; {node_id: answer, or why there is none}."""
-        refs: dict[str, ray.ObjectRef] = {}
-        answers: dict[str, Any] = {}
-        for node_id in node_ids:
-            try:
-                refs[node_id] = getattr(get_actor(telemetry_name(node_id)), method).remote(*args)
-            except ClusterError:
-                answers[node_id] = "no telemetry actor on this node yet; run `factory up`"
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEALTH_TIMEOUT_S)
-        for node_id, ref in refs.items():
-            if ref not in ready:
-                answers[node_id] = f"telemetry actor did not answer within {HEALTH_TIMEOUT_S:.0f} s"
-                continue
-            try:
-                answers[node_id] = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                answers[node_id] = summary_line(exc)
-        return answers
+        """Call `method` on each node's telemetry actor; {node_id: answer, or a `NoAnswer`}."""
+        def call(node_id: str) -> Callable[[], ray.ObjectRef]:
+            return lambda: getattr(get_actor(telemetry_name(node_id)), method).remote(*args)
+
+        return _gather({node_id: call(node_id) for node_id in node_ids}, HEALTH_TIMEOUT_S)
 
     def pause_clock(self) -> float:
         """Record the factory time now, so that the next `up` resumes the replay from it."""
@@ -246,6 +227,46 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     else:
         connection = connect_ray(config or load_config(), address=address, start_local=False)
     return FactoryClient(connection)
+
+
+def _cluster_nodes() -> list[dict[str, Any]]:
+    """Ray's node list; losing the cluster mid-command is one line, not a traceback."""
+    try:
+        return cluster_nodes()
+    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds when the GCS is gone
+        raise ClusterError(f"lost the Ray cluster: {summary_line(exc)}; is it still running?") from None
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """Why an actor gave no answer to a fanned-out call."""
+
+    reason: str
+
+
+def _gather(calls: dict[str, Callable[[], ray.ObjectRef]], timeout_s: float) -> dict[str, Any]:
+    """Start every call, wait for all at once up to `timeout_s`; {key: answer, or a `NoAnswer`}.
+
+    A call whose actor is gone, failed, or did not answer in time gives a `NoAnswer` with the
+    reason in one line; nothing raises, so one sick actor never hides the others' answers.
+    """
+    answers: dict[str, Any] = {}
+    refs: dict[str, ray.ObjectRef] = {}
+    for key, call in calls.items():
+        try:
+            refs[key] = call()
+        except ClusterError as exc:  # gone between listing and lookup
+            answers[key] = NoAnswer(str(exc))
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+    for key, ref in refs.items():
+        if ref not in ready:
+            answers[key] = NoAnswer(f"no answer within {timeout_s:.0f} s")
+            continue
+        try:
+            answers[key] = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            answers[key] = NoAnswer(summary_line(exc))
+    return answers
 
 
 def _answer(ref: ray.ObjectRef, name: str) -> Any:

@@ -13,7 +13,7 @@ Invariants:
   * The grid price actor is created first: it resolves the clock that every other actor gets.
   * Nodes that join later get their telemetry actor from the scheduler's reconcile loop
     (`ensure_telemetry_actors`), or from the next `up`; the same loop removes the actors of nodes
-    that left (`remove_departed_telemetry_actors`), after recording the node as down.
+    that left (`remove_telemetry_actors`), after recording the node as down.
 """
 
 from __future__ import annotations
@@ -115,22 +115,14 @@ def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, An
     return handles
 
 
-def remove_departed_telemetry_actors() -> list[str]:
-    """Kill the telemetry actors whose node is no longer alive; return those nodes' ids.
+def remove_telemetry_actors(node_ids: list[str]) -> list[str]:
+    """Kill the telemetry actors of these (departed) nodes, where they still exist; return those.
 
     Such an actor can never run again (it is pinned to its node), so Ray would keep it pending.
     """
-    alive = set(_alive_node_ids())
-    departed = []
-    for name in factory_actor_names():
-        node_id = name.removeprefix(TELEMETRY_PREFIX)
-        if name.startswith(TELEMETRY_PREFIX) and node_id not in alive:
-            try:
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-            except ValueError:  # gone meanwhile
-                pass
-            departed.append(node_id)
-    return departed
+    present = set(factory_actor_names())
+    return [node_id for node_id in node_ids
+            if telemetry_name(node_id) in present and _kill(telemetry_name(node_id))]
 
 
 def cluster_nodes() -> list[dict[str, Any]]:
@@ -144,14 +136,16 @@ def cluster_nodes() -> list[dict[str, Any]]:
 
 def remove_actors() -> list[str]:
     """Kill every factory actor for good (no restart); return their names. State stays on disk."""
-    removed = []
-    for name in factory_actor_names():
-        try:
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-        except ValueError:  # gone meanwhile
-            continue
-        removed.append(name)
-    return removed
+    return [name for name in factory_actor_names() if _kill(name)]
+
+
+def _kill(name: str) -> bool:
+    """Kill a factory actor for good; False if it was gone already."""
+    try:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+    except ValueError:  # gone meanwhile
+        return False
+    return True
 
 
 def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
@@ -185,7 +179,7 @@ def _failure_reason(error: BaseException) -> str:
 
 
 def _alive_node_ids() -> list[str]:
-    return [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    return [node["node_id"] for node in cluster_nodes() if node["alive"]]
 
 
 def _on_head() -> dict[str, Any]:

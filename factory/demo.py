@@ -104,9 +104,10 @@ def chapter_telemetry(client: FactoryClient, echo: Echo, watch_s: float) -> None
         ray.kill(worker)
     _wait(lambda: not any(DEMO_JOB in gpu.consumers for gpu in client.gpus()))
     energy = client.job_energy(DEMO_JOB)
-    sources = sorted({gpu.source for gpu in gpus})
+    simulated = all(gpu.source == "simulated" for gpu in gpus)
+    clock = "on the factory clock, simulated GPUs" if simulated else "real GPUs"
     echo(f"\n'{DEMO_JOB}' finished: {energy.energy_kwh:.2f} kWh over {energy.gpu_seconds / 3600:.2f} "
-         f"GPU-hours on the factory clock ({', '.join(sources)} GPUs). `factory gpus --watch` shows it live.")
+         f"GPU-hours ({clock}). `factory gpus --watch` shows it live.")
 
 
 CHAPTERS: list[tuple[str, Callable[[FactoryClient, Echo, float], None]]] = [

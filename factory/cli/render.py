@@ -93,7 +93,8 @@ def facility_text(view: FacilityView) -> str:
         f"{view.pue:g}); today {view.facility_energy_today_kwh:.2f} kWh",
         f"GPUs       {view.gpus_total} total: {view.gpus_busy} busy, {view.gpus_idle} idle, "
         f"{view.gpus_unhealthy} unhealthy ({', '.join(view.sources) or 'no GPUs'})",
-        f"Nodes      {view.nodes_alive} alive, {view.nodes_down} down",
+        f"Nodes      {view.nodes_alive} alive, {view.nodes_down} down"
+        + (f", {view.nodes_unreachable} not answering (not counted)" if view.nodes_unreachable else ""),
     ])
 
 

@@ -29,6 +29,8 @@ import psutil
 from factory.telemetry.models import OTHER
 
 FACTORY_JOB_ENV = "FACTORY_JOB_ID"
+# A sample must not wait long on the state API (it runs in the sampling thread); it retries next time.
+STATE_API_TIMEOUT_S = 5
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,11 @@ class RayWorkloads:
         try:
             actors = self._list_actors(
                 filters=[("node_id", "=", self.node_id), ("state", "=", "ALIVE")],
-                detail=True, raise_on_missing_output=False, limit=10_000,
+                detail=True, raise_on_missing_output=False, limit=10_000, timeout=STATE_API_TIMEOUT_S,
             )
             tasks = self._list_tasks(
                 filters=[("node_id", "=", self.node_id), ("state", "=", "RUNNING")],
-                detail=True, raise_on_missing_output=False, limit=10_000,
+                detail=True, raise_on_missing_output=False, limit=10_000, timeout=STATE_API_TIMEOUT_S,
             )
         except Exception as exc:  # noqa: BLE001 - the state API is best effort; sampling goes on
             self.last_error = f"Ray state API: {type(exc).__name__}: {exc}"
@@ -109,8 +111,11 @@ class RayWorkloads:
                                             *((t, "worker_pid", "task_id") for t in tasks)]:
             pid = _field(entry, pid_field) or None
             if pid is not None and pid not in jobs_by_pid:
-                # A process's environment never changes its FACTORY_JOB_ID: read it once per pid.
+                # A process's FACTORY_JOB_ID never changes: a found one is read once per pid
+                # (`other` is read again: the read may have failed, e.g. a process just starting).
                 jobs_by_pid[pid] = self._jobs_by_pid.get(pid) or self._job_of_pid(pid)
+                if jobs_by_pid[pid] == OTHER:
+                    jobs_by_pid.pop(pid)
             is_actor = key_field == "actor_id"
             consumer = Consumer(
                 factory_job=jobs_by_pid.get(pid, OTHER) if pid is not None else OTHER,
@@ -135,32 +140,42 @@ class RayWorkloads:
 class SimulatedAssignment:
     """Maps holders onto simulated GPU indices, as Ray's allocator would.
 
-    A holder keeps its indices while it lives; a new holder gets the lowest free ones (a fractional
-    request takes one index and uses that share of it). Holders that do not fit (more requested
-    than modelled, as with a mismatched `simulated_gpus_per_node`) get nothing.
+    A holder keeps its indices while it lives. A holder of whole GPUs gets the lowest indices that
+    are entirely free; a fractional holder (`num_gpus < 1`) shares the lowest index that still has
+    room for its fraction, as Ray packs fractional requests. A holder that does not fit (more
+    requested than modelled, as with a mismatched `simulated_gpus_per_node`) gets nothing.
     """
 
     def __init__(self, num_gpus: int) -> None:
         self.num_gpus = num_gpus
-        self._indices: dict[str, list[int]] = {}
+        self._placed: dict[str, tuple[GpuHolder, list[int], float]] = {}  # key -> holder, indices, share
 
-    def update(self, holders: Sequence[GpuHolder]) -> dict[int, tuple[float, Consumer]]:
-        """Assign indices to `holders`; return {index: (share in use, consumer)}."""
+    def update(self, holders: Sequence[GpuHolder]) -> dict[int, list[tuple[float, Consumer]]]:
+        """Place `holders`; return {index: [(share of that GPU, consumer), ...]}."""
         alive = {holder.key: holder for holder in holders}
-        self._indices = {key: idx for key, idx in self._indices.items() if key in alive}
-        taken = {index for indices in self._indices.values() for index in indices}
-        for key, holder in alive.items():
-            if key in self._indices:
-                continue
-            wanted = max(1, math.ceil(holder.num_gpus - 1e-9))
-            free = [index for index in range(self.num_gpus) if index not in taken][:wanted]
-            if len(free) == wanted:
-                self._indices[key] = free
-                taken.update(free)
-        usage: dict[int, tuple[float, Consumer]] = {}
-        for key, indices in self._indices.items():
-            holder = alive[key]
-            share = min(1.0, holder.num_gpus / len(indices))
+        self._placed = {key: placed for key, placed in self._placed.items() if key in alive}
+        used = [0.0] * self.num_gpus
+        for _, indices, share in self._placed.values():
             for index in indices:
-                usage[index] = (share, holder.consumer)
+                used[index] += share
+        for key, holder in alive.items():
+            if key in self._placed:
+                continue
+            if holder.num_gpus < 1.0:
+                room = [i for i in range(self.num_gpus) if used[i] + holder.num_gpus <= 1.0 + 1e-9]
+                placement = (room[:1], holder.num_gpus)
+            else:
+                wanted = math.ceil(holder.num_gpus - 1e-9)
+                free = [i for i in range(self.num_gpus) if used[i] <= 1e-9][:wanted]
+                placement = (free if len(free) == wanted else [], holder.num_gpus / wanted)
+            indices, share = placement
+            if not indices:
+                continue
+            self._placed[key] = (holder, indices, share)
+            for index in indices:
+                used[index] += share
+        usage: dict[int, list[tuple[float, Consumer]]] = {}
+        for holder, indices, share in self._placed.values():
+            for index in indices:
+                usage.setdefault(index, []).append((share, holder.consumer))
         return usage

@@ -39,19 +39,28 @@ class GpuEnergyMeter:
         self.energy_j = 0.0
         self._last_counter_mj: int | None = None
         self._last_power_w: float | None = None
+        self._unread_s = 0.0  # time since the last reading that had a power figure
 
     def update(self, reading: GpuReading, interval_s: float) -> float:
-        """Account one interval ending with `reading`; return its energy in J (0 for the first)."""
+        """Account one interval ending with `reading`; return its energy in J (0 for the first).
+
+        Intervals that ended in a failed read are carried over and integrated with the next good
+        one, so a GPU that missed samples is not charged less.
+        """
         delta_j = 0.0
         counter = reading.energy_counter_mj
+        span_s = self._unread_s + interval_s
         if counter is not None and self._last_counter_mj is not None and counter >= self._last_counter_mj:
             delta_j = (counter - self._last_counter_mj) / 1000.0
-        elif reading.power_w is not None and self._last_power_w is not None and interval_s > 0:
-            delta_j = (self._last_power_w + reading.power_w) / 2.0 * interval_s
+        elif reading.power_w is not None and self._last_power_w is not None and span_s > 0:
+            delta_j = (self._last_power_w + reading.power_w) / 2.0 * span_s
         if counter is not None:
             self._last_counter_mj = counter
         if reading.power_w is not None:
             self._last_power_w = reading.power_w
+            self._unread_s = 0.0
+        elif self._last_power_w is not None:
+            self._unread_s = span_s
         self.energy_j += delta_j
         return delta_j
 

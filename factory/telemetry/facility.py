@@ -19,6 +19,7 @@ def facility_view(nodes: Sequence[NodeStatus], pue: float, time_s: float) -> Fac
         time_s=time_s,
         nodes_alive=len(alive),
         nodes_down=sum(node.state == "down" for node in nodes),
+        nodes_unreachable=sum(node.state == "unreachable" for node in nodes),
         gpus_total=gpus_total,
         gpus_busy=busy,
         gpus_idle=gpus_total - busy - unhealthy,

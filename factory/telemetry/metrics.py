@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from factory.telemetry.energy import J_PER_KWH
+
 if TYPE_CHECKING:
     from factory.telemetry.sampler import NodeSnapshot
 
@@ -79,7 +81,7 @@ class TelemetryMetrics:
             if gpu.memory_total_mib is not None and gpu.memory_used_mib is not None:
                 self._set("dcgm_fi_dev_fb_free", gpu.memory_total_mib - gpu.memory_used_mib, tags)
             self._set("dcgm_fi_dev_power_usage", gpu.power_w, tags)
-            self._set("dcgm_fi_dev_total_energy_consumption", gpu.energy_kwh * 3.6e9, tags)
+            self._set("dcgm_fi_dev_total_energy_consumption", gpu.energy_kwh * J_PER_KWH * 1000.0, tags)
             self._set("dcgm_fi_dev_gpu_temp", gpu.temperature_c, tags)
             self._set("dcgm_fi_dev_sm_clock", gpu.sm_clock_mhz, tags)
         status = snapshot.node

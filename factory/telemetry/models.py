@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 Source = Literal["nvml", "simulated"]
 IDLE = "idle"
 OTHER = "other"
+MIB = 1024 * 1024  # bytes
 
 
 class GpuProcess(BaseModel):
@@ -114,6 +115,7 @@ class FacilityView(BaseModel):
     time_s: float
     nodes_alive: int
     nodes_down: int
+    nodes_unreachable: int = Field(0, description="Alive in Ray, telemetry not answering: not summed.")
     gpus_total: int
     gpus_busy: int
     gpus_idle: int

@@ -59,7 +59,7 @@ class NodeSampler:
         self.ledger = EnergyLedger()
         self.cpu_energy_j = 0.0
         self._assignment = SimulatedAssignment(gpu_count) if self.simulated else None
-        self._usage: dict[int, tuple[float, Consumer]] = {}
+        self._usage: dict[int, list[tuple[float, Consumer]]] = {}
         self._last_refresh_mono: float | None = None
         self._last_time_s: float | None = None
         self._last_mono: float | None = None
@@ -73,10 +73,15 @@ class NodeSampler:
 
     def usage_shares(self) -> dict[int, float]:
         """The share of each simulated GPU that Ray has assigned (the simulated backend's input)."""
-        return {index: share for index, (share, _) in self._usage.items()}
+        return {index: sum(share for share, _ in holders) for index, holders in self._usage.items()}
 
     def refresh_workloads(self) -> None:
-        """Ask Ray who holds which GPU now (the tick does this every `attribution_interval_s`)."""
+        """Ask Ray who holds which GPU now.
+
+        Safe to run beside `tick()` in another thread (the actor does, so that a slow state API
+        never holds the lock its queries wait on): it only rebinds `_usage` and the workloads'
+        lists, each in one step. Two refreshes must not run at once.
+        """
         if self.workloads is None:
             return
         self.workloads.refresh()
@@ -84,14 +89,22 @@ class NodeSampler:
         if self._assignment is not None:
             self._usage = self._assignment.update(self.workloads.holders)
 
-    def tick(self) -> NodeSnapshot:
-        """Take one sample of every device; account and attribute the energy since the last."""
-        mono = self._monotonic()
+    def refresh_workloads_if_due(self) -> None:
+        """Refresh who holds which GPU if `attribution_interval_s` has passed since the last time."""
         if self.workloads is not None and (
             self._last_refresh_mono is None
-            or mono - self._last_refresh_mono >= self.config.attribution_interval_s
+            or self._monotonic() - self._last_refresh_mono >= self.config.attribution_interval_s
         ):
             self.refresh_workloads()
+
+    def tick(self, refresh: bool = True) -> NodeSnapshot:
+        """Take one sample of every device; account and attribute the energy since the last.
+
+        `refresh=False`: the caller refreshes the workloads itself (`refresh_workloads_if_due`).
+        """
+        if refresh:
+            self.refresh_workloads_if_due()
+        mono = self._monotonic()
         time_s = self.clock.now_s()
         readings = self.backend.read() if self.backend is not None else []
         host = self.host.read() if self.host is not None else None
@@ -107,7 +120,7 @@ class NodeSampler:
                 self.ledger.charge(consumers, energy_j, interval_s, time_s)
             self.histories[reading.index].append(time_s, reading, self.meters[reading.index].energy_j)
             gpus.append(self._status(reading, consumers, time_s))
-        cpu_power_w = self._account_cpu(host, real_dt, time_s)
+        cpu_power_w = self._account_cpu(host, real_dt, factory_dt, time_s)
         self._last_time_s, self._last_mono = time_s, mono
         snapshot = NodeSnapshot(
             node_id=self.node_id, time_s=time_s, gpus=gpus,
@@ -137,8 +150,7 @@ class NodeSampler:
 
     def _consumers(self, reading: GpuReading) -> list[Consumer]:
         if reading.source == "simulated":
-            used = self._usage.get(reading.index)
-            return [used[1]] if used is not None else []
+            return [consumer for _, consumer in self._usage.get(reading.index, [])]
         consumers = []
         for process in reading.processes:
             consumer = (self.workloads.consumer_of_pid(process.pid) if self.workloads is not None
@@ -160,17 +172,23 @@ class NodeSampler:
             consumers=sorted({consumer.factory_job for consumer in consumers}),
         )
 
-    def _account_cpu(self, host: HostReading | None, real_dt: float, time_s: float) -> float | None:
-        """Count CPU package energy since the last tick; return its mean power (None without RAPL)."""
+    def _account_cpu(self, host: HostReading | None, real_dt: float, factory_dt: float,
+                     time_s: float) -> float | None:
+        """Count CPU package energy since the last tick; return its mean power (None without RAPL).
+
+        On a node with simulated GPUs, whose energy runs on the factory clock, the CPU's measured
+        power is counted over factory time too, so the node's energy adds up on one time base.
+        """
         if host is None or host.cpu_energy_counter_j is None:
             return None
         previous, self._last_cpu_counter_j = self._last_cpu_counter_j, host.cpu_energy_counter_j
         if previous is None or real_dt <= 0:
             return None
-        delta_j = max(0.0, host.cpu_energy_counter_j - previous)
-        self.cpu_energy_j += delta_j
-        self.ledger.add_day_energy(delta_j, time_s)
-        return delta_j / real_dt
+        power_w = max(0.0, host.cpu_energy_counter_j - previous) / real_dt
+        energy_j = power_w * (factory_dt if self.simulated else real_dt)
+        self.cpu_energy_j += energy_j
+        self.ledger.add_day_energy(energy_j, time_s)
+        return power_w
 
     def _node_status(self, gpus: list[GpuStatus], host: HostReading | None, cpu_power_w: float | None,
                      time_s: float) -> NodeStatus:

@@ -87,6 +87,10 @@ def simulated_sampler(num_gpus: int, ray_state: FakeRayState, jobs_by_pid: dict[
 # --- simulated GPUs -----------------------------------------------------------------------------
 
 
+def jobs_by_index(usage: dict[int, list[tuple[float, Consumer]]]) -> dict[int, list[str]]:
+    return {index: [consumer.factory_job for _, consumer in holders] for index, holders in usage.items()}
+
+
 def test_simulated_gpus_take_the_lowest_free_indices_and_keep_them() -> None:
     assignment = SimulatedAssignment(num_gpus=4)
     a = GpuHolder("actor-a", 1, 2.0, Consumer("job-a"))
@@ -94,16 +98,25 @@ def test_simulated_gpus_take_the_lowest_free_indices_and_keep_them() -> None:
     c = GpuHolder("actor-c", 3, 1.0, Consumer("job-c"))
 
     usage = assignment.update([a, b])
-    assert {i: u[1].factory_job for i, u in usage.items()} == {0: "job-a", 1: "job-a", 2: "job-b"}
+    assert jobs_by_index(usage) == {0: ["job-a"], 1: ["job-a"], 2: ["job-b"]}
 
     usage = assignment.update([b, c])  # a finished: c takes its lowest index, b stays on 2
-    assert {i: u[1].factory_job for i, u in usage.items()} == {0: "job-c", 2: "job-b"}
+    assert jobs_by_index(usage) == {0: ["job-c"], 2: ["job-b"]}
 
-    half = GpuHolder("task-d", 4, 0.5, Consumer("job-d"))
-    usage = assignment.update([b, c, half])
-    assert usage[1] == (0.5, Consumer("job-d"))
     too_big = GpuHolder("actor-e", 5, 8.0, Consumer("job-e"))
-    assert "job-e" not in {u[1].factory_job for u in assignment.update([too_big]).values()}
+    assert "job-e" not in str(jobs_by_index(assignment.update([too_big])))
+
+
+def test_fractional_holders_share_a_simulated_gpu_as_ray_packs_them() -> None:
+    assignment = SimulatedAssignment(num_gpus=2)
+    halves = [GpuHolder(f"task-{i}", 10 + i, 0.5, Consumer(f"job-{i}")) for i in range(4)]
+
+    usage = assignment.update(halves)
+
+    assert jobs_by_index(usage) == {0: ["job-0", "job-1"], 1: ["job-2", "job-3"]}
+    assert all(sum(share for share, _ in holders) == 1.0 for holders in usage.values())
+    whole = GpuHolder("actor-w", 20, 1.0, Consumer("job-w"))
+    assert "job-w" not in str(jobs_by_index(assignment.update([*halves, whole])))  # no GPU is free
 
 
 def test_simulated_power_follows_the_assignment() -> None:
@@ -219,6 +232,27 @@ def test_a_counter_that_goes_backwards_falls_back_to_integration() -> None:
     assert meter.energy_j == pytest.approx(2.0)
     meter.update(GpuReading(index=0, source="nvml", power_w=100.0, energy_counter_mj=500), 1.0)  # reset
     assert meter.energy_j == pytest.approx(102.0)
+
+
+def test_energy_over_failed_reads_is_carried_to_the_next_good_one() -> None:
+    meter = GpuEnergyMeter()
+    meter.update(GpuReading(index=0, source="nvml", power_w=100.0), 1.0)
+    for _ in range(3):  # three failed reads, one second each
+        meter.update(GpuReading(index=0, source="nvml", healthy=False, error="lost"), 1.0)
+    meter.update(GpuReading(index=0, source="nvml", power_w=100.0), 1.0)
+    assert meter.energy_j == pytest.approx(400.0)  # 100 W over the 4 s since the last good read
+
+
+def test_a_process_read_as_other_is_read_again_later() -> None:
+    ray_state = FakeRayState()
+    ray_state.actors = [gpu_actor("actor-a", 4242, 1.0)]
+    answers = iter(["other", "job-late"])  # its environment was not readable the first time
+    workloads = RayWorkloads("node-a", ray_state.list_actors, ray_state.list_tasks,
+                             job_of_pid=lambda pid: next(answers))
+    workloads.refresh()
+    assert workloads.consumer_of_pid(4242).factory_job == "other"
+    workloads.refresh()
+    assert workloads.consumer_of_pid(4242).factory_job == "job-late"
 
 
 def test_a_failing_ray_state_api_keeps_the_last_picture_and_says_why() -> None:

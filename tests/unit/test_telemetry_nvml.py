@@ -142,6 +142,30 @@ def test_an_nvml_error_on_one_gpu_marks_it_unhealthy_and_the_others_are_read(
     assert readings[2].power_w == 100.0
 
 
+def test_a_gpu_lost_before_start_and_an_unexpected_answer_leave_the_others_readable(
+    fake_nvml: FakeNvml,
+) -> None:
+    fake_nvml.gpus.extend([FakeGpu(), FakeGpu(fail_with=pynvml.NVML_ERROR_GPU_IS_LOST), FakeGpu()])
+    handle_of = pynvml.nvmlDeviceGetHandleByIndex.side_effect
+
+    def lost_handle(index: int) -> int:
+        if index == 1:
+            raise nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return handle_of(index)
+
+    pynvml.nvmlDeviceGetHandleByIndex.side_effect = lost_handle
+    backend = NvmlBackend()  # starts although GPU 1 has no handle
+    fake_nvml.gpus[1].fail_with = None
+    fake_nvml.gpus[2].util = "garbage"  # a driver answer the reading cannot hold
+
+    readings = backend.read()
+
+    assert backend.gpu_count == 3
+    assert [r.healthy for r in readings] == [True, False, False]
+    assert "handle of GPU 1" in (readings[1].error or "") and readings[0].power_w == 250.0
+    assert "could not convert" in (readings[2].error or "")
+
+
 def test_a_driver_that_is_not_loaded_makes_nvml_unavailable(fake_nvml: FakeNvml) -> None:
     fake_nvml.gpus.append(FakeGpu())
     fake_nvml.init_error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED

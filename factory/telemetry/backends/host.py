@@ -13,10 +13,9 @@ from pathlib import Path
 
 import psutil
 
-from factory.telemetry.models import HostReading
+from factory.telemetry.models import MIB, HostReading
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
-MIB = 1024 * 1024
 _PACKAGE_ZONE = re.compile(r"^intel-rapl:\d+$")  # packages only; subzones (core, dram) are inside
 
 

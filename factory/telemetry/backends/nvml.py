@@ -16,10 +16,9 @@ import pynvml
 
 from factory.errors import DeviceError, DeviceNotSupportedError, DeviceUnavailableError, TelemetryError
 from factory.telemetry.backends.base import GpuBackend
-from factory.telemetry.models import GpuProcess, GpuReading
+from factory.telemetry.models import MIB, GpuProcess, GpuReading
 
 T = TypeVar("T")
-MIB = 1024 * 1024
 
 _UNAVAILABLE = {
     pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -80,10 +79,15 @@ class NvmlBackend(GpuBackend):
 
     def __init__(self) -> None:
         _call("init", pynvml.nvmlInit)
-        self._handles = [
-            _call(f"handle of GPU {index}", pynvml.nvmlDeviceGetHandleByIndex, index)
-            for index in range(_call("device count", pynvml.nvmlDeviceGetCount))
-        ]
+        # A GPU whose handle cannot be had (fallen off the bus) stays in the list as its error,
+        # so that it shows as unhealthy while the others are read.
+        self._handles: list[Any] = []
+        for index in range(_call("device count", pynvml.nvmlDeviceGetCount)):
+            try:
+                handle = _call(f"handle of GPU {index}", pynvml.nvmlDeviceGetHandleByIndex, index)
+                self._handles.append(handle)
+            except TelemetryError as exc:
+                self._handles.append(exc)
 
     @classmethod
     def is_available(cls) -> bool:
@@ -107,9 +111,12 @@ class NvmlBackend(GpuBackend):
         readings = []
         for index, handle in enumerate(self._handles):
             try:
+                if isinstance(handle, TelemetryError):
+                    raise handle
                 readings.append(self._read_one(index, handle))
-            except TelemetryError as exc:
-                readings.append(GpuReading(index=index, source="nvml", healthy=False, error=str(exc)))
+            except Exception as exc:  # noqa: BLE001 - whatever one GPU does, the others are read
+                error = str(exc) if isinstance(exc, TelemetryError) else f"{type(exc).__name__}: {exc}"
+                readings.append(GpuReading(index=index, source="nvml", healthy=False, error=error))
         return readings
 
     def close(self) -> None:
