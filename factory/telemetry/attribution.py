@@ -101,7 +101,10 @@ class RayWorkloads:
                 detail=True, raise_on_missing_output=False, limit=10_000, timeout=STATE_API_TIMEOUT_S,
             )
         except Exception as exc:  # noqa: BLE001 - the state API is best effort; sampling goes on
-            self.last_error = f"Ray state API: {type(exc).__name__}: {exc}"
+            # Ray's message runs to several sentences; the first says what failed.
+            first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+            self.last_error = (f"Ray state API ({type(exc).__name__}: {first[:160]}); GPU holders "
+                               "unknown: attribution needs the Ray dashboard running on the head")
             return
         self.last_error = None
         holders: list[GpuHolder] = []
