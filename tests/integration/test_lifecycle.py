@@ -241,6 +241,9 @@ def test_down_then_up_continues_from_durable_state(
     # Nothing lost: every earlier event is still there, then `down` and the new `up`.
     assert audit_after[: len(audit_before)] == audit_before
     assert [e["action"] for e in audit_after[len(audit_before):]] == ["factory.down", "factory.up"]
+    # The head `down` stopped was taken down on purpose: the new cluster has no "down" node.
+    listing = json_of(run("nodes", "--json"))
+    assert [n["state"] for n in listing["nodes"]] == ["alive"] and listing["facility"]["nodes_down"] == 0
     # Actors continue their durable identity, and the replay clock does not jump back.
     old, new = actors_by_name(before), actors_by_name(after)
     for name in ("grid_price", "scheduler", "registry"):
