@@ -38,14 +38,19 @@ class SchedulerActor(ControlPlaneActor):
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
         # Imported here: factory.control_plane imports this module to create the actor.
-        from factory.control_plane import ensure_telemetry_actors, remove_telemetry_actors
+        from factory.control_plane import (
+            ensure_telemetry_actors,
+            factory_actor_names,
+            remove_telemetry_actors,
+        )
 
         assert self.clock is not None
         down = self._track_nodes()
+        present = set(factory_actor_names())
         if down is not None:  # only nodes recorded as down lose their agent: written ahead
-            remove_telemetry_actors(down)
+            remove_telemetry_actors(down, present)
         handles = ensure_telemetry_actors(
-            self.config.model_dump(mode="json"), self.clock.spec().model_dump(), only_missing=True
+            self.config.model_dump(mode="json"), self.clock.spec().model_dump(), existing=present
         )
         created = sorted(handles)
         for name in created:

@@ -161,7 +161,7 @@ class FactoryClient:
 
     def gpus(self) -> list[GpuStatus]:
         """The latest reading of every GPU on every alive node (real or simulated)."""
-        alive = [node["node_id"] for node in _cluster_nodes() if node["alive"]]
+        alive = _alive_node_ids()
         gpus = []
         for answer in self._ask_telemetry(alive, "gpus").values():
             if isinstance(answer, list):
@@ -179,7 +179,7 @@ class FactoryClient:
 
         Zero with `first_seen_s=None` if no GPU has run it (since the nodes' agents started).
         """
-        alive = [node["node_id"] for node in _cluster_nodes() if node["alive"]]
+        alive = _alive_node_ids()
         parts = [answer for answer in self._ask_telemetry(alive, "job_energy", job_id).values()
                  if isinstance(answer, JobEnergy)]
         return merge_job_energy(job_id, parts)
@@ -235,6 +235,10 @@ def _cluster_nodes() -> list[dict[str, Any]]:
         return cluster_nodes()
     except Exception as exc:  # noqa: BLE001 - Ray raises several kinds when the GCS is gone
         raise ClusterError(f"lost the Ray cluster: {summary_line(exc)}; is it still running?") from None
+
+
+def _alive_node_ids() -> list[str]:
+    return [node["node_id"] for node in _cluster_nodes() if node["alive"]]
 
 
 @dataclass(frozen=True)

@@ -98,13 +98,13 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
 
 
 def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, Any],
-                            only_missing: bool = False) -> dict[str, ActorHandle]:
+                            existing: set[str] | None = None) -> dict[str, ActorHandle]:
     """Give every alive node its pinned telemetry actor; return the handles.
 
-    With `only_missing`, only nodes without an agent are visited (and returned): the control loop
-    runs every few seconds and need not look up every existing agent each time.
+    With `existing` (the factory's actor names), nodes whose agent is among them are skipped (and
+    not returned): the control loop runs every few seconds and need not look up every agent.
     """
-    existing = set(factory_actor_names()) if only_missing else set()
+    existing = existing or set()
     handles = {}
     for node_id in _alive_node_ids():
         name = telemetry_name(node_id)
@@ -115,12 +115,11 @@ def ensure_telemetry_actors(config_json: dict[str, Any], spec_json: dict[str, An
     return handles
 
 
-def remove_telemetry_actors(node_ids: list[str]) -> list[str]:
-    """Kill the telemetry actors of these (departed) nodes, where they still exist; return those.
+def remove_telemetry_actors(node_ids: list[str], present: set[str]) -> list[str]:
+    """Kill the telemetry actors of these (departed) nodes among `present`; return those nodes.
 
     Such an actor can never run again (it is pinned to its node), so Ray would keep it pending.
     """
-    present = set(factory_actor_names())
     return [node_id for node_id in node_ids
             if telemetry_name(node_id) in present and _kill(telemetry_name(node_id))]
 

@@ -165,13 +165,13 @@ class SimulatedAssignment:
             if key in self._placed:
                 continue
             if holder.num_gpus < 1.0:
-                room = [i for i in range(self.num_gpus) if used[i] + holder.num_gpus <= 1.0 + 1e-9]
-                placement = (room[:1], holder.num_gpus)
+                share = holder.num_gpus
+                indices = [i for i in range(self.num_gpus) if used[i] + share <= 1.0 + 1e-9][:1]
             else:
                 wanted = math.ceil(holder.num_gpus - 1e-9)
-                free = [i for i in range(self.num_gpus) if used[i] <= 1e-9][:wanted]
-                placement = (free if len(free) == wanted else [], holder.num_gpus / wanted)
-            indices, share = placement
+                share = holder.num_gpus / wanted
+                indices = [i for i in range(self.num_gpus) if used[i] <= 1e-9][:wanted]
+                indices = indices if len(indices) == wanted else []
             if not indices:
                 continue
             self._placed[key] = (holder, indices, share)

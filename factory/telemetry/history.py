@@ -66,18 +66,19 @@ class GpuHistory:
             return self._buffer[: self._size]
         return np.concatenate((self._buffer[self._next:], self._buffer[: self._next]))
 
+    def _window(self, since_s: float | None) -> np.ndarray:
+        """The samples at or after `since_s` (all when None), oldest first."""
+        rows = self._ordered()
+        return rows if since_s is None else rows[rows["time_s"] >= since_s]
+
     def since(self, since_s: float | None = None) -> dict[str, list[float]]:
         """Columns of the samples at or after `since_s` (all when None), oldest first."""
-        rows = self._ordered()
-        if since_s is not None:
-            rows = rows[rows["time_s"] >= since_s]
+        rows = self._window(since_s)
         return {name: rows[name].astype(float).tolist() for name in FIELDS}
 
     def mean(self, since_s: float | None = None) -> dict[str, float | None]:
         """Averages of utilisation, memory, power and temperature over the window (healthy samples)."""
-        rows = self._ordered()
-        if since_s is not None:
-            rows = rows[rows["time_s"] >= since_s]
+        rows = self._window(since_s)
         rows = rows[rows["healthy"] == 1]
         result: dict[str, float | None] = {}
         for name in ("utilization_pct", "memory_used_mib", "power_w", "temperature_c"):
