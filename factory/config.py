@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import json
 import os
+import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.errors import ConfigError
+from factory.prices.config import PricesConfig
 
 DEFAULT_CONFIG_PATH = Path("configs/factory.yaml")
 ENV_PREFIX = "FACTORY_"
@@ -107,13 +109,6 @@ class TelemetryConfig(_Section):
     simulated_idle_power_w: float = Field(75.0, ge=0, description="Simulated GPU power when idle.")
     simulated_busy_power_w: float = Field(700.0, ge=0, description="Simulated GPU power when busy.")
     simulated_memory_total_mib: float = Field(81920.0, gt=0, description="Simulated GPU memory.")
-
-
-class PricesConfig(_Section):
-    """Electricity price and carbon feed (GridPriceActor)."""
-
-    trace_path: Path | None = Field(None, description="Price trace CSV to replay; unset: none.")
-    interval_s: float = Field(300.0, gt=0, description="Seconds between price refreshes.")
 
 
 class SchedulerConfig(_Section):
@@ -195,6 +190,7 @@ def load_config(
         raise ConfigError(_describe_validation_error(exc, source, env_paths)) from None
     if not config.state_dir.is_absolute():
         config.state_dir = (cwd / config.state_dir).resolve()
+    config.prices.resolve_paths(cwd)
     return config
 
 
@@ -251,8 +247,7 @@ def _check_known_path(field_path: tuple[str, ...], source: str) -> None:
             raise ConfigError(f"{source}: '{'.'.join(field_path[:depth])}' has no sub-fields")
         if part not in model.model_fields:
             raise ConfigError(f"{source}: {_unknown_field_message(model, field_path[:depth], part)}")
-        annotation = model.model_fields[part].annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        model = _section_model(model.model_fields[part].annotation)
 
 
 def _unknown_field_message(model: type[BaseModel], parent: tuple[str, ...], key: str) -> str:
@@ -266,11 +261,21 @@ def _unknown_field_message(model: type[BaseModel], parent: tuple[str, ...], key:
 def _model_at(field_path: tuple[str | int, ...]) -> type[BaseModel]:
     model: type[BaseModel] = FactoryConfig
     for part in field_path:
-        annotation = model.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if str(part) not in model.model_fields:
             break
-        model = annotation
+        section = _section_model(model.model_fields[str(part)].annotation)
+        if section is None:
+            break
+        model = section
     return model
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model a field holds (`X` or `X | None`), or None for a plain value."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _describe_validation_error(

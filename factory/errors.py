@@ -57,3 +57,13 @@ class DeviceError(TelemetryError):
 
 class DeviceNotSupportedError(TelemetryError):
     """The device lacks a feature (e.g. an energy counter); callers fall back, never fail."""
+
+
+class PriceError(FactoryError):
+    """The price or carbon feed cannot answer (no data yet, or a source that fails)."""
+
+
+class PriceDataError(PriceError):
+    """A price, carbon or tariff file is malformed; the message names the file and row. Exit code 2."""
+
+    exit_code = 2

@@ -144,7 +144,7 @@ def test_wrong_type_names_field_path_and_value(tmp_path: Path) -> None:
     [
         ("telemetry: {interval_s: -1}\n", "telemetry.interval_s"),
         ("scheduler: {interval_s: 0}\n", "scheduler.interval_s"),
-        ("prices: {interval_s: -0.5}\n", "prices.interval_s"),
+        ("prices: {tick_s: -0.5}\n", "prices.tick_s"),
         ("clock: {speed_factor: 0}\n", "clock.speed_factor"),
     ],
 )
