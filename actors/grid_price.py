@@ -1,23 +1,44 @@
-"""GridPriceActor: the factory's clock today; the electricity price and carbon feed from issue 4.
+"""GridPriceActor: the factory's clock, and its electricity price and carbon feed.
 
 It owns the clock because prices are what the clock replays: in replay mode the factory's time is
-the time of the price trace being replayed.
+the time of the price trace being replayed. The feed logic lives in `factory.prices` (no Ray);
+this actor runs it on the factory clock, polls live feeds on a background thread and exports the
+price, carbon and feed age as Ray metrics.
 
 Invariants:
   * The clock spec is resolved once per (replay start, speed) and stored (meta key `clock_spec`)
     before it is used, so restarts and later `factory up`s continue the same replay.
+  * A price source that cannot be read, fails or stalls never fails the actor: the clock keeps
+    serving, the error is `last_error`, and price queries say why there is no (fresh) price.
+  * A polled feed's last good records are stored (meta key `price_feed_records`) after each
+    successful poll, so a restarted actor answers with them (marked stale) until it polls again.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from typing import Any
 
 from actors.control_plane import ControlPlaneActor
 from factory.clock import ClockSpec, resolve_clock_spec
+from factory.errors import FactoryError, PriceError
+from factory.prices.feed import PriceFeed
+from factory.prices.metrics import PriceMetrics
+from factory.prices.models import (
+    ConsumptionInterval,
+    EnergyCost,
+    FeedStatus,
+    Forecast,
+    PriceHistory,
+    PriceNow,
+)
+from factory.prices.sources import build_feed
 
 CLOCK_SPEC_META_KEY = "clock_spec"
 CLOCK_PAUSED_META_KEY = "clock_paused_at_s"
+FEED_RECORDS_META_KEY = "price_feed_records"
 
 
 class GridPriceActor(ControlPlaneActor):
@@ -27,6 +48,22 @@ class GridPriceActor(ControlPlaneActor):
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         super().__init__(name, config, clock_spec=None)
+        self._feed: PriceFeed | None = None
+        self._feed_error: str | None = None
+        self._feed_lock = threading.Lock()  # one poll at a time: the loop's or a `poll_now`
+        try:
+            self._feed = build_feed(self.config.prices)
+        except FactoryError as exc:  # a bad file must not take the clock down with it
+            self._feed_error = str(exc)
+            self._record_error(exc)
+        self._restore_feed_records()
+        if self._feed is not None:
+            notes = self._feed.status(self.clock.now_s()).notes
+            self.audit("prices.source", self._feed.provider.kind, source=self._feed.provider.description,
+                       **({"repairs": notes} if notes else {}))
+        self._metrics = PriceMetrics()
+        self._tick()
+        self._run_every(self.config.prices.tick_s, self._tick, "price-feed")
 
     def _on_store_opened(self) -> None:
         stored_json = self.store.get_meta(CLOCK_SPEC_META_KEY)
@@ -62,3 +99,78 @@ class GridPriceActor(ControlPlaneActor):
         if self.clock.mode == "replay":
             self.store.set_meta(CLOCK_PAUSED_META_KEY, repr(now_s))
         return now_s
+
+    # -- prices ----------------------------------------------------------------------------------
+
+    def price(self) -> PriceNow:
+        """The price and carbon intensity now (factory time), with currency, unit and freshness."""
+        return self._live_feed().price(self._now_s())
+
+    def forecast(self, hours: float = 24.0) -> Forecast:
+        """Known prices up to the market's horizon, then estimates with a band, for `hours`."""
+        return self._live_feed().forecast(self._now_s(), hours)
+
+    def price_history(self, start_s: float, end_s: float) -> PriceHistory:
+        """Past price intervals overlapping [start_s, min(end_s, now))."""
+        return self._live_feed().history(start_s, end_s, self._now_s())
+
+    def energy_cost(self, profile: list[dict[str, float]]) -> EnergyCost:
+        """The energy-weighted cost and carbon of a consumption profile (kWh per interval)."""
+        intervals = [ConsumptionInterval.model_validate(item) for item in profile]
+        return self._live_feed().cost(intervals, self._now_s())
+
+    def feed_status(self) -> FeedStatus:
+        """The feed's source, staleness, failures and data span."""
+        return self._live_feed().status(self._now_s())
+
+    def poll_now(self) -> FeedStatus:
+        """Poll a live feed at once (ignoring its schedule); return the status after it."""
+        feed = self._live_feed()
+        if feed.polled:
+            with self._feed_lock:
+                feed.force_poll()
+                self._after_poll(feed, feed.poll_if_due())
+        return feed.status(self._now_s())
+
+    def _now_s(self) -> float:
+        assert self.clock is not None
+        return self.clock.now_s()
+
+    def _live_feed(self) -> PriceFeed:
+        if self._feed is None:
+            raise PriceError(f"no price source: {self._feed_error}")
+        return self._feed
+
+    def _tick(self) -> None:
+        """One round: poll a live feed if due, then export the metrics."""
+        feed = self._feed
+        if feed is None:
+            return
+        with self._feed_lock:
+            self._after_poll(feed, feed.poll_if_due())
+        now_s = self._now_s()
+        try:
+            price = feed.price(now_s)
+        except PriceError:
+            price = None
+        self._metrics.export(feed.status(now_s), price)
+
+    def _after_poll(self, feed: PriceFeed, outcome: bool | None) -> None:
+        if outcome is True:
+            records = feed.provider.cached_records()  # type: ignore[attr-defined]
+            self.store.set_meta(FEED_RECORDS_META_KEY, json.dumps(records))
+        elif outcome is False:
+            self._record_error(feed.last_error or "price feed poll failed")
+
+    def _restore_feed_records(self) -> None:
+        if self._feed is None or not self._feed.polled:
+            return
+        stored = self.store.get_meta(FEED_RECORDS_META_KEY)
+        if not stored:
+            return
+        try:
+            self._feed.provider.restore([tuple(record) for record in json.loads(stored)])  # type: ignore[attr-defined]
+        except PriceError as exc:  # e.g. records on another grid after a config change: poll afresh
+            self._record_error(exc)
+            return
+        self._feed.mark_restored()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import ray
 from pydantic import BaseModel
+from ray.actor import ActorHandle
 
 from factory.clock import Clock, ClockSpec
 from factory.config import FactoryConfig, load_config
@@ -29,6 +30,14 @@ from factory.control_plane import (
 )
 from factory.errors import ClusterError, summary_line
 from factory.health import ActorHealth
+from factory.prices.models import (
+    ConsumptionInterval,
+    EnergyCost,
+    FeedStatus,
+    Forecast,
+    PriceHistory,
+    PriceNow,
+)
 from factory.ray_cluster import RayConnection, connect_ray, current_connection
 from factory.store import AuditEvent
 from factory.telemetry.facility import facility_view, merge_job_energy, sorted_gpus
@@ -201,6 +210,32 @@ class FactoryClient:
 
         return _gather({node_id: call(node_id) for node_id in node_ids}, HEALTH_TIMEOUT_S)
 
+    def price(self) -> PriceNow:
+        """The electricity price and carbon intensity now, with currency, unit and freshness."""
+        return self._grid(lambda actor: actor.price.remote())
+
+    def forecast(self, hours: float = 24.0) -> Forecast:
+        """The next `hours`: prices known up to the market's horizon, estimates with a band beyond."""
+        return self._grid(lambda actor: actor.forecast.remote(hours))
+
+    def price_history(self, start: datetime | float, end: datetime | float | None = None) -> PriceHistory:
+        """Past price (and carbon) intervals from `start` to `end` (default: now); never the future."""
+        end_s = self.clock().now_s() if end is None else _seconds(end)
+        return self._grid(lambda actor: actor.price_history.remote(_seconds(start), end_s))
+
+    def energy_cost(self, profile: list[ConsumptionInterval] | list[dict[str, float]]) -> EnergyCost:
+        """The energy-weighted cost and carbon of a consumption profile (kWh per interval)."""
+        items = [item.model_dump() if isinstance(item, ConsumptionInterval) else
+                 ConsumptionInterval.model_validate(item).model_dump() for item in profile]
+        return self._grid(lambda actor: actor.energy_cost.remote(items))
+
+    def price_feed(self) -> FeedStatus:
+        """The price feed's source, staleness, failures and data span."""
+        return self._grid(lambda actor: actor.feed_status.remote())
+
+    def _grid(self, call: Callable[[ActorHandle], ray.ObjectRef]) -> Any:
+        return _answer(call(get_actor(GRID_PRICE)), GRID_PRICE)
+
     def pause_clock(self) -> float:
         """Record the factory time now, so that the next `up` resumes the replay from it."""
         return _answer(get_actor(GRID_PRICE).pause_clock.remote(), GRID_PRICE)
@@ -227,6 +262,13 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     else:
         connection = connect_ray(config or load_config(), address=address, start_local=False)
     return FactoryClient(connection)
+
+
+def _seconds(when: datetime | float) -> float:
+    """Unix seconds of an aware datetime (naive means UTC) or of a number of seconds."""
+    if isinstance(when, datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return float(when)
 
 
 def _cluster_nodes() -> list[dict[str, Any]]:

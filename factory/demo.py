@@ -22,7 +22,7 @@ from factory.telemetry.attribution import FACTORY_JOB_ENV
 from factory.telemetry.backends.nvml import NvmlBackend
 
 Echo = Callable[[str], None]
-# A July day of real prices replays in 48 s at one factory hour per 2 real seconds.
+# A July day replays in 48 s at one factory hour per 2 real seconds.
 DEMO_REPLAY_START = datetime(2024, 7, 1, tzinfo=UTC)
 DEMO_SPEED_FACTOR = 1800.0
 DEMO_SIMULATED_GPUS = 4
@@ -110,10 +110,50 @@ def chapter_telemetry(client: FactoryClient, echo: Echo, watch_s: float) -> None
          f"GPU-hours ({clock}). `factory gpus --watch` shows it live.")
 
 
+DEMO_JOB_POWER_KW = 2.8  # four simulated GPUs at 700 W
+DEMO_JOB_HOURS = 3
+
+
+def chapter_prices(client: FactoryClient, echo: Echo, watch_s: float) -> None:
+    """The grid: the price and carbon now, the forecast, and what a job costs now or later."""
+    from factory.cli.price_chart import price_text
+
+    feed = client.price_feed()
+    echo(price_text(client.price(), client.forecast(hours=24), feed, 24))
+    for note in feed.notes:
+        echo(f"  repaired: {note}")
+    steps = 3
+    for _ in range(steps):
+        time.sleep(watch_s / steps)
+        now = client.price()
+        carbon = "" if now.carbon_g_per_kwh is None else f", {now.carbon_g_per_kwh:.0f} gCO2/kWh"
+        echo(f"  {client.now():%Y-%m-%d %H:%M} UTC  {now.price_per_mwh:8.2f} {now.unit}{carbon}")
+    forecast = client.forecast(hours=24)
+    known = [point for point in forecast.points if point.known and point.price_per_mwh is not None]
+    width = max(1, round(DEMO_JOB_HOURS * 3600 / forecast.interval_s))
+    if len(known) < width:
+        return
+    means = [sum(p.price_per_mwh for p in known[i:i + width]) / width  # type: ignore[misc]
+             for i in range(len(known) - width + 1)]
+    best = min(range(len(means)), key=means.__getitem__)
+    energy_kwh = DEMO_JOB_POWER_KW * DEMO_JOB_HOURS
+
+    def cost(start_s: float) -> float:
+        return client.energy_cost([{"start_s": start_s, "end_s": start_s + DEMO_JOB_HOURS * 3600,
+                                    "energy_kwh": energy_kwh}]).cost
+
+    now_cost, best_cost = cost(known[0].start_s), cost(known[best].start_s)
+    best_at = datetime.fromtimestamp(known[best].start_s, tz=UTC)
+    echo(f"\nA {DEMO_JOB_HOURS} h job drawing {DEMO_JOB_POWER_KW} kW ({energy_kwh:.1f} kWh) costs "
+         f"{now_cost:.2f} {forecast.currency} if it starts now, {best_cost:.2f} at {best_at:%H:%M} UTC, "
+         "the cheapest known start: the price-aware scheduler's opportunity.")
+
+
 CHAPTERS: list[tuple[str, Callable[[FactoryClient, Echo, float], None]]] = [
     ("One clock for the whole factory", chapter_clock),
     ("Durable state and the audit log", chapter_state),
     ("GPU telemetry, facility power and a job's energy", chapter_telemetry),
+    ("The electricity price, carbon and forecast", chapter_prices),
 ]
 
 

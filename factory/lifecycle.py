@@ -17,6 +17,7 @@ from factory.client import FactoryClient
 from factory.config import FactoryConfig
 from factory.control_plane import ensure_actors, factory_actor_names, remove_actors
 from factory.errors import ClusterError, FactoryError
+from factory.prices.sources import build_feed
 from factory.ray_cluster import (
     clear_marker,
     connect_ray,
@@ -63,7 +64,12 @@ class DownResult:
 
 
 def up(config: FactoryConfig, address: str | None = None) -> UpResult:
-    """Connect to (or start) Ray, create the factory's missing actors, record it in the audit log."""
+    """Connect to (or start) Ray, create the factory's missing actors, record it in the audit log.
+
+    The price source's files are read here first, so a bad file is one line naming its row before
+    anything starts (the grid price actor reads them again on the head node).
+    """
+    build_feed(config.prices)
     connection = connect_ray(config, address=address, start_local=True)
     created = ensure_actors(config)
     client = FactoryClient(connection)

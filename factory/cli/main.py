@@ -131,6 +131,29 @@ def gpus(config_path: str | None, address: str | None, as_json: bool, watch: boo
 @cli.command()
 @config_option
 @address_option
+@json_option
+@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(min=0.25, max=24 * 14),
+              help="How far ahead to forecast.")
+def price(config_path: str | None, address: str | None, as_json: bool, hours: float) -> None:
+    """Show the electricity price and carbon now, and the forecast for the next hours."""
+    import factory.client
+    from factory.cli.price_chart import price_text
+
+    client = factory.client.connect(address, config=load(config_path))
+    feed = client.price_feed()
+    now = client.price()
+    forecast = client.forecast(hours=hours)
+    if as_json:
+        click.echo(json.dumps({"price": now.model_dump(mode="json"),
+                               "forecast": forecast.model_dump(mode="json"),
+                               "feed": feed.model_dump(mode="json")}, indent=2))
+    else:
+        click.echo(price_text(now, forecast, feed, hours))
+
+
+@cli.command()
+@config_option
+@address_option
 @yes_option
 def down(config_path: str | None, address: str | None, yes: bool) -> None:
     """Remove the factory's actors (and the local Ray head `up` started). State stays on disk."""

@@ -33,6 +33,15 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     assert sum(line.rstrip().endswith("demo-train") for line in out.splitlines()) == 2
     finished = next(line for line in out.splitlines() if line.startswith("'demo-train' finished"))
     assert float(finished.split(": ")[1].split(" kWh")[0]) > 0  # its energy is known when it ends
+    # The price chapter: the built-in tariff (no data needed), its chart, a replayed price changing.
+    assert "Price now" in out and "USD/MWh" in out and "tariff 'Illustrative" in out
+    assert "┤" in out and "intervals all known (a tariff)" in out
+    readings = [line for line in out.splitlines() if line.startswith("  2024-07-01") and "USD/MWh" in line]
+    assert len(readings) == 3
+    job = next(line for line in out.splitlines() if line.startswith("A 3 h job drawing"))
+    now_cost, best_cost = (float(part.split(" ")[0]) for part in
+                           (job.split("costs ")[1], job.split("now, ")[1]))
+    assert best_cost <= now_cost  # the cheapest known start is never dearer than now
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
 

@@ -240,7 +240,9 @@ def test_down_then_up_continues_from_durable_state(
     audit_after = json_of(run("audit", "--json", "--limit", "1000"))
     # Nothing lost: every earlier event is still there, then `down` and the new `up`.
     assert audit_after[: len(audit_before)] == audit_before
-    assert [e["action"] for e in audit_after[len(audit_before):]] == ["factory.down", "factory.up"]
+    # The new grid price actor records the price source it reads, before `up` records itself.
+    assert [e["action"] for e in audit_after[len(audit_before):]] == [
+        "factory.down", "prices.source", "factory.up"]
     # The head `down` stopped was taken down on purpose: the new cluster has no "down" node.
     listing = json_of(run("nodes", "--json"))
     assert [n["state"] for n in listing["nodes"]] == ["alive"] and listing["facility"]["nodes_down"] == 0

@@ -148,3 +148,24 @@ def test_down_on_an_unreachable_named_cluster_fails_instead_of_doing_nothing(tmp
     assert result.returncode == 1
     assert "cannot reach Ray at 127.0.0.1:1" in result.stderr
     assert "nothing to do" not in result.stdout
+
+
+def test_up_with_a_bad_price_file_names_file_and_line_and_starts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text(
+        "timestamp,price_per_mwh\n2024-07-01T00:00Z,10\n2024-07-01T01:00Z,ten\n")
+    (tmp_path / "f.yaml").write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "prices: {source: trace, trace: {paths: [prices.csv]}}\n")
+
+    line = assert_one_line_error(run_factory("up", "--config", "f.yaml", cwd=tmp_path))
+
+    assert f"{tmp_path / 'prices.csv'} line 3: 'ten' in column 'price_per_mwh' is not a number" in line
+    assert not (tmp_path / "state").exists()  # refused before a cluster or a store was touched
+
+
+def test_a_price_source_without_its_settings_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text("prices: {source: http}\n")
+
+    line = assert_one_line_error(run_factory("up", "--config", "f.yaml", cwd=tmp_path))
+
+    assert "source 'http' needs http.url" in line
