@@ -62,7 +62,10 @@ class GridPriceActor(ControlPlaneActor):
             self.audit("prices.source", self._feed.provider.kind, source=self._feed.provider.description,
                        **({"repairs": notes} if notes else {}))
         self._metrics = PriceMetrics()
-        self._tick()
+        try:
+            self._tick()
+        except Exception as exc:  # noqa: BLE001 - as in the loop: a bad round never fails the actor
+            self._record_error(exc)
         self._run_every(self.config.prices.tick_s, self._tick, "price-feed")
 
     def _on_store_opened(self) -> None:

@@ -60,11 +60,13 @@ def forecast_chart(forecast: Forecast, rows: int = CHART_ROWS) -> str:
     body.append(f"{'':>{label_width}} └{axis}")
     width = len(columns)
     step_s = forecast.interval_s * group
-    ticks = [(0, points[0].start_s), (width // 2, points[0].start_s + width // 2 * step_s)]
-    tick_line = [" "] * (width + 1)
+    label_len = len("01-01 00:00")
+    ticks = [(0, points[0].start_s)]
+    if width // 2 > label_len:  # a middle label only where it does not overwrite the first
+        ticks.append((width // 2, points[0].start_s + width // 2 * step_s))
+    tick_line = [" "] * (width + label_len)
     for column, time_s in ticks:
-        text = _utc(time_s, "%m-%d %H:%M")
-        tick_line[column:column + len(text)] = text
+        tick_line[column:column + label_len] = _utc(time_s, "%m-%d %H:%M")
     body.append(f"{'':>{label_width}}  {''.join(tick_line).rstrip()}  (UTC)")
     per = f"{forecast.interval_s * group / 60:.0f} min per column"
     body.append(f"{'':>{label_width}}  ─ known  ┄ estimated   {forecast.unit}, {per}")

@@ -79,7 +79,9 @@ class PriceFeed:
             self.provider.refresh()
         except Exception as exc:  # noqa: BLE001 - a failing feed must never stop the actor
             self.consecutive_failures += 1
-            self.last_error = str(exc) if isinstance(exc, PriceError) else f"{type(exc).__name__}: {exc}"
+            # Only the provider's own errors are known to be free of credentials.
+            self.last_error = (str(exc) if isinstance(exc, PriceError) else
+                               f"{self.provider.description}: unexpected {type(exc).__name__} while polling")
             first_retry_s = min(interval_s, FIRST_RETRY_S)
             delay_s = min(self.max_backoff_s, first_retry_s * 2 ** (self.consecutive_failures - 1))
             self._next_poll_s = self._monotonic() + delay_s
@@ -106,7 +108,8 @@ class PriceFeed:
         at_s = min(now_s, span[1] - 1e-6)
         series = self._visible_price(now_s, at_s, at_s + 1e-6)
         index = series.index_at(at_s)
-        assert index is not None, "the span covers at_s"
+        if index is None:  # a poll replaced the series between the two reads
+            raise PriceError(f"{self.provider.description} changed while answering; ask again")
         stale, age_s, reason = self._staleness(now_s, span)
         return PriceNow(
             time_s=now_s, interval_start_s=series.start_s + index * series.interval_s,
@@ -188,7 +191,7 @@ class PriceFeed:
         price = self._visible_price(now_s, min(window[0], now_s), window[1])
         if not len(price):
             raise PriceError(f"no known price between {_iso(window[0])} and {_iso(window[1])}")
-        carbon = self._carbon_series(now_s, *window)
+        carbon = self._carbon_series(now_s, min(window[0], now_s), window[1])
         totals = profile_cost(price, carbon if carbon is not None and len(carbon) else None,
                               start_s, end_s, energy_kwh)
         energy = totals.energy_kwh
@@ -263,8 +266,8 @@ class PriceFeed:
                                else "not polled yet")
         if span is not None and now_s >= span[1]:
             reasons.append(f"the series ends at {_iso(span[1])}")
-            if not self.polled:
-                age_s = now_s - span[1]
+            # A feed that answers but publishes nothing new is as old as its newest interval.
+            age_s = max(age_s or 0.0, now_s - span[1])
         return bool(reasons), age_s, "; ".join(reasons) or None
 
 

@@ -87,6 +87,8 @@ class HttpPriceProvider(PriceProvider):
     def description(self) -> str:
         """'http feed <url>', the query string (which may hold a key) left out."""
         base, query_mark, _ = self._url.partition("?")
+        scheme, _, rest = base.partition("://")
+        base = f"{scheme}://{rest.rpartition('@')[2]}"  # no user:password@
         return f"http feed {base}{'?…' if query_mark else ''}"
 
     def refresh(self) -> None:
@@ -106,6 +108,11 @@ class HttpPriceProvider(PriceProvider):
         except PriceError as exc:
             message = " ".join(f"{self.description}: {exc}".split())  # one line, whatever came in
             raise PriceError(message.replace(secret, "***") if secret else message) from None
+        except (ValueError, UnicodeError) as exc:  # http.client refusing the header value, mostly:
+            # its message quotes the value, so only the variable is named.
+            raise PriceError(f"{self.description}: {type(exc).__name__} building the request; is "
+                             f"{self._config.auth_env} a valid {self._config.auth_header} header value "
+                             "(one line, no trailing newline)?") from None
         with self._write_lock:
             self._snapshot = self._build({**self._snapshot.cache, **fetched})
 
@@ -144,8 +151,12 @@ class HttpPriceProvider(PriceProvider):
         return None if series is None else (series.start_s, series.end_s)
 
     def known_until_s(self, now_s: float) -> float:
-        """Infinite: whatever a feed has published is known, however far ahead."""
-        return math.inf
+        """The start of the last fetched interval: what the feed has published is known.
+
+        Not infinite, so that the forecast estimates what lies beyond it from the past days.
+        """
+        series = self._snapshot.price
+        return -math.inf if series is None else series.end_s - series.interval_s
 
     def notes(self) -> list[str]:
         """The repairs of the latest build (forward-filled intervals, a missing carbon series)."""

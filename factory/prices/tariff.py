@@ -86,6 +86,13 @@ def _slots(hours: str) -> range:
     return range(first // SLOT_MIN, stop // SLOT_MIN)
 
 
+def _whole_hour_offsets(timezone: str) -> bool:
+    """Whether the zone's UTC offsets (over recent years, both seasons) are whole hours."""
+    days = pd.date_range("2000-01-01", "2040-01-01", freq="7D", tz="UTC").tz_convert(timezone)
+    offsets_s = {int(stamp.utcoffset().total_seconds()) for stamp in days}
+    return all(offset % 3600 == 0 for offset in offsets_s)
+
+
 def _minute_of_day(text: str) -> int:
     hour, minute = text.split(":")
     return int(hour) * 60 + int(minute)
@@ -149,7 +156,10 @@ class TariffProvider(PriceProvider):
         self._carbon = None if np.isnan(carbon).all() else carbon
         boundaries = {minute for period in tariff.periods for minute in
                       (period.slots().start * SLOT_MIN, period.slots().stop * SLOT_MIN)}
-        self.interval_s = 3600.0 if all(minute % 60 == 0 for minute in boundaries) else SLOT_MIN * 60.0
+        # Hourly intervals start on UTC hours; they fit the tariff only where its boundaries are on
+        # local whole hours and local hours are UTC hours (no half-hour zone, e.g. Asia/Kolkata).
+        whole_hours = all(minute % 60 == 0 for minute in boundaries) and _whole_hour_offsets(tariff.timezone)
+        self.interval_s = 3600.0 if whole_hours else SLOT_MIN * 60.0
 
     @property
     def description(self) -> str:  # noqa: D102

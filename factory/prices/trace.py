@@ -32,6 +32,9 @@ from factory.prices.series import IntervalSeries
 DEFAULT_CARBON_COLUMN = "carbon_g_per_kwh"
 _OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _DAY_S = 86400
+_DROPPED = np.iinfo(np.int64).min  # marks a row dropped at a nonexistent local time
+MAX_FILLED_GAP_S = 7 * _DAY_S  # a longer hole is a typo in a timestamp far more often than data
+_MAX_UNIX_S = 1e11  # larger numbers are milliseconds, not seconds
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ def load_trace(spec: TraceConfig, what: str = "prices.trace") -> LoadedTrace:
     files = sorted((_read_file(path, spec, what, notes) for path in paths),
                    key=lambda rows: rows.times_s[0] if len(rows.times_s) else 0)
     kinds = list(files[0].values)
+    for rows in files:
+        if list(rows.values) != kinds:
+            raise PriceDataError(f"{rows.path}: has columns for {' and '.join(rows.values)}, but "
+                                 f"{files[0].path} has {' and '.join(kinds)}; one series needs the same")
     resolution_s = _resolution_s(files, spec, what)
     for rows in files:
         if spec.timestamp_marks == "end":
@@ -79,6 +86,7 @@ def load_trace(spec: TraceConfig, what: str = "prices.trace") -> LoadedTrace:
                 f"{current.where(0)}: starts at {_iso(current.times_s[0])}, before {previous.path} "
                 f"ends ({_iso(previous.times_s[-1])}); the files of one series must not overlap"
             )
+    _refuse_long_gaps(files)
     start_s = int(files[0].times_s[0])
     count = int((files[-1].times_s[-1] - start_s) // resolution_s) + 1
     grids = {kind: np.full(count, np.nan) for kind in kinds}
@@ -105,6 +113,20 @@ def load_trace(spec: TraceConfig, what: str = "prices.trace") -> LoadedTrace:
     }
     return LoadedTrace(price=series.get("price"), carbon=series.get("carbon"),
                        files=[rows.path for rows in files], notes=notes)
+
+
+def _refuse_long_gaps(files: list[_FileRows]) -> None:
+    """A hole longer than `MAX_FILLED_GAP_S` is an error naming the row after it, never filled."""
+    for number, rows in enumerate(files):
+        steps = np.diff(rows.times_s, prepend=files[number - 1].times_s[-1] if number else rows.times_s[0])
+        long = np.flatnonzero(steps > MAX_FILLED_GAP_S)
+        if long.size:
+            i = int(long[0])
+            raise PriceDataError(
+                f"{rows.where(i)}: no rows for {steps[i] / _DAY_S:.0f} days before its timestamp "
+                f"{_iso(rows.times_s[i])}; is it mistyped? (gaps up to {MAX_FILLED_GAP_S // _DAY_S} "
+                "days are filled; split longer breaks into separate traces)"
+            )
 
 
 def _expand(patterns: list[str], what: str) -> list[str]:
@@ -157,7 +179,7 @@ def _read_file(path: str, spec: TraceConfig, what: str, notes: list[str]) -> _Fi
     rows = _FileRows(path, "row" if parquet else "line",
                      first_line + np.arange(len(frame)), np.empty(0, np.int64), {})
     rows.times_s = _parse_times(frame[wanted["timestamp"]], rows, spec, notes)
-    kept = rows.times_s >= 0  # rows dropped at nonexistent local times carry -1
+    kept = rows.times_s != _DROPPED
     for kind in ("price", "carbon"):
         if kind in wanted:
             rows.values[kind] = _parse_values(frame[wanted[kind]], rows, wanted[kind])[kept]
@@ -184,7 +206,7 @@ def _raise(message: str) -> str:
 
 
 def _parse_times(raw: pd.Series, rows: _FileRows, spec: TraceConfig, notes: list[str]) -> np.ndarray:
-    """Unix seconds (UTC) of every row; -1 for rows dropped at a nonexistent local time."""
+    """Unix seconds (UTC) of every row; `_DROPPED` for rows dropped at a nonexistent local time."""
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         index = pd.DatetimeIndex(raw)
         if index.isna().any():
@@ -195,14 +217,14 @@ def _parse_times(raw: pd.Series, rows: _FileRows, spec: TraceConfig, notes: list
         numbers = raw.to_numpy(dtype=float)
         if np.isnan(numbers).any():
             raise PriceDataError(f"{rows.where(int(np.flatnonzero(np.isnan(numbers))[0]))}: empty timestamp")
-        return numbers.astype(np.int64)
+        return _whole_seconds(numbers, rows)
     text = raw.astype("string").str.strip()
     blank = text.isna() | (text == "")
     if blank.any():
         raise PriceDataError(f"{rows.where(int(np.flatnonzero(blank.to_numpy())[0]))}: empty timestamp")
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all():  # Unix seconds written as text
-        return numbers.to_numpy(dtype=float).astype(np.int64)
+        return _whole_seconds(numbers.to_numpy(dtype=float), rows)
     parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")  # naive read as UTC
     bad = parsed.isna().to_numpy()
     if bad.any():
@@ -251,8 +273,18 @@ def _localize(naive: pd.DatetimeIndex, rows: _FileRows, spec: TraceConfig,
 
 def _unix_s(aware: pd.DatetimeIndex) -> np.ndarray:
     seconds = aware.tz_convert("UTC").as_unit("s").asi8.copy()
-    seconds[aware.isna()] = -1
+    seconds[aware.isna()] = _DROPPED
     return seconds
+
+
+def _whole_seconds(numbers: np.ndarray, rows: _FileRows) -> np.ndarray:
+    """Unix seconds as integers; fractions or millisecond-sized numbers are errors, not truncated."""
+    bad = np.flatnonzero((numbers != np.floor(numbers)) | (np.abs(numbers) >= _MAX_UNIX_S))
+    if bad.size:
+        i = int(bad[0])
+        raise PriceDataError(f"{rows.where(i)}: timestamp {float(numbers[i])!r} is not whole Unix seconds "
+                             "(milliseconds? fractions?)")
+    return numbers.astype(np.int64)
 
 
 def _parse_values(raw: pd.Series, rows: _FileRows, column: str) -> np.ndarray:
@@ -331,7 +363,10 @@ def _locate(files: list[_FileRows], row_index: int) -> tuple[_FileRows, int]:
 
 
 def _iso(time_s: float) -> str:
-    return datetime.fromtimestamp(float(time_s), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        return datetime.fromtimestamp(float(time_s), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (ValueError, OverflowError, OSError):  # beyond what datetime represents
+        return f"{float(time_s):.0f} (Unix seconds)"
 
 
 class TraceProvider(PriceProvider):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import yaml
 
 from tests.support import FACTORY_BIN, RAY_BIN, REPO_ROOT, clean_env
 
-__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "json_of", "make_runner", "write_config"]
+__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "json_of", "make_runner", "wait_until",
+           "write_config"]
+DEADLINE_S = 60.0
 
 RunFactory = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -47,6 +50,15 @@ def make_runner(config_path: Path, cwd: Path) -> RunFactory:
         return result
 
     return run
+
+
+def wait_until(condition: Callable[[], bool], what: str, poll_s: float = 0.5) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `DEADLINE_S`."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
+        time.sleep(poll_s)
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:

@@ -7,9 +7,8 @@ missing. Uses `ray.cluster_utils.Cluster` (real raylets, one GCS) and the SDK fr
 from __future__ import annotations
 
 import sqlite3
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,9 @@ from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import factory_actor_names, get_actor
 from factory.errors import ClusterError
-from tests.integration.conftest import write_config
+from tests.integration.conftest import DEADLINE_S, wait_until, write_config
 
 pytestmark = pytest.mark.integration
-DEADLINE_S = 60.0
 
 
 GPU_NODE_GPUS = 2
@@ -54,14 +52,6 @@ def config(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config = load_config(path, env={})
     yield config
     lifecycle.down(config)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
-        time.sleep(0.5)
 
 
 def test_up_on_three_nodes_places_every_actor(cluster: Cluster, config: FactoryConfig) -> None:
@@ -181,6 +171,28 @@ def test_every_documented_metric_is_on_the_nodes_prometheus_endpoint(cluster: Cl
     assert sorted((s.labels["gpu"], s.labels["source"]) for s in power) == [
         ("0", "simulated"), ("1", "simulated")]
     assert all(s.value in (IDLE_W, BUSY_W) for s in power)
+
+
+def test_the_grid_price_metrics_are_on_the_head_nodes_endpoint(cluster: Cluster) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from factory.prices.metrics import PRICE_METRICS
+
+    head = next(n for n in ray.nodes() if n["NodeID"] == cluster.head_node.node_id)
+    url = f"http://{head['NodeManagerAddress']}:{head['MetricsExportPort']}/metrics"
+    wanted = {f"ray_{spec.name}" for spec in PRICE_METRICS}
+
+    def scrape() -> dict[str, list]:
+        body = urllib.request.urlopen(url, timeout=10).read().decode()
+        return {family.name: family.samples for family in text_string_to_metric_families(body)
+                if family.name in wanted}
+
+    wait_until(lambda: set(scrape()) == wanted, f"all of {sorted(wanted)} scraped from {url}")
+    families = scrape()
+    price = families["ray_factory_grid_price_per_mwh"][0]
+    assert price.labels["source"] == "tariff" and price.labels["currency"] == "USD"  # the default
+    assert families["ray_factory_price_feed_stale"][0].value == 0.0
+    assert families["ray_factory_grid_carbon_g_per_kwh"][0].value > 0
 
 
 def test_a_node_that_leaves_is_reported_down_and_its_agent_removed(

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -24,11 +23,10 @@ from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import GRID_PRICE
 from factory.ray_cluster import NAMESPACE
-from tests.integration.conftest import FACTORY_BIN, clean_env, write_config
+from tests.integration.conftest import FACTORY_BIN, clean_env, wait_until, write_config
 from tests.price_server import FeedServer
 
 pytestmark = pytest.mark.integration
-DEADLINE_S = 60.0
 TOKEN_ENV = "PRICE_API_TOKEN"
 TOKEN = "Bearer integration-5ecret-77"
 FIRST_HOUR_S = datetime(2024, 6, 28, tzinfo=UTC).timestamp()
@@ -75,14 +73,6 @@ def config(cluster: Cluster, server: FeedServer,
     lifecycle.down(config)
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
-        time.sleep(0.2)
-
-
 def cli(cluster: Cluster, config: FactoryConfig, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([FACTORY_BIN, *args, "--address", cluster.address], env=clean_env(),
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -95,7 +85,7 @@ def expected_price(time_s: float) -> float:
 def test_the_price_cli_shows_the_feeds_price_with_its_unit_and_a_forecast_chart(
         cluster: Cluster, config: FactoryConfig, server: FeedServer) -> None:
     client = factory.connect()
-    wait_until(lambda: not client.price().stale, "a first successful poll")
+    wait_until(lambda: not client.price().stale, "a first successful poll", poll_s=0.2)
     result = cli(cluster, config, "price", "--json", "--hours", "6")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
@@ -126,7 +116,7 @@ def test_a_stalled_feed_is_stale_everywhere_and_the_actor_survives(
     wait_until(lambda: scrape_head(cluster, "ray_factory_price_feed_stale") == [0.0], "stale metric 0")
     assert scrape_head(cluster, "ray_factory_grid_price_per_mwh")
     server.delay_s = 30.0  # accepts, never answers within timeout_s
-    wait_until(lambda: client.price().stale, "the price to turn stale")
+    wait_until(lambda: client.price().stale, "the price to turn stale", poll_s=0.2)
     stale = client.price()
     assert stale.price_per_mwh == expected_price(stale.interval_start_s)  # the last known series
     assert "no answer within" in stale.stale_reason and stale.age_s > 0
@@ -139,7 +129,7 @@ def test_a_stalled_feed_is_stale_everywhere_and_the_actor_survives(
     assert feed.consecutive_failures >= 1 and TOKEN.split()[-1] not in (feed.last_error or "")
     server.delay_s = 0.0
     server._release.set()
-    wait_until(lambda: not client.price().stale, "the feed to answer again")
+    wait_until(lambda: not client.price().stale, "the feed to answer again", poll_s=0.2)
     wait_until(lambda: scrape_head(cluster, "ray_factory_price_feed_stale") == [0.0], "stale metric 0")
 
 
@@ -156,7 +146,7 @@ def test_a_restarted_actor_answers_with_the_stored_series_while_the_feed_is_down
         except Exception:  # noqa: BLE001 - restarting
             return False
 
-    wait_until(restarted_and_answering, "the restarted actor to answer")
+    wait_until(restarted_and_answering, "the restarted actor to answer", poll_s=0.2)
     after = client.price()
     assert after.price_per_mwh == expected_price(after.interval_start_s)
     assert after.interval_start_s >= before.interval_start_s

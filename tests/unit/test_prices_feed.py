@@ -226,3 +226,32 @@ def test_a_tariff_in_another_currency_than_the_config_is_refused(tmp_path: Path)
     path = tariff_file(tmp_path, "  - {name: all, price_per_mwh: 50}\n")
     with pytest.raises(PriceDataError, match="in USD but prices.currency is EUR"):
         build_provider(PricesConfig(tariff_path=path, currency="EUR"))
+
+
+def test_a_tariff_in_a_half_hour_zone_keeps_its_local_boundaries(tmp_path: Path) -> None:
+    path = tariff_file(tmp_path, '  - {name: peak, hours: "16:00-20:00", price_per_mwh: 200}\n'
+                                 '  - {name: rest, price_per_mwh: 50}\n', timezone="Asia/Kolkata")
+    provider = TariffProvider(load_tariff(path), path)
+    ist = 5.5 * HOUR_S
+    at_16_10 = datetime(2024, 7, 1, 16, 10, tzinfo=UTC).timestamp() - ist
+    at_20_10 = datetime(2024, 7, 1, 20, 10, tzinfo=UTC).timestamp() - ist
+    at_15_50 = at_16_10 - 20 * 60
+    assert [provider.price(t, t + 1).values[0] for t in (at_15_50, at_16_10, at_20_10)] == [50, 200, 50]
+
+
+def test_a_polled_feed_estimates_beyond_what_it_fetched_and_ages_when_it_publishes_nothing_new(
+        server: FeedServer) -> None:
+    hours = 24 * 10
+    server.serve([{"timestamp": datetime.fromtimestamp(T0 + h * HOUR_S, tz=UTC).isoformat(),
+                   "price_per_mwh": float(h % 24)} for h in range(hours)])
+    config = HttpFeedConfig(url=server.url, poll_interval_s=60, timeout_s=1)
+    feed = PriceFeed(HttpPriceProvider(config), PricesConfig(source="http", http=config),
+                     monotonic=FakeMonotonic())
+    assert feed.poll_if_due() is True
+    end_s = T0 + hours * HOUR_S
+    forecast = feed.forecast(end_s - 2 * HOUR_S, hours=24)
+    assert forecast.known_until_s == end_s - HOUR_S
+    assert [p.known for p in forecast.points[:3]] == [True, True, False]
+    assert all(p.price_per_mwh == (p.start_s - T0) // HOUR_S % 24 for p in forecast.points)  # daily shape
+    later = feed.price(end_s + 3 * HOUR_S)  # the feed answered, but published nothing this recent
+    assert later.stale and later.age_s == 3 * HOUR_S and "series ends" in later.stale_reason

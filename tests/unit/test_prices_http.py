@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from collections.abc import Iterator
@@ -79,7 +78,7 @@ def test_nested_items_and_custom_paths_give_the_right_intervals(feed: FeedServer
     carbon = source.carbon(T0 + HOUR_S, T0 + 2 * HOUR_S)
     assert carbon is not None and (carbon.start_s, carbon.values.tolist()) == (T0 + HOUR_S, [380.5])
     assert source.notes() == []
-    assert source.known_until_s(T0) == math.inf
+    assert source.known_until_s(T0) == T0 + 2 * HOUR_S  # the start of the last fetched interval
     assert source.description == f"http feed {feed.url}" and source.kind == "http"
 
 
@@ -296,3 +295,14 @@ def test_cached_records_restore_the_same_series_without_a_server(feed: FeedServe
 
     with pytest.raises(PriceError, match="not on the 15-min grid"):
         provider(feed, resolution_min=15).restore([(T0 + 60.0, 1.0, None)])
+
+
+def test_a_credential_that_is_no_valid_header_value_never_shows(feed: FeedServer) -> None:
+    secret = "Bearer sk-with-newline-31337\n"
+    config = HttpFeedConfig(url=feed.url, auth_env="PRICE_TOKEN", timeout_s=1)
+    source = HttpPriceProvider(config, env={"PRICE_TOKEN": secret})
+    with pytest.raises(PriceError) as caught:
+        source.refresh()
+    message = str(caught.value)
+    assert "PRICE_TOKEN" in message and "sk-with-newline" not in message and "\n" not in message
+    assert "sk-with-newline" not in "".join(traceback.format_exception(caught.value))

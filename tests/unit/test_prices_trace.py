@@ -181,3 +181,27 @@ def test_missing_files_and_shift_days(tmp_path: Path) -> None:
     start = datetime.fromtimestamp(shifted.price.start_s, tz=UTC)
     assert start == datetime(2024, 1, 1, tzinfo=UTC) and start.weekday() == 0  # Monday to Monday
     assert np.array_equal(shifted.price.values, [1.0, 2.0])
+
+
+def test_timestamps_that_would_shift_or_blow_up_the_series_are_refused(tmp_path: Path) -> None:
+    fractional = hourly(tmp_path / "f.csv", [("1719792000", "1"), ("1719795600.5", "2")])
+    with pytest.raises(PriceDataError,
+                       match=r"f\.csv line 3: timestamp 1719795600.5 is not whole Unix seconds"):
+        load_trace(TraceConfig(paths=[fractional]))
+    millis = hourly(tmp_path / "m.csv", [("1719792000000", "1"), ("1719795600000", "2")])
+    with pytest.raises(PriceDataError, match=r"m\.csv line 2: .*milliseconds"):
+        load_trace(TraceConfig(paths=[millis]))
+    typo = hourly(tmp_path / "t.csv", [("2024-07-01T00:00Z", "1"), ("2024-07-01T01:00Z", "2"),
+                                       ("2042-07-01T02:00Z", "3")])  # 2042 for 2024: not a gap to fill
+    with pytest.raises(PriceDataError, match=r"t\.csv line 4: no rows for 6574 days .*mistyped"):
+        load_trace(TraceConfig(paths=[typo]))
+    unix = hourly(tmp_path / "u.csv", [("1719792000", "1"), ("1719795600", "2")])
+    assert load_trace(TraceConfig(paths=[unix])).price.start_s == 1719792000
+
+
+def test_files_of_one_series_must_carry_the_same_columns(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.csv", ["timestamp,price_per_mwh,carbon_g_per_kwh", "2024-07-01T00:00Z,1,300"])
+    b = hourly(tmp_path / "b.csv", [("2024-07-01T01:00Z", "2")])
+    with pytest.raises(PriceDataError,
+                       match=r"b\.csv: has columns for price, but .*a\.csv has price and carbon"):
+        load_trace(TraceConfig(paths=[a, b], resolution_min=60))
