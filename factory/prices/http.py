@@ -217,7 +217,19 @@ class HttpPriceProvider(PriceProvider):
                 if raw is not _MISSING and raw is not None:
                     carbon = _number(raw, i, config.carbon_path)
             fetched[int(start_s)] = (price, carbon)
+        self._refuse_far_outliers(fetched)
         return fetched
+
+    def _refuse_far_outliers(self, fetched: dict[int, tuple[float, float | None]]) -> None:
+        """A record more than `history_days` after the others is a typo; it would push them out."""
+        starts = np.array(list(fetched), dtype=np.int64)  # in record order
+        order = np.argsort(starts, kind="stable")
+        steps = np.diff(starts[order])
+        far = np.flatnonzero(steps > self._config.history_days * _DAY_S)
+        if far.size:
+            index = int(order[far[0] + 1])
+            raise PriceError(f"record {index}: {_iso(starts[index])} is {steps[far[0]] / _DAY_S:.0f} days "
+                             "after the record before it; mistyped? (more than prices.http.history_days)")
 
     def _build(self, cache: dict[int, tuple[float, float | None]]) -> _Snapshot:
         """Trim `cache` to `history_days` and lay it on the grid, forward-filling what is missing."""

@@ -306,3 +306,15 @@ def test_a_credential_that_is_no_valid_header_value_never_shows(feed: FeedServer
     message = str(caught.value)
     assert "PRICE_TOKEN" in message and "sk-with-newline" not in message and "\n" not in message
     assert "sk-with-newline" not in "".join(traceback.format_exception(caught.value))
+
+
+def test_a_record_far_from_the_others_is_refused_not_allowed_to_push_them_out(feed: FeedServer) -> None:
+    source = HttpPriceProvider(HttpFeedConfig(url=feed.url, timeout_s=1))
+    good = [{"timestamp": "2024-07-01T00:00:00Z", "price_per_mwh": 1},
+            {"timestamp": "2024-07-01T01:00:00Z", "price_per_mwh": 2}]
+    feed.serve(good)
+    source.refresh()
+    feed.serve([*good, {"timestamp": "2042-07-01T02:00:00Z", "price_per_mwh": 3}])
+    with pytest.raises(PriceError, match=r"record 2: 2042-07-01 02:00 UTC is 6574 days after .*mistyped"):
+        source.refresh()
+    assert source.price(*EVER).values.tolist() == [1.0, 2.0]  # the good data stays
