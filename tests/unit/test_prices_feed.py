@@ -255,3 +255,15 @@ def test_a_polled_feed_estimates_beyond_what_it_fetched_and_ages_when_it_publish
     assert all(p.price_per_mwh == (p.start_s - T0) // HOUR_S % 24 for p in forecast.points)  # daily shape
     later = feed.price(end_s + 3 * HOUR_S)  # the feed answered, but published nothing this recent
     assert later.stale and later.age_s == 3 * HOUR_S and "series ends" in later.stale_reason
+
+
+def test_the_repository_config_points_at_the_illustrative_tariff_and_works_without_shared_data() -> None:
+    from factory.config import load_config
+    from factory.prices.sources import build_feed
+    from tests.support import REPO_ROOT
+
+    config = load_config(REPO_ROOT / "configs" / "factory.yaml", env={}, cwd=REPO_ROOT)
+    feed = build_feed(config.prices)
+    assert feed.provider.kind == "tariff" and "Illustrative" in feed.provider.description
+    assert config.prices.tariff_path == REPO_ROOT / "factory" / "prices" / "tariffs" / "illustrative.yaml"
+    assert feed.price(T0).unit == "USD/MWh"
