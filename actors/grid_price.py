@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ FEED_RECORDS_META_KEY = "price_feed_records"
 
 
 class GridPriceActor(ControlPlaneActor):
-    """Owns the factory clock (and, later, price/carbon feeds and forecasts)."""
+    """Owns the factory clock and the price and carbon feed."""
 
     kind = "grid_price"
 
@@ -50,7 +49,6 @@ class GridPriceActor(ControlPlaneActor):
         super().__init__(name, config, clock_spec=None)
         self._feed: PriceFeed | None = None
         self._feed_error: str | None = None
-        self._feed_lock = threading.Lock()  # one poll at a time: the loop's or a `poll_now`
         try:
             self._feed = build_feed(self.config.prices)
         except FactoryError as exc:  # a bad file must not take the clock down with it
@@ -126,15 +124,6 @@ class GridPriceActor(ControlPlaneActor):
         """The feed's source, staleness, failures and data span."""
         return self._live_feed().status(self._now_s())
 
-    def poll_now(self) -> FeedStatus:
-        """Poll a live feed at once (ignoring its schedule); return the status after it."""
-        feed = self._live_feed()
-        if feed.polled:
-            with self._feed_lock:
-                feed.force_poll()
-                self._after_poll(feed, feed.poll_if_due())
-        return feed.status(self._now_s())
-
     def _now_s(self) -> float:
         assert self.clock is not None
         return self.clock.now_s()
@@ -149,8 +138,7 @@ class GridPriceActor(ControlPlaneActor):
         feed = self._feed
         if feed is None:
             return
-        with self._feed_lock:
-            self._after_poll(feed, feed.poll_if_due())
+        self._after_poll(feed, feed.poll_if_due())
         now_s = self._now_s()
         try:
             price = feed.price(now_s)
@@ -160,7 +148,7 @@ class GridPriceActor(ControlPlaneActor):
 
     def _after_poll(self, feed: PriceFeed, outcome: bool | None) -> None:
         if outcome is True:
-            records = feed.provider.cached_records()  # type: ignore[attr-defined]
+            records = feed.provider.cached_records()
             self.store.set_meta(FEED_RECORDS_META_KEY, json.dumps(records))
         elif outcome is False:
             self._record_error(feed.last_error or "price feed poll failed")
@@ -172,7 +160,7 @@ class GridPriceActor(ControlPlaneActor):
         if not stored:
             return
         try:
-            self._feed.provider.restore([tuple(record) for record in json.loads(stored)])  # type: ignore[attr-defined]
+            self._feed.provider.restore([tuple(record) for record in json.loads(stored)])
         except PriceError as exc:  # e.g. records on another grid after a config change: poll afresh
             self._record_error(exc)
             return

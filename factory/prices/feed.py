@@ -92,10 +92,6 @@ class PriceFeed:
         self._next_poll_s += interval_s
         return True
 
-    def force_poll(self) -> None:
-        """Make the next `poll_if_due` poll now, whatever the schedule or backoff says."""
-        self._next_poll_s = self._monotonic()
-
     def mark_restored(self) -> None:
         """Data came from the store after a restart: stale until the first successful poll."""
         self.last_error = self.last_error or "restored from the store after a restart; not polled yet"

@@ -50,6 +50,13 @@ class PriceProvider(ABC):
     def span(self) -> tuple[float, float] | None:
         """[first start, last end) of the price data (infinite for a tariff); None before any data."""
 
+    def cached_records(self) -> list[tuple[float, float, float | None]]:
+        """What a polled source fetched, (start_s, price, carbon) each, stored for a restart."""
+        return []
+
+    def restore(self, records: list[tuple[float, float, float | None]]) -> None:  # noqa: B027
+        """Take back `cached_records` saved before a restart (no I/O); sources that fetch: override."""
+
     def notes(self) -> list[str]:
         """Repairs made to the data (gaps filled, rows dropped), for operators."""
         return []
