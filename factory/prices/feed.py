@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -37,7 +36,7 @@ from factory.prices.models import (
     PriceNow,
 )
 from factory.prices.provider import PriceProvider
-from factory.prices.series import IntervalSeries
+from factory.prices.series import IntervalSeries, utc_label
 
 FORECAST_METHOD = ("known prices up to the market's horizon; beyond it the median of the same time "
                    "of day on the {days} most recent known days, band = their min..max")
@@ -159,8 +158,8 @@ class PriceFeed:
         """Past intervals overlapping [start_s, min(end_s, now)), with carbon where known."""
         end_s = min(end_s, now_s)
         if start_s >= end_s:
-            raise PriceError(f"the history window is empty: start {_iso(start_s)} is not before "
-                             f"end {_iso(end_s)} (the end is at most now)")
+            raise PriceError(f"the history window is empty: start {utc_label(start_s)} is not before "
+                             f"end {utc_label(end_s)} (the end is at most now)")
         self._span_or_raise(now_s)
         series = self._visible_price(now_s, start_s, end_s)
         starts_s = series.starts()
@@ -186,7 +185,7 @@ class PriceFeed:
         # From now at the latest, so that energy beyond the horizon meets the last known price.
         price = self._visible_price(now_s, min(window[0], now_s), window[1])
         if not len(price):
-            raise PriceError(f"no known price between {_iso(window[0])} and {_iso(window[1])}")
+            raise PriceError(f"no known price between {utc_label(window[0])} and {utc_label(window[1])}")
         carbon = self._carbon_series(now_s, min(window[0], now_s), window[1])
         totals = profile_cost(price, carbon if carbon is not None and len(carbon) else None,
                               start_s, end_s, energy_kwh)
@@ -230,8 +229,8 @@ class PriceFeed:
             raise PriceError(f"no price yet from {self.provider.description}{why}")
         if now_s < span[0]:
             raise PriceError(
-                f"{self.provider.description} starts at {_iso(span[0])}, after the factory time "
-                f"{_iso(now_s)}; replay a period it covers (clock.mode: replay, clock.replay_start)"
+                f"{self.provider.description} starts at {utc_label(span[0])}, after the factory time "
+                f"{utc_label(now_s)}; replay a period it covers (clock.mode: replay, clock.replay_start)"
             )
         return span
 
@@ -261,7 +260,7 @@ class PriceFeed:
                 reasons.append(f"feed not answering: {self.last_error}" if self.last_error
                                else "not polled yet")
         if span is not None and now_s >= span[1]:
-            reasons.append(f"the series ends at {_iso(span[1])}")
+            reasons.append(f"the series ends at {utc_label(span[1])}")
             # A feed that answers but publishes nothing new is as old as its newest interval.
             age_s = max(age_s or 0.0, now_s - span[1])
         return bool(reasons), age_s, "; ".join(reasons) or None
@@ -271,6 +270,3 @@ def _finite(value: float) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
 
-
-def _iso(time_s: float) -> str:
-    return datetime.fromtimestamp(time_s, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -38,7 +38,7 @@ import numpy as np
 from factory.errors import ConfigError, PriceError
 from factory.prices.config import HttpFeedConfig
 from factory.prices.provider import PriceProvider
-from factory.prices.series import IntervalSeries
+from factory.prices.series import IntervalSeries, utc_label
 
 _DAY_S = 86400
 _MAX_BODY_BYTES = 64 * 2**20  # far above any price API's answer; stops a runaway body filling memory
@@ -125,7 +125,7 @@ class HttpPriceProvider(PriceProvider):
         cache: dict[int, tuple[float, float | None]] = {}
         for start_s, price, carbon in records:
             if start_s % self._resolution_s:
-                raise PriceError(f"{self.description}: saved interval {_iso(start_s)} is not on the "
+                raise PriceError(f"{self.description}: saved interval {utc_label(start_s)} is not on the "
                                  f"{self._config.resolution_min}-min grid (resolution_min changed?)")
             cache[int(start_s)] = (float(price), None if carbon is None else float(carbon))
         with self._write_lock:
@@ -206,10 +206,10 @@ class HttpPriceProvider(PriceProvider):
             start_s = _timestamp_s(_field(record, i, config.timestamp_path), i, config.timestamp_path)
             start_s -= shift_s
             if start_s % self._resolution_s:
-                raise PriceError(f"record {i}: interval start {_iso(start_s)} is not on the "
+                raise PriceError(f"record {i}: interval start {utc_label(start_s)} is not on the "
                                  f"{config.resolution_min}-min grid (prices.http.resolution_min)")
             if int(start_s) in fetched:
-                raise PriceError(f"record {i}: a second record for the interval at {_iso(start_s)}")
+                raise PriceError(f"record {i}: a second record for the interval at {utc_label(start_s)}")
             price = _number(_field(record, i, config.price_path), i, config.price_path)
             carbon = None
             if config.carbon_path:
@@ -228,8 +228,8 @@ class HttpPriceProvider(PriceProvider):
         far = np.flatnonzero(steps > self._config.history_days * _DAY_S)
         if far.size:
             index = int(order[far[0] + 1])
-            raise PriceError(f"record {index}: {_iso(starts[index])} is {steps[far[0]] / _DAY_S:.0f} days "
-                             "after the record before it; mistyped? (more than prices.http.history_days)")
+            raise PriceError(f"record {index}: {utc_label(starts[index])} is {steps[far[0]] / _DAY_S:.0f} "
+                             "days after the record before it; mistyped? (beyond prices.http.history_days)")
 
     def _build(self, cache: dict[int, tuple[float, float | None]]) -> _Snapshot:
         """Trim `cache` to `history_days` and lay it on the grid, forward-filling what is missing."""
@@ -249,17 +249,17 @@ class HttpPriceProvider(PriceProvider):
         missing = np.flatnonzero(np.isnan(prices))
         if missing.size:
             notes.append(f"http feed: {missing.size} intervals without a record forward-filled, "
-                         f"first {_iso(first_s + int(missing[0]) * step_s)}")
+                         f"first {utc_label(first_s + int(missing[0]) * step_s)}")
         carbon = None
         if self._config.carbon_path:
             if math.isnan(carbons[0]):
-                notes.append(f"http feed: no carbon series: the first interval ({_iso(first_s)}) "
+                notes.append(f"http feed: no carbon series: the first interval ({utc_label(first_s)}) "
                              f"has no '{self._config.carbon_path}'")
             else:
                 holes = np.flatnonzero(np.isnan(carbons))
                 if holes.size:
                     notes.append(f"http feed: {holes.size} carbon intervals forward-filled, "
-                                 f"first {_iso(first_s + int(holes[0]) * step_s)}")
+                                 f"first {utc_label(first_s + int(holes[0]) * step_s)}")
                 carbon = IntervalSeries(float(first_s), float(step_s), _forward_fill(carbons))
         price = IntervalSeries(float(first_s), float(step_s), _forward_fill(prices))
         return _Snapshot(cache=cache, price=price, carbon=carbon, notes=tuple(notes))
@@ -336,7 +336,3 @@ def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
-
-def _iso(time_s: float) -> str:
-    moment = datetime.fromtimestamp(float(time_s), tz=UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if moment.second else "%Y-%m-%d %H:%M UTC")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -77,3 +78,12 @@ class IntervalSeries:
             return self if time_s > 0 else self.window(self.start_s, self.start_s)
         stop = min(len(self.values), max(0, math.floor((time_s - self.start_s) / self.interval_s) + 1))
         return IntervalSeries(self.start_s, self.interval_s, self.values[:stop])
+
+
+def utc_label(time_s: float) -> str:
+    """'2024-07-01 13:00 UTC' (seconds shown only when not zero) for messages; never raises."""
+    try:
+        moment = datetime.fromtimestamp(float(time_s), tz=UTC)
+    except (ValueError, OverflowError, OSError):  # beyond what datetime represents
+        return f"{float(time_s):.0f} (Unix seconds)"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if moment.second else "%Y-%m-%d %H:%M UTC")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import glob
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import pandas as pd
 from factory.errors import PriceDataError
 from factory.prices.config import ALLOWED_RESOLUTIONS_MIN, TraceConfig
 from factory.prices.provider import PriceProvider
-from factory.prices.series import IntervalSeries
+from factory.prices.series import IntervalSeries, utc_label
 
 DEFAULT_CARBON_COLUMN = "carbon_g_per_kwh"
 _OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
@@ -83,8 +82,8 @@ def load_trace(spec: TraceConfig, what: str = "prices.trace") -> LoadedTrace:
     for previous, current in zip(files, files[1:], strict=False):
         if current.times_s[0] <= previous.times_s[-1]:
             raise PriceDataError(
-                f"{current.where(0)}: starts at {_iso(current.times_s[0])}, before {previous.path} "
-                f"ends ({_iso(previous.times_s[-1])}); the files of one series must not overlap"
+                f"{current.where(0)}: starts at {utc_label(current.times_s[0])}, before {previous.path} "
+                f"ends ({utc_label(previous.times_s[-1])}); the files of one series must not overlap"
             )
     _refuse_long_gaps(files)
     start_s = int(files[0].times_s[0])
@@ -98,8 +97,8 @@ def load_trace(spec: TraceConfig, what: str = "prices.trace") -> LoadedTrace:
         if off_grid.size:
             i = int(off_grid[0])
             raise PriceDataError(
-                f"{rows.where(i)}: timestamp {_iso(rows.times_s[i])} is off the "
-                f"{resolution_s // 60}-min grid that starts at {_iso(start_s)}"
+                f"{rows.where(i)}: timestamp {utc_label(rows.times_s[i])} is off the "
+                f"{resolution_s // 60}-min grid that starts at {utc_label(start_s)}"
             )
         positions = offset // resolution_s
         for kind in kinds:
@@ -124,7 +123,7 @@ def _refuse_long_gaps(files: list[_FileRows]) -> None:
             i = int(long[0])
             raise PriceDataError(
                 f"{rows.where(i)}: no rows for {steps[i] / _DAY_S:.0f} days before its timestamp "
-                f"{_iso(rows.times_s[i])}; is it mistyped? (gaps up to {MAX_FILLED_GAP_S // _DAY_S} "
+                f"{utc_label(rows.times_s[i])}; is it mistyped? (gaps up to {MAX_FILLED_GAP_S // _DAY_S} "
                 "days are filled; split longer breaks into separate traces)"
             )
 
@@ -305,10 +304,11 @@ def _check_order(rows: _FileRows) -> None:
     i = int(bad[0]) + 1
     before = rows.where(i - 1).split(" ", 1)[1]
     if steps[i - 1] == 0:
-        raise PriceDataError(f"{rows.where(i)}: duplicate timestamp {_iso(rows.times_s[i])} (also {before})")
+        raise PriceDataError(
+            f"{rows.where(i)}: duplicate timestamp {utc_label(rows.times_s[i])} (also {before})")
     raise PriceDataError(
-        f"{rows.where(i)}: timestamp {_iso(rows.times_s[i])} is earlier than {before} "
-        f"({_iso(rows.times_s[i - 1])}); rows must be in time order"
+        f"{rows.where(i)}: timestamp {utc_label(rows.times_s[i])} is earlier than {before} "
+        f"({utc_label(rows.times_s[i - 1])}); rows must be in time order"
     )
 
 
@@ -336,7 +336,7 @@ def _fill_gaps(grid: np.ndarray, origin: np.ndarray, files: list[_FileRows], kin
         return grid
     first = int(holes[0])
     missing_rows = int(np.count_nonzero(origin[holes] < 0))
-    when = _iso(start_s + first * resolution_s)
+    when = utc_label(start_s + first * resolution_s)
     name = "price" if kind == "price" else "carbon intensity"
     if origin[first] >= 0:
         rows, i = _locate(files, int(origin[first]))
@@ -361,12 +361,6 @@ def _locate(files: list[_FileRows], row_index: int) -> tuple[_FileRows, int]:
         row_index -= len(rows.times_s)
     raise AssertionError("row index beyond the files")
 
-
-def _iso(time_s: float) -> str:
-    try:
-        return datetime.fromtimestamp(float(time_s), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-    except (ValueError, OverflowError, OSError):  # beyond what datetime represents
-        return f"{float(time_s):.0f} (Unix seconds)"
 
 
 class TraceProvider(PriceProvider):
