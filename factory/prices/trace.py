@@ -197,11 +197,7 @@ def _column(columns: list[str], name: str, path: str, field_name: str, spec: Tra
     hint = f", did you mean '{close[0]}'?" if close else ""
     titles = " (title lines above the header? set skip_rows)" if spec.skip_rows == 0 and not close else ""
     shown = ", ".join(repr(column) for column in columns[:12])
-    return _raise(f"{path}: no column '{name}' ({field_name}){hint}; the header has {shown}{titles}")
-
-
-def _raise(message: str) -> str:
-    raise PriceDataError(message)
+    raise PriceDataError(f"{path}: no column '{name}' ({field_name}){hint}; the header has {shown}{titles}")
 
 
 def _parse_times(raw: pd.Series, rows: _FileRows, spec: TraceConfig, notes: list[str]) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import yaml
 
 from tests.support import FACTORY_BIN, RAY_BIN, REPO_ROOT, clean_env
 
-__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "json_of", "make_runner", "wait_until",
-           "write_config"]
+__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "json_of", "make_runner", "scrape_metrics",
+           "wait_until", "write_config"]
 DEADLINE_S = 60.0
 
 RunFactory = Callable[..., subprocess.CompletedProcess[str]]
@@ -59,6 +60,18 @@ def wait_until(condition: Callable[[], bool], what: str, poll_s: float = 0.5) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
         time.sleep(poll_s)
+
+
+def scrape_metrics(node_id: str, names: set[str]) -> dict[str, list[Any]]:
+    """The samples of each of `names` on a Ray node's Prometheus endpoint (names Ray exports: `ray_...`)."""
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(body)
+            if family.name in names}
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:

@@ -7,7 +7,6 @@ missing. Uses `ray.cluster_utils.Cluster` (real raylets, one GCS) and the SDK fr
 from __future__ import annotations
 
 import sqlite3
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import factory_actor_names, get_actor
 from factory.errors import ClusterError
-from tests.integration.conftest import DEADLINE_S, wait_until, write_config
+from tests.integration.conftest import DEADLINE_S, scrape_metrics, wait_until, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -146,27 +145,18 @@ def test_simulated_gpus_follow_a_ray_actor_that_holds_them_and_charge_its_job(
 
 
 def test_every_documented_metric_is_on_the_nodes_prometheus_endpoint(cluster: Cluster) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     from factory.telemetry.metrics import METRICS
 
     node_id = gpu_node_id(cluster)
-    node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     wanted = {f"ray_{spec.name}" for spec in METRICS if spec.simulated}
 
-    def scrape() -> dict[str, list]:
-        body = urllib.request.urlopen(url, timeout=10).read().decode()
-        return {family.name: family.samples for family in text_string_to_metric_families(body)
-                if family.name in wanted}
-
     def complete() -> bool:
-        families = scrape()
+        families = scrape_metrics(node_id, wanted)
         jobs = {s.labels["job"] for s in families.get("ray_factory_job_energy_kwh", [])}
         return set(families) == wanted and "train-42" in jobs  # the job of the test above
 
-    wait_until(complete, f"all of {sorted(wanted)} scraped from {url}, with job train-42")
-    families = scrape()
+    wait_until(complete, f"all of {sorted(wanted)} scraped from node {node_id}, with job train-42")
+    families = scrape_metrics(node_id, wanted)
     power = [s for s in families["ray_dcgm_fi_dev_power_usage"] if s.labels["node"] == node_id]
     assert sorted((s.labels["gpu"], s.labels["source"]) for s in power) == [
         ("0", "simulated"), ("1", "simulated")]
@@ -174,21 +164,12 @@ def test_every_documented_metric_is_on_the_nodes_prometheus_endpoint(cluster: Cl
 
 
 def test_the_grid_price_metrics_are_on_the_head_nodes_endpoint(cluster: Cluster) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     from factory.prices.metrics import PRICE_METRICS
 
-    head = next(n for n in ray.nodes() if n["NodeID"] == cluster.head_node.node_id)
-    url = f"http://{head['NodeManagerAddress']}:{head['MetricsExportPort']}/metrics"
+    head_id = cluster.head_node.node_id
     wanted = {f"ray_{spec.name}" for spec in PRICE_METRICS}
-
-    def scrape() -> dict[str, list]:
-        body = urllib.request.urlopen(url, timeout=10).read().decode()
-        return {family.name: family.samples for family in text_string_to_metric_families(body)
-                if family.name in wanted}
-
-    wait_until(lambda: set(scrape()) == wanted, f"all of {sorted(wanted)} scraped from {url}")
-    families = scrape()
+    wait_until(lambda: set(scrape_metrics(head_id, wanted)) == wanted, f"all of {sorted(wanted)} scraped")
+    families = scrape_metrics(head_id, wanted)
     price = families["ray_factory_grid_price_per_mwh"][0]
     assert price.labels["source"] == "tariff" and price.labels["currency"] == "USD"  # the default
     assert families["ray_factory_price_feed_stale"][0].value == 0.0

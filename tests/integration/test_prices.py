@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -23,7 +22,7 @@ from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import GRID_PRICE
 from factory.ray_cluster import NAMESPACE
-from tests.integration.conftest import FACTORY_BIN, clean_env, wait_until, write_config
+from tests.integration.conftest import FACTORY_BIN, clean_env, scrape_metrics, wait_until, write_config
 from tests.price_server import FeedServer
 
 pytestmark = pytest.mark.integration
@@ -101,13 +100,7 @@ def test_the_price_cli_shows_the_feeds_price_with_its_unit_and_a_forecast_chart(
 
 
 def scrape_head(cluster: Cluster, name: str) -> list[float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    node = next(n for n in ray.nodes() if n["NodeID"] == cluster.head_node.node_id)
-    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-    body = urllib.request.urlopen(url, timeout=10).read().decode()
-    return [sample.value for family in text_string_to_metric_families(body) if family.name == name
-            for sample in family.samples]
+    return [sample.value for sample in scrape_metrics(cluster.head_node.node_id, {name}).get(name, [])]
 
 
 def test_a_stalled_feed_is_stale_everywhere_and_the_actor_survives(
