@@ -67,3 +67,9 @@ class PriceDataError(PriceError):
     """A price, carbon or tariff file is malformed; the message names the file and row. Exit code 2."""
 
     exit_code = 2
+
+
+class SimulationInputError(FactoryError):
+    """A job trace or simulation option is invalid; the message names the file, row and field. Exit code 2."""
+
+    exit_code = 2

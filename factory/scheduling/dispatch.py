@@ -1,0 +1,213 @@
+"""The constraints every policy honours, applied to the policy's ranking of who should run now.
+
+A policy says *who* it wants running (`ranked`, most important first) and why the others should
+wait; `dispatch` decides who *can* run, in that order, and returns the decisions:
+
+  * capacity and gang: a job starts only if all its workers are placed (`placement.FreeGpus`);
+  * power budget: the running jobs' power (`num_gpus * power_w`) never exceeds the facility budget;
+  * quotas: a team may always use its guaranteed GPUs. Beyond them it borrows idle GPUs, but only
+    with preemptible jobs (a borrowed GPU must be reclaimable) or, for non-preemptible ones, from
+    GPUs nobody is guaranteed. When a team within its guarantee has a job that does not fit, the
+    borrowers' jobs are paused (latest ranked first) to make room: reclaim.
+  * backfill: a job that does not fit does not block smaller ones behind it.
+
+Invariants:
+  * Running jobs the policy did not rank are paused only if preemptible; a non-preemptible job is
+    never paused, by any rule.
+  * Victims of a preemption or reclaim are paused only if the job they make room for then starts.
+  * Cost is O(jobs ranked x GPUs per node) plus the victims examined; a job that cannot preempt
+    anything costs O(1) beyond its placement attempt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from factory.scheduling.model import Decisions, JobView, Pause, Phase, Snapshot, Start, Wait, WaitReason
+from factory.scheduling.placement import FreeGpus
+
+Held = Mapping[str, tuple[WaitReason, str]]
+MayPreempt = Callable[[JobView, JobView], bool]
+
+
+def dispatch(
+    snapshot: Snapshot,
+    ranked: Sequence[JobView],
+    held: Held,
+    *,
+    may_preempt: MayPreempt | None = None,
+    admitted: Sequence[str] = (),
+    infeasible: Sequence[tuple[str, str]] = (),
+) -> Decisions:
+    """Start, keep or pause jobs so that `ranked` runs as far as the constraints allow.
+
+    `held`: the reason for each job the policy does not want running now (price, priority).
+    `may_preempt(job, victim)`: whether `job` may pause the running `victim` to make room; the
+    caller guarantees it is monotone in the victim's rank (if it refuses the lowest-ranked running
+    job, it refuses every other).
+    """
+    state = _State(snapshot, ranked)
+    pauses: list[Pause] = []
+    for job in snapshot.jobs:
+        if job.phase is Phase.RUNNING and job.job_id not in state.rank and job.preemptible:
+            reason, detail = held.get(job.job_id, (WaitReason.PRIORITY, "not ranked by the policy"))
+            pauses.append(Pause(job.job_id, reason, detail))
+            state.release(job)
+    pauses += state.enforce_power_budget()
+
+    starts: list[Start] = []
+    waits: list[Wait] = []
+    for job in ranked:
+        if job.phase is Phase.RUNNING:
+            continue
+        blocked = state.quota_block(job)
+        if blocked:
+            waits.append(Wait(job.job_id, WaitReason.QUOTA, blocked))
+            continue
+        placement = state.fit(job)
+        if placement is None:
+            victims = state.find_victims(job, may_preempt)
+            if victims is not None:
+                for victim, why in victims:
+                    pauses.append(Pause(victim.job_id, *why))
+                    state.release(victim)
+                placement = state.fit(job)
+        if placement is None:
+            waits.append(state.wait_for_room(job))
+            continue
+        state.hold(job, placement)
+        starts.append(Start(job.job_id, placement))
+
+    ranked_ids = state.rank
+    for job in snapshot.jobs:
+        if job.phase is not Phase.RUNNING and job.job_id not in ranked_ids:
+            reason, detail = held.get(job.job_id, (WaitReason.PRIORITY, "not ranked by the policy"))
+            waits.append(Wait(job.job_id, reason, detail))
+    return Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
+                     admitted=tuple(admitted), infeasible=tuple(infeasible))
+
+
+class _State:
+    """GPUs, power and team usage while a dispatch walks the ranking."""
+
+    def __init__(self, snapshot: Snapshot, ranked: Sequence[JobView]) -> None:
+        self.rank = {job.job_id: i for i, job in enumerate(ranked)}
+        self.free = FreeGpus(snapshot.node_gpus, snapshot.free_gpus())
+        self.budget_w = snapshot.power_budget_w if snapshot.power_budget_w is not None else math.inf
+        self.quotas = snapshot.quotas
+        self.unguaranteed = snapshot.total_gpus - sum(snapshot.quotas.values())
+        self.running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING]
+        self.power_w = sum(job.draw_w for job in self.running)
+        self.team_gpus: Counter[str] = Counter()
+        self.team_fixed_gpus: Counter[str] = Counter()  # non-preemptible jobs' GPUs per team
+        for job in self.running:
+            self._count(job, +1)
+        self.released: set[str] = set()
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _count(self, job: JobView, sign: int) -> None:
+        self.team_gpus[job.team] += sign * job.num_gpus
+        if not job.preemptible:
+            self.team_fixed_gpus[job.team] += sign * job.num_gpus
+
+    def release(self, job: JobView) -> None:
+        self.free.give_back(job.placement)
+        self.power_w -= job.draw_w
+        self._count(job, -1)
+        self.released.add(job.job_id)
+
+    def hold(self, job: JobView, placement: tuple[tuple[str, int], ...]) -> None:
+        self.free.take(placement)
+        self.power_w += job.draw_w
+        self._count(job, +1)
+
+    def guarantee(self, team: str) -> int:
+        return self.quotas.get(team, 0)
+
+    def _fixed_borrowed(self) -> int:
+        return sum(max(0, gpus - self.guarantee(team)) for team, gpus in self.team_fixed_gpus.items())
+
+    def _kept_by_rank(self) -> list[JobView]:
+        """Running preemptible jobs still held, lowest ranked first."""
+        kept = [job for job in self.running if job.preemptible and job.job_id not in self.released]
+        return sorted(kept, key=lambda job: -self.rank.get(job.job_id, len(self.rank)))
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def enforce_power_budget(self) -> list[Pause]:
+        """Pause the lowest-ranked preemptible running jobs while the budget is exceeded."""
+        pauses = []
+        for job in self._kept_by_rank():
+            if self.power_w <= self.budget_w + 1e-9:
+                break
+            pauses.append(Pause(job.job_id, WaitReason.POWER_BUDGET,
+                                f"running jobs draw {self.power_w / 1000:.1f} kW, over the budget of "
+                                f"{self.budget_w / 1000:.1f} kW"))
+            self.release(job)
+        return pauses
+
+    def quota_block(self, job: JobView) -> str | None:
+        """Why quotas forbid starting `job` at all, or None."""
+        if not self.quotas or job.preemptible:
+            return None
+        beyond = self.team_gpus[job.team] + job.num_gpus - self.guarantee(job.team)
+        if beyond <= 0:
+            return None
+        if self._fixed_borrowed() + min(beyond, job.num_gpus) <= self.unguaranteed:
+            return None
+        return (f"team '{job.team or '(none)'}' would exceed its guarantee of {self.guarantee(job.team)} "
+                f"GPUs, and a non-preemptible job may borrow only GPUs no team is guaranteed")
+
+    def fit(self, job: JobView) -> tuple[tuple[str, int], ...] | None:
+        if self.power_w + job.draw_w > self.budget_w + 1e-9:
+            return None
+        return self.free.place(job.num_gpus, job.worker_gpus)
+
+    def _reclaims_for(self, job: JobView) -> bool:
+        return bool(self.quotas) and self.team_gpus[job.team] + job.num_gpus <= self.guarantee(job.team)
+
+    def find_victims(
+        self, job: JobView, may_preempt: MayPreempt | None
+    ) -> list[tuple[JobView, tuple[WaitReason, str]]] | None:
+        """The fewest lowest-ranked running jobs whose pausing lets `job` start, or None."""
+        reclaiming = self._reclaims_for(job)
+        if may_preempt is None and not reclaiming:
+            return None
+        chosen: list[tuple[JobView, tuple[WaitReason, str]]] = []
+        team_after = Counter(self.team_gpus)
+        placement = None
+        for victim in self._kept_by_rank():
+            why: tuple[WaitReason, str] | None = None
+            if reclaiming and victim.team != job.team and \
+                    team_after[victim.team] - victim.num_gpus >= self.guarantee(victim.team):
+                why = (WaitReason.QUOTA, f"its GPUs were reclaimed by team '{job.team}' (guaranteed "
+                       f"{self.guarantee(job.team)} GPUs) for job {job.job_id}")
+            elif may_preempt is not None and may_preempt(job, victim):
+                why = (WaitReason.PRIORITY, f"preempted by job {job.job_id} of higher priority")
+            elif not reclaiming:
+                break  # may_preempt is monotone: nobody ranked higher can be preempted either
+            if why is None:
+                continue
+            chosen.append((victim, why))
+            team_after[victim.team] -= victim.num_gpus
+            self.free.give_back(victim.placement)
+            self.power_w -= victim.draw_w
+            placement = self.fit(job)
+            if placement is not None:
+                break
+        for victim, _ in chosen:  # undo the trial; the caller releases them for real
+            self.free.take(victim.placement)
+            self.power_w += victim.draw_w
+        return chosen if placement is not None and chosen else None
+
+    def wait_for_room(self, job: JobView) -> Wait:
+        if self.power_w + job.draw_w > self.budget_w + 1e-9:
+            return Wait(job.job_id, WaitReason.POWER_BUDGET,
+                        f"needs {job.draw_w / 1000:.1f} kW; "
+                        f"{max(0.0, self.budget_w - self.power_w) / 1000:.1f} "
+                        f"kW of the {self.budget_w / 1000:.1f} kW budget is free")
+        return Wait(job.job_id, WaitReason.CAPACITY,
+                    f"needs {job.num_gpus} GPUs ({job.worker_gpus} per worker); {self.free.total} free")

@@ -1,0 +1,186 @@
+"""What a scheduling policy sees (`Snapshot`) and what it answers (`Decisions`).
+
+Nomenclature:
+  job phase    -- `queued` (never ran), `running`, `paused` (ran, stopped at a checkpoint; resuming
+                  costs `Snapshot.preempt_overhead_s` of extra run time).
+  remaining_s  -- run time the job still needs on its GPUs (not counting a resume overhead).
+  gang         -- a job runs on all its GPUs at once or not at all: `num_gpus / gpus_per_worker`
+                  workers, each on one node with `gpus_per_worker` free GPUs.
+  admitted     -- the scheduler has already judged the job's deadline; a job not yet admitted is
+                  judged by the next decision, which reports it in `Decisions.infeasible` if its
+                  deadline cannot be met.
+  price outlook -- the price of each interval from the one containing now: known prices up to the
+                  feed's horizon, the forecaster's estimate beyond it. Never the true future.
+
+Invariants:
+  * Everything here is plain immutable data; a policy reads a snapshot and returns decisions, with no
+    I/O and no clock of its own, so the simulator and the live SchedulerActor get the same answers.
+  * Times are factory time in seconds (Unix seconds live, seconds of the replay in the simulator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+
+class Phase(StrEnum):
+    """Where a job is, as far as a policy is concerned."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+
+
+class WaitReason(StrEnum):
+    """Why a job that could run is not running (shown to users; the live WAITING state's reason)."""
+
+    PRICE = "price"
+    CAPACITY = "capacity"
+    QUOTA = "quota"
+    POWER_BUDGET = "power budget"
+    PRIORITY = "priority"
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """One job as a policy sees it. `power_w` is per GPU; `deadline_s` is absolute (None: none)."""
+
+    job_id: str
+    num_gpus: int
+    power_w: float
+    submit_s: float
+    remaining_s: float
+    phase: Phase = Phase.QUEUED
+    deadline_s: float | None = None
+    preemptible: bool = True
+    gpus_per_worker: int | None = None
+    team: str = ""
+    priority: int = 0
+    placement: tuple[tuple[str, int], ...] = ()
+    admitted: bool = False
+    at_risk: bool = False
+
+    @property
+    def worker_gpus(self) -> int:
+        """GPUs of each gang member (all of them on one node)."""
+        return self.gpus_per_worker or self.num_gpus
+
+    @property
+    def draw_w(self) -> float:
+        """Power of the whole job while it runs."""
+        return self.num_gpus * self.power_w
+
+    def needed_s(self, overhead_s: float) -> float:
+        """Run time still to be done if the job is (re)started now."""
+        return self.remaining_s + (overhead_s if self.phase is Phase.PAUSED else 0.0)
+
+
+@dataclass(frozen=True)
+class PriceOutlook:
+    """Per interval from the one containing now: start, price per MWh, and whether it is known.
+
+    `starts_s[0] <= now < starts_s[0] + interval_s`; the arrays have equal length >= 1.
+    """
+
+    starts_s: np.ndarray
+    interval_s: float
+    price_per_mwh: np.ndarray
+    known: np.ndarray
+
+    @property
+    def end_s(self) -> float:
+        """End of the last interval of the outlook."""
+        return float(self.starts_s[-1]) + self.interval_s
+
+    def known_until_s(self) -> float:
+        """End of the last known interval (the start of the outlook if none is known)."""
+        known = np.flatnonzero(self.known)
+        return float(self.starts_s[known[-1]]) + self.interval_s if known.size else float(self.starts_s[0])
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a policy may know at `now_s`.
+
+    `node_gpus`: GPUs the factory may use on each node (healthy nodes only); running jobs'
+    `placement`s are already on them. `quotas`: guaranteed GPUs per team (empty: no quotas).
+    """
+
+    now_s: float
+    node_gpus: Mapping[str, int]
+    jobs: Sequence[JobView]
+    prices: PriceOutlook | None = None
+    power_budget_w: float | None = None
+    quotas: Mapping[str, int] = field(default_factory=dict)
+    preempt_overhead_s: float = 0.0
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs of all nodes together."""
+        return sum(self.node_gpus.values())
+
+    def free_gpus(self) -> dict[str, int]:
+        """GPUs on each node not held by a running job."""
+        free = dict(self.node_gpus)
+        for job in self.jobs:
+            if job.phase is Phase.RUNNING:
+                for node, gpus in job.placement:
+                    free[node] = free.get(node, 0) - gpus
+        return free
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start (or resume) `job_id` on these GPUs: ((node, gpus), ...)."""
+
+    job_id: str
+    placement: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop `job_id` at a checkpoint; it resumes later."""
+
+    job_id: str
+    reason: WaitReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """`job_id` stays where it is (queued or paused) for `reason`."""
+
+    job_id: str
+    reason: WaitReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A policy's answer. Running jobs not named in `pauses` keep running.
+
+    `admitted`: jobs judged by this decision; `infeasible` (a subset, with the reason): those whose
+    deadline cannot be met, reported now rather than discovered late.
+    """
+
+    starts: tuple[Start, ...] = ()
+    pauses: tuple[Pause, ...] = ()
+    waits: tuple[Wait, ...] = ()
+    admitted: tuple[str, ...] = ()
+    infeasible: tuple[tuple[str, str], ...] = ()
+
+
+def deadline_infeasible(job: JobView, now_s: float, overhead_s: float) -> str | None:
+    """Why `job` cannot meet its deadline even if it ran from now without a break, or None."""
+    if job.deadline_s is None or math.isinf(job.deadline_s):
+        return None
+    finish_s = now_s + job.needed_s(overhead_s)
+    if finish_s > job.deadline_s + 1e-6:
+        return (f"needs {job.needed_s(overhead_s):.0f} s of run time but only "
+                f"{max(0.0, job.deadline_s - now_s):.0f} s remain before its deadline")
+    return None

@@ -1,0 +1,284 @@
+"""The discrete-event simulator: a job trace and a price trace through one scheduling policy.
+
+Nomenclature:
+  event    -- a job arrives, a job finishes, or a price interval begins. Between two events nothing
+              changes, so running jobs progress linearly and the power draw is constant.
+  decision -- one call of the policy on a `Snapshot` built exactly as the live scheduler builds it:
+              the jobs in the system, the GPUs per node, the power budget, the quotas, and the price
+              outlook a `PriceFeed` reveals (known up to the forecast horizon, estimated beyond).
+
+Invariants:
+  * The policy sees only what the live feed would reveal at that time; the true prices are used
+    only to charge the energy afterwards (`profile_cost`, exact on the price intervals).
+  * A started job holds exactly the GPUs the policy placed it on until it pauses or finishes; a
+    resumed job first redoes `preempt_overhead_s` of work (restart from its checkpoint).
+  * Every job runs until it has done its whole duration: the simulation ends when the last job does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from factory.prices.cost import profile_cost
+from factory.prices.feed import PriceFeed
+from factory.prices.series import IntervalSeries
+from factory.scheduling.model import JobView, Phase, PriceOutlook, Snapshot
+from factory.simulation.trace import JobTrace
+
+DONE_EPS_S = 1e-6
+MAX_OUTLOOK_S = 14 * 86400.0  # deadlines further out are planned from what two weeks show
+WAITING, ARRIVED_QUEUED, RUNNING, PAUSED, DONE = range(5)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """GPUs per node, the facility power budget and team quotas of a simulated cluster."""
+
+    node_gpus: dict[str, int]
+    power_budget_w: float | None = None
+    quotas: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def uniform(cls, gpus: int, gpus_per_node: int | None = None, **kwargs: object) -> Cluster:
+        """`gpus` GPUs in nodes of `gpus_per_node` (one node of all of them by default)."""
+        per_node = gpus_per_node or gpus
+        sizes = [per_node] * (gpus // per_node) + ([gpus % per_node] if gpus % per_node else [])
+        width = len(str(len(sizes)))
+        return cls({f"node-{i:0{width}d}": size for i, size in enumerate(sizes)}, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs of all nodes together."""
+        return sum(self.node_gpus.values())
+
+
+@dataclass
+class Outcome:
+    """What happened to every job, and the facility's power profile, after one simulation."""
+
+    policy: str
+    finish_s: np.ndarray          # absolute factory time
+    first_start_s: np.ndarray
+    run_s: np.ndarray             # time on GPUs, resume overheads included
+    preemptions: np.ndarray
+    infeasible: np.ndarray        # bool: reported infeasible at admission
+    segment_start_s: np.ndarray   # piecewise-constant facility power
+    segment_end_s: np.ndarray
+    segment_power_w: np.ndarray
+    segment_busy_gpus: np.ndarray
+    timeline_s: np.ndarray        # at each decision: time, jobs waiting, GPUs busy
+    timeline_waiting: np.ndarray
+    timeline_busy_gpus: np.ndarray
+    decisions: int
+    wall_s: float
+
+
+def simulate(trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: object, *,
+             time_zero_s: float, preempt_overhead_s: float = 0.0) -> Outcome:
+    """Replay `trace` (submit times relative to `time_zero_s`) through `policy` on `cluster`."""
+    return _Run(trace, feed, cluster, policy, time_zero_s, preempt_overhead_s).run()
+
+
+class _Run:
+    def __init__(self, trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: object,
+                 time_zero_s: float, overhead_s: float) -> None:
+        self.trace, self.feed, self.cluster, self.policy = trace, feed, cluster, policy
+        self.overhead_s = overhead_s
+        n = len(trace)
+        self.ids = [str(x) for x in trace.job_id]
+        self.submit_s = (time_zero_s + trace.submit_s).astype(float)
+        self.deadline_s = self.submit_s + trace.deadline_s
+        self.gpus = [int(x) for x in trace.num_gpus]
+        self.power_w = [float(x) for x in trace.power_w]
+        self.preemptible = [bool(x) for x in trace.preemptible]
+        self.teams = [str(x) for x in trace.team]
+        self.priorities = [int(x) for x in trace.priority]
+        self.remaining_s = trace.duration_s.astype(float).copy()
+        self.state = [WAITING] * n
+        self.placement: list[tuple[tuple[str, int], ...]] = [()] * n
+        self.admitted = [False] * n
+        self.at_risk = np.zeros(n, dtype=bool)
+        self.finish_s = np.full(n, np.nan)
+        self.first_start_s = np.full(n, np.nan)
+        self.run_s = np.zeros(n)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.arrivals = sorted(range(n), key=lambda i: (self.submit_s[i], i))
+        self.active: set[int] = set()
+        self.running: set[int] = set()
+        self.price_series = self._price_series()
+        self._outlook_cache: tuple[int, float, PriceOutlook] | None = None
+        # A policy that still holds jobs this long after the last deadline will never start them.
+        self._give_up_s = float(self.deadline_s.max(initial=time_zero_s)) + MAX_OUTLOOK_S
+
+    def _price_series(self) -> IntervalSeries:
+        span = self.feed.provider.span()
+        assert span is not None, "the simulator needs a loaded price trace"
+        series = self.feed.provider.price(span[0], span[1])
+        assert series is not None
+        return series
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        wall_start = time.perf_counter()
+        needs_prices = bool(getattr(self.policy, "needs_prices", False))
+        interval_s = self.price_series.interval_s
+        grid_start_s = self.price_series.start_s
+        segments: list[tuple[float, float, float, int]] = []
+        timeline: list[tuple[float, int, int]] = []
+        next_arrival = 0
+        now_s = self.submit_s[self.arrivals[0]] if self.arrivals else 0.0
+        decisions = 0
+        changed = True
+        finishing: list[tuple[float, int]] = []  # heap of (finish time if uninterrupted, job)
+        while True:
+            while next_arrival < len(self.arrivals) and \
+                    self.submit_s[self.arrivals[next_arrival]] <= now_s + DONE_EPS_S:
+                job = self.arrivals[next_arrival]
+                self.state[job] = ARRIVED_QUEUED
+                self.active.add(job)
+                next_arrival += 1
+                changed = True
+            if not self.active:
+                if next_arrival >= len(self.arrivals):
+                    break
+                now_s = float(self.submit_s[self.arrivals[next_arrival]])
+                continue
+            if changed or needs_prices:
+                self._decide(now_s, needs_prices)
+                decisions += 1
+                finishing = [(now_s + self.remaining_s[j], j) for j in self.running]
+                heapq.heapify(finishing)
+                busy = sum(self.gpus[j] for j in self.running)
+                timeline.append((now_s, len(self.active) - len(self.running), busy))
+            changed = False
+            next_s = math.inf
+            if next_arrival < len(self.arrivals):
+                next_s = float(self.submit_s[self.arrivals[next_arrival]])
+            if finishing:
+                next_s = min(next_s, finishing[0][0])
+            if needs_prices:
+                elapsed = math.floor((now_s - grid_start_s) / interval_s + 1e-9)
+                boundary = grid_start_s + (elapsed + 1) * interval_s
+                next_s = min(next_s, boundary)
+            if not self.running and (not math.isfinite(next_s) or now_s > self._give_up_s):
+                raise RuntimeError(f"policy {getattr(self.policy, 'name', self.policy)} left "
+                                   f"{len(self.active)} jobs waiting with nothing running")
+            step_s = next_s - now_s
+            if self.running and step_s > 0:
+                power = sum(self.gpus[j] * self.power_w[j] for j in self.running)
+                busy = sum(self.gpus[j] for j in self.running)
+                segments.append((now_s, next_s, power, busy))
+                for j in self.running:
+                    self.remaining_s[j] -= step_s
+                    self.run_s[j] += step_s
+            now_s = next_s
+            while finishing and finishing[0][0] <= now_s + DONE_EPS_S:
+                _, j = heapq.heappop(finishing)
+                if j in self.running and self.remaining_s[j] <= DONE_EPS_S:
+                    self._finish(j, now_s)
+                    changed = True
+        seg = np.array(segments, dtype=float).reshape(-1, 4)
+        tl = np.array(timeline, dtype=float).reshape(-1, 3)
+        return Outcome(
+            policy=str(getattr(self.policy, "name", type(self.policy).__name__)),
+            finish_s=self.finish_s, first_start_s=self.first_start_s, run_s=self.run_s,
+            preemptions=self.preemptions, infeasible=self.at_risk,
+            segment_start_s=seg[:, 0], segment_end_s=seg[:, 1], segment_power_w=seg[:, 2],
+            segment_busy_gpus=seg[:, 3], timeline_s=tl[:, 0], timeline_waiting=tl[:, 1],
+            timeline_busy_gpus=tl[:, 2], decisions=decisions, wall_s=time.perf_counter() - wall_start,
+        )
+
+    def _finish(self, j: int, now_s: float) -> None:
+        self.state[j] = DONE
+        self.finish_s[j] = now_s
+        self.remaining_s[j] = 0.0
+        self.running.discard(j)
+        self.active.discard(j)
+        self.placement[j] = ()
+
+    # -- one decision --------------------------------------------------------------------------
+
+    def _decide(self, now_s: float, needs_prices: bool) -> None:
+        views = [self._view(j) for j in sorted(self.active)]
+        outlook = self._outlook(now_s, views) if needs_prices else None
+        snapshot = Snapshot(now_s=now_s, node_gpus=self.cluster.node_gpus, jobs=views, prices=outlook,
+                            power_budget_w=self.cluster.power_budget_w, quotas=self.cluster.quotas,
+                            preempt_overhead_s=self.overhead_s)
+        decisions = self.policy.decide(snapshot)  # type: ignore[attr-defined]
+        index = {self.ids[j]: j for j in self.active}
+        for job_id in decisions.admitted:
+            self.admitted[index[job_id]] = True
+        for job_id, _ in decisions.infeasible:
+            self.at_risk[index[job_id]] = True
+        for pause in decisions.pauses:
+            j = index[pause.job_id]
+            self.running.discard(j)
+            self.state[j] = PAUSED
+            self.placement[j] = ()
+            self.preemptions[j] += 1
+        for start in decisions.starts:
+            j = index[start.job_id]
+            if self.state[j] == PAUSED:
+                self.remaining_s[j] += self.overhead_s
+            if math.isnan(self.first_start_s[j]):
+                self.first_start_s[j] = now_s
+            self.state[j] = RUNNING
+            self.placement[j] = start.placement
+            self.running.add(j)
+
+    def _view(self, j: int) -> JobView:
+        state = self.state[j]
+        phase = Phase.RUNNING if state == RUNNING else Phase.PAUSED if state == PAUSED else Phase.QUEUED
+        return JobView(
+            job_id=self.ids[j], num_gpus=self.gpus[j], power_w=self.power_w[j],
+            submit_s=float(self.submit_s[j]), remaining_s=max(0.0, float(self.remaining_s[j])),
+            phase=phase, deadline_s=float(self.deadline_s[j]), preemptible=self.preemptible[j],
+            team=self.teams[j], priority=self.priorities[j], placement=self.placement[j],
+            admitted=self.admitted[j], at_risk=bool(self.at_risk[j]),
+        )
+
+    def _outlook(self, now_s: float, views: list[JobView]) -> PriceOutlook:
+        """What the price feed shows now, far enough ahead for every job's deadline (cached per interval)."""
+        latest_s = max((v.deadline_s or now_s) for v in views)
+        hours = max(1.0, min(MAX_OUTLOOK_S, latest_s - now_s + self.price_series.interval_s) / 3600.0)
+        interval = math.floor((now_s - self.price_series.start_s) / self.price_series.interval_s + 1e-9)
+        cached = self._outlook_cache
+        if cached is None or cached[0] != interval or cached[1] < hours:
+            hours = max(hours, 24.0)  # later decisions in this interval rarely need to recompute
+            prices, _, _ = self.feed.forecast_arrays(now_s, hours)
+            value = prices.value
+            if np.isnan(value).any():  # no same-time day to estimate from: carry the last known value
+                value = _carry_forward(value)
+            outlook = PriceOutlook(prices.starts_s, self.price_series.interval_s, value, prices.known)
+            self._outlook_cache = cached = (interval, hours, outlook)
+        return cached[2]
+
+
+def _carry_forward(values: np.ndarray) -> np.ndarray:
+    filled = values.copy()
+    valid = ~np.isnan(filled)
+    if not valid.any():
+        return np.zeros_like(filled)
+    index = np.where(valid, np.arange(len(filled)), 0)
+    np.maximum.accumulate(index, out=index)
+    filled = filled[index]
+    first = int(np.flatnonzero(valid)[0])
+    filled[:first] = filled[first]
+    return filled
+
+
+def charge(outcome: Outcome, price: IntervalSeries,
+           carbon: IntervalSeries | None) -> tuple[float, float, float | None, float]:
+    """(energy kWh, cost, carbon kg or None, energy outside the price trace kWh) of the power profile."""
+    energy_kwh = outcome.segment_power_w * (outcome.segment_end_s - outcome.segment_start_s) / 3.6e6
+    if not len(energy_kwh):
+        return 0.0, 0.0, (None if carbon is None else 0.0), 0.0
+    totals = profile_cost(price, carbon, outcome.segment_start_s, outcome.segment_end_s, energy_kwh)
+    carbon_kg = None if totals.carbon_g is None else totals.carbon_g / 1000.0
+    return totals.energy_kwh, totals.cost, carbon_kg, totals.uncovered_kwh

@@ -1,0 +1,200 @@
+"""The offline optimum: a lower bound on the energy cost of a job trace, as a linear program.
+
+The optimum knows every price and every job in advance, may pause and resume any job at any point
+(no pause overhead) and ignores gang scheduling and placement: a job only has to receive its
+`duration_s` of run time, somewhere inside its window, without the cluster's GPUs (or its power
+budget) being exceeded on average over any price interval. No real scheduler can do better, so its
+cost is a lower bound for the cost of any policy replayed by the simulator on the same inputs.
+
+The linear program (solved with scipy's HiGHS, `scipy.optimize.linprog(method="highs")`):
+
+    variables    x[j,k]  for every job j and price interval k that overlaps the job's window
+    bounds       0 <= x[j,k] <= |interval k  ∩  window j|                     (seconds)
+                 x[j,k] = 0 when num_gpus[j] > gpus (a job wider than the cluster never runs)
+    demand       sum_k x[j,k] = duration_s[j]                                 for every job j
+    capacity     sum_j num_gpus[j] * x[j,k] <= gpus * interval_s              for every interval k
+    power        sum_j num_gpus[j] * power_w[j] * x[j,k] <= power_budget_w * interval_s
+                                                                              (only with a budget)
+    minimise     sum_jk price[k] * num_gpus[j] * power_w[j] * x[j,k] / 3.6e9
+
+Internally x is expressed in units of `interval_s` (a fraction of the interval, 0..1) and the
+objective is normalised, so HiGHS sees numbers near 1; the reported cost is recomputed from the
+solution in currency units.
+
+Nomenclature:
+  time zero     -- `time_zero_s`, the absolute (Unix) time that the trace's `submit_s == 0` means;
+                   usually the start of the price series.
+  window j      -- [time_zero_s + submit_s[j], time_zero_s + submit_s[j] + deadline_s[j]): when
+                   job j may run. Extended to `submit_s + duration_s` when the deadline is shorter
+                   than the duration (the job could not meet it even alone); such jobs are counted
+                   in `Optimum.extended_windows`.
+  x[j,k]        -- seconds job j runs (on all its `num_gpus` GPUs) in price interval k.
+  price[k]      -- the price series' value for interval k, per MWh; W*s / 3.6e9 = MWh.
+  carbon        -- gCO2/kWh, sampled at the midpoint of each price interval (a carbon series on a
+                   finer grid than the prices is thereby approximated by one value per interval).
+
+Invariants:
+  * Every window lies inside the price series, else `offline_optimum` raises ValueError naming the
+    first job that leaves it: the optimum never guesses a price.
+  * The matrices are built with vectorised numpy over all job-interval pairs at once (no Python loop),
+    so a year of 15-minute intervals and ten thousand jobs builds in seconds.
+  * An infeasible program (too few GPUs, a job wider than the cluster, too small a power budget) is
+    an answer, not an error: `feasible=False`, `cost=nan`, and `status` carries the solver's message.
+  * `carbon_kg` is None without a carbon series, or when an interval the optimum uses has no
+    carbon value; never a partial sum.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from factory.prices.series import IntervalSeries
+from factory.simulation.trace import JobTrace
+
+WS_PER_KWH = 3.6e6
+WS_PER_MWH = 3.6e9
+SCIPY_MISSING = "the offline optimum needs scipy: pip install -e '.[bench]'"
+USED_FRACTION = 1e-9  # x[j,k] / interval_s above this counts as "the interval is used" (for carbon)
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """The offline optimum of one trace on one price series; see the module docstring."""
+
+    cost: float               # currency units; nan when infeasible
+    energy_kwh: float         # nan when infeasible
+    carbon_kg: float | None   # of the optimal schedule; None without (complete) carbon data
+    status: str               # "optimal", or scipy's message
+    solve_s: float            # wall time of linprog
+    variables: int            # number of x[j,k]
+    extended_windows: int     # jobs whose deadline was shorter than their duration
+    feasible: bool            # False when the solver found no optimal schedule (see status)
+
+
+@dataclass(frozen=True)
+class _Program:
+    """The vectorised pieces of the LP: one entry per variable unless named otherwise."""
+
+    job: np.ndarray           # int64, the job of each variable
+    interval: np.ndarray      # int64, the price interval of each variable
+    upper: np.ndarray         # float64, the overlap of the interval with the window, in intervals
+    extended: int
+
+
+def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: float, gpus: int,
+                    power_budget_w: float | None = None,
+                    carbon: IntervalSeries | None = None) -> Optimum:
+    """The cheapest schedule of `trace` on `prices` with `gpus` GPUs (and optionally a power budget).
+
+    Raises:
+        ValueError: a job's window starts before or ends after the price series.
+        ImportError: scipy is not installed.
+    """
+    try:
+        from scipy import sparse
+        from scipy.optimize import linprog
+    except ImportError as exc:
+        raise ImportError(SCIPY_MISSING) from exc
+
+    if len(trace) == 0:
+        return Optimum(cost=0.0, energy_kwh=0.0, carbon_kg=None if carbon is None else 0.0,
+                       status="optimal", solve_s=0.0, variables=0, extended_windows=0, feasible=True)
+    program = _variables(trace, prices, time_zero_s)
+    count = len(program.job)
+    # The capacity rows bound GPU-seconds per interval, which a job wider than the cluster could meet
+    # by "running" part of each interval; no real schedule can run it, so it gets no run time at all.
+    upper = np.where((trace.num_gpus > gpus)[program.job], 0.0, program.upper)
+
+    step = prices.interval_s
+    gpus_j = trace.num_gpus.astype(float)
+    watts_j = gpus_j * trace.power_w.astype(float)          # a job's draw while it runs
+    watts = watts_j[program.job]
+    columns = np.arange(count)
+
+    # Demand: sum_k y[j,k] = duration / interval_s, with y = x / interval_s.
+    a_eq = sparse.csr_matrix((np.ones(count), (program.job, columns)), shape=(len(trace), count))
+    b_eq = trace.duration_s.astype(float) / step
+
+    # Capacity (and power): one row per price interval that some window touches.
+    used, row = np.unique(program.interval, return_inverse=True)
+    rows, data, bounds = [row], [gpus_j[program.job]], [np.full(len(used), float(gpus))]
+    if power_budget_w is not None:
+        kilowatts = watts / 1000.0
+        rows.append(row + len(used))
+        data.append(kilowatts)
+        bounds.append(np.full(len(used), float(power_budget_w) / 1000.0))
+    a_ub = sparse.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.tile(columns, len(rows)))),
+                             shape=(len(used) * len(rows), count))
+    b_ub = np.concatenate(bounds)
+
+    # Objective: currency per unit of y, normalised so that HiGHS's tolerances are meaningful.
+    cost_per_y = prices.values[program.interval].astype(float) * watts * step / WS_PER_MWH
+    scale = float(np.max(np.abs(cost_per_y))) or 1.0
+
+    started = time.perf_counter()
+    result = linprog(cost_per_y / scale, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+                     bounds=np.column_stack([np.zeros(count), upper]), method="highs")
+    solve_s = time.perf_counter() - started
+
+    if result.status != 0 or result.x is None:
+        return Optimum(cost=math.nan, energy_kwh=math.nan, carbon_kg=None, status=str(result.message),
+                       solve_s=solve_s, variables=count, extended_windows=program.extended, feasible=False)
+
+    y = np.clip(result.x, 0.0, None)
+    energy_kwh_per_var = y * step * watts / WS_PER_KWH
+    return Optimum(
+        cost=float(cost_per_y @ y),
+        energy_kwh=float(np.sum(energy_kwh_per_var)),
+        carbon_kg=_carbon_kg(carbon, prices, program.interval, y, energy_kwh_per_var),
+        status="optimal", solve_s=solve_s, variables=count, extended_windows=program.extended,
+        feasible=True,
+    )
+
+
+def _variables(trace: JobTrace, prices: IntervalSeries, time_zero_s: float) -> _Program:
+    """Every (job, interval) pair whose overlap is the upper bound of a variable, without a Python loop."""
+    start = time_zero_s + trace.submit_s.astype(float)
+    duration = trace.duration_s.astype(float)
+    deadline = trace.deadline_s.astype(float)
+    short = deadline < duration
+    end = start + np.where(short, duration, deadline)
+
+    outside = (start < prices.start_s) | (end > prices.end_s)
+    if np.any(outside):
+        j = int(np.argmax(outside))
+        raise ValueError(
+            f"job {trace.job_id[j]!s}: its window [{start[j]:.0f}, {end[j]:.0f}) s lies outside the price "
+            f"series [{prices.start_s:.0f}, {prices.end_s:.0f}) s; extend the price trace or drop the job")
+
+    step = prices.interval_s
+    first = np.floor((start - prices.start_s) / step).astype(np.int64)
+    stop = np.minimum(np.ceil((end - prices.start_s) / step).astype(np.int64), len(prices))
+    stop = np.maximum(stop, first + 1)
+    counts = stop - first
+    total = int(np.sum(counts))
+
+    job = np.repeat(np.arange(len(trace), dtype=np.int64), counts)
+    offsets = np.cumsum(counts) - counts                     # where each job's run of variables begins
+    interval = first[job] + (np.arange(total, dtype=np.int64) - offsets[job])
+    # Overlap in units of the interval: interval k spans [k, k + 1) on this scale.
+    lo = np.maximum((start - prices.start_s) / step, 0.0)[job]
+    hi = ((end - prices.start_s) / step)[job]
+    upper = np.clip(np.minimum(hi, interval + 1.0) - np.maximum(lo, interval), 0.0, 1.0)
+    return _Program(job=job, interval=interval, upper=upper, extended=int(np.sum(short)))
+
+
+def _carbon_kg(carbon: IntervalSeries | None, prices: IntervalSeries, interval: np.ndarray,
+               y: np.ndarray, energy_kwh: np.ndarray) -> float | None:
+    """kgCO2 of the schedule (gCO2/kWh at each price interval's midpoint); None if any used one lacks it."""
+    if carbon is None:
+        return None
+    midpoints = prices.start_s + (interval + 0.5) * prices.interval_s
+    intensity = carbon.sample(midpoints)
+    used = y > USED_FRACTION
+    if np.any(np.isnan(intensity[used])):
+        return None
+    return float(np.sum(np.where(used, energy_kwh * np.nan_to_num(intensity), 0.0))) / 1000.0

@@ -1,0 +1,131 @@
+"""One `factory simulate` run: read the inputs, simulate the policy and the `fifo` baseline, report.
+
+Time zero of the job trace is the first price timestamp. The policy sees prices through a
+`PriceFeed` on a `TraceProvider` whose known horizon is `forecast_hours`: exactly what a
+GridPriceActor replaying the same file would reveal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factory.errors import SimulationInputError
+from factory.prices.config import CarbonTraceConfig, PricesConfig, TraceConfig
+from factory.prices.feed import PriceFeed
+from factory.prices.series import IntervalSeries
+from factory.prices.trace import LoadedTrace, TraceProvider, load_trace
+from factory.scheduling import make_policy
+from factory.simulation.engine import Cluster, Outcome, simulate
+from factory.simulation.jobs import JobColumns, check_fits, load_jobs
+from factory.simulation.report import PolicyReport, SimulationReport, savings_pct, summarize
+from factory.simulation.trace import JobTrace
+
+DEFAULT_COLUMNS = JobColumns()
+
+
+@dataclass(frozen=True)
+class PriceInput:
+    """Where the prices (and carbon) come from: trace options as in the `prices` config section."""
+
+    trace: TraceConfig
+    carbon: CarbonTraceConfig | None = None
+    currency: str = "USD"
+
+
+@dataclass
+class LoadedPrices:
+    """The true series (for charging energy) and the trace the feed replays to the policy."""
+
+    loaded: LoadedTrace
+    price: IntervalSeries
+    carbon: IntervalSeries | None
+    currency: str
+    carbon_loaded: LoadedTrace | None = None
+
+    @property
+    def time_zero_s(self) -> float:
+        """The first price timestamp: time zero of the job trace."""
+        return self.price.start_s
+
+    def feed(self, forecast_hours: float) -> PriceFeed:
+        """A feed replaying the trace with prices known `forecast_hours` ahead."""
+        config = PricesConfig(source="trace", trace=TraceConfig(paths=list(self.loaded.files)),
+                              known_horizon_h=forecast_hours, currency=self.currency)
+        carbon = None if self.carbon_loaded is None else TraceProvider(self.carbon_loaded, forecast_hours)
+        return PriceFeed(TraceProvider(self.loaded, forecast_hours), config, carbon_provider=carbon)
+
+
+def load_prices(source: PriceInput) -> LoadedPrices:
+    """Read the price trace (and a separate carbon trace); errors name the file and row."""
+    loaded = load_trace(source.trace, "--prices")
+    if loaded.price is None:
+        raise SimulationInputError(f"{', '.join(loaded.files)}: no price column; pass --price-column")
+    carbon_loaded = load_trace(source.carbon, "--carbon") if source.carbon is not None else None
+    carbon = carbon_loaded.carbon if carbon_loaded is not None else loaded.carbon
+    return LoadedPrices(loaded, loaded.price, carbon, source.currency, carbon_loaded)
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """The cluster and policy options of one run (the CLI flags)."""
+
+    gpus: int
+    policy: str = "price-aware"
+    power_w: float = 700.0
+    forecast_hours: float = 24.0
+    preempt_overhead_s: float = 0.0
+    default_slack: float = 2.0
+    gpus_per_node: int | None = None
+    power_budget_kw: float | None = None
+    quotas: dict[str, int] = field(default_factory=dict)
+
+
+def load_job_trace(path: str | Path, settings: SimulationSettings, prices: LoadedPrices,
+                   columns: JobColumns = DEFAULT_COLUMNS) -> JobTrace:
+    """The job trace, checked against the cluster and the price trace."""
+    trace = load_jobs(path, default_slack=settings.default_slack, default_power_w=settings.power_w,
+                      columns=columns)
+    check_fits(trace, path, gpus=settings.gpus, trace_end_s=prices.price.end_s - prices.time_zero_s,
+               columns=columns)
+    if settings.gpus_per_node is not None:
+        too_wide = trace.num_gpus > settings.gpus_per_node
+        if too_wide.any():
+            i = int(too_wide.argmax())
+            raise SimulationInputError(
+                f"{path} line {i + 2}: num_gpus: job '{trace.job_id[i]}' needs {trace.num_gpus[i]} GPUs on "
+                f"one node but nodes have {settings.gpus_per_node}; pass --gpus-per-node "
+                f"{int(trace.num_gpus.max())} or more")
+    if settings.power_budget_kw is not None:
+        draw_kw = trace.num_gpus * trace.power_w / 1000.0
+        over = draw_kw > settings.power_budget_kw
+        if over.any():
+            i = int(over.argmax())
+            raise SimulationInputError(
+                f"{path} line {i + 2}: power_w: job '{trace.job_id[i]}' draws {draw_kw[i]:.1f} kW, over the "
+                f"power budget of {settings.power_budget_kw:g} kW; raise --power-budget-kw")
+    return trace
+
+
+def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings,
+               policy_name: str) -> tuple[Outcome, PolicyReport]:
+    """Simulate one policy and report it."""
+    cluster = Cluster.uniform(
+        settings.gpus, settings.gpus_per_node,
+        power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
+        quotas=dict(settings.quotas),
+    )
+    outcome = simulate(trace, prices.feed(settings.forecast_hours), cluster, make_policy(policy_name),
+                       time_zero_s=prices.time_zero_s, preempt_overhead_s=settings.preempt_overhead_s)
+    report = summarize(outcome, trace, time_zero_s=prices.time_zero_s, total_gpus=cluster.total_gpus,
+                       price=prices.price, carbon=prices.carbon)
+    return outcome, report
+
+
+def run_simulation(trace: JobTrace, prices: LoadedPrices,
+                   settings: SimulationSettings) -> tuple[Outcome, SimulationReport]:
+    """The policy and the `fifo` baseline on the same input."""
+    outcome, report = run_policy(trace, prices, settings, settings.policy)
+    baseline = report if settings.policy == "fifo" else run_policy(trace, prices, settings, "fifo")[1]
+    return outcome, SimulationReport(**report.model_dump(), currency=prices.currency, baseline=baseline,
+                                     savings_pct=savings_pct(report.cost, baseline.cost))
