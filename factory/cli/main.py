@@ -212,6 +212,11 @@ def demo(config_path: str | None, take_down: bool, watch_s: float) -> None:
                     take_down=take_down, watch_s=watch_s, echo=click.echo)
 
 
+from factory.cli.simulate import simulate  # noqa: E402 - the command lives in its own module
+
+cli.add_command(simulate)
+
+
 def main() -> None:
     """Console entry point: user errors become one line and an exit code."""
     try:

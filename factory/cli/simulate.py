@@ -1,0 +1,197 @@
+"""`factory simulate`: replay a job trace against a price trace through a policy, with the fifo baseline.
+
+The flag names and JSON keys are a contract (other tools read them): `--prices`, `--jobs`, `--gpus`,
+`--policy`, `--power-w`, `--forecast-hours`, `--preempt-overhead-s`, `--json`, `--default-slack`,
+`--plot`; JSON keys as in `factory.simulation.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from factory.errors import SimulationInputError
+from factory.scheduling import DEFAULT_POLICY, POLICY_NAMES
+
+PRICE_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+@click.command()
+@click.option("--prices", "prices_path", required=True,
+              help="Price trace: CSV or Parquet with `timestamp` and `price_per_mwh` (optional "
+              "`carbon_g_per_kwh`), or a factory config YAML whose prices.trace (and prices.carbon) to use.")
+@click.option("--jobs", "jobs_path", required=True, type=click.Path(dir_okay=False),
+              help="Job trace CSV: job_id, submit_s, duration_s, num_gpus [, deadline_s, preemptible, "
+              "power_w, team, priority].")
+@click.option("--gpus", required=True, type=click.IntRange(min=1), help="GPUs in the cluster.")
+@click.option("--policy", type=click.Choice(POLICY_NAMES), default=DEFAULT_POLICY, show_default=True)
+@click.option("--power-w", default=700.0, show_default=True, type=click.FloatRange(min=0),
+              help="Power per GPU of a job whose trace row names none (W).")
+@click.option("--forecast-hours", default=24.0, show_default=True, type=click.FloatRange(min=0),
+              help="How far ahead the policy sees real prices; beyond, the forecaster's estimate.")
+@click.option("--preempt-overhead-s", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Extra run time each resume costs (restart from the checkpoint).")
+@click.option("--default-slack", default=2.0, show_default=True, type=float,
+              help="A job without deadline_s must finish within this many times its duration.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=None,
+              help="Split the GPUs into nodes of this size (gang placement); default: one pool.")
+@click.option("--power-budget-kw", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Facility power budget for the GPUs of running jobs (kW).")
+@click.option("--quota", "quotas", multiple=True, metavar="TEAM=GPUS",
+              help="Guaranteed GPUs of a team (repeat for several teams).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of price, power and queue over time.")
+@click.option("--timestamp-column", default=None, help="Price file column of the timestamps.")
+@click.option("--price-column", default=None, help="Price file column of the price per MWh.")
+@click.option("--carbon-column", default=None, help="Column of the carbon intensity (gCO2/kWh).")
+@click.option("--skip-rows", type=click.IntRange(min=0), default=None, help="Title lines above the header.")
+@click.option("--timestamp-marks", type=click.Choice(["start", "end"]), default=None,
+              help="Whether a timestamp opens or closes its interval.")
+@click.option("--timezone", default=None, help="IANA zone of timestamps written without an offset.")
+@click.option("--local-time-dst", type=click.Choice(["strict", "evened"]), default=None,
+              help="Naive local times: follow clock changes exactly, or 24 rows every day.")
+@click.option("--currency", default=None, help="Currency of the prices (default USD).")
+@click.option("--job-id-column", default="job_id", show_default=True)
+@click.option("--submit-column", default="submit_s", show_default=True)
+@click.option("--duration-column", default="duration_s", show_default=True)
+@click.option("--gpus-column", default="num_gpus", show_default=True)
+@click.option("--deadline-column", default="deadline_s", show_default=True)
+@click.option("--preemptible-column", default="preemptible", show_default=True)
+@click.option("--power-column", default="power_w", show_default=True)
+@click.option("--team-column", default="team", show_default=True)
+@click.option("--priority-column", default="priority", show_default=True)
+def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: float, forecast_hours: float,
+             preempt_overhead_s: float, default_slack: float, gpus_per_node: int | None,
+             power_budget_kw: float | None, quotas: tuple[str, ...], as_json: bool, plot_path: str | None,
+             **columns: str | None) -> None:
+    """Replay JOBS against PRICES through a policy; compare with fifo on the same input.
+
+    Time zero of the job trace is the first price timestamp. Example with the real data:
+
+      factory simulate --prices configs/examples/ercot-2024.yaml
+      --jobs ../shared/data/jobs/pai_1k.csv --submit-column arrival_time
+      --duration-column length --gpus-column cpus --gpus 40
+    """
+    from factory.simulation.jobs import JobColumns
+    from factory.simulation.run import SimulationSettings, load_job_trace, load_prices, run_simulation
+
+    price_input = _price_input(prices_path, columns)
+    job_columns = JobColumns(**{_job_field(name): value for name, value in columns.items()
+                                if name in _JOB_COLUMN_OPTIONS})
+    settings = SimulationSettings(
+        gpus=gpus, policy=policy, power_w=power_w, forecast_hours=forecast_hours,
+        preempt_overhead_s=preempt_overhead_s, default_slack=default_slack, gpus_per_node=gpus_per_node,
+        power_budget_kw=power_budget_kw, quotas=_quotas(quotas),
+    )
+    prices = load_prices(price_input)
+    trace = load_job_trace(jobs_path, settings, prices, job_columns)
+    outcome, report = run_simulation(trace, prices, settings)
+    if plot_path is not None:
+        from factory.simulation.plot import plot
+        from factory.simulation.run import run_policy
+
+        baseline = None if policy == "fifo" else run_policy(trace, prices, settings, "fifo")[0]
+        plot(outcome, baseline, prices.price, prices.currency, plot_path,
+             power_budget_w=None if power_budget_kw is None else power_budget_kw * 1000)
+    if as_json:
+        click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    click.echo(_summary(report, gpus, forecast_hours, prices.loaded.files, plot_path))
+
+
+_JOB_COLUMN_OPTIONS = ("job_id_column", "submit_column", "duration_column", "gpus_column", "deadline_column",
+                       "preemptible_column", "power_column", "team_column", "priority_column")
+_JOB_FIELD = {"submit": "submit_s", "duration": "duration_s", "gpus": "num_gpus", "deadline": "deadline_s",
+              "power": "power_w"}
+
+
+def _job_field(option: str) -> str:
+    base = option.removesuffix("_column")
+    return _JOB_FIELD.get(base, base)
+
+
+def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - PriceInput, imported lazily
+    """The price (and carbon) trace options from a data file plus flags, or from a factory config."""
+    from factory.prices.config import TraceConfig
+    from factory.simulation.run import PriceInput
+
+    suffix = Path(path).suffix.lower()
+    names = ("timestamp_column", "price_column", "carbon_column", "skip_rows", "timestamp_marks", "timezone",
+             "local_time_dst")
+    overrides = {name: options[name] for name in names if options.get(name) is not None}
+    currency = options.get("currency")
+    if suffix in CONFIG_SUFFIXES:
+        from factory.config import load_config
+
+        config = load_config(path)
+        if config.prices.source != "trace":
+            raise SimulationInputError(f"{path}: prices.source is '{config.prices.source}'; --prices needs a "
+                                       "config whose prices.source is 'trace' (or pass a CSV/Parquet file)")
+        trace = config.prices.trace.model_copy(update=overrides)
+        return PriceInput(trace, config.prices.carbon, currency or config.prices.currency)
+    if suffix not in PRICE_FILE_SUFFIXES and "*" not in path:
+        raise SimulationInputError(f"--prices {path}: expected a .csv or .parquet price file or a factory "
+                                   "config .yaml")
+    try:
+        trace = TraceConfig(paths=[path], **overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise SimulationInputError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+    return PriceInput(trace, None, currency or "USD")
+
+
+def _quotas(values: tuple[str, ...]) -> dict[str, int]:
+    quotas: dict[str, int] = {}
+    for value in values:
+        team, sep, gpus = value.partition("=")
+        if not sep or not team or not gpus.strip().isdigit():
+            raise SimulationInputError(f"--quota {value}: expected TEAM=GPUS, e.g. --quota vision=8")
+        quotas[team.strip()] = int(gpus)
+    return quotas
+
+
+def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa: ANN001
+             plot_path: str | None) -> str:
+    base = report.baseline
+    names = ", ".join(Path(name).name for name in files[:2]) + (" ..." if len(files) > 2 else "")
+
+    def fmt(value: float | None, digits: int = 1) -> str:
+        return "—" if value is None else f"{value:,.{digits}f}"
+
+    def hours(value: float | None) -> str:
+        return "—" if value is None else f"{value / 3600:,.2f} h"
+
+    rows = [
+        ("cost", f"{fmt(report.cost, 2)} {report.currency}", f"{fmt(base.cost, 2)} {report.currency}"),
+        ("energy", f"{fmt(report.energy_kwh)} kWh", f"{fmt(base.energy_kwh)} kWh"),
+        ("carbon", f"{fmt(report.carbon_kg)} kg", f"{fmt(base.carbon_kg)} kg"),
+        ("completed", f"{report.completed}/{report.jobs}", f"{base.completed}/{base.jobs}"),
+        ("deadline misses", str(report.deadline_misses), str(base.deadline_misses)),
+        ("infeasible at admission", str(report.infeasible_at_admission), str(base.infeasible_at_admission)),
+        ("mean JCT", hours(report.mean_jct_s), hours(base.mean_jct_s)),
+        ("p95 JCT", hours(report.p95_jct_s), hours(base.p95_jct_s)),
+        ("mean wait", hours(report.mean_wait_s), hours(base.mean_wait_s)),
+        ("GPU utilization", f"{report.gpu_utilization:.1%}", f"{base.gpu_utilization:.1%}"),
+        ("preemptions", str(report.preemptions), str(base.preemptions)),
+        ("simulated in", f"{report.wall_s:.2f} s", f"{base.wall_s:.2f} s"),
+    ]
+    width = max(len(row[0]) for row in rows)
+    left = max(len(row[1]) for row in rows + [("", report.policy, "")])
+    lines = [f"{report.jobs} jobs on {gpus} GPUs; prices {names}; "
+             f"real prices known {forecast_hours:g} h ahead",
+             "",
+             f"{'':{width}}  {report.policy:>{left}}  {'fifo (baseline)':>16}"]
+    lines += [f"{label:{width}}  {ours:>{left}}  {theirs:>16}" for label, ours, theirs in rows]
+    saved = "—" if report.savings_pct is None else f"{report.savings_pct:.1f} %"
+    lines += ["", f"cost saved against fifo: {saved}"]
+    if report.uncovered_kwh > 0:
+        lines.append(f"note: {report.uncovered_kwh:,.1f} kWh ran after the price trace ended and was priced "
+                     "at its last interval")
+    if plot_path:
+        lines.append(f"plot written to {plot_path}")
+    return "\n".join(lines)
