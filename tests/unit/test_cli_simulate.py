@@ -1,0 +1,138 @@
+"""`factory simulate` through the real console script: the JSON contract, the summary, the plot, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import FACTORY_BIN, clean_env
+from tests.unit.test_cli_errors import assert_one_line_error
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+REPORT_KEYS = {"policy", "jobs", "completed", "deadline_misses", "energy_kwh", "cost", "carbon_kg",
+               "mean_jct_s", "p95_jct_s", "mean_wait_s", "gpu_utilization", "preemptions", "wall_s"}
+
+
+def simulate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FACTORY_BIN, "simulate", *args], cwd=cwd, env=clean_env(), capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def write_prices(path: Path, days: int = 3, carbon: bool = False) -> None:
+    """Hourly prices: 80/MWh by day, 10/MWh from 00:00 to 06:00 UTC, one negative hour a night."""
+    lines = ["timestamp,price_per_mwh" + (",carbon_g_per_kwh" if carbon else "")]
+    for day in range(days):
+        for hour in range(24):
+            price = -5.0 if hour == 3 else 10.0 if hour < 6 else 80.0
+            row = f"2024-03-{day + 1:02d}T{hour:02d}:00:00+00:00,{price}"
+            lines.append(row + (f",{200 if hour < 6 else 400}" if carbon else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+CONTRACT = "job_id,submit_s,duration_s,num_gpus"
+
+
+def write_jobs(path: Path, rows: list[str], header: str = CONTRACT + ",deadline_s") -> None:
+    path.write_text("\n".join([header, *rows]) + "\n")
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> Path:
+    write_prices(tmp_path / "prices.csv", carbon=True)
+    # Submitted at 08:00 (80/MWh), each may finish within a day: the night is cheaper.
+    write_jobs(tmp_path / "jobs.csv", [f"j{i},{8 * 3600 + 600 * i},7200,1,86400" for i in range(4)])
+    return tmp_path
+
+
+def test_json_report_compares_with_fifo_and_saves_money(inputs: Path) -> None:
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2", "--json", cwd=inputs)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert REPORT_KEYS | {"baseline", "savings_pct"} <= set(report)
+    assert REPORT_KEYS <= set(report["baseline"])
+    assert report["policy"] == "price-aware" and report["baseline"]["policy"] == "fifo"
+    assert report["jobs"] == report["completed"] == 4
+    assert report["deadline_misses"] == 0
+    # 4 jobs x 2 h x 0.7 kW: the same energy under both policies, at night for price-aware.
+    assert report["energy_kwh"] == pytest.approx(5.6)
+    assert report["baseline"]["energy_kwh"] == pytest.approx(5.6)
+    assert report["baseline"]["cost"] == pytest.approx(5.6 * 80 / 1000)
+    assert report["cost"] < 5.6 * 10 / 1000  # the negative hour is used too
+    assert report["savings_pct"] == pytest.approx(
+        (report["baseline"]["cost"] - report["cost"]) / report["baseline"]["cost"] * 100)
+    assert report["carbon_kg"] < report["baseline"]["carbon_kg"]
+
+
+def test_fifo_policy_is_its_own_baseline_and_carbon_is_null_without_data(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv", carbon=False)
+    write_jobs(tmp_path / "jobs.csv", ["a,0,3600,1,7200"])
+
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1", "--policy", "fifo",
+                      "--json", cwd=tmp_path)
+
+    report = json.loads(result.stdout)
+    assert report["carbon_kg"] is None
+    assert report["savings_pct"] == pytest.approx(0.0)
+    assert report["mean_wait_s"] == pytest.approx(0.0)
+
+
+def test_readable_summary_and_plot(inputs: Path) -> None:
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2", "--plot", "run.png",
+                      cwd=inputs)
+
+    assert result.returncode == 0, result.stderr
+    assert "fifo (baseline)" in result.stdout
+    assert "cost saved against fifo:" in result.stdout
+    assert (inputs / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("rows", "header", "expected"), [
+    (["a,0,3600"], "job_id,submit_s,duration_s", ["jobs.csv", "line 1", "num_gpus"]),
+    (["a,0,-5,1"], CONTRACT, ["jobs.csv", "line 2", "duration_s"]),
+    (["a,0,60,1", "b,0,60,9"], CONTRACT, ["jobs.csv", "line 3", "--gpus"]),
+    (["a,0,60,1", "b,400000,60,1"], CONTRACT, ["jobs.csv", "line 3", "submit_s"]),
+])
+def test_bad_job_trace_is_one_line_naming_file_line_and_field(
+        tmp_path: Path, rows: list[str], header: str, expected: list[str]) -> None:
+    write_prices(tmp_path / "prices.csv")
+    write_jobs(tmp_path / "jobs.csv", rows, header)
+
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "4",
+                                          cwd=tmp_path))
+
+    for part in expected:
+        assert part in line
+
+
+def test_bad_price_file_and_options_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text("time,price_per_mwh\n2024-03-01T00:00:00+00:00,5\n")
+    write_jobs(tmp_path / "jobs.csv", ["a,0,60,1"])
+
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1",
+                                          cwd=tmp_path))
+    assert "prices.csv" in line and "timestamp" in line
+
+    write_prices(tmp_path / "prices.csv")
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1",
+                                          "--quota", "vision", cwd=tmp_path))
+    assert "--quota vision" in line
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "jobs" / "pai_1k.csv").exists(), reason="../shared/data is absent")
+def test_real_pai_jobs_on_real_ercot_prices_through_column_options() -> None:
+    result = simulate("--prices", "configs/examples/ercot-2024.yaml",
+                      "--jobs", str(SHARED_DATA / "jobs" / "pai_1k.csv"), "--submit-column", "arrival_time",
+                      "--duration-column", "length", "--gpus-column", "cpus", "--gpus", "40", "--json",
+                      cwd=REPO)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["jobs"] == report["completed"] == 1000
+    assert report["deadline_misses"] == 0
+    assert report["savings_pct"] > 20  # ERCOT's daily swing is large; measured 32.5 % on 2026-11-29
+    assert report["carbon_kg"] is not None
