@@ -105,6 +105,10 @@ class _State:
         for job in self.running:
             self._count(job, +1)
         self.released: set[str] = set()
+        # Sorted once: a dispatch may look for victims for every one of 100,000 queued jobs.
+        unranked = len(self.rank)
+        self._preemptible_by_rank = sorted((job for job in self.running if job.preemptible),
+                                           key=lambda job: -self.rank.get(job.job_id, unranked))
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -132,8 +136,7 @@ class _State:
 
     def _kept_by_rank(self) -> list[JobView]:
         """Running preemptible jobs still held, lowest ranked first."""
-        kept = [job for job in self.running if job.preemptible and job.job_id not in self.released]
-        return sorted(kept, key=lambda job: -self.rank.get(job.job_id, len(self.rank)))
+        return [job for job in self._preemptible_by_rank if job.job_id not in self.released]
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -179,7 +182,9 @@ class _State:
         chosen: list[tuple[JobView, tuple[WaitReason, str]]] = []
         team_after = Counter(self.team_gpus)
         placement = None
-        for victim in self._kept_by_rank():
+        for victim in self._preemptible_by_rank:
+            if victim.job_id in self.released:
+                continue
             why: tuple[WaitReason, str] | None = None
             if reclaiming and victim.team != job.team and \
                     team_after[victim.team] - victim.num_gpus >= self.guarantee(victim.team):

@@ -13,7 +13,8 @@ Nomenclature:
                   feed's horizon, the forecaster's estimate beyond it. Never the true future.
 
 Invariants:
-  * Everything here is plain immutable data; a policy reads a snapshot and returns decisions, with no
+  * Everything here is plain immutable data (decisions are named tuples: a decision for 100,000 jobs
+    builds 100,000 of them); a policy reads a snapshot and returns decisions, with no
     I/O and no clock of its own, so the simulator and the live SchedulerActor get the same answers.
   * Times are factory time in seconds (Unix seconds live, seconds of the replay in the simulator).
 """
@@ -24,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -134,16 +136,14 @@ class Snapshot:
         return free
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
+class Start(NamedTuple):
     """Start (or resume) `job_id` on these GPUs: ((node, gpus), ...)."""
 
     job_id: str
     placement: tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Pause:
+class Pause(NamedTuple):
     """Stop `job_id` at a checkpoint; it resumes later."""
 
     job_id: str
@@ -151,8 +151,7 @@ class Pause:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(NamedTuple):
     """`job_id` stays where it is (queued or paused) for `reason`."""
 
     job_id: str

@@ -35,6 +35,9 @@ class FreeGpus:
         """Where every worker of a job would go, or None if the whole gang does not fit. No change."""
         if num_gpus > self.total or worker_gpus <= 0 or num_gpus % worker_gpus or worker_gpus > self._largest:
             return None
+        if num_gpus == worker_gpus:  # one worker: the common case, without a trial placement
+            node = self._best_fit(worker_gpus)
+            return None if node is None else ((node, worker_gpus),)
         taken: list[tuple[str, int]] = []
         for _ in range(num_gpus // worker_gpus):
             node = self._best_fit(worker_gpus)

@@ -5,8 +5,10 @@ Nomenclature:
                 `usable[0] = its end - now` seconds left.
   plan       -- the intervals a job is given: for a preemptible job the cheapest intervals in its
                 window with room left, for a non-preemptible one the cheapest contiguous run.
-  reserve    -- a planned job holds its GPUs and power for the whole of each of its intervals
-                (conservative: a job that needs a fraction of its last interval still holds it).
+  room       -- GPU-seconds and watt-seconds per interval (the cluster's GPUs x the interval's
+                usable time; the power budget likewise). A job planned for `t` seconds of an
+                interval takes `num_gpus * t` and `num_gpus * power_w * t` of it, so two short jobs
+                can share an hour of one GPU, one after the other, as they will in the cluster.
   laxity     -- time before the deadline that the job may spend not running:
                 `deadline - now - needed_s`.
 
@@ -15,7 +17,8 @@ Order (each job is planned in what the earlier ones left):
   2. admitted jobs and jobs not yet admitted, least laxity first: a job that must run now gets now,
      the flexible ones get the cheap intervals that remain. A new job whose plan covers its run time
      is admitted feasible, otherwise it is reported infeasible at admission;
-  3. infeasible (at-risk) jobs, as soon as possible in what remains.
+  3. infeasible (at-risk) jobs, and jobs whose deadline can no longer be met, as soon as possible in
+     what remains (a non-preemptible one in the earliest unbroken run: once started it cannot stop).
   If a plan leaves an admitted job short (a newcomer with less laxity took its room, or the greedy
   choice is not exact), the short admitted jobs are moved to the front and the plan redone, so a job
   admitted as feasible is not crowded out by later arrivals: they are the ones reported infeasible.
@@ -29,7 +32,8 @@ Invariants:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +41,8 @@ from factory.scheduling.model import JobView, Phase, PriceOutlook
 
 EPS_S = 1e-6
 MAX_REPLANS = 3
+MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
+MIN_DRAW_W = 1.0
 PINNED, ADMITTED, NEW, AT_RISK = 0, 1, 2, 3  # planning tiers, in order
 
 
@@ -48,6 +54,11 @@ class JobPlan:
     intervals: np.ndarray
     covered: bool
     cost_index: float  # sum of price x seconds over the plan (a relative cost, for comparisons)
+    seconds: np.ndarray | None = None  # run time planned in each of `intervals`
+    # What the jobs planned before this one had left it: "gpus" or "power" if too little to start now
+    # (for a non-preemptible job: to run unbroken from now), None if enough (running later is then a
+    # price choice).
+    crowded_now: str | None = None
 
     @property
     def runs_now(self) -> bool:
@@ -55,8 +66,7 @@ class JobPlan:
         return bool(len(self.intervals)) and int(self.intervals[0]) == 0
 
 
-@dataclass(frozen=True)
-class PlanRequest:
+class PlanRequest(NamedTuple):
     """A job to plan: which tier it belongs to, how long it needs and until when."""
 
     job: JobView
@@ -67,7 +77,7 @@ class PlanRequest:
 
 
 class Planner:
-    """Reserves GPUs and power per interval of one price outlook, job after job."""
+    """Reserves GPU-seconds and watt-seconds per interval of one price outlook, job after job."""
 
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
                  power_budget_w: float | None) -> None:
@@ -80,55 +90,84 @@ class Planner:
         self.sorted_start_s = self.effective_start_s[self.order]
         self.sorted_usable_s = self.usable_s[self.order]
         self.sorted_price = self.price[self.order]
-        self.free_gpus = np.full(len(starts), float(total_gpus))
-        self.free_power_w = np.full(len(starts), math.inf if power_budget_w is None else power_budget_w)
+        self.free_gpu_s = total_gpus * self.usable_s
+        # The current interval is different: a job started now holds its GPUs until the next decision,
+        # so what limits it is how many GPUs are free at once, not GPU-seconds.
+        self.free_gpus_now = float(total_gpus)
+        self.free_power_now_w = math.inf if power_budget_w is None else power_budget_w
+        self.now_position = int(np.flatnonzero(self.order == 0)[0])
+        budget_w = math.inf if power_budget_w is None else power_budget_w
+        self.free_power_ws = budget_w * self.usable_s if math.isfinite(budget_w) else \
+            np.full(len(starts), math.inf)
+
+    # -- room ------------------------------------------------------------------------------------
+
+    def _room_s(self, job: JobView, index: np.ndarray | slice, usable_s: np.ndarray,
+                now_at: int) -> np.ndarray:
+        """Seconds `job` can run in each interval: its usable time, limited by the GPUs and power left.
+
+        `now_at`: where the current interval is in `index`'s order.
+        """
+        room = np.minimum(usable_s, self.free_gpu_s[index] / job.num_gpus)
+        if job.draw_w > 0 and math.isfinite(self.free_power_ws[0]):
+            room = np.minimum(room, self.free_power_ws[index] / job.draw_w)
+        room[now_at] = usable_s[now_at] if self.fits_now(job) else 0.0
+        return room
+
+    def fits_now(self, job: JobView) -> bool:
+        """Whether the job's GPUs and power are still free at once in the current interval."""
+        return self.free_gpus_now >= job.num_gpus and self.free_power_now_w >= job.draw_w - EPS_S
+
+    def now_exhausted(self) -> bool:
+        """Whether not even one GPU (or its power) is left in the current interval."""
+        return bool(self.free_gpus_now < 1 or self.free_power_now_w < MIN_DRAW_W)
 
     # -- one job -------------------------------------------------------------------------------
-
-    def _usable_before(self, deadline_s: float, sorted_: bool) -> np.ndarray:
-        start = self.sorted_start_s if sorted_ else self.effective_start_s
-        usable = self.sorted_usable_s if sorted_ else self.usable_s
-        return np.minimum(usable, deadline_s - start)
 
     def cheapest(self, job: JobView, needed_s: float, deadline_s: float, *,
                  without_now: bool = False, with_now: bool = False) -> JobPlan:
         """The cheapest intervals with room before `deadline_s` that add up to `needed_s`."""
-        usable = self._usable_before(deadline_s, sorted_=True)
-        room = (usable > EPS_S) & (self.free_gpus[self.order] >= job.num_gpus) & \
-            (self.free_power_w[self.order] >= job.draw_w - EPS_S)
-        candidates = np.flatnonzero(room)
+        usable = np.minimum(self.sorted_usable_s, deadline_s - self.sorted_start_s)
+        room = self._room_s(job, self.order, usable, self.now_position)
+        candidates = np.flatnonzero(room > MIN_SLICE_S)
         if without_now or with_now:
             is_now = self.order[candidates] == 0
             if with_now and is_now.any():
                 candidates = np.concatenate([candidates[is_now], candidates[~is_now]])
             elif without_now:
                 candidates = candidates[~is_now]
-        seconds = np.cumsum(usable[candidates])
-        count = int(np.searchsorted(seconds, needed_s - EPS_S)) + 1
-        covered = count <= len(candidates)
-        chosen = candidates[:count]
-        used = usable[chosen].copy()
-        if covered and len(used):
-            used[-1] -= seconds[count - 1] - needed_s  # the last interval is used only in part
-        cost = float(np.dot(self.sorted_price[chosen], used))
-        return JobPlan(job.job_id, np.sort(self.order[chosen]), covered, cost)
+        return self._take(job, self.order[candidates], room[candidates], self.sorted_price[candidates],
+                          needed_s)
 
     def earliest(self, job: JobView, needed_s: float) -> JobPlan:
-        """Intervals with room from now on, until `needed_s` is covered (no deadline: as soon as possible)."""
-        room = (self.usable_s > EPS_S) & (self.free_gpus >= job.num_gpus) & \
-            (self.free_power_w >= job.draw_w - EPS_S)
-        candidates = np.flatnonzero(room)
-        seconds = np.cumsum(self.usable_s[candidates])
-        count = int(np.searchsorted(seconds, needed_s - EPS_S)) + 1
-        chosen = candidates[:count]
-        return JobPlan(job.job_id, chosen, count <= len(candidates),
-                       float(np.dot(self.price[chosen], self.usable_s[chosen])))
+        """Intervals with room from now on, until `needed_s` is covered (as soon as possible)."""
+        room = self._room_s(job, slice(None), self.usable_s, 0)
+        candidates = np.flatnonzero(room > MIN_SLICE_S)
+        return self._take(job, candidates, room[candidates], self.price[candidates], needed_s)
 
-    def contiguous(self, job: JobView, needed_s: float, deadline_s: float, *, pinned: bool) -> JobPlan:
-        """The cheapest unbroken run that finishes by `deadline_s` (from now if `pinned`)."""
-        usable = self._usable_before(math.inf, sorted_=False)
+    @staticmethod
+    def _take(job: JobView, intervals: np.ndarray, room_s: np.ndarray, price: np.ndarray,
+              needed_s: float) -> JobPlan:
+        seconds = np.cumsum(room_s)
+        count = int(np.searchsorted(seconds, needed_s - EPS_S)) + 1
+        covered = count <= len(intervals)
+        used_s = room_s[:count].copy()
+        if covered and len(used_s):
+            used_s[-1] -= seconds[count - 1] - needed_s  # the last interval is used only in part
+        cost = float(np.dot(price[:count], used_s))
+        chosen = intervals[:count]
+        order = np.argsort(chosen)
+        return JobPlan(job.job_id, chosen[order], covered, cost, seconds=used_s[order])
+
+    def contiguous(self, job: JobView, needed_s: float, deadline_s: float, *, pinned: bool,
+                   earliest: bool = False) -> JobPlan:
+        """The cheapest (or `earliest`) unbroken run that finishes by `deadline_s` (from now if `pinned`).
+
+        Every interval of the run must have the job's GPUs and power free for all of its usable time.
+        """
+        usable = self.usable_s
         count_all = len(usable)
-        room = (self.free_gpus >= job.num_gpus) & (self.free_power_w >= job.draw_w - EPS_S) & (usable > EPS_S)
+        room = (self._room_s(job, slice(None), usable, 0) >= usable - EPS_S) & (usable > EPS_S)
         interval_s = self.outlook.interval_s
         # Intervals needed when starting at k: interval 0 is short, the others are whole.
         lengths = np.full(count_all, math.ceil(needed_s / interval_s - EPS_S), dtype=np.int64)
@@ -147,15 +186,27 @@ class Planner:
         if not pool.any():
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), False, 0.0)
         starts = np.flatnonzero(pool)
-        # Whole-interval cost (the last interval's part is a small, equal-length tail for all starts).
-        cost = price_s[ends[starts]] - price_s[starts]
-        best = int(starts[np.argmin(cost)])
-        return JobPlan(job.job_id, np.arange(best, ends[best]), bool(feasible[best]), float(cost.min()))
+        # The whole intervals before the last one, and the last one only up to the finish: counting the
+        # last one whole would favour a run that ends just inside a dear interval over one that does not.
+        last = ends[starts] - 1
+        cost = price_s[last] - price_s[starts] + \
+            self.price[last] * (finish_s[starts] - self.effective_start_s[last])
+        choice = 0 if earliest else int(np.argmin(cost))
+        best = int(starts[choice])
+        intervals = np.arange(best, ends[best])
+        used_s = usable[intervals].copy()
+        used_s[-1] = finish_s[best] - self.effective_start_s[intervals[-1]]
+        return JobPlan(job.job_id, intervals, bool(feasible[best]), float(cost[choice]), seconds=used_s)
 
     def reserve(self, job: JobView, plan: JobPlan) -> None:
-        """Hold the job's GPUs and power in each planned interval."""
-        self.free_gpus[plan.intervals] -= job.num_gpus
-        self.free_power_w[plan.intervals] -= job.draw_w
+        """Hold the job's GPU-seconds and watt-seconds in each planned interval."""
+        if plan.seconds is None or not len(plan.intervals):
+            return
+        self.free_gpu_s[plan.intervals] -= job.num_gpus * plan.seconds
+        self.free_power_ws[plan.intervals] -= job.draw_w * plan.seconds
+        if plan.runs_now:
+            self.free_gpus_now -= job.num_gpus
+            self.free_power_now_w -= job.draw_w
 
     # -- a request -----------------------------------------------------------------------------
 
@@ -164,10 +215,12 @@ class Planner:
         job = request.job
         if request.needed_s <= EPS_S:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
+        crowded_now = self._crowded_now(job, request.needed_s)
         if request.tier == PINNED:
             plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=True)
         elif request.tier == AT_RISK:
-            plan = self.earliest(job, request.needed_s)
+            plan = self.earliest(job, request.needed_s) if job.preemptible else \
+                self.contiguous(job, request.needed_s, math.inf, pinned=False, earliest=True)
         elif not job.preemptible and job.phase is not Phase.RUNNING:
             plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=False)
         elif request.pause_option_s is not None:
@@ -175,7 +228,22 @@ class Planner:
         else:
             plan = self.cheapest(job, request.needed_s, request.deadline_s)
         self.reserve(job, plan)
-        return plan
+        return replace(plan, crowded_now=crowded_now) if crowded_now else plan
+
+    def _crowded_now(self, job: JobView, needed_s: float) -> str | None:
+        """What the jobs planned so far left too little of for `job` to start now: "gpus", "power", None."""
+        if self.free_gpus_now < job.num_gpus:
+            return "gpus"
+        if self.free_power_now_w < job.draw_w - EPS_S:
+            return "power"
+        if not job.preemptible and job.phase is not Phase.RUNNING:  # it would run unbroken from now
+            span = 1 + max(0, math.ceil((needed_s - self.usable_s[0]) / self.outlook.interval_s - EPS_S))
+            wanted = self.usable_s[1:span]  # whole intervals, as `contiguous` requires
+            if (self.free_gpu_s[1:span] < job.num_gpus * wanted - EPS_S).any():
+                return "gpus"
+            if (self.free_power_ws[1:span] < job.draw_w * wanted - EPS_S).any():
+                return "power"
+        return None
 
     def _run_or_pause(self, request: PlanRequest) -> JobPlan:
         """A running preemptible job: pause it only if that is cheaper even after the resume overhead."""

@@ -6,7 +6,9 @@ the current interval. So a job waits for a cheaper window when its deadline allo
 job is paused through expensive hours when that is cheaper even after paying the resume overhead
 (`Snapshot.preempt_overhead_s` of extra run time), negative prices are used first, and a job that
 cannot meet its deadline is reported at admission (`Decisions.infeasible`) and then run as soon as
-possible without taking anything from jobs admitted as feasible.
+possible without taking anything from jobs admitted as feasible. A job planned for later waits for
+`price` only if it had room now; one whose room now went to more urgent jobs waits for `capacity`
+(or `power budget`), so the reason users see is the true one.
 
 A job without a deadline is planned as if due `no_deadline_window_s` after its submission (the
 cheapest hours of the next day by default), and as soon as possible once that has passed.
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from factory.errors import FactoryError
 from factory.prices.series import utc_label
@@ -29,6 +33,11 @@ from factory.scheduling.model import (
     deadline_infeasible,
 )
 from factory.scheduling.plan import ADMITTED, AT_RISK, MAX_REPLANS, NEW, PINNED, JobPlan, Planner, PlanRequest
+
+_NO_INTERVALS = np.empty(0, dtype=np.int64)
+FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
+_NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
+_CROWDED_OUT = (WaitReason.CAPACITY, "the GPUs are planned for more urgent jobs now")
 
 
 @dataclass(frozen=True)
@@ -48,22 +57,23 @@ class PriceAwarePolicy:
         trivially_late = {job.job_id: why for job in snapshot.jobs if not job.admitted
                           and (why := deadline_infeasible(job, now_s, snapshot.preempt_overhead_s))}
         requests = [r if r.job.job_id not in trivially_late else _as_tier(r, AT_RISK) for r in requests]
-        plans = self._plan(snapshot, requests)
+        ordered, plans = self._plan(snapshot, requests)
 
+        # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
         held: dict[str, tuple[WaitReason, str]] = {}
         infeasible = dict(trivially_late)
-        for request in requests:
+        for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
             if request.tier == NEW and not plan.covered:
                 infeasible[job.job_id] = ("the capacity before its deadline is already planned for jobs "
                                           "admitted earlier")
             if plan.runs_now:
                 ranked.append(job)
+            elif plan is _NOT_PLANNED:
+                held[job.job_id] = _CROWDED_OUT
             else:
-                held[job.job_id] = (WaitReason.PRICE, _later(plan, snapshot))
-        order = {r.job.job_id: i for i, r in enumerate(sorted(requests, key=_urgency))}
-        ranked.sort(key=lambda job: order[job.job_id])
+                held[job.job_id] = _held(plan, snapshot)
         admitted = [job.job_id for job in snapshot.jobs if not job.admitted]
         return dispatch(snapshot, ranked, held, admitted=admitted,
                         infeasible=[(job_id, infeasible[job_id])
@@ -71,13 +81,16 @@ class PriceAwarePolicy:
 
     def _request(self, job: JobView, snapshot: Snapshot) -> PlanRequest:
         now_s, overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
-        needed_s = job.needed_s(overhead_s)
+        # job.needed_s(overhead_s), inlined: this runs for every job of the queue
+        needed_s = job.remaining_s + overhead_s if job.phase is Phase.PAUSED else job.remaining_s
         deadline_s = job.deadline_s
         if deadline_s is None or math.isinf(deadline_s):
             deadline_s = max(job.submit_s + self.no_deadline_window_s, now_s + needed_s)
         if job.phase is Phase.RUNNING and not job.preemptible:
             tier = PINNED
-        elif job.at_risk:
+        elif job.at_risk or now_s + needed_s > deadline_s + 1e-6:  # as `deadline_infeasible`, inlined
+            # Judged infeasible, or admitted but now too late whatever happens: as soon as possible
+            # (planned within its passed deadline, it would never be given room again).
             tier = AT_RISK
         else:
             tier = ADMITTED if job.admitted else NEW
@@ -85,25 +98,45 @@ class PriceAwarePolicy:
             if job.phase is Phase.RUNNING and job.preemptible else None
         return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s)
 
-    def _plan(self, snapshot: Snapshot, requests: list[PlanRequest]) -> dict[str, JobPlan]:
+    def _plan(self, snapshot: Snapshot,
+              requests: list[PlanRequest]) -> tuple[list[PlanRequest], dict[str, JobPlan]]:
+        """Plan every request; re-plan with the admitted jobs left short first, while that helps."""
+        best: tuple[int, tuple[list[PlanRequest], dict[str, JobPlan]]] | None = None
+        promoted: set[str] = set()
+        for _ in range(MAX_REPLANS + 1):
+            ordered, plans = self._plan_round(snapshot, requests, promoted)
+            short = {r.job.job_id for r in requests if r.tier == ADMITTED and not plans[r.job.job_id].covered}
+            if best is None or len(short) < best[0]:
+                best = (len(short), (ordered, plans))
+            if not short or short <= promoted or len(short) > best[0]:
+                break
+            promoted |= short
+        assert best is not None
+        return best[1]
+
+    @staticmethod
+    def _plan_round(snapshot: Snapshot, requests: list[PlanRequest],
+                    promoted: set[str]) -> tuple[list[PlanRequest], dict[str, JobPlan]]:
         assert snapshot.prices is not None
         outlook_end_s = snapshot.prices.end_s
-        first: list[str] = []  # admitted jobs that came out short, planned first next round
-        for _ in range(MAX_REPLANS + 1):
-            planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus, snapshot.power_budget_w)
-            plans: dict[str, JobPlan] = {}
-            promoted = {job_id: i for i, job_id in enumerate(first)}
-            # Admitted and new jobs compete by laxity; admitted ones found short go first next round.
-            ordered = sorted(requests, key=lambda r: (_group(r.tier),
-                                                      promoted.get(r.job.job_id, len(promoted)),
-                                                      *_urgency(r)[1:]))
-            for request in ordered:
-                plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
-            short = [r.job.job_id for r in ordered if r.tier == ADMITTED and not plans[r.job.job_id].covered]
-            if not short or all(job_id in promoted for job_id in short):
-                return plans
-            first += [job_id for job_id in short if job_id not in promoted]
-        return plans
+        planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus, snapshot.power_budget_w)
+        # Admitted and new jobs compete by laxity; admitted ones found short go first next round,
+        # among themselves by laxity too (the order they were found in would let one found short
+        # early take the room of a more urgent one found later).
+        ordered = sorted(requests, key=lambda r: (_group(r.tier), r.job.job_id not in promoted,
+                                                  *_urgency(r)[1:]))
+        plans: dict[str, JobPlan] = {}
+        for position, request in enumerate(ordered):
+            if position >= FULL_PLAN_JOBS and request.tier != NEW and request.tier != PINNED and \
+                    planner.now_exhausted():
+                # A very long queue: nothing is left now for this job, and planning its later intervals
+                # changes nothing for the jobs before it, so it is not re-planned in this decision (a
+                # queue of 100,000 costs what the GPUs can start). The price of that: a shortage of an
+                # admitted job this far down the queue is not seen, so it is not moved up.
+                plans[request.job.job_id] = _NOT_PLANNED
+                continue
+            plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
+        return ordered, plans
 
 
 def _group(tier: int) -> int:
@@ -130,9 +163,17 @@ def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
                        pause_s)
 
 
-def _later(plan: JobPlan, snapshot: Snapshot) -> str:
+def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
+    """Why a job planned for later is not running now: the price, or room taken by more urgent jobs."""
     assert snapshot.prices is not None
+    reason = {None: WaitReason.PRICE, "power": WaitReason.POWER_BUDGET}.get(plan.crowded_now,
+                                                                            WaitReason.CAPACITY)
+    what = "power budget is" if reason is WaitReason.POWER_BUDGET else "GPUs are"
     if not len(plan.intervals):
-        return "no room is planned for it before its deadline"
+        if reason is WaitReason.PRICE:
+            return reason, "no room is planned for it before its deadline"
+        return reason, f"the {what} planned for more urgent jobs now"
     start_s = max(snapshot.now_s, float(snapshot.prices.starts_s[int(plan.intervals[0])]))
-    return f"planned to run from {utc_label(start_s)}, when the energy is cheaper"
+    if reason is WaitReason.PRICE:
+        return reason, f"planned to run from {utc_label(start_s)}, when the energy is cheaper"
+    return reason, f"the {what} planned for more urgent jobs now; planned to run from {utc_label(start_s)}"
