@@ -302,7 +302,8 @@ def part2b(args: argparse.Namespace, ercot: LoadedPrices) -> list[tuple[str, boo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one week per market, one round, no year LP")
-    parser.add_argument("--gpus", type=int, default=48, help="cluster of part 1 (48: fifo meets every deadline)")
+    parser.add_argument("--gpus", type=int, default=48,
+                        help="cluster of part 1 (48: fifo meets every deadline)")
     parser.add_argument("--scale-jobs", type=int, default=100_000, help="queued jobs of part 2 (a)")
     parser.add_argument("--year-jobs", type=int, default=10_000, help="jobs of part 2 (b)")
     parser.add_argument("--utilisation", type=float, default=0.6, help="GPU demand of part 2 (b)")

@@ -8,6 +8,7 @@ job that does not fit does not block smaller ones behind it.
 from __future__ import annotations
 
 from factory.scheduling.dispatch import dispatch
+from factory.scheduling.gc_pause import cyclic_gc_paused
 from factory.scheduling.model import Decisions, Phase, Snapshot, deadline_infeasible
 
 
@@ -17,6 +18,7 @@ class FifoPolicy:
     name = "fifo"
     needs_prices = False
 
+    @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:
         """Everyone in arrival order; `dispatch` backfills around jobs that do not fit."""
         running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING]

@@ -24,6 +24,7 @@ import numpy as np
 from factory.errors import FactoryError
 from factory.prices.series import utc_label
 from factory.scheduling.dispatch import dispatch
+from factory.scheduling.gc_pause import cyclic_gc_paused
 from factory.scheduling.model import (
     Decisions,
     JobView,
@@ -48,6 +49,7 @@ class PriceAwarePolicy:
     name: str = "price-aware"
     needs_prices: bool = True
 
+    @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:
         """Plan every job over the outlook; run the ones planned for the current interval."""
         if snapshot.prices is None:
@@ -103,8 +105,10 @@ class PriceAwarePolicy:
         """Plan every request; re-plan with the admitted jobs left short first, while that helps."""
         best: tuple[int, tuple[list[PlanRequest], dict[str, JobPlan]]] | None = None
         promoted: set[str] = set()
+        # (group, laxity, deadline, id) of each request, computed once for every round's sort.
+        keys = [(_group(r.tier), *_urgency(r)[1:]) for r in requests]
         for _ in range(MAX_REPLANS + 1):
-            ordered, plans = self._plan_round(snapshot, requests, promoted)
+            ordered, plans = self._plan_round(snapshot, requests, keys, promoted)
             short = {r.job.job_id for r in requests if r.tier == ADMITTED and not plans[r.job.job_id].covered}
             if best is None or len(short) < best[0]:
                 best = (len(short), (ordered, plans))
@@ -115,7 +119,7 @@ class PriceAwarePolicy:
         return best[1]
 
     @staticmethod
-    def _plan_round(snapshot: Snapshot, requests: list[PlanRequest],
+    def _plan_round(snapshot: Snapshot, requests: list[PlanRequest], keys: list[tuple],
                     promoted: set[str]) -> tuple[list[PlanRequest], dict[str, JobPlan]]:
         assert snapshot.prices is not None
         outlook_end_s = snapshot.prices.end_s
@@ -123,8 +127,11 @@ class PriceAwarePolicy:
         # Admitted and new jobs compete by laxity; admitted ones found short go first next round,
         # among themselves by laxity too (the order they were found in would let one found short
         # early take the room of a more urgent one found later).
-        ordered = sorted(requests, key=lambda r: (_group(r.tier), r.job.job_id not in promoted,
-                                                  *_urgency(r)[1:]))
+        if promoted:
+            round_keys = [(key[0], key[3] not in promoted, *key[1:]) for key in keys]
+        else:
+            round_keys = keys
+        ordered = [requests[i] for i in sorted(range(len(requests)), key=round_keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
         for position, request in enumerate(ordered):
             if position >= FULL_PLAN_JOBS and request.tier != NEW and request.tier != PINNED and \

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from factory.scheduling.dispatch import dispatch
 from factory.scheduling.fifo import judge_deadlines
+from factory.scheduling.gc_pause import cyclic_gc_paused
 from factory.scheduling.model import Decisions, JobView, Phase, Snapshot
 
 PREEMPT_MARGIN = 1.0
@@ -28,6 +29,7 @@ class PriorityPolicy:
     name: str = "priority"
     needs_prices: bool = False
 
+    @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:
         """Rank by effective priority; preempt across a whole class."""
         now_s = snapshot.now_s

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from factory.errors import FactoryError
 from factory.prices.series import utc_label
 from factory.scheduling import FifoPolicy, PriceAwarePolicy, PriorityPolicy
 from factory.scheduling.model import Decisions, JobView, Phase, PriceOutlook, Snapshot, WaitReason
@@ -432,3 +433,17 @@ def test_a_newcomer_is_reported_rather_than_pushing_admitted_jobs_past_their_dea
     assert waiting(decisions)["quick"] is WaitReason.PRICE
     assert utc_label(T0 + 20 * quarter) in detail(decisions, "quick")
     assert "long" not in started(decisions)  # it would hold the GPU past "quick"'s deadline
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=POLICY_IDS)
+def test_a_decision_leaves_the_garbage_collector_as_it_found_it(policy: object) -> None:
+    import gc
+
+    snap = snapshot([job("a")], [10, 20])
+    assert gc.isenabled()
+    policy.decide(snap)  # type: ignore[attr-defined]
+    assert gc.isenabled()
+    if isinstance(policy, PriceAwarePolicy):  # it raises without prices: the collector is back anyway
+        with pytest.raises(FactoryError):
+            policy.decide(snapshot([job("a")]))
+        assert gc.isenabled()
