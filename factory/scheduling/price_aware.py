@@ -17,6 +17,7 @@ cheapest hours of the next day by default), and as soon as possible once that ha
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ _NO_INTERVALS = np.empty(0, dtype=np.int64)
 FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _CROWDED_OUT = (WaitReason.CAPACITY, "the GPUs are planned for more urgent jobs now")
+_RECLAIMED = (WaitReason.QUOTA, "its borrowed GPUs were reclaimed for a team within its guarantee")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class PriceAwarePolicy:
         trivially_late = {job.job_id: why for job in snapshot.jobs if not job.admitted
                           and (why := deadline_infeasible(job, now_s, snapshot.preempt_overhead_s))}
         requests = [r if r.job.job_id not in trivially_late else _as_tier(r, AT_RISK) for r in requests]
-        ordered, plans = self._plan(snapshot, requests)
+        ordered, plans, borrowing = self._plan(snapshot, requests)
 
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
@@ -72,6 +74,8 @@ class PriceAwarePolicy:
                                           "admitted earlier")
             if plan.runs_now:
                 ranked.append(job)
+            elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
+                held[job.job_id] = _RECLAIMED
             elif plan is _NOT_PLANNED:
                 held[job.job_id] = _CROWDED_OUT
             else:
@@ -101,12 +105,20 @@ class PriceAwarePolicy:
         return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s)
 
     def _plan(self, snapshot: Snapshot,
-              requests: list[PlanRequest]) -> tuple[list[PlanRequest], dict[str, JobPlan]]:
-        """Plan every request; re-plan with the admitted jobs left short first, while that helps."""
+              requests: list[PlanRequest]) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:
+        """Plan every request; re-plan with the admitted jobs left short first, while that helps.
+
+        Also returns the jobs that borrow beyond their team's guarantee (empty without quotas).
+        """
         best: tuple[int, tuple[list[PlanRequest], dict[str, JobPlan]]] | None = None
         promoted: set[str] = set()
         # (group, laxity, deadline, id) of each request, computed once for every round's sort.
         keys = [(_group(r.tier), *_urgency(r)[1:]) for r in requests]
+        if snapshot.quotas:
+            keys = _guaranteed_first(requests, keys, snapshot.quotas)
+            borrowing = {key[-1] for key in keys if key[1]}
+        else:
+            borrowing = set()
         for _ in range(MAX_REPLANS + 1):
             ordered, plans = self._plan_round(snapshot, requests, keys, promoted)
             short = {r.job.job_id for r in requests if r.tier == ADMITTED and not plans[r.job.job_id].covered}
@@ -116,7 +128,7 @@ class PriceAwarePolicy:
                 break
             promoted |= short
         assert best is not None
-        return best[1]
+        return (*best[1], borrowing)
 
     @staticmethod
     def _plan_round(snapshot: Snapshot, requests: list[PlanRequest], keys: list[tuple],
@@ -128,7 +140,7 @@ class PriceAwarePolicy:
         # among themselves by laxity too (the order they were found in would let one found short
         # early take the room of a more urgent one found later).
         if promoted:
-            round_keys = [(key[0], key[3] not in promoted, *key[1:]) for key in keys]
+            round_keys = [(key[0], key[-1] not in promoted, *key[1:]) for key in keys]
         else:
             round_keys = keys
         ordered = [requests[i] for i in sorted(range(len(requests)), key=round_keys.__getitem__)]
@@ -144,6 +156,25 @@ class PriceAwarePolicy:
                 continue
             plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
         return ordered, plans
+
+
+def _guaranteed_first(requests: list[PlanRequest], keys: list[tuple],
+                      quotas: Mapping[str, int]) -> list[tuple]:
+    """Within each group, jobs inside their team's guarantee before jobs that borrow.
+
+    A team's guaranteed GPUs are its own: its most urgent jobs up to its quota are planned before any
+    other team's borrowing jobs, whatever their laxity, so that dispatch reclaims borrowed GPUs for
+    them (`dispatch` pauses the borrowers). Borrowers then share what is left, least laxity first.
+    """
+    used: dict[str, int] = {}
+    within = [False] * len(requests)
+    for i in sorted(range(len(requests)), key=keys.__getitem__):
+        job = requests[i].job
+        total = used.get(job.team, 0) + job.num_gpus
+        if total <= quotas.get(job.team, 0):
+            used[job.team] = total
+            within[i] = True
+    return [(key[0], not inside, *key[1:]) for key, inside in zip(keys, within, strict=True)]
 
 
 def _group(tier: int) -> int:
