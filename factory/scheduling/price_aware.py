@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,11 +30,22 @@ from factory.scheduling.model import (
     Decisions,
     JobView,
     Phase,
+    PriceOutlook,
     Snapshot,
     WaitReason,
     deadline_infeasible,
 )
-from factory.scheduling.plan import ADMITTED, AT_RISK, MAX_REPLANS, NEW, PINNED, JobPlan, Planner, PlanRequest
+from factory.scheduling.plan import (
+    ADMITTED,
+    AT_RISK,
+    MAX_REPLANS,
+    MIN_SLICE_S,
+    NEW,
+    PINNED,
+    JobPlan,
+    Planner,
+    PlanRequest,
+)
 
 _NO_INTERVALS = np.empty(0, dtype=np.int64)
 FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
@@ -56,6 +67,7 @@ class PriceAwarePolicy:
         """Plan every job over the outlook; run the ones planned for the current interval."""
         if snapshot.prices is None:
             raise FactoryError("the price-aware policy needs a price outlook in the snapshot")
+        snapshot = _past_a_sliver(snapshot)
         now_s = snapshot.now_s
         requests = [self._request(job, snapshot) for job in snapshot.jobs]
         trivially_late = {job.job_id: why for job in snapshot.jobs if not job.admitted
@@ -175,6 +187,23 @@ def _guaranteed_first(requests: list[PlanRequest], keys: list[tuple],
             used[job.team] = total
             within[i] = True
     return [(key[0], not inside, *key[1:]) for key, inside in zip(keys, within, strict=True)]
+
+
+def _past_a_sliver(snapshot: Snapshot) -> Snapshot:
+    """The snapshot as of the next interval when at most `MIN_SLICE_S` of the current one is left.
+
+    A decision a fraction of a second before a boundary (a job finishing just then) would otherwise
+    see no room now and pause running jobs for nothing (paying the resume overhead): the plan starts
+    at the boundary instead, which moves every time by under a second.
+    """
+    outlook = snapshot.prices
+    assert outlook is not None
+    first_end_s = float(outlook.starts_s[0]) + outlook.interval_s
+    if first_end_s - snapshot.now_s > MIN_SLICE_S or len(outlook.starts_s) < 2:  # as `room > MIN_SLICE_S`
+        return snapshot
+    rest = PriceOutlook(outlook.starts_s[1:], outlook.interval_s, outlook.price_per_mwh[1:],
+                        outlook.known[1:])
+    return replace(snapshot, now_s=first_end_s, prices=rest)
 
 
 def _group(tier: int) -> int:

@@ -445,3 +445,14 @@ def test_a_decision_leaves_the_garbage_collector_as_it_found_it(policy: object) 
         with pytest.raises(FactoryError):
             policy.decide(snapshot([job("a")]))
         assert gc.isenabled()
+
+
+def test_a_decision_just_before_a_price_boundary_does_not_pause_running_jobs() -> None:
+    # Half a second of the hour is left (a job finished just then): at flat prices nothing is gained
+    # by pausing, and with a resume overhead it would cost 300 s and, here, the deadline.
+    now_s = T0 + HOUR - 0.5
+    work = running("work", (("n0", 1),), hours=2.0, deadline_s=now_s + 2 * HOUR + 200)
+    prices = PriceOutlook(T0 + HOUR * np.arange(6), HOUR, np.full(6, 50.0), np.ones(6, bool))
+    decisions = PriceAwarePolicy().decide(Snapshot(now_s, {"n0": 1}, [work], prices=prices,
+                                                   preempt_overhead_s=300))
+    assert decisions.pauses == ()
