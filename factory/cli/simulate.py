@@ -8,12 +8,13 @@ The flag names and JSON keys are a contract (other tools read them): `--prices`,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
-from factory.errors import SimulationInputError
+from factory.errors import PriceDataError, SimulationInputError
 from factory.scheduling import DEFAULT_POLICY, POLICY_NAMES
 
 PRICE_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -55,6 +56,8 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 @click.option("--timezone", default=None, help="IANA zone of timestamps written without an offset.")
 @click.option("--local-time-dst", type=click.Choice(["strict", "evened"]), default=None,
               help="Naive local times: follow clock changes exactly, or 24 rows every day.")
+@click.option("--resolution-min", type=click.Choice(["5", "15", "60"]), default=None,
+              help="Minutes per price row (default: the most common step between rows).")
 @click.option("--currency", default=None, help="Currency of the prices (default USD).")
 @click.option("--job-id-column", default="job_id", show_default=True)
 @click.option("--submit-column", default="submit_s", show_default=True)
@@ -88,14 +91,17 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
         preempt_overhead_s=preempt_overhead_s, default_slack=default_slack, gpus_per_node=gpus_per_node,
         power_budget_kw=power_budget_kw, quotas=_quotas(quotas),
     )
-    prices = load_prices(price_input)
+    try:
+        prices = load_prices(price_input)
+    except PriceDataError as exc:  # the loader names config fields; here they are flags
+        raise PriceDataError(re.sub(r"--prices\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"),
+                                    str(exc))) from None
     trace = load_job_trace(jobs_path, settings, prices, job_columns)
-    outcome, report = run_simulation(trace, prices, settings)
+    outcome, baseline_outcome, report = run_simulation(trace, prices, settings)
     if plot_path is not None:
         from factory.simulation.plot import plot
-        from factory.simulation.run import run_policy
 
-        baseline = None if policy == "fifo" else run_policy(trace, prices, settings, "fifo")[0]
+        baseline = None if policy == "fifo" else baseline_outcome
         plot(outcome, baseline, prices.price, prices.currency, plot_path,
              power_budget_w=None if power_budget_kw is None else power_budget_kw * 1000)
     if as_json:
@@ -122,7 +128,7 @@ def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - P
 
     suffix = Path(path).suffix.lower()
     names = ("timestamp_column", "price_column", "carbon_column", "skip_rows", "timestamp_marks", "timezone",
-             "local_time_dst")
+             "local_time_dst", "resolution_min")
     overrides = {name: options[name] for name in names if options.get(name) is not None}
     currency = options.get("currency")
     if suffix in CONFIG_SUFFIXES:
@@ -132,7 +138,10 @@ def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - P
         if config.prices.source != "trace":
             raise SimulationInputError(f"{path}: prices.source is '{config.prices.source}'; --prices needs a "
                                        "config whose prices.source is 'trace' (or pass a CSV/Parquet file)")
-        trace = config.prices.trace.model_copy(update=overrides)
+        try:
+            trace = TraceConfig.model_validate({**config.prices.trace.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise SimulationInputError(_flag_error(exc)) from None
         return PriceInput(trace, config.prices.carbon, currency or config.prices.currency)
     if suffix not in PRICE_FILE_SUFFIXES and "*" not in path:
         raise SimulationInputError(f"--prices {path}: expected a .csv or .parquet price file or a factory "
@@ -140,9 +149,13 @@ def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - P
     try:
         trace = TraceConfig(paths=[path], **overrides)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        raise SimulationInputError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+        raise SimulationInputError(_flag_error(exc)) from None
     return PriceInput(trace, None, currency or "USD")
+
+
+def _flag_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}"
 
 
 def _quotas(values: tuple[str, ...]) -> dict[str, int]:
@@ -151,6 +164,9 @@ def _quotas(values: tuple[str, ...]) -> dict[str, int]:
         team, sep, gpus = value.partition("=")
         if not sep or not team or not gpus.strip().isdigit():
             raise SimulationInputError(f"--quota {value}: expected TEAM=GPUS, e.g. --quota vision=8")
+        if team.strip() in quotas:
+            raise SimulationInputError(f"--quota {value}: team '{team.strip()}' has a quota already; give "
+                                       "each team once")
         quotas[team.strip()] = int(gpus)
     return quotas
 

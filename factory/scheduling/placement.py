@@ -62,10 +62,6 @@ class FreeGpus:
         for node, gpus in placement:
             self._move(node, gpus)
 
-    def fits(self, placement: Placement) -> bool:
-        """Whether every node of `placement` still has its GPUs free."""
-        return all(self._free.get(node, 0) >= gpus for node, gpus in placement)
-
     def _best_fit(self, gpus: int) -> str | None:
         for count in range(gpus, self._largest + 1):
             bucket = self._buckets[count]

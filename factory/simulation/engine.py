@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from factory.errors import FactoryError
 from factory.prices.cost import profile_cost
 from factory.prices.feed import PriceFeed
 from factory.prices.series import IntervalSeries
@@ -167,8 +168,9 @@ class _Run:
                 boundary = grid_start_s + (elapsed + 1) * interval_s
                 next_s = min(next_s, boundary)
             if not self.running and (not math.isfinite(next_s) or now_s > self._give_up_s):
-                raise RuntimeError(f"policy {getattr(self.policy, 'name', self.policy)} left "
-                                   f"{len(self.active)} jobs waiting with nothing running")
+                raise FactoryError(f"policy {getattr(self.policy, 'name', self.policy)} left "
+                                   f"{len(self.active)} jobs waiting with nothing running; they can never "
+                                   "start (check --quota and --power-budget-kw against the jobs)")
             step_s = next_s - now_s
             if self.running and step_s > 0:
                 power = sum(self.gpus[j] * self.power_w[j] for j in self.running)
@@ -245,7 +247,8 @@ class _Run:
 
     def _outlook(self, now_s: float, views: list[JobView]) -> PriceOutlook:
         """What the price feed shows now, far enough ahead for every job's deadline (cached per interval)."""
-        latest_s = max((v.deadline_s or now_s) for v in views)
+        # Far enough for every deadline, and for the whole remaining run of a job already late.
+        latest_s = max(max(v.deadline_s or now_s, now_s + v.needed_s(self.overhead_s)) for v in views)
         hours = max(1.0, min(MAX_OUTLOOK_S, latest_s - now_s + self.price_series.interval_s) / 3600.0)
         interval = math.floor((now_s - self.price_series.start_s) / self.price_series.interval_s + 1e-9)
         cached = self._outlook_cache

@@ -117,7 +117,7 @@ def load_jobs(path: str | Path, *, default_slack: float = 2.0, default_power_w: 
         raise SimulationInputError(f"--default-slack must be >= 1, got {default_slack:g}: a job without "
                                    "deadline_s gets default_slack x its duration to finish")
     if not (default_power_w >= 0 and np.isfinite(default_power_w)):
-        raise SimulationInputError(f"--default-power-w must be a number >= 0, got {default_power_w:g}")
+        raise SimulationInputError(f"--power-w must be a number >= 0, got {default_power_w:g}")
     rows = _read(str(path), columns)
     count = len(rows.frame)
     job_id = _job_ids(rows)
@@ -126,6 +126,7 @@ def load_jobs(path: str | Path, *, default_slack: float = 2.0, default_power_w: 
             submit_s)
     duration_s = _numbers(rows, "duration_s")
     _refuse(rows, "duration_s", duration_s <= 0, "must be > 0 (seconds of run time)", duration_s)
+    _refuse(rows, "duration_s", duration_s < 1, "must be at least 1 (seconds of run time)", duration_s)
     num_gpus = _whole(rows, "num_gpus", minimum=1, what="a positive whole number")
     if "deadline_s" in rows.found:
         deadline_s = _numbers(rows, "deadline_s", required=False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from factory.errors import SimulationInputError
 from factory.prices.config import CarbonTraceConfig, PricesConfig, TraceConfig
 from factory.prices.feed import PriceFeed
@@ -96,6 +98,16 @@ def load_job_trace(path: str | Path, settings: SimulationSettings, prices: Loade
                 f"{path} line {i + 2}: num_gpus: job '{trace.job_id[i]}' needs {trace.num_gpus[i]} GPUs on "
                 f"one node but nodes have {settings.gpus_per_node}; pass --gpus-per-node "
                 f"{int(trace.num_gpus.max())} or more")
+    due_s = trace.submit_s + trace.deadline_s
+    trace_s = prices.price.end_s - prices.time_zero_s
+    late = due_s > trace_s
+    if late.any():
+        i = int(late.argmax())
+        raise SimulationInputError(
+            f"{path} line {i + 2}: deadline_s: job '{trace.job_id[i]}' is due {due_s[i] / 86400:.2f} days "
+            f"after time zero, after the price trace ends ({trace_s / 86400:.2f} days); use a longer "
+            "price trace or a shorter deadline_s (or --default-slack)")
+    _check_quotas(trace, path, settings)
     if settings.power_budget_kw is not None:
         draw_kw = trace.num_gpus * trace.power_w / 1000.0
         over = draw_kw > settings.power_budget_kw
@@ -105,6 +117,25 @@ def load_job_trace(path: str | Path, settings: SimulationSettings, prices: Loade
                 f"{path} line {i + 2}: power_w: job '{trace.job_id[i]}' draws {draw_kw[i]:.1f} kW, over the "
                 f"power budget of {settings.power_budget_kw:g} kW; raise --power-budget-kw")
     return trace
+
+
+def _check_quotas(trace: JobTrace, path: str | Path, settings: SimulationSettings) -> None:
+    """Quotas that fit the cluster, and no non-preemptible job that quotas would keep waiting forever."""
+    if not settings.quotas:
+        return
+    guaranteed = sum(settings.quotas.values())
+    if guaranteed > settings.gpus:
+        raise SimulationInputError(f"--quota: the guarantees add up to {guaranteed} GPUs but the cluster has "
+                                   f"{settings.gpus}; lower them or raise --gpus")
+    unguaranteed = settings.gpus - guaranteed
+    reach = np.array([settings.quotas.get(str(team), 0) for team in trace.team]) + unguaranteed
+    stuck = ~trace.preemptible & (trace.num_gpus > reach)
+    if stuck.any():
+        i = int(stuck.argmax())
+        raise SimulationInputError(
+            f"{path} line {i + 2}: num_gpus: non-preemptible job '{trace.job_id[i]}' of team "
+            f"'{trace.team[i]}' needs {trace.num_gpus[i]} GPUs, but it may use only its team's guarantee "
+            f"and the {unguaranteed} GPUs no team is guaranteed ({reach[i]}); raise its team's --quota")
 
 
 def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings,
@@ -123,9 +154,11 @@ def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettin
 
 
 def run_simulation(trace: JobTrace, prices: LoadedPrices,
-                   settings: SimulationSettings) -> tuple[Outcome, SimulationReport]:
-    """The policy and the `fifo` baseline on the same input."""
+                   settings: SimulationSettings) -> tuple[Outcome, Outcome, SimulationReport]:
+    """The policy and the `fifo` baseline on the same input: both outcomes and the report."""
     outcome, report = run_policy(trace, prices, settings, settings.policy)
-    baseline = report if settings.policy == "fifo" else run_policy(trace, prices, settings, "fifo")[1]
-    return outcome, SimulationReport(**report.model_dump(), currency=prices.currency, baseline=baseline,
-                                     savings_pct=savings_pct(report.cost, baseline.cost))
+    baseline_outcome, baseline = (outcome, report) if settings.policy == "fifo" else \
+        run_policy(trace, prices, settings, "fifo")
+    return outcome, baseline_outcome, SimulationReport(
+        **report.model_dump(), currency=prices.currency, baseline=baseline,
+        savings_pct=savings_pct(report.cost, baseline.cost))

@@ -136,3 +136,55 @@ def test_real_pai_jobs_on_real_ercot_prices_through_column_options() -> None:
     assert report["deadline_misses"] == 0
     assert report["savings_pct"] > 20  # ERCOT's daily swing is large; measured 32.5 % on 2026-11-29
     assert report["carbon_kg"] is not None
+
+
+@pytest.mark.parametrize(("rows", "flags", "expected"), [
+    (["a,0,0.5,1,7200"], [], ["line 2", "duration_s", "at least 1"]),
+    (["a,0,3600,1,400000"], [], ["line 2", "deadline_s", "after the price trace ends"]),
+    (["a,0,3600,1,7200"], ["--quota", "x=3"], ["--quota", "add up to 3", "--gpus"]),
+    (["a,0,3600,1,7200"], ["--quota", "x=1", "--quota", "x=2"], ["--quota x=2", "once"]),
+])
+def test_inputs_a_run_could_never_honour_are_refused_up_front(
+        tmp_path: Path, rows: list[str], flags: list[str], expected: list[str]) -> None:
+    write_prices(tmp_path / "prices.csv")
+    write_jobs(tmp_path / "jobs.csv", rows)
+
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2",
+                                          *flags, cwd=tmp_path))
+
+    for part in expected:
+        assert part in line
+
+
+def test_a_non_preemptible_job_quotas_would_keep_waiting_is_refused(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv")
+    write_jobs(tmp_path / "jobs.csv", ["a,0,3600,2,7200,false"], CONTRACT + ",deadline_s,preemptible")
+
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2",
+                                          "--quota", "x=1", cwd=tmp_path))
+
+    assert "line 2" in line and "non-preemptible" in line and "--quota" in line
+
+
+def test_a_one_row_price_file_names_the_flag_that_fixes_it(tmp_path: Path) -> None:
+    (tmp_path / "prices.csv").write_text("timestamp,price_per_mwh\n2024-03-01T00:00:00+00:00,5\n")
+    write_jobs(tmp_path / "jobs.csv", ["a,0,60,1,120"])
+
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1",
+                                          cwd=tmp_path))
+
+    assert "--resolution-min" in line
+
+
+def test_a_late_non_preemptible_job_longer_than_a_day_still_runs(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv", days=3)
+    # 40 h of unbroken work with a 30 h deadline: infeasible at admission, run as soon as possible.
+    write_jobs(tmp_path / "jobs.csv", ["long,3600,144000,1,108000,false"],
+               CONTRACT + ",deadline_s,preemptible")
+
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1", "--json", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["completed"] == 1 and report["infeasible_at_admission"] == 1
+    assert report["preemptions"] == 0

@@ -249,7 +249,7 @@ def test_default_slack_below_one_is_refused(tmp_path: Path, slack: float) -> Non
 
 
 def test_default_power_must_not_be_negative(tmp_path: Path) -> None:
-    assert "--default-power-w" in error_of(jobs_file(tmp_path, ["a,0,1,1"]), default_power_w=-1)
+    assert "--power-w" in error_of(jobs_file(tmp_path, ["a,0,1,1"]), default_power_w=-1)
 
 
 # --- check_fits ---------------------------------------------------------------------------------
