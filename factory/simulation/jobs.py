@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -167,24 +168,27 @@ def check_fits(trace: JobTrace, path: str | Path, *, gpus: int, trace_end_s: flo
     """
     if gpus < 1:
         raise SimulationInputError(f"--gpus must be >= 1, got {gpus}")
-    wide = np.flatnonzero(trace.num_gpus > gpus)
-    if wide.size:
-        i = int(wide[0])
+
+    def wider(i: int) -> str:
         need, most = int(trace.num_gpus[i]), int(trace.num_gpus.max())
         widest_line = int(np.argmax(trace.num_gpus)) + _FIRST_LINE
         widest = "" if most == need else f" (line {widest_line} needs {most})"
-        raise SimulationInputError(
-            f"{path} line {i + _FIRST_LINE}: {columns.label('num_gpus')}: job '{trace.job_id[i]}' needs "
-            f"{need} GPUs but the cluster has {gpus}; pass --gpus {most} or more{widest}"
-        )
-    late = np.flatnonzero(trace.submit_s >= trace_end_s)
-    if late.size:
-        i = int(late[0])
-        raise SimulationInputError(
-            f"{path} line {i + _FIRST_LINE}: {columns.label('submit_s')} {trace.submit_s[i]:g} is at or "
-            f"after the end of the price trace ({trace_end_s / _DAY_S:.2f} days = {trace_end_s:g} s): the "
-            "job trace is longer than the price trace; replay a longer price trace or drop the later jobs"
-        )
+        return (f"{columns.label('num_gpus')}: job '{trace.job_id[i]}' needs {need} GPUs but the cluster "
+                f"has {gpus}; pass --gpus {most} or more{widest}")
+
+    refuse_first(path, trace.num_gpus > gpus, wider)
+    refuse_first(path, trace.submit_s >= trace_end_s, lambda i: (
+        f"{columns.label('submit_s')} {trace.submit_s[i]:g} is at or after the end of the price trace "
+        f"({trace_end_s / _DAY_S:.2f} days = {trace_end_s:g} s): the job trace is longer than the price "
+        "trace; replay a longer price trace or drop the later jobs"))
+
+
+def refuse_first(path: str | Path, bad: np.ndarray, message: Callable[[int], str]) -> None:
+    """Raise for the first job where `bad` holds: `<path> line <n>: <message(i)>` (job i on line i + 2)."""
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        i = int(rows[0])
+        raise SimulationInputError(f"{path} line {i + _FIRST_LINE}: {message(i)}")
 
 
 def _read(path: str, columns: JobColumns) -> _Rows:

@@ -19,7 +19,7 @@ from factory.prices.series import IntervalSeries
 from factory.prices.trace import LoadedTrace, TraceProvider, load_trace
 from factory.scheduling import make_policy
 from factory.simulation.engine import Cluster, Outcome, simulate
-from factory.simulation.jobs import JobColumns, check_fits, load_jobs
+from factory.simulation.jobs import JobColumns, check_fits, load_jobs, refuse_first
 from factory.simulation.report import PolicyReport, SimulationReport, savings_pct, summarize
 from factory.simulation.trace import JobTrace
 
@@ -88,38 +88,30 @@ def load_job_trace(path: str | Path, settings: SimulationSettings, prices: Loade
     """The job trace, checked against the cluster and the price trace."""
     trace = load_jobs(path, default_slack=settings.default_slack, default_power_w=settings.power_w,
                       columns=columns)
-    check_fits(trace, path, gpus=settings.gpus, trace_end_s=prices.price.end_s - prices.time_zero_s,
-               columns=columns)
-    if settings.gpus_per_node is not None:
-        too_wide = trace.num_gpus > settings.gpus_per_node
-        if too_wide.any():
-            i = int(too_wide.argmax())
-            raise SimulationInputError(
-                f"{path} line {i + 2}: num_gpus: job '{trace.job_id[i]}' needs {trace.num_gpus[i]} GPUs on "
-                f"one node but nodes have {settings.gpus_per_node}; pass --gpus-per-node "
-                f"{int(trace.num_gpus.max())} or more")
+    trace_s = prices.price.end_s - prices.time_zero_s  # the price trace's length: job times end there
+    check_fits(trace, path, gpus=settings.gpus, trace_end_s=trace_s, columns=columns)
+    per_node = settings.gpus_per_node
+    if per_node is not None:
+        refuse_first(path, trace.num_gpus > per_node, lambda i: (
+            f"{columns.label('num_gpus')}: job '{trace.job_id[i]}' needs {trace.num_gpus[i]} GPUs on one "
+            f"node but nodes have {per_node}; pass --gpus-per-node {int(trace.num_gpus.max())} or more"))
     due_s = trace.submit_s + trace.deadline_s
-    trace_s = prices.price.end_s - prices.time_zero_s
-    late = due_s > trace_s
-    if late.any():
-        i = int(late.argmax())
-        raise SimulationInputError(
-            f"{path} line {i + 2}: deadline_s: job '{trace.job_id[i]}' is due {due_s[i] / 86400:.2f} days "
-            f"after time zero, after the price trace ends ({trace_s / 86400:.2f} days); use a longer "
-            "price trace or a shorter deadline_s (or --default-slack)")
-    _check_quotas(trace, path, settings)
-    if settings.power_budget_kw is not None:
+    refuse_first(path, due_s > trace_s, lambda i: (
+        f"{columns.label('deadline_s')}: job '{trace.job_id[i]}' is due {due_s[i] / 86400:.2f} days after "
+        f"time zero, after the price trace ends ({trace_s / 86400:.2f} days); use a longer price trace or "
+        "a shorter deadline_s (or --default-slack)"))
+    _check_quotas(trace, path, settings, columns)
+    budget_kw = settings.power_budget_kw
+    if budget_kw is not None:
         draw_kw = trace.num_gpus * trace.power_w / 1000.0
-        over = draw_kw > settings.power_budget_kw
-        if over.any():
-            i = int(over.argmax())
-            raise SimulationInputError(
-                f"{path} line {i + 2}: power_w: job '{trace.job_id[i]}' draws {draw_kw[i]:.1f} kW, over the "
-                f"power budget of {settings.power_budget_kw:g} kW; raise --power-budget-kw")
+        refuse_first(path, draw_kw > budget_kw, lambda i: (
+            f"{columns.label('power_w')}: job '{trace.job_id[i]}' draws {draw_kw[i]:.1f} kW, over the power "
+            f"budget of {budget_kw:g} kW; raise --power-budget-kw"))
     return trace
 
 
-def _check_quotas(trace: JobTrace, path: str | Path, settings: SimulationSettings) -> None:
+def _check_quotas(trace: JobTrace, path: str | Path, settings: SimulationSettings,
+                  columns: JobColumns) -> None:
     """Quotas that fit the cluster, and no non-preemptible job that quotas would keep waiting forever."""
     if not settings.quotas:
         return
@@ -129,13 +121,10 @@ def _check_quotas(trace: JobTrace, path: str | Path, settings: SimulationSetting
                                    f"{settings.gpus}; lower them or raise --gpus")
     unguaranteed = settings.gpus - guaranteed
     reach = np.array([settings.quotas.get(str(team), 0) for team in trace.team]) + unguaranteed
-    stuck = ~trace.preemptible & (trace.num_gpus > reach)
-    if stuck.any():
-        i = int(stuck.argmax())
-        raise SimulationInputError(
-            f"{path} line {i + 2}: num_gpus: non-preemptible job '{trace.job_id[i]}' of team "
-            f"'{trace.team[i]}' needs {trace.num_gpus[i]} GPUs, but it may use only its team's guarantee "
-            f"and the {unguaranteed} GPUs no team is guaranteed ({reach[i]}); raise its team's --quota")
+    refuse_first(path, ~trace.preemptible & (trace.num_gpus > reach), lambda i: (
+        f"{columns.label('num_gpus')}: non-preemptible job '{trace.job_id[i]}' of team '{trace.team[i]}' "
+        f"needs {trace.num_gpus[i]} GPUs, but it may use only its team's guarantee and the {unguaranteed} "
+        f"GPUs no team is guaranteed ({reach[i]}); raise its team's --quota"))
 
 
 def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings,
