@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from factory.scheduling.model import Decisions, JobView, Pause, Phase, Snapshot, Start, Wait, WaitReason
 from factory.scheduling.placement import FreeGpus
@@ -134,9 +134,9 @@ class _State:
     def _fixed_borrowed(self) -> int:
         return sum(max(0, gpus - self.guarantee(team)) for team, gpus in self.team_fixed_gpus.items())
 
-    def _kept_by_rank(self) -> list[JobView]:
-        """Running preemptible jobs still held, lowest ranked first."""
-        return [job for job in self._preemptible_by_rank if job.job_id not in self.released]
+    def _kept_by_rank(self) -> Iterator[JobView]:
+        """Running preemptible jobs still held, lowest ranked first (lazily: callers stop early)."""
+        return (job for job in self._preemptible_by_rank if job.job_id not in self.released)
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -182,9 +182,7 @@ class _State:
         chosen: list[tuple[JobView, tuple[WaitReason, str]]] = []
         team_after = Counter(self.team_gpus)
         placement = None
-        for victim in self._preemptible_by_rank:
-            if victim.job_id in self.released:
-                continue
+        for victim in self._kept_by_rank():
             why: tuple[WaitReason, str] | None = None
             if reclaiming and victim.team != job.team and \
                     team_after[victim.team] - victim.num_gpus >= self.guarantee(victim.team):

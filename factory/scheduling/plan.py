@@ -215,7 +215,6 @@ class Planner:
         job = request.job
         if request.needed_s <= EPS_S:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
-        crowded_now = self._crowded_now(job, request.needed_s)
         if request.tier == PINNED:
             plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=True)
         elif request.tier == AT_RISK:
@@ -227,6 +226,8 @@ class Planner:
             plan = self._run_or_pause(request)
         else:
             plan = self.cheapest(job, request.needed_s, request.deadline_s)
+        # Choosing a plan changes no room, so this still sees what the jobs before this one left it.
+        crowded_now = None if plan.runs_now else self._crowded_now(job, request.needed_s)
         self.reserve(job, plan)
         return replace(plan, crowded_now=crowded_now) if crowded_now else plan
 

@@ -69,10 +69,9 @@ class PriceAwarePolicy:
             raise FactoryError("the price-aware policy needs a price outlook in the snapshot")
         snapshot = _past_a_sliver(snapshot)
         now_s = snapshot.now_s
-        requests = [self._request(job, snapshot) for job in snapshot.jobs]
+        requests = [self._request(job, snapshot) for job in snapshot.jobs]  # late jobs are AT_RISK already
         trivially_late = {job.job_id: why for job in snapshot.jobs if not job.admitted
                           and (why := deadline_infeasible(job, now_s, snapshot.preempt_overhead_s))}
-        requests = [r if r.job.job_id not in trivially_late else _as_tier(r, AT_RISK) for r in requests]
         ordered, plans, borrowing = self._plan(snapshot, requests)
 
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
@@ -125,7 +124,7 @@ class PriceAwarePolicy:
         best: tuple[int, tuple[list[PlanRequest], dict[str, JobPlan]]] | None = None
         promoted: set[str] = set()
         # (group, laxity, deadline, id) of each request, computed once for every round's sort.
-        keys = [(_group(r.tier), *_urgency(r)[1:]) for r in requests]
+        keys = [(_group(r.tier), *_urgency(r)) for r in requests]
         if snapshot.quotas:
             keys = _guaranteed_first(requests, keys, snapshot.quotas)
             borrowing = {key[-1] for key in keys if key[1]}
@@ -210,14 +209,11 @@ def _group(tier: int) -> int:
     return ADMITTED if tier == NEW else tier
 
 
-def _urgency(request: PlanRequest) -> tuple[int, float, float, str]:
+def _urgency(request: PlanRequest) -> tuple[float, float, str]:
+    """(laxity, deadline, id): least laxity first; at-risk jobs by how long they have been due."""
     laxity_s = request.deadline_s - request.job.submit_s if request.tier == AT_RISK else \
         request.deadline_s - request.needed_s
-    return (request.tier, laxity_s, request.deadline_s, request.job.job_id)
-
-
-def _as_tier(request: PlanRequest, tier: int) -> PlanRequest:
-    return PlanRequest(request.job, request.needed_s, request.deadline_s, tier, request.pause_option_s)
+    return (laxity_s, request.deadline_s, request.job.job_id)
 
 
 def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
