@@ -58,6 +58,11 @@ class LoadedPrices:
         return PriceFeed(TraceProvider(self.loaded, forecast_hours), config, carbon_provider=carbon)
 
 
+def prices_from_series(price: IntervalSeries, currency: str, name: str) -> LoadedPrices:
+    """Prices already in memory (e.g. the factory's own feed), replayed like a trace called `name`."""
+    return LoadedPrices(LoadedTrace(price=price, carbon=None, files=[name]), price, None, currency)
+
+
 def load_prices(source: PriceInput) -> LoadedPrices:
     """Read the price trace (and a separate carbon trace); errors name the file and row."""
     loaded = load_trace(source.trace, "--prices")

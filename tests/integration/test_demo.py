@@ -42,6 +42,14 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     now_cost, best_cost = (float(part.split(" ")[0]) for part in
                            (job.split("costs ")[1], job.split("now, ")[1]))
     assert best_cost <= now_cost  # the cheapest known start is never dearer than now
+    # The scheduling chapter: the same jobs through fifo and price-aware on this factory's prices.
+    costs = {line.split()[0]: line.split() for line in out.splitlines()
+             if line.startswith(("  fifo ", "  price-aware "))}
+    assert set(costs) == {"fifo", "price-aware"}
+    assert float(costs["price-aware"][1]) < float(costs["fifo"][1])  # the tariff's cheap hours are used
+    assert costs["price-aware"][2] == costs["fifo"][2]  # the same kWh, only moved in time
+    assert all(row[row.index("misses") + 1] == "0" for row in costs.values())
+    assert "price-aware saves" in out and "factory simulate --prices" in out
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
 
