@@ -15,8 +15,10 @@ Nomenclature:
 Order (each job is planned in what the earlier ones left):
   1. running non-preemptible jobs, pinned from now;
   2. admitted jobs and jobs not yet admitted, least laxity first: a job that must run now gets now,
-     the flexible ones get the cheap intervals that remain. A new job whose plan covers its run time
-     is admitted feasible, otherwise it is reported infeasible at admission;
+     the flexible ones get the cheap intervals that remain. A job whose window other jobs already
+     use is planned to finish `arrival_slack` x its run time early, if it can (that slack is room for
+     jobs not yet arrived), else to its deadline. A new job whose plan covers its run time before
+     its deadline is admitted feasible, otherwise it is reported infeasible at admission;
   3. infeasible (at-risk) jobs, and jobs whose deadline can no longer be met, as soon as possible in
      what remains (a non-preemptible one in the earliest unbroken run: once started it cannot stop).
   If a plan leaves an admitted job short (a newcomer with less laxity took its room, or the greedy
@@ -44,6 +46,7 @@ MAX_REPLANS = 3
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
 MIN_DRAW_W = 1.0
 PINNED, ADMITTED, NEW, AT_RISK = 0, 1, 2, 3  # planning tiers, in order
+RESCUE = 4  # an admitted job planned as soon as possible, earliest deadline first (a last resort)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ class Planner:
     """Reserves GPU-seconds and watt-seconds per interval of one price outlook, job after job."""
 
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
-                 power_budget_w: float | None) -> None:
+                 power_budget_w: float | None, arrival_slack: float = 0.0) -> None:
         self.outlook = outlook
         starts = np.asarray(outlook.starts_s, dtype=float)
         self.effective_start_s = np.maximum(starts, now_s)
@@ -91,6 +94,8 @@ class Planner:
         self.sorted_usable_s = self.usable_s[self.order]
         self.sorted_price = self.price[self.order]
         self.free_gpu_s = total_gpus * self.usable_s
+        self.capacity_gpu_s = self.free_gpu_s.copy()
+        self.arrival_slack = arrival_slack
         # The current interval is different: a job started now holds its GPUs until the next decision,
         # so what limits it is how many GPUs are free at once, not GPU-seconds.
         self.free_gpus_now = float(total_gpus)
@@ -139,9 +144,14 @@ class Planner:
         return self._take(job, self.order[candidates], room[candidates], self.sorted_price[candidates],
                           needed_s)
 
-    def earliest(self, job: JobView, needed_s: float) -> JobPlan:
-        """Intervals with room from now on, until `needed_s` is covered (as soon as possible)."""
-        room = self._room_s(job, slice(None), self.usable_s, 0)
+    def earliest(self, job: JobView, needed_s: float, deadline_s: float = math.inf) -> JobPlan:
+        """Intervals with room from now on, until `needed_s` is covered (as soon as possible).
+
+        Covered only if that happens by `deadline_s`.
+        """
+        usable = self.usable_s if math.isinf(deadline_s) else \
+            np.maximum(0.0, np.minimum(self.usable_s, deadline_s - self.effective_start_s))
+        room = self._room_s(job, slice(None), usable, 0)
         candidates = np.flatnonzero(room > MIN_SLICE_S)
         return self._take(job, candidates, room[candidates], self.price[candidates], needed_s)
 
@@ -215,8 +225,34 @@ class Planner:
         job = request.job
         if request.needed_s <= EPS_S:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
+        plan = None
+        if self.arrival_slack > 0 and (request.tier == ADMITTED or request.tier == NEW):
+            slack_s = self.arrival_slack * request.needed_s
+            early_s = request.deadline_s - slack_s
+            if early_s >= self.effective_start_s[0] + request.needed_s and self._shared_before(early_s):
+                plan = self._choose(request._replace(deadline_s=early_s))
+                if not plan.covered:  # the slack cannot be kept: plan to the deadline itself
+                    plan = None
+        if plan is None:
+            plan = self._choose(request)
+        # Choosing a plan changes no room, so this still sees what the jobs before this one left it.
+        crowded_now = None if plan.runs_now else self._crowded_now(job, request.needed_s)
+        self.reserve(job, plan)
+        return replace(plan, crowded_now=crowded_now) if crowded_now else plan
+
+    def _shared_before(self, deadline_s: float) -> bool:
+        """Whether any job planned so far uses GPUs before `deadline_s`."""
+        last = int(np.searchsorted(self.effective_start_s, deadline_s))
+        return bool((self.free_gpu_s[:last] < self.capacity_gpu_s[:last] - EPS_S).any())
+
+    def _choose(self, request: PlanRequest) -> JobPlan:
+        """The plan `request`'s tier calls for, in the room left; reserves nothing."""
+        job = request.job
         if request.tier == PINNED:
             plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=True)
+        elif request.tier == RESCUE:
+            plan = self.earliest(job, request.needed_s, request.deadline_s) if job.preemptible else \
+                self.contiguous(job, request.needed_s, request.deadline_s, pinned=False, earliest=True)
         elif request.tier == AT_RISK:
             plan = self.earliest(job, request.needed_s) if job.preemptible else \
                 self.contiguous(job, request.needed_s, math.inf, pinned=False, earliest=True)
@@ -226,10 +262,7 @@ class Planner:
             plan = self._run_or_pause(request)
         else:
             plan = self.cheapest(job, request.needed_s, request.deadline_s)
-        # Choosing a plan changes no room, so this still sees what the jobs before this one left it.
-        crowded_now = None if plan.runs_now else self._crowded_now(job, request.needed_s)
-        self.reserve(job, plan)
-        return replace(plan, crowded_now=crowded_now) if crowded_now else plan
+        return plan
 
     def _crowded_now(self, job: JobView, needed_s: float) -> str | None:
         """What the jobs planned so far left too little of for `job` to start now: "gpus", "power", None."""
