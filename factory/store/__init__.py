@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factory.store.base import AuditEvent, StateStore
+from factory.store.base import AuditEvent, JobEvent, JobRow, StateConflictError, StateStore
 from factory.store.sqlite import SQLiteStore
 
 
@@ -13,4 +13,5 @@ def open_store(location: str | Path) -> StateStore:
     return SQLiteStore(location)
 
 
-__all__ = ["AuditEvent", "SQLiteStore", "StateStore", "open_store"]
+__all__ = ["AuditEvent", "JobEvent", "JobRow", "SQLiteStore", "StateConflictError", "StateStore",
+           "open_store"]

@@ -11,10 +11,13 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from factory.errors import StoreError
 
 
 class AuditEvent(BaseModel):
@@ -28,8 +31,52 @@ class AuditEvent(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class JobRow(BaseModel):
+    """A job as stored: its spec, where it is in its life, and what it has consumed so far.
+
+    `state` is a `factory.jobs.states.JobState` value; the store keeps it as text and leaves the rules
+    of the state machine to the caller (it only checks that a transition starts where expected).
+    """
+
+    job_id: str
+    name: str
+    team: str
+    kind: str
+    spec: dict[str, Any]
+    spec_hash: str
+    state: str
+    reason: str = ""
+    submitted_s: float = Field(description="Factory time of submission, seconds since the Unix epoch.")
+    deadline_s: float | None = Field(default=None, description="Absolute factory time; None: no deadline.")
+    updated_s: float
+    attempt: int = 0
+    progress: dict[str, Any] = Field(default_factory=dict)
+    accounting: dict[str, Any] = Field(default_factory=dict)
+    error: str = ""
+
+
+class JobEvent(BaseModel):
+    """One transition of a job, written before the scheduler acts on it: its timeline's entry."""
+
+    id: int | None = None
+    job_id: str
+    time_s: float
+    from_state: str = ""
+    state: str
+    reason: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class StateConflictError(StoreError):
+    """A job was not in the state a transition expected (it moved meanwhile, or never existed)."""
+
+    def __init__(self, job_id: str, current: str | None, message: str) -> None:
+        super().__init__(message)
+        self.job_id, self.current = job_id, current
+
+
 class StateStore(ABC):
-    """Durable control-plane state: metadata, per-actor state, the audit log (jobs etc. later)."""
+    """Durable control-plane state: metadata, per-actor state, the audit log, jobs."""
 
     @property
     @abstractmethod
@@ -77,3 +124,35 @@ class StateStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the store's connections."""
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_job(self, job: JobRow, reason: str = "submitted") -> JobEvent:
+        """Store a new job and its first event (its state, with `reason`) together; refuse a known id."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> JobRow | None:
+        """The job with this id, or None."""
+
+    @abstractmethod
+    def list_jobs(self, states: Collection[str] | None = None) -> list[JobRow]:
+        """Jobs (in these states, if given), in submission order."""
+
+    @abstractmethod
+    def transition_job(self, job_id: str, state: str, reason: str, time_s: float, *,
+                       expected_from: Collection[str], detail: dict[str, Any] | None = None,
+                       **fields: Any) -> JobEvent:
+        """Move a job to `state` and append the event, in one transaction.
+
+        Raises `StateConflictError` (and writes nothing) unless the job is in one of `expected_from`.
+        `fields` updates other columns at the same time (`attempt`, `progress`, `accounting`, `error`).
+        """
+
+    @abstractmethod
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Update a job's `attempt`, `progress`, `accounting` or `error` without a transition."""
+
+    @abstractmethod
+    def job_events(self, job_id: str) -> list[JobEvent]:
+        """A job's transitions, oldest first."""

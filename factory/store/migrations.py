@@ -46,6 +46,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_log_action ON audit_log (action)",
         ),
     ),
+    Migration(
+        version=2,
+        description="jobs and their state transitions",
+        statements=(
+            """CREATE TABLE jobs (
+                job_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                team TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                spec_json TEXT NOT NULL,
+                spec_hash TEXT NOT NULL,
+                state TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                submitted_s REAL NOT NULL,
+                deadline_s REAL,
+                updated_s REAL NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 0,
+                progress_json TEXT NOT NULL DEFAULT '{}',
+                accounting_json TEXT NOT NULL DEFAULT '{}',
+                error TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX jobs_state ON jobs (state)",
+            """CREATE TABLE job_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                job_id TEXT NOT NULL REFERENCES jobs (job_id),
+                time_s REAL NOT NULL,
+                from_state TEXT NOT NULL DEFAULT '',
+                state TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                detail_json TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX job_events_job ON job_events (job_id, id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

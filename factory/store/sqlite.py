@@ -12,16 +12,33 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from factory.errors import SchemaTooNewError, StoreError
-from factory.store.base import AuditEvent, StateStore
+from factory.store.base import AuditEvent, JobEvent, JobRow, StateConflictError, StateStore
 from factory.store.migrations import MIGRATIONS, Migration
 
 BUSY_TIMEOUT_S = 30.0
+_JOB_COLUMNS = ("job_id", "name", "team", "kind", "spec_json", "spec_hash", "state", "reason", "submitted_s",
+                "deadline_s", "updated_s", "attempt", "progress_json", "accounting_json", "error")
+_JSON_FIELDS = {"spec": "spec_json", "progress": "progress_json", "accounting": "accounting_json"}
+_UPDATABLE = {"state", "reason", "updated_s", "attempt", "progress", "accounting", "error"}
+
+
+def _job_values(job: JobRow) -> tuple[Any, ...]:
+    return (job.job_id, job.name, job.team, job.kind, json.dumps(job.spec, sort_keys=True), job.spec_hash,
+            job.state, job.reason, job.submitted_s, job.deadline_s, job.updated_s, job.attempt,
+            json.dumps(job.progress, sort_keys=True), json.dumps(job.accounting, sort_keys=True), job.error)
+
+
+def _job_row(row: tuple[Any, ...]) -> JobRow:
+    values = dict(zip(_JOB_COLUMNS, row, strict=True))
+    for name, column in _JSON_FIELDS.items():
+        values[name] = json.loads(values.pop(column))
+    return JobRow(**values)
 
 
 class SQLiteStore(StateStore):
@@ -155,6 +172,82 @@ class SQLiteStore(StateStore):
                        detail=json.loads(r[5]))
             for r in reversed(rows)
         ]
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    def insert_job(self, job: JobRow, reason: str = "submitted") -> JobEvent:  # noqa: D102
+        with self.transaction():
+            if self._query_one("SELECT 1 FROM jobs WHERE job_id = ?", (job.job_id,)) is not None:
+                raise StoreError(f"state store {self._path}: job {job.job_id} already exists")
+            self._execute(
+                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
+                _job_values(job),
+            )
+            event = JobEvent(job_id=job.job_id, time_s=job.submitted_s, state=job.state, reason=reason)
+            return self._append_job_event(event)
+
+    def get_job(self, job_id: str) -> JobRow | None:  # noqa: D102
+        row = self._query_one(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,))
+        return None if row is None else _job_row(row)
+
+    def list_jobs(self, states: Collection[str] | None = None) -> list[JobRow]:  # noqa: D102
+        sql = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+        params: tuple[Any, ...] = ()
+        if states is not None:
+            params = tuple(states)
+            sql += f" WHERE state IN ({', '.join('?' * len(params))})"
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY submitted_s, rowid", params).fetchall()
+        return [_job_row(row) for row in rows]
+
+    def transition_job(self, job_id: str, state: str, reason: str, time_s: float, *,  # noqa: D102
+                       expected_from: Collection[str], detail: dict[str, Any] | None = None,
+                       **fields: Any) -> JobEvent:
+        with self.transaction():
+            row = self._query_one("SELECT state FROM jobs WHERE job_id = ?", (job_id,))
+            current = None if row is None else str(row[0])
+            if current is None or current not in expected_from:
+                raise StateConflictError(
+                    job_id, current,
+                    f"job {job_id} is {current or 'unknown'}, not {' or '.join(sorted(expected_from))}; "
+                    f"it was not moved to {state}")
+            self._update_job(job_id, {"state": state, "reason": reason, "updated_s": time_s, **fields})
+            event = JobEvent(job_id=job_id, time_s=time_s, from_state=current, state=state, reason=reason,
+                             detail=detail or {})
+            return self._append_job_event(event)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:  # noqa: D102
+        with self.transaction():
+            if self._query_one("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)) is None:
+                raise StateConflictError(job_id, None, f"job {job_id} is unknown")
+            self._update_job(job_id, fields)
+
+    def job_events(self, job_id: str) -> list[JobEvent]:  # noqa: D102
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, job_id, time_s, from_state, state, reason, detail_json FROM job_events "
+                "WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+        return [JobEvent(id=r[0], job_id=r[1], time_s=r[2], from_state=r[3], state=r[4], reason=r[5],
+                         detail=json.loads(r[6])) for r in rows]
+
+    def _update_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:  # a programming error, not a user's: the columns are ours
+            raise ValueError(f"not updatable job fields: {sorted(unknown)}")
+        columns = {_JSON_FIELDS.get(name, name): json.dumps(value, sort_keys=True) if name in _JSON_FIELDS
+                   else value for name, value in fields.items()}
+        if columns:
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            self._execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*columns.values(), job_id))
+
+    def _append_job_event(self, event: JobEvent) -> JobEvent:
+        cursor = self._execute(
+            "INSERT INTO job_events (job_id, time_s, from_state, state, reason, detail_json) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event.job_id, event.time_s, event.from_state, event.state, event.reason,
+             json.dumps(event.detail, sort_keys=True)),
+        )
+        return event.model_copy(update={"id": int(cursor.lastrowid)})
 
     def close(self) -> None:  # noqa: D102
         with self._lock:
