@@ -50,7 +50,11 @@ class JobRow(BaseModel):
     deadline_s: float | None = Field(default=None, description="Absolute factory time; None: no deadline.")
     updated_s: float
     attempt: int = 0
-    progress: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] = Field(default_factory=dict,
+                                     description="What the job reported: step, metrics.")
+    schedule: dict[str, Any] = Field(default_factory=dict,
+                                     description="The scheduler's own facts about the job: admitted, at "
+                                     "risk, placement, run time so far.")
     accounting: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
 
@@ -146,12 +150,13 @@ class StateStore(ABC):
         """Move a job to `state` and append the event, in one transaction.
 
         Raises `StateConflictError` (and writes nothing) unless the job is in one of `expected_from`.
-        `fields` updates other columns at the same time (`attempt`, `progress`, `accounting`, `error`).
+        `fields` updates other columns at the same time (`attempt`, `progress`, `schedule`, `accounting`,
+        `error`).
         """
 
     @abstractmethod
     def update_job(self, job_id: str, **fields: Any) -> None:
-        """Update a job's `attempt`, `progress`, `accounting` or `error` without a transition."""
+        """Update a job's `attempt`, `progress`, `schedule`, `accounting` or `error` without a transition."""
 
     @abstractmethod
     def job_events(self, job_id: str) -> list[JobEvent]:

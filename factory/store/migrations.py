@@ -64,6 +64,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 updated_s REAL NOT NULL,
                 attempt INTEGER NOT NULL DEFAULT 0,
                 progress_json TEXT NOT NULL DEFAULT '{}',
+                schedule_json TEXT NOT NULL DEFAULT '{}',
                 accounting_json TEXT NOT NULL DEFAULT '{}',
                 error TEXT NOT NULL DEFAULT ''
             )""",

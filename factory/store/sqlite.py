@@ -23,15 +23,18 @@ from factory.store.migrations import MIGRATIONS, Migration
 
 BUSY_TIMEOUT_S = 30.0
 _JOB_COLUMNS = ("job_id", "name", "team", "kind", "spec_json", "spec_hash", "state", "reason", "submitted_s",
-                "deadline_s", "updated_s", "attempt", "progress_json", "accounting_json", "error")
-_JSON_FIELDS = {"spec": "spec_json", "progress": "progress_json", "accounting": "accounting_json"}
-_UPDATABLE = {"state", "reason", "updated_s", "attempt", "progress", "accounting", "error"}
+                "deadline_s", "updated_s", "attempt", "progress_json", "schedule_json", "accounting_json",
+                "error")
+_JSON_FIELDS = {"spec": "spec_json", "progress": "progress_json", "schedule": "schedule_json",
+                "accounting": "accounting_json"}
+_UPDATABLE = {"state", "reason", "updated_s", "attempt", "progress", "schedule", "accounting", "error"}
 
 
 def _job_values(job: JobRow) -> tuple[Any, ...]:
     return (job.job_id, job.name, job.team, job.kind, json.dumps(job.spec, sort_keys=True), job.spec_hash,
             job.state, job.reason, job.submitted_s, job.deadline_s, job.updated_s, job.attempt,
-            json.dumps(job.progress, sort_keys=True), json.dumps(job.accounting, sort_keys=True), job.error)
+            json.dumps(job.progress, sort_keys=True), json.dumps(job.schedule, sort_keys=True),
+            json.dumps(job.accounting, sort_keys=True), job.error)
 
 
 def _job_row(row: tuple[Any, ...]) -> JobRow:

@@ -1,0 +1,225 @@
+"""The live scheduler's step, without Ray: store + cluster + prices -> policy -> runners.
+
+`JobController.step()` is what the SchedulerActor runs on every tick and event. It
+  1. reconciles the store with what the runners report (a run that ended is written as SUCCEEDED,
+     FAILED or PAUSED; a runner that vanished leaves its job PAUSED, to resume from its checkpoint),
+  2. builds the policy's `Snapshot` from the jobs that are not over,
+  3. asks the policy (`factory.scheduling`, the same code `factory simulate` measures), and
+  4. carries out its decisions: each one written to the store first (the job's transition with its
+     reason and time), then done through the `Runners` port.
+
+Invariants:
+  * Write ahead, then act. A crash between the two is repaired by the next step: a job written as
+    RUNNING whose runner never started reports nothing and is set back to PAUSED (then restarted),
+    a job written as PAUSING is asked again; `Runners.start` is idempotent per attempt, so nothing
+    runs twice.
+  * Every transition is allowed by `factory.jobs.states`; a stale one (the job moved meanwhile, e.g.
+    it was cancelled) is refused by the store and skipped.
+  * No I/O of its own beyond the store and the runners; the clock is the caller's `now_s`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from factory.jobs.runners import RunnerReport, Runners, RunnerStatus
+from factory.jobs.snapshot import (
+    ClusterView,
+    job_view,
+    num_gpus,
+    placement_of,
+    ran_s,
+)
+from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
+from factory.scheduling.model import PriceOutlook, Snapshot
+from factory.store import JobRow, StateConflictError, StateStore
+
+ACTIVE = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED)
+
+
+@dataclass
+class StepResult:
+    """What one step did (for logs, metrics and tests)."""
+
+    started: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    finished: dict[str, str] = field(default_factory=dict)  # job id -> terminal state or PAUSED
+    waiting: dict[str, str] = field(default_factory=dict)   # job id -> reason
+
+
+class JobController:
+    """Runs a policy over the store's jobs and carries out its decisions through `runners`."""
+
+    def __init__(self, store: StateStore, runners: Runners, policy: Any, *, gpu_power_w: float,
+                 preempt_overhead_s: float = 0.0) -> None:
+        self.store, self.runners, self.policy = store, runners, policy
+        self.gpu_power_w = gpu_power_w
+        self.preempt_overhead_s = preempt_overhead_s
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def submit(self, spec: dict[str, Any], *, kind: str, name: str, team: str, spec_hash: str,
+               deadline_s: float | None, now_s: float, submitted_by: str = "") -> JobRow:
+        """Persist a new job as QUEUED (durable before this returns) and return it."""
+        job = JobRow(job_id=new_job_id(name), name=name, team=team, kind=kind, spec=spec,
+                     spec_hash=spec_hash, state=JobState.QUEUED, submitted_s=now_s, deadline_s=deadline_s,
+                     updated_s=now_s)
+        self.store.insert_job(job, reason=f"submitted by {submitted_by}" if submitted_by else "submitted")
+        return job
+
+    def cancel(self, job_id: str, now_s: float, by: str = "") -> JobRow:
+        """Cancel a job wherever it is: written first, then its runner (if any) is stopped."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise InvalidTransitionError(f"no job {job_id}; `factory jobs` lists the jobs")
+        check_transition(job_id, JobState(job.state), JobState.CANCELLED)
+        self._move(job, JobState.CANCELLED, f"cancelled by {by}" if by else "cancelled", now_s,
+                   **self._closing_run(job, now_s))
+        if JobState(job.state).holds_gpus:
+            self.runners.cancel(job_id)
+        return self.store.get_job(job_id) or job
+
+    # -- the step --------------------------------------------------------------------------------
+
+    def step(self, now_s: float, cluster: ClusterView, outlook: PriceOutlook | None) -> StepResult:
+        """Reconcile, decide, act (see the module docstring)."""
+        result = StepResult()
+        reports = self.runners.reports()
+        jobs = {job.job_id: job for job in self.store.list_jobs(ACTIVE)}
+        self._reconcile(jobs, reports, now_s, result)
+        jobs = {job.job_id: job for job in self.store.list_jobs(ACTIVE)}
+
+        # PAUSING jobs still hold their GPUs but are no longer the policy's to move.
+        node_gpus = dict(cluster.node_gpus)
+        for job in jobs.values():
+            if job.state == JobState.PAUSING:
+                for node, gpus in placement_of(job):
+                    node_gpus[node] = max(0, node_gpus.get(node, 0) - gpus)
+        schedulable = [job for job in jobs.values() if job.state != JobState.PAUSING]
+        gpu_free = [job for job in schedulable if num_gpus(job) == 0]
+        views = [job_view(job, now_s, self.gpu_power_w) for job in schedulable if num_gpus(job) > 0]
+        for job in gpu_free:  # no GPU, nothing to plan: a CPU-only job runs at once
+            if job.state != JobState.RUNNING:
+                self._start(job, (), now_s, "needs no GPU", result)
+        if not views:
+            return result
+        snapshot = Snapshot(now_s=now_s, node_gpus=node_gpus, jobs=views, prices=outlook,
+                            power_budget_w=cluster.power_budget_w, quotas=dict(cluster.quotas),
+                            preempt_overhead_s=self.preempt_overhead_s)
+        decisions = self.policy.decide(snapshot)
+        self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
+        jobs = {job.job_id: job for job in self.store.list_jobs(ACTIVE)}
+        for pause in decisions.pauses:
+            job = jobs[pause.job_id]
+            if self._move(job, JobState.PAUSING, f"{pause.reason}: {pause.detail}", now_s):
+                self.runners.pause(job.job_id)
+                result.paused.append(job.job_id)
+        price_now = float(outlook.price_per_mwh[0]) if outlook is not None else None
+        for start in decisions.starts:
+            job = jobs[start.job_id]
+            cap = job.spec.get("max_price_per_mwh")
+            if cap is not None and price_now is not None and price_now > float(cap):
+                self._wait(job, "price", f"the price ({price_now:.2f}/MWh) is above its max_price_per_mwh "
+                           f"({float(cap):.2f})", now_s, result)
+                continue
+            self._start(job, start.placement, now_s, "started", result)
+        for wait in decisions.waits:
+            self._wait(jobs[wait.job_id], str(wait.reason), wait.detail, now_s, result)
+        return result
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _reconcile(self, jobs: dict[str, JobRow], reports: dict[str, RunnerReport], now_s: float,
+                   result: StepResult) -> None:
+        """Write what the runners report; set jobs whose runner vanished back to PAUSED."""
+        for job_id, report in reports.items():
+            job = jobs.get(job_id)
+            if job is None or report.attempt != job.attempt or not JobState(job.state).holds_gpus:
+                # A runner of a job that is over (cancelled), or of an older attempt: stop and forget it.
+                if report.status.is_over:
+                    self.runners.release(job_id)
+                else:
+                    self.runners.cancel(job_id)
+                continue
+            if report.progress and report.progress != job.progress:
+                self.store.update_job(job_id, progress=report.progress)
+            if not report.status.is_over:
+                continue
+            closing = self._closing_run(job, now_s)
+            if report.status is RunnerStatus.SUCCEEDED:
+                moved = self._move(job, JobState.SUCCEEDED, "finished", now_s, **closing)
+            elif report.status is RunnerStatus.FAILED:
+                moved = self._move(job, JobState.FAILED, f"failed: {report.error}", now_s, error=report.error,
+                                   **closing)
+            elif report.status is RunnerStatus.PAUSED:
+                moved = self._paused(job, "stopped at a checkpoint", now_s, closing)
+            else:  # cancelled by someone else than the scheduler (e.g. `ray job stop`)
+                moved = self._move(job, JobState.CANCELLED, "its runner was cancelled", now_s, **closing)
+            if moved:
+                self.runners.release(job_id)
+                result.finished[job_id] = self.store.get_job(job_id).state  # type: ignore[union-attr]
+        for job in jobs.values():
+            if JobState(job.state).holds_gpus and job.job_id not in reports:
+                self._paused(job, "its runner is gone (node lost or process died); resumes from its "
+                             "latest checkpoint", now_s, self._closing_run(job, now_s))
+                result.finished[job.job_id] = JobState.PAUSED
+
+    def _paused(self, job: JobRow, reason: str, now_s: float, closing: dict[str, Any]) -> bool:
+        if job.state == JobState.RUNNING and not self._move(job, JobState.PAUSING, reason, now_s):
+            return False
+        current = self.store.get_job(job.job_id)
+        return current is not None and self._move(current, JobState.PAUSED, reason, now_s, **closing)
+
+    def _judged(self, jobs: dict[str, JobRow], admitted: tuple[str, ...], infeasible: dict[str, str]) -> None:
+        if not admitted:
+            return
+        with self.store.transaction():
+            for job_id in admitted:
+                schedule = {**jobs[job_id].schedule, "admitted": True}
+                if job_id in infeasible:
+                    schedule |= {"at_risk": True, "infeasible": infeasible[job_id]}
+                self.store.update_job(job_id, schedule=schedule)
+
+    def _start(self, job: JobRow, placement: tuple[tuple[str, int], ...], now_s: float, reason: str,
+               result: StepResult) -> None:
+        attempt = job.attempt + 1
+        schedule = {**job.schedule, "placement": [list(p) for p in placement], "started_s": now_s}
+        if self._move(job, JobState.RUNNING, reason, now_s, attempt=attempt, schedule=schedule):
+            started = self.store.get_job(job.job_id)
+            assert started is not None
+            self.runners.start(started, attempt, placement)
+            result.started.append(job.job_id)
+
+    def _wait(self, job: JobRow, category: str, detail: str, now_s: float, result: StepResult) -> None:
+        reason = f"{category}: {detail}"
+        result.waiting[job.job_id] = reason
+        if job.state == JobState.WAITING and job.reason.split(":", 1)[0] == category:
+            if job.reason != reason:  # same cause, new detail (e.g. a new planned start): no new event
+                self.store.update_job(job.job_id, reason=reason)
+            return
+        self._move(job, JobState.WAITING, reason, now_s)
+
+    def _closing_run(self, job: JobRow, now_s: float) -> dict[str, Any]:
+        """The schedule fields that close the job's current run, if it is running."""
+        if not JobState(job.state).holds_gpus or "started_s" not in job.schedule:
+            return {}
+        schedule = {key: value for key, value in job.schedule.items()
+                    if key not in ("started_s", "placement")}
+        runs = [*schedule.get("runs", []), [float(job.schedule["started_s"]), now_s, num_gpus(job)]]
+        return {"schedule": {**schedule, "run_s": ran_s(job, now_s), "runs": runs}}
+
+    def _move(self, job: JobRow, target: JobState, reason: str, now_s: float, **fields: Any) -> bool:
+        """Write one transition; False (nothing written) if the job moved meanwhile."""
+        try:
+            self.store.transition_job(job.job_id, target, reason, now_s, expected_from=predecessors(target),
+                                      **fields)
+        except StateConflictError:
+            return False
+        return True
+
+
+def new_job_id(name: str) -> str:
+    """A short unique id that starts with the job's name, e.g. `resnet-3f9c2a1b`."""
+    return f"{name[:40]}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,107 @@
+"""From the store's jobs, the cluster and the price forecast to the policy's `Snapshot`.
+
+Nomenclature (the `schedule` facts the controller keeps on each job row):
+  admitted, at_risk -- the policy has judged the job's deadline (at risk: reported infeasible).
+  run_s             -- run time of the job's finished runs (factory seconds on its GPUs).
+  started_s         -- start of the current run, while RUNNING.
+  placement         -- [[node, gpus], ...] of the current run, while RUNNING or PAUSING.
+  runs              -- [[start_s, end_s], ...] of the finished runs (the job's consumption profile).
+
+Invariants:
+  * A job's remaining run time is its estimate minus what it has run, never below
+    `MIN_REMAINING_FRACTION` of the estimate: a job that outlives its estimate is still a job that
+    needs its GPUs, not one that is done.
+  * A job the policy may pause is a preemptible `train` or `tune` job: a `command` has no checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from factory.jobs.states import JobState
+from factory.prices.models import Forecast
+from factory.scheduling.model import JobView, Phase, PriceOutlook
+from factory.store import JobRow
+
+MIN_REMAINING_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The GPUs the factory may schedule on (healthy nodes), its power budget and team quotas."""
+
+    node_gpus: Mapping[str, int]
+    power_budget_w: float | None = None
+    quotas: Mapping[str, int] = field(default_factory=dict)
+
+
+def num_gpus(job: JobRow) -> int:
+    """GPUs of the whole job (all workers)."""
+    return int(job.spec.get("num_workers", 1)) * int(job.spec.get("gpus_per_worker", 0))
+
+
+def preemptible(job: JobRow) -> bool:
+    """Whether the policy may pause the job (it resumes from its latest checkpoint)."""
+    return bool(job.spec.get("preemptible", True)) and job.kind != "command"
+
+
+def ran_s(job: JobRow, now_s: float) -> float:
+    """Factory seconds the job has run so far, the current run included."""
+    schedule = job.schedule
+    current = max(0.0, now_s - float(schedule["started_s"])) if JobState(job.state).holds_gpus and \
+        "started_s" in schedule else 0.0
+    return float(schedule.get("run_s", 0.0)) + current
+
+
+def remaining_s(job: JobRow, now_s: float) -> float:
+    """Run time the job still needs by its estimate (see the module invariants)."""
+    estimate_s = float(job.spec.get("estimated_duration_s", 0.0))
+    return max(estimate_s - ran_s(job, now_s), MIN_REMAINING_FRACTION * estimate_s, 1.0)
+
+
+def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
+    """The job as the policy sees it."""
+    schedule = job.schedule
+    if job.state == JobState.RUNNING:
+        phase = Phase.RUNNING
+    elif float(schedule.get("run_s", 0.0)) > 0:
+        phase = Phase.PAUSED
+    else:
+        phase = Phase.QUEUED
+    gpus_per_worker = int(job.spec.get("gpus_per_worker", 0))
+    return JobView(
+        job_id=job.job_id, num_gpus=num_gpus(job), power_w=gpu_power_w, submit_s=job.submitted_s,
+        remaining_s=remaining_s(job, now_s), phase=phase, deadline_s=job.deadline_s,
+        preemptible=preemptible(job), gpus_per_worker=gpus_per_worker or None, team=job.team,
+        priority=int(job.spec.get("priority", 0)),
+        placement=placement_of(job) if phase is Phase.RUNNING else (),
+        admitted=bool(schedule.get("admitted", False)), at_risk=bool(schedule.get("at_risk", False)),
+    )
+
+
+def placement_of(job: JobRow) -> tuple[tuple[str, int], ...]:
+    """Where the job's current run holds GPUs: ((node, gpus), ...)."""
+    return tuple((str(node), int(gpus)) for node, gpus in job.schedule.get("placement", []))
+
+
+def outlook_from_forecast(forecast: Forecast) -> PriceOutlook:
+    """The policy's price outlook from the GridPriceActor's forecast (known prices, then estimates).
+
+    An interval without any price (no estimate either) takes the last one before it, so a gap never
+    looks free.
+    """
+    prices = [point.price_per_mwh for point in forecast.points]
+    filled: list[float] = []
+    last = next((p for p in prices if p is not None), 0.0)
+    for price in prices:
+        last = last if price is None else price
+        filled.append(float(last))
+    return PriceOutlook(
+        starts_s=np.array([point.start_s for point in forecast.points], dtype=float),
+        interval_s=float(forecast.interval_s),
+        price_per_mwh=np.array(filled, dtype=float),
+        known=np.array([point.known for point in forecast.points], dtype=bool),
+    )

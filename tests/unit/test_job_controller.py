@@ -1,0 +1,227 @@
+"""The live scheduler's step on a real SQLite store and the real price-aware policy, with runners in
+memory: what users of `factory jobs` / `factory job ID` see happen to their jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factory.jobs.controller import JobController
+from factory.jobs.runners import RunnerReport, RunnerStatus
+from factory.jobs.snapshot import ClusterView
+from factory.jobs.states import InvalidTransitionError
+from factory.scheduling import FifoPolicy, PriceAwarePolicy
+from factory.scheduling.model import PriceOutlook
+from factory.store import JobRow, SQLiteStore
+
+HOUR = 3600.0
+T0 = 1_700_002_800.0  # on the hour
+CLUSTER = ClusterView({"node-a": 4})
+
+
+class MemoryRunners:
+    """Runners that do nothing but remember: the test plays the part of the training."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, RunnerReport] = {}
+        self.calls: list[tuple[str, str, int]] = []
+
+    def start(self, job: JobRow, attempt: int, placement: tuple[tuple[str, int], ...]) -> None:
+        current = self.live.get(job.job_id)
+        if current is not None and current.attempt == attempt:
+            return  # idempotent per attempt
+        self.calls.append(("start", job.job_id, attempt))
+        self.live[job.job_id] = RunnerReport(job.job_id, attempt, RunnerStatus.RUNNING)
+
+    def pause(self, job_id: str) -> None:
+        self.calls.append(("pause", job_id, self.live[job_id].attempt))
+
+    def cancel(self, job_id: str) -> None:
+        self.calls.append(("cancel", job_id, self.live[job_id].attempt))
+        self.finish(job_id, RunnerStatus.CANCELLED)
+
+    def reports(self) -> dict[str, RunnerReport]:
+        return dict(self.live)
+
+    def release(self, job_id: str) -> None:
+        self.live.pop(job_id)
+
+    # what the training does
+    def finish(self, job_id: str, status: RunnerStatus, error: str = "", **progress: object) -> None:
+        current = self.live[job_id]
+        self.live[job_id] = RunnerReport(job_id, current.attempt, status, dict(progress), error)
+
+    def started(self) -> list[tuple[str, int]]:
+        return [(job_id, attempt) for call, job_id, attempt in self.calls if call == "start"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def outlook(now_s: float, hourly: list[float]) -> PriceOutlook:
+    """Hourly prices from the hour containing `now_s`."""
+    start_s = T0 + HOUR * int((now_s - T0) // HOUR)
+    return PriceOutlook(np.array([start_s + HOUR * i for i in range(len(hourly))]), HOUR,
+                        np.array(hourly, dtype=float), np.ones(len(hourly), dtype=bool))
+
+
+def submit(controller: JobController, name: str = "train", *, gpus: int = 2, estimate_s: float = HOUR,
+           deadline_h: float | None = 6.0, now_s: float = T0, **spec: object) -> str:
+    full = {"name": name, "num_workers": 1, "gpus_per_worker": gpus, "estimated_duration_s": estimate_s,
+            "preemptible": True, **spec}
+    job = controller.submit(full, kind=str(spec.get("kind", "train")), name=name, team="vision",
+                            spec_hash="h", now_s=now_s, submitted_by="cli:alice",
+                            deadline_s=None if deadline_h is None else now_s + deadline_h * HOUR)
+    return job.job_id
+
+
+def timeline(store: SQLiteStore, job_id: str) -> list[str]:
+    return [event.state for event in store.job_events(job_id)]
+
+
+def make(store: SQLiteStore, policy: object | None = None) -> tuple[JobController, MemoryRunners]:
+    runners = MemoryRunners()
+    return JobController(store, runners, policy or PriceAwarePolicy(), gpu_power_w=700.0), runners
+
+
+def test_a_job_waits_for_the_cheap_hour_then_runs_and_succeeds(store: SQLiteStore) -> None:
+    controller, runners = make(store)
+    job_id = submit(controller)
+    assert store.get_job(job_id).state == "QUEUED"  # type: ignore[union-attr]
+
+    result = controller.step(T0, CLUSTER, outlook(T0, [90, 90, 10, 90, 90, 90, 90]))
+    job = store.get_job(job_id)
+    assert job is not None and job.state == "WAITING" and job.reason.startswith("price: planned to run from")
+    assert result.waiting[job_id] == job.reason and runners.calls == []
+
+    # Still the dear hour: same cause, no new timeline entry.
+    controller.step(T0 + 600, CLUSTER, outlook(T0 + 600, [90, 90, 10, 90, 90, 90, 90]))
+    assert timeline(store, job_id) == ["QUEUED", "WAITING"]
+
+    cheap_s = T0 + 2 * HOUR
+    controller.step(cheap_s, CLUSTER, outlook(cheap_s, [10, 90, 90, 90, 90]))
+    assert runners.started() == [(job_id, 1)]
+    running = store.get_job(job_id)
+    assert running is not None and (running.state, running.attempt) == ("RUNNING", 1)
+
+    runners.finish(job_id, RunnerStatus.SUCCEEDED, step=100, loss=0.01)
+    result = controller.step(cheap_s + HOUR, CLUSTER, outlook(cheap_s + HOUR, [90, 90, 90, 90]))
+    done = store.get_job(job_id)
+    assert done is not None and done.state == "SUCCEEDED" and result.finished == {job_id: "SUCCEEDED"}
+    assert done.progress == {"step": 100, "loss": 0.01}
+    assert done.schedule["run_s"] == pytest.approx(HOUR)
+    assert done.schedule["runs"] == [[cheap_s, cheap_s + HOUR, 2]]
+    assert timeline(store, job_id) == ["QUEUED", "WAITING", "RUNNING", "SUCCEEDED"]
+    assert runners.live == {}  # released once written
+
+
+def test_a_deadline_that_forbids_waiting_starts_the_job_in_the_dear_hour(store: SQLiteStore) -> None:
+    controller, runners = make(store)
+    job_id = submit(controller, estimate_s=HOUR, deadline_h=1.5)
+    controller.step(T0, CLUSTER, outlook(T0, [90, 10, 10, 10]))
+    assert runners.started() == [(job_id, 1)]
+
+
+def test_a_price_spike_pauses_a_running_job_which_resumes_as_a_new_attempt(store: SQLiteStore) -> None:
+    controller, runners = make(store)
+    job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
+    controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert runners.started() == [(job_id, 1)]
+
+    spike_s = T0 + HOUR
+    result = controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert result.paused == [job_id] and ("pause", job_id, 1) in runners.calls
+    pausing = store.get_job(job_id)
+    assert pausing is not None and pausing.state == "PAUSING" and pausing.reason.startswith("price")
+
+    runners.finish(job_id, RunnerStatus.PAUSED, step=50)
+    controller.step(spike_s + 60, CLUSTER, outlook(spike_s + 60, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    paused = store.get_job(job_id)
+    assert paused is not None and paused.state in ("PAUSED", "WAITING")
+    assert paused.schedule["run_s"] == pytest.approx(HOUR + 60)  # it ran until it stopped
+    assert paused.progress == {"step": 50}
+
+    cheap_s = T0 + 3 * HOUR
+    controller.step(cheap_s, CLUSTER, outlook(cheap_s, [10, 10, 90, 90, 90, 90, 90]))
+    assert runners.started() == [(job_id, 1), (job_id, 2)]
+    assert timeline(store, job_id)[:5] == ["QUEUED", "RUNNING", "PAUSING", "PAUSED", "WAITING"]
+    assert timeline(store, job_id)[-1] == "RUNNING"
+
+
+def test_cancel_stops_a_running_job_and_refuses_a_finished_one(store: SQLiteStore) -> None:
+    controller, runners = make(store, FifoPolicy())
+    queued, running = submit(controller, "a", gpus=4), submit(controller, "b", gpus=4)
+    controller.step(T0, CLUSTER, None)
+    assert runners.started() == [(queued, 1)]
+    cancelled = controller.cancel(queued, T0 + 10, by="cli:bob")
+    assert cancelled.state == "CANCELLED" and cancelled.reason == "cancelled by cli:bob"
+    assert ("cancel", queued, 1) in runners.calls
+    controller.cancel(running, T0 + 11)  # a waiting job: nothing to stop
+    controller.step(T0 + 20, CLUSTER, None)
+    assert runners.live == {} and runners.started() == [(queued, 1)]
+    with pytest.raises(InvalidTransitionError, match=f"job {queued} is already CANCELLED"):
+        controller.cancel(queued, T0 + 30)
+    with pytest.raises(InvalidTransitionError, match="no job nope"):
+        controller.cancel("nope", T0 + 30)
+
+
+def test_a_failed_run_is_failed_with_its_error(store: SQLiteStore) -> None:
+    controller, runners = make(store, FifoPolicy())
+    job_id = submit(controller)
+    controller.step(T0, CLUSTER, None)
+    runners.finish(job_id, RunnerStatus.FAILED, error="RuntimeError: loss is NaN")
+    controller.step(T0 + 60, CLUSTER, None)
+    job = store.get_job(job_id)
+    assert job is not None and job.state == "FAILED" and job.error == "RuntimeError: loss is NaN"
+    assert job.reason == "failed: RuntimeError: loss is NaN"
+
+
+def test_a_job_whose_runner_vanished_is_paused_and_started_again(store: SQLiteStore) -> None:
+    controller, runners = make(store, FifoPolicy())
+    job_id = submit(controller)
+    controller.step(T0, CLUSTER, None)
+    runners.live.clear()  # the node died with the runner
+    result = controller.step(T0 + 300, CLUSTER, None)
+    assert result.finished == {job_id: "PAUSED"}
+    assert runners.started() == [(job_id, 1), (job_id, 2)]  # fifo resumes it at once, as a new attempt
+    job = store.get_job(job_id)
+    assert job is not None and job.state == "RUNNING" and job.schedule["run_s"] == pytest.approx(300)
+    assert "its runner is gone" in store.job_events(job_id)[-2].reason
+
+
+def test_a_restarted_scheduler_reattaches_without_starting_anything_twice(store: SQLiteStore) -> None:
+    controller, runners = make(store, FifoPolicy())
+    first, second = submit(controller, "a", gpus=2), submit(controller, "b", gpus=2)
+    controller.step(T0, CLUSTER, None)
+    # The scheduler dies; Ray restarts it over the same store, and the runners (named actors) live on.
+    restarted = JobController(store, runners, FifoPolicy(), gpu_power_w=700.0)
+    restarted.step(T0 + 5, CLUSTER, None)
+    restarted.step(T0 + 10, CLUSTER, None)
+    assert runners.started() == [(first, 1), (second, 1)]
+    assert [job.state for job in store.list_jobs()] == ["RUNNING", "RUNNING"]
+
+
+def test_a_job_needing_no_gpu_runs_at_once_and_a_price_cap_holds_a_job(store: SQLiteStore) -> None:
+    controller, runners = make(store)
+    cpu_only = submit(controller, "cpu", gpus=0)
+    capped = submit(controller, "capped", deadline_h=1.5, max_price_per_mwh=50.0)
+    controller.step(T0, CLUSTER, outlook(T0, [90, 10, 10]))
+    assert runners.started() == [(cpu_only, 1)]
+    job = store.get_job(capped)
+    assert job is not None and job.state == "WAITING" and "above its max_price_per_mwh" in job.reason
+
+
+def test_infeasible_at_admission_is_recorded_on_the_job(store: SQLiteStore) -> None:
+    controller, _ = make(store)
+    job_id = submit(controller, gpus=4, estimate_s=2 * HOUR, deadline_h=1.0)
+    controller.step(T0, CLUSTER, outlook(T0, [90, 10, 10]))
+    job = store.get_job(job_id)
+    assert job is not None and job.schedule["admitted"] and job.schedule["at_risk"]
+    assert "before its deadline" in job.schedule["infeasible"]
