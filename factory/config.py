@@ -119,6 +119,23 @@ class SchedulerConfig(_Section):
         "its telemetry actor, one that leaves is recorded as down, within about this long)."
     )
     power_budget_w: float | None = Field(None, gt=0, description="Facility GPU power cap in W.")
+    policy: Literal["price-aware", "fifo", "priority"] = Field(
+        "price-aware", description="The scheduling policy (the same code `factory simulate` measures)."
+    )
+    tick_s: float = Field(
+        2.0, gt=0, description="Real seconds between scheduling decisions when nothing happens; a "
+        "submit, cancel, finished run or price change decides at once."
+    )
+    gpu_power_w: float = Field(
+        700.0, gt=0, description="Planning estimate of one busy GPU's draw (energy is measured)."
+    )
+    preempt_overhead_s: float = Field(
+        0.0, ge=0, description="Run time a pause and resume costs a job (checkpoint, restart), in "
+        "factory seconds; the policy pauses only when the saving outweighs it."
+    )
+    quotas: dict[str, int] = Field(
+        default_factory=dict, description="Guaranteed GPUs per team; idle ones may be borrowed."
+    )
 
 
 class RegistryConfig(_Section):
