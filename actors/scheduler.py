@@ -1,11 +1,15 @@
-"""SchedulerActor: the control plane's entry point. Scheduling arrives with issues 5 and 6.
+"""SchedulerActor: the control plane's entry point and the live scheduler.
 
-Today it answers what a client needs to know about the factory (`factory_info`), owns the audit
-log's read and write API (so every component writes audit events through one place), and runs the
-control loop: every `scheduler.interval_s` wall seconds it reconciles the cluster with the factory
-(a node that joined, e.g. by autoscaling, gets its telemetry actor; a node that left is recorded as
-down, audited, and its telemetry actor removed). A failed step is recorded as `last_error` and the
-loop goes on.
+It takes job submissions (persisted before they are acknowledged) and runs the scheduling loop: a
+`JobController.step` (the policy of `scheduler.policy` over the store's jobs, the cluster's GPUs and
+the GridPriceActor's forecast; decisions written ahead, then carried out by JobRunner actors) every
+`scheduler.tick_s` real seconds, at every price interval boundary, and at once on a submit, a cancel
+or a runner that finished (runners call `wake`). It also answers what a client needs to know about
+the factory (`factory_info`), owns the audit log's read and write API (so every component writes
+audit events through one place), and runs the control loop: every `scheduler.interval_s` wall
+seconds it reconciles the cluster with the factory (a node that joined, e.g. by autoscaling, gets
+its telemetry actor; a node that left is recorded as down, audited, and its telemetry actor
+removed). A failed step is recorded as `last_error` and the loop goes on.
 
 Node records (`node_records()`) live in the scheduler's durable state, so a node that went down is
 still reported after a restart of the scheduler or of the factory. They belong to one Ray cluster
@@ -15,11 +19,24 @@ still reported after a restart of the scheduler or of the factory. They belong t
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import Any
 
+import ray
+
 from actors.control_plane import ControlPlaneActor
+from factory.errors import FactoryError
+from factory.jobs.controller import JobController, StepResult
+from factory.jobs.ray_runners import RayRunners
+from factory.jobs.snapshot import ClusterView, outlook_from_forecast
+from factory.jobs.spec import ClusterCapacity, parse_job_spec, spec_hash, validate_for_submission
+from factory.scheduling import make_policy
+from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent
 from factory.version import __version__
+
+OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
 
 
 class SchedulerActor(ControlPlaneActor):
@@ -34,6 +51,118 @@ class SchedulerActor(ControlPlaneActor):
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
             self._record_error(exc)
         self._stopping = self._run_every(self.config.scheduler.interval_s, self.reconcile, "control-loop")
+        settings = self.config.scheduler
+        self._runners = RayRunners(self.config.state_dir / "runs", self.config.state_dir / "logs")
+        self._controller = JobController(self.store, self._runners, make_policy(settings.policy),
+                                         gpu_power_w=settings.gpu_power_w,
+                                         preempt_overhead_s=settings.preempt_overhead_s)
+        self._jobs_lock = threading.Lock()
+        self._wake_event = threading.Event()
+        self._last_step: dict[str, Any] = {}
+        self._scheduling_thread = threading.Thread(target=self._scheduling_loop, name="scheduling-loop",
+                                                   daemon=True)
+        self._scheduling_thread.start()
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def submit_job(self, spec: dict[str, Any], submitted_by: str = "",
+                   source: str | None = None) -> dict[str, Any]:
+        """Validate and persist a job (QUEUED); return its row. Nothing is stored if it is refused."""
+        assert self.clock is not None
+        parsed = parse_job_spec(spec, source or "job spec")
+        now_s = self.clock.now_s()
+        deadline_s = validate_for_submission(parsed, now_s, ClusterCapacity.from_ray_nodes(ray.nodes()),
+                                             source=source)
+        stored = parsed.model_dump(mode="json")
+        with self._jobs_lock, self.store.transaction():
+            job = self._controller.submit(stored, kind=parsed.kind, name=parsed.name, team=parsed.team,
+                                          spec_hash=spec_hash(parsed), deadline_s=deadline_s, now_s=now_s,
+                                          submitted_by=submitted_by)
+            self.audit("job.submitted", job.job_id, actor=submitted_by or None, name=job.name, team=job.team,
+                       kind=job.kind, spec_hash=job.spec_hash)
+        self.wake()
+        return job.model_dump(mode="json")
+
+    def cancel_job(self, job_id: str, cancelled_by: str = "") -> dict[str, Any]:
+        """Cancel a job wherever it is (written first, then its runner is stopped)."""
+        assert self.clock is not None
+        with self._jobs_lock:
+            job = self._controller.cancel(job_id, self.clock.now_s(), by=cancelled_by)
+            self.audit("job.cancelled", job_id, actor=cancelled_by or None)
+        self.wake()
+        return job.model_dump(mode="json")
+
+    def jobs(self, states: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every job (in these states, if given), in submission order."""
+        return [job.model_dump(mode="json") for job in self.store.list_jobs(states)]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """{"job": the job's row, "events": its timeline}; `FactoryError` if there is no such job."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise FactoryError(f"no job {job_id}; `factory jobs` lists the jobs")
+        return {"job": job.model_dump(mode="json"),
+                "events": [event.model_dump(mode="json") for event in self.store.job_events(job_id)]}
+
+    def job_logs(self, job_id: str, tail_lines: int = 200) -> str:
+        """The last lines of the job's log (kept after it ended)."""
+        self.job(job_id)  # a one-line error for an unknown id
+        return self._runners.logs(job_id, tail_lines)
+
+    def wake(self) -> None:
+        """Decide now (a submit, a cancel, a runner that finished)."""
+        self._wake_event.set()
+
+    def schedule_now(self) -> dict[str, Any]:
+        """Run one scheduling step now and return what it did."""
+        assert self.clock is not None
+        with self._jobs_lock:
+            now_s = self.clock.now_s()
+            needs_prices = getattr(self._controller.policy, "needs_prices", False)
+            outlook = self._outlook(now_s) if needs_prices else None
+            result = self._controller.step(now_s, self._cluster_view(), outlook)
+        self._last_step = {"time_s": now_s, **_step_json(result)}
+        return self._last_step
+
+    def _scheduling_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.schedule_now()
+            except Exception as exc:  # noqa: BLE001 - one bad step never stops scheduling
+                self._record_error(exc)
+            self._wake_event.wait(self._seconds_to_next_decision())
+            self._wake_event.clear()
+
+    def _seconds_to_next_decision(self) -> float:
+        """Real seconds until the next tick or the next price interval boundary, whichever is first."""
+        assert self.clock is not None
+        tick_s = self.config.scheduler.tick_s
+        interval_s = self._price_interval_s
+        if not interval_s:
+            return tick_s
+        now_s = self.clock.now_s()
+        boundary_s = (math.floor(now_s / interval_s) + 1) * interval_s
+        return max(0.01, min(tick_s, self.clock.wall_seconds_for(boundary_s - now_s) + 0.01))
+
+    _price_interval_s: float | None = None
+
+    def _outlook(self, now_s: float) -> PriceOutlook:
+        from factory.control_plane import GRID_PRICE, call_actor, get_actor
+
+        waiting = self.store.list_jobs(["QUEUED", "WAITING", "RUNNING", "PAUSED"])
+        deadlines = [job.deadline_s for job in waiting if job.deadline_s is not None]
+        hours = max([OUTLOOK_MIN_H, *((deadline_s - now_s) / 3600.0 + 1.0 for deadline_s in deadlines)])
+        forecast = call_actor(get_actor(GRID_PRICE).forecast.remote(min(hours, OUTLOOK_MAX_H)), GRID_PRICE,
+                              timeout_s=30.0)
+        self._price_interval_s = float(forecast.interval_s)
+        return outlook_from_forecast(forecast)
+
+    def _cluster_view(self) -> ClusterView:
+        settings = self.config.scheduler
+        node_gpus = {node["NodeID"]: int(node.get("Resources", {}).get("GPU", 0))
+                     for node in ray.nodes() if node["Alive"]}
+        return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
+                           power_budget_w=settings.power_budget_w, quotas=dict(settings.quotas))
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
@@ -131,3 +260,8 @@ class SchedulerActor(ControlPlaneActor):
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest `limit` audit events, oldest first."""
         return self.store.list_audit(limit=limit, action_prefix=action_prefix)
+
+
+def _step_json(result: StepResult) -> dict[str, Any]:
+    return {"started": result.started, "paused": result.paused, "finished": result.finished,
+            "waiting": result.waiting}

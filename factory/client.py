@@ -7,9 +7,12 @@ actors; `factory up` does that.
 
 from __future__ import annotations
 
+import getpass
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import ray
@@ -28,8 +31,10 @@ from factory.control_plane import (
     get_actor,
     telemetry_name,
 )
-from factory.errors import ClusterError, summary_line
+from factory.errors import ClusterError, FactoryError, summary_line
 from factory.health import ActorHealth
+from factory.jobs.spec import JobSpec, load_job_spec, parse_job_spec
+from factory.jobs.states import JobState
 from factory.prices.models import (
     ConsumptionInterval,
     EnergyCost,
@@ -39,11 +44,12 @@ from factory.prices.models import (
     PriceNow,
 )
 from factory.ray_cluster import RayConnection, connect_ray, current_connection
-from factory.store import AuditEvent
+from factory.store import AuditEvent, JobEvent, JobRow
 from factory.telemetry.facility import facility_view, merge_job_energy, sorted_gpus
 from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeStatus
 
 HEALTH_TIMEOUT_S = 10.0
+SCHEDULER_RESTART_GRACE_S = 60.0  # `wait` rides out a scheduler restart this long
 
 
 class ClockStatus(BaseModel):
@@ -244,6 +250,76 @@ class FactoryClient:
         """Stop the scheduler's control loop (before `down` removes actors)."""
         return _answer(self._scheduler.stop_control_loop.remote(), SCHEDULER)
 
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec | dict[str, Any] | str | Path, submitted_by: str | None = None) -> str:
+        """Submit a job (a `JobSpec`, a dict, or a YAML file's path); return its id once it is stored.
+
+        The spec is checked here first (a one-line `ConfigError` naming the field), then by the
+        scheduler against the cluster (GPUs it can never offer, a deadline already past).
+        """
+        source = None
+        if isinstance(spec, str | Path):
+            source = str(spec)
+            spec = load_job_spec(spec)
+        elif isinstance(spec, dict):
+            spec = parse_job_spec(spec)
+        job = _answer(self._scheduler.submit_job.remote(spec.model_dump(mode="json"),
+                                                        submitted_by or _who(), source), SCHEDULER)
+        return str(job["job_id"])
+
+    def jobs(self, states: list[str] | None = None) -> list[JobRow]:
+        """Every job (in these states, if given), in submission order."""
+        return [JobRow.model_validate(job) for job in _answer(self._scheduler.jobs.remote(states), SCHEDULER)]
+
+    def job(self, job_id: str) -> JobDetail:
+        """One job with its timeline (every transition, its reason and time)."""
+        answer = _answer(self._scheduler.job.remote(job_id), SCHEDULER)
+        return JobDetail(job=JobRow.model_validate(answer["job"]),
+                         events=[JobEvent.model_validate(event) for event in answer["events"]])
+
+    def cancel(self, job_id: str, cancelled_by: str | None = None) -> JobRow:
+        """Cancel a job wherever it is; return it (CANCELLED)."""
+        return JobRow.model_validate(
+            _answer(self._scheduler.cancel_job.remote(job_id, cancelled_by or _who()), SCHEDULER))
+
+    def logs(self, job_id: str, tail_lines: int = 200) -> str:
+        """The last lines of a job's log (kept after the job ended)."""
+        return _answer(self._scheduler.job_logs.remote(job_id, tail_lines), SCHEDULER)
+
+    def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
+             on_change: Callable[[JobRow], None] | None = None) -> JobRow:
+        """Wait (real seconds) until the job is over; return it. `on_change` sees every new state/reason.
+
+        Raises `FactoryError` if `timeout_s` passes first.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        seen: tuple[str, str] | None = None
+        unreachable_since: float | None = None
+        while True:
+            try:
+                job = self.job(job_id).job
+            except ClusterError:
+                # The scheduler is restarting (Ray restarts it; it reloads its jobs): ride it out.
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > SCHEDULER_RESTART_GRACE_S:
+                    raise
+                time.sleep(poll_s)
+                continue
+            unreachable_since = None
+            if on_change is not None and (job.state, job.reason) != seen:
+                on_change(job)
+                seen = (job.state, job.reason)
+            if JobState(job.state).is_terminal:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise FactoryError(f"job {job_id} is still {job.state} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def schedule_now(self) -> dict[str, Any]:
+        """Make the scheduler decide now; return what it did (for scripts and tests)."""
+        return _answer(self._scheduler.schedule_now.remote(), SCHEDULER)
+
     def record_audit(
         self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
     ) -> int:
@@ -322,3 +398,19 @@ def _answer(ref: ray.ObjectRef, name: str) -> Any:
 def _not_ok(name: str, status: Literal["unreachable", "missing"], why: object) -> ActorHealth:
     kind = name.split(":", 1)[0]
     return ActorHealth(name=name, kind=kind, status=status, last_error=summary_line(why))
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """A job and its timeline, oldest transition first."""
+
+    job: JobRow
+    events: list[JobEvent]
+
+
+def _who() -> str:
+    """Who submits or cancels, for the audit log: `sdk:<OS user>`."""
+    try:
+        return f"sdk:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "sdk:unknown"

@@ -212,9 +212,11 @@ def demo(config_path: str | None, take_down: bool, watch_s: float) -> None:
                     take_down=take_down, watch_s=watch_s, echo=click.echo)
 
 
-from factory.cli.simulate import simulate  # noqa: E402 - the command lives in its own module
+from factory.cli.jobs import cancel, job, jobs, logs, submit  # noqa: E402 - commands in their own modules
+from factory.cli.simulate import simulate  # noqa: E402
 
-cli.add_command(simulate)
+for command in (simulate, submit, jobs, job, cancel, logs):
+    cli.add_command(command)
 
 
 def main() -> None:

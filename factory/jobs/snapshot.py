@@ -11,7 +11,8 @@ Invariants:
   * A job's remaining run time is its estimate minus what it has run, never below
     `MIN_REMAINING_FRACTION` of the estimate: a job that outlives its estimate is still a job that
     needs its GPUs, not one that is done.
-  * A job the policy may pause is a preemptible `train` or `tune` job: a `command` has no checkpoint.
+  * A job the policy may pause is a preemptible `train` job: a `command` has no checkpoint, and a
+    `tune` sweep holds its GPUs until it ends (its trials are not resumable one by one here).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def num_gpus(job: JobRow) -> int:
 
 def preemptible(job: JobRow) -> bool:
     """Whether the policy may pause the job (it resumes from its latest checkpoint)."""
-    return bool(job.spec.get("preemptible", True)) and job.kind != "command"
+    return bool(job.spec.get("preemptible", True)) and job.kind == "train"
 
 
 def ran_s(job: JobRow, now_s: float) -> float:

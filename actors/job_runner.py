@@ -1,0 +1,299 @@
+"""JobRunner: one Ray actor per running factory job; the scheduler's hands.
+
+It runs one attempt of its job on a thread, so that the scheduler's calls (`report`,
+`request_pause`, `cancel`, `logs`) are answered while the job trains:
+  * `train`   -- Ray Train's `TorchTrainer` on `num_workers` workers (gloo on CPU, nccl where the
+                 runner sees CUDA), under the run name = the job id and the factory's runs directory,
+                 so a resumed attempt continues from the run's latest checkpoint (Ray Train v2 reloads
+                 its checkpoint manager from that storage path). Worker failures are retried by Ray
+                 Train itself (`FailureConfig(max_failures=max_retries)`), from the latest checkpoint.
+  * `tune`    -- a Ray Tune sweep (`Tuner.fit()`), one trial per worker slot; not pausable.
+  * `command` -- a Ray Job (`JobSubmissionClient`), so it shows in the dashboard's Jobs tab and in
+                 `ray job logs`; not pausable.
+
+Pausing is cooperative: `request_pause` creates the job's stop file (`FACTORY_STOP_FILE` in the
+workers' environment, see `factory.train.stop`); the loop checkpoints, sees it and returns, and the
+runner reports PAUSED. A run that was asked to pause always reports PAUSED, even if it had just
+finished: resuming such a run finds the last checkpoint complete and ends at once (SUCCEEDED), so
+no work is lost or repeated.
+
+Invariants:
+  * The runner is named `runner:<job id>` (namespace `factory`, detached) and remembers its attempt,
+    so a restarted scheduler re-attaches to it by name; it is never restarted by Ray (a lost runner
+    is a job to resume as a new attempt, from its checkpoint).
+  * Everything the runner learns (its start, each reported metric, the end, an error with its
+    traceback) is appended to `<state_dir>/logs/<job id>.log`, which outlives the runner.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from factory.jobs.runners import RunnerStatus
+from factory.ray_cluster import NAMESPACE
+from factory.store import JobRow
+
+RUNNER_PREFIX = "runner:"
+SCHEDULER_NAME = "scheduler"  # factory.control_plane.SCHEDULER (importing it here would be circular)
+LOG_TAIL_LINES = 200
+CHECKPOINTS_KEPT = 2  # the latest to resume from, and the one before it in case the latest is torn
+
+
+def runner_name(job_id: str) -> str:
+    """The runner actor's name for `job_id`."""
+    return f"{RUNNER_PREFIX}{job_id}"
+
+
+def stop_file(runs_dir: Path, job_id: str) -> Path:
+    """The file whose existence asks `job_id`'s training loop to stop at its next checkpoint."""
+    return runs_dir / job_id / "STOP"
+
+
+class JobRunner:
+    """Runs one attempt of one job; see the module docstring."""
+
+    def __init__(self, job: dict[str, Any], attempt: int, runs_dir: str, logs_dir: str,
+                 dashboard_url: str | None = None) -> None:
+        self.job = JobRow.model_validate(job)
+        self.attempt = attempt
+        self.runs_dir, self.logs_dir = Path(runs_dir), Path(logs_dir)
+        self.dashboard_url = dashboard_url
+        self._status = RunnerStatus.STARTING
+        self._progress: dict[str, Any] = {}
+        self._error = ""
+        self._pause_requested = False
+        self._cancelled = False
+        self._submission_id: str | None = None
+        self._lock = threading.Lock()
+        self._stop_file = stop_file(self.runs_dir, self.job.job_id)
+        self._stop_file.parent.mkdir(parents=True, exist_ok=True)
+        self._stop_file.unlink(missing_ok=True)  # a new attempt must not stop at once
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._log_path = self.logs_dir / f"{self.job.job_id}.log"
+        self._log(f"attempt {attempt}: starting {self.job.kind} job '{self.job.name}'")
+        self._thread = threading.Thread(target=self._work, name=f"job-{self.job.job_id}", daemon=True)
+        self._thread.start()
+
+    # -- the scheduler's calls ------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """{job_id, attempt, status, progress, error}: the `RunnerReport` fields."""
+        with self._lock:
+            return {"job_id": self.job.job_id, "attempt": self.attempt, "status": str(self._status),
+                    "progress": dict(self._progress), "error": self._error}
+
+    def request_pause(self) -> None:
+        """Ask the training loop to stop at its next checkpoint."""
+        with self._lock:
+            self._pause_requested = True
+        self._stop_file.touch()
+        self._log("pause requested: stopping at the next checkpoint")
+
+    def cancel(self) -> None:
+        """Stop a `command` job's Ray Job; the scheduler then kills this actor (and its trainer)."""
+        with self._lock:
+            self._cancelled = True
+        self._log("cancelled")
+        if self._submission_id is not None:
+            try:
+                self._job_client().stop_job(self._submission_id)
+            except Exception as exc:  # noqa: BLE001 - the actor is killed next anyway
+                self._log(f"stopping Ray job {self._submission_id} failed: {exc}")
+
+    def on_metrics(self, metrics: dict[str, Any]) -> None:
+        """A metrics report from the training (Ray Train's controller calls this, see `_Progress`)."""
+        with self._lock:
+            self._progress = {key: value for key, value in metrics.items()
+                              if isinstance(value, int | float | str | bool)}
+        self._log("report " + " ".join(f"{key}={value}" for key, value in self._progress.items()))
+
+    def logs(self, tail_lines: int = LOG_TAIL_LINES) -> str:
+        """The job's log (this attempt and the earlier ones), its last `tail_lines` lines."""
+        return read_log(self._log_path, tail_lines)
+
+    # -- the work ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            kind = self.job.kind
+            if kind == "train":
+                self._train()
+            elif kind == "tune":
+                self._tune()
+            elif kind == "command":
+                self._command()
+            else:
+                raise ValueError(f"unknown job kind '{kind}'")
+        except BaseException as exc:  # noqa: BLE001 - reported to the scheduler as the job's error
+            self._log("failed:\n" + "".join(traceback.format_exception(exc)).rstrip())
+            self._finish(RunnerStatus.FAILED, error=_one_line(exc))
+            return
+        with self._lock:
+            paused = self._pause_requested
+        self._finish(RunnerStatus.PAUSED if paused else RunnerStatus.SUCCEEDED)
+
+    def _finish(self, status: RunnerStatus, error: str = "") -> None:
+        with self._lock:
+            if self._cancelled:
+                status = RunnerStatus.CANCELLED
+            self._status, self._error = status, error
+        self._log(f"attempt {self.attempt}: {status}" + (f": {error}" if error else ""))
+        try:  # decide now rather than at the next tick
+            ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE).wake.remote()
+        except Exception:  # noqa: BLE001 - the scheduler's next tick sees the end anyway
+            pass
+
+    def _running(self) -> None:
+        with self._lock:
+            if self._status is RunnerStatus.STARTING:
+                self._status = RunnerStatus.RUNNING
+
+    def _env_vars(self) -> dict[str, str]:
+        return {"FACTORY_JOB_ID": self.job.job_id, "FACTORY_STOP_FILE": str(self._stop_file)}
+
+    def _train(self) -> None:
+        import torch
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        from factory.jobs.spec import load_callable
+
+        spec = self.job.spec
+        gpus = int(spec.get("gpus_per_worker", 0))
+        resources: dict[str, float] = {"CPU": float(spec.get("cpus_per_worker", 1))}
+        if gpus:
+            resources["GPU"] = float(gpus)
+        backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
+        trainer = TorchTrainer(
+            load_callable(spec["train_loop"]),
+            train_loop_config=dict(spec.get("config") or {}),
+            scaling_config=ScalingConfig(num_workers=int(spec.get("num_workers", 1)), use_gpu=bool(gpus),
+                                         resources_per_worker=resources),
+            torch_config=TorchConfig(backend=backend),
+            run_config=RunConfig(
+                name=self.job.job_id, storage_path=str(self.runs_dir.resolve()),
+                failure_config=FailureConfig(max_failures=int(spec.get("max_retries", 0))),
+                checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+                worker_runtime_env={"env_vars": self._env_vars()},
+                callbacks=[_progress_callback(ray.get_runtime_context().current_actor)],
+            ),
+        )
+        self._running()
+        result = trainer.fit()
+        summary = getattr(result, "return_value", None)  # rank 0's return value, if it returned a dict
+        if result.metrics or isinstance(summary, dict):
+            self.on_metrics({**(result.metrics or {}), **(summary if isinstance(summary, dict) else {})})
+        if result.error is not None:
+            raise result.error
+
+    def _tune(self) -> None:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+        from factory.jobs.search_space import to_tune_space
+        from factory.jobs.spec import load_callable
+
+        spec = self.job.spec
+        settings = spec["tune"]
+        resources = {"cpu": float(spec.get("cpus_per_worker", 1)),
+                     "gpu": float(spec.get("gpus_per_worker", 0))}
+        concurrent = settings.get("max_concurrent_trials") or int(spec.get("num_workers", 1))
+        space = {**dict(spec.get("config") or {}), **to_tune_space(settings["search_space"])}
+        scheduler = ASHAScheduler() if settings.get("scheduler", "asha") == "asha" else FIFOScheduler()
+        tuner = tune.Tuner(
+            tune.with_resources(load_callable(spec["train_loop"]), resources),
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                num_samples=int(settings["num_samples"]), metric=settings["metric"], mode=settings["mode"],
+                scheduler=scheduler,
+                max_concurrent_trials=concurrent,
+            ),
+            run_config=tune.RunConfig(name=self.job.job_id, storage_path=str(self.runs_dir.resolve())),
+        )
+        self._running()
+        results = tuner.fit()
+        best = results.get_best_result()
+        if best.error is not None:
+            raise best.error
+        self.on_metrics({**(best.metrics or {}), "trials": len(results),
+                         **{f"best_{key}": value for key, value in (best.config or {}).items()
+                            if isinstance(value, int | float | str | bool)}})
+
+    def _command(self) -> None:
+        from ray.job_submission import JobStatus
+
+        spec = self.job.spec
+        client = self._job_client()
+        submission_id = f"factory-{self.job.job_id}-{self.attempt}"
+        runtime_env = dict(spec.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**dict(runtime_env.get("env_vars") or {}), **self._env_vars()}
+        self._submission_id = client.submit_job(
+            entrypoint=spec["entrypoint"], submission_id=submission_id, runtime_env=runtime_env,
+            entrypoint_num_cpus=float(spec.get("cpus_per_worker", 1)) * int(spec.get("num_workers", 1)),
+            entrypoint_num_gpus=float(spec.get("gpus_per_worker", 0)) * int(spec.get("num_workers", 1)),
+        )
+        self._log(f"submitted as Ray job {submission_id} (`ray job logs {submission_id}`)")
+        self._running()
+        while True:
+            status = client.get_job_status(submission_id)
+            if status.is_terminal():
+                break
+            time.sleep(0.5)
+        output = client.get_job_logs(submission_id)
+        if output:
+            self._log("output:\n" + output.rstrip())
+        if status != JobStatus.SUCCEEDED:
+            info = client.get_job_info(submission_id)
+            raise RuntimeError(f"Ray job {submission_id} {status}: {info.message or ''}".strip())
+
+    def _job_client(self) -> Any:
+        from ray.dashboard.utils import ray_address_to_api_server_url
+        from ray.job_submission import JobSubmissionClient
+
+        if not self.dashboard_url:
+            # Where this cluster's dashboard (Ray's job API) listens, as `ray job submit` finds it.
+            try:
+                self.dashboard_url = ray_address_to_api_server_url(ray.get_runtime_context().gcs_address)
+            except Exception as exc:  # noqa: BLE001 - one line for the job's error
+                raise RuntimeError(f"command jobs need the Ray dashboard (Ray's job API): {exc}") from None
+        return JobSubmissionClient(self.dashboard_url)
+
+    def _log(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with self._lock, self._log_path.open("a") as log:
+            log.write(f"{stamp} {line}\n")
+
+
+def read_log(path: Path, tail_lines: int = LOG_TAIL_LINES) -> str:
+    """The last `tail_lines` lines of a job's log ('' if it has none yet)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(lines[-tail_lines:])
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+
+
+def _progress_callback(runner: Any) -> Any:
+    """A Ray Train callback (run by Train's controller actor) that forwards rank 0's metrics."""
+    from ray.train import UserCallback
+
+    class _Progress(UserCallback):
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            if metrics:
+                self.handle.on_metrics.remote(metrics[0])
+
+    return _Progress(runner)

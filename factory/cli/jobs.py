@@ -1,0 +1,178 @@
+"""`factory submit | jobs | job | cancel | logs`: the job commands, a thin layer over the SDK."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from factory.cli.options import address_option, config_option, json_option, load
+from factory.cli.render import duration, table
+from factory.jobs.snapshot import num_gpus
+from factory.jobs.states import JobState
+from factory.store import JobEvent, JobRow
+
+
+def _client(config_path: str | None, address: str | None) -> Any:
+    import factory.client
+
+    return factory.client.connect(address, config=load(config_path))
+
+
+def _when(time_s: float | None) -> str | None:
+    from factory.prices.series import utc_label
+
+    return None if time_s is None else utc_label(time_s).removesuffix(" UTC")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Follow the job until it ends (exit 1 unless it succeeds).")
+@config_option
+@address_option
+@json_option
+def submit(file: str, wait: bool, config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Submit the job described in FILE (YAML; see configs/jobs/). Prints its id once it is stored."""
+    from factory.jobs.spec import load_job_spec
+
+    spec = load_job_spec(file)  # a bad spec fails here, in one line, before touching the cluster
+    client = _client(config_path, address)
+    job_id = client.submit(spec, submitted_by=f"cli:{_user()}")
+    if not wait:
+        click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+        return
+    if not as_json:
+        click.echo(job_id)
+        click.echo("following it until it ends (Ctrl-C stops following, not the job)", err=True)
+    job = client.wait(job_id, on_change=None if as_json else _progress_line(client))
+    if as_json:
+        click.echo(json.dumps(job.model_dump(mode="json"), indent=2))
+    else:
+        click.echo(_summary(job))
+    sys.exit(0 if job.state == JobState.SUCCEEDED else 1)
+
+
+@click.command()
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]),
+              help="Only jobs in this state (repeatable).")
+@config_option
+@address_option
+@json_option
+def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, as_json: bool) -> None:
+    """List the jobs: state (and why), GPUs, deadline, run time so far."""
+    rows = _client(config_path, address).jobs(list(states) or None)
+    if as_json:
+        click.echo(json.dumps([job.model_dump(mode="json") for job in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no jobs" + (" in " + ", ".join(states) if states else "; `factory submit FILE` adds one"))
+        return
+    click.echo(table(
+        ["id", "team", "kind", "gpus", "state", "submitted", "deadline", "ran", "why"],
+        [[job.job_id, job.team, job.kind, num_gpus(job), job.state, _when(job.submitted_s),
+          _when(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))), _short(job.reason, 60)]
+         for job in rows]))
+
+
+@click.command()
+@click.argument("job_id")
+@config_option
+@address_option
+@json_option
+def job(job_id: str, config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Show one job: its spec, progress, accounting and timeline (every transition and why)."""
+    detail = _client(config_path, address).job(job_id)
+    if as_json:
+        click.echo(json.dumps({"job": detail.job.model_dump(mode="json"),
+                               "events": [event.model_dump(mode="json") for event in detail.events]},
+                              indent=2))
+        return
+    click.echo(job_text(detail.job, detail.events))
+
+
+@click.command()
+@click.argument("job_id")
+@config_option
+@address_option
+def cancel(job_id: str, config_path: str | None, address: str | None) -> None:
+    """Cancel a job wherever it is (waiting, running or paused)."""
+    job = _client(config_path, address).cancel(job_id, cancelled_by=f"cli:{_user()}")
+    click.echo(f"{job.job_id} {job.state}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--tail", "tail_lines", default=200, show_default=True, type=click.IntRange(min=1),
+              help="How many of the last lines to show.")
+@config_option
+@address_option
+def logs(job_id: str, tail_lines: int, config_path: str | None, address: str | None) -> None:
+    """Show a job's log: its runs, reported metrics, and errors (kept after the job ends)."""
+    text = _client(config_path, address).logs(job_id, tail_lines)
+    click.echo(text or f"{job_id} has no log yet")
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+
+def job_text(job: JobRow, events: list[JobEvent]) -> str:
+    """A job for people: what it is, where it is, what it did, and its timeline."""
+    lines = [
+        f"Job        {job.job_id}  ({job.kind}, team {job.team})",
+        f"State      {job.state}" + (f": {job.reason}" if job.reason else ""),
+        f"GPUs       {num_gpus(job)} ({job.spec.get('num_workers', 1)} workers x "
+        f"{job.spec.get('gpus_per_worker', 0)})",
+        f"Submitted  {_when(job.submitted_s)}    deadline {_when(job.deadline_s) or 'none'}",
+        f"Ran        {duration(float(job.schedule.get('run_s', 0.0)))} of about "
+        f"{duration(float(job.spec.get('estimated_duration_s', 0.0)))}, attempt {job.attempt}",
+    ]
+    if job.schedule.get("infeasible"):
+        lines.append(f"At risk    reported at admission: {job.schedule['infeasible']}")
+    if job.progress:
+        lines.append("Progress   " + _pairs(job.progress))
+    if job.accounting:
+        lines.append("Accounting " + _pairs(job.accounting))
+    if job.error:
+        lines.append(f"Error      {job.error}  (`factory logs {job.job_id}` has the traceback)")
+    lines += ["", "Timeline (factory time)"]
+    lines.append(table(["time", "state", "why"], [[_when(e.time_s), e.state, e.reason] for e in events]))
+    return "\n".join(lines)
+
+
+def _progress_line(client: Any) -> Any:
+    def show(job: JobRow) -> None:
+        metrics = "  ".join(f"{key}={_value(job.progress[key])}" for key in ("epoch", "step", "loss")
+                            if key in job.progress)
+        click.echo(f"{_when(client.clock().now_s())}  {job.state:<9} {_short(job.reason, 70)}"
+                   + (f"  [{metrics}]" if metrics else ""))
+
+    return show
+
+
+def _summary(job: JobRow) -> str:
+    ran = duration(float(job.schedule.get("run_s", 0.0)))
+    text = f"{job.job_id} {job.state} after {ran} of run time in {job.attempt} attempt(s)"
+    return text + (f": {job.error}" if job.error else "")
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return "  ".join(f"{key}={_value(value)}" for key, value in values.items())
+
+
+def _value(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"

@@ -1,0 +1,30 @@
+"""Fault injection for tests and demos: a training loop that fails on purpose.
+
+`config["fail"]`:
+  * "once"   -- report a checkpoint, then raise, on the first run only: Ray Train restarts the
+                workers (the job's `max_retries`) and the retry resumes from that checkpoint and
+                succeeds. What a preempted spot node or a transient NCCL error looks like.
+  * "always" -- raise at once on every run: the job ends FAILED with this error once its retries
+                are spent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from factory.train import load_checkpoint, save_checkpoint
+
+INJECTED = "injected failure (factory.examples.faulty)"
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Fail as `config["fail"]` says (see the module docstring); return {"resumed_from_step": ...}."""
+    mode = config.get("fail", "always")
+    if mode == "always":
+        raise RuntimeError(INJECTED)
+    state = load_checkpoint()
+    if state is None:
+        save_checkpoint({"step": 1, "epoch": 1}, {"loss": 1.0})
+        raise RuntimeError(INJECTED)
+    save_checkpoint({"step": state["step"] + 1, "epoch": state["epoch"] + 1}, {"loss": 0.5})
+    return {"resumed_from_step": state["step"]}

@@ -1,0 +1,195 @@
+"""Live jobs on a real local Ray cluster with simulated GPUs: real Ray Train, Tune and Ray Jobs.
+
+One cluster (4 CPUs, 2 simulated GPUs, a dashboard for Ray's job API) and one factory for the
+module, with the `fifo` policy so that jobs start at once (the price-aware behaviour is in
+`test_live_prices.py`). Jobs are submitted through the CLI and the SDK, as users do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import yaml
+from ray.cluster_utils import Cluster
+
+import factory.client
+from factory import lifecycle
+from factory.config import FactoryConfig, load_config
+from factory.control_plane import SCHEDULER
+from factory.ray_cluster import NAMESPACE
+from tests.integration.conftest import FACTORY_BIN, REPO_ROOT, clean_env, wait_until
+
+pytestmark = pytest.mark.integration
+DASHBOARD_PORT = 8267
+
+
+@pytest.fixture(scope="module")
+def cluster(no_ray_running: None) -> Iterator[Cluster]:
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "num_gpus": 2, "include_dashboard": True, "dashboard_port": DASHBOARD_PORT})
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def config(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FactoryConfig]:
+    tmp = tmp_path_factory.mktemp("live")
+    path = tmp / "factory.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp / "state"),
+        "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": 60},
+        "scheduler": {"policy": "fifo", "tick_s": 0.5},
+    }))
+    config = load_config(path, env={})
+    lifecycle.up(config)
+    yield config
+    lifecycle.down(config)
+
+
+@pytest.fixture(scope="module")
+def client(config: FactoryConfig) -> factory.client.FactoryClient:
+    return factory.client.connect(config=config)
+
+
+def spec(name: str, **overrides: Any) -> dict[str, Any]:
+    """The shipped regression example, small: 2 workers x 1 GPU, 2 epochs."""
+    base = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "train-regression.yaml").read_text())
+    base.update(name=name, deadline="30d", max_retries=0)
+    base["config"] = {**base["config"], "epochs": 2}
+    for key, value in overrides.items():
+        if key == "config":
+            base["config"] = {**base["config"], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def cli(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([FACTORY_BIN, *args, "--address", cluster.address], env=clean_env(),
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise AssertionError(f"factory {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+def states(client: factory.client.FactoryClient, job_id: str) -> list[str]:
+    return [event.state for event in client.job(job_id).events]
+
+
+def runner_exists(job_id: str) -> bool:
+    try:
+        ray.get_actor(f"runner:{job_id}", namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
+
+def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster, config: FactoryConfig,
+                                                                tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(spec("learns")))
+    result = cli(cluster, "submit", str(job_file), "--wait")
+    assert "RUNNING" in result.stdout and "SUCCEEDED" in result.stdout
+    job_id = result.stdout.splitlines()[0]  # the id first, then the progress
+
+    listed = json.loads(cli(cluster, "jobs", "--json").stdout)
+    job = next(item for item in listed if item["job_id"] == job_id)
+    assert job["state"] == "SUCCEEDED" and job["attempt"] == 1
+    assert job["progress"]["loss"] < 0.5 * job["progress"]["baseline_loss"]  # it learned
+    assert job["progress"]["epoch"] == 2
+
+    shown = cli(cluster, "job", job_id).stdout
+    assert "Timeline" in shown and "QUEUED" in shown and "RUNNING" in shown and "SUCCEEDED" in shown
+    log = cli(cluster, "logs", job_id).stdout
+    assert "attempt 1: starting train job 'learns'" in log and "epoch=2" in log and "succeeded" in log
+    assert not runner_exists(job_id)  # released once the outcome was written
+
+
+def test_a_bad_spec_is_one_line_and_nothing_is_queued(cluster: Cluster, client: factory.client.FactoryClient,
+                                                      tmp_path: Path) -> None:
+    before = len(client.jobs())
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(yaml.safe_dump(spec("too-wide", num_workers=3)))  # 3 GPUs; the cluster has 2
+    result = cli(cluster, "submit", str(wide), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "GPU" in result.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({**spec("typo"), "num_worker": 2}))
+    result = cli(cluster, "submit", str(typo), check=False)
+    assert result.returncode == 2 and "did you mean 'num_workers'" in result.stderr
+    assert len(client.jobs()) == before
+
+
+def test_cancel_stops_a_running_job_and_frees_its_gpus(cluster: Cluster,
+                                                       client: factory.client.FactoryClient) -> None:
+    job_id = client.submit(spec("long", config={"epochs": 500}))
+    wait_until(lambda: "step" in client.job(job_id).job.progress, "the long job reports a first epoch")
+    assert ray.available_resources().get("GPU", 0) == 0
+    cancelled = cli(cluster, "cancel", job_id).stdout
+    assert f"{job_id} CANCELLED" in cancelled
+    wait_until(lambda: not runner_exists(job_id), "the cancelled job's runner is gone")
+    wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free again")
+    assert states(client, job_id)[-1] == "CANCELLED"
+    assert "cancelled" in client.logs(job_id)
+    second = cli(cluster, "cancel", job_id, check=False)
+    assert second.returncode == 1 and "already CANCELLED" in second.stderr
+
+
+def test_a_worker_failure_is_retried_from_the_checkpoint_and_a_hopeless_job_fails_with_its_error(
+        client: factory.client.FactoryClient) -> None:
+    flaky = client.submit(spec("flaky", train_loop="factory.examples.faulty:train_loop_per_worker",
+                               num_workers=1, max_retries=1, config={"fail": "once"}))
+    hopeless = client.submit(spec("hopeless", train_loop="factory.examples.faulty:train_loop_per_worker",
+                                  num_workers=1, max_retries=1, config={"fail": "always"}))
+    done = client.wait(flaky, timeout_s=240)
+    assert done.state == "SUCCEEDED" and done.progress["resumed_from_step"] == 1
+    failed = client.wait(hopeless, timeout_s=240)
+    assert failed.state == "FAILED" and "injected failure" in failed.error
+    assert failed.reason.startswith("failed: ")
+    assert "Traceback" in client.logs(hopeless)  # the logs are kept, with the error
+
+
+def test_a_killed_scheduler_is_restarted_and_the_running_job_finishes_without_a_second_start(
+        client: factory.client.FactoryClient) -> None:
+    job_id = client.submit(spec("survivor", config={"epochs": 6}))
+    wait_until(lambda: client.job(job_id).job.state == "RUNNING", "the job runs")
+    ray.kill(ray.get_actor(SCHEDULER, namespace=NAMESPACE), no_restart=False)
+    done = client.wait(job_id, timeout_s=240)
+    assert done.state == "SUCCEEDED" and done.attempt == 1 and done.progress["epoch"] == 6
+    assert states(client, job_id).count("RUNNING") == 1
+    assert "attempt 2" not in client.logs(job_id)
+    restarts = [event for event in client.audit_log(action_prefix="actor.restarted")
+                if event.subject == SCHEDULER]
+    assert restarts
+
+
+def test_a_command_job_is_a_ray_job_and_a_tune_job_sweeps(client: factory.client.FactoryClient) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    hello = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "command-hello.yaml").read_text())
+    hello["deadline"] = "30d"
+    command = client.submit(hello)
+    tune_spec = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "tune-regression.yaml").read_text())
+    tune_spec["deadline"] = "30d"
+    tune_spec["tune"]["num_samples"] = 2
+    tune_spec["config"] = {**tune_spec.get("config", {}), "epochs": 2, "num_samples": 512}
+    sweep = client.submit(tune_spec)
+
+    assert client.wait(command, timeout_s=240).state == "SUCCEEDED", client.logs(command)
+    ray_jobs = JobSubmissionClient(f"http://127.0.0.1:{DASHBOARD_PORT}")
+    assert ray_jobs.get_job_status(f"factory-{command}-1") == JobStatus.SUCCEEDED
+    assert "hello from the factory" in ray_jobs.get_job_logs(f"factory-{command}-1")
+    assert "hello from the factory" in client.logs(command)
+
+    swept = client.wait(sweep, timeout_s=300)
+    assert swept.state == "SUCCEEDED", client.logs(sweep)
+    assert swept.progress["trials"] == 2 and "loss" in swept.progress

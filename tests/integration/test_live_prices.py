@@ -1,0 +1,141 @@
+"""The price-aware policy live: real Ray Train jobs wait for cheap hours, pause through price spikes
+and resume from their checkpoints, on a local cluster with simulated GPUs and an accelerated replay.
+
+The price trace alternates every hour between cheap (10/MWh, even UTC hours) and a spike (500/MWh,
+odd hours); the replay starts at 2024-07-01 00:00 UTC and runs 120 factory seconds per real second
+(an hour in 30 s). Each test first waits for the phase of the cycle it needs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import ray
+import yaml
+from ray.cluster_utils import Cluster
+
+import factory.client
+from factory import lifecycle
+from factory.config import load_config
+from tests.integration.conftest import REPO_ROOT, wait_until
+
+pytestmark = pytest.mark.integration
+HOUR_S = 3600.0
+SPEED = 120.0
+CHEAP, SPIKE = 10.0, 500.0
+
+
+def price_at(time_s: float) -> float:
+    return CHEAP if int(time_s // HOUR_S) % 2 == 0 else SPIKE
+
+
+@pytest.fixture(scope="module")
+def cluster(no_ray_running: None) -> Iterator[Cluster]:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 2})
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[factory.client.FactoryClient]:
+    tmp = tmp_path_factory.mktemp("live-prices")
+    start = datetime(2024, 6, 20, tzinfo=UTC)
+    hours = [start + timedelta(hours=h) for h in range(24 * 20)]
+    (tmp / "prices.csv").write_text("timestamp,price_per_mwh\n" + "".join(
+        f"{hour.isoformat()},{price_at(hour.timestamp())}\n" for hour in hours))
+    path = tmp / "factory.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp / "state"),
+        "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": SPEED},
+        "prices": {"source": "trace", "trace": {"paths": [str(tmp / "prices.csv")]}},
+        "scheduler": {"policy": "price-aware", "tick_s": 1},
+    }))
+    config = load_config(path, env={})
+    lifecycle.up(config)
+    yield factory.client.connect(config=config)
+    lifecycle.down(config)
+
+
+def spec(name: str, *, estimate_s: float, deadline: str, epochs: int) -> dict[str, Any]:
+    base = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "train-regression.yaml").read_text())
+    base.update(name=name, estimated_duration_s=estimate_s, deadline=deadline, max_retries=0)
+    base["config"] = {**base["config"], "epochs": epochs}
+    return base
+
+
+def wait_for_phase(client: factory.client.FactoryClient, price: float, at_least_left_s: float) -> float:
+    """Wait until the price is `price` with at least `at_least_left_s` factory seconds of it left."""
+    deadline = time.monotonic() + 3 * HOUR_S / SPEED
+    while time.monotonic() < deadline:
+        now_s = client.clock().now_s()
+        left_s = HOUR_S - now_s % HOUR_S
+        if price_at(now_s) == price and left_s >= at_least_left_s:
+            return now_s
+        time.sleep(0.2)
+    raise AssertionError(f"the replay never reached a {price}/MWh hour")
+
+
+def events(client: factory.client.FactoryClient, job_id: str) -> list[tuple[str, float, str]]:
+    return [(event.state, event.time_s, event.reason) for event in client.job(job_id).events]
+
+
+def test_a_job_waits_through_the_spike_and_starts_when_the_cheap_hour_opens(
+        client: factory.client.FactoryClient) -> None:
+    submitted_s = wait_for_phase(client, SPIKE, at_least_left_s=0.4 * HOUR_S)
+    job_id = client.submit(spec("waits", estimate_s=0.25 * HOUR_S, deadline="3h", epochs=3))
+    wait_until(lambda: client.job(job_id).job.state == "WAITING", "the job waits")
+    waiting = client.job(job_id).job
+    assert waiting.reason.startswith("price: planned to run from") and waiting.schedule["admitted"]
+    done = client.wait(job_id, timeout_s=180)
+    assert done.state == "SUCCEEDED"
+    started_s = next(time_s for state, time_s, _ in events(client, job_id) if state == "RUNNING")
+    cheap_opens_s = (submitted_s // HOUR_S + 1) * HOUR_S
+    assert cheap_opens_s <= started_s < cheap_opens_s + 0.5 * HOUR_S  # in the cheap hour, not before
+    assert price_at(started_s) == CHEAP
+
+
+def test_a_deadline_that_forbids_waiting_starts_the_job_in_the_spike(
+        client: factory.client.FactoryClient) -> None:
+    wait_for_phase(client, SPIKE, at_least_left_s=0.5 * HOUR_S)
+    job_id = client.submit(spec("urgent", estimate_s=0.3 * HOUR_S, deadline="30m", epochs=200))
+    wait_until(lambda: client.job(job_id).job.state == "RUNNING", "the urgent job starts")
+    started_s = next(time_s for state, time_s, _ in events(client, job_id) if state == "RUNNING")
+    assert price_at(started_s) == SPIKE
+    assert client.cancel(job_id).state == "CANCELLED"
+
+
+def test_a_price_spike_pauses_a_running_job_which_resumes_from_its_checkpoint(
+        client: factory.client.FactoryClient) -> None:
+    wait_for_phase(client, CHEAP, at_least_left_s=0.85 * HOUR_S)
+    job_id = client.submit(spec("pauses", estimate_s=1.5 * HOUR_S, deadline="6h", epochs=20))
+    done = client.wait(job_id, timeout_s=420)
+    assert done.state == "SUCCEEDED", client.logs(job_id)
+    timeline = events(client, job_id)
+    states = [state for state, _, _ in timeline]
+    assert states[:2] == ["QUEUED", "RUNNING"] and states[-1] == "SUCCEEDED"
+    assert "PAUSING" in states and "PAUSED" in states and states.count("RUNNING") >= 2
+    for state, time_s, reason in timeline:
+        if state == "PAUSING":
+            assert price_at(time_s) == SPIKE and reason.startswith("price:")
+        if state == "RUNNING":
+            assert price_at(time_s) == CHEAP
+
+    # The step counter proves no work was repeated: each attempt starts where the last one stopped.
+    log = client.logs(job_id, tail_lines=1000)
+    attempts = re.split(r"attempt \d+: starting", log)[1:]
+    last_step = 0
+    for attempt in attempts:
+        steps = [int(step) for step in re.findall(r"report .*?step=(\d+)", attempt)]
+        assert steps and steps[0] > last_step and steps == sorted(steps)
+        last_step = steps[-1]
+    assert len(attempts) == done.attempt >= 2
+    assert done.progress["start_step"] > 0 and done.progress["epoch"] == 20
+    assert done.progress["loss"] < 0.2 * done.progress["baseline_loss"]
