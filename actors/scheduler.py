@@ -27,10 +27,14 @@ import ray
 
 from actors.control_plane import ControlPlaneActor
 from factory.errors import FactoryError
+from factory.jobs.accounting import account
 from factory.jobs.controller import JobController, StepResult
+from factory.jobs.metrics import JobMetrics
 from factory.jobs.ray_runners import RayRunners
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import ClusterCapacity, parse_job_spec, spec_hash, validate_for_submission
+from factory.jobs.states import TERMINAL, JobState
+from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.scheduling import make_policy
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent
@@ -59,6 +63,10 @@ class SchedulerActor(ControlPlaneActor):
         self._jobs_lock = threading.Lock()
         self._wake_event = threading.Event()
         self._last_step: dict[str, Any] = {}
+        self._metrics = JobMetrics()
+        # Jobs that ended and still need their accounting: found again after a restart (idempotent).
+        self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in TERMINAL])
+                            if not job.accounting}
         self._scheduling_thread = threading.Thread(target=self._scheduling_loop, name="scheduling-loop",
                                                    daemon=True)
         self._scheduling_thread.start()
@@ -89,6 +97,7 @@ class SchedulerActor(ControlPlaneActor):
         with self._jobs_lock:
             job = self._controller.cancel(job_id, self.clock.now_s(), by=cancelled_by)
             self.audit("job.cancelled", job_id, actor=cancelled_by or None)
+            self._to_account.add(job_id)
         self.wake()
         return job.model_dump(mode="json")
 
@@ -121,8 +130,54 @@ class SchedulerActor(ControlPlaneActor):
             needs_prices = getattr(self._controller.policy, "needs_prices", False)
             outlook = self._outlook(now_s) if needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
+            self._to_account.update(job_id for job_id, state in result.finished.items()
+                                    if JobState(state).is_terminal)
+        self._account_finished()
+        self._export_metrics()
         self._last_step = {"time_s": now_s, **_step_json(result)}
         return self._last_step
+
+    def _account_finished(self) -> None:
+        """Energy, cost, carbon, waits and savings of the jobs that ended (see factory.jobs.accounting)."""
+        for job_id in sorted(self._to_account):
+            job = self.store.get_job(job_id)
+            if job is None or job.accounting:
+                self._to_account.discard(job_id)
+                continue
+            record = account(job, self.store.job_events(job_id), self._attributed_kwh(job_id),
+                             self._price_profile, self.config.scheduler.gpu_power_w)
+            self.store.update_job(job_id, accounting=record)
+            self._metrics.accounted(job.team, record)
+            self._to_account.discard(job_id)
+
+    def _attributed_kwh(self, job_id: str) -> float | None:
+        """GPU energy the nodes' telemetry attributed to the job (None if no agent answered)."""
+        from factory.control_plane import cluster_nodes, get_actor, telemetry_name
+
+        refs = []
+        for node_id in (node["node_id"] for node in cluster_nodes() if node["alive"]):
+            try:
+                refs.append(get_actor(telemetry_name(node_id)).job_energy.remote(job_id))
+            except FactoryError:
+                continue
+        answers = []
+        for ref in refs:
+            try:
+                answers.append(ray.get(ref, timeout=10.0))
+            except Exception:  # noqa: BLE001 - an agent that does not answer adds nothing
+                continue
+        energies = [answer.energy_kwh for answer in answers if answer is not None]
+        return sum(energies) if energies else None
+
+    def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
+        from factory.control_plane import GRID_PRICE, call_actor, get_actor
+
+        return call_actor(get_actor(GRID_PRICE).energy_cost.remote([p.model_dump() for p in profile]),
+                          GRID_PRICE, timeout_s=30.0)
+
+    def _export_metrics(self) -> None:
+        active = self.store.list_jobs([state.value for state in JobState if not state.is_terminal])
+        self._metrics.export_queue(active, self.store.count_jobs([state.value for state in TERMINAL]))
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():

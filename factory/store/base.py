@@ -144,6 +144,10 @@ class StateStore(ABC):
         """Jobs (in these states, if given), in submission order."""
 
     @abstractmethod
+    def count_jobs(self, states: Collection[str]) -> dict[str, int]:
+        """How many jobs are in each of `states` (states without jobs are left out)."""
+
+    @abstractmethod
     def transition_job(self, job_id: str, state: str, reason: str, time_s: float, *,
                        expected_from: Collection[str], detail: dict[str, Any] | None = None,
                        **fields: Any) -> JobEvent:

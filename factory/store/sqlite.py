@@ -203,6 +203,16 @@ class SQLiteStore(StateStore):
             rows = self._conn.execute(sql + " ORDER BY submitted_s, rowid", params).fetchall()
         return [_job_row(row) for row in rows]
 
+    def count_jobs(self, states: Collection[str]) -> dict[str, int]:  # noqa: D102
+        wanted = tuple(states)
+        if not wanted:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT state, COUNT(*) FROM jobs WHERE state IN ({', '.join('?' * len(wanted))}) "
+                "GROUP BY state", wanted).fetchall()
+        return {str(state): int(count) for state, count in rows}
+
     def transition_job(self, job_id: str, state: str, reason: str, time_s: float, *,  # noqa: D102
                        expected_from: Collection[str], detail: dict[str, Any] | None = None,
                        **fields: Any) -> JobEvent:

@@ -23,7 +23,7 @@ from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import SCHEDULER
 from factory.ray_cluster import NAMESPACE
-from tests.integration.conftest import FACTORY_BIN, REPO_ROOT, clean_env, wait_until
+from tests.integration.conftest import FACTORY_BIN, REPO_ROOT, clean_env, scrape_metrics, wait_until
 
 pytestmark = pytest.mark.integration
 DASHBOARD_PORT = 8267
@@ -32,7 +32,8 @@ DASHBOARD_PORT = 8267
 @pytest.fixture(scope="module")
 def cluster(no_ray_running: None) -> Iterator[Cluster]:
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 4, "num_gpus": 2, "include_dashboard": True, "dashboard_port": DASHBOARD_PORT})
+        "num_cpus": 4, "num_gpus": 2, "include_dashboard": True, "dashboard_port": DASHBOARD_PORT,
+        "_system_config": {"metrics_report_interval_ms": 1000}})
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     yield cluster
     ray.shutdown()
@@ -112,6 +113,11 @@ def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster,
     log = cli(cluster, "logs", job_id).stdout
     assert "attempt 1: starting train job 'learns'" in log and "epoch=2" in log and "succeeded" in log
     assert not runner_exists(job_id)  # released once the outcome was written
+    wait_until(lambda: bool(json.loads(cli(cluster, "job", job_id, "--json").stdout)["job"]["accounting"]),
+               "the job is accounted")
+    record = json.loads(cli(cluster, "job", job_id, "--json").stdout)["job"]["accounting"]
+    assert record["gpu_hours"] > 0 and record["energy_kwh"] > 0 and record["cost"] > 0
+    assert "Accounting" in cli(cluster, "job", job_id).stdout
 
 
 def test_a_bad_spec_is_one_line_and_nothing_is_queued(cluster: Cluster, client: factory.client.FactoryClient,
@@ -193,3 +199,22 @@ def test_a_command_job_is_a_ray_job_and_a_tune_job_sweeps(client: factory.client
     swept = client.wait(sweep, timeout_s=300)
     assert swept.state == "SUCCEEDED", client.logs(sweep)
     assert swept.progress["trials"] == 2 and "loss" in swept.progress
+
+
+def test_the_queue_and_gpus_in_use_are_ray_metrics(client: factory.client.FactoryClient) -> None:
+    head = next(node["NodeID"] for node in ray.nodes() if node["Alive"])
+    # Counters are families without their `_total` suffix to Prometheus' parser.
+    names = {"ray_factory_jobs", "ray_factory_gpus_in_use", "ray_factory_job_energy_kwh"}
+
+    def exported() -> dict[str, Any]:
+        return scrape_metrics(head, names)
+
+    scheduler = next(actor for actor in client.health() if actor.name == SCHEDULER)
+    wait_until(lambda: names <= set(exported()),
+               f"the scheduler's metrics are exported (scheduler's last error: {scheduler.last_error})")
+    samples = exported()
+    by_state = {sample.labels["state"]: sample.value for sample in samples["ray_factory_jobs"]}
+    finished = sum(1 for job in client.jobs() if job.state == "SUCCEEDED")
+    assert by_state["SUCCEEDED"] == finished >= 1 and by_state["RUNNING"] == 0
+    assert samples["ray_factory_gpus_in_use"][0].value == 0
+    assert sum(sample.value for sample in samples["ray_factory_job_energy_kwh"]) > 0

@@ -36,7 +36,9 @@ def price_at(time_s: float) -> float:
 
 @pytest.fixture(scope="module")
 def cluster(no_ray_running: None) -> Iterator[Cluster]:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 2})
+    # The dashboard serves Ray's state API, which telemetry needs to attribute GPU energy to jobs.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "num_gpus": 2, "include_dashboard": True, "dashboard_port": 8268})
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     yield cluster
     ray.shutdown()
@@ -100,6 +102,14 @@ def test_a_job_waits_through_the_spike_and_starts_when_the_cheap_hour_opens(
     cheap_opens_s = (submitted_s // HOUR_S + 1) * HOUR_S
     assert cheap_opens_s <= started_s < cheap_opens_s + 0.5 * HOUR_S  # in the cheap hour, not before
     assert price_at(started_s) == CHEAP
+
+    # Its accounting: measured energy, priced exactly, against starting at once in the spike.
+    wait_until(lambda: bool(client.job(job_id).job.accounting), "the job is accounted")
+    record = client.job(job_id).job.accounting
+    assert record["energy_source"] == "telemetry" and record["energy_kwh"] > 0
+    assert record["gpu_hours"] > 0 and record["wait_s"]["price"] > 0
+    assert record["cost"] == pytest.approx(record["energy_kwh"] * CHEAP / 1000, rel=0.05)
+    assert record["cost_if_run_at_once"] > 5 * record["cost"] and record["savings"] > 0
 
 
 def test_a_deadline_that_forbids_waiting_starts_the_job_in_the_spike(

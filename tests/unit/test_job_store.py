@@ -135,6 +135,8 @@ def test_list_jobs_filters_by_state_in_submission_order(store: SQLiteStore) -> N
     assert [j.job_id for j in store.list_jobs(["QUEUED"])] == ["job-1", "job-0"]
     assert [j.job_id for j in store.list_jobs([JobState.RUNNING, JobState.PAUSING])] == ["job-2"]
     assert store.list_jobs([]) == []
+    assert store.count_jobs(["QUEUED", "RUNNING", "FAILED"]) == {"QUEUED": 2, "RUNNING": 1}
+    assert store.count_jobs([]) == {}
 
 
 def test_update_job_changes_only_what_it_names(store: SQLiteStore) -> None:
