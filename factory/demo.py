@@ -17,6 +17,7 @@ from factory.cli import render
 from factory.client import FactoryClient
 from factory.config import ClockConfig, FactoryConfig
 from factory.control_plane import SCHEDULER
+from factory.demo_live import chapter_live
 from factory.errors import FactoryError
 from factory.telemetry.attribution import FACTORY_JOB_ENV
 from factory.telemetry.backends.nvml import NvmlBackend
@@ -215,6 +216,15 @@ def run(config: FactoryConfig, explicit_config: bool, take_down: bool, watch_s: 
         for number, (title, chapter) in enumerate(CHAPTERS, start=1):
             echo(f"\n== {number}. {title}")
             chapter(result.client, echo, watch_s)
+        echo(f"\n== {len(CHAPTERS) + 1}. Live training: waiting for cheap hours, pausing through a spike")
+        if brought_up and result.started_local_head:
+            lifecycle.down(config)  # the chapter runs a factory of its own (a slower replay)
+            chapter_live(config, echo)
+            if not take_down:
+                result = lifecycle.up(config)
+                status = result.client.status()
+        else:
+            echo("(this chapter runs its own local factory, so only when the demo started the factory)")
         echo("")
     finally:
         if take_down and brought_up:

@@ -10,6 +10,7 @@ import click
 
 from factory.cli.options import address_option, config_option, json_option, load
 from factory.cli.render import duration, table
+from factory.jobs.accounting import by_team
 from factory.jobs.snapshot import num_gpus
 from factory.jobs.states import JobState
 from factory.store import JobEvent, JobRow
@@ -74,6 +75,16 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
         [[job.job_id, job.team, job.kind, num_gpus(job), job.state, _when(job.submitted_s),
           _when(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))), _short(job.reason, 60)]
          for job in rows]))
+    teams = by_team(rows)
+    if teams:
+        currencies = [job.accounting["currency"] for job in rows if job.accounting.get("currency")]
+        currency = currencies[0] if currencies else ""
+        click.echo("\nPer team (ended jobs):")
+        click.echo(table(
+            ["team", "jobs", "gpu-hours", "kWh", f"cost {currency}".strip(), "if at once", "saved"],
+            [[team, int(t["jobs"]), f"{t['gpu_hours']:.2f}", f"{t['energy_kwh']:.2f}", f"{t['cost']:.4f}",
+              f"{t['cost_if_run_at_once']:.4f}", f"{t['savings']:.4f}"]
+             for team, t in sorted(teams.items())]))
 
 
 @click.command()

@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,29 @@ from factory.telemetry.models import OTHER
 FACTORY_JOB_ENV = "FACTORY_JOB_ID"
 # A sample must not wait long on the state API (it runs in the sampling thread); it retries next time.
 STATE_API_TIMEOUT_S = 5
+
+
+_PLACEMENT_GROUP_GPU = re.compile(r"GPU_group_(\d+_)?[0-9a-f]+")
+
+
+def gpus_requested(resources: dict[str, float]) -> float:
+    """GPUs a Ray actor or task asked for, also inside a placement group (as Ray Train's workers are).
+
+    In a placement group Ray renames the request: `GPU_group_<bundle>_<pg>` (the bundle it runs in)
+    and `GPU_group_<pg>` (the same GPUs, counted for the group); the indexed form wins, so nothing is
+    counted twice.
+    """
+    if "GPU" in resources:
+        return float(resources["GPU"])
+    indexed, wildcard = 0.0, 0.0
+    for key, amount in resources.items():
+        match = _PLACEMENT_GROUP_GPU.fullmatch(key)
+        if match is not None:
+            if match.group(1):
+                indexed += float(amount)
+            else:
+                wildcard += float(amount)
+    return indexed or wildcard
 
 
 @dataclass(frozen=True)
@@ -127,7 +151,7 @@ class RayWorkloads:
             )
             if pid is not None and (is_actor or pid not in by_pid):
                 by_pid[pid] = consumer
-            gpus = float((_field(entry, "required_resources") or {}).get("GPU", 0.0))
+            gpus = gpus_requested(_field(entry, "required_resources") or {})
             if gpus > 0:
                 holders.append(GpuHolder(key=str(_field(entry, key_field)), pid=pid, num_gpus=gpus,
                                          consumer=consumer))

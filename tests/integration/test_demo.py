@@ -50,6 +50,20 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     assert costs["price-aware"][2] == costs["fifo"][2]  # the same kWh, only moved in time
     assert all(row[row.index("misses") + 1] == "0" for row in costs.values())
     assert "price-aware saves" in out and "factory simulate --prices" in out
+    # The live chapter: real Ray Train jobs wait for the cheap hour, one pauses through the spike and
+    # resumes from its checkpoint, all finish on time, and the accounts show what waiting saved.
+    live = out[out.index("== 6. Live training"):]
+    lines = {(line.split()[4], line.split()[5]) for line in live.splitlines() if " USD/MWh  " in line}
+    for name in ("nlp-large", "vision-small", "ops-urgent"):
+        assert (name, "SUCCEEDED") in lines
+    assert ("nlp-large", "WAITING") in lines and ("vision-small", "WAITING") in lines
+    assert ("nlp-large", "PAUSING") in lines and ("ops-urgent", "WAITING") not in lines
+    assert "nlp-large resumed from its checkpoint at step" in live
+    rows = {line.split()[0]: line.split() for line in live.splitlines()
+            if line.startswith(("nlp-large ", "vision-small ", "ops-urgent "))}
+    assert all(row[4] == "yes" for row in rows.values())  # on time
+    assert rows["nlp-large"][3] == "2" and float(rows["nlp-large"][8]) > 0  # two runs, money saved
+    assert float(live.split("USD spent, ")[1].split(" USD saved")[0]) > 0
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import ray
 
+from factory.store.migrations import LATEST_VERSION
 from tests.integration.conftest import (
     FACTORY_BIN,
     RAY_BIN,
@@ -154,7 +155,7 @@ def test_status_reports_health_clock_store_and_a_live_dashboard(
     assert specs["grid_price"]["mode"] == "replay" and specs["grid_price"]["anchor_wall_s"]
     assert all(spec == specs["grid_price"] for spec in specs.values()), specs
     assert second["state_store"] == {
-        "path": str(workdir / "state" / "factory.db"), "schema_version": 1}
+        "path": str(workdir / "state" / "factory.db"), "schema_version": LATEST_VERSION}
     with urllib.request.urlopen(second["dashboard_url"], timeout=30) as response:
         assert response.status == 200
     text = run("status").stdout

@@ -118,6 +118,7 @@ def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster,
     record = json.loads(cli(cluster, "job", job_id, "--json").stdout)["job"]["accounting"]
     assert record["gpu_hours"] > 0 and record["energy_kwh"] > 0 and record["cost"] > 0
     assert "Accounting" in cli(cluster, "job", job_id).stdout
+    assert "Per team (ended jobs)" in cli(cluster, "jobs").stdout
 
 
 def test_a_bad_spec_is_one_line_and_nothing_is_queued(cluster: Cluster, client: factory.client.FactoryClient,

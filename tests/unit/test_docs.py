@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from factory.jobs.metrics import JOB_METRICS
 from factory.prices.metrics import PRICE_METRICS
 from factory.telemetry.metrics import METRICS
 from tests.support import REPO_ROOT
@@ -17,12 +18,14 @@ def documented_tables() -> list[dict[str, tuple[str, tuple[str, ...]]]]:
         table = readme[start:]
         table = table[: table.index("\n\n")]
         rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \| ([^|]+) \|", table, flags=re.MULTILINE)
-        tables.append({name: (unit.strip(), tuple(tag.strip() for tag in tags.split(",")))
+        tables.append({name: (unit.strip(), tuple(tag.strip() for tag in tags.split(",")
+                                                  if tag.strip() != "-"))  # "-": no tags
                        for name, unit, tags in rows})
     return tables
 
 
 def test_the_readme_metrics_tables_list_exactly_the_exported_metrics() -> None:
-    telemetry, prices = documented_tables()
+    telemetry, prices, jobs = documented_tables()
     assert telemetry == {spec.name: (spec.unit, spec.tags) for spec in METRICS}
     assert prices == {spec.name: (spec.unit, spec.tags) for spec in PRICE_METRICS}
+    assert jobs == {spec.name: (spec.unit, spec.tags) for spec in JOB_METRICS}

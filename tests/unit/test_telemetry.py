@@ -22,6 +22,7 @@ from factory.telemetry.attribution import (
     RayWorkloads,
     SimulatedAssignment,
     factory_job_of,
+    gpus_requested,
 )
 from factory.telemetry.backends.base import GpuBackend
 from factory.telemetry.backends.host import HostBackend
@@ -343,3 +344,20 @@ def test_the_facility_view_sums_alive_nodes_and_applies_pue() -> None:
     assert view.it_power_w == 4000.0 and view.facility_power_w == 6000.0
     assert view.facility_energy_today_kwh == pytest.approx(22.5)
     assert view.sources == ["nvml", "simulated"]
+
+
+def test_ray_train_workers_in_a_placement_group_are_gpu_holders() -> None:
+    # Ray Train runs its workers in a placement group: Ray renames their GPU request per bundle.
+    group = "6a0d81e79b7a701cc9620f2bac0a01000000"
+    worker = {"actor_id": "train-worker-0", "pid": 4343, "job_id": "03000000", "required_resources": {
+        f"CPU_group_0_{group}": 1.0, f"GPU_group_{group}": 1.0, f"GPU_group_0_{group}": 1.0,
+        f"CPU_group_{group}": 1.0, f"bundle_group_0_{group}": 0.001}}
+    ray_state = FakeRayState()
+    ray_state.actors = [worker]
+    workloads = RayWorkloads("node-a", ray_state.list_actors, ray_state.list_tasks,
+                             job_of_pid=lambda pid: {4343: "train-job"}.get(pid, "other"))
+    workloads.refresh()
+    assert [(h.num_gpus, h.consumer.factory_job) for h in workloads.holders] == [(1.0, "train-job")]
+    assert gpus_requested({f"GPU_group_{group}": 2.0}) == 2.0  # only the group-wide form
+    assert gpus_requested({"GPU": 0.5, "CPU": 1.0}) == 0.5
+    assert gpus_requested({"CPU": 1.0}) == 0.0
