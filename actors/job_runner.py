@@ -18,9 +18,11 @@ finished: resuming such a run finds the last checkpoint complete and ends at onc
 no work is lost or repeated.
 
 Invariants:
-  * The runner is named `runner:<job id>` (namespace `factory`, detached) and remembers its attempt,
-    so a restarted scheduler re-attaches to it by name; it is never restarted by Ray (a lost runner
-    is a job to resume as a new attempt, from its checkpoint).
+  * A runner is created before it is needed, as a warm spare (`runner:<8 hex>`, namespace
+    `factory`, detached; torch and Ray Train already imported), and is then assigned one attempt of
+    one job (`assign`, idempotent). It reports its job and attempt, so a restarted scheduler finds
+    the runners of its jobs by asking them. It is never restarted by Ray (a lost runner is a job to
+    resume as a new attempt, from its checkpoint), and never reused for another job.
   * Everything the runner learns (its start, each reported metric, the end, an error with its
     traceback) is appended to `<state_dir>/logs/<job id>.log`, which outlives the runner.
 """
@@ -45,11 +47,6 @@ LOG_TAIL_LINES = 200
 CHECKPOINTS_KEPT = 2  # the latest to resume from, and the one before it in case the latest is torn
 
 
-def runner_name(job_id: str) -> str:
-    """The runner actor's name for `job_id`."""
-    return f"{RUNNER_PREFIX}{job_id}"
-
-
 def stop_file(runs_dir: Path, job_id: str) -> Path:
     """The file whose existence asks `job_id`'s training loop to stop at its next checkpoint."""
     return runs_dir / job_id / "STOP"
@@ -58,12 +55,11 @@ def stop_file(runs_dir: Path, job_id: str) -> Path:
 class JobRunner:
     """Runs one attempt of one job; see the module docstring."""
 
-    def __init__(self, job: dict[str, Any], attempt: int, runs_dir: str, logs_dir: str,
-                 dashboard_url: str | None = None) -> None:
-        self.job = JobRow.model_validate(job)
-        self.attempt = attempt
+    def __init__(self, runs_dir: str, logs_dir: str, dashboard_url: str | None = None) -> None:
         self.runs_dir, self.logs_dir = Path(runs_dir), Path(logs_dir)
         self.dashboard_url = dashboard_url
+        self.job: JobRow | None = None
+        self.attempt = 0
         self._status = RunnerStatus.STARTING
         self._progress: dict[str, Any] = {}
         self._error = ""
@@ -71,22 +67,33 @@ class JobRunner:
         self._cancelled = False
         self._submission_id: str | None = None
         self._lock = threading.Lock()
-        self._stop_file = stop_file(self.runs_dir, self.job.job_id)
+        _warm_up()
+
+    def assign(self, job: dict[str, Any], attempt: int) -> None:
+        """Run attempt `attempt` of `job` (once: a second call for the same attempt does nothing)."""
+        row = JobRow.model_validate(job)
+        with self._lock:
+            if self.job is not None:
+                if (self.job.job_id, self.attempt) == (row.job_id, attempt):
+                    return
+                raise RuntimeError(f"runner already runs job {self.job.job_id} (attempt {self.attempt})")
+            self.job, self.attempt = row, attempt
+        self._stop_file = stop_file(self.runs_dir, row.job_id)
         self._stop_file.parent.mkdir(parents=True, exist_ok=True)
         self._stop_file.unlink(missing_ok=True)  # a new attempt must not stop at once
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self._log_path = self.logs_dir / f"{self.job.job_id}.log"
-        self._log(f"attempt {attempt}: starting {self.job.kind} job '{self.job.name}'")
-        self._thread = threading.Thread(target=self._work, name=f"job-{self.job.job_id}", daemon=True)
+        self._log_path = self.logs_dir / f"{row.job_id}.log"
+        self._log(f"attempt {attempt}: starting {row.kind} job '{row.name}'")
+        self._thread = threading.Thread(target=self._work, name=f"job-{row.job_id}", daemon=True)
         self._thread.start()
 
     # -- the scheduler's calls ------------------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
-        """{job_id, attempt, status, progress, error}: the `RunnerReport` fields."""
+        """{job_id, attempt, status, progress, error}: the `RunnerReport` fields (job_id None: idle)."""
         with self._lock:
-            return {"job_id": self.job.job_id, "attempt": self.attempt, "status": str(self._status),
-                    "progress": dict(self._progress), "error": self._error}
+            return {"job_id": None if self.job is None else self.job.job_id, "attempt": self.attempt,
+                    "status": str(self._status), "progress": dict(self._progress), "error": self._error}
 
     def request_pause(self) -> None:
         """Ask the training loop to stop at its next checkpoint."""
@@ -119,9 +126,14 @@ class JobRunner:
 
     # -- the work ----------------------------------------------------------------------------------
 
+    @property
+    def _current(self) -> JobRow:
+        assert self.job is not None, "the runner has been assigned its job"
+        return self.job
+
     def _work(self) -> None:
         try:
-            kind = self.job.kind
+            kind = self._current.kind
             if kind == "train":
                 self._train()
             elif kind == "tune":
@@ -155,7 +167,7 @@ class JobRunner:
                 self._status = RunnerStatus.RUNNING
 
     def _env_vars(self) -> dict[str, str]:
-        return {"FACTORY_JOB_ID": self.job.job_id, "FACTORY_STOP_FILE": str(self._stop_file)}
+        return {"FACTORY_JOB_ID": self._current.job_id, "FACTORY_STOP_FILE": str(self._stop_file)}
 
     def _train(self) -> None:
         import torch
@@ -164,7 +176,7 @@ class JobRunner:
 
         from factory.jobs.spec import load_callable
 
-        spec = self.job.spec
+        spec = self._current.spec
         gpus = int(spec.get("gpus_per_worker", 0))
         resources: dict[str, float] = {"CPU": float(spec.get("cpus_per_worker", 1))}
         if gpus:
@@ -177,7 +189,7 @@ class JobRunner:
                                          resources_per_worker=resources),
             torch_config=TorchConfig(backend=backend),
             run_config=RunConfig(
-                name=self.job.job_id, storage_path=str(self.runs_dir.resolve()),
+                name=self._current.job_id, storage_path=str(self.runs_dir.resolve()),
                 failure_config=FailureConfig(max_failures=int(spec.get("max_retries", 0))),
                 checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                 worker_runtime_env={"env_vars": self._env_vars()},
@@ -199,7 +211,7 @@ class JobRunner:
         from factory.jobs.search_space import to_tune_space
         from factory.jobs.spec import load_callable
 
-        spec = self.job.spec
+        spec = self._current.spec
         settings = spec["tune"]
         resources = {"cpu": float(spec.get("cpus_per_worker", 1)),
                      "gpu": float(spec.get("gpus_per_worker", 0))}
@@ -214,7 +226,7 @@ class JobRunner:
                 scheduler=scheduler,
                 max_concurrent_trials=concurrent,
             ),
-            run_config=tune.RunConfig(name=self.job.job_id, storage_path=str(self.runs_dir.resolve())),
+            run_config=tune.RunConfig(name=self._current.job_id, storage_path=str(self.runs_dir.resolve())),
         )
         self._running()
         results = tuner.fit()
@@ -228,9 +240,9 @@ class JobRunner:
     def _command(self) -> None:
         from ray.job_submission import JobStatus
 
-        spec = self.job.spec
+        spec = self._current.spec
         client = self._job_client()
-        submission_id = f"factory-{self.job.job_id}-{self.attempt}"
+        submission_id = f"factory-{self._current.job_id}-{self.attempt}"
         runtime_env = dict(spec.get("runtime_env") or {})
         runtime_env["env_vars"] = {**dict(runtime_env.get("env_vars") or {}), **self._env_vars()}
         self._submission_id = client.submit_job(
@@ -265,9 +277,20 @@ class JobRunner:
         return JobSubmissionClient(self.dashboard_url)
 
     def _log(self, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        if self.job is None:
+            return  # an idle spare has no job log
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
         with self._lock, self._log_path.open("a") as log:
             log.write(f"{stamp} {line}\n")
+
+
+def _warm_up() -> None:
+    """Import what a run needs now, while the runner waits as a spare, not when a job is due."""
+    import torch  # noqa: F401
+    from ray.train.torch import TorchTrainer  # noqa: F401
+
+    import factory.jobs.spec  # noqa: F401
 
 
 def read_log(path: Path, tail_lines: int = LOG_TAIL_LINES) -> str:

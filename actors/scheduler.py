@@ -88,6 +88,7 @@ class SchedulerActor(ControlPlaneActor):
                                           submitted_by=submitted_by)
             self.audit("job.submitted", job.job_id, actor=submitted_by or None, name=job.name, team=job.team,
                        kind=job.kind, spec_hash=job.spec_hash)
+        self._runners.keep_warm = True  # warm a runner while the job waits
         self.wake()
         return job.model_dump(mode="json")
 
@@ -177,6 +178,7 @@ class SchedulerActor(ControlPlaneActor):
 
     def _export_metrics(self) -> None:
         active = self.store.list_jobs([state.value for state in JobState if not state.is_terminal])
+        self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
         self._metrics.export_queue(active, self.store.count_jobs([state.value for state in TERMINAL]))
 
     def _scheduling_loop(self) -> None:
@@ -289,8 +291,10 @@ class SchedulerActor(ControlPlaneActor):
         `factory down` calls this first, so that no step re-creates an actor being removed.
         """
         self._stopping.set()
+        self._wake_event.set()
         self._loop_thread.join(timeout_s)
-        return not self._loop_thread.is_alive()
+        self._scheduling_thread.join(timeout_s)
+        return not self._loop_thread.is_alive() and not self._scheduling_thread.is_alive()
 
     def factory_info(self) -> dict[str, Any]:
         """Version, effective config, state store and clock of this factory."""

@@ -25,6 +25,7 @@ from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.grid_price import GridPriceActor
+from actors.job_runner import RUNNER_PREFIX
 from actors.registry import RegistryActor
 from actors.scheduler import SchedulerActor
 from actors.telemetry import TelemetryActor
@@ -134,8 +135,14 @@ def cluster_nodes() -> list[dict[str, Any]]:
 
 
 def remove_actors() -> list[str]:
-    """Kill every factory actor for good (no restart); return their names. State stays on disk."""
-    return [name for name in factory_actor_names() if _kill(name)]
+    """Kill every factory actor for good (no restart); return their names. State stays on disk.
+
+    Job runners go too (their training with them): a job that was running is found without a runner
+    by the next `up` and resumes from its latest checkpoint.
+    """
+    runners = sorted(entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
+                     if entry["namespace"] == NAMESPACE and entry["name"].startswith(RUNNER_PREFIX))
+    return [name for name in [*factory_actor_names(), *runners] if _kill(name)]
 
 
 def _kill(name: str) -> bool:

@@ -22,6 +22,7 @@ import factory.client
 from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import SCHEDULER
+from factory.jobs.ray_runners import find_runner
 from factory.ray_cluster import NAMESPACE
 from tests.integration.conftest import FACTORY_BIN, REPO_ROOT, clean_env, scrape_metrics, wait_until
 
@@ -87,11 +88,7 @@ def states(client: factory.client.FactoryClient, job_id: str) -> list[str]:
 
 
 def runner_exists(job_id: str) -> bool:
-    try:
-        ray.get_actor(f"runner:{job_id}", namespace=NAMESPACE)
-        return True
-    except ValueError:
-        return False
+    return find_runner(job_id) is not None
 
 
 def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster, config: FactoryConfig,
@@ -168,7 +165,9 @@ def test_a_worker_failure_is_retried_from_the_checkpoint_and_a_hopeless_job_fail
 def test_a_killed_scheduler_is_restarted_and_the_running_job_finishes_without_a_second_start(
         client: factory.client.FactoryClient) -> None:
     job_id = client.submit(spec("survivor", config={"epochs": 6}))
-    wait_until(lambda: client.job(job_id).job.state == "RUNNING", "the job runs")
+    # Mid-run: its runner has reported an epoch (a kill between writing RUNNING and handing the job to
+    # a runner is repaired differently: the job is set back to PAUSED and started as a new attempt).
+    wait_until(lambda: "step" in client.job(job_id).job.progress, "the job runs and reports")
     ray.kill(ray.get_actor(SCHEDULER, namespace=NAMESPACE), no_restart=False)
     done = client.wait(job_id, timeout_s=240)
     assert done.state == "SUCCEEDED" and done.attempt == 1 and done.progress["epoch"] == 6
