@@ -59,7 +59,9 @@ class SchedulerActor(ControlPlaneActor):
         self._runners = RayRunners(self.config.state_dir / "runs", self.config.state_dir / "logs")
         self._controller = JobController(self.store, self._runners, make_policy(settings.policy),
                                          gpu_power_w=settings.gpu_power_w,
-                                         preempt_overhead_s=settings.preempt_overhead_s)
+                                         preempt_overhead_s=settings.preempt_overhead_s,
+                                         pause_timeout_s=self.clock.spec().speed_factor  # factory s
+                                         * settings.pause_timeout_s)
         self._jobs_lock = threading.Lock()
         self._wake_event = threading.Event()
         self._last_step: dict[str, Any] = {}
@@ -202,6 +204,7 @@ class SchedulerActor(ControlPlaneActor):
         return max(0.01, min(tick_s, self.clock.wall_seconds_for(boundary_s - now_s) + 0.01))
 
     _price_interval_s: float | None = None
+    _known_down: set[str] = set()  # noqa: RUF012 - replaced, never mutated
 
     def _outlook(self, now_s: float) -> PriceOutlook:
         from factory.control_plane import GRID_PRICE, call_actor, get_actor
@@ -241,6 +244,9 @@ class SchedulerActor(ControlPlaneActor):
         created = sorted(handles)
         for name in created:
             self.audit("actor.created", name, reason="node joined")
+        if created or (down is not None and set(down) != self._known_down):
+            self._known_down = set(down or ())
+            self.wake()  # the cluster changed: decide now
         return created
 
     def node_records(self) -> dict[str, dict[str, Any]]:

@@ -136,6 +136,10 @@ class SchedulerConfig(_Section):
     quotas: dict[str, int] = Field(
         default_factory=dict, description="Guaranteed GPUs per team; idle ones may be borrowed."
     )
+    pause_timeout_s: float = Field(
+        300.0, gt=0, description="Real seconds a job asked to pause may take to reach its next "
+        "checkpoint; then it is stopped and resumes from its latest checkpoint (losing the work since)."
+    )
 
 
 class RegistryConfig(_Section):

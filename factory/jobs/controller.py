@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +54,16 @@ class JobController:
     """Runs a policy over the store's jobs and carries out its decisions through `runners`."""
 
     def __init__(self, store: StateStore, runners: Runners, policy: Any, *, gpu_power_w: float,
-                 preempt_overhead_s: float = 0.0) -> None:
+                 preempt_overhead_s: float = 0.0, pause_timeout_s: float = math.inf) -> None:
+        """Wire the controller to its store, runners and policy.
+
+        `pause_timeout_s` (factory seconds): a job asked to pause that has not reached a checkpoint by
+        then is stopped (its runner cancelled) and resumes later from its latest checkpoint.
+        """
         self.store, self.runners, self.policy = store, runners, policy
         self.gpu_power_w = gpu_power_w
         self.preempt_overhead_s = preempt_overhead_s
+        self.pause_timeout_s = pause_timeout_s
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -113,7 +120,8 @@ class JobController:
         jobs = {job.job_id: job for job in self.store.list_jobs(ACTIVE)}
         for pause in decisions.pauses:
             job = jobs[pause.job_id]
-            if self._move(job, JobState.PAUSING, f"{pause.reason}: {pause.detail}", now_s):
+            if self._move(job, JobState.PAUSING, f"{pause.reason}: {pause.detail}", now_s,
+                          schedule={**job.schedule, "pausing_s": now_s}):
                 self.runners.pause(job.job_id)
                 result.paused.append(job.job_id)
         price_now = float(outlook.price_per_mwh[0]) if outlook is not None else None
@@ -146,6 +154,7 @@ class JobController:
             if report.progress and report.progress != job.progress:
                 self.store.update_job(job_id, progress=report.progress)
             if not report.status.is_over:
+                self._stop_if_stuck(job, now_s, result)
                 continue
             closing = self._closing_run(job, now_s)
             if report.status is RunnerStatus.SUCCEEDED:
@@ -165,6 +174,17 @@ class JobController:
                 self._paused(job, "its runner is gone (node lost or process died); resumes from its "
                              "latest checkpoint", now_s, self._closing_run(job, now_s))
                 result.finished[job.job_id] = JobState.PAUSED
+
+    def _stop_if_stuck(self, job: JobRow, now_s: float, result: StepResult) -> None:
+        """A job asked to pause that has not checkpointed within `pause_timeout_s` is stopped."""
+        since_s = job.schedule.get("pausing_s")
+        if job.state != JobState.PAUSING or since_s is None or now_s - float(since_s) < self.pause_timeout_s:
+            return
+        reason = (f"did not reach a checkpoint within {self.pause_timeout_s:.0f} s of being asked to pause; "
+                  "stopped, resumes from its latest checkpoint")
+        if self._move(job, JobState.PAUSED, reason, now_s, **self._closing_run(job, now_s)):
+            self.runners.cancel(job.job_id)
+            result.finished[job.job_id] = JobState.PAUSED
 
     def _paused(self, job: JobRow, reason: str, now_s: float, closing: dict[str, Any]) -> bool:
         if job.state == JobState.RUNNING and not self._move(job, JobState.PAUSING, reason, now_s):
@@ -206,7 +226,7 @@ class JobController:
         if not JobState(job.state).holds_gpus or "started_s" not in job.schedule:
             return {}
         schedule = {key: value for key, value in job.schedule.items()
-                    if key not in ("started_s", "placement")}
+                    if key not in ("started_s", "placement", "pausing_s")}
         runs = [*schedule.get("runs", []), [float(job.schedule["started_s"]), now_s, num_gpus(job)]]
         return {"schedule": {**schedule, "run_s": ran_s(job, now_s), "runs": runs}}
 

@@ -225,3 +225,25 @@ def test_infeasible_at_admission_is_recorded_on_the_job(store: SQLiteStore) -> N
     job = store.get_job(job_id)
     assert job is not None and job.schedule["admitted"] and job.schedule["at_risk"]
     assert "before its deadline" in job.schedule["infeasible"]
+
+
+def test_a_job_that_does_not_reach_a_checkpoint_is_stopped_after_the_pause_timeout(
+        store: SQLiteStore) -> None:
+    runners = MemoryRunners()
+    controller = JobController(store, runners, PriceAwarePolicy(), gpu_power_w=700.0, pause_timeout_s=600.0)
+    job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
+    controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    spike_s = T0 + HOUR
+    controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert store.get_job(job_id).state == "PAUSING"  # type: ignore[union-attr]
+    # The loop never checks its stop file: still running 5 minutes later, then stopped at 10.
+    controller.step(spike_s + 300, CLUSTER, outlook(spike_s + 300, [500, 500, 10, 10, 90, 90, 90, 90]))
+    assert store.get_job(job_id).state == "PAUSING"  # type: ignore[union-attr]
+    result = controller.step(spike_s + 601, CLUSTER, outlook(spike_s + 601, [500, 500, 10, 10, 90, 90, 90]))
+    job = store.get_job(job_id)
+    assert job is not None and result.finished == {job_id: "PAUSED"}
+    assert ("cancel", job_id, 1) in runners.calls
+    paused = [event for event in store.job_events(job_id) if event.state == "PAUSED"]
+    assert len(paused) == 1 and "did not reach a checkpoint within 600 s" in paused[0].reason
+    assert job.state == "WAITING"  # for the cheap hours, to resume from its latest checkpoint
+    assert job.schedule["run_s"] == pytest.approx(HOUR + 601) and "pausing_s" not in job.schedule
