@@ -9,6 +9,9 @@ Nomenclature:
                 usable time; the power budget likewise). A job planned for `t` seconds of an
                 interval takes `num_gpus * t` and `num_gpus * power_w * t` of it, so two short jobs
                 can share an hour of one GPU, one after the other, as they will in the cluster.
+  now        -- the current interval is counted in whole GPUs: a job started now holds its GPUs until
+                the next decision. A job that does not fit now may still be planned later in it, from
+                when jobs planned to finish in it have freed enough GPUs (their end is a decision).
   laxity     -- time before the deadline that the job may spend not running:
                 `deadline - now - needed_s`.
 
@@ -45,6 +48,7 @@ EPS_S = 1e-6
 MAX_REPLANS = 3
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
 MIN_DRAW_W = 1.0
+MAX_NOW_EVENTS = 64  # releases and later starts within the current interval that are looked at
 PINNED, ADMITTED, NEW, AT_RISK = 0, 1, 2, 3  # planning tiers, in order
 RESCUE = 4  # an admitted job planned as soon as possible, earliest deadline first (a last resort)
 
@@ -62,11 +66,14 @@ class JobPlan:
     # (for a non-preemptible job: to run unbroken from now), None if enough (running later is then a
     # price choice).
     crowded_now: str | None = None
+    # Seconds after now at which the job can start within the current interval, when its plan uses
+    # the current interval only after jobs planned now have finished and freed enough GPUs.
+    later_start_s: float | None = None
 
     @property
     def runs_now(self) -> bool:
-        """Whether the plan includes the current interval."""
-        return bool(len(self.intervals)) and int(self.intervals[0]) == 0
+        """Whether the plan starts the job now (it includes the current interval, from now)."""
+        return bool(len(self.intervals)) and int(self.intervals[0]) == 0 and self.later_start_s is None
 
 
 class PlanRequest(NamedTuple):
@@ -101,6 +108,12 @@ class Planner:
         self.free_gpus_now = float(total_gpus)
         self.free_power_now_w = math.inf if power_budget_w is None else power_budget_w
         self.now_position = int(np.flatnonzero(self.order == 0)[0])
+        # Within the current interval: GPUs freed by jobs planned to finish in it, (seconds after now,
+        # GPUs), and GPUs taken after such a release by jobs that could not start now (held to the
+        # interval's end). Only without a power budget, and for a few events (see `_later_now_s`).
+        self.now_releases: list[tuple[float, int]] = []
+        self.now_later: list[tuple[float, int]] = []
+        self.later_allowed = power_budget_w is None
         budget_w = math.inf if power_budget_w is None else power_budget_w
         self.free_power_ws = budget_w * self.usable_s if math.isfinite(budget_w) else \
             np.full(len(starts), math.inf)
@@ -116,8 +129,31 @@ class Planner:
         room = np.minimum(usable_s, self.free_gpu_s[index] / job.num_gpus)
         if job.draw_w > 0 and math.isfinite(self.free_power_ws[0]):
             room = np.minimum(room, self.free_power_ws[index] / job.draw_w)
-        room[now_at] = usable_s[now_at] if self.fits_now(job) else 0.0
+        if self.fits_now(job):
+            room[now_at] = usable_s[now_at]
+        else:
+            later_s = self._later_now_s(job)
+            room[now_at] = 0.0 if later_s is None else min(max(0.0, usable_s[now_at] - later_s),
+                                                           self.free_gpu_s[0] / job.num_gpus)
         return room
+
+    def _later_now_s(self, job: JobView) -> float | None:
+        """When, in seconds after now, the job's GPUs are free for the rest of the current interval.
+
+        None if never (or not looked at: with a power budget, or more than `MAX_NOW_EVENTS`
+        releases and later starts, where the answer is left to the next decision).
+        """
+        events = len(self.now_releases) + len(self.now_later)
+        if not self.later_allowed or not self.now_releases or events > MAX_NOW_EVENTS:
+            return None
+        points = sorted({offset for offset, _ in [*self.now_releases, *self.now_later]})
+        free = [self.free_gpus_now
+                + sum(gpus for offset, gpus in self.now_releases if offset <= point + EPS_S)
+                - sum(gpus for offset, gpus in self.now_later if offset <= point + EPS_S)
+                for point in points]
+        lowest_after = list(np.minimum.accumulate(free[::-1]))[::-1]  # free GPUs from each point on
+        return next((point for point, low in zip(points, lowest_after, strict=True)
+                     if low >= job.num_gpus), None)
 
     def fits_now(self, job: JobView) -> bool:
         """Whether the job's GPUs and power are still free at once in the current interval."""
@@ -217,6 +253,11 @@ class Planner:
         if plan.runs_now:
             self.free_gpus_now -= job.num_gpus
             self.free_power_now_w -= job.draw_w
+            if len(plan.intervals) == 1 and plan.covered and plan.seconds[0] < self.usable_s[0] - EPS_S:
+                # It finishes within the current interval: that ends a run, so a decision follows.
+                self.now_releases.append((float(plan.seconds[0]), job.num_gpus))
+        elif plan.later_start_s is not None:
+            self.now_later.append((plan.later_start_s, job.num_gpus))
 
     # -- a request -----------------------------------------------------------------------------
 
@@ -235,6 +276,8 @@ class Planner:
                     plan = None
         if plan is None:
             plan = self._choose(request)
+        if len(plan.intervals) and int(plan.intervals[0]) == 0 and not self.fits_now(job):
+            plan = replace(plan, later_start_s=self._later_now_s(job))  # the current interval, later
         # Choosing a plan changes no room, so this still sees what the jobs before this one left it.
         crowded_now = None if plan.runs_now else self._crowded_now(job, request.needed_s)
         self.reserve(job, plan)

@@ -271,7 +271,8 @@ def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
         if reason is WaitReason.PRICE:
             return reason, "no room is planned for it before its deadline"
         return reason, f"the {what} planned for more urgent jobs now"
-    start_s = max(snapshot.now_s, float(snapshot.prices.starts_s[int(plan.intervals[0])]))
+    start_s = max(snapshot.now_s, float(snapshot.prices.starts_s[int(plan.intervals[0])])) + \
+        (plan.later_start_s or 0.0)
     if reason is WaitReason.PRICE:
         return reason, f"planned to run from {utc_label(start_s)}, when the energy is cheaper"
     return reason, f"the {what} planned for more urgent jobs now; planned to run from {utc_label(start_s)}"
