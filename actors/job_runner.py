@@ -55,9 +55,8 @@ def stop_file(runs_dir: Path, job_id: str) -> Path:
 class JobRunner:
     """Runs one attempt of one job; see the module docstring."""
 
-    def __init__(self, runs_dir: str, logs_dir: str, dashboard_url: str | None = None) -> None:
+    def __init__(self, runs_dir: str, logs_dir: str) -> None:
         self.runs_dir, self.logs_dir = Path(runs_dir), Path(logs_dir)
-        self.dashboard_url = dashboard_url
         self.job: JobRow | None = None
         self.attempt = 0
         self._status = RunnerStatus.STARTING
@@ -268,13 +267,11 @@ class JobRunner:
         from ray.dashboard.utils import ray_address_to_api_server_url
         from ray.job_submission import JobSubmissionClient
 
-        if not self.dashboard_url:
-            # Where this cluster's dashboard (Ray's job API) listens, as `ray job submit` finds it.
-            try:
-                self.dashboard_url = ray_address_to_api_server_url(ray.get_runtime_context().gcs_address)
-            except Exception as exc:  # noqa: BLE001 - one line for the job's error
-                raise RuntimeError(f"command jobs need the Ray dashboard (Ray's job API): {exc}") from None
-        return JobSubmissionClient(self.dashboard_url)
+        try:  # where this cluster's dashboard (Ray's job API) listens, as `ray job submit` finds it
+            address = ray_address_to_api_server_url(ray.get_runtime_context().gcs_address)
+        except Exception as exc:  # noqa: BLE001 - one line for the job's error
+            raise RuntimeError(f"command jobs need the Ray dashboard (Ray's job API): {exc}") from None
+        return JobSubmissionClient(address)
 
     def _log(self, line: str) -> None:
         if self.job is None:

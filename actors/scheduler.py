@@ -50,25 +50,28 @@ class SchedulerActor(ControlPlaneActor):
 
     def __init__(self, name: str, config: dict[str, Any], clock_spec: dict[str, Any] | None) -> None:
         super().__init__(name, config, clock_spec)
-        try:  # at once, so that `factory nodes` right after `up` reflects this cluster
-            self._track_nodes()
-        except Exception as exc:  # noqa: BLE001 - the control loop tries again
-            self._record_error(exc)
-        self._stopping = self._run_every(self.config.scheduler.interval_s, self.reconcile, "control-loop")
+        assert self.clock is not None
         settings = self.config.scheduler
+        # Everything the two loops use exists before either starts.
+        self._wake_event = threading.Event()
+        self._known_down: set[str] = set()  # nodes recorded down when the scheduler last decided
+        self._price_interval_s: float | None = None  # learnt from the first forecast
+        self._jobs_lock = threading.Lock()
         self._runners = RayRunners(self.config.state_dir / "runs", self.config.state_dir / "logs")
         self._controller = JobController(self.store, self._runners, make_policy(settings.policy),
                                          gpu_power_w=settings.gpu_power_w,
                                          preempt_overhead_s=settings.preempt_overhead_s,
                                          pause_timeout_s=self.clock.spec().speed_factor  # factory s
                                          * settings.pause_timeout_s)
-        self._jobs_lock = threading.Lock()
-        self._wake_event = threading.Event()
-        self._last_step: dict[str, Any] = {}
         self._metrics = JobMetrics()
         # Jobs that ended and still need their accounting: found again after a restart (idempotent).
         self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in TERMINAL])
                             if not job.accounting}
+        try:  # at once, so that `factory nodes` right after `up` reflects this cluster
+            self._track_nodes()
+        except Exception as exc:  # noqa: BLE001 - the control loop tries again
+            self._record_error(exc)
+        self._stopping = self._run_every(settings.interval_s, self.reconcile, "control-loop")
         self._scheduling_thread = threading.Thread(target=self._scheduling_loop, name="scheduling-loop",
                                                    daemon=True)
         self._scheduling_thread.start()
@@ -137,8 +140,7 @@ class SchedulerActor(ControlPlaneActor):
                                     if JobState(state).is_terminal)
         self._account_finished()
         self._export_metrics()
-        self._last_step = {"time_s": now_s, **_step_json(result)}
-        return self._last_step
+        return {"time_s": now_s, **_step_json(result)}
 
     def _account_finished(self) -> None:
         """Energy, cost, carbon, waits and savings of the jobs that ended (see factory.jobs.accounting)."""
@@ -147,30 +149,13 @@ class SchedulerActor(ControlPlaneActor):
             if job is None or job.accounting:
                 self._to_account.discard(job_id)
                 continue
-            record = account(job, self.store.job_events(job_id), self._attributed_kwh(job_id),
+            from factory.client import cluster_job_energy  # the client imports this module
+
+            record = account(job, self.store.job_events(job_id), cluster_job_energy(job_id).energy_kwh,
                              self._price_profile, self.config.scheduler.gpu_power_w)
             self.store.update_job(job_id, accounting=record)
             self._metrics.accounted(job.team, record)
             self._to_account.discard(job_id)
-
-    def _attributed_kwh(self, job_id: str) -> float | None:
-        """GPU energy the nodes' telemetry attributed to the job (None if no agent answered)."""
-        from factory.control_plane import cluster_nodes, get_actor, telemetry_name
-
-        refs = []
-        for node_id in (node["node_id"] for node in cluster_nodes() if node["alive"]):
-            try:
-                refs.append(get_actor(telemetry_name(node_id)).job_energy.remote(job_id))
-            except FactoryError:
-                continue
-        answers = []
-        for ref in refs:
-            try:
-                answers.append(ray.get(ref, timeout=10.0))
-            except Exception:  # noqa: BLE001 - an agent that does not answer adds nothing
-                continue
-        energies = [answer.energy_kwh for answer in answers if answer is not None]
-        return sum(energies) if energies else None
 
     def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
         from factory.control_plane import GRID_PRICE, call_actor, get_actor
@@ -202,9 +187,6 @@ class SchedulerActor(ControlPlaneActor):
         now_s = self.clock.now_s()
         boundary_s = (math.floor(now_s / interval_s) + 1) * interval_s
         return max(0.01, min(tick_s, self.clock.wall_seconds_for(boundary_s - now_s) + 0.01))
-
-    _price_interval_s: float | None = None
-    _known_down: set[str] = set()  # noqa: RUF012 - replaced, never mutated
 
     def _outlook(self, now_s: float) -> PriceOutlook:
         from factory.control_plane import GRID_PRICE, call_actor, get_actor

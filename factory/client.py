@@ -154,7 +154,7 @@ class FactoryClient:
         records: dict[str, dict[str, Any]] = _answer(self._scheduler.node_records.remote(), SCHEDULER)
         cluster = {node["node_id"]: node for node in _cluster_nodes()}
         alive = sorted(node_id for node_id, node in cluster.items() if node["alive"])
-        answers = self._ask_telemetry(alive, "node_status")
+        answers = _ask_telemetry(alive, "node_status")
         result = []
         for node_id in alive:
             answer = answers[node_id]
@@ -178,7 +178,7 @@ class FactoryClient:
         """The latest reading of every GPU on every alive node (real or simulated)."""
         alive = _alive_node_ids()
         gpus = []
-        for answer in self._ask_telemetry(alive, "gpus").values():
+        for answer in _ask_telemetry(alive, "gpus").values():
             if isinstance(answer, list):
                 gpus.extend(answer)
         return sorted_gpus(gpus)
@@ -194,10 +194,7 @@ class FactoryClient:
 
         Zero with `first_seen_s=None` if no GPU has run it (since the nodes' agents started).
         """
-        alive = _alive_node_ids()
-        parts = [answer for answer in self._ask_telemetry(alive, "job_energy", job_id).values()
-                 if isinstance(answer, JobEnergy)]
-        return merge_job_energy(job_id, parts)
+        return cluster_job_energy(job_id)
 
     def gpu_history(self, node_id: str, index: int, since_s: float | None = None) -> dict[str, list[float]]:
         """One GPU's samples since `since_s` (factory time), columns oldest first, for plots."""
@@ -208,13 +205,6 @@ class FactoryClient:
         """One GPU's mean utilisation, memory, power and temperature since `since_s` (factory time)."""
         name = telemetry_name(node_id)
         return _answer(get_actor(name).averages.remote(index, since_s), name)
-
-    def _ask_telemetry(self, node_ids: list[str], method: str, *args: Any) -> dict[str, Any]:
-        """Call `method` on each node's telemetry actor; {node_id: answer, or a `NoAnswer`}."""
-        def call(node_id: str) -> Callable[[], ray.ObjectRef]:
-            return lambda: getattr(get_actor(telemetry_name(node_id)), method).remote(*args)
-
-        return _gather({node_id: call(node_id) for node_id in node_ids}, HEALTH_TIMEOUT_S)
 
     def price(self) -> PriceNow:
         """The electricity price and carbon intensity now, with currency, unit and freshness."""
@@ -265,7 +255,7 @@ class FactoryClient:
         elif isinstance(spec, dict):
             spec = parse_job_spec(spec)
         job = _answer(self._scheduler.submit_job.remote(spec.model_dump(mode="json"),
-                                                        submitted_by or _who(), source), SCHEDULER)
+                                                        submitted_by or who(), source), SCHEDULER)
         return str(job["job_id"])
 
     def jobs(self, states: list[str] | None = None) -> list[JobRow]:
@@ -281,7 +271,7 @@ class FactoryClient:
     def cancel(self, job_id: str, cancelled_by: str | None = None) -> JobRow:
         """Cancel a job wherever it is; return it (CANCELLED)."""
         return JobRow.model_validate(
-            _answer(self._scheduler.cancel_job.remote(job_id, cancelled_by or _who()), SCHEDULER))
+            _answer(self._scheduler.cancel_job.remote(job_id, cancelled_by or who()), SCHEDULER))
 
     def logs(self, job_id: str, tail_lines: int = 200) -> str:
         """The last lines of a job's log (kept after the job ended)."""
@@ -338,6 +328,24 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     else:
         connection = connect_ray(config or load_config(), address=address, start_local=False)
     return FactoryClient(connection)
+
+
+def cluster_job_energy(job_id: str) -> JobEnergy:
+    """GPU energy the alive nodes' telemetry attributed to a job (zero if none did).
+
+    Any connected process can ask: the SchedulerActor does, to account for a job that ended.
+    """
+    parts = [answer for answer in _ask_telemetry(_alive_node_ids(), "job_energy", job_id).values()
+             if isinstance(answer, JobEnergy)]
+    return merge_job_energy(job_id, parts)
+
+
+def _ask_telemetry(node_ids: list[str], method: str, *args: Any) -> dict[str, Any]:
+    """Call `method` on each node's telemetry actor; {node_id: answer, or a `NoAnswer`}."""
+    def call(node_id: str) -> Callable[[], ray.ObjectRef]:
+        return lambda: getattr(get_actor(telemetry_name(node_id)), method).remote(*args)
+
+    return _gather({node_id: call(node_id) for node_id in node_ids}, HEALTH_TIMEOUT_S)
 
 
 def _seconds(when: datetime | float) -> float:
@@ -408,9 +416,9 @@ class JobDetail:
     events: list[JobEvent]
 
 
-def _who() -> str:
-    """Who submits or cancels, for the audit log: `sdk:<OS user>`."""
+def who(interface: str = "sdk") -> str:
+    """Who submits or cancels, for the audit log: `<interface>:<OS user>`, e.g. `cli:alice`."""
     try:
-        return f"sdk:{getpass.getuser()}"
+        return f"{interface}:{getpass.getuser()}"
     except Exception:  # noqa: BLE001 - no user name in some containers
-        return "sdk:unknown"
+        return f"{interface}:unknown"

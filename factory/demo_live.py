@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from factory import lifecycle
-from factory.cli.render import table
+from factory.cli.render import shorten, table
 from factory.client import FactoryClient
 from factory.config import FactoryConfig, load_config
 from factory.jobs.states import JobState
@@ -109,7 +109,7 @@ def follow(client: FactoryClient, echo: Echo) -> None:
                 seen[job_id] = (job.state, job.reason)
                 price = price_of(now.replace(minute=0, second=0, microsecond=0))
                 echo(f"  {now:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job_id]:<13} {job.state:<9} "
-                     f"{_short(job.reason)}")
+                     f"{shorten(job.reason, 70)}")
         if rows and all(JobState(job.state).is_terminal and job.accounting for job in rows.values()):
             break
         time.sleep(0.5)
@@ -135,7 +135,3 @@ def follow(client: FactoryClient, echo: Echo) -> None:
     spent = sum(float(final[job_id].accounting.get("cost", 0)) for job_id in ids)
     echo(f"Total: {spent:.4f} USD spent, {total:.4f} USD saved against starting every job at once. "
          "`factory submit configs/jobs/train-regression.yaml --wait` runs one yourself.")
-
-
-def _short(text: str, width: int = 70) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."

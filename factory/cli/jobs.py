@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from factory.cli.options import address_option, config_option, json_option, load
-from factory.cli.render import duration, table
+from factory.cli.render import duration, shorten, table
 from factory.jobs.accounting import by_team
 from factory.jobs.snapshot import num_gpus
 from factory.jobs.states import JobState
@@ -20,6 +20,12 @@ def _client(config_path: str | None, address: str | None) -> Any:
     import factory.client
 
     return factory.client.connect(address, config=load(config_path))
+
+
+def _who() -> str:
+    from factory.client import who
+
+    return who("cli")
 
 
 def _when(time_s: float | None) -> str | None:
@@ -40,7 +46,7 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
 
     spec = load_job_spec(file)  # a bad spec fails here, in one line, before touching the cluster
     client = _client(config_path, address)
-    job_id = client.submit(spec, submitted_by=f"cli:{_user()}")
+    job_id = client.submit(spec, submitted_by=_who())
     if not wait:
         click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
         return
@@ -73,7 +79,7 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
     click.echo(table(
         ["id", "team", "kind", "gpus", "state", "submitted", "deadline", "ran", "why"],
         [[job.job_id, job.team, job.kind, num_gpus(job), job.state, _when(job.submitted_s),
-          _when(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))), _short(job.reason, 60)]
+          _when(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))), shorten(job.reason, 60)]
          for job in rows]))
     teams = by_team(rows)
     if teams:
@@ -109,7 +115,7 @@ def job(job_id: str, config_path: str | None, address: str | None, as_json: bool
 @address_option
 def cancel(job_id: str, config_path: str | None, address: str | None) -> None:
     """Cancel a job wherever it is (waiting, running or paused)."""
-    job = _client(config_path, address).cancel(job_id, cancelled_by=f"cli:{_user()}")
+    job = _client(config_path, address).cancel(job_id, cancelled_by=_who())
     click.echo(f"{job.job_id} {job.state}")
 
 
@@ -156,7 +162,7 @@ def _progress_line(client: Any) -> Any:
     def show(job: JobRow) -> None:
         metrics = "  ".join(f"{key}={_value(job.progress[key])}" for key in ("epoch", "step", "loss")
                             if key in job.progress)
-        click.echo(f"{_when(client.clock().now_s())}  {job.state:<9} {_short(job.reason, 70)}"
+        click.echo(f"{_when(client.clock().now_s())}  {job.state:<9} {shorten(job.reason, 70)}"
                    + (f"  [{metrics}]" if metrics else ""))
 
     return show
@@ -174,16 +180,3 @@ def _pairs(values: dict[str, Any]) -> str:
 
 def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "unknown"

@@ -19,6 +19,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def shorten(text: str, width: int) -> str:
+    """`text` cut to `width` characters, ending in '...' when cut."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def duration(seconds: float | None) -> str | None:
     """'42s', '7m03s', '5h12m', '3d04h'."""
     if seconds is None:

@@ -116,8 +116,7 @@ class JobController:
                             power_budget_w=cluster.power_budget_w, quotas=dict(cluster.quotas),
                             preempt_overhead_s=self.preempt_overhead_s)
         decisions = self.policy.decide(snapshot)
-        self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
-        jobs = {job.job_id: job for job in self.store.list_jobs(ACTIVE)}
+        jobs = self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
         for pause in decisions.pauses:
             job = jobs[pause.job_id]
             if self._move(job, JobState.PAUSING, f"{pause.reason}: {pause.detail}", now_s,
@@ -158,21 +157,25 @@ class JobController:
                 continue
             closing = self._closing_run(job, now_s)
             if report.status is RunnerStatus.SUCCEEDED:
-                moved = self._move(job, JobState.SUCCEEDED, "finished", now_s, **closing)
+                target = JobState.SUCCEEDED
+                moved = self._move(job, target, "finished", now_s, **closing)
             elif report.status is RunnerStatus.FAILED:
-                moved = self._move(job, JobState.FAILED, f"failed: {report.error}", now_s, error=report.error,
+                target = JobState.FAILED
+                moved = self._move(job, target, f"failed: {report.error}", now_s, error=report.error,
                                    **closing)
             elif report.status is RunnerStatus.PAUSED:
+                target = JobState.PAUSED
                 moved = self._paused(job, "stopped at a checkpoint", now_s, closing)
             else:  # cancelled by someone else than the scheduler (e.g. `ray job stop`)
-                moved = self._move(job, JobState.CANCELLED, "its runner was cancelled", now_s, **closing)
+                target = JobState.CANCELLED
+                moved = self._move(job, target, "its runner was cancelled", now_s, **closing)
             if moved:
                 self.runners.release(job_id)
-                result.finished[job_id] = self.store.get_job(job_id).state  # type: ignore[union-attr]
+                result.finished[job_id] = target
         for job in jobs.values():
-            if JobState(job.state).holds_gpus and job.job_id not in reports:
-                self._paused(job, "its runner is gone (node lost or process died); resumes from its "
-                             "latest checkpoint", now_s, self._closing_run(job, now_s))
+            if JobState(job.state).holds_gpus and job.job_id not in reports and \
+                    self._paused(job, "its runner is gone (node lost or process died); resumes from its "
+                                 "latest checkpoint", now_s, self._closing_run(job, now_s)):
                 result.finished[job.job_id] = JobState.PAUSED
 
     def _stop_if_stuck(self, job: JobRow, now_s: float, result: StepResult) -> None:
@@ -192,15 +195,20 @@ class JobController:
         current = self.store.get_job(job.job_id)
         return current is not None and self._move(current, JobState.PAUSED, reason, now_s, **closing)
 
-    def _judged(self, jobs: dict[str, JobRow], admitted: tuple[str, ...], infeasible: dict[str, str]) -> None:
+    def _judged(self, jobs: dict[str, JobRow], admitted: tuple[str, ...],
+                infeasible: dict[str, str]) -> dict[str, JobRow]:
+        """Record which jobs the policy judged (and found infeasible); return the jobs as now stored."""
         if not admitted:
-            return
+            return jobs
+        judged = dict(jobs)
         with self.store.transaction():
             for job_id in admitted:
                 schedule = {**jobs[job_id].schedule, "admitted": True}
                 if job_id in infeasible:
                     schedule |= {"at_risk": True, "infeasible": infeasible[job_id]}
                 self.store.update_job(job_id, schedule=schedule)
+                judged[job_id] = jobs[job_id].model_copy(update={"schedule": schedule})
+        return judged
 
     def _start(self, job: JobRow, placement: tuple[tuple[str, int], ...], now_s: float, reason: str,
                result: StepResult) -> None:

@@ -36,10 +36,8 @@ WARM_RUNNERS = 1
 class RayRunners:
     """Starts, pauses, cancels and watches JobRunner actors."""
 
-    def __init__(self, runs_dir: Path, logs_dir: Path, dashboard_url: str | None = None,
-                 report_timeout_s: float = 10.0) -> None:
+    def __init__(self, runs_dir: Path, logs_dir: Path, report_timeout_s: float = 10.0) -> None:
         self.runs_dir, self.logs_dir = runs_dir.resolve(), logs_dir.resolve()
-        self.dashboard_url = dashboard_url
         self.report_timeout_s = report_timeout_s
         self._last: dict[str, RunnerReport] = {}
         self._handles: dict[str, Any] = {}   # job id -> its runner, as the runners last said
@@ -129,7 +127,7 @@ class RayRunners:
         self._spares[name] = ray.remote(JobRunner).options(
             name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=0, num_cpus=0,
             resources={HEAD_NODE_RESOURCE: 0.001},
-        ).remote(str(self.runs_dir), str(self.logs_dir), self.dashboard_url)
+        ).remote(str(self.runs_dir), str(self.logs_dir))
 
     def _take_spare(self) -> Any:
         if not self._spares:
