@@ -5,13 +5,14 @@ Nomenclature:
                 `usable[0] = its end - now` seconds left.
   plan       -- the intervals a job is given: for a preemptible job the cheapest intervals in its
                 window with room left, for a non-preemptible one the cheapest contiguous run.
-  room       -- GPU-seconds and watt-seconds per interval (the cluster's GPUs x the interval's
-                usable time; the power budget likewise). A job planned for `t` seconds of an
-                interval takes `num_gpus * t` and `num_gpus * power_w * t` of it, so two short jobs
-                can share an hour of one GPU, one after the other, as they will in the cluster.
-  now        -- the current interval is counted in whole GPUs: a job started now holds its GPUs until
-                the next decision. A job that does not fit now may still be planned later in it, from
-                when jobs planned to finish in it have freed enough GPUs (their end is a decision).
+  room       -- whole GPUs per interval, as the cluster runs them: decisions come at interval starts
+                and when a run ends, so a job planned in an interval starts at its start and holds
+                its GPUs to its end, unless it finishes in it (the end of a run is a decision: its
+                GPUs are free from then). A job that does not fit at an interval's start may still
+                be planned later in it, from when jobs finishing in it have freed enough GPUs; so two
+                short jobs share an hour of one GPU, one after the other, as they will in the cluster.
+                Power is counted the same way, in watts held from the interval's start (a job that does
+                not fit at the start of an interval is not planned later in it under a power budget).
   laxity     -- time before the deadline that the job may spend not running:
                 `deadline - now - needed_s`.
 
@@ -31,7 +32,11 @@ Order (each job is planned in what the earlier ones left):
 Invariants:
   * Pure numpy on the outlook; no I/O, deterministic (stable sorts, ties to the earlier interval,
     so a job that is indifferent runs now).
-  * Per job O(intervals) vectorised work: about 10 array operations.
+  * A plan is realisable as the cluster runs it: in every interval, the GPUs (and watts) of the jobs
+    planned in it never exceed the cluster's at any moment, given that a job holds its GPUs from its
+    start in the interval to the interval's end or its finish.
+  * Per job O(intervals) vectorised work (about 10 array operations), plus, for the intervals full at
+    their start where jobs finish, a look at their events (cached per interval and job width).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ EPS_S = 1e-6
 MAX_REPLANS = 3
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
 MIN_DRAW_W = 1.0
-MAX_NOW_EVENTS = 64  # releases and later starts within the current interval that are looked at
+MAX_INTERVAL_EVENTS = 64  # releases and later starts within one interval that are looked at
 PINNED, ADMITTED, NEW, AT_RISK = 0, 1, 2, 3  # planning tiers, in order
 RESCUE = 4  # an admitted job planned as soon as possible, earliest deadline first (a last resort)
 
@@ -100,60 +105,87 @@ class Planner:
         self.sorted_start_s = self.effective_start_s[self.order]
         self.sorted_usable_s = self.usable_s[self.order]
         self.sorted_price = self.price[self.order]
-        self.free_gpu_s = total_gpus * self.usable_s
+        self.free_gpu_s = total_gpus * self.usable_s  # GPU-seconds, for what is planned where
         self.capacity_gpu_s = self.free_gpu_s.copy()
         self.arrival_slack = arrival_slack
-        # The current interval is different: a job started now holds its GPUs until the next decision,
-        # so what limits it is how many GPUs are free at once, not GPU-seconds.
-        self.free_gpus_now = float(total_gpus)
-        self.free_power_now_w = math.inf if power_budget_w is None else power_budget_w
+        self.intervals = np.arange(len(starts))
+        # GPUs free at each interval's start (now, for the current interval): a job planned in an
+        # interval holds its GPUs from there.
+        self.free_gpus_at_start = np.full(len(starts), float(total_gpus))
+        # Watts of the power budget free at each interval's start (now, for the current interval).
+        self.free_power_at_start_w = np.full(len(starts), math.inf if power_budget_w is None else
+                                              float(power_budget_w))
         self.now_position = int(np.flatnonzero(self.order == 0)[0])
-        # Within the current interval: GPUs freed by jobs planned to finish in it, (seconds after now,
-        # GPUs), and GPUs taken after such a release by jobs that could not start now (held to the
-        # interval's end). Only without a power budget, and for a few events (see `_later_now_s`).
-        self.now_releases: list[tuple[float, int]] = []
-        self.now_later: list[tuple[float, int]] = []
+        # Within an interval, in seconds after its (effective) start: GPUs freed by jobs planned to finish
+        # in it, and GPUs taken after such a release by jobs that could not start at its start. Only
+        # without a power budget, and for a few events per interval (see `_later_s`).
+        self.releases: dict[int, list[tuple[float, int]]] = {}
+        self.later_starts: dict[int, list[tuple[float, int]]] = {}
+        self.has_releases = np.zeros(len(starts), dtype=bool)
+        self.power_budget_w = power_budget_w
         self.later_allowed = power_budget_w is None
-        budget_w = math.inf if power_budget_w is None else power_budget_w
-        self.free_power_ws = budget_w * self.usable_s if math.isfinite(budget_w) else \
-            np.full(len(starts), math.inf)
+        self._later_cache: dict[int, dict[int, float | None]] = {}
 
     # -- room ------------------------------------------------------------------------------------
 
     def _room_s(self, job: JobView, index: np.ndarray | slice, usable_s: np.ndarray,
                 now_at: int) -> np.ndarray:
-        """Seconds `job` can run in each interval: its usable time, limited by the GPUs and power left.
+        """Seconds `job` can run in each interval: from when its GPUs are free, within the power left.
 
         `now_at`: where the current interval is in `index`'s order.
         """
-        room = np.minimum(usable_s, self.free_gpu_s[index] / job.num_gpus)
-        if job.draw_w > 0 and math.isfinite(self.free_power_ws[0]):
-            room = np.minimum(room, self.free_power_ws[index] / job.draw_w)
-        if self.fits_now(job):
-            room[now_at] = usable_s[now_at]
-        else:
-            later_s = self._later_now_s(job)
-            room[now_at] = 0.0 if later_s is None else min(max(0.0, usable_s[now_at] - later_s),
-                                                           self.free_gpu_s[0] / job.num_gpus)
+        room = usable_s.copy()
+        fits = self.free_gpus_at_start[index] >= job.num_gpus
+        if job.draw_w > 0 and self.power_budget_w is not None:
+            fits &= self.free_power_at_start_w[index] >= job.draw_w - EPS_S
+        blocked = np.flatnonzero(~fits)
+        if not len(blocked):
+            return room
+        room[blocked] = 0.0
+        if self.later_allowed:
+            intervals = self.intervals[index][blocked]
+            with_releases = self.has_releases[intervals]
+            for position, interval in zip(blocked[with_releases].tolist(), intervals[with_releases].tolist(),
+                                          strict=True):
+                later_s = self._later_s(interval, job.num_gpus)
+                if later_s is not None:
+                    room[position] = min(max(0.0, usable_s[position] - later_s),
+                                         self.free_gpu_s[interval] / job.num_gpus)
         return room
 
-    def _later_now_s(self, job: JobView) -> float | None:
-        """When, in seconds after now, the job's GPUs are free for the rest of the current interval.
+    def _later_s(self, interval: int, num_gpus: int) -> float | None:
+        """When, in seconds after the interval's start, `num_gpus` GPUs are free for the rest of it.
 
-        None if never (or not looked at: with a power budget, or more than `MAX_NOW_EVENTS`
-        releases and later starts, where the answer is left to the next decision).
+        None if never (or not looked at: more than `MAX_INTERVAL_EVENTS` releases and later starts in it,
+        where the answer is left to a later decision).
         """
-        events = len(self.now_releases) + len(self.now_later)
-        if not self.later_allowed or not self.now_releases or events > MAX_NOW_EVENTS:
-            return None
-        points = sorted({offset for offset, _ in [*self.now_releases, *self.now_later]})
-        free = [self.free_gpus_now
-                + sum(gpus for offset, gpus in self.now_releases if offset <= point + EPS_S)
-                - sum(gpus for offset, gpus in self.now_later if offset <= point + EPS_S)
-                for point in points]
-        lowest_after = list(np.minimum.accumulate(free[::-1]))[::-1]  # free GPUs from each point on
-        return next((point for point, low in zip(points, lowest_after, strict=True)
-                     if low >= job.num_gpus), None)
+        cached = self._later_cache.setdefault(interval, {})
+        if num_gpus in cached:
+            return cached[num_gpus]
+        releases = self.releases.get(interval, [])
+        later = self.later_starts.get(interval, [])
+        answer = None
+        if len(releases) + len(later) <= MAX_INTERVAL_EVENTS:
+            points = sorted({offset for offset, _ in [*releases, *later]})
+            free = [self.free_gpus_at_start[interval]
+                    + sum(gpus for offset, gpus in releases if offset <= point + EPS_S)
+                    - sum(gpus for offset, gpus in later if offset <= point + EPS_S)
+                    for point in points]
+            lowest_after = list(np.minimum.accumulate(free[::-1]))[::-1]  # free GPUs from each point on
+            answer = next((point for point, low in zip(points, lowest_after, strict=True)
+                           if low >= num_gpus), None)
+        cached[num_gpus] = answer
+        return answer
+
+    @property
+    def free_gpus_now(self) -> float:
+        """GPUs not planned for any job now."""
+        return float(self.free_gpus_at_start[0])
+
+    @property
+    def free_power_now_w(self) -> float:
+        """Watts of the power budget not planned for any job now (inf without a budget)."""
+        return float(self.free_power_at_start_w[0])
 
     def fits_now(self, job: JobView) -> bool:
         """Whether the job's GPUs and power are still free at once in the current interval."""
@@ -245,19 +277,36 @@ class Planner:
         return JobPlan(job.job_id, intervals, bool(feasible[best]), float(cost[choice]), seconds=used_s)
 
     def reserve(self, job: JobView, plan: JobPlan) -> None:
-        """Hold the job's GPU-seconds and watt-seconds in each planned interval."""
+        """Hold the job's GPUs, GPU-seconds and watt-seconds in each planned interval.
+
+        Its GPUs are held from each interval's start (or from when they are free, `_later_s`) to its
+        end, except in the interval where it finishes: freed from then.
+        """
         if plan.seconds is None or not len(plan.intervals):
             return
         self.free_gpu_s[plan.intervals] -= job.num_gpus * plan.seconds
-        self.free_power_ws[plan.intervals] -= job.draw_w * plan.seconds
-        if plan.runs_now:
-            self.free_gpus_now -= job.num_gpus
-            self.free_power_now_w -= job.draw_w
-            if len(plan.intervals) == 1 and plan.covered and plan.seconds[0] < self.usable_s[0] - EPS_S:
-                # It finishes within the current interval: that ends a run, so a decision follows.
-                self.now_releases.append((float(plan.seconds[0]), job.num_gpus))
-        elif plan.later_start_s is not None:
-            self.now_later.append((plan.later_start_s, job.num_gpus))
+        fits = self.free_gpus_at_start[plan.intervals] >= job.num_gpus
+        if self.power_budget_w is not None:
+            fits &= self.free_power_at_start_w[plan.intervals] >= job.draw_w - EPS_S
+        if plan.intervals[0] == 0:
+            fits[0] = plan.runs_now
+        self.free_gpus_at_start[plan.intervals[fits]] -= job.num_gpus
+        self.free_power_at_start_w[plan.intervals[fits]] -= job.draw_w
+        last = int(plan.intervals[-1])
+        touched = set(plan.intervals[fits].tolist())
+        for interval in plan.intervals[~fits].tolist():
+            later_s = plan.later_start_s if interval == 0 else self._later_s(interval, job.num_gpus)
+            if later_s is None:  # planned there by GPU-seconds alone (a power budget): from its start
+                later_s = 0.0
+            self.later_starts.setdefault(interval, []).append((later_s, job.num_gpus))
+            touched.add(interval)
+        if plan.covered and plan.seconds[-1] < self.usable_s[last] - EPS_S:
+            # It finishes within its last interval: that ends a run, so a decision follows.
+            start_s = 0.0 if fits[-1] else self.later_starts[last][-1][0]
+            self.releases.setdefault(last, []).append((start_s + float(plan.seconds[-1]), job.num_gpus))
+            self.has_releases[last] = True
+        for interval in touched:
+            self._later_cache.pop(interval, None)
 
     # -- a request -----------------------------------------------------------------------------
 
@@ -277,7 +326,8 @@ class Planner:
         if plan is None:
             plan = self._choose(request)
         if len(plan.intervals) and int(plan.intervals[0]) == 0 and not self.fits_now(job):
-            plan = replace(plan, later_start_s=self._later_now_s(job))  # the current interval, later
+            later_s = self._later_s(0, job.num_gpus) if self.later_allowed else None
+            plan = replace(plan, later_start_s=later_s)  # the current interval, later
         # Choosing a plan changes no room, so this still sees what the jobs before this one left it.
         crowded_now = None if plan.runs_now else self._crowded_now(job, request.needed_s)
         self.reserve(job, plan)
@@ -315,10 +365,9 @@ class Planner:
             return "power"
         if not job.preemptible and job.phase is not Phase.RUNNING:  # it would run unbroken from now
             span = 1 + max(0, math.ceil((needed_s - self.usable_s[0]) / self.outlook.interval_s - EPS_S))
-            wanted = self.usable_s[1:span]  # whole intervals, as `contiguous` requires
-            if (self.free_gpu_s[1:span] < job.num_gpus * wanted - EPS_S).any():
+            if (self.free_gpus_at_start[1:span] < job.num_gpus).any():
                 return "gpus"
-            if (self.free_power_ws[1:span] < job.draw_w * wanted - EPS_S).any():
+            if (self.free_power_at_start_w[1:span] < job.draw_w - EPS_S).any():
                 return "power"
         return None
 

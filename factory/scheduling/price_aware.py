@@ -154,15 +154,15 @@ class PriceAwarePolicy:
         if best[0]:
             # Cheapest-first rounds left admitted jobs short; the greedy choice can do that where a
             # schedule meeting them all exists. Try the admitted ones as soon as possible, earliest
-            # deadline first (newcomers after them), and keep that plan if it leaves fewer of them short
-            # without turning more newcomers away (on the PJM weeks of bench/scheduler.py, taking it
-            # whenever fewer admitted jobs were short cost a newcomer its deadline twice).
+            # deadline first (newcomers after them), and keep that plan if it leaves fewer of them short,
+            # even if it turns more newcomers away: an admission is a promise, and a newcomer turned
+            # away is told so now (`NEWCOMER_OVER_AN_ADMITTED_JOB` in the simulation invariants).
             rescue = [r._replace(tier=RESCUE) if r.tier == ADMITTED else r for r in requests]
             rescue_keys = [(_rescue_rank(r.tier), r.deadline_s if r.tier == RESCUE else key[-3], key[-1])
                            for r, key in zip(rescue, keys, strict=True)]
             ordered, plans = self._plan_round(snapshot, rescue, rescue_keys, set())
             short = sum(r.tier == RESCUE and not plans[r.job.job_id].covered for r in rescue)
-            if short < best[0] and _new_short(rescue, plans) <= _new_short(requests, best[1][1]):
+            if short < best[0]:
                 best = (short, (ordered, plans))
         return (*best[1], borrowing)
 
