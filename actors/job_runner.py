@@ -198,8 +198,9 @@ class JobRunner:
         self._running()
         result = trainer.fit()
         summary = getattr(result, "return_value", None)  # rank 0's return value, if it returned a dict
-        if result.metrics or isinstance(summary, dict):
-            self.on_metrics({**(result.metrics or {}), **(summary if isinstance(summary, dict) else {})})
+        if result.metrics or isinstance(summary, dict) or result.checkpoint is not None:
+            self.on_metrics({**(result.metrics or {}), **(summary if isinstance(summary, dict) else {}),
+                             **_checkpoint_path(result)})
         if result.error is not None:
             raise result.error
 
@@ -232,7 +233,7 @@ class JobRunner:
         best = results.get_best_result()
         if best.error is not None:
             raise best.error
-        self.on_metrics({**(best.metrics or {}), "trials": len(results),
+        self.on_metrics({**(best.metrics or {}), "trials": len(results), **_checkpoint_path(best),
                          **{f"best_{key}": value for key, value in (best.config or {}).items()
                             if isinstance(value, int | float | str | bool)}})
 
@@ -302,6 +303,12 @@ def read_log(path: Path, tail_lines: int = LOG_TAIL_LINES) -> str:
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+
+
+def _checkpoint_path(result: Any) -> dict[str, str]:
+    """{"checkpoint_path": the run's latest checkpoint directory} if it left one on local storage."""
+    checkpoint = getattr(result, "checkpoint", None)
+    return {} if checkpoint is None else {"checkpoint_path": str(checkpoint.path)}
 
 
 def _progress_callback(runner: Any) -> Any:

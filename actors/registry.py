@@ -1,15 +1,144 @@
-"""RegistryActor: model versions, aliases and lineage arrive with issue 7.
+"""RegistryActor: the model registry's one writer, and the keeper of hot copies in the object store.
 
-Today it is a shell that reports health, so the registry's place in the control plane (head node,
-durable store, restart with reload) is in force before the registry fills it.
+Registration is split so that big files never pass through the actor: the caller stages the files
+into the artifact storage (`ArtifactStorage.stage`, checksummed while written) and the actor commits
+the version (`commit`): one transaction, numbered per name. A caller that dies between the two leaves
+an orphan directory that no version points at, never a half version.
+
+`fetch` answers with an object-store reference to the version's weights: the hot copy if the LRU
+cache (`registry.cache_bytes`) holds it, else loaded from storage (checksums verified) and cached.
+The references are owned by this actor: if it dies they go with it, and the next fetch reloads from
+storage (the client retries once). Several calls are served at once (a load does not block
+`models`), so the cache and the store are thread-safe.
 """
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+from typing import Any
+
+import ray
+
 from actors.control_plane import ControlPlaneActor
+from factory.errors import FactoryError
+from factory.registry.artifacts import hot_payload
+from factory.registry.cache import HotCache
+from factory.registry.catalog import ModelRegistry, label_of
+from factory.registry.lineage import job_lineage
+from factory.registry.refs import make_ref, parse_ref
+from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, StagedArtifact
 
 
 class RegistryActor(ControlPlaneActor):
     """The model registry's actor."""
 
     kind = "registry"
+    max_concurrency = 8
+
+    def __init__(self, name: str, config: dict[str, Any], clock_spec: dict[str, Any] | None) -> None:
+        super().__init__(name, config, clock_spec)
+        self.storage = ArtifactStorage(self.config.registry.storage_location(self.config.state_dir))
+        assert self.clock is not None
+        self.registry = ModelRegistry(self.store, self.storage, self.clock.now_s)
+        self.cache = HotCache(self.config.registry.cache_bytes)
+        self._loading: dict[tuple[str, int], threading.Lock] = {}
+        self._loading_lock = threading.Lock()
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def storage_uri(self) -> str:
+        """Where callers stage artifacts before `commit`."""
+        return self.storage.uri
+
+    def commit(self, staged: dict[str, Any], name: str, kind: str, description: str = "",
+               tags: dict[str, str] | None = None, lineage: dict[str, Any] | None = None,
+               registered_by: str = "") -> dict[str, Any]:
+        """Make a staged artifact the next version of `name`; audit it; return the version's row."""
+        row = self.registry.commit(StagedArtifact.model_validate(staged), name, kind, description=description,
+                                   tags=tags, lineage=lineage, registered_by=registered_by)
+        self.audit("model.registered", f"{row.name}:{row.version}", actor=registered_by or None,
+                   digest=row.digest, size_bytes=row.size_bytes, kind=row.kind,
+                   job_id=row.lineage.get("job_id"))
+        return row.model_dump()
+
+    def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> dict[str, Any]:
+        """Move `alias` of `name` to `version`; audit it."""
+        change = self.registry.set_alias(name, alias, int(version), set_by)
+        self.audit("model.alias", f"{name}@{alias}", actor=set_by or None, version=change.version,
+                   from_version=change.from_version)
+        return change.model_dump()
+
+    def register_job(self, job_id: str) -> dict[str, Any] | None:
+        """Register the checkpoint a succeeded train/tune job left, with its lineage (once per job)."""
+        existing = self.registry.find_by_job(job_id)
+        if existing is not None:
+            return existing.model_dump()
+        job = self.store.get_job(job_id)
+        if job is None or not job.spec.get("register_as"):
+            return None
+        checkpoint = (job.progress or {}).get("checkpoint_path")
+        if not checkpoint or not Path(checkpoint).is_dir():
+            raise FactoryError(f"job {job_id} succeeded without a checkpoint to register as "
+                               f"'{job.spec['register_as']}' (its loop must call save_checkpoint)")
+        parent = None
+        if job.spec.get("parent_model"):
+            parent_row = self.registry.resolve(parse_ref(str(job.spec["parent_model"])))
+            parent = f"{parent_row.name}:{parent_row.version}"
+        name = str(job.spec["register_as"])
+        staged = self.storage.stage(checkpoint, name)
+        try:
+            return self.commit(staged.model_dump(), name, "checkpoint",
+                               description=f"trained by job {job.name} ({job_id})",
+                               tags={"team": job.team, "job": job.name},
+                               lineage=job_lineage(job, parent), registered_by="scheduler")
+        except BaseException:
+            self.storage.delete(staged.key)
+            raise
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """One summary per model."""
+        return self.registry.summaries()
+
+    def model(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """A version's card."""
+        return self.registry.card(make_ref(name, version, alias))
+
+    def fetch(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """{row, ref: [ObjectRef], cache: "hit" | "miss"}: the version's weights in the object store."""
+        row = self.registry.resolve(make_ref(name, version, alias))
+        key = (row.name, row.version)
+        ref = self.cache.get(key)
+        if ref is not None:
+            return {"row": row.model_dump(), "ref": [ref], "cache": "hit"}
+        with self._load_lock(key):  # one load per version at a time; the others then hit
+            ref = self.cache.get(key)
+            if ref is not None:
+                return {"row": row.model_dump(), "ref": [ref], "cache": "hit"}
+            try:
+                payload, size_bytes = hot_payload(row.kind, self.registry.read_files(row))
+            except ArtifactCorruptError as error:
+                self.audit("model.corrupt", f"{row.name}:{row.version}", error=str(error))
+                raise
+            ref = ray.put(payload)
+            self.cache.put(key, ref, size_bytes)
+        return {"row": row.model_dump(), "ref": [ref], "cache": "miss"}
+
+    def verify(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """Re-read a version's files from storage and check every sha256; raise naming a bad file."""
+        row = self.registry.resolve(make_ref(name, version, alias))
+        self.registry.read_files(row)
+        return {"version": label_of(row), "files": len(row.files), "ok": True}
+
+    def cache_stats(self) -> dict[str, Any]:
+        """What the hot cache holds: entries, bytes, hits, misses, evictions, keys (LRU first)."""
+        stats = self.cache.stats()
+        return {"entries": stats.entries, "used_bytes": stats.used_bytes,
+                "capacity_bytes": stats.capacity_bytes, "hits": stats.hits, "misses": stats.misses,
+                "evictions": stats.evictions, "keys": [f"{n}:{v}" for n, v in self.cache.keys()]}
+
+    def _load_lock(self, key: tuple[str, int]) -> threading.Lock:
+        with self._loading_lock:
+            return self._loading.setdefault(key, threading.Lock())

@@ -20,13 +20,14 @@ still reported after a restart of the scheduler or of the factory. They belong t
 from __future__ import annotations
 
 import math
+import queue
 import threading
 from typing import Any
 
 import ray
 
 from actors.control_plane import ControlPlaneActor
-from factory.errors import FactoryError
+from factory.errors import FactoryError, summary_line
 from factory.jobs.accounting import account
 from factory.jobs.controller import JobController, StepResult
 from factory.jobs.metrics import JobMetrics
@@ -67,6 +68,16 @@ class SchedulerActor(ControlPlaneActor):
         # Jobs that ended and still need their accounting: found again after a restart (idempotent).
         self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in TERMINAL])
                             if not job.accounting}
+        # Succeeded jobs with `register_as` whose model is not registered yet, registered one at a time
+        # by their own thread (a big checkpoint must not hold up scheduling); found again after a restart.
+        self._to_register: queue.Queue[str] = queue.Queue()
+        self._stopping_registration = threading.Event()
+        for job in self.store.list_jobs([JobState.SUCCEEDED.value]):
+            if _awaits_registration(job.spec, job.accounting):
+                self._to_register.put(job.job_id)
+        self._registration_thread = threading.Thread(target=self._registration_loop, name="registration",
+                                                     daemon=True)
+        self._registration_thread.start()
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
@@ -156,6 +167,27 @@ class SchedulerActor(ControlPlaneActor):
             self.store.update_job(job_id, accounting=record)
             self._metrics.accounted(job.team, record)
             self._to_account.discard(job_id)
+            if job.state == JobState.SUCCEEDED.value and _awaits_registration(job.spec, record):
+                self._to_register.put(job_id)  # after accounting: the lineage records energy and cost
+
+    def _registration_loop(self) -> None:
+        """Register the models of succeeded jobs; record `model` (NAME:VERSION) or why not in accounting."""
+        from factory.control_plane import REGISTRY, call_actor, get_actor
+
+        while not self._stopping_registration.is_set():
+            try:
+                job_id = self._to_register.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                row = call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY, timeout_s=3600.0)
+                outcome = {"model": f"{row['name']}:{row['version']}"} if row else \
+                    {"registration_error": "the job has no register_as"}
+            except Exception as exc:  # noqa: BLE001 - recorded on the job, where its user looks
+                outcome = {"registration_error": summary_line(exc)}
+            job = self.store.get_job(job_id)
+            if job is not None:
+                self.store.update_job(job_id, accounting={**job.accounting, **outcome})
 
     def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
         from factory.control_plane import GRID_PRICE, call_actor, get_actor
@@ -279,10 +311,13 @@ class SchedulerActor(ControlPlaneActor):
         `factory down` calls this first, so that no step re-creates an actor being removed.
         """
         self._stopping.set()
+        self._stopping_registration.set()
         self._wake_event.set()
         self._loop_thread.join(timeout_s)
         self._scheduling_thread.join(timeout_s)
-        return not self._loop_thread.is_alive() and not self._scheduling_thread.is_alive()
+        self._registration_thread.join(timeout_s)
+        return not any(thread.is_alive() for thread in (self._loop_thread, self._scheduling_thread,
+                                                         self._registration_thread))
 
     def factory_info(self) -> dict[str, Any]:
         """Version, effective config, state store and clock of this factory."""
@@ -312,3 +347,9 @@ class SchedulerActor(ControlPlaneActor):
 def _step_json(result: StepResult) -> dict[str, Any]:
     return {"started": result.started, "paused": result.paused, "finished": result.finished,
             "waiting": result.waiting}
+
+
+def _awaits_registration(spec: dict[str, Any], accounting: dict[str, Any]) -> bool:
+    """Whether a succeeded job's model is still to be registered (accounted, not yet registered)."""
+    return bool(spec.get("register_as")) and bool(accounting) and "model" not in accounting \
+        and "registration_error" not in accounting

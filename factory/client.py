@@ -44,12 +44,15 @@ from factory.prices.models import (
     PriceNow,
 )
 from factory.ray_cluster import RayConnection, connect_ray, current_connection
-from factory.store import AuditEvent, JobEvent, JobRow
+from factory.registry.sdk import RegistryClient
+from factory.registry.views import ModelCard, ModelSummary
+from factory.store import AliasChange, AuditEvent, JobEvent, JobRow, ModelVersionRow
 from factory.telemetry.facility import facility_view, merge_job_energy, sorted_gpus
 from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeStatus
 
 HEALTH_TIMEOUT_S = 10.0
 SCHEDULER_RESTART_GRACE_S = 60.0  # `wait` rides out a scheduler restart this long
+REGISTRATION_WAIT_S = 600.0  # `wait` waits this long for a succeeded job's model to be registered
 
 
 class ClockStatus(BaseModel):
@@ -92,6 +95,7 @@ class FactoryClient:
         self.connection = connection
         self._scheduler = get_actor(SCHEDULER)
         self._clock_spec: ClockSpec = _answer(get_actor(GRID_PRICE).clock_spec.remote(), GRID_PRICE)
+        self._registry: RegistryClient | None = None
 
     def clock(self) -> Clock:
         """The factory's clock, evaluated locally: it agrees with every actor's."""
@@ -286,6 +290,7 @@ class FactoryClient:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen: tuple[str, str] | None = None
         unreachable_since: float | None = None
+        registering_since: float | None = None
         while True:
             try:
                 job = self.job(job_id).job
@@ -301,10 +306,51 @@ class FactoryClient:
                 on_change(job)
                 seen = (job.state, job.reason)
             if JobState(job.state).is_terminal:
-                return job
+                # A succeeded job's model is registered just after: wait for it (not forever).
+                registering_since = registering_since or time.monotonic()
+                waited_s = time.monotonic() - registering_since
+                if not _registering(job) or waited_s > REGISTRATION_WAIT_S or \
+                        (deadline is not None and time.monotonic() > deadline):
+                    return job
             if deadline is not None and time.monotonic() > deadline:
                 raise FactoryError(f"job {job_id} is still {job.state} after {timeout_s:.0f} s")
             time.sleep(poll_s)
+
+    # -- models ----------------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> RegistryClient:
+        """The model registry (the methods below are its everyday part)."""
+        if self._registry is None:
+            self._registry = RegistryClient()
+        return self._registry
+
+    def register(self, source: str | Path | dict[str, Any], name: str, *, kind: str | None = None,
+                 tags: dict[str, str] | None = None, description: str = "",
+                 registered_by: str | None = None) -> ModelVersionRow:
+        """Register a directory, a file or a state_dict as the next version of `name`; return the version.
+
+        `kind`: `state_dict`, `checkpoint` or `directory` (default: a `.pt`/`.pth` file or a dict is a
+        state_dict, anything else a directory).
+        """
+        return self.registry.register(source, name, kind=kind, tags=tags, description=description,
+                                      registered_by=registered_by or who())
+
+    def models(self) -> list[ModelSummary]:
+        """Every registered model, by name."""
+        return self.registry.models()
+
+    def model(self, name: str, version: int | None = None, alias: str | None = None) -> ModelCard:
+        """A version's card: files and checksums, lineage, aliases (the newest without version or alias)."""
+        return self.registry.model(name, version, alias)
+
+    def load(self, name: str, version: int | None = None, alias: str | None = None) -> Any:
+        """A version's contents through the Ray object store: a state_dict, a Checkpoint or a Path."""
+        return self.registry.load(name, version, alias)
+
+    def set_alias(self, name: str, alias: str, version: int, set_by: str | None = None) -> AliasChange:
+        """Move `alias` of `name` to `version`, atomically; the move is kept in the alias's history."""
+        return self.registry.set_alias(name, alias, version, set_by or who())
 
     def schedule_now(self) -> dict[str, Any]:
         """Make the scheduler decide now; return what it did (for scripts and tests)."""
@@ -414,6 +460,12 @@ class JobDetail:
 
     job: JobRow
     events: list[JobEvent]
+
+
+def _registering(job: JobRow) -> bool:
+    """Whether a succeeded job's model is still to be registered (`model` or why not is not recorded)."""
+    return job.state == JobState.SUCCEEDED.value and bool(job.spec.get("register_as")) \
+        and "model" not in job.accounting and "registration_error" not in job.accounting
 
 
 def who(interface: str = "sdk") -> str:

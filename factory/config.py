@@ -149,7 +149,13 @@ class RegistryConfig(_Section):
         None, description="Artifact storage: a local path or s3:// / gs:// URI; "
         "unset: <state_dir>/artifacts."
     )
-    hot_cache_mb: int = Field(1024, ge=0, description="Weights kept in the Ray object store, MB.")
+    cache_bytes: int = Field(
+        1 << 30, ge=0, description="Bytes of model weights kept hot in the Ray object store (LRU); 0: none."
+    )
+
+    def storage_location(self, state_dir: Path) -> str:
+        """Where artifacts go: `storage_uri`, or `<state_dir>/artifacts` when unset."""
+        return self.storage_uri or str((state_dir / "artifacts").resolve())
 
 
 class ServingConfig(_Section):

@@ -202,6 +202,7 @@ def _create(cls: type, name: str, args: tuple[Any, ...], placement: dict[str, An
             get_if_exists=True,
             max_restarts=-1,
             num_cpus=0,
+            max_concurrency=getattr(cls, "max_concurrency", 1),  # the registry serves calls side by side
             **placement,
         )
         .remote(*args)

@@ -139,6 +139,10 @@ class JobSpec(_Section):
     )
     max_retries: int = Field(0, ge=0, description="Restarts after a failure (preemptions do not count).")
     register_as: str | None = Field(None, description="Register the trained model under this name.")
+    dataset: str | None = Field(None, description="The data the job trains on (a path or URI), recorded in "
+                                "the model's lineage with a fingerprint when local.")
+    parent_model: str | None = Field(None, description="NAME:VERSION or NAME@ALIAS this job fine-tunes, "
+                                     "recorded as the model's parent.")
     config: dict[str, Any] = Field(default_factory=dict, description="Passed to the user's code as is.")
 
     def __init__(self, /, **data: Any) -> None:

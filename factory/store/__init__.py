@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factory.store.base import AuditEvent, JobEvent, JobRow, StateConflictError, StateStore
+from factory.store.base import (
+    AliasChange,
+    AuditEvent,
+    JobEvent,
+    JobRow,
+    ModelVersionRow,
+    StateConflictError,
+    StateStore,
+)
 from factory.store.sqlite import SQLiteStore
 
 
@@ -13,5 +21,5 @@ def open_store(location: str | Path) -> StateStore:
     return SQLiteStore(location)
 
 
-__all__ = ["AuditEvent", "JobEvent", "JobRow", "SQLiteStore", "StateConflictError", "StateStore",
-           "open_store"]
+__all__ = ["AliasChange", "AuditEvent", "JobEvent", "JobRow", "ModelVersionRow", "SQLiteStore",
+           "StateConflictError", "StateStore", "open_store"]

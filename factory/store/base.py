@@ -71,6 +71,40 @@ class JobEvent(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelVersionRow(BaseModel):
+    """One registered version of a model: where its files are, their checksums, and its lineage.
+
+    A row exists only once every file is written and checksummed (`files`: relative path ->
+    {"sha256", "size_bytes"}; `digest`: the whole version's sha256): inserting the row is the commit.
+    """
+
+    name: str
+    version: int = Field(0, description="Assigned by the store on insert: 1 + the highest so far.")
+    kind: str = Field(description="'state_dict', 'checkpoint' or 'directory'.")
+    storage_uri: str
+    artifact_key: str = Field(description="The artifact's directory under `storage_uri`.")
+    files: dict[str, dict[str, Any]]
+    digest: str
+    size_bytes: int
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    registered_s: float = Field(description="Factory time of registration, seconds since the Unix epoch.")
+    registered_by: str = ""
+
+
+class AliasChange(BaseModel):
+    """One move of a model's alias (from_version None: the alias was new)."""
+
+    id: int | None = None
+    name: str
+    alias: str
+    from_version: int | None
+    version: int
+    time_s: float
+    set_by: str = ""
+
+
 class StateConflictError(StoreError):
     """A job was not in the state a transition expected (it moved meanwhile, or never existed)."""
 
@@ -165,3 +199,30 @@ class StateStore(ABC):
     @abstractmethod
     def job_events(self, job_id: str) -> list[JobEvent]:
         """A job's transitions, oldest first."""
+
+    # -- model registry ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_model_version(self, row: ModelVersionRow) -> ModelVersionRow:
+        """Insert a version numbered 1 + the highest of its name, in one transaction; return it."""
+
+    @abstractmethod
+    def get_model_version(self, name: str, version: int) -> ModelVersionRow | None:
+        """One version, or None."""
+
+    @abstractmethod
+    def list_model_versions(self, name: str | None = None) -> list[ModelVersionRow]:
+        """Versions (of one name, if given), by name then version."""
+
+    @abstractmethod
+    def set_model_alias(self, name: str, alias: str, version: int, time_s: float,
+                        set_by: str = "") -> AliasChange:
+        """Point `alias` of `name` at `version` and record the move, in one transaction."""
+
+    @abstractmethod
+    def model_aliases(self, name: str | None = None) -> dict[str, dict[str, int]]:
+        """{name: {alias: version}} (of one name, if given)."""
+
+    @abstractmethod
+    def model_alias_history(self, name: str) -> list[AliasChange]:
+        """Every move of `name`'s aliases, oldest first."""

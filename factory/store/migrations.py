@@ -81,6 +81,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX job_events_job ON job_events (job_id, id)",
         ),
     ),
+    Migration(
+        version=3,
+        description="model registry: versions, aliases and their history",
+        statements=(
+            """CREATE TABLE model_versions (
+                name TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                storage_uri TEXT NOT NULL,
+                artifact_key TEXT NOT NULL,
+                files_json TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                size_bytes INTEGER NOT NULL,
+                description TEXT NOT NULL DEFAULT '',
+                tags_json TEXT NOT NULL DEFAULT '{}',
+                lineage_json TEXT NOT NULL DEFAULT '{}',
+                registered_s REAL NOT NULL,
+                registered_by TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (name, version)
+            )""",
+            """CREATE TABLE model_aliases (
+                name TEXT NOT NULL,
+                alias TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                PRIMARY KEY (name, alias)
+            )""",
+            """CREATE TABLE model_alias_history (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL,
+                alias TEXT NOT NULL,
+                from_version INTEGER,
+                version INTEGER NOT NULL,
+                time_s REAL NOT NULL,
+                set_by TEXT NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX model_alias_history_name ON model_alias_history (name, id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

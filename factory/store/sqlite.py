@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import SchemaTooNewError, StoreError
-from factory.store.base import AuditEvent, JobEvent, JobRow, StateConflictError, StateStore
+from factory.store.base import (
+    AliasChange,
+    AuditEvent,
+    JobEvent,
+    JobRow,
+    ModelVersionRow,
+    StateConflictError,
+    StateStore,
+)
 from factory.store.migrations import MIGRATIONS, Migration
 
 BUSY_TIMEOUT_S = 30.0
@@ -27,6 +35,8 @@ _JOB_COLUMNS = ("job_id", "name", "team", "kind", "spec_json", "spec_hash", "sta
                 "error")
 _JSON_FIELDS = {"spec": "spec_json", "progress": "progress_json", "schedule": "schedule_json",
                 "accounting": "accounting_json"}
+_VERSION_COLUMNS = ("name", "version", "kind", "storage_uri", "artifact_key", "files_json", "digest",
+                    "size_bytes", "description", "tags_json", "lineage_json", "registered_s", "registered_by")
 _UPDATABLE = {"state", "reason", "updated_s", "attempt", "progress", "schedule", "accounting", "error"}
 
 
@@ -42,6 +52,13 @@ def _job_row(row: tuple[Any, ...]) -> JobRow:
     for name, column in _JSON_FIELDS.items():
         values[name] = json.loads(values.pop(column))
     return JobRow(**values)
+
+
+def _version_row(row: tuple[Any, ...]) -> ModelVersionRow:
+    values = dict(zip(_VERSION_COLUMNS, row, strict=True))
+    for name in ("files", "tags", "lineage"):
+        values[name] = json.loads(values.pop(f"{name}_json"))
+    return ModelVersionRow(**values)
 
 
 class SQLiteStore(StateStore):
@@ -242,6 +259,70 @@ class SQLiteStore(StateStore):
                 "WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
         return [JobEvent(id=r[0], job_id=r[1], time_s=r[2], from_state=r[3], state=r[4], reason=r[5],
                          detail=json.loads(r[6])) for r in rows]
+
+    # -- model registry ------------------------------------------------------------------------------
+
+    def add_model_version(self, row: ModelVersionRow) -> ModelVersionRow:  # noqa: D102
+        with self.transaction():  # BEGIN IMMEDIATE: two registrations of one name get distinct numbers
+            latest = self._query_one("SELECT MAX(version) FROM model_versions WHERE name = ?", (row.name,))
+            row = row.model_copy(update={"version": int((latest or (0,))[0] or 0) + 1})
+            self._execute(
+                f"INSERT INTO model_versions ({', '.join(_VERSION_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_VERSION_COLUMNS))})",
+                (row.name, row.version, row.kind, row.storage_uri, row.artifact_key,
+                 json.dumps(row.files, sort_keys=True), row.digest, row.size_bytes, row.description,
+                 json.dumps(row.tags, sort_keys=True), json.dumps(row.lineage, sort_keys=True),
+                 row.registered_s, row.registered_by))
+            return row
+
+    def get_model_version(self, name: str, version: int) -> ModelVersionRow | None:  # noqa: D102
+        row = self._query_one(f"SELECT {', '.join(_VERSION_COLUMNS)} FROM model_versions "
+                              "WHERE name = ? AND version = ?", (name, version))
+        return None if row is None else _version_row(row)
+
+    def list_model_versions(self, name: str | None = None) -> list[ModelVersionRow]:  # noqa: D102
+        sql = f"SELECT {', '.join(_VERSION_COLUMNS)} FROM model_versions"
+        params: tuple[Any, ...] = ()
+        if name is not None:
+            sql, params = sql + " WHERE name = ?", (name,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY name, version", params).fetchall()
+        return [_version_row(row) for row in rows]
+
+    def set_model_alias(self, name: str, alias: str, version: int, time_s: float,  # noqa: D102
+                        set_by: str = "") -> AliasChange:
+        with self.transaction():
+            previous = self._query_one("SELECT version FROM model_aliases WHERE name = ? AND alias = ?",
+                                       (name, alias))
+            self._execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) "
+                          "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+                          (name, alias, version))
+            from_version = None if previous is None else int(previous[0])
+            change = AliasChange(name=name, alias=alias, from_version=from_version, version=version,
+                                 time_s=time_s, set_by=set_by)
+            cursor = self._execute(
+                "INSERT INTO model_alias_history (name, alias, from_version, version, time_s, set_by) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (name, alias, change.from_version, version, time_s, set_by))
+            return change.model_copy(update={"id": int(cursor.lastrowid)})
+
+    def model_aliases(self, name: str | None = None) -> dict[str, dict[str, int]]:  # noqa: D102
+        sql, params = "SELECT name, alias, version FROM model_aliases", ()
+        if name is not None:
+            sql, params = sql + " WHERE name = ?", (name,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY name, alias", params).fetchall()
+        aliases: dict[str, dict[str, int]] = {}
+        for model, alias, version in rows:
+            aliases.setdefault(str(model), {})[str(alias)] = int(version)
+        return aliases
+
+    def model_alias_history(self, name: str) -> list[AliasChange]:  # noqa: D102
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, name, alias, from_version, version, time_s, set_by FROM model_alias_history "
+                "WHERE name = ? ORDER BY id", (name,)).fetchall()
+        return [AliasChange(id=r[0], name=r[1], alias=r[2], from_version=r[3], version=r[4], time_s=r[5],
+                            set_by=r[6]) for r in rows]
 
     def _update_job(self, job_id: str, fields: dict[str, Any]) -> None:
         unknown = set(fields) - _UPDATABLE

@@ -1,0 +1,169 @@
+"""`factory models | model | promote | register`: the registry commands, a thin layer over the SDK."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from factory.cli.options import address_option, config_option, json_option, load
+from factory.cli.render import duration, shorten, table
+from factory.errors import ConfigError
+from factory.registry.artifacts import KINDS
+from factory.registry.refs import parse_ref
+from factory.registry.views import ModelCard
+
+
+def _client(config_path: str | None, address: str | None) -> Any:
+    import factory.client
+
+    return factory.client.connect(address, config=load(config_path))
+
+
+def _who() -> str:
+    from factory.client import who
+
+    return who("cli")
+
+
+def _when(time_s: float | None) -> str | None:
+    from factory.prices.series import utc_label
+
+    return None if time_s is None else utc_label(time_s).removesuffix(" UTC")
+
+
+def _size(size_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:.1f} {unit}"
+    return f"{size_bytes} B"
+
+
+@click.command()
+@config_option
+@address_option
+@json_option
+def models(config_path: str | None, address: str | None, as_json: bool) -> None:
+    """List the registered models: versions, the newest, aliases, bytes stored."""
+    rows = _client(config_path, address).models()
+    if as_json:
+        click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no models; a job with register_as adds one, or `factory register PATH --name NAME`")
+        return
+    click.echo(table(
+        ["name", "versions", "latest", "kind", "size", "aliases", "registered", "description"],
+        [[row.name, row.versions, row.latest, row.kind, _size(row.size_bytes),
+          " ".join(f"{alias}->{version}" for alias, version in row.aliases.items()) or "-",
+          _when(row.registered_s), shorten(row.description, 40) or "-"] for row in rows]))
+
+
+@click.command()
+@click.argument("ref", metavar="NAME[:VERSION|@ALIAS]")
+@config_option
+@address_option
+@json_option
+def model(ref: str, config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Show a model version's card: lineage, metrics, energy and cost, files and checksums, aliases."""
+    parsed = parse_ref(ref)
+    card = _client(config_path, address).model(parsed.name, parsed.version, parsed.alias)
+    if as_json:
+        click.echo(json.dumps(card.model_dump(mode="json"), indent=2))
+        return
+    click.echo(card_text(card))
+
+
+@click.command()
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--alias", required=True, help="The alias to move, e.g. production, staging, champion.")
+@config_option
+@address_option
+@json_option
+def promote(name: str, version: int, alias: str, config_path: str | None, address: str | None,
+            as_json: bool) -> None:
+    """Point ALIAS of model NAME at VERSION (atomically; the previous target is kept in its history)."""
+    change = _client(config_path, address).set_alias(name, alias, version, set_by=_who())
+    if as_json:
+        click.echo(json.dumps(change.model_dump(mode="json"), indent=2))
+        return
+    before = f"from v{change.from_version}" if change.from_version is not None else "new"
+    click.echo(f"{name}@{alias} -> v{change.version} ({before})")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--name", required=True, help="The model's name; the version is the next one of that name.")
+@click.option("--kind", type=click.Choice(KINDS), default=None,
+              help="state_dict (a .pt file), checkpoint (a Ray Train checkpoint) or directory; "
+                   "default: a .pt/.pth file is a state_dict, anything else a directory.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
+@click.option("--description", default="", help="What the model is.")
+@config_option
+@address_option
+@json_option
+def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], description: str,
+             config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Register the file or directory PATH as the next version of model NAME (checksummed, atomic)."""
+    parsed_tags = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {tag!r}: write KEY=VALUE, e.g. --tag stage=baseline")
+        parsed_tags[key] = value
+    row = _client(config_path, address).register(path, name, kind=kind, tags=parsed_tags,
+                                                 description=description, registered_by=_who())
+    if as_json:
+        click.echo(json.dumps(row.model_dump(mode="json"), indent=2))
+        return
+    click.echo(f"registered {row.name}:{row.version} ({row.kind}, {len(row.files)} files, "
+               f"{_size(row.size_bytes)}, sha256 {row.digest[:16]}...)")
+
+
+def card_text(card: ModelCard) -> str:
+    """A model card as text: identity, lineage, what it cost, files."""
+    lineage = card.lineage
+    lines = [f"{card.name}:{card.version}  ({card.kind}, {_size(card.size_bytes)}, "
+             f"registered {_when(card.registered_s)} by {card.registered_by or '-'})"]
+    if card.description:
+        lines.append(f"  {card.description}")
+    lines.append(f"  aliases here: {', '.join(card.aliases) or '-'}   "
+                 f"all aliases: {' '.join(f'{a}->{v}' for a, v in card.all_aliases.items()) or '-'}   "
+                 f"versions: {', '.join(map(str, card.versions))}")
+    if card.tags:
+        lines.append("  tags: " + "  ".join(f"{k}={v}" for k, v in sorted(card.tags.items())))
+    lines.append(f"  digest: sha256 {card.digest}")
+    if lineage:
+        code = lineage.get("code") or {}
+        dataset = lineage.get("dataset") or {}
+        commit = code.get("git_commit")
+        metrics = lineage.get("metrics") or {}
+        lines += [
+            "lineage",
+            f"  job: {lineage.get('job_id')} ({lineage.get('job_name')}, team {lineage.get('team')}, "
+            f"{lineage.get('kind')}), spec sha256 {str(lineage.get('spec_hash'))[:16]}...",
+            f"  code: {code.get('entry_point') or '-'} at "
+            f"{(commit[:12] + (' (dirty)' if code.get('git_dirty') else '')) if commit else 'no git commit'}",
+            f"  dataset: {dataset.get('ref') or '-'}"
+            + (f" ({dataset['fingerprint'][:23]}...)" if dataset.get("fingerprint") else ""),
+            f"  parent: {lineage.get('parent') or '-'}",
+            "  metrics: " + ("  ".join(f"{k}={_value(v)}" for k, v in sorted(metrics.items())) or "-"),
+            f"  training: {duration(lineage.get('training_time_s')) or '-'}, "
+            f"{_value(lineage.get('gpu_hours'))} GPU-h, {_value(lineage.get('energy_kwh'))} kWh "
+            f"({lineage.get('energy_source') or '-'}), cost {_value(lineage.get('cost'))} "
+            f"{lineage.get('currency') or ''}, carbon {_value(lineage.get('carbon_kg'))} kg",
+        ]
+    lines.append(f"files ({len(card.files)})")
+    for path, entry in sorted(card.files.items())[:20]:
+        lines.append(f"  {path}  {_size(int(entry['size_bytes']))}  sha256 {str(entry['sha256'])[:16]}...")
+    if len(card.files) > 20:
+        lines.append(f"  ... and {len(card.files) - 20} more (--json lists them all)")
+    return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,1 @@
+"""The model registry: versioned, checksummed artifacts with aliases and lineage."""

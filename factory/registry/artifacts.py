@@ -1,0 +1,181 @@
+"""What a registered version holds, and how it travels: the kinds, and the hot copy's layout.
+
+Kinds:
+  state_dict -- one file, `model.pt`: a torch `state_dict` (loadable with `weights_only=True`).
+                Loaded as a dict of tensors.
+  checkpoint -- a Ray Train checkpoint directory. Loaded as a `ray.train.Checkpoint` on a local copy.
+  directory  -- any files. Loaded as the `Path` of a local copy.
+
+The hot copy (what the RegistryActor keeps in the object store) holds numpy arrays, which Ray reads
+zero-copy on the same node: a state_dict's tensors as arrays (dtypes numpy lacks, e.g. bfloat16, and
+non-tensor values travel pickled), a directory's files as uint8 arrays. Tensors made from it share
+the object store's read-only memory: copy one before writing to it in place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factory.errors import FactoryError
+
+KINDS = ("state_dict", "checkpoint", "directory")
+STATE_DICT_FILE = "model.pt"
+DIGEST_MARKER = ".factory-digest"
+
+
+def infer_kind(path: Path) -> str:
+    """The kind of a local artifact: a `.pt`/`.pth` file is a state_dict, anything else a directory."""
+    return "state_dict" if path.is_file() and path.suffix in (".pt", ".pth") else "directory"
+
+
+def check_kind(kind: str) -> str:
+    """`kind` if known, else a one-line error listing the kinds."""
+    if kind not in KINDS:
+        raise FactoryError(f"artifact kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
+    return kind
+
+
+def save_state_dict(state: Mapping[str, Any], directory: Path) -> Path:
+    """Write `state` as `directory/model.pt`; refuse what `torch.load(weights_only=True)` could not read."""
+    import torch
+
+    for key, value in state.items():
+        if not _weights_only(value):
+            raise FactoryError(f"state_dict entry {key!r} holds a {type(value).__name__}, which cannot be "
+                               "loaded safely: only tensors, numbers, strings and containers of them")
+    path = directory / STATE_DICT_FILE
+    torch.save(dict(state), path)
+    return path
+
+
+def _weights_only(value: Any) -> bool:
+    """Whether `torch.load(weights_only=True)` reads `value` back (checked without a second read)."""
+    import torch
+
+    if value is None or isinstance(value, torch.Tensor | int | float | bool | str | bytes | torch.dtype
+                                   | torch.Size):
+        return True
+    if isinstance(value, list | tuple | set):
+        return all(_weights_only(item) for item in value)
+    if isinstance(value, Mapping):
+        return all(_weights_only(k) and _weights_only(v) for k, v in value.items())
+    return False
+
+
+def hot_payload(kind: str, files: Mapping[str, bytes]) -> tuple[dict[str, Any], int]:
+    """The object-store copy of a version's verified files, and its size in bytes."""
+    if kind != "state_dict":
+        arrays = {path: np.frombuffer(data, dtype=np.uint8) for path, data in files.items()}
+        return {"kind": kind, "files": arrays}, sum(len(data) for data in files.values())
+    state = load_state_dict_bytes(files[_state_dict_file(files)])
+    arrays: dict[str, np.ndarray] = {}
+    others: dict[str, Any] = {}
+    for key, value in state.items():
+        array = _as_array(value)
+        if array is None:
+            others[key] = value
+        else:
+            arrays[key] = array
+    size_bytes = sum(a.nbytes for a in arrays.values()) + sum(_tensor_bytes(v) for v in others.values())
+    return {"kind": kind, "order": list(state), "arrays": arrays, "others": others}, size_bytes
+
+
+def from_hot_payload(payload: Mapping[str, Any], name: str, version: int, digest: str,
+                     cache_dir: Path) -> Any:
+    """The loaded object: a state_dict, a `ray.train.Checkpoint` or a `Path` (local copy under cache_dir)."""
+    if payload["kind"] == "state_dict":
+        import torch
+
+        with warnings.catch_warnings():  # object-store memory is read-only; documented above
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            arrays = {key: torch.from_numpy(array) for key, array in payload["arrays"].items()}
+        return {key: arrays[key] if key in arrays else payload["others"][key] for key in payload["order"]}
+    files = {path: bytes(memoryview(array)) for path, array in payload["files"].items()}
+    return _as_loaded(payload["kind"], write_local_copy(files, cache_dir, name, version, digest))
+
+
+def load_local(kind: str, directory: Path) -> Any:
+    """The loaded object from a verified local copy of a version's files."""
+    if kind == "state_dict":
+        return load_state_dict_bytes((directory / _state_dict_file(os.listdir(directory))).read_bytes())
+    return _as_loaded(kind, directory)
+
+
+def load_state_dict_bytes(data: bytes) -> dict[str, Any]:
+    """A state_dict from the bytes of `model.pt` (weights only: no code runs on load)."""
+    import torch
+
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise FactoryError(f"{STATE_DICT_FILE} holds a {type(state).__name__}, not a state_dict")
+    return dict(state)
+
+
+def write_local_copy(files: Mapping[str, bytes], cache_dir: Path, name: str, version: int,
+                     digest: str) -> Path:
+    """Write a version's files under `cache_dir/name/v<version>-<digest>`, once; return the directory.
+
+    The copy appears whole or not at all (written aside, then renamed), and an existing copy is reused
+    only if its marker names the same digest.
+    """
+    target = cache_dir / name / f"v{version}-{digest[:16]}"
+    marker = target / DIGEST_MARKER
+    if marker.is_file() and marker.read_text() == digest:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=target.parent))
+    for path, data in files.items():
+        destination = staging / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(data)
+    (staging / DIGEST_MARKER).write_text(digest)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process put a copy there first: keep theirs
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _as_loaded(kind: str, directory: Path) -> Any:
+    if kind == "checkpoint":
+        from ray.train import Checkpoint
+
+        return Checkpoint.from_directory(str(directory))
+    return directory
+
+
+def _state_dict_file(paths: Any) -> str:
+    names = [p for p in paths if p != DIGEST_MARKER]
+    if STATE_DICT_FILE in names:
+        return STATE_DICT_FILE
+    candidates = [p for p in names if p.endswith((".pt", ".pth"))]
+    if len(candidates) != 1:
+        raise FactoryError(f"a state_dict version holds one .pt file; this one holds {sorted(names)}")
+    return candidates[0]
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return None
+    try:
+        return value.detach().cpu().contiguous().numpy()
+    except TypeError:  # a dtype numpy lacks (bfloat16, ...): travels as a tensor
+        return None
+
+
+def _tensor_bytes(value: Any) -> int:
+    import torch
+
+    return value.element_size() * value.nelement() if isinstance(value, torch.Tensor) else 0

@@ -1,0 +1,115 @@
+"""The registry half of the SDK: register, list, inspect, load, promote (`FactoryClient` delegates here).
+
+Registering stages the files from this process straight into the artifact storage, then asks the
+RegistryActor to commit the version; if the commit fails the staged files are removed. Loading asks
+the actor for the version's object-store copy (loaded from storage and verified on a miss) and turns
+it into the object: a state_dict, a `ray.train.Checkpoint` or a `Path`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from factory.control_plane import REGISTRY, call_actor, get_actor
+from factory.errors import FactoryError
+from factory.registry.artifacts import check_kind, from_hot_payload, infer_kind, save_state_dict
+from factory.registry.refs import check_name
+from factory.registry.storage import ArtifactStorage
+from factory.registry.views import ModelCard, ModelSummary
+from factory.store import AliasChange, ModelVersionRow
+
+CALL_TIMEOUT_S = 30.0
+LOAD_TIMEOUT_S = 1800.0  # a miss reads the version from storage: a large model takes a while
+DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "factory-models"
+
+
+class RegistryClient:
+    """The model registry, as seen from a driver connected to the factory's cluster."""
+
+    def __init__(self) -> None:
+        self._actor = get_actor(REGISTRY)
+        self._storage: ArtifactStorage | None = None
+
+    def register(self, source: str | Path | Mapping[str, Any], name: str, *, kind: str | None = None,
+                 tags: Mapping[str, str] | None = None, description: str = "",
+                 lineage: Mapping[str, Any] | None = None, registered_by: str = "") -> ModelVersionRow:
+        """Register a directory, a file or an in-memory state_dict as the next version of `name`."""
+        check_name(name)
+        if isinstance(source, Mapping):
+            with tempfile.TemporaryDirectory(prefix="factory-register-") as tmp:
+                path = save_state_dict(source, Path(tmp))
+                return self._register_path(path, name, check_kind(kind or "state_dict"), tags, description,
+                                           lineage, registered_by)
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FactoryError(f"cannot register {path}: no such file or directory")
+        return self._register_path(path, name, check_kind(kind or infer_kind(path)), tags, description,
+                                   lineage, registered_by)
+
+    def models(self) -> list[ModelSummary]:
+        """Every model: versions, the newest, aliases, bytes stored."""
+        return [ModelSummary.model_validate(m) for m in self._call(self._actor.models.remote())]
+
+    def model(self, name: str, version: int | None = None, alias: str | None = None) -> ModelCard:
+        """A version's card (the newest without version or alias)."""
+        return ModelCard.model_validate(self._call(self._actor.model.remote(name, version, alias)))
+
+    def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> AliasChange:
+        """Point `alias` at `version` (atomically; the move is kept in the alias's history)."""
+        answer = self._call(self._actor.set_alias.remote(name, alias, version, set_by))
+        return AliasChange.model_validate(answer)
+
+    def load(self, name: str, version: int | None = None, alias: str | None = None, *,
+             cache_dir: Path | None = None) -> Any:
+        """The version's contents, through the object store: a state_dict, a Checkpoint or a Path."""
+        for attempt in range(2):
+            answer = self._call(self._actor.fetch.remote(name, version, alias), LOAD_TIMEOUT_S)
+            try:
+                payload = ray.get(answer["ref"][0], timeout=LOAD_TIMEOUT_S)
+                break
+            except (ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError):
+                if attempt:  # the registry restarted twice in one load: let the error speak
+                    raise
+                # The registry actor restarted and its hot copies went with it: it reloads from storage.
+        row = answer["row"]
+        return from_hot_payload(payload, row["name"], row["version"], row["digest"],
+                                cache_dir or DEFAULT_CACHE_DIR)
+
+    def fetch_info(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """{row, ref, cache}: the raw answer of a fetch (did it hit the hot cache?), for tools and tests."""
+        return self._call(self._actor.fetch.remote(name, version, alias), LOAD_TIMEOUT_S)
+
+    def verify(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """Re-read a version from storage and check every checksum."""
+        return self._call(self._actor.verify.remote(name, version, alias), LOAD_TIMEOUT_S)
+
+    def cache_stats(self) -> dict[str, Any]:
+        """The hot cache: entries, bytes used and capacity, hits, misses, evictions."""
+        return self._call(self._actor.cache_stats.remote())
+
+    def _register_path(self, path: Path, name: str, kind: str, tags: Mapping[str, str] | None,
+                       description: str, lineage: Mapping[str, Any] | None,
+                       registered_by: str) -> ModelVersionRow:
+        storage = self._storage_here()
+        staged = storage.stage(path, name)
+        try:
+            row = self._call(self._actor.commit.remote(staged.model_dump(), name, kind, description,
+                                                       dict(tags or {}), dict(lineage or {}), registered_by))
+        except BaseException:
+            storage.delete(staged.key)  # nothing points at it: leave no orphan
+            raise
+        return ModelVersionRow.model_validate(row)
+
+    def _storage_here(self) -> ArtifactStorage:
+        if self._storage is None:
+            self._storage = ArtifactStorage(self._call(self._actor.storage_uri.remote()))
+        return self._storage
+
+    @staticmethod
+    def _call(ref: ray.ObjectRef, timeout_s: float = CALL_TIMEOUT_S) -> Any:
+        return call_actor(ref, f"the factory's '{REGISTRY}' actor", timeout_s)
