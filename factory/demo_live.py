@@ -11,6 +11,8 @@ Three jobs of the shipped regression example are submitted at midnight:
     and resumes from its checkpoint in the next cheap hour;
   * `vision-small` (1 GPU, 0.6 h, due in 3 h) waits for the cheap hour;
   * `ops-urgent` (1 GPU, 0.5 h, due in 50 min) cannot wait and starts at once, in the dear hour.
+Each registers its trained model (`register_as`); the chapter ends with the registry: the models,
+`nlp-regressor` promoted to `production`, and their cards (lineage, energy, cost, checksums).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from factory.cli.render import shorten, table
 from factory.client import FactoryClient
 from factory.config import FactoryConfig, load_config
 from factory.jobs.states import JobState
+from factory.store import JobRow
 
 Echo = Callable[[str], None]
 LIVE_START = datetime(2024, 7, 1, tzinfo=UTC)
@@ -77,7 +80,8 @@ def jobs() -> list[dict[str, Any]]:
     def job(name: str, team: str, workers: int, hours: float, deadline: str, epochs: int) -> dict[str, Any]:
         return {"name": name, "team": team, "kind": "train", "train_loop": REGRESSION, "num_workers": workers,
                 "gpus_per_worker": 1, "cpus_per_worker": 1, "estimated_duration_s": hours * 3600,
-                "deadline": deadline, "preemptible": True, "config": {"epochs": epochs}}
+                "deadline": deadline, "preemptible": True, "config": {"epochs": epochs},
+                "register_as": f"{team}-regressor"}
 
     return [job("nlp-large", "nlp", 2, 2.0, "6h", 24), job("vision-small", "vision", 1, 0.6, "3h", 4),
             job("ops-urgent", "ops", 1, 0.5, "50m", 4)]
@@ -110,7 +114,7 @@ def follow(client: FactoryClient, echo: Echo) -> None:
                 price = price_of(now.replace(minute=0, second=0, microsecond=0))
                 echo(f"  {now:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job_id]:<13} {job.state:<9} "
                      f"{shorten(job.reason, 70)}")
-        if rows and all(JobState(job.state).is_terminal and job.accounting for job in rows.values()):
+        if rows and all(JobState(job.state).is_terminal and _settled(job) for job in rows.values()):
             break
         time.sleep(0.5)
     final = {job.job_id: job for job in client.jobs() if job.job_id in ids}
@@ -135,3 +139,31 @@ def follow(client: FactoryClient, echo: Echo) -> None:
     spent = sum(float(final[job_id].accounting.get("cost", 0)) for job_id in ids)
     echo(f"Total: {spent:.4f} USD spent, {total:.4f} USD saved against starting every job at once. "
          "`factory submit configs/jobs/train-regression.yaml --wait` runs one yourself.")
+    show_registry(client, echo)
+
+
+def show_registry(client: FactoryClient, echo: Echo) -> None:
+    """The models the jobs registered, one promoted to production, and its card."""
+    from factory.cli.models import card_text
+
+    models = client.models()
+    echo("")
+    echo("The models the jobs registered (`factory models`):")
+    echo(table(["name", "versions", "latest", "kind", "size"],
+               [[m.name, m.versions, m.latest, m.kind, f"{m.size_bytes / 1e3:.1f} kB"] for m in models]))
+    if any(m.name == "nlp-regressor" for m in models):
+        change = client.set_alias("nlp-regressor", "production", 1, set_by="demo")
+        echo("`factory promote nlp-regressor 1 --alias production`: "
+             f"nlp-regressor@production -> v{change.version}")
+    echo("Their cards (`factory model NAME`):")
+    for summary in models:
+        echo(card_text(client.model(summary.name)))
+        echo("")
+
+
+def _settled(job: JobRow) -> bool:
+    """Accounted and, if it succeeded, its model registered (or why not recorded)."""
+    accounting = job.accounting
+    if job.state != JobState.SUCCEEDED.value:
+        return bool(accounting)
+    return bool(accounting) and ("model" in accounting or "registration_error" in accounting)

@@ -8,30 +8,19 @@ from typing import Any
 
 import click
 
-from factory.cli.options import address_option, config_option, json_option, load
+from factory.cli.options import (
+    address_option,
+    cli_user,
+    config_option,
+    connect,
+    factory_time,
+    json_option,
+)
 from factory.cli.render import duration, shorten, table
 from factory.jobs.accounting import by_team
 from factory.jobs.snapshot import num_gpus
 from factory.jobs.states import JobState
 from factory.store import JobEvent, JobRow
-
-
-def _client(config_path: str | None, address: str | None) -> Any:
-    import factory.client
-
-    return factory.client.connect(address, config=load(config_path))
-
-
-def _who() -> str:
-    from factory.client import who
-
-    return who("cli")
-
-
-def _when(time_s: float | None) -> str | None:
-    from factory.prices.series import utc_label
-
-    return None if time_s is None else utc_label(time_s).removesuffix(" UTC")
 
 
 @click.command()
@@ -45,8 +34,8 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
     from factory.jobs.spec import load_job_spec
 
     spec = load_job_spec(file)  # a bad spec fails here, in one line, before touching the cluster
-    client = _client(config_path, address)
-    job_id = client.submit(spec, submitted_by=_who())
+    client = connect(config_path, address)
+    job_id = client.submit(spec, submitted_by=cli_user())
     if not wait:
         click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
         return
@@ -69,7 +58,7 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
 @json_option
 def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, as_json: bool) -> None:
     """List the jobs: state (and why), GPUs, deadline, run time so far."""
-    rows = _client(config_path, address).jobs(list(states) or None)
+    rows = connect(config_path, address).jobs(list(states) or None)
     if as_json:
         click.echo(json.dumps([job.model_dump(mode="json") for job in rows], indent=2))
         return
@@ -78,8 +67,9 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
         return
     click.echo(table(
         ["id", "team", "kind", "gpus", "state", "submitted", "deadline", "ran", "why"],
-        [[job.job_id, job.team, job.kind, num_gpus(job), job.state, _when(job.submitted_s),
-          _when(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))), shorten(job.reason, 60)]
+        [[job.job_id, job.team, job.kind, num_gpus(job), job.state, factory_time(job.submitted_s),
+          factory_time(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))),
+          shorten(job.reason, 60)]
          for job in rows]))
     teams = by_team(rows)
     if teams:
@@ -100,7 +90,7 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
 @json_option
 def job(job_id: str, config_path: str | None, address: str | None, as_json: bool) -> None:
     """Show one job: its spec, progress, accounting and timeline (every transition and why)."""
-    detail = _client(config_path, address).job(job_id)
+    detail = connect(config_path, address).job(job_id)
     if as_json:
         click.echo(json.dumps({"job": detail.job.model_dump(mode="json"),
                                "events": [event.model_dump(mode="json") for event in detail.events]},
@@ -115,7 +105,7 @@ def job(job_id: str, config_path: str | None, address: str | None, as_json: bool
 @address_option
 def cancel(job_id: str, config_path: str | None, address: str | None) -> None:
     """Cancel a job wherever it is (waiting, running or paused)."""
-    job = _client(config_path, address).cancel(job_id, cancelled_by=_who())
+    job = connect(config_path, address).cancel(job_id, cancelled_by=cli_user())
     click.echo(f"{job.job_id} {job.state}")
 
 
@@ -127,7 +117,7 @@ def cancel(job_id: str, config_path: str | None, address: str | None) -> None:
 @address_option
 def logs(job_id: str, tail_lines: int, config_path: str | None, address: str | None) -> None:
     """Show a job's log: its runs, reported metrics, and errors (kept after the job ends)."""
-    text = _client(config_path, address).logs(job_id, tail_lines)
+    text = connect(config_path, address).logs(job_id, tail_lines)
     click.echo(text or f"{job_id} has no log yet")
 
 
@@ -141,7 +131,7 @@ def job_text(job: JobRow, events: list[JobEvent]) -> str:
         f"State      {job.state}" + (f": {job.reason}" if job.reason else ""),
         f"GPUs       {num_gpus(job)} ({job.spec.get('num_workers', 1)} workers x "
         f"{job.spec.get('gpus_per_worker', 0)})",
-        f"Submitted  {_when(job.submitted_s)}    deadline {_when(job.deadline_s) or 'none'}",
+        f"Submitted  {factory_time(job.submitted_s)}    deadline {factory_time(job.deadline_s) or 'none'}",
         f"Ran        {duration(float(job.schedule.get('run_s', 0.0)))} of about "
         f"{duration(float(job.spec.get('estimated_duration_s', 0.0)))}, attempt {job.attempt}",
     ]
@@ -154,7 +144,8 @@ def job_text(job: JobRow, events: list[JobEvent]) -> str:
     if job.error:
         lines.append(f"Error      {job.error}  (`factory logs {job.job_id}` has the traceback)")
     lines += ["", "Timeline (factory time)"]
-    lines.append(table(["time", "state", "why"], [[_when(e.time_s), e.state, e.reason] for e in events]))
+    lines.append(table(["time", "state", "why"],
+                       [[factory_time(e.time_s), e.state, e.reason] for e in events]))
     return "\n".join(lines)
 
 
@@ -162,7 +153,7 @@ def _progress_line(client: Any) -> Any:
     def show(job: JobRow) -> None:
         metrics = "  ".join(f"{key}={_value(job.progress[key])}" for key in ("epoch", "step", "loss")
                             if key in job.progress)
-        click.echo(f"{_when(client.clock().now_s())}  {job.state:<9} {shorten(job.reason, 70)}"
+        click.echo(f"{factory_time(client.clock().now_s())}  {job.state:<9} {shorten(job.reason, 70)}"
                    + (f"  [{metrics}]" if metrics else ""))
 
     return show

@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
-from factory.cli.options import address_option, config_option, json_option, load
+from factory.cli.options import (
+    address_option,
+    cli_user,
+    config_option,
+    connect,
+    factory_time,
+    json_option,
+)
 from factory.cli.render import duration, shorten, table
 from factory.errors import ConfigError
 from factory.registry.artifacts import KINDS
 from factory.registry.refs import parse_ref
 from factory.registry.views import ModelCard
-
-
-def _client(config_path: str | None, address: str | None) -> Any:
-    import factory.client
-
-    return factory.client.connect(address, config=load(config_path))
-
-
-def _who() -> str:
-    from factory.client import who
-
-    return who("cli")
-
-
-def _when(time_s: float | None) -> str | None:
-    from factory.prices.series import utc_label
-
-    return None if time_s is None else utc_label(time_s).removesuffix(" UTC")
 
 
 def _size(size_bytes: int) -> str:
@@ -46,7 +34,7 @@ def _size(size_bytes: int) -> str:
 @json_option
 def models(config_path: str | None, address: str | None, as_json: bool) -> None:
     """List the registered models: versions, the newest, aliases, bytes stored."""
-    rows = _client(config_path, address).models()
+    rows = connect(config_path, address).models()
     if as_json:
         click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return
@@ -57,7 +45,7 @@ def models(config_path: str | None, address: str | None, as_json: bool) -> None:
         ["name", "versions", "latest", "kind", "size", "aliases", "registered", "description"],
         [[row.name, row.versions, row.latest, row.kind, _size(row.size_bytes),
           " ".join(f"{alias}->{version}" for alias, version in row.aliases.items()) or "-",
-          _when(row.registered_s), shorten(row.description, 40) or "-"] for row in rows]))
+          factory_time(row.registered_s), shorten(row.description, 40) or "-"] for row in rows]))
 
 
 @click.command()
@@ -68,7 +56,7 @@ def models(config_path: str | None, address: str | None, as_json: bool) -> None:
 def model(ref: str, config_path: str | None, address: str | None, as_json: bool) -> None:
     """Show a model version's card: lineage, metrics, energy and cost, files and checksums, aliases."""
     parsed = parse_ref(ref)
-    card = _client(config_path, address).model(parsed.name, parsed.version, parsed.alias)
+    card = connect(config_path, address).model(parsed.name, parsed.version, parsed.alias)
     if as_json:
         click.echo(json.dumps(card.model_dump(mode="json"), indent=2))
         return
@@ -85,7 +73,7 @@ def model(ref: str, config_path: str | None, address: str | None, as_json: bool)
 def promote(name: str, version: int, alias: str, config_path: str | None, address: str | None,
             as_json: bool) -> None:
     """Point ALIAS of model NAME at VERSION (atomically; the previous target is kept in its history)."""
-    change = _client(config_path, address).set_alias(name, alias, version, set_by=_who())
+    change = connect(config_path, address).set_alias(name, alias, version, set_by=cli_user())
     if as_json:
         click.echo(json.dumps(change.model_dump(mode="json"), indent=2))
         return
@@ -113,8 +101,8 @@ def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], desc
         if not sep or not key:
             raise ConfigError(f"--tag {tag!r}: write KEY=VALUE, e.g. --tag stage=baseline")
         parsed_tags[key] = value
-    row = _client(config_path, address).register(path, name, kind=kind, tags=parsed_tags,
-                                                 description=description, registered_by=_who())
+    row = connect(config_path, address).register(path, name, kind=kind, tags=parsed_tags,
+                                                 description=description, registered_by=cli_user())
     if as_json:
         click.echo(json.dumps(row.model_dump(mode="json"), indent=2))
         return
@@ -126,7 +114,7 @@ def card_text(card: ModelCard) -> str:
     """A model card as text: identity, lineage, what it cost, files."""
     lineage = card.lineage
     lines = [f"{card.name}:{card.version}  ({card.kind}, {_size(card.size_bytes)}, "
-             f"registered {_when(card.registered_s)} by {card.registered_by or '-'})"]
+             f"registered {factory_time(card.registered_s)} by {card.registered_by or '-'})"]
     if card.description:
         lines.append(f"  {card.description}")
     lines.append(f"  aliases here: {', '.join(card.aliases) or '-'}   "

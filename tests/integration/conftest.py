@@ -16,8 +16,8 @@ import yaml
 
 from tests.support import FACTORY_BIN, RAY_BIN, REPO_ROOT, clean_env
 
-__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "json_of", "make_runner", "scrape_metrics",
-           "wait_until", "write_config"]
+__all__ = ["FACTORY_BIN", "RAY_BIN", "REPO_ROOT", "clean_env", "cli_at", "json_of", "make_runner",
+           "scrape_metrics", "wait_until", "write_config"]
 DEADLINE_S = 60.0
 
 RunFactory = Callable[..., subprocess.CompletedProcess[str]]
@@ -33,6 +33,16 @@ def write_config(path: Path, state_dir: Path, **sections: Any) -> Path:
     config.update(sections)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def cli_at(address: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `factory ARGS --address ADDRESS` as a user would; fail with its output unless `check=False`."""
+    result = subprocess.run([FACTORY_BIN, *args, "--address", address], env=clean_env(),
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise AssertionError(f"factory {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
 
 
 def make_runner(config_path: Path, cwd: Path) -> RunFactory:

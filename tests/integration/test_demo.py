@@ -64,6 +64,15 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     assert all(row[4] == "yes" for row in rows.values())  # on time
     assert rows["nlp-large"][3] == "2" and float(rows["nlp-large"][8]) > 0  # two runs, money saved
     assert float(live.split("USD spent, ")[1].split(" USD saved")[0]) > 0
+    # Every job registered its model; one is promoted, and its card shows where it came from.
+    registry = live[live.index("The models the jobs registered"):]
+    for name in ("nlp-regressor", "vision-regressor", "ops-regressor"):
+        assert f"\n{name} " in registry
+    assert "nlp-regressor@production -> v1" in registry
+    card = registry[registry.index("Their cards"):]
+    assert card.count("lineage") == 3
+    assert "nlp-regressor:1  (checkpoint" in card and "aliases here: production" in card
+    assert "job: " in card and "team nlp" in card and " kWh " in card and "sha256" in card
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
 

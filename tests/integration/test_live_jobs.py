@@ -24,7 +24,7 @@ from factory.config import FactoryConfig, load_config
 from factory.control_plane import SCHEDULER
 from factory.jobs.ray_runners import find_runner
 from factory.ray_cluster import NAMESPACE
-from tests.integration.conftest import FACTORY_BIN, REPO_ROOT, clean_env, scrape_metrics, wait_until
+from tests.integration.conftest import REPO_ROOT, cli_at, scrape_metrics, wait_until
 
 pytestmark = pytest.mark.integration
 DASHBOARD_PORT = 8267
@@ -75,12 +75,7 @@ def spec(name: str, **overrides: Any) -> dict[str, Any]:
 
 
 def cli(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([FACTORY_BIN, *args, "--address", cluster.address], env=clean_env(),
-                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        raise AssertionError(f"factory {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
-                             f"{result.stderr}")
-    return result
+    return cli_at(cluster.address, *args, check=check)
 
 
 def states(client: factory.client.FactoryClient, job_id: str) -> list[str]:

@@ -26,7 +26,7 @@ from factory.config import FactoryConfig, load_config
 from factory.control_plane import REGISTRY, get_actor
 from factory.errors import FactoryError
 from factory.registry.storage import ArtifactCorruptError
-from tests.integration.conftest import FACTORY_BIN, REPO_ROOT, clean_env, wait_until
+from tests.integration.conftest import REPO_ROOT, cli_at, wait_until
 
 pytestmark = pytest.mark.integration
 CACHE_BYTES = 3_000_000
@@ -65,12 +65,7 @@ def client(config: FactoryConfig) -> factory.client.FactoryClient:
 
 
 def cli(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([FACTORY_BIN, *args, "--address", cluster.address], env=clean_env(),
-                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        raise AssertionError(f"factory {' '.join(args)} exited {result.returncode}\n{result.stdout}\n"
-                             f"{result.stderr}")
-    return result
+    return cli_at(cluster.address, *args, check=check)
 
 
 def weights(megabytes: float, seed: int) -> dict[str, torch.Tensor]:
