@@ -22,12 +22,13 @@ import ray
 
 from actors.control_plane import ControlPlaneActor
 from factory.errors import FactoryError
-from factory.registry.artifacts import hot_payload
+from factory.registry.artifacts import hot_payload, load_state_dict_file, state_dict_file, state_payload
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelRegistry, label_of
 from factory.registry.lineage import job_lineage
 from factory.registry.refs import make_ref, parse_ref
-from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, StagedArtifact
+from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, FileEntry, StagedArtifact
+from factory.store import ModelVersionRow
 
 
 class RegistryActor(ControlPlaneActor):
@@ -114,17 +115,32 @@ class RegistryActor(ControlPlaneActor):
         if ref is not None:
             return {"row": row.model_dump(), "ref": [ref], "cache": "hit"}
         with self._load_lock(key):  # one load per version at a time; the others then hit
-            ref = self.cache.get(key)
+            ref = self.cache.get(key, count=False)
             if ref is not None:
                 return {"row": row.model_dump(), "ref": [ref], "cache": "hit"}
             try:
-                payload, size_bytes = hot_payload(row.kind, self.registry.read_files(row))
+                payload, size_bytes = self._hot_copy(row)
             except ArtifactCorruptError as error:
                 self.audit("model.corrupt", f"{row.name}:{row.version}", error=str(error))
                 raise
             ref = ray.put(payload)
             self.cache.put(key, ref, size_bytes)
         return {"row": row.model_dump(), "ref": [ref], "cache": "miss"}
+
+    def _hot_copy(self, row: ModelVersionRow) -> tuple[dict[str, Any], int]:
+        """The object-store payload of a version, from storage, every checksum verified first.
+
+        A state_dict on local storage is verified, then memory-mapped rather than read into memory
+        again (one copy of the weights, into the object store, instead of three).
+        """
+        if row.kind == "state_dict":
+            relpath = state_dict_file(row.files)
+            local = self.storage.local_path(row.artifact_key, relpath)
+            if local is not None:
+                entry = FileEntry(**row.files[relpath])
+                self.storage.verify(row.artifact_key, {relpath: entry}, label_of(row))
+                return state_payload(load_state_dict_file(local))
+        return hot_payload(row.kind, self.registry.read_files(row))
 
     def verify(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """Re-read a version's files from storage and check every sha256; raise naming a bad file."""

@@ -222,6 +222,9 @@ for command in (simulate, submit, jobs, job, cancel, logs, models, model, promot
 
 def main() -> None:
     """Console entry point: user errors become one line and an exit code."""
+    from factory.cli.streams import route_ray_notices_to_stderr
+
+    route_ray_notices_to_stderr()  # stdout is the command's output (JSON for scripts), nothing else
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

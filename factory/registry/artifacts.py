@@ -29,6 +29,10 @@ from factory.errors import FactoryError
 KINDS = ("state_dict", "checkpoint", "directory")
 STATE_DICT_FILE = "model.pt"
 DIGEST_MARKER = ".factory-digest"
+# Tensors over the object store's read-only memory are intended (see above): not a warning per load. Only
+# for calls made from this module.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning,
+                        module=__name__)
 
 
 def infer_kind(path: Path) -> str:
@@ -47,13 +51,18 @@ def save_state_dict(state: Mapping[str, Any], directory: Path) -> Path:
     """Write `state` as `directory/model.pt`; refuse what `torch.load(weights_only=True)` could not read."""
     import torch
 
+    check_state_dict(state)
+    path = directory / STATE_DICT_FILE
+    torch.save(dict(state), path)
+    return path
+
+
+def check_state_dict(state: Mapping[str, Any]) -> None:
+    """Refuse a state_dict that `torch.load(weights_only=True)` could not read back (one line)."""
     for key, value in state.items():
         if not _weights_only(value):
             raise FactoryError(f"state_dict entry {key!r} holds a {type(value).__name__}, which cannot be "
                                "loaded safely: only tensors, numbers, strings and containers of them")
-    path = directory / STATE_DICT_FILE
-    torch.save(dict(state), path)
-    return path
 
 
 def _weights_only(value: Any) -> bool:
@@ -75,7 +84,11 @@ def hot_payload(kind: str, files: Mapping[str, bytes]) -> tuple[dict[str, Any], 
     if kind != "state_dict":
         arrays = {path: np.frombuffer(data, dtype=np.uint8) for path, data in files.items()}
         return {"kind": kind, "files": arrays}, sum(len(data) for data in files.values())
-    state = load_state_dict_bytes(files[_state_dict_file(files)])
+    return state_payload(load_state_dict_bytes(files[_state_dict_file(files)]))
+
+
+def state_payload(state: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The object-store copy of a state_dict (tensors as numpy arrays), and its size in bytes."""
     arrays: dict[str, np.ndarray] = {}
     others: dict[str, Any] = {}
     for key, value in state.items():
@@ -85,7 +98,7 @@ def hot_payload(kind: str, files: Mapping[str, bytes]) -> tuple[dict[str, Any], 
         else:
             arrays[key] = array
     size_bytes = sum(a.nbytes for a in arrays.values()) + sum(_tensor_bytes(v) for v in others.values())
-    return {"kind": kind, "order": list(state), "arrays": arrays, "others": others}, size_bytes
+    return {"kind": "state_dict", "order": list(state), "arrays": arrays, "others": others}, size_bytes
 
 
 def from_hot_payload(payload: Mapping[str, Any], name: str, version: int, digest: str,
@@ -94,10 +107,9 @@ def from_hot_payload(payload: Mapping[str, Any], name: str, version: int, digest
     if payload["kind"] == "state_dict":
         import torch
 
-        with warnings.catch_warnings():  # object-store memory is read-only; documented above
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            arrays = {key: torch.from_numpy(array) for key, array in payload["arrays"].items()}
-        return {key: arrays[key] if key in arrays else payload["others"][key] for key in payload["order"]}
+        arrays, others = payload["arrays"], payload["others"]
+        return {key: torch.from_numpy(arrays[key]) if key in arrays else others[key]
+                for key in payload["order"]}
     files = {path: bytes(memoryview(array)) for path, array in payload["files"].items()}
     return _as_loaded(payload["kind"], write_local_copy(files, cache_dir, name, version, digest))
 
@@ -107,6 +119,21 @@ def load_local(kind: str, directory: Path) -> Any:
     if kind == "state_dict":
         return load_state_dict_bytes((directory / _state_dict_file(os.listdir(directory))).read_bytes())
     return _as_loaded(kind, directory)
+
+
+def load_state_dict_file(path: Path) -> dict[str, Any]:
+    """A state_dict from a verified local `model.pt`, memory-mapped (no copy until it is put elsewhere)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(state, Mapping):
+        raise FactoryError(f"{path.name} holds a {type(state).__name__}, not a state_dict")
+    return dict(state)
+
+
+def state_dict_file(paths: Any) -> str:
+    """Which file of a state_dict version holds the weights."""
+    return _state_dict_file(paths)
 
 
 def load_state_dict_bytes(data: bytes) -> dict[str, Any]:

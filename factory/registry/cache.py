@@ -38,15 +38,18 @@ class HotCache:
         self._hits = self._misses = self._evictions = 0
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> Any | None:
-        """The reference held for `key` (now the most recently used), or None."""
+    def get(self, key: tuple[str, int], count: bool = True) -> Any | None:
+        """The reference held for `key` (now the most recently used), or None.
+
+        `count=False`: a second look (after waiting for another caller's load) is not a new hit or miss.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                self._misses += 1
+                self._misses += count
                 return None
             self._entries.move_to_end(key)
-            self._hits += 1
+            self._hits += count
             return entry[0]
 
     def put(self, key: tuple[str, int], ref: Any, size_bytes: int) -> bool:

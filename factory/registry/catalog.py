@@ -61,9 +61,9 @@ class ModelRegistry:
 
     def resolve(self, ref: ModelRef) -> ModelVersionRow:
         """The version `ref` names (newest if neither version nor alias); a one-line error if none."""
-        versions = self.store.list_model_versions(ref.name)
-        if not versions:
-            known = sorted({row.name for row in self.store.list_model_versions()})
+        latest = self.store.latest_model_version(ref.name)
+        if latest is None:
+            known = [summary["name"] for summary in self.summaries()]  # the error path only
             close = difflib.get_close_matches(ref.name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else \
                 ("; `factory models` lists them" if known else "; none is registered yet")
@@ -77,12 +77,11 @@ class ModelRegistry:
                     f"set one with `factory promote {ref.name} VERSION --alias {ref.alias}`")
             version = aliases[ref.alias]
         else:
-            version = ref.version or versions[-1].version
-        for row in versions:
-            if row.version == version:
-                return row
-        raise ModelNotFoundError(f"model '{ref.name}' has no version {version} "
-                                 f"(versions {versions[0].version}-{versions[-1].version})")
+            version = ref.version or latest
+        row = self.store.get_model_version(ref.name, version)
+        if row is None:
+            raise ModelNotFoundError(f"model '{ref.name}' has no version {version} (versions 1-{latest})")
+        return row
 
     def read_files(self, row: ModelVersionRow) -> dict[str, bytes]:
         """Every file of a version, each verified against its sha256."""

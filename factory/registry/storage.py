@@ -29,8 +29,9 @@ import posixpath
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow
 import pyarrow.fs as pafs
@@ -176,10 +177,43 @@ class ArtifactStorage:
         return StagedArtifact(key=key, files=files, digest=version_digest(files),
                               size_bytes=sum(entry.size_bytes for entry in files.values()))
 
+    def stage_stream(self, model: str, filename: str, write: Callable[[Any], None]) -> StagedArtifact:
+        """Stage one file that `write(stream)` produces (e.g. `torch.save`), hashed on its way to storage.
+
+        No local copy is made; the same guarantees as `stage` (fresh key, deleted on an error).
+        """
+        check_model_name(model)
+        _check_relpath(filename)
+        key = f"{model}/{uuid.uuid4().hex}"
+        path = self._path(key, filename)
+        try:
+            self.filesystem.create_dir(posixpath.dirname(path), recursive=True)
+            with self.filesystem.open_output_stream(path, compression=None) as out:
+                writer = _HashingWriter(out)
+                write(writer)
+        except BaseException:
+            self.delete(key)
+            raise
+        files = {filename: FileEntry(sha256=writer.sha256.hexdigest(), size_bytes=writer.size_bytes)}
+        return StagedArtifact(key=key, files=files, digest=version_digest(files),
+                              size_bytes=writer.size_bytes)
+
+    def local_path(self, key: str, relpath: str) -> Path | None:
+        """The file's path on this machine if the storage is the plain local filesystem, else None.
+
+        For readers that map a verified file instead of copying it (`torch.load(mmap=True)`).
+        """
+        _check_key(key)
+        _check_relpath(relpath)
+        if type(self.filesystem) is pafs.LocalFileSystem:
+            return Path(self._path(key, relpath))
+        return None
+
     def verify(self, key: str, files: dict[str, FileEntry], label: str) -> None:
         """Re-read every file of artifact `key`; raise `ArtifactCorruptError` on the first bad one."""
+        buffer = memoryview(bytearray(CHUNK_BYTES))
         for relpath, entry in sorted(files.items()):
-            for _ in self._read_chunks(key, relpath, entry, label):
+            for _ in self._read_chunks(key, relpath, entry, label, reuse=buffer):
                 pass
 
     def check_present(self, key: str, files: dict[str, FileEntry], label: str) -> None:
@@ -250,19 +284,19 @@ class ArtifactStorage:
     def _write(self, path: str, source: Path) -> FileEntry:
         # Object stores have no directories and ignore this; local and mock filesystems need it.
         self.filesystem.create_dir(posixpath.dirname(path), recursive=True)
-        sha256 = hashlib.sha256()
-        size_bytes = 0
+        buffer = memoryview(bytearray(CHUNK_BYTES))  # one buffer for every chunk: no allocation per read
         with open(source, "rb") as src, self.filesystem.open_output_stream(path, compression=None) as out:
-            while chunk := src.read(CHUNK_BYTES):
-                sha256.update(chunk)
-                size_bytes += len(chunk)
-                out.write(chunk)
-        return FileEntry(sha256=sha256.hexdigest(), size_bytes=size_bytes)
+            writer = _HashingWriter(out)
+            while count := src.readinto(buffer):
+                writer.write(buffer[:count])
+        return FileEntry(sha256=writer.sha256.hexdigest(), size_bytes=writer.size_bytes)
 
-    def _read_chunks(self, key: str, relpath: str, entry: FileEntry, label: str) -> Iterator[bytes]:
+    def _read_chunks(self, key: str, relpath: str, entry: FileEntry, label: str,
+                     reuse: memoryview | None = None) -> Iterator[bytes | memoryview]:
         """Yield the file's chunks, then raise `ArtifactCorruptError` if its size or sha256 is wrong.
 
-        Callers must consume it to the end: the check runs after the last chunk.
+        Callers must consume it to the end: the check runs after the last chunk. With `reuse`, every
+        chunk is read into that one buffer (for callers that only look at each chunk once).
         """
         _check_key(key)
         _check_relpath(relpath)
@@ -275,7 +309,7 @@ class ArtifactStorage:
                 label, relpath, f"is missing from storage at {self.uri.rstrip('/')}/{key}/{relpath}"
             ) from None
         with stream:
-            while chunk := stream.read(CHUNK_BYTES):
+            while chunk := (stream.read(CHUNK_BYTES) if reuse is None else reuse[:stream.readinto(reuse)]):
                 size_bytes += len(chunk)
                 if size_bytes > entry.size_bytes:
                     break  # longer than recorded: stop reading a file that may be huge
@@ -326,3 +360,20 @@ def _replace(staging: Path, destination: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         return
     staging.rename(destination)
+
+
+class _HashingWriter:
+    """A write-only stream that hashes and counts what it passes on to `out`."""
+
+    def __init__(self, out: Any) -> None:
+        self.out, self.sha256, self.size_bytes = out, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        self.out.write(data)
+        count = memoryview(data).nbytes
+        self.size_bytes += count
+        return count
+
+    def flush(self) -> None:
+        """Nothing to flush: the output stream is closed by its owner."""

@@ -211,6 +211,10 @@ class StateStore(ABC):
         """One version, or None."""
 
     @abstractmethod
+    def latest_model_version(self, name: str) -> int | None:
+        """The highest version number of `name`, or None if it has none."""
+
+    @abstractmethod
     def list_model_versions(self, name: str | None = None) -> list[ModelVersionRow]:
         """Versions (of one name, if given), by name then version."""
 

@@ -264,8 +264,7 @@ class SQLiteStore(StateStore):
 
     def add_model_version(self, row: ModelVersionRow) -> ModelVersionRow:  # noqa: D102
         with self.transaction():  # BEGIN IMMEDIATE: two registrations of one name get distinct numbers
-            latest = self._query_one("SELECT MAX(version) FROM model_versions WHERE name = ?", (row.name,))
-            row = row.model_copy(update={"version": int((latest or (0,))[0] or 0) + 1})
+            row = row.model_copy(update={"version": (self.latest_model_version(row.name) or 0) + 1})
             self._execute(
                 f"INSERT INTO model_versions ({', '.join(_VERSION_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_VERSION_COLUMNS))})",
@@ -279,6 +278,10 @@ class SQLiteStore(StateStore):
         row = self._query_one(f"SELECT {', '.join(_VERSION_COLUMNS)} FROM model_versions "
                               "WHERE name = ? AND version = ?", (name, version))
         return None if row is None else _version_row(row)
+
+    def latest_model_version(self, name: str) -> int | None:  # noqa: D102
+        row = self._query_one("SELECT MAX(version) FROM model_versions WHERE name = ?", (name,))
+        return None if row is None or row[0] is None else int(row[0])
 
     def list_model_versions(self, name: str | None = None) -> list[ModelVersionRow]:  # noqa: D102
         sql = f"SELECT {', '.join(_VERSION_COLUMNS)} FROM model_versions"

@@ -218,7 +218,9 @@ def test_a_trained_job_registers_its_model_with_full_lineage(cluster: Cluster, c
     spec["config"] = {**spec["config"], "epochs": 2}
     spec_path = tmp_path / "job.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    job = json.loads(cli(cluster, "submit", str(spec_path), "--wait", "--json").stdout)
+    submitted = cli(cluster, "submit", str(spec_path), "--wait", "--json")
+    assert submitted.stdout.startswith("{"), (submitted.stdout[-2000:], submitted.stderr[-2000:])
+    job = json.loads(submitted.stdout)
     assert job["state"] == "SUCCEEDED" and job["accounting"]["model"] == "regressor:1"
 
     card = client.model("regressor")
@@ -246,6 +248,10 @@ def test_the_registry_actor_killed_and_restarted_keeps_everything(client: Any) -
     client.register(weights(0.5, seed=21), "survivor")
     client.set_alias("survivor", "champion", 1)
     held = client.registry.fetch_info("survivor")
+    client.load("survivor", version=1)
+    hits = client.registry.cache_stats()["hits"]
+    client.load("survivor", version=1)  # a version loaded lately is read from its hot copy directly
+    assert client.registry.cache_stats()["hits"] == hits
     before = {m.name: (m.versions, m.aliases) for m in client.models()}
 
     def incarnation() -> int | None:
@@ -258,6 +264,8 @@ def test_the_registry_actor_killed_and_restarted_keeps_everything(client: Any) -
     assert {m.name: (m.versions, m.aliases) for m in client.models()} == before
     assert client.model("survivor", alias="champion").version == 1
     assert client.registry.fetch_info("survivor")["cache"] == "miss"  # the hot copies went with it
+    # The remembered reference died with the old actor: the load asks the new one, transparently.
+    assert torch.equal(client.load("survivor", version=1)["layer.bias"], torch.arange(4.0))
     loaded = client.load("survivor")
     assert torch.equal(loaded["layer.weight"], weights(0.5, seed=21)["layer.weight"])
     del held
