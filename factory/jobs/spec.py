@@ -176,6 +176,18 @@ class JobSpec(_Section):
                              "starting with a letter, digit or '_'")
         return value
 
+    @field_validator("parent_model")
+    @classmethod
+    def _model_reference(cls, value: str | None) -> str | None:
+        if value is not None:
+            from factory.registry.refs import ModelRefError, parse_ref
+
+            try:
+                parse_ref(value)
+            except ModelRefError as error:
+                raise ValueError(str(error)) from None
+        return value
+
     @field_validator("deadline", mode="before")
     @classmethod
     def _parseable_deadline(cls, value: Any) -> Any:
@@ -244,6 +256,21 @@ class CommandJobSpec(JobSpec):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must be a shell command, e.g. \"python train.py\"")
+        return value
+
+    @field_validator("register_as")
+    @classmethod
+    def _no_model_to_register(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("a command job leaves no checkpoint to register; register its output with "
+                             "`factory register PATH --name NAME`, or use kind: train")
+        return value
+
+    @field_validator("parent_model")
+    @classmethod
+    def _parent_of_nothing(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("only a train or tune job's model has a parent; remove it")
         return value
 
     @field_validator("runtime_env")

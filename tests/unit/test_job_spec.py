@@ -558,3 +558,15 @@ def test_the_shipped_example_specs_load_and_fit_a_two_gpu_cluster() -> None:
     for name, spec in specs.items():
         deadline_s = validate_for_submission(spec, NOW_S, TWO_ONE_GPU_NODES, source=name)
         assert deadline_s is None or deadline_s > NOW_S + spec.estimated_duration_s
+
+
+def test_a_command_job_cannot_promise_a_model_to_register() -> None:
+    message = error_of(minimal("command", register_as="model"))
+    assert "register_as" in message and "factory register PATH" in message
+    assert "parent_model" in error_of(minimal("command", parent_model="base:1"))
+
+
+def test_a_parent_model_is_a_model_reference() -> None:
+    assert parse_job_spec(minimal("train", parent_model="base@production")).parent_model == "base@production"
+    message = error_of(minimal("train", parent_model="base:zero"))
+    assert "parent_model" in message and "NAME:3" in message
