@@ -43,7 +43,7 @@ class RegistryActor(ControlPlaneActor):
         assert self.clock is not None
         self.registry = ModelRegistry(self.store, self.storage, self.clock.now_s)
         self.cache = HotCache(self.config.registry.cache_bytes)
-        self._loading: dict[tuple[str, int], threading.Lock] = {}
+        self._loading: dict[tuple[str, Any], threading.Lock] = {}
         self._loading_lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------------------------------
@@ -55,12 +55,17 @@ class RegistryActor(ControlPlaneActor):
     def commit(self, staged: dict[str, Any], name: str, kind: str, description: str = "",
                tags: dict[str, str] | None = None, lineage: dict[str, Any] | None = None,
                registered_by: str = "") -> dict[str, Any]:
-        """Make a staged artifact the next version of `name`; audit it; return the version's row."""
-        row = self.registry.commit(StagedArtifact.model_validate(staged), name, kind, description=description,
-                                   tags=tags, lineage=lineage, registered_by=registered_by)
-        self.audit("model.registered", f"{row.name}:{row.version}", actor=registered_by or None,
-                   digest=row.digest, size_bytes=row.size_bytes, kind=row.kind,
-                   job_id=row.lineage.get("job_id"))
+        """Make a staged artifact the next version of `name`, audited in the same transaction; return its row.
+
+        A `FactoryError` means nothing was committed (the caller may delete the staged files).
+        """
+        with self.store.transaction():
+            row = self.registry.commit(StagedArtifact.model_validate(staged), name, kind,
+                                       description=description, tags=tags, lineage=lineage,
+                                       registered_by=registered_by)
+            self.audit("model.registered", f"{row.name}:{row.version}", actor=registered_by or None,
+                       digest=row.digest, size_bytes=row.size_bytes, kind=row.kind,
+                       job_id=row.lineage.get("job_id"))
         return row.model_dump()
 
     def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> dict[str, Any]:
@@ -72,6 +77,10 @@ class RegistryActor(ControlPlaneActor):
 
     def register_job(self, job_id: str) -> dict[str, Any] | None:
         """Register the checkpoint a succeeded train/tune job left, with its lineage (once per job)."""
+        with self._lock_for(("job", job_id)):  # a scheduler restarted meanwhile may ask twice
+            return self._register_job(job_id)
+
+    def _register_job(self, job_id: str) -> dict[str, Any] | None:
         existing = self.registry.find_by_job(job_id)
         if existing is not None:
             return existing.model_dump()
@@ -82,8 +91,9 @@ class RegistryActor(ControlPlaneActor):
         if not checkpoint or not Path(checkpoint).is_dir():
             raise FactoryError(f"job {job_id} succeeded without a checkpoint to register as "
                                f"'{job.spec['register_as']}' (its loop must call save_checkpoint)")
-        parent = None
-        if job.spec.get("parent_model"):
+        # The parent as resolved when the job was submitted (an alias may have moved since).
+        parent = (job.schedule.get("lineage") or {}).get("parent")
+        if parent is None and job.spec.get("parent_model"):
             parent_row = self.registry.resolve(parse_ref(str(job.spec["parent_model"])))
             parent = f"{parent_row.name}:{parent_row.version}"
         name = str(job.spec["register_as"])
@@ -93,7 +103,7 @@ class RegistryActor(ControlPlaneActor):
                                description=f"trained by job {job.name} ({job_id})",
                                tags={"team": job.team, "job": job.name},
                                lineage=job_lineage(job, parent), registered_by="scheduler")
-        except BaseException:
+        except FactoryError:  # refused: its transaction rolled back, so nothing points at the files
             self.storage.delete(staged.key)
             raise
 
@@ -114,7 +124,7 @@ class RegistryActor(ControlPlaneActor):
         ref = self.cache.get(key)
         if ref is not None:
             return {"row": row.model_dump(), "ref": [ref], "cache": "hit"}
-        with self._load_lock(key):  # one load per version at a time; the others then hit
+        with self._lock_for(key):  # one load per version at a time; the others then hit
             ref = self.cache.get(key, count=False)
             if ref is not None:
                 return {"row": row.model_dump(), "ref": [ref], "cache": "hit"}
@@ -155,6 +165,6 @@ class RegistryActor(ControlPlaneActor):
                 "capacity_bytes": stats.capacity_bytes, "hits": stats.hits, "misses": stats.misses,
                 "evictions": stats.evictions, "keys": [f"{n}:{v}" for n, v in self.cache.keys()]}
 
-    def _load_lock(self, key: tuple[str, int]) -> threading.Lock:
+    def _lock_for(self, key: tuple[str, Any]) -> threading.Lock:
         with self._loading_lock:
             return self._loading.setdefault(key, threading.Lock())

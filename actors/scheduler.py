@@ -27,7 +27,7 @@ from typing import Any
 import ray
 
 from actors.control_plane import ControlPlaneActor
-from factory.errors import FactoryError, summary_line
+from factory.errors import ClusterError, FactoryError, summary_line
 from factory.jobs.accounting import account
 from factory.jobs.controller import JobController, StepResult
 from factory.jobs.metrics import JobMetrics
@@ -40,6 +40,9 @@ from factory.scheduling import make_policy
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent
 from factory.version import __version__
+
+REGISTRATION_RETRY_S = 10.0  # real seconds before a registration the registry did not answer is retried
+REGISTRATION_ATTEMPTS = 4  # then the job records why its model was not registered
 
 OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
 
@@ -98,15 +101,36 @@ class SchedulerActor(ControlPlaneActor):
         deadline_s = validate_for_submission(parsed, now_s, ClusterCapacity.from_ray_nodes(ray.nodes()),
                                              source=source)
         stored = parsed.model_dump(mode="json")
+        lineage = self._lineage_at_submission(parsed.parent_model, getattr(parsed, "train_loop", None)) \
+            if parsed.register_as else None
         with self._jobs_lock, self.store.transaction():
             job = self._controller.submit(stored, kind=parsed.kind, name=parsed.name, team=parsed.team,
                                           spec_hash=spec_hash(parsed), deadline_s=deadline_s, now_s=now_s,
-                                          submitted_by=submitted_by)
+                                          submitted_by=submitted_by,
+                                          schedule={"lineage": lineage} if lineage else None)
             self.audit("job.submitted", job.job_id, actor=submitted_by or None, name=job.name, team=job.team,
                        kind=job.kind, spec_hash=job.spec_hash)
         self._runners.keep_warm = True  # warm a runner while the job waits
         self.wake()
         return job.model_dump(mode="json")
+
+    @staticmethod
+    def _lineage_at_submission(parent_model: str | None, train_loop: str | None) -> dict[str, Any]:
+        """What a model's lineage must say as of submission: the parent resolved now, the code's commit.
+
+        A parent the registry does not have refuses the submission (one line), before hours of training.
+        """
+        from factory.control_plane import REGISTRY, call_actor, get_actor
+        from factory.registry.lineage import code_version
+        from factory.registry.refs import parse_ref
+
+        lineage: dict[str, Any] = {"code": code_version(train_loop)}
+        if parent_model:
+            ref = parse_ref(parent_model)
+            card = call_actor(get_actor(REGISTRY).model.remote(ref.name, ref.version, ref.alias), REGISTRY,
+                              timeout_s=30.0)
+            lineage["parent"] = f"{card['name']}:{card['version']}"
+        return lineage
 
     def cancel_job(self, job_id: str, cancelled_by: str = "") -> dict[str, Any]:
         """Cancel a job wherever it is (written first, then its runner is stopped)."""
@@ -174,20 +198,35 @@ class SchedulerActor(ControlPlaneActor):
         """Register the models of succeeded jobs; record `model` (NAME:VERSION) or why not in accounting."""
         from factory.control_plane import REGISTRY, call_actor, get_actor
 
+        attempts: dict[str, int] = {}
         while not self._stopping_registration.is_set():
             try:
                 job_id = self._to_register.get(timeout=1.0)
             except queue.Empty:
                 continue
             try:
-                row = call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY, timeout_s=3600.0)
-                outcome = {"model": f"{row['name']}:{row['version']}"} if row else \
-                    {"registration_error": "the job has no register_as"}
-            except Exception as exc:  # noqa: BLE001 - recorded on the job, where its user looks
-                outcome = {"registration_error": summary_line(exc)}
-            job = self.store.get_job(job_id)
-            if job is not None:
-                self.store.update_job(job_id, accounting={**job.accounting, **outcome})
+                try:
+                    row = call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY,
+                                     timeout_s=3600.0)
+                    outcome = {"model": f"{row['name']}:{row['version']}"} if row else \
+                        {"registration_error": "the job has no register_as"}
+                except ClusterError as exc:  # the registry is restarting or busy: try again shortly
+                    attempts[job_id] = attempts.get(job_id, 0) + 1
+                    if attempts[job_id] < REGISTRATION_ATTEMPTS:
+                        self._record_error(exc)
+                        self._stopping_registration.wait(REGISTRATION_RETRY_S)
+                        self._to_register.put(job_id)
+                        continue
+                    outcome = {"registration_error": f"{summary_line(exc)} ({attempts[job_id]} attempts)"}
+                except FactoryError as exc:  # refused for good: recorded on the job, where its user looks
+                    outcome = {"registration_error": summary_line(exc)}
+                job = self.store.get_job(job_id)
+                if job is not None:
+                    self.store.update_job(job_id, accounting={**job.accounting, **outcome})
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad job or a busy store
+                self._record_error(exc)
+                self._stopping_registration.wait(REGISTRATION_RETRY_S)
+                self._to_register.put(job_id)
 
     def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
         from factory.control_plane import GRID_PRICE, call_actor, get_actor

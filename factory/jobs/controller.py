@@ -68,11 +68,15 @@ class JobController:
     # -- requests ------------------------------------------------------------------------------
 
     def submit(self, spec: dict[str, Any], *, kind: str, name: str, team: str, spec_hash: str,
-               deadline_s: float | None, now_s: float, submitted_by: str = "") -> JobRow:
-        """Persist a new job as QUEUED (durable before this returns) and return it."""
+               deadline_s: float | None, now_s: float, submitted_by: str = "",
+               schedule: dict[str, Any] | None = None) -> JobRow:
+        """Persist a new job as QUEUED (durable before this returns) and return it.
+
+        `schedule`: facts known at submission (e.g. the lineage the registry will record).
+        """
         job = JobRow(job_id=new_job_id(name), name=name, team=team, kind=kind, spec=spec,
                      spec_hash=spec_hash, state=JobState.QUEUED, submitted_s=now_s, deadline_s=deadline_s,
-                     updated_s=now_s)
+                     updated_s=now_s, schedule=schedule or {})
         self.store.insert_job(job, reason=f"submitted by {submitted_by}" if submitted_by else "submitted")
         return job
 

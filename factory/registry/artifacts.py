@@ -148,14 +148,15 @@ def load_state_dict_bytes(data: bytes) -> dict[str, Any]:
 
 def write_local_copy(files: Mapping[str, bytes], cache_dir: Path, name: str, version: int,
                      digest: str) -> Path:
-    """Write a version's files under `cache_dir/name/v<version>-<digest>`, once; return the directory.
+    """Write a version's (verified) files under `cache_dir/name/v<version>-<digest>`; return the directory.
 
-    The copy appears whole or not at all (written aside, then renamed), and an existing copy is reused
-    only if its marker names the same digest.
+    The copy appears whole or not at all (written aside, then renamed). An existing copy is reused only
+    if it holds exactly these files with exactly these bytes; any other is replaced.
     """
+    import shutil
+
     target = cache_dir / name / f"v{version}-{digest[:16]}"
-    marker = target / DIGEST_MARKER
-    if marker.is_file() and marker.read_text() == digest:
+    if _holds_exactly(target, files):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=target.parent))
@@ -164,13 +165,28 @@ def write_local_copy(files: Mapping[str, bytes], cache_dir: Path, name: str, ver
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_bytes(data)
     (staging / DIGEST_MARKER).write_text(digest)
+    if target.exists():  # damaged or different: set it aside (renames are atomic), then replace it
+        aside = Path(tempfile.mkdtemp(prefix=f".old-v{version}-", dir=target.parent))
+        os.replace(target, aside / "copy")
+        shutil.rmtree(aside, ignore_errors=True)
     try:
         os.replace(staging, target)
-    except OSError:  # another process put a copy there first: keep theirs
-        import shutil
-
+    except OSError:  # another process put its copy there meanwhile: use it if it is right
         shutil.rmtree(staging, ignore_errors=True)
+        if not _holds_exactly(target, files):
+            raise FactoryError(f"the local copy of {name}:{version} at {target} keeps changing; "
+                               "remove it and load again") from None
     return target
+
+
+def _holds_exactly(directory: Path, files: Mapping[str, bytes]) -> bool:
+    """Whether `directory` holds these files (and no others) with these very bytes."""
+    if not directory.is_dir():
+        return False
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    if present - {DIGEST_MARKER} != set(files):
+        return False
+    return all((directory / path).read_bytes() == data for path, data in files.items())
 
 
 def _as_loaded(kind: str, directory: Path) -> Any:

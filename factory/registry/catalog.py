@@ -54,6 +54,8 @@ class ModelRegistry:
     def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> AliasChange:
         """Point `alias` at `version` of `name` (which must exist)."""
         check_alias(alias)
+        if version < 1:
+            raise ModelNotFoundError(f"model '{name}': versions start at 1, not {version}")
         self.resolve(ModelRef(name, version=version))
         return self.store.set_model_alias(name, alias, version, self._now_s(), set_by)
 
@@ -77,7 +79,7 @@ class ModelRegistry:
                     f"set one with `factory promote {ref.name} VERSION --alias {ref.alias}`")
             version = aliases[ref.alias]
         else:
-            version = ref.version or latest
+            version = ref.version if ref.version is not None else latest
         row = self.store.get_model_version(ref.name, version)
         if row is None:
             raise ModelNotFoundError(f"model '{ref.name}' has no version {version} (versions 1-{latest})")

@@ -34,7 +34,8 @@ def job_lineage(job: JobRow, parent: str | None = None) -> dict[str, Any]:
         "kind": job.kind,
         "spec": job.spec,
         "spec_hash": job.spec_hash,
-        "code": code_version(job.spec.get("train_loop")),
+        # As of submission when the scheduler recorded it (the checkout may have moved on since).
+        "code": (job.schedule.get("lineage") or {}).get("code") or code_version(job.spec.get("train_loop")),
         "dataset": dataset_reference(job.spec.get("dataset")),
         "metrics": {k: v for k, v in (job.progress or {}).items() if k not in _METRIC_SKIP},
         "training_time_s": training_s,
@@ -56,8 +57,8 @@ def code_version(entry_point: str | None) -> dict[str, Any]:
     if module is None:
         return result
     try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+        spec = importlib.util.find_spec(module)  # imports the parent packages: user code may raise anything
+    except Exception:  # noqa: BLE001 - an unknown code version is recorded as such, never fatal
         return result
     if spec is None or not spec.origin or not Path(spec.origin).exists():
         return result

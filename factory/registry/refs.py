@@ -60,7 +60,7 @@ def parse_ref(text: str) -> ModelRef:
                             "write NAME:VERSION or NAME@ALIAS")
     if ":" in text:
         name, _, version = text.partition(":")
-        if not version.isdigit() or int(version) < 1:
+        if not (version.isascii() and version.isdigit()) or int(version) < 1:
             raise ModelRefError(f"model reference {text!r}: the version must be a number from 1, "
                                 "as in NAME:3 (or use NAME@ALIAS)")
         return ModelRef(check_name(name), version=int(version))
@@ -76,7 +76,7 @@ def make_ref(name: str, version: int | str | None = None, alias: str | None = No
     if version is not None and alias is not None:
         raise ModelRefError(f"model {name!r}: give a version or an alias, not both")
     if isinstance(version, str):
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):
             raise ModelRefError(f"model {name!r}: version {version!r} is not a number")
         version = int(version)
     if version is not None and version < 1:

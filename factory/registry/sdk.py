@@ -17,7 +17,7 @@ from typing import Any
 import ray
 
 from factory.control_plane import REGISTRY, call_actor, get_actor
-from factory.errors import FactoryError
+from factory.errors import ClusterError, FactoryError
 from factory.registry.artifacts import (
     STATE_DICT_FILE,
     check_kind,
@@ -143,8 +143,10 @@ class RegistryClient:
         try:
             row = self._call(self._actor.commit.remote(staged.model_dump(), name, kind, description,
                                                        dict(tags or {}), dict(lineage or {}), registered_by))
-        except BaseException:
-            storage.delete(staged.key)  # nothing points at it: leave no orphan
+        except ClusterError:
+            raise  # no answer: the commit may still happen, so the files stay (an orphan at worst)
+        except FactoryError:
+            storage.delete(staged.key)  # refused, rolled back: nothing points at the files
             raise
         return ModelVersionRow.model_validate(row)
 

@@ -40,8 +40,9 @@ from pydantic import BaseModel
 from factory.errors import FactoryError, summary_line
 
 CHUNK_BYTES = 8 * 1024 * 1024
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MODEL_NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+# The job-name rule (`register_as` is checked by it at submission), so a name accepted there is stored.
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+MODEL_NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter, digit or '_'"
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[0-9a-f]{32}$")
 _URI_SCHEMES = ("file", "s3", "gs", "gcs", "mock")
 _ACCEPTED_URIS = "a local path or a file://, s3://, gs:// or mock:// URI"

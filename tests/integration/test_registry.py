@@ -216,6 +216,11 @@ def test_a_trained_job_registers_its_model_with_full_lineage(cluster: Cluster, c
     spec.update(name="lineage-fit", deadline="30d", max_retries=0, register_as="regressor",
                 dataset=str(data), parent_model="base-model:1")
     spec["config"] = {**spec["config"], "epochs": 2}
+    orphan_path = tmp_path / "orphan.yaml"  # a parent the registry lacks: refused before any training
+    orphan_path.write_text(yaml.safe_dump({**spec, "parent_model": "no-such-model:1"}))
+    refused = cli(cluster, "submit", str(orphan_path), check=False)
+    assert refused.returncode == 1 and "'no-such-model' is not in the registry" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
     spec_path = tmp_path / "job.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     submitted = cli(cluster, "submit", str(spec_path), "--wait", "--json")
@@ -230,8 +235,10 @@ def test_a_trained_job_registers_its_model_with_full_lineage(cluster: Cluster, c
     assert lineage["spec"]["register_as"] == "regressor" and lineage["parent"] == "base-model:1"
     assert lineage["dataset"]["ref"] == str(data) and lineage["dataset"]["fingerprint"].startswith("sha256:")
     assert lineage["metrics"]["loss"] == pytest.approx(job["progress"]["loss"])
-    for key in ("gpu_hours", "energy_kwh", "cost", "training_time_s"):
-        assert lineage[key] == pytest.approx(job["accounting"].get(key, lineage[key])) and lineage[key] > 0
+    for key in ("gpu_hours", "energy_kwh", "cost"):
+        assert lineage[key] == pytest.approx(job["accounting"][key]) and lineage[key] > 0
+    assert lineage["training_time_s"] == pytest.approx(job["schedule"]["run_s"])
+    assert lineage["training_time_s"] > 0
     assert "carbon_kg" in lineage
     if (REPO_ROOT / ".git").exists():
         assert len(lineage["code"]["git_commit"]) == 40

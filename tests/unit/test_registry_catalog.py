@@ -88,6 +88,8 @@ def test_an_alias_moves_atomically_and_keeps_its_history(registry: ModelRegistry
                      ("production", 1, 2, "cli:bob")]
     with pytest.raises(ModelNotFoundError, match="no version 9"):
         registry.set_alias("mnist", "production", 9)
+    with pytest.raises(ModelNotFoundError, match="start at 1"):
+        registry.set_alias("mnist", "production", 0)
     assert registry.resolve(ModelRef("mnist", alias="production")).version == 2  # unchanged
     with pytest.raises(ModelRefError, match="reserved"):
         registry.set_alias("mnist", "latest", 1)
@@ -117,6 +119,24 @@ def test_a_crash_between_writing_and_committing_leaves_no_visible_version(
     assert registry.storage.orphans("mnist", referenced) == [staged.key]
     # A later registration is numbered after the last committed one.
     assert register(registry, a_model_dir(tmp_path / "c", "three")).version == 2
+
+
+def test_a_failure_part_way_through_writing_leaves_no_files_and_no_version(
+        registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+    real_write = ArtifactStorage._write
+
+    def failing_write(self: ArtifactStorage, path: str, source: Path):  # the disk fills up on file two
+        if written:
+            raise OSError("No space left on device")
+        written.append(path)
+        return real_write(self, path, source)
+
+    monkeypatch.setattr(ArtifactStorage, "_write", failing_write)
+    with pytest.raises(OSError, match="No space"):
+        registry.storage.stage(a_model_dir(tmp_path / "a"), "mnist")
+    assert written and registry.storage.orphans("mnist", set()) == []  # the first file was removed too
+    assert registry.store.list_model_versions("mnist") == []
 
 
 def test_a_commit_of_files_that_did_not_all_arrive_is_refused(registry: ModelRegistry,
@@ -193,8 +213,14 @@ def test_a_directory_travels_as_bytes_and_lands_once_in_the_local_cache(tmp_path
     first = from_hot_payload(payload, "m", 2, "ab" * 32, tmp_path / "cache")
     assert (first / "weights.bin").read_bytes() == b"\x00\x01\x02"
     assert (first / "sub" / "config.json").read_bytes() == b"{}"
-    (first / "weights.bin").write_bytes(b"tampered but the marker matches")
-    assert from_hot_payload(payload, "m", 2, "ab" * 32, tmp_path / "cache") == first  # reused as is
+    mtime_ns = (first / "weights.bin").stat().st_mtime_ns
+    assert from_hot_payload(payload, "m", 2, "ab" * 32, tmp_path / "cache") == first  # an intact copy: reused
+    assert (first / "weights.bin").stat().st_mtime_ns == mtime_ns
+    (first / "weights.bin").write_bytes(b"tampered")
+    (first / "stray.txt").write_text("not part of the version")
+    again = from_hot_payload(payload, "m", 2, "ab" * 32, tmp_path / "cache")  # a damaged copy: replaced
+    assert again == first and (again / "weights.bin").read_bytes() == b"\x00\x01\x02"
+    assert not (again / "stray.txt").exists()
     other = from_hot_payload(payload, "m", 2, "cd" * 32, tmp_path / "cache")  # another digest: own copy
     assert other != first and (other / "weights.bin").read_bytes() == b"\x00\x01\x02"
 
@@ -216,6 +242,8 @@ def test_references_parse_as_users_write_them() -> None:
             parse_ref(bad)
     with pytest.raises(ModelRefError, match="not both"):
         make_ref("mnist", 1, "production")
+    with pytest.raises(ModelRefError, match="number from 1"):
+        parse_ref("mnist:²")  # a digit to Python, not a version
 
 
 def test_lineage_records_the_job_its_code_data_and_what_it_cost(tmp_path: Path) -> None:
