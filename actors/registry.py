@@ -8,8 +8,9 @@ an orphan directory that no version points at, never a half version.
 `fetch` answers with an object-store reference to the version's weights: the hot copy if the LRU
 cache (`registry.cache_bytes`) holds it, else loaded from storage (checksums verified) and cached.
 The references are owned by this actor: if it dies they go with it, and the next fetch reloads from
-storage (the client retries once). Several calls are served at once (a load does not block
-`models`), so the cache and the store are thread-safe.
+storage (the client retries once). Several calls are served at once, so the cache and the store
+are thread-safe; reads of storage have their own threads (concurrency group `storage_reads`), so
+slow loads never hold up a commit, an alias move or a listing.
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ from factory.registry.refs import make_ref, parse_ref
 from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, FileEntry, StagedArtifact
 from factory.store import ModelVersionRow
 
+STORAGE_READS = "storage_reads"
+
 
 class RegistryActor(ControlPlaneActor):
     """The model registry's actor."""
 
     kind = "registry"
-    max_concurrency = 8
+    # Reads of storage (loads, verifications, a job's checkpoint) run in their own threads, so that
+    # slow ones never hold up commits, alias moves and listings (the default group).
+    max_concurrency = 4
+    concurrency_groups = {STORAGE_READS: 4}
 
     def __init__(self, name: str, config: dict[str, Any], clock_spec: dict[str, Any] | None) -> None:
         super().__init__(name, config, clock_spec)
@@ -75,6 +81,7 @@ class RegistryActor(ControlPlaneActor):
                    from_version=change.from_version)
         return change.model_dump()
 
+    @ray.method(concurrency_group=STORAGE_READS)
     def register_job(self, job_id: str) -> dict[str, Any] | None:
         """Register the checkpoint a succeeded train/tune job left, with its lineage (once per job)."""
         with self._lock_for(("job", job_id)):  # a scheduler restarted meanwhile may ask twice
@@ -117,6 +124,7 @@ class RegistryActor(ControlPlaneActor):
         """A version's card."""
         return self.registry.card(make_ref(name, version, alias))
 
+    @ray.method(concurrency_group=STORAGE_READS)
     def fetch(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """{row, ref: [ObjectRef], cache: "hit" | "miss"}: the version's weights in the object store."""
         row = self.registry.resolve(make_ref(name, version, alias))
@@ -152,6 +160,7 @@ class RegistryActor(ControlPlaneActor):
                 return state_payload(load_state_dict_file(local))
         return hot_payload(row.kind, self.registry.read_files(row))
 
+    @ray.method(concurrency_group=STORAGE_READS)
     def verify(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """Re-read a version's files from storage and check every sha256; raise naming a bad file."""
         row = self.registry.resolve(make_ref(name, version, alias))

@@ -193,8 +193,11 @@ def _on_head() -> dict[str, Any]:
 
 
 def _create(cls: type, name: str, args: tuple[Any, ...], placement: dict[str, Any]) -> ActorHandle:
+    # Concurrency groups are fixed with the class, not per `.options()` (Ray 2.60 refuses that there).
+    groups = getattr(cls, "concurrency_groups", None)
+    remote_cls = ray.remote(concurrency_groups=groups)(cls) if groups else ray.remote(cls)
     return (
-        ray.remote(cls)
+        remote_cls
         .options(
             name=name,
             namespace=NAMESPACE,
