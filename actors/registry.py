@@ -27,7 +27,7 @@ from factory.registry.artifacts import hot_payload, load_state_dict_file, state_
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelRegistry, label_of
 from factory.registry.lineage import job_lineage
-from factory.registry.refs import make_ref, parse_ref
+from factory.registry.refs import make_ref
 from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, FileEntry, StagedArtifact
 from factory.store import ModelVersionRow
 
@@ -100,9 +100,6 @@ class RegistryActor(ControlPlaneActor):
                                f"'{job.spec['register_as']}' (its loop must call save_checkpoint)")
         # The parent as resolved when the job was submitted (an alias may have moved since).
         parent = (job.schedule.get("lineage") or {}).get("parent")
-        if parent is None and job.spec.get("parent_model"):
-            parent_row = self.registry.resolve(parse_ref(str(job.spec["parent_model"])))
-            parent = f"{parent_row.name}:{parent_row.version}"
         name = str(job.spec["register_as"])
         staged = self.storage.stage(checkpoint, name)
         try:

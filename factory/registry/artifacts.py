@@ -47,16 +47,6 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def save_state_dict(state: Mapping[str, Any], directory: Path) -> Path:
-    """Write `state` as `directory/model.pt`; refuse what `torch.load(weights_only=True)` could not read."""
-    import torch
-
-    check_state_dict(state)
-    path = directory / STATE_DICT_FILE
-    torch.save(dict(state), path)
-    return path
-
-
 def check_state_dict(state: Mapping[str, Any]) -> None:
     """Refuse a state_dict that `torch.load(weights_only=True)` could not read back (one line)."""
     for key, value in state.items():
@@ -84,7 +74,7 @@ def hot_payload(kind: str, files: Mapping[str, bytes]) -> tuple[dict[str, Any], 
     if kind != "state_dict":
         arrays = {path: np.frombuffer(data, dtype=np.uint8) for path, data in files.items()}
         return {"kind": kind, "files": arrays}, sum(len(data) for data in files.values())
-    return state_payload(load_state_dict_bytes(files[_state_dict_file(files)]))
+    return state_payload(load_state_dict_bytes(files[state_dict_file(files)]))
 
 
 def state_payload(state: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
@@ -114,13 +104,6 @@ def from_hot_payload(payload: Mapping[str, Any], name: str, version: int, digest
     return _as_loaded(payload["kind"], write_local_copy(files, cache_dir, name, version, digest))
 
 
-def load_local(kind: str, directory: Path) -> Any:
-    """The loaded object from a verified local copy of a version's files."""
-    if kind == "state_dict":
-        return load_state_dict_bytes((directory / _state_dict_file(os.listdir(directory))).read_bytes())
-    return _as_loaded(kind, directory)
-
-
 def load_state_dict_file(path: Path) -> dict[str, Any]:
     """A state_dict from a verified local `model.pt`, memory-mapped (no copy until it is put elsewhere)."""
     import torch
@@ -129,11 +112,6 @@ def load_state_dict_file(path: Path) -> dict[str, Any]:
     if not isinstance(state, Mapping):
         raise FactoryError(f"{path.name} holds a {type(state).__name__}, not a state_dict")
     return dict(state)
-
-
-def state_dict_file(paths: Any) -> str:
-    """Which file of a state_dict version holds the weights."""
-    return _state_dict_file(paths)
 
 
 def load_state_dict_bytes(data: bytes) -> dict[str, Any]:
@@ -197,7 +175,8 @@ def _as_loaded(kind: str, directory: Path) -> Any:
     return directory
 
 
-def _state_dict_file(paths: Any) -> str:
+def state_dict_file(paths: Any) -> str:
+    """Which file of a state_dict version holds the weights."""
     names = [p for p in paths if p != DIGEST_MARKER]
     if STATE_DICT_FILE in names:
         return STATE_DICT_FILE

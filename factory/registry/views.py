@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 from factory.store import AliasChange, ModelVersionRow
@@ -29,12 +27,3 @@ class ModelCard(ModelVersionRow):
     all_aliases: dict[str, int] = Field(default_factory=dict, description="Every alias of the model.")
     alias_history: list[AliasChange] = Field(default_factory=list)
     versions: list[int] = Field(default_factory=list, description="Every version of the model.")
-
-    @property
-    def ref(self) -> str:
-        """NAME:VERSION."""
-        return f"{self.name}:{self.version}"
-
-    def lineage_value(self, key: str) -> Any:
-        """A lineage entry, or None."""
-        return self.lineage.get(key)

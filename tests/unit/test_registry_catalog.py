@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from factory.errors import FactoryError
-from factory.registry.artifacts import from_hot_payload, hot_payload, load_local, save_state_dict
+from factory.registry.artifacts import check_state_dict, from_hot_payload, hot_payload, load_state_dict_file
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelNotFoundError, ModelRegistry
 from factory.registry.lineage import code_version, dataset_reference, job_lineage
@@ -195,7 +195,8 @@ def test_the_hot_cache_evicts_least_recently_used_within_its_bytes() -> None:
 def test_a_state_dict_travels_as_arrays_and_comes_back_equal(tmp_path: Path) -> None:
     state = {"layer.weight": torch.randn(4, 3), "layer.bias": torch.zeros(4), "step": 7,
              "half": torch.ones(2, dtype=torch.bfloat16)}
-    path = save_state_dict(state, tmp_path)
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
     payload, size_bytes = hot_payload("state_dict", {"model.pt": path.read_bytes()})
     assert size_bytes == 4 * 3 * 4 + 4 * 4 + 2 * 2
     loaded = from_hot_payload(payload, "m", 1, "d" * 64, tmp_path / "cache")
@@ -203,7 +204,7 @@ def test_a_state_dict_travels_as_arrays_and_comes_back_equal(tmp_path: Path) -> 
     for key in ("layer.weight", "layer.bias", "half"):
         assert torch.equal(loaded[key], state[key]) and loaded[key].dtype == state[key].dtype
     assert loaded["step"] == 7
-    assert torch.equal(load_local("state_dict", tmp_path)["layer.weight"], state["layer.weight"])
+    assert torch.equal(load_state_dict_file(path)["layer.weight"], state["layer.weight"])
 
 
 def test_a_directory_travels_as_bytes_and_lands_once_in_the_local_cache(tmp_path: Path) -> None:
@@ -227,7 +228,7 @@ def test_a_directory_travels_as_bytes_and_lands_once_in_the_local_cache(tmp_path
 
 def test_a_state_dict_with_code_in_it_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FactoryError, match="cannot be loaded safely"):
-        save_state_dict({"fn": threading.Lock}, tmp_path)
+        check_state_dict({"fn": threading.Lock})
 
 
 def test_references_parse_as_users_write_them() -> None:
