@@ -60,7 +60,7 @@ class RegistryActor(ControlPlaneActor):
 
     def commit(self, staged: dict[str, Any], name: str, kind: str, description: str = "",
                tags: dict[str, str] | None = None, lineage: dict[str, Any] | None = None,
-               registered_by: str = "") -> dict[str, Any]:
+               registered_by: str = "", serving: dict[str, Any] | None = None) -> dict[str, Any]:
         """Make a staged artifact the next version of `name`, audited in the same transaction; return its row.
 
         A `FactoryError` means nothing was committed (the caller may delete the staged files).
@@ -68,7 +68,7 @@ class RegistryActor(ControlPlaneActor):
         with self.store.transaction():
             row = self.registry.commit(StagedArtifact.model_validate(staged), name, kind,
                                        description=description, tags=tags, lineage=lineage,
-                                       registered_by=registered_by)
+                                       registered_by=registered_by, serving=serving)
             self.audit("model.registered", f"{row.name}:{row.version}", actor=registered_by or None,
                        digest=row.digest, size_bytes=row.size_bytes, kind=row.kind,
                        job_id=row.lineage.get("job_id"))
@@ -106,7 +106,8 @@ class RegistryActor(ControlPlaneActor):
             return self.commit(staged.model_dump(), name, "checkpoint",
                                description=f"trained by job {job.name} ({job_id})",
                                tags={"team": job.team, "job": job.name},
-                               lineage=job_lineage(job, parent), registered_by="scheduler")
+                               lineage=job_lineage(job, parent), registered_by="scheduler",
+                               serving=_serving_of(job.spec))
         except FactoryError:  # refused: its transaction rolled back, so nothing points at the files
             self.storage.delete(staged.key)
             raise
@@ -174,3 +175,8 @@ class RegistryActor(ControlPlaneActor):
     def _lock_for(self, key: tuple[str, Any]) -> threading.Lock:
         with self._loading_lock:
             return self._loading.setdefault(key, threading.Lock())
+
+
+def _serving_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """How a job's model is served: its spec's predictor, if it names one."""
+    return {"predictor": spec["predictor"]} if spec.get("predictor") else {}

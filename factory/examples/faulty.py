@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from factory.examples.regression import RegressionInput, RegressionPredictor
 from factory.train import load_checkpoint, save_checkpoint
 
 INJECTED = "injected failure (factory.examples.faulty)"
@@ -28,3 +29,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(INJECTED)
     save_checkpoint({"step": state["step"] + 1, "epoch": state["epoch"] + 1}, {"loss": 0.5})
     return {"resumed_from_step": state["step"]}
+
+
+class FailingPredictor:
+    """A predictor whose model fails on every request: what a broken version looks like when served.
+
+    It loads like the regression example's (same weights, same request schema), then raises in
+    `predict`; a canary of it is rolled back automatically.
+    """
+
+    input_schema = RegressionInput
+
+    def __init__(self, artifact: Any, device: str = "cpu") -> None:
+        self.loaded = RegressionPredictor(artifact, device)
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        """Fail, as a broken model would."""
+        raise RuntimeError(INJECTED)

@@ -12,7 +12,8 @@ It resumes from the latest checkpoint of its run and pauses when the factory ask
 seconds on a CPU.
 
 The pieces (`make_data`, `build_model`, `train_epoch`, `squared_error`, `baseline_loss`) need no
-Ray.
+Ray. `RegressionPredictor` serves a registered version (`factory deploy`): {"x1": .., "x2": ..} in,
+{"y": ..} out.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -39,6 +42,7 @@ from factory.train import (
     world_rank,
     world_size,
 )
+from factory.train.checkpoint import read_state
 
 NOISE_STD = 0.1
 VALIDATION_FRACTION = 0.2
@@ -244,3 +248,45 @@ def _validation_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
         torch.distributed.all_reduce(sums)
         total, count = float(sums[0]), int(sums[1])
     return total / count
+
+
+class RegressionInput(BaseModel):
+    """One request to a served regression model: the point (x1, x2) to predict y at."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x1: float = Field(description="First feature; trained on [-pi, pi].")
+    x2: float = Field(description="Second feature; trained on [-1.5, 1.5].")
+
+
+class RegressionPredictor:
+    """Serves a version of the regression MLP: a job's checkpoint, or a bare state_dict of the model.
+
+    The hidden width is read from the weights, so any `hidden` the job trained with is served.
+    """
+
+    input_schema = RegressionInput
+
+    def __init__(self, artifact: Any, device: str = "cpu") -> None:
+        state = _model_state(artifact)
+        self.device = torch.device(device)
+        self.model = build_model(int(state["0.weight"].shape[0]))
+        self.model.load_state_dict(state)
+        self.model.to(self.device).eval()
+
+    def predict(self, inputs: list[RegressionInput]) -> list[dict[str, float]]:
+        """Y at each point, in order."""
+        x = torch.tensor([[item.x1, item.x2] for item in inputs], dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            y = self.model(x)[:, 0].tolist()
+        return [{"y": value} for value in y]
+
+
+def _model_state(artifact: Any) -> dict[str, torch.Tensor]:
+    """The MLP's weights in a loaded version: a checkpoint (its "model" entry) or a state_dict."""
+    if isinstance(artifact, dict):
+        return artifact.get("model", artifact)
+    if isinstance(artifact, Path):
+        return read_state(artifact)["model"]
+    with artifact.as_directory() as directory:  # a ray.train.Checkpoint
+        return read_state(Path(directory))["model"]

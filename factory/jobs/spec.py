@@ -49,7 +49,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from factory.errors import ConfigError, summary_line
+from factory.errors import ConfigError, FactoryError, summary_line
 from factory.jobs.search_space import check_search_space, to_tune_space
 
 JobKind = Literal["train", "tune", "command"]
@@ -143,6 +143,8 @@ class JobSpec(_Section):
                                 "the model's lineage with a fingerprint when local.")
     parent_model: str | None = Field(None, description="NAME:VERSION or NAME@ALIAS this job fine-tunes, "
                                      "recorded as the model's parent.")
+    predictor: str | None = Field(None, description="module.path:Class that serves the registered model "
+                                  "(`factory deploy`), e.g. factory.examples.regression:RegressionPredictor.")
     config: dict[str, Any] = Field(default_factory=dict, description="Passed to the user's code as is.")
 
     def __init__(self, /, **data: Any) -> None:
@@ -186,6 +188,18 @@ class JobSpec(_Section):
                 parse_ref(value)
             except ModelRefError as error:
                 raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("predictor")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            from factory.serving.predictor import check_import_path
+
+            try:
+                check_import_path(value)
+            except FactoryError as error:
+                raise ValueError(str(error).removeprefix(f"predictor {value!r} ")) from None
         return value
 
     @field_validator("deadline", mode="before")
@@ -264,6 +278,13 @@ class CommandJobSpec(JobSpec):
         if value is not None:
             raise ValueError("a command job leaves no checkpoint to register; register its output with "
                              "`factory register PATH --name NAME`, or use kind: train")
+        return value
+
+    @field_validator("predictor")
+    @classmethod
+    def _nothing_to_serve(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("a command job registers no model to serve; remove it")
         return value
 
     @field_validator("parent_model")

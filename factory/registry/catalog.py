@@ -37,7 +37,7 @@ class ModelRegistry:
 
     def commit(self, staged: StagedArtifact, name: str, kind: str, *, description: str = "",
                tags: dict[str, str] | None = None, lineage: dict[str, Any] | None = None,
-               registered_by: str = "") -> ModelVersionRow:
+               registered_by: str = "", serving: dict[str, Any] | None = None) -> ModelVersionRow:
         """Make a staged artifact the next version of `name`; return the committed row."""
         check_name(name)
         check_kind(kind)
@@ -49,7 +49,7 @@ class ModelRegistry:
             name=name, kind=kind, storage_uri=self.storage.uri, artifact_key=staged.key,
             files={path: entry.model_dump() for path, entry in staged.files.items()}, digest=staged.digest,
             size_bytes=staged.size_bytes, description=description, tags=tags, lineage=lineage or {},
-            registered_s=self._now_s(), registered_by=registered_by))
+            registered_s=self._now_s(), registered_by=registered_by, serving=dict(serving or {})))
 
     def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> AliasChange:
         """Point `alias` at `version` of `name` (which must exist)."""

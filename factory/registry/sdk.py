@@ -28,6 +28,7 @@ from factory.registry.artifacts import (
 from factory.registry.refs import check_name
 from factory.registry.storage import ArtifactStorage, StagedArtifact
 from factory.registry.views import ModelCard, ModelSummary
+from factory.serving.predictor import check_import_path
 from factory.store import AliasChange, ModelVersionRow
 
 CALL_TIMEOUT_S = 30.0
@@ -49,9 +50,14 @@ class RegistryClient:
 
     def register(self, source: str | Path | Mapping[str, Any], name: str, *, kind: str | None = None,
                  tags: Mapping[str, str] | None = None, description: str = "",
-                 lineage: Mapping[str, Any] | None = None, registered_by: str = "") -> ModelVersionRow:
-        """Register a directory, a file or an in-memory state_dict as the next version of `name`."""
+                 lineage: Mapping[str, Any] | None = None, registered_by: str = "",
+                 predictor: str | None = None) -> ModelVersionRow:
+        """Register a directory, a file or an in-memory state_dict as the next version of `name`.
+
+        `predictor` (`module.path:Class`, see `factory.serving.predictor`) is what serves the version.
+        """
         check_name(name)
+        serving = {"predictor": check_import_path(predictor)} if predictor else {}
         if isinstance(source, Mapping):
             import torch
 
@@ -60,12 +66,13 @@ class RegistryClient:
             storage = self._storage_here()
             staged = storage.stage_stream(name, STATE_DICT_FILE, lambda out: torch.save(state, out))
             return self._commit(staged, name, check_kind(kind or "state_dict"), tags, description, lineage,
-                                registered_by)
+                                registered_by, serving)
         path = Path(source).expanduser()
         if not path.exists():
             raise FactoryError(f"cannot register {path}: no such file or directory")
-        return self._register_path(path, name, check_kind(kind or infer_kind(path)), tags, description,
-                                   lineage, registered_by)
+        staged = self._storage_here().stage(path, name)
+        return self._commit(staged, name, check_kind(kind or infer_kind(path)), tags, description, lineage,
+                            registered_by, serving)
 
     def models(self) -> list[ModelSummary]:
         """Every model: versions, the newest, aliases, bytes stored."""
@@ -87,12 +94,17 @@ class RegistryClient:
         A version loaded lately (by number) is read straight from its hot copy; an alias or "the newest"
         is resolved by the registry every time, since those move.
         """
+        return self.load_version(name, version, alias, cache_dir=cache_dir)[1]
+
+    def load_version(self, name: str, version: int | None = None, alias: str | None = None, *,
+                     cache_dir: Path | None = None) -> tuple[dict[str, Any], Any]:
+        """(the version's row, its contents): `load`, also saying which version it was and how to serve it."""
         remembered = self._remembered.get((name, version)) if version is not None else None
         if remembered is not None:
             self._remembered.move_to_end((name, version))
             row, ref = remembered
             try:
-                return self._materialise(row, ray.get(ref), cache_dir)  # a hot copy: no wait
+                return row, self._materialise(row, ray.get(ref), cache_dir)  # a hot copy: no wait
             except (ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError):
                 del self._remembered[(name, version)]  # the registry restarted: ask it again
         for attempt in range(2):
@@ -106,7 +118,7 @@ class RegistryClient:
                 # The registry actor restarted and its hot copies went with it: it reloads from storage.
         row = answer["row"]
         self._remember(row, answer["ref"][0])
-        return self._materialise(row, payload, cache_dir)
+        return row, self._materialise(row, payload, cache_dir)
 
     def _remember(self, row: dict[str, Any], ref: Any) -> None:
         self._remembered[(row["name"], int(row["version"]))] = (row, ref)
@@ -131,18 +143,14 @@ class RegistryClient:
         """The hot cache: entries, bytes used and capacity, hits, misses, evictions."""
         return self._call(self._actor.cache_stats.remote())
 
-    def _register_path(self, path: Path, name: str, kind: str, tags: Mapping[str, str] | None,
-                       description: str, lineage: Mapping[str, Any] | None,
-                       registered_by: str) -> ModelVersionRow:
-        return self._commit(self._storage_here().stage(path, name), name, kind, tags, description, lineage,
-                            registered_by)
-
     def _commit(self, staged: StagedArtifact, name: str, kind: str, tags: Mapping[str, str] | None,
-                description: str, lineage: Mapping[str, Any] | None, registered_by: str) -> ModelVersionRow:
+                description: str, lineage: Mapping[str, Any] | None, registered_by: str,
+                serving: dict[str, Any]) -> ModelVersionRow:
         storage = self._storage_here()
         try:
             row = self._call(self._actor.commit.remote(staged.model_dump(), name, kind, description,
-                                                       dict(tags or {}), dict(lineage or {}), registered_by))
+                                                       dict(tags or {}), dict(lineage or {}), registered_by,
+                                                       serving))
         except ClusterError:
             raise  # no answer: the commit may still happen, so the files stay (an orphan at worst)
         except FactoryError:

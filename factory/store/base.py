@@ -91,6 +91,8 @@ class ModelVersionRow(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
     registered_s: float = Field(description="Factory time of registration, seconds since the Unix epoch.")
     registered_by: str = ""
+    serving: dict[str, Any] = Field(
+        default_factory=dict, description="How the version is served: {'predictor': 'module:Class'}.")
 
 
 class AliasChange(BaseModel):

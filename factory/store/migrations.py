@@ -119,6 +119,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX model_alias_history_name ON model_alias_history (name, id)",
         ),
     ),
+    Migration(
+        version=4,
+        description="how a model version is served (its predictor)",
+        statements=(
+            "ALTER TABLE model_versions ADD COLUMN serving_json TEXT NOT NULL DEFAULT '{}'",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

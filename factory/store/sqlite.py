@@ -36,7 +36,8 @@ _JOB_COLUMNS = ("job_id", "name", "team", "kind", "spec_json", "spec_hash", "sta
 _JSON_FIELDS = {"spec": "spec_json", "progress": "progress_json", "schedule": "schedule_json",
                 "accounting": "accounting_json"}
 _VERSION_COLUMNS = ("name", "version", "kind", "storage_uri", "artifact_key", "files_json", "digest",
-                    "size_bytes", "description", "tags_json", "lineage_json", "registered_s", "registered_by")
+                    "size_bytes", "description", "tags_json", "lineage_json", "registered_s", "registered_by",
+                    "serving_json")
 _UPDATABLE = {"state", "reason", "updated_s", "attempt", "progress", "schedule", "accounting", "error"}
 
 
@@ -56,7 +57,7 @@ def _job_row(row: tuple[Any, ...]) -> JobRow:
 
 def _version_row(row: tuple[Any, ...]) -> ModelVersionRow:
     values = dict(zip(_VERSION_COLUMNS, row, strict=True))
-    for name in ("files", "tags", "lineage"):
+    for name in ("files", "tags", "lineage", "serving"):
         values[name] = json.loads(values.pop(f"{name}_json"))
     return ModelVersionRow(**values)
 
@@ -271,7 +272,7 @@ class SQLiteStore(StateStore):
                 (row.name, row.version, row.kind, row.storage_uri, row.artifact_key,
                  json.dumps(row.files, sort_keys=True), row.digest, row.size_bytes, row.description,
                  json.dumps(row.tags, sort_keys=True), json.dumps(row.lineage, sort_keys=True),
-                 row.registered_s, row.registered_by))
+                 row.registered_s, row.registered_by, json.dumps(row.serving, sort_keys=True)))
             return row
 
     def get_model_version(self, name: str, version: int) -> ModelVersionRow | None:  # noqa: D102

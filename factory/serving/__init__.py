@@ -1,0 +1,1 @@
+"""Serving registered models behind Ray Serve endpoints: predictors, endpoint state, request stats."""
