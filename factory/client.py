@@ -46,6 +46,7 @@ from factory.prices.models import (
 from factory.ray_cluster import RayConnection, connect_ray, current_connection
 from factory.registry.sdk import RegistryClient
 from factory.registry.views import ModelCard, ModelSummary
+from factory.serving.sdk import ServingClient
 from factory.store import AliasChange, AuditEvent, JobEvent, JobRow, ModelVersionRow
 from factory.telemetry.facility import facility_view, merge_job_energy, sorted_gpus
 from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeStatus
@@ -96,6 +97,7 @@ class FactoryClient:
         self._scheduler = get_actor(SCHEDULER)
         self._clock_spec: ClockSpec = _answer(get_actor(GRID_PRICE).clock_spec.remote(), GRID_PRICE)
         self._registry: RegistryClient | None = None
+        self._serving: ServingClient | None = None
 
     def clock(self) -> Clock:
         """The factory's clock, evaluated locally: it agrees with every actor's."""
@@ -244,6 +246,10 @@ class FactoryClient:
         """Stop the scheduler's control loop (before `down` removes actors)."""
         return _answer(self._scheduler.stop_control_loop.remote(), SCHEDULER)
 
+    def take_down_endpoints(self) -> list[str]:
+        """Delete the endpoints from Serve, keeping them for the next `up` (before `down` removes actors)."""
+        return self.serving.take_down()
+
     # -- jobs ------------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec | dict[str, Any] | str | Path, submitted_by: str | None = None) -> str:
@@ -327,14 +333,15 @@ class FactoryClient:
 
     def register(self, source: str | Path | dict[str, Any], name: str, *, kind: str | None = None,
                  tags: dict[str, str] | None = None, description: str = "",
-                 registered_by: str | None = None) -> ModelVersionRow:
+                 registered_by: str | None = None, predictor: str | None = None) -> ModelVersionRow:
         """Register a directory, a file or a state_dict as the next version of `name`; return the version.
 
         `kind`: `state_dict`, `checkpoint` or `directory` (default: a `.pt`/`.pth` file or a dict is a
-        state_dict, anything else a directory).
+        state_dict, anything else a directory). `predictor`: `module.path:Class` that serves it
+        (`factory deploy`; see `factory.serving.predictor`).
         """
         return self.registry.register(source, name, kind=kind, tags=tags, description=description,
-                                      registered_by=registered_by or who())
+                                      registered_by=registered_by or who(), predictor=predictor)
 
     def models(self) -> list[ModelSummary]:
         """Every registered model, by name."""
@@ -351,6 +358,22 @@ class FactoryClient:
     def set_alias(self, name: str, alias: str, version: int, set_by: str | None = None) -> AliasChange:
         """Move `alias` of `name` to `version`, atomically; the move is kept in the alias's history."""
         return self.registry.set_alias(name, alias, version, set_by or who())
+
+    @property
+    def serving(self) -> ServingClient:
+        """The endpoints on Ray Serve (deploy, canary, rollback, undeploy, list)."""
+        if self._serving is None:
+            self._serving = ServingClient()
+        return self._serving
+
+    def deploy(self, ref: str, route: str | None = None, replicas: int | None = None,
+               deployed_by: str | None = None) -> dict[str, Any]:
+        """Serve the model `ref` (NAME@ALIAS follows the alias; NAME:VERSION is pinned) over HTTP."""
+        return self.serving.deploy(ref, route, replicas, deployed_by or who())
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint with its versions, split, replicas and request stats."""
+        return self.serving.endpoints()
 
     def schedule_now(self) -> dict[str, Any]:
         """Make the scheduler decide now; return what it did (for scripts and tests)."""

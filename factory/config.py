@@ -159,10 +159,44 @@ class RegistryConfig(_Section):
 
 
 class ServingConfig(_Section):
-    """Ray Serve HTTP ingress."""
+    """Ray Serve endpoints of registered models (ServingActor, `deployments.model_server`)."""
 
-    http_host: str = "127.0.0.1"
+    http_host: str = Field("127.0.0.1", description="Where Serve's HTTP proxy listens.")
     http_port: int = Field(8000, ge=1, le=65535)
+    replica_cpus: float = Field(1.0, ge=0, description="CPUs each model-server replica reserves.")
+    replica_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves (> 0: it serves on CUDA).")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling: fewest replicas of an endpoint.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling: most replicas of an endpoint.")
+    target_ongoing_requests: float = Field(
+        8.0, gt=0, description="Autoscaling: requests in flight per replica that Serve aims for.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
+    max_batch_size: int = Field(16, ge=1, description="Requests batched into one model call.")
+    batch_wait_timeout_s: float = Field(
+        0.002, ge=0, description="How long a batch waits to fill once its first request is in.")
+    max_models_per_replica: int = Field(
+        3, ge=2, description="Versions a replica keeps loaded (Serve multiplexing): stable, canary, next.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request the model has not answered by then gets 504 (never hangs).")
+    inline_predict_ms: float = Field(
+        2.0, ge=0, description="A version whose last batch took less runs on the replica's event loop "
+        "(cheaper for small models); slower ones run in a thread. 0: always in a thread.")
+    report_interval_s: float = Field(1.0, gt=0, description="How often replicas send their request stats.")
+    watch_interval_s: float = Field(
+        1.0, gt=0, description="How often the ServingActor follows aliases and judges canaries.")
+    stats_window_s: float = Field(60.0, gt=0, description="Request rate and latency are over this window.")
+    canary_min_requests: int = Field(
+        20, ge=1, description="Requests a canary must have answered before it is judged.")
+    canary_max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="A canary failing more than this share of requests is rolled back.")
+    canary_max_latency_ratio: float = Field(
+        3.0, gt=1, description="A canary whose p99 latency exceeds the stable version's times this "
+        "is rolled back.")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> ServingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
 
 
 class FactoryConfig(_Section):

@@ -1,8 +1,8 @@
 """Creating, finding and removing the factory's actors on the connected Ray cluster.
 
 Nomenclature:
-  control-plane actors -- `grid_price`, `scheduler`, `registry`: pinned to the head node, where the
-                          SQLite store lives.
+  control-plane actors -- `grid_price`, `scheduler`, `registry`, `serving`: pinned to the head node,
+                          where the SQLite store lives.
   telemetry actors     -- `telemetry:<node_id>`, one pinned to each alive node.
 
 Invariants:
@@ -28,6 +28,7 @@ from actors.grid_price import GridPriceActor
 from actors.job_runner import RUNNER_PREFIX
 from actors.registry import RegistryActor
 from actors.scheduler import SchedulerActor
+from actors.serving import ServingActor
 from actors.telemetry import TelemetryActor
 from factory.config import FactoryConfig
 from factory.errors import ClusterError, FactoryError, summary_line
@@ -36,8 +37,9 @@ from factory.ray_cluster import HEAD_NODE_RESOURCE, NAMESPACE
 GRID_PRICE = "grid_price"
 SCHEDULER = "scheduler"
 REGISTRY = "registry"
+SERVING = "serving"
 TELEMETRY_PREFIX = "telemetry:"
-CONTROL_PLANE_NAMES = (GRID_PRICE, SCHEDULER, REGISTRY)
+CONTROL_PLANE_NAMES = (GRID_PRICE, SCHEDULER, REGISTRY, SERVING)
 ACTOR_READY_TIMEOUT_S = 120.0
 
 
@@ -82,7 +84,7 @@ def ensure_actors(config: FactoryConfig) -> dict[str, bool]:
         grid_price.clock_spec.remote(), f"the factory's '{GRID_PRICE}' actor", ACTOR_READY_TIMEOUT_S
     ).model_dump()
     handles = {GRID_PRICE: grid_price}
-    for cls, name in ((SchedulerActor, SCHEDULER), (RegistryActor, REGISTRY)):
+    for cls, name in ((SchedulerActor, SCHEDULER), (RegistryActor, REGISTRY), (ServingActor, SERVING)):
         handles[name] = _create(cls, name, (name, config_json, spec_json), _on_head())
     handles.update(ensure_telemetry_actors(config_json, spec_json))
     refs = {name: handle.ping.remote() for name, handle in handles.items()}

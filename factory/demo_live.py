@@ -11,8 +11,10 @@ Three jobs of the shipped regression example are submitted at midnight:
     and resumes from its checkpoint in the next cheap hour;
   * `vision-small` (1 GPU, 0.6 h, due in 3 h) waits for the cheap hour;
   * `ops-urgent` (1 GPU, 0.5 h, due in 50 min) cannot wait and starts at once, in the dear hour.
-Each registers its trained model (`register_as`); the chapter ends with the registry: the models,
-`nlp-regressor` promoted to `production`, and their cards (lineage, energy, cost, checksums).
+Each registers its trained model (`register_as`, served by the example's `predictor`). The chapter
+ends with the registry: the models, `nlp-regressor` promoted to `production`, and their cards
+(lineage, energy, cost, checksums); then `nlp-regressor@production` is deployed on Ray Serve and
+a few requests are sent to it over HTTP.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ ORDINARY_DAY = [70, 65, 60, 58, 60, 68, 80, 95, 105, 100, 90, 85, 80, 78, 82, 95
                 95, 88, 80, 74]
 TIMEOUT_S = 420.0
 REGRESSION = "factory.examples.regression:train_loop_per_worker"
+PREDICTOR = "factory.examples.regression:RegressionPredictor"
+DEMO_POINTS = ((0.0, 0.0), (1.57, 0.5), (-1.0, 1.2))  # (x1, x2) sent to the served model
 
 
 def price_of(moment: datetime) -> float:
@@ -67,6 +71,8 @@ def live_config(base: FactoryConfig) -> FactoryConfig:
         "clock": {"mode": "replay", "replay_start": LIVE_START.isoformat(), "speed_factor": LIVE_SPEED},
         "prices": {"source": "trace", "trace": {"paths": [str(prices)]}},
         "scheduler": {"policy": "price-aware", "tick_s": 1.0},
+        "serving": {"http_host": base.serving.http_host, "http_port": base.serving.http_port,
+                    "replica_cpus": 0.5},
     }
     path = state_dir / "factory.yaml"
     import yaml
@@ -81,7 +87,7 @@ def jobs() -> list[dict[str, Any]]:
         return {"name": name, "team": team, "kind": "train", "train_loop": REGRESSION, "num_workers": workers,
                 "gpus_per_worker": 1, "cpus_per_worker": 1, "estimated_duration_s": hours * 3600,
                 "deadline": deadline, "preemptible": True, "config": {"epochs": epochs},
-                "register_as": f"{team}-regressor"}
+                "register_as": f"{team}-regressor", "predictor": PREDICTOR}
 
     return [job("nlp-large", "nlp", 2, 2.0, "6h", 24), job("vision-small", "vision", 1, 0.6, "3h", 4),
             job("ops-urgent", "ops", 1, 0.5, "50m", 4)]
@@ -140,6 +146,31 @@ def follow(client: FactoryClient, echo: Echo) -> None:
     echo(f"Total: {spent:.4f} USD spent, {total:.4f} USD saved against starting every job at once. "
          "`factory submit configs/jobs/train-regression.yaml --wait` runs one yourself.")
     show_registry(client, echo)
+    if any(m.name == "nlp-regressor" for m in client.models()):
+        show_serving(client, echo)
+
+
+def show_serving(client: FactoryClient, echo: Echo) -> None:
+    """The production model behind an HTTP endpoint, and a few requests to it with their answers."""
+    import json
+    import math
+    import urllib.request
+
+    from factory.cli.serving import describe
+
+    view = client.deploy("nlp-regressor@production", deployed_by="demo")
+    echo("")
+    echo(f"`factory deploy nlp-regressor@production`: {describe(view)}")
+    for x1, x2 in DEMO_POINTS:
+        body = json.dumps({"x1": x1, "x2": x2})
+        request = urllib.request.Request(view["url"], data=body.encode(),
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        echo(f"  POST {view['url']} {body} -> {json.dumps(answer)}  "
+             f"(true y = sin(x1) + x2^2 = {math.sin(x1) + x2 ** 2:.3f})")
+    echo(f"The endpoint takes one JSON object per POST; GET {view['url']}/health and /schema describe it. "
+         "`factory endpoints` lists endpoints with their traffic and latency.")
 
 
 def show_registry(client: FactoryClient, echo: Echo) -> None:

@@ -117,6 +117,7 @@ def down(config: FactoryConfig, address: str | None = None) -> DownResult:
             client.record_audit(cli_user(), "factory.down", connection.address)  # before acting
             client.stop_control_loop()  # so that no step re-creates an actor being removed
             client.pause_clock()
+            client.take_down_endpoints()  # they load weights through the registry, which goes
         except FactoryError:
             pass
     removed = remove_actors()

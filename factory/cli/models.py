@@ -15,6 +15,7 @@ from factory.cli.options import (
     json_option,
 )
 from factory.cli.render import duration, shorten, table
+from factory.cli.serving import describe
 from factory.errors import ConfigError
 from factory.registry.artifacts import KINDS
 from factory.registry.refs import parse_ref
@@ -72,13 +73,20 @@ def model(ref: str, config_path: str | None, address: str | None, as_json: bool)
 @json_option
 def promote(name: str, version: int, alias: str, config_path: str | None, address: str | None,
             as_json: bool) -> None:
-    """Point ALIAS of model NAME at VERSION (atomically; the previous target is kept in its history)."""
-    change = connect(config_path, address).set_alias(name, alias, version, set_by=cli_user())
+    """Point ALIAS of model NAME at VERSION (atomically; the previous target is kept in its history).
+
+    Endpoints that follow NAME@ALIAS roll to VERSION before this returns (a canary of VERSION completes).
+    """
+    client = connect(config_path, address)
+    change = client.set_alias(name, alias, version, set_by=cli_user())
+    rolled = [view for view in client.serving.sync() if view["model"] == name and view["follows"] == alias]
     if as_json:
-        click.echo(json.dumps(change.model_dump(mode="json"), indent=2))
+        click.echo(json.dumps({**change.model_dump(mode="json"), "endpoints": rolled}, indent=2))
         return
     before = f"from v{change.from_version}" if change.from_version is not None else "new"
     click.echo(f"{name}@{alias} -> v{change.version} ({before})")
+    for view in rolled:
+        click.echo(describe(view))
 
 
 @click.command()
@@ -89,11 +97,14 @@ def promote(name: str, version: int, alias: str, config_path: str | None, addres
                    "default: a .pt/.pth file is a state_dict, anything else a directory.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
 @click.option("--description", default="", help="What the model is.")
+@click.option("--predictor", default=None, metavar="MODULE:CLASS",
+              help="The class that serves this version (`factory deploy`), e.g. "
+                   "factory.examples.regression:RegressionPredictor.")
 @config_option
 @address_option
 @json_option
 def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], description: str,
-             config_path: str | None, address: str | None, as_json: bool) -> None:
+             predictor: str | None, config_path: str | None, address: str | None, as_json: bool) -> None:
     """Register the file or directory PATH as the next version of model NAME (checksummed, atomic)."""
     parsed_tags = {}
     for tag in tags:
@@ -102,7 +113,8 @@ def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], desc
             raise ConfigError(f"--tag {tag!r}: write KEY=VALUE, e.g. --tag stage=baseline")
         parsed_tags[key] = value
     row = connect(config_path, address).register(path, name, kind=kind, tags=parsed_tags,
-                                                 description=description, registered_by=cli_user())
+                                                 description=description, registered_by=cli_user(),
+                                                 predictor=predictor)
     if as_json:
         click.echo(json.dumps(row.model_dump(mode="json"), indent=2))
         return
@@ -123,6 +135,7 @@ def card_text(card: ModelCard) -> str:
     if card.tags:
         lines.append("  tags: " + "  ".join(f"{k}={v}" for k, v in sorted(card.tags.items())))
     lines.append(f"  digest: sha256 {card.digest}")
+    lines.append(f"  served by: {card.serving.get('predictor') or '- (no predictor: not servable)'}")
     if lineage:
         code = lineage.get("code") or {}
         dataset = lineage.get("dataset") or {}

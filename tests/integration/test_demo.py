@@ -72,6 +72,10 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     card = registry[registry.index("Their cards"):]
     assert card.count("lineage") == 3
     assert "nlp-regressor:1  (checkpoint" in card and "aliases here: production" in card
+    served = live[live.index("`factory deploy nlp-regressor@production`"):]
+    assert served.startswith("`factory deploy nlp-regressor@production`: endpoint nlp-regressor: v1 100%")
+    answers = [line for line in served.splitlines() if line.strip().startswith("POST http://")]
+    assert len(answers) == 3 and all('"model": "nlp-regressor:1", "prediction": {"y": ' in a for a in answers)
     assert "job: " in card and "team nlp" in card and " kWh " in card and "sha256" in card
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running

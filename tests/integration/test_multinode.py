@@ -17,7 +17,7 @@ from ray.cluster_utils import Cluster
 import factory
 from factory import lifecycle
 from factory.config import FactoryConfig, load_config
-from factory.control_plane import factory_actor_names, get_actor
+from factory.control_plane import CONTROL_PLANE_NAMES, factory_actor_names, get_actor
 from factory.errors import ClusterError
 from tests.integration.conftest import DEADLINE_S, scrape_metrics, wait_until, write_config
 
@@ -203,7 +203,7 @@ def test_down_leaves_a_cluster_it_did_not_start(config: FactoryConfig) -> None:
     alive_before = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     down = lifecycle.down(config)
     assert not down.stopped_local_head
-    assert len(down.removed) == 3 + len(alive_before) and factory_actor_names() == []
+    assert len(down.removed) == len(CONTROL_PLANE_NAMES) + len(alive_before) and factory_actor_names() == []
     assert {node["NodeID"] for node in ray.nodes() if node["Alive"]} == alive_before
     with pytest.raises(ClusterError, match="run `factory up`"):
         factory.connect()

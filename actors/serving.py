@@ -1,0 +1,407 @@
+"""ServingActor: deploys registry models as Ray Serve endpoints and keeps them where they should be.
+
+It owns the endpoints' desired state (persisted in the store before Serve is told: write ahead, then
+act) and applies it with `serve.run` of `deployments.model_server`. A rollout changes only the
+replicas' `user_config`, which Serve applies in place, so requests keep being answered throughout.
+
+Its watch loop (every `serving.watch_interval_s`):
+  * follows aliases: an endpoint deployed as NAME@ALIAS rolls to the version the alias points at
+    (`factory promote`, or the SDK's `set_alias`); promoting a canary's version completes the canary;
+  * judges canaries on the requests counted since each began (`judge_canary`) and rolls a failing
+    one back by itself, audited with the reason;
+  * re-applies endpoints Serve lost (a cluster restart), and keeps the windows of request stats.
+
+Replicas send their request counts (`report`); `endpoints()` shows them per endpoint and version.
+Every change is audited: `endpoint.deployed`, `endpoint.rolled`, `endpoint.canary`,
+`endpoint.rolled_back`, `endpoint.undeployed`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from actors.control_plane import ControlPlaneActor
+from deployments.model_server import ServerArgs, build
+from factory.errors import FactoryError, summary_line
+from factory.registry.catalog import ModelRegistry
+from factory.registry.refs import ModelRef, parse_ref
+from factory.registry.storage import ArtifactStorage
+from factory.serving.endpoints import (
+    Endpoint,
+    EndpointNotFoundError,
+    Rollback,
+    check_percent,
+    check_route,
+    default_route,
+    judge_canary,
+)
+from factory.serving.predictor import load_predictor_class
+from factory.serving.stats import EndpointTotals, combined, summary
+from factory.store import ModelVersionRow
+
+SERVE_APPLY_TIMEOUT_S = 300.0
+
+
+class ServingActor(ControlPlaneActor):
+    """The factory's endpoints on Ray Serve."""
+
+    kind = "serving"
+    # Replica reports and listings are answered while a deploy waits for Serve.
+    max_concurrency = 8
+
+    def __init__(self, name: str, config: dict[str, Any], clock_spec: dict[str, Any] | None) -> None:
+        super().__init__(name, config, clock_spec)
+        self.settings = self.config.serving
+        self.registry = ModelRegistry(self.store, ArtifactStorage(
+            self.config.registry.storage_location(self.config.state_dir)), self._now_s)
+        self.endpoints: dict[str, Endpoint] = {
+            name: Endpoint.model_validate(value) for name, value in self._state.get("endpoints", {}).items()}
+        self._apply_lock = threading.RLock()  # one change to Serve at a time
+        self._stats_lock = threading.Lock()
+        self._stats: dict[str, EndpointTotals] = {}
+        self._canary_marks: dict[str, dict[str, dict[str, Any]]] = {}
+        self._serve_started = False
+        self._reconciled = False
+        self._updating: set[str] = set()  # endpoints whose change Serve is applying now
+        self._stopping = self._run_every(self.settings.watch_interval_s, self.watch, "serving-watch")
+
+    # -- commands ------------------------------------------------------------------------------------
+
+    def deploy(self, ref_text: str, route: str | None = None, replicas: int | None = None,
+               deployed_by: str = "") -> dict[str, Any]:
+        """Create or update the endpoint of the model `ref_text` names (NAME@ALIAS, NAME:VERSION, NAME)."""
+        ref = parse_ref(ref_text)
+        row = self._servable(ref)
+        with self._apply_lock:
+            now_s = self._now_s()
+            current = self.endpoints.get(ref.name)
+            route = check_route(route) if route else (current.route if current else default_route(ref.name))
+            clash = next((e.name for e in self.endpoints.values()
+                          if e.route == route and e.name != ref.name), None)
+            if clash:
+                raise FactoryError(f"route {route} is taken by endpoint '{clash}'; "
+                                   "choose another with --route")
+            if current is None:
+                endpoint = Endpoint(name=ref.name, model=ref.name, follows=ref.alias, route=route,
+                                    replicas=replicas, stable_version=row.version, created_s=now_s,
+                                    updated_s=now_s, deployed_by=deployed_by)
+            else:
+                endpoint = current.with_stable(row.version, now_s).model_copy(update={
+                    "follows": ref.alias, "route": route, "updated_s": now_s, "deployed_by": deployed_by,
+                    "replicas": replicas if replicas is not None else current.replicas})
+            self._change(current, endpoint)
+            self.audit("endpoint.deployed", endpoint.name, actor=deployed_by or None, ref=endpoint.ref,
+                       version=endpoint.stable_version, route=endpoint.route, replicas=endpoint.replicas)
+        return self._view(endpoint)
+
+    def canary(self, name: str, version: int, percent: float, set_by: str = "") -> dict[str, Any]:
+        """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency."""
+        check_percent(percent)
+        with self._apply_lock:
+            current = self._endpoint(name)
+            if version == current.stable_version:
+                raise FactoryError(f"endpoint '{name}' already serves v{version}; "
+                                   "a canary is another version")
+            self._servable(ModelRef(current.model, version=version))
+            now_s = self._now_s()
+            endpoint = current.model_copy(update={"canary_version": version, "canary_percent": percent,
+                                                  "canary_since_s": now_s, "updated_s": now_s})
+            self._change(current, endpoint)
+            with self._stats_lock:
+                self._canary_marks[name] = self._totals(name).mark()
+            self.audit("endpoint.canary", name, actor=set_by or None, version=version, percent=percent,
+                       stable_version=endpoint.stable_version)
+        return self._view(endpoint)
+
+    def rollback(self, name: str, rolled_back_by: str = "") -> dict[str, Any]:
+        """Take the canary out; without one, return to the version served before the current one.
+
+        An endpoint that follows an alias moves the alias back too (through the registry, audited),
+        so the alias and the endpoint keep agreeing.
+        """
+        with self._apply_lock:
+            current = self._endpoint(name)
+            now_s = self._now_s()
+            if current.canary_version is not None:
+                endpoint = current.without_canary(f"rolled back by {rolled_back_by or 'a user'}", now_s,
+                                                  automatic=False)
+                self._change(current, endpoint)
+                self.audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
+                           version=current.canary_version, canary=True)
+                return self._view(endpoint)
+            if not current.history:
+                raise FactoryError(f"endpoint '{name}' has served only v{current.stable_version}: "
+                                   "there is no previous version to return to")
+            previous = current.history[-1]
+            endpoint = current.model_copy(update={
+                "stable_version": previous, "history": current.history[:-1], "updated_s": now_s,
+                "last_rollback": Rollback(
+                    version=current.stable_version, time_s=now_s, automatic=False,
+                    reason=f"rolled back to v{previous} by {rolled_back_by or 'a user'}")})
+            self._change(current, endpoint)
+            if current.follows:
+                from factory.control_plane import REGISTRY, call_actor, get_actor
+
+                call_actor(get_actor(REGISTRY).set_alias.remote(current.model, current.follows, previous,
+                                                                 rolled_back_by or "serving"),
+                           f"the factory's '{REGISTRY}' actor", 30.0)
+            self.audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
+                       from_version=current.stable_version, version=previous)
+        return self._view(endpoint)
+
+    def undeploy(self, name: str, undeployed_by: str = "") -> dict[str, Any]:
+        """Delete the endpoint from Serve and forget it."""
+        from ray import serve
+
+        with self._apply_lock:
+            endpoint = self._endpoint(name)
+            del self.endpoints[name]
+            self._persist()
+            serve.delete(name)
+            with self._stats_lock:
+                self._stats.pop(name, None)
+                self._canary_marks.pop(name, None)
+            self.audit("endpoint.undeployed", name, actor=undeployed_by or None, ref=endpoint.ref)
+        return endpoint.model_dump()
+
+    def take_down(self) -> list[str]:
+        """Delete the endpoints from Serve but keep them in the store; return their names.
+
+        `factory down` calls this: the endpoints need the factory's registry, and the next `factory up`
+        deploys them again (the first watch round re-applies what Serve does not run).
+        """
+        self._stopping.set()
+        with self._apply_lock:
+            for name in self.endpoints:
+                self._delete_quietly(name)
+            if self.endpoints:
+                self.audit("endpoint.taken_down", ",".join(sorted(self.endpoints)))
+        return sorted(self.endpoints)
+
+    def sync(self) -> list[dict[str, Any]]:
+        """Follow aliases now (rather than at the next watch round); return every endpoint."""
+        with self._apply_lock:
+            for endpoint in list(self.endpoints.values()):
+                self._follow_alias(endpoint)
+        return self.list_endpoints()
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint with its route, versions and split, replicas and request stats."""
+        replicas = self._replica_states()
+        return [self._view(endpoint, replicas) for endpoint in sorted(self.endpoints.values(),
+                                                                     key=lambda e: e.name)]
+
+    def export(self, ref_text: str, route: str | None = None, replicas: int | None = None) -> dict[str, Any]:
+        """A Serve config (`serve deploy`) for the model `ref_text` names, as the factory would serve it."""
+        ref = parse_ref(ref_text)
+        self._servable(ref)
+        args = self._args(ref.name, str(ref), None, 0.0, replicas)
+        return {
+            "proxy_location": "EveryNode",
+            "http_options": {"host": self.settings.http_host, "port": self.settings.http_port},
+            "applications": [{
+                "name": ref.name, "route_prefix": check_route(route) if route else default_route(ref.name),
+                "import_path": "deployments.model_server:app",
+                "args": args.model_dump(exclude_defaults=False),
+            }],
+        }
+
+    def report(self, endpoint: str, replica_id: str, counts: dict[str, dict[str, Any]]) -> None:
+        """A replica's cumulative request counts per version (sent every `report_interval_s`)."""
+        if endpoint in self.endpoints:
+            with self._stats_lock:
+                self._totals(endpoint).add_report(replica_id, counts)
+
+    # -- the watch loop ------------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """One round: re-apply what Serve lost (first round), follow aliases, judge canaries, snapshot."""
+        with self._apply_lock:
+            if not self._reconciled and self.endpoints:
+                self._reconcile()
+            self._reconciled = True
+            for endpoint in list(self.endpoints.values()):
+                self._follow_alias(endpoint)
+            for endpoint in list(self.endpoints.values()):
+                if endpoint.canary_version is not None:
+                    self._judge(endpoint)
+        with self._stats_lock:
+            now = time.monotonic()
+            for name in self.endpoints:
+                self._totals(name).snapshot(now)
+
+    def _follow_alias(self, endpoint: Endpoint) -> None:
+        if endpoint.follows is None:
+            return
+        version = self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
+        if version is None or version == endpoint.stable_version:
+            return
+        updated = endpoint.with_stable(version, self._now_s())
+        self._change(endpoint, updated)
+        self.audit("endpoint.rolled", endpoint.name, from_version=endpoint.stable_version, version=version,
+                   reason=f"{endpoint.model}@{endpoint.follows} moved to v{version}",
+                   canary_completed=endpoint.canary_version == version)
+
+    def _judge(self, endpoint: Endpoint) -> None:
+        assert endpoint.canary_version is not None
+        with self._stats_lock:
+            totals = self._totals(endpoint.name)
+            mark = self._canary_marks.setdefault(endpoint.name, totals.mark())
+            canary = totals.since(mark, f"{endpoint.model}:{endpoint.canary_version}")
+            stable = totals.since(mark, f"{endpoint.model}:{endpoint.stable_version}")
+        reason = judge_canary(canary, stable, self.settings)
+        if reason is None:
+            return
+        updated = endpoint.without_canary(f"v{endpoint.canary_version}: {reason}", self._now_s(),
+                                          automatic=True)
+        self._change(endpoint, updated)
+        self.audit("endpoint.rolled_back", endpoint.name, version=endpoint.canary_version, canary=True,
+                   automatic=True, reason=reason)
+
+    def _reconcile(self) -> None:
+        """Apply endpoints that Serve does not run (e.g. after the cluster restarted)."""
+        from ray import serve
+
+        self._ensure_serve()
+        running = set(serve.status().applications)
+        for endpoint in self.endpoints.values():
+            if endpoint.name not in running:
+                try:
+                    self._apply(endpoint)
+                except FactoryError as error:
+                    self._record_error(error)
+
+    # -- applying ------------------------------------------------------------------------------------
+
+    def _change(self, current: Endpoint | None, endpoint: Endpoint) -> None:
+        """Persist `endpoint`, then apply it; if Serve refuses, restore (and re-apply) `current`.
+
+        The endpoint reads as `updating` from before its new state is visible until Serve serves it.
+        """
+        self._updating.add(endpoint.name)
+        try:
+            self._change_now(current, endpoint)
+        finally:
+            self._updating.discard(endpoint.name)
+
+    def _change_now(self, current: Endpoint | None, endpoint: Endpoint) -> None:
+        self.endpoints[endpoint.name] = endpoint
+        self._persist()
+        try:
+            self._apply(endpoint)
+        except FactoryError:
+            if current is None:
+                del self.endpoints[endpoint.name]
+                self._delete_quietly(endpoint.name)
+            else:
+                self.endpoints[endpoint.name] = current
+                try:
+                    self._apply(current)
+                except FactoryError as error:
+                    self._record_error(error)
+            self._persist()
+            raise
+
+    def _apply(self, endpoint: Endpoint) -> None:
+        from ray import serve
+
+        self._ensure_serve()
+        canary = f"{endpoint.model}:{endpoint.canary_version}" if endpoint.canary_version else None
+        args = self._args(endpoint.name, f"{endpoint.model}:{endpoint.stable_version}", canary,
+                          endpoint.canary_percent, endpoint.replicas)
+        try:
+            serve.run(build(args), name=endpoint.name, route_prefix=endpoint.route)
+        except Exception as error:  # noqa: BLE001 - Serve's reasons come in many types
+            raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}' ({endpoint.ref}): "
+                               f"{summary_line(error)}") from None
+
+    def _args(self, name: str, model: str, canary: str | None, percent: float,
+              replicas: int | None) -> ServerArgs:
+        s = self.settings
+        return ServerArgs(endpoint=name, model=model, canary=canary, canary_percent=percent,
+                          replicas=replicas,
+                          min_replicas=s.min_replicas, max_replicas=s.max_replicas,
+                          target_ongoing_requests=s.target_ongoing_requests,
+                          max_ongoing_requests=s.max_ongoing_requests, replica_cpus=s.replica_cpus,
+                          replica_gpus=s.replica_gpus, max_batch_size=s.max_batch_size,
+                          batch_wait_timeout_s=s.batch_wait_timeout_s, request_timeout_s=s.request_timeout_s,
+                          report_interval_s=s.report_interval_s, inline_predict_ms=s.inline_predict_ms)
+
+    def _ensure_serve(self) -> None:
+        if self._serve_started:
+            return
+        from ray import serve
+
+        serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
+        self._serve_started = True
+
+    def _delete_quietly(self, name: str) -> None:
+        from ray import serve
+
+        try:
+            serve.delete(name)
+        except Exception as error:  # noqa: BLE001 - best effort after a failed deploy
+            self._record_error(error)
+
+    def _persist(self) -> None:
+        self._state["endpoints"] = {name: e.model_dump(mode="json") for name, e in self.endpoints.items()}
+        self.store.put_actor_state(self.name, self._state)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def _servable(self, ref: ModelRef) -> ModelVersionRow:
+        """The version `ref` names, if it can be served (it names a predictor that imports)."""
+        row = self.registry.resolve(ref)
+        predictor = row.serving.get("predictor")
+        if not predictor:
+            raise FactoryError(f"model '{row.name}' v{row.version} names no predictor, so it cannot be "
+                               "served; register it with --predictor module.path:Class (or a job's "
+                               "predictor field)")
+        load_predictor_class(predictor)
+        return row
+
+    def _endpoint(self, name: str) -> Endpoint:
+        if name not in self.endpoints:
+            have = ", ".join(sorted(self.endpoints)) or "none"
+            raise EndpointNotFoundError(f"no endpoint '{name}' (endpoints: {have}); create it with "
+                                        f"`factory deploy {name}@ALIAS`")
+        return self.endpoints[name]
+
+    def _totals(self, name: str) -> EndpointTotals:
+        return self._stats.setdefault(name, EndpointTotals(self.settings.stats_window_s))
+
+    def _replica_states(self) -> dict[str, dict[str, Any]]:
+        from ray import serve
+
+        if not self._serve_started:
+            return {}
+        try:
+            applications = serve.status().applications
+        except Exception:  # noqa: BLE001 - a listing without replica counts beats no listing
+            return {}
+        return {name: {"status": str(app.status.value if hasattr(app.status, "value") else app.status),
+                       "replicas": sum(sum(d.replica_states.values()) for d in app.deployments.values()),
+                       "running": sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())}
+                for name, app in applications.items()}
+
+    def _view(self, endpoint: Endpoint, replicas: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        if replicas is None:
+            replicas = self._replica_states()
+        with self._stats_lock:
+            seconds, window = self._totals(endpoint.name).window(time.monotonic())
+        versions = {version: summary(counts, seconds) for version, counts in window.items()
+                    if counts["requests"]}
+        overall = summary(combined(list(window.values())), seconds) if window else summary(combined([]))
+        host = "127.0.0.1" if self.settings.http_host in ("0.0.0.0", "::") else self.settings.http_host
+        return {**endpoint.model_dump(mode="json"), "ref": endpoint.ref, "traffic": endpoint.traffic(),
+                "url": f"http://{host}:{self.settings.http_port}{endpoint.route}",
+                "serve": replicas.get(endpoint.name, {"status": "UNKNOWN", "replicas": 0, "running": 0}),
+                "updating": endpoint.name in self._updating, "window_s": round(seconds, 1),
+                "versions": versions, **{key: overall[key] for key in (
+                    "requests", "error_rate", "p50_ms", "p99_ms", "rate_per_s")}}
+
+    def _now_s(self) -> float:
+        assert self.clock is not None
+        return self.clock.now_s()

@@ -1,0 +1,363 @@
+"""The model server: one Ray Serve application per endpoint, serving registry versions over HTTP.
+
+Routes (under the endpoint's route prefix, e.g. `/models/NAME`):
+  POST ''  or '/predict'  -- one JSON object, validated by the predictor's `input_schema`;
+                             200 {"model": "NAME:V", "prediction": ...}; header `x-factory-model`.
+  GET  '/health'          -- 200 {"status": "ok", ...} once the stable version is loaded, else 503.
+  GET  '/schema'          -- the JSON schema of a request's body.
+Errors: 400 (body not JSON), 422 (a field fails the schema; the message names it), 500 (the model
+raised; {"error", "error_id"}, the id also in the replica's log), 504 (no answer within
+`request_timeout_s`). Never a hung request.
+
+How versions reach a replica: `user_config` = {"stable": REF, "canary": REF|None, "canary_percent"}
+where REF is `NAME:V` or `NAME@ALIAS`. `reconfigure` loads the new versions first (through Serve's
+model multiplexing: a replica keeps up to `MODELS_PER_REPLICA` versions, LRU) and only then switches
+routing, in one assignment: a request sees the old routing or the new one, never a version that is
+not loaded yet. The ServingActor changes only `user_config` to roll a version, so Serve reconfigures
+replicas in place (no restart): moving an alias fails no request.
+
+Weights come from the registry's hot copies in the Ray object store (`RegistryClient.load_version`);
+the predictor class named on the version (`serving.predictor`) turns them into a model.
+
+Each replica counts requests per version (`factory.serving.stats`), exports them as Ray metrics
+(`factory_serve_requests_total`, `factory_serve_latency_ms`) and sends them to the ServingActor every
+`report_interval_s`, which shows them (`factory endpoints`) and judges canaries with them.
+
+`app(args)` is a Serve application builder: `serve deploy` configs import `deployments.model_server:app`
+with `args` as `ServerArgs` (see `factory deploy --export`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve import Application
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from factory.serving.predictor import input_schema, load_predictor_class
+from factory.serving.stats import LATENCY_BOUNDS_MS, empty_counts, record
+
+logger = logging.getLogger("ray.serve")
+MODELS_PER_REPLICA = 3  # stable, canary and the next version while it loads
+# Serve compares this to decide whether a redeploy changes code: it never does between two deploys
+# of this file, so a new `user_config` (the versions served) reconfigures replicas in place.
+CODE_VERSION = "model-server-1"
+DEPLOYMENT_NAME = "ModelServer"
+
+
+class ServerArgs(BaseModel):
+    """The application's arguments: what a `serve deploy` config's `args` holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(description="The endpoint's name (the model's name by default).")
+    model: str = Field(description="What it serves: NAME:VERSION or NAME@ALIAS.")
+    canary: str | None = Field(None, description="A canary version NAME:VERSION, if any.")
+    canary_percent: float = Field(0.0, ge=0, le=100, description="Share of requests the canary gets.")
+    replicas: int | None = Field(None, ge=1, description="A fixed number of replicas; unset: autoscaling.")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    replica_cpus: float = Field(1.0, ge=0)
+    replica_gpus: float = Field(0.0, ge=0)
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    report_interval_s: float = Field(1.0, gt=0)
+    inline_predict_ms: float = Field(2.0, ge=0)
+
+    def settings(self) -> dict[str, Any]:
+        """What a replica is built with (a change restarts replicas)."""
+        return {"endpoint": self.endpoint, "max_batch_size": self.max_batch_size,
+                "batch_wait_timeout_s": self.batch_wait_timeout_s,
+                "request_timeout_s": self.request_timeout_s,
+                "report_interval_s": self.report_interval_s, "gpus": self.replica_gpus,
+                "inline_predict_ms": self.inline_predict_ms}
+
+    def routing(self) -> dict[str, Any]:
+        """The replicas' `user_config`: which versions get which share (a change reconfigures in place)."""
+        return {"stable": self.model, "canary": self.canary, "canary_percent": self.canary_percent}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version ready to answer: its id (`NAME:V`), predictor and request schema."""
+
+    model_id: str
+    predictor: Any
+    schema: type[BaseModel]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which loaded version answers a request: the canary with `canary_percent`, else the stable one."""
+
+    stable: str | None = None
+    canary: str | None = None
+    canary_percent: float = 0.0
+
+    def choose(self) -> str | None:
+        """The version for the next request."""
+        if self.canary is not None and random.random() * 100.0 < self.canary_percent:
+            return self.canary
+        return self.stable
+
+
+class _Failure:
+    """A batch item the predictor failed on (returned, not raised, so the batch's others still answer)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+class ModelServer:
+    """A replica of an endpoint: loads versions from the registry, batches requests, counts them."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from ray.util.metrics import Counter, Histogram
+
+        self.endpoint = settings["endpoint"]
+        self.request_timeout_s = float(settings["request_timeout_s"])
+        self.report_interval_s = float(settings["report_interval_s"])
+        self.inline_predict_ms = float(settings.get("inline_predict_ms", 0.0))
+        self._predict_ms: dict[str, float] = {}  # each version's last batch: how long predict took
+        self.device = _device(float(settings.get("gpus", 0)))
+        self._predict_batch.set_max_batch_size(int(settings["max_batch_size"]))
+        self._predict_batch.set_batch_wait_timeout_s(float(settings["batch_wait_timeout_s"]))
+        self.routing = Routing()
+        self.counts: dict[str, dict[str, Any]] = {}
+        self._registry: Any = None
+        self._reporter: asyncio.Task[None] | None = None
+        self._requests_metric = Counter("factory_serve_requests_total",
+                                        description="Requests answered by a factory endpoint, by status.",
+                                        tag_keys=("endpoint", "version", "status"))
+        self._latency_metric = Histogram("factory_serve_latency_ms",
+                                         description="Time to answer a request of a factory endpoint.",
+                                         boundaries=list(LATENCY_BOUNDS_MS), tag_keys=("endpoint", "version"))
+
+    # -- versions ------------------------------------------------------------------------------------
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Load the versions `config` names, then route to them (one assignment)."""
+        stable = await asyncio.to_thread(self._resolve, config["stable"])
+        canary = await asyncio.to_thread(self._resolve, config["canary"]) if config.get("canary") else None
+        for model_id in (stable, canary):
+            if model_id is not None:
+                await self.get_model(model_id)
+        self.routing = Routing(stable, canary, float(config.get("canary_percent") or 0.0) if canary else 0.0)
+        if self._reporter is None:
+            self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str) -> LoadedModel:
+        """A version by id `NAME:V`, loaded once per replica (Serve keeps the most recent few)."""
+        return await asyncio.to_thread(self._load, model_id)
+
+    def _load(self, model_id: str) -> LoadedModel:
+        from factory.errors import FactoryError
+
+        name, _, version = model_id.rpartition(":")
+        row, artifact = self._registry_client().load_version(name, int(version))
+        predictor_path = (row.get("serving") or {}).get("predictor")
+        if not predictor_path:
+            raise FactoryError(f"model '{name}' v{version} has no predictor to serve it; register it with "
+                               "--predictor module.path:Class")
+        cls = load_predictor_class(predictor_path)
+        predictor = cls(artifact, self.device)
+        logger.info("endpoint %s loaded %s with %s on %s", self.endpoint, model_id, predictor_path,
+                    self.device)
+        return LoadedModel(model_id, predictor, input_schema(cls, predictor_path))
+
+    def _resolve(self, ref: str) -> str:
+        """`NAME:V` for a reference (an alias is resolved by the registry once, here)."""
+        from factory.registry.refs import parse_ref
+
+        parsed = parse_ref(ref)
+        if parsed.version is not None:
+            return f"{parsed.name}:{parsed.version}"
+        card = self._registry_client().model(parsed.name, None, parsed.alias)
+        return f"{card.name}:{card.version}"
+
+    def _registry_client(self) -> Any:
+        if self._registry is None:
+            from factory.registry.sdk import RegistryClient
+
+            self._registry = RegistryClient()
+        return self._registry
+
+    def check_health(self) -> None:
+        """Serve's health check: unhealthy until a stable version is loaded."""
+        if self.routing.stable is None:
+            raise RuntimeError(f"endpoint {self.endpoint} has no version loaded yet")
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        """Route a request: predict, health or schema."""
+        path = request.url.path[len(request.scope.get("root_path", "")):].rstrip("/")
+        if request.method == "GET" and path == "/health":
+            return self._health()
+        if request.method == "GET" and path == "/schema":
+            return await self._schema()
+        if request.method != "POST" or path not in ("", "/predict"):
+            return JSONResponse({"error": f"no route {request.method} {request.url.path}; POST a JSON "
+                                 "object to the endpoint, GET /health or /schema"}, status_code=404)
+        started = time.perf_counter()
+        model_id = self.routing.choose()
+        if model_id is None:
+            return JSONResponse({"error": f"endpoint {self.endpoint} is starting"}, status_code=503)
+        status, body = await self._answer(request, model_id)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        record(self.counts.setdefault(model_id, empty_counts()), latency_ms, status)
+        self._requests_metric.inc(tags={"endpoint": self.endpoint, "version": model_id,
+                                        "status": f"{status // 100}xx"})
+        self._latency_metric.observe(latency_ms, tags={"endpoint": self.endpoint, "version": model_id})
+        return JSONResponse(body, status_code=status, headers={"x-factory-model": model_id})
+
+    async def _answer(self, request: Request, model_id: str) -> tuple[int, dict[str, Any]]:
+        try:
+            payload = await request.json()
+        except ValueError as error:
+            return 400, {"error": f"the request body is not JSON ({error}); send one JSON object"}
+        try:
+            model = await self.get_model(model_id)
+        except Exception as error:  # noqa: BLE001 - the model failed to load: an error with an id
+            return 500, self._error_body(model_id, error, "loading")
+        try:
+            item = model.schema.model_validate(payload)
+        except ValidationError as error:
+            return 422, {"error": _first_problem(error), "fields": [_field(e) for e in error.errors()]}
+        try:
+            async with asyncio.timeout(self.request_timeout_s):  # no extra task per request, unlike wait_for
+                answer = await self._predict_batch((model, item))
+        except TimeoutError:
+            error_id = uuid.uuid4().hex[:12]
+            logger.error("endpoint %s %s: no answer within %.1f s (error id %s)", self.endpoint, model_id,
+                         self.request_timeout_s, error_id)
+            return 504, {"error": f"{model_id} did not answer within {self.request_timeout_s:g} s",
+                         "error_id": error_id}
+        if isinstance(answer, _Failure):
+            return 500, self._error_body(model_id, answer.error, "predicting")
+        return 200, {"model": model_id, "prediction": answer}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _predict_batch(self, items: list[tuple[LoadedModel, BaseModel]]) -> list[Any]:
+        """Answer a batch: each version's requests in one `predict` call.
+
+        A version whose last batch took under `inline_predict_ms` runs on the event loop: a thread hop
+        would cost more than the call (about 4 % of throughput for a small MLP, `bench/serving.py`).
+        Any other runs in a thread, so the replica keeps reading requests and timeouts fire meanwhile.
+        A version's first batch runs in a thread (its time is not known yet).
+        """
+        answers: list[Any] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for index, (model, _) in enumerate(items):
+            groups.setdefault(model.model_id, []).append(index)
+        for indices in groups.values():
+            model = items[indices[0]][0]
+            inputs = [items[i][1] for i in indices]
+            started = time.perf_counter()
+            try:
+                if self._predict_ms.get(model.model_id, math.inf) < self.inline_predict_ms:
+                    outputs = model.predictor.predict(inputs)
+                else:
+                    outputs = await asyncio.to_thread(model.predictor.predict, inputs)
+                if len(outputs) != len(inputs):
+                    raise ValueError(f"predict returned {len(outputs)} answers for {len(inputs)} inputs")
+            except Exception as error:  # noqa: BLE001 - the model's own error, answered as a 500
+                outputs = [_Failure(error)] * len(inputs)
+            self._predict_ms[model.model_id] = (time.perf_counter() - started) * 1000.0
+            for i, output in zip(indices, outputs, strict=True):
+                answers[i] = output
+        return answers
+
+    def _error_body(self, model_id: str, error: BaseException, doing: str) -> dict[str, Any]:
+        error_id = uuid.uuid4().hex[:12]
+        logger.error("endpoint %s %s failed %s (error id %s)", self.endpoint, model_id, doing, error_id,
+                     exc_info=error)
+        return {"error": f"{model_id} failed {doing}: {type(error).__name__}: {error}"[:500],
+                "error_id": error_id}
+
+    def _health(self) -> JSONResponse:
+        routing = self.routing
+        body = {"status": "ok" if routing.stable else "starting", "endpoint": self.endpoint,
+                "stable": routing.stable, "canary": routing.canary, "canary_percent": routing.canary_percent}
+        return JSONResponse(body, status_code=200 if routing.stable else 503)
+
+    async def _schema(self) -> JSONResponse:
+        if self.routing.stable is None:
+            return JSONResponse({"error": f"endpoint {self.endpoint} is starting"}, status_code=503)
+        model = await self.get_model(self.routing.stable)
+        return JSONResponse({"model": model.model_id, "input_schema": model.schema.model_json_schema()})
+
+    # -- reporting -----------------------------------------------------------------------------------
+
+    async def _report_forever(self) -> None:
+        """Send this replica's counts to the ServingActor, if the factory runs one (else keep quiet)."""
+        import ray
+
+        from factory.ray_cluster import NAMESPACE
+
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        actor = None
+        while True:
+            await asyncio.sleep(self.report_interval_s)
+            try:
+                if actor is None:
+                    actor = ray.get_actor("serving", namespace=NAMESPACE)
+                actor.report.remote(self.endpoint, replica_id, self.counts)
+            except Exception:  # noqa: BLE001 - no factory (a bare `serve deploy`), or it restarts
+                actor = None
+                await asyncio.sleep(10 * self.report_interval_s)
+
+
+def _device(gpus: float) -> str:
+    if gpus > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
+def _field(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(body)"
+
+
+def _first_problem(error: ValidationError) -> str:
+    problems = error.errors()
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"field '{_field(first)}': {first['msg']}{more}"
+
+
+def build(args: ServerArgs) -> Application:
+    """The Serve application for `args`."""
+    if args.replicas is not None:
+        scaling: dict[str, Any] = {"num_replicas": args.replicas}
+    else:
+        scaling = {"autoscaling_config": {
+            "min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
+            "target_ongoing_requests": args.target_ongoing_requests}}
+    return ModelServer.options(
+        _internal=True, version=CODE_VERSION,
+        ray_actor_options={"num_cpus": args.replica_cpus, "num_gpus": args.replica_gpus},
+        max_ongoing_requests=args.max_ongoing_requests, user_config=args.routing(), **scaling,
+    ).bind(args.settings())
+
+
+def app(args: dict[str, Any]) -> Application:
+    """Serve's application builder (`import_path: deployments.model_server:app`)."""
+    return build(ServerArgs.model_validate(args))

@@ -1,0 +1,135 @@
+"""Endpoints as the ServingActor keeps them, and the pure rules it applies to them.
+
+An endpoint serves one model under a route. It either follows an alias (`follows`: its stable
+version moves when the alias does) or is pinned to a version. It may run a canary: another version
+that gets `canary_percent` of the requests until it is promoted, rolled back by hand or rolled back
+automatically (`judge_canary`).
+
+Invariants:
+  * `history` holds the stable versions served before the current one, oldest first; `rollback`
+    returns to its last entry and removes it, so rolling back twice goes two versions back.
+  * A canary is never the stable version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from factory.config import ServingConfig
+from factory.errors import FactoryError
+from factory.serving.stats import quantile_ms
+
+HISTORY_KEPT = 20
+
+
+class EndpointNotFoundError(FactoryError):
+    """An endpoint that is not deployed."""
+
+
+class Rollback(BaseModel):
+    """A canary (or version) taken out of service, and why."""
+
+    version: int
+    reason: str
+    time_s: float
+    automatic: bool
+
+
+class Endpoint(BaseModel):
+    """One endpoint's desired state (persisted before it is applied to Serve)."""
+
+    name: str
+    model: str
+    follows: str | None = Field(None, description="The alias followed; None: pinned to `stable_version`.")
+    route: str
+    replicas: int | None = Field(None, description="A fixed replica count; None: autoscaling from config.")
+    stable_version: int
+    canary_version: int | None = None
+    canary_percent: float = 0.0
+    canary_since_s: float | None = None
+    history: list[int] = Field(default_factory=list)
+    last_rollback: Rollback | None = None
+    created_s: float
+    updated_s: float
+    deployed_by: str = ""
+
+    @property
+    def ref(self) -> str:
+        """What the endpoint serves, as the user wrote it: NAME@ALIAS or NAME:VERSION."""
+        return f"{self.model}@{self.follows}" if self.follows else f"{self.model}:{self.stable_version}"
+
+    def traffic(self) -> dict[str, float]:
+        """{NAME:V: percent of requests}."""
+        stable = f"{self.model}:{self.stable_version}"
+        if self.canary_version is None:
+            return {stable: 100.0}
+        canary = f"{self.model}:{self.canary_version}"
+        return {stable: 100.0 - self.canary_percent, canary: self.canary_percent}
+
+    def with_stable(self, version: int, now_s: float) -> Endpoint:
+        """Serve `version` as stable; the current one joins the history (a canary that became it ends)."""
+        if version == self.stable_version:
+            return self
+        history = [*self.history, self.stable_version][-HISTORY_KEPT:]
+        canary = None if self.canary_version == version else self.canary_version
+        return self.model_copy(update={
+            "stable_version": version, "history": history, "canary_version": canary,
+            "canary_percent": self.canary_percent if canary else 0.0,
+            "canary_since_s": self.canary_since_s if canary else None, "updated_s": now_s})
+
+    def without_canary(self, reason: str, now_s: float, *, automatic: bool) -> Endpoint:
+        """The canary rolled back: all traffic to the stable version again."""
+        assert self.canary_version is not None
+        return self.model_copy(update={
+            "canary_version": None, "canary_percent": 0.0, "canary_since_s": None, "updated_s": now_s,
+            "last_rollback": Rollback(version=self.canary_version, reason=reason, time_s=now_s,
+                                      automatic=automatic)})
+
+
+def default_route(name: str) -> str:
+    """Where an endpoint listens unless told: /models/NAME."""
+    return f"/models/{name}"
+
+
+def check_route(route: str) -> str:
+    """A Serve route prefix: starts with '/', no trailing '/', not the root (the gateway's)."""
+    given = route
+    route = route.rstrip("/") or "/"
+    if not route.startswith("/") or route == "/" or any(c in route for c in " ?#{}"):
+        raise FactoryError(f"route {given!r} is invalid: use a path like /models/NAME (not '/', no spaces, "
+                           "'?', '#' or braces)")
+    return route
+
+
+def check_percent(percent: float) -> float:
+    """A canary share: more than 0, less than 100."""
+    if not 0 < percent < 100:
+        raise FactoryError(f"--percent {percent:g} is out of range: give a share between 0 and 100 "
+                           "(exclusive); promote the version to send it everything")
+    return percent
+
+
+def judge_canary(canary: dict[str, Any], stable: dict[str, Any], config: ServingConfig) -> str | None:
+    """Why the canary must be rolled back, from the counts of both since it started; None: keep it.
+
+    Nothing is judged before the canary answered `canary_min_requests`. Then: an error rate above
+    `canary_max_error_rate`, or (with as many stable answers to compare with) a p99 latency above
+    `canary_max_latency_ratio` times the stable version's.
+    """
+    requests = canary["requests"]
+    if requests < config.canary_min_requests:
+        return None
+    error_rate = canary["errors"] / requests
+    if error_rate > config.canary_max_error_rate:
+        return (f"{canary['errors']} of {requests} requests failed ({error_rate:.0%} > "
+                f"{config.canary_max_error_rate:.0%} allowed)")
+    if stable["requests"] >= config.canary_min_requests:
+        canary_p99 = quantile_ms(canary["buckets"], 0.99)
+        stable_p99 = quantile_ms(stable["buckets"], 0.99)
+        limit = config.canary_max_latency_ratio
+        if canary_p99 is not None and stable_p99 and canary_p99 > limit * stable_p99:
+            return (f"p99 latency {canary_p99:.1f} ms > {config.canary_max_latency_ratio:g} x the stable "
+                    f"version's {stable_p99:.1f} ms")
+    return None

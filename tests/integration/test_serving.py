@@ -1,0 +1,317 @@
+"""Serving on a real local Ray cluster: Ray Serve endpoints of registry models, over real HTTP.
+
+One cluster and one factory for the module (Serve's HTTP proxy on a free port, replicas of half a
+CPU, canaries judged after 10 requests). Model `reg` has three versions: v1 and v2 are regression
+MLPs with different weights, v3 is the same network behind a predictor that fails (fault injection);
+model `broken` has one such failing version.
+The tests run in file order and leave the endpoint `reg` as the next one expects (said in each).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import torch
+import yaml
+
+import factory.client
+from factory import lifecycle
+from factory.config import FactoryConfig, load_config
+from factory.examples.regression import RegressionInput, RegressionPredictor, build_model
+from tests.integration.conftest import RAY_BIN, clean_env, cli_at, json_of, scrape_metrics, wait_until
+
+pytestmark = pytest.mark.integration
+PREDICTOR = "factory.examples.regression:RegressionPredictor"
+FAILING = "factory.examples.faulty:FailingPredictor"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def call(url: str, body: Any = None, raw: bytes | None = None,
+         timeout_s: float = 30.0) -> tuple[int, Any, Any]:
+    """(status, JSON body, headers) of a GET (no body) or a POST; 4xx/5xx are answers, not exceptions."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as error:
+        text = error.read()
+        try:
+            return error.code, json.loads(text or b"null"), error.headers
+        except ValueError:  # Serve's own answers (a route it does not know) are text
+            return error.code, text.decode(errors="replace"), error.headers
+
+
+@pytest.fixture(scope="module")
+def cluster(no_ray_running: None) -> Iterator[dict[str, Any]]:
+    dashboard_port = free_port()
+    info = ray.init(num_cpus=4, num_gpus=0, include_dashboard=True, dashboard_port=dashboard_port,
+                    logging_level="ERROR", log_to_driver=False)
+    yield {"address": info.address_info["address"], "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+    ray.shutdown()
+    subprocess.run([RAY_BIN, "stop", "--force"], env=clean_env(), capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def config(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[FactoryConfig]:
+    tmp = tmp_path_factory.mktemp("serving")
+    path = tmp / "factory.yaml"
+    path.write_text(yaml.safe_dump({
+        "state_dir": str(tmp / "state"),
+        "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": 60},
+        "scheduler": {"policy": "fifo"},
+        "serving": {"http_port": free_port(), "replica_cpus": 0.5, "canary_min_requests": 10,
+                    "watch_interval_s": 0.5, "report_interval_s": 0.5},
+    }))
+    config = load_config(path, env={})
+    lifecycle.up(config)
+    yield config
+    lifecycle.down(config)
+
+
+@pytest.fixture(scope="module")
+def client(config: FactoryConfig) -> factory.client.FactoryClient:
+    client = factory.client.connect(config=config)
+    for seed, predictor in ((1, PREDICTOR), (2, PREDICTOR), (3, FAILING)):
+        torch.manual_seed(seed)
+        client.register(build_model(16).state_dict(), "reg", predictor=predictor, description=f"seed {seed}")
+    client.register(build_model(4).state_dict(), "broken", predictor=FAILING)
+    client.set_alias("reg", "production", 1)
+    return client
+
+
+@pytest.fixture(scope="module")
+def address(cluster: dict[str, Any], client: factory.client.FactoryClient) -> str:
+    return cluster["address"]
+
+
+def expected_y(client: factory.client.FactoryClient, version: int, x1: float, x2: float) -> float:
+    predictor = RegressionPredictor(client.load("reg", version))
+    return predictor.predict([RegressionInput(x1=x1, x2=x2)])[0]["y"]
+
+
+def endpoint(client: factory.client.FactoryClient, name: str = "reg") -> dict[str, Any]:
+    return next(view for view in client.endpoints() if view["name"] == name)
+
+
+def test_deploy_serves_the_alias_over_http_with_health_and_schema(client: factory.client.FactoryClient,
+                                                                   address: str) -> None:
+    shown = cli_at(address, "deploy", "reg@production").stdout
+    view = endpoint(client)
+    assert view["url"] in shown and "v1 100%" in shown
+    assert view["route"] == "/models/reg" and view["follows"] == "production" and view["stable_version"] == 1
+
+    status, body, headers = call(view["url"], {"x1": 0.5, "x2": -1.0})
+    assert status == 200 and body["model"] == "reg:1" and headers["x-factory-model"] == "reg:1"
+    assert body["prediction"]["y"] == pytest.approx(expected_y(client, 1, 0.5, -1.0), abs=1e-5)
+    status, body, _ = call(view["url"] + "/predict", {"x1": 0.0, "x2": 0.0})
+    assert status == 200 and body["model"] == "reg:1"
+
+    status, health, _ = call(view["url"] + "/health")
+    assert status == 200 and health["status"] == "ok" and health["stable"] == "reg:1"
+    status, schema, _ = call(view["url"] + "/schema")
+    assert status == 200 and set(schema["input_schema"]["properties"]) == {"x1", "x2"}
+
+
+def test_bad_requests_get_4xx_naming_the_field(client: factory.client.FactoryClient) -> None:
+    url = endpoint(client)["url"]
+    status, body, _ = call(url, {"x1": 1.0})
+    assert status == 422 and "x2" in body["error"] and body["fields"] == ["x2"]
+    status, body, _ = call(url, {"x1": "north", "x2": 1.0})
+    assert status == 422 and body["error"].startswith("field 'x1'")
+    status, body, _ = call(url, raw=b"{not json")
+    assert status == 400 and "not JSON" in body["error"]
+    status, body, _ = call(url + "/nowhere", {"x1": 1.0, "x2": 1.0})
+    assert status == 404
+    status, body, _ = call(url, {"x1": 1.0, "x2": 1.0})
+    assert status == 200  # the replica is unharmed
+
+
+def test_a_model_error_is_a_500_with_an_id_and_counted(client: factory.client.FactoryClient) -> None:
+    view = client.deploy("broken:1", route="/broken")
+    assert view["follows"] is None and view["route"] == "/broken"
+    status, body, _ = call(view["url"], {"x1": 1.0, "x2": 1.0})
+    assert status == 500 and len(body["error_id"]) == 12 and "injected failure" in body["error"]
+    wait_until(lambda: endpoint(client, "broken")["versions"].get("broken:1", {}).get("errors", 0) >= 1,
+               "the failed request shows in the endpoint's stats")
+    assert endpoint(client, "broken")["error_rate"] == 1.0
+    client.serving.undeploy("broken")
+
+
+class Load:
+    """Threads that POST to an endpoint without pause, recording every answer's status and version."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        self.url, self.answers, self._stop = url, [], threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body, _ = call(self.url, {"x1": 0.3, "x2": 0.7}, timeout_s=30)
+                self.answers.append((time.monotonic(), status, (body or {}).get("model")))
+            except OSError as error:  # a refused or reset connection is a failed request too
+                self.answers.append((time.monotonic(), 0, repr(error)))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def test_promoting_the_alias_rolls_the_endpoint_under_load_without_a_failed_request(
+        client: factory.client.FactoryClient, address: str) -> None:
+    url = endpoint(client)["url"]
+    with Load(url) as load:
+        time.sleep(1.5)
+        shown = cli_at(address, "promote", "reg", "2", "--alias", "production").stdout
+        promoted_at = time.monotonic()
+        time.sleep(1.5)
+    assert "endpoint reg: v2 100%" in shown
+    failed = [answer for answer in load.answers if answer[1] != 200]
+    assert not failed, f"{len(failed)} of {len(load.answers)} requests failed: {failed[:5]}"
+    versions = Counter(model for _, _, model in load.answers)
+    assert versions["reg:1"] > 10 and versions["reg:2"] > 10, versions
+    assert {model for when, _, model in load.answers if when > promoted_at + 0.1} == {"reg:2"}
+    view = endpoint(client)
+    assert view["stable_version"] == 2 and view["history"] == [1]
+
+
+def test_canary_gets_its_share_and_promote_completes_it(client: factory.client.FactoryClient,
+                                                         address: str) -> None:
+    # The endpoint serves v2 (previous test). Put production back on v1 and canary v2 at 30 %.
+    client.set_alias("reg", "production", 1)
+    client.serving.sync()
+    shown = cli_at(address, "deploy", "reg", "--canary", "2", "--percent", "30").stdout
+    assert "v1 70% / v2 30%" in shown
+    url = endpoint(client)["url"]
+    models = Counter(call(url, {"x1": 0.1, "x2": 0.2})[1]["model"] for _ in range(400))
+    assert set(models) == {"reg:1", "reg:2"}
+    assert 0.23 <= models["reg:2"] / 400 <= 0.37, models  # 30 % +- 3 standard deviations
+    assert endpoint(client)["traffic"] == {"reg:1": 70.0, "reg:2": 30.0}
+
+    cli_at(address, "promote", "reg", "2", "--alias", "production")
+    view = endpoint(client)
+    assert view["stable_version"] == 2 and view["canary_version"] is None
+    assert {call(url, {"x1": 0.1, "x2": 0.2})[1]["model"] for _ in range(20)} == {"reg:2"}
+
+
+def test_a_failing_canary_is_rolled_back_automatically(client: factory.client.FactoryClient,
+                                                       address: str) -> None:
+    # Stable v2 (previous test); v3's predictor fails every request.
+    client.serving.canary("reg", 3, 50.0, "test")
+    url = endpoint(client)["url"]
+    statuses = Counter()
+    deadline = time.monotonic() + 60
+    while (view := endpoint(client))["canary_version"] is not None or view["updating"]:
+        assert time.monotonic() < deadline, "the failing canary was not rolled back within 60 s"
+        statuses[call(url, {"x1": 0.1, "x2": 0.2})[0]] += 1
+    assert statuses[500] >= 1 and statuses[200] >= 1
+    view = endpoint(client)
+    assert view["stable_version"] == 2 and view["last_rollback"]["automatic"] is True
+    assert view["last_rollback"]["version"] == 3 and "failed" in view["last_rollback"]["reason"]
+    assert {call(url, {"x1": 0.1, "x2": 0.2})[0] for _ in range(20)} == {200}
+    audit = client.audit_log(limit=50, action_prefix="endpoint.rolled_back")
+    assert audit and audit[-1].detail["automatic"] is True
+    assert "auto-rolled back v3" in cli_at(address, "endpoints").stdout
+
+
+def test_rollback_returns_to_the_previous_version_and_its_alias(client: factory.client.FactoryClient,
+                                                               address: str) -> None:
+    # Stable v2, which replaced v1 (production follows).
+    shown = cli_at(address, "rollback", "reg").stdout
+    assert "v1 100%" in shown
+    url = endpoint(client)["url"]
+    assert {call(url, {"x1": 0.1, "x2": 0.2})[1]["model"] for _ in range(10)} == {"reg:1"}
+    assert client.model("reg", alias="production").version == 1  # the alias went back with it
+    time.sleep(1.5)  # three watch rounds: the endpoint stays on v1 (it agrees with its alias)
+    assert endpoint(client)["stable_version"] == 1
+    failed = cli_at(address, "rollback", "nosuch", check=False)
+    assert failed.returncode == 1 and "no endpoint 'nosuch'" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_endpoints_lists_split_replicas_rate_and_latency_and_metrics_are_exported(
+        client: factory.client.FactoryClient, address: str) -> None:
+    url = endpoint(client)["url"]
+    for _ in range(30):
+        call(url, {"x1": 0.1, "x2": 0.2})
+    wait_until(lambda: (endpoint(client)["versions"].get("reg:1") or {}).get("requests", 0) >= 30,
+               "the replicas' reports reach the serving actor")
+    views = json_of(cli_at(address, "endpoints", "--json"))
+    view = next(v for v in views if v["name"] == "reg")
+    assert view["route"] == "/models/reg" and view["traffic"] == {"reg:1": 100.0}
+    assert view["serve"]["running"] >= 1 and view["serve"]["status"] == "RUNNING"
+    assert view["rate_per_s"] > 0 and 0 < view["p50_ms"] <= view["p99_ms"]
+    table = cli_at(address, "endpoints").stdout
+    assert "/models/reg" in table and "v1 100%" in table and "@production" in table
+
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def exported() -> bool:
+        # Counters are families without their `_total` suffix to Prometheus' parser.
+        families = scrape_metrics(node_id, {"ray_factory_serve_requests", "ray_factory_serve_latency_ms"})
+        requests = families.get("ray_factory_serve_requests", [])
+        return bool(families.get("ray_factory_serve_latency_ms")) and any(
+            s.labels.get("version") == "reg:1" and s.labels.get("status") == "2xx" and s.value > 0
+            for s in requests)
+
+    wait_until(exported, "factory_serve_requests_total is exported as a Ray metric")
+
+
+def test_exported_serve_config_is_deployed_by_serve_itself(client: factory.client.FactoryClient,
+                                                           address: str, cluster: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    torch.manual_seed(7)
+    client.register(build_model(8).state_dict(), "solo", predictor=PREDICTOR)
+    exported = tmp_path / "serve.yaml"
+    cli_at(address, "deploy", "solo:1", "--route", "/solo", "--export", str(exported))
+    config = yaml.safe_load(exported.read_text())
+    assert config["applications"][0]["import_path"] == "deployments.model_server:app"
+    serve_bin = str(Path(RAY_BIN).with_name("serve"))
+    deployed = subprocess.run([serve_bin, "deploy", str(exported), "--address", cluster["dashboard"]],
+                              env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stderr
+    base = f"http://127.0.0.1:{config['http_options']['port']}/solo"
+
+    def answers() -> bool:
+        try:
+            return call(base, {"x1": 1.0, "x2": 0.0})[0] == 200
+        except OSError:
+            return False
+
+    wait_until(answers, "the app `serve deploy` started answers")
+    status, body, _ = call(base, {"x1": 1.0, "x2": 0.0})
+    assert body["model"] == "solo:1"
+    assert call(endpoint(client)["url"], {"x1": 1.0, "x2": 0.0})[0] == 200  # the factory's own still serves
+
+
+def test_undeploy_removes_the_route(client: factory.client.FactoryClient, address: str) -> None:
+    url = endpoint(client)["url"]
+    cli_at(address, "undeploy", "reg")
+    assert all(view["name"] != "reg" for view in client.endpoints())
+    wait_until(lambda: call(url, {"x1": 0.1, "x2": 0.2})[0] == 404, "the route is gone")
+    failed = cli_at(address, "undeploy", "reg", check=False)
+    assert failed.returncode != 0 and "no endpoint 'reg'" in failed.stderr
