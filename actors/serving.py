@@ -63,7 +63,8 @@ class ServingActor(ControlPlaneActor):
         self._stats: dict[str, EndpointTotals] = {}
         self._canary_marks: dict[str, dict[str, dict[str, Any]]] = {}
         self._serve_started = False
-        self._reconciled = False
+        self._to_reconcile = set(self.endpoints)  # re-applied by the first watch rounds (a restart)
+        self._refused: dict[str, int] = {}  # endpoint -> an alias target that cannot be served
         self._updating: set[str] = set()  # endpoints whose change Serve is applying now
         self._stopping = self._run_every(self.settings.watch_interval_s, self.watch, "serving-watch")
 
@@ -135,18 +136,18 @@ class ServingActor(ControlPlaneActor):
                 raise FactoryError(f"endpoint '{name}' has served only v{current.stable_version}: "
                                    "there is no previous version to return to")
             previous = current.history[-1]
+            if current.follows:  # the alias first: if it cannot move, nothing changed
+                from factory.control_plane import REGISTRY, call_actor, get_actor
+
+                call_actor(get_actor(REGISTRY).set_alias.remote(current.model, current.follows, previous,
+                                                                 rolled_back_by or "serving"),
+                           f"the factory's '{REGISTRY}' actor", 30.0)
             endpoint = current.model_copy(update={
                 "stable_version": previous, "history": current.history[:-1], "updated_s": now_s,
                 "last_rollback": Rollback(
                     version=current.stable_version, time_s=now_s, automatic=False,
                     reason=f"rolled back to v{previous} by {rolled_back_by or 'a user'}")})
             self._change(current, endpoint)
-            if current.follows:
-                from factory.control_plane import REGISTRY, call_actor, get_actor
-
-                call_actor(get_actor(REGISTRY).set_alias.remote(current.model, current.follows, previous,
-                                                                 rolled_back_by or "serving"),
-                           f"the factory's '{REGISTRY}' actor", 30.0)
             self.audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
                        from_version=current.stable_version, version=previous)
         return self._view(endpoint)
@@ -181,10 +182,19 @@ class ServingActor(ControlPlaneActor):
         return sorted(self.endpoints)
 
     def sync(self) -> list[dict[str, Any]]:
-        """Follow aliases now (rather than at the next watch round); return every endpoint."""
+        """Follow aliases now (rather than at the next watch round); return every endpoint.
+
+        Every endpoint is tried; those that could not follow are named in one error at the end.
+        """
+        failed = []
         with self._apply_lock:
             for endpoint in list(self.endpoints.values()):
-                self._follow_alias(endpoint)
+                try:
+                    self._follow_alias(endpoint)
+                except FactoryError as error:
+                    failed.append(f"endpoint '{endpoint.name}': {error}")
+        if failed:
+            raise FactoryError("; ".join(failed))
         return self.list_endpoints()
 
     def list_endpoints(self) -> list[dict[str, Any]]:
@@ -200,7 +210,7 @@ class ServingActor(ControlPlaneActor):
         args = self._args(ref.name, str(ref), None, 0.0, replicas)
         return {
             "proxy_location": "EveryNode",
-            "http_options": {"host": self.settings.http_host, "port": self.settings.http_port},
+            "http_options": self._http_options(),
             "applications": [{
                 "name": ref.name, "route_prefix": check_route(route) if route else default_route(ref.name),
                 "import_path": "deployments.model_server:app",
@@ -212,40 +222,58 @@ class ServingActor(ControlPlaneActor):
         """A replica's cumulative request counts per version (sent every `report_interval_s`)."""
         if endpoint in self.endpoints:
             with self._stats_lock:
-                self._totals(endpoint).add_report(replica_id, counts)
+                self._totals(endpoint).add_report(replica_id, counts, time.monotonic())
 
     # -- the watch loop ------------------------------------------------------------------------------
 
     def watch(self) -> None:
-        """One round: re-apply what Serve lost (first round), follow aliases, judge canaries, snapshot."""
+        """One round: re-apply what a restart may have missed, follow aliases, judge canaries, snapshot.
+
+        Each endpoint is handled on its own: one that fails is recorded (`last_error`) and the others
+        are still followed and judged.
+        """
         with self._apply_lock:
-            if not self._reconciled and self.endpoints:
-                self._reconcile()
-            self._reconciled = True
-            for endpoint in list(self.endpoints.values()):
-                self._follow_alias(endpoint)
-            for endpoint in list(self.endpoints.values()):
-                if endpoint.canary_version is not None:
-                    self._judge(endpoint)
+            for name in sorted(self._to_reconcile):
+                self._each(name, self._reconcile)
+            for name in list(self.endpoints):
+                self._each(name, self._follow_alias)
+                self._each(name, self._judge)
         with self._stats_lock:
             now = time.monotonic()
-            for name in self.endpoints:
+            for name in list(self.endpoints):
                 self._totals(name).snapshot(now)
+                self._totals(name).forget_silent(now, 10 * self.settings.report_interval_s + 60)
+
+    def _each(self, name: str, step: Any) -> None:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return
+        try:
+            step(endpoint)
+        except Exception as error:  # noqa: BLE001 - see `watch`
+            self._record_error(f"endpoint '{name}': {summary_line(error)}")
 
     def _follow_alias(self, endpoint: Endpoint) -> None:
         if endpoint.follows is None:
             return
         version = self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
-        if version is None or version == endpoint.stable_version:
+        if version in (None, endpoint.stable_version, self._refused.get(endpoint.name)):
             return
         updated = endpoint.with_stable(version, self._now_s())
-        self._change(endpoint, updated)
+        try:
+            self._servable(ModelRef(endpoint.model, version=version))
+            self._change(endpoint, updated)
+        except FactoryError as error:  # refused once, audited; tried again when the alias moves
+            self._refused[endpoint.name] = version
+            self.audit("endpoint.roll_refused", endpoint.name, version=version, reason=str(error))
+            raise
         self.audit("endpoint.rolled", endpoint.name, from_version=endpoint.stable_version, version=version,
                    reason=f"{endpoint.model}@{endpoint.follows} moved to v{version}",
                    canary_completed=endpoint.canary_version == version)
 
     def _judge(self, endpoint: Endpoint) -> None:
-        assert endpoint.canary_version is not None
+        if endpoint.canary_version is None:
+            return
         with self._stats_lock:
             totals = self._totals(endpoint.name)
             mark = self._canary_marks.setdefault(endpoint.name, totals.mark())
@@ -260,18 +288,14 @@ class ServingActor(ControlPlaneActor):
         self.audit("endpoint.rolled_back", endpoint.name, version=endpoint.canary_version, canary=True,
                    automatic=True, reason=reason)
 
-    def _reconcile(self) -> None:
-        """Apply endpoints that Serve does not run (e.g. after the cluster restarted)."""
-        from ray import serve
+    def _reconcile(self, endpoint: Endpoint) -> None:
+        """Apply an endpoint's stored state after a (re)start, again each round until it succeeds.
 
-        self._ensure_serve()
-        running = set(serve.status().applications)
-        for endpoint in self.endpoints.values():
-            if endpoint.name not in running:
-                try:
-                    self._apply(endpoint)
-                except FactoryError as error:
-                    self._record_error(error)
+        This actor may have died between storing a change and applying it, or Serve lost the app; an
+        app that did not change is a no-op for Serve.
+        """
+        self._apply(endpoint)
+        self._to_reconcile.discard(endpoint.name)
 
     # -- applying ------------------------------------------------------------------------------------
 
@@ -311,11 +335,34 @@ class ServingActor(ControlPlaneActor):
         canary = f"{endpoint.model}:{endpoint.canary_version}" if endpoint.canary_version else None
         args = self._args(endpoint.name, f"{endpoint.model}:{endpoint.stable_version}", canary,
                           endpoint.canary_percent, endpoint.replicas)
+        from ray.serve.api import RunTarget
+
         try:
-            serve.run(build(args), name=endpoint.name, route_prefix=endpoint.route)
+            serve.run_many([RunTarget(build(args), name=endpoint.name, route_prefix=endpoint.route)],
+                           wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
         except Exception as error:  # noqa: BLE001 - Serve's reasons come in many types
             raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}' ({endpoint.ref}): "
                                f"{summary_line(error)}") from None
+        self._wait_running(endpoint)
+
+    def _wait_running(self, endpoint: Endpoint) -> None:
+        """Until Serve runs the endpoint's new state; a failure or `SERVE_APPLY_TIMEOUT_S` is an error."""
+        from ray import serve
+
+        deadline = time.monotonic() + SERVE_APPLY_TIMEOUT_S
+        while True:
+            app = serve.status().applications.get(endpoint.name)
+            status = str(getattr(app.status, "value", app.status)) if app is not None else "MISSING"
+            if status == "RUNNING":
+                return
+            if status in ("DEPLOY_FAILED", "UNHEALTHY", "MISSING") or time.monotonic() > deadline:
+                why = (app.message if app is not None else "") or status
+                if time.monotonic() > deadline:
+                    why = (f"not running after {SERVE_APPLY_TIMEOUT_S:.0f} s ({status}; can its replicas be "
+                           "placed?)")
+                raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}' ({endpoint.ref}): "
+                                   f"{summary_line(why)}")
+            time.sleep(0.2)
 
     def _args(self, name: str, model: str, canary: str | None, percent: float,
               replicas: int | None) -> ServerArgs:
@@ -334,8 +381,13 @@ class ServingActor(ControlPlaneActor):
             return
         from ray import serve
 
-        serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
+        serve.start(http_options=self._http_options())
         self._serve_started = True
+
+    def _http_options(self) -> dict[str, Any]:
+        # The proxy's own timeout backs the replicas' (`request_timeout_s`, answered as 504 with an id).
+        return {"host": self.settings.http_host, "port": self.settings.http_port,
+                "request_timeout_s": self.settings.request_timeout_s + 10}
 
     def _delete_quietly(self, name: str) -> None:
         from ray import serve

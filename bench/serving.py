@@ -5,7 +5,7 @@ One local Ray cluster, the factory up, Serve's HTTP proxy on one port, two appli
 - **bare**: what a user would write by hand with Ray Serve: a deployment holding the regression MLP,
   `@serve.batch` with the same batch size and wait, parsing the JSON body and answering {"y": ...}.
 - **factory**: `factory deploy` of the same weights registered in the registry (the factory's server:
-  schema validation, traffic split, per-version stats and Ray metrics, batching off the event loop).
+  schema validation, traffic split, per-version stats and Ray metrics, errors answered with ids).
 
 Both get one replica with the same CPUs. The same load generator (aiohttp, N concurrent connections
 in this process, each POSTing as soon as its previous answer came) runs rounds of `--seconds`

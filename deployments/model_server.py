@@ -6,22 +6,24 @@ Routes (under the endpoint's route prefix, e.g. `/models/NAME`):
   GET  '/health'          -- 200 {"status": "ok", ...} once the stable version is loaded, else 503.
   GET  '/schema'          -- the JSON schema of a request's body.
 Errors: 400 (body not JSON), 422 (a field fails the schema; the message names it), 500 (the model
-raised; {"error", "error_id"}, the id also in the replica's log), 504 (no answer within
-`request_timeout_s`). Never a hung request.
+raised, or answered something that is not JSON, e.g. NaN; {"error", "error_id"}, the id also in the
+replica's log), 504 (no answer within `request_timeout_s`, reading the body and loading included).
 
 How versions reach a replica: `user_config` = {"stable": REF, "canary": REF|None, "canary_percent"}
 where REF is `NAME:V` or `NAME@ALIAS`. `reconfigure` loads the new versions first (through Serve's
 model multiplexing: a replica keeps up to `MODELS_PER_REPLICA` versions, LRU) and only then switches
 routing, in one assignment: a request sees the old routing or the new one, never a version that is
-not loaded yet. The ServingActor changes only `user_config` to roll a version, so Serve reconfigures
-replicas in place (no restart): moving an alias fails no request.
+not loaded yet. A stable version that fails to load fails the reconfiguration (Serve keeps the
+endpoint's previous state); a canary that fails to load is routed anyway and answers 500, so the
+ServingActor's judge rolls it back. The ServingActor changes only `user_config` to roll a version,
+so Serve reconfigures replicas in place (no restart): moving an alias fails no request.
 
 Weights come from the registry's hot copies in the Ray object store (`RegistryClient.load_version`);
 the predictor class named on the version (`serving.predictor`) turns them into a model.
 
-Each replica counts requests per version (`factory.serving.stats`), exports them as Ray metrics
-(`factory_serve_requests_total`, `factory_serve_latency_ms`) and sends them to the ServingActor every
-`report_interval_s`, which shows them (`factory endpoints`) and judges canaries with them.
+Each replica counts requests per version (`factory.serving.stats`); every `report_interval_s` it adds
+them to Ray metrics (`factory_serve_requests_total`, `factory_serve_latency_ms`) and sends them to the
+ServingActor, which shows them (`factory endpoints`) and judges canaries with them.
 
 `app(args)` is a Serve application builder: `serve deploy` configs import `deployments.model_server:app`
 with `args` as `ServerArgs` (see `factory deploy --export`).
@@ -30,29 +32,33 @@ with `args` as `ServerArgs` (see `factory deploy --export`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from factory.serving.predictor import input_schema, load_predictor_class
-from factory.serving.stats import LATENCY_BOUNDS_MS, empty_counts, record
+from factory.serving.stats import LATENCY_BOUNDS_MS, empty_counts, record, subtract
 
 logger = logging.getLogger("ray.serve")
 MODELS_PER_REPLICA = 3  # stable, canary and the next version while it loads
-# Serve compares this to decide whether a redeploy changes code: it never does between two deploys
-# of this file, so a new `user_config` (the versions served) reconfigures replicas in place.
-CODE_VERSION = "model-server-1"
+# Serve compares the deployment's version to decide whether a redeploy replaces replicas. It is this
+# constant plus a hash of the replicas' settings (`ServerArgs.settings`): a new `user_config` alone
+# (the versions served) reconfigures replicas in place; new settings or a new server replace them.
+CODE_VERSION = "model-server-2"
 DEPLOYMENT_NAME = "ModelServer"
+HANDLE_REFRESH_S = 30.0
 
 
 class ServerArgs(BaseModel):
@@ -78,7 +84,7 @@ class ServerArgs(BaseModel):
     inline_predict_ms: float = Field(2.0, ge=0)
 
     def settings(self) -> dict[str, Any]:
-        """What a replica is built with (a change restarts replicas)."""
+        """What a replica is built with (a change replaces replicas: see `CODE_VERSION`)."""
         return {"endpoint": self.endpoint, "max_batch_size": self.max_batch_size,
                 "batch_wait_timeout_s": self.batch_wait_timeout_s,
                 "request_timeout_s": self.request_timeout_s,
@@ -106,6 +112,9 @@ class Routing:
     stable: str | None = None
     canary: str | None = None
     canary_percent: float = 0.0
+    # The versions loaded for it, by id: a request takes its model from here, without a call to
+    # Serve's multiplexer (which loaded them, and keeps its own LRU of them).
+    loaded: dict[str, LoadedModel] = field(default_factory=dict)
 
     def choose(self) -> str | None:
         """The version for the next request."""
@@ -140,6 +149,7 @@ class ModelServer:
         self.counts: dict[str, dict[str, Any]] = {}
         self._registry: Any = None
         self._reporter: asyncio.Task[None] | None = None
+        self._exported: dict[str, dict[str, Any]] = {}  # counts already added to the Ray metrics
         self._requests_metric = Counter("factory_serve_requests_total",
                                         description="Requests answered by a factory endpoint, by status.",
                                         tag_keys=("endpoint", "version", "status"))
@@ -153,10 +163,14 @@ class ModelServer:
         """Load the versions `config` names, then route to them (one assignment)."""
         stable = await asyncio.to_thread(self._resolve, config["stable"])
         canary = await asyncio.to_thread(self._resolve, config["canary"]) if config.get("canary") else None
-        for model_id in (stable, canary):
-            if model_id is not None:
-                await self.get_model(model_id)
-        self.routing = Routing(stable, canary, float(config.get("canary_percent") or 0.0) if canary else 0.0)
+        loaded = {stable: await self.get_model(stable)}  # raises: Serve keeps the endpoint as it was
+        if canary is not None:
+            try:
+                loaded[canary] = await self.get_model(canary)
+            except Exception:  # noqa: BLE001 - its requests answer 500 and the judge rolls it back
+                logger.exception("endpoint %s: canary %s failed to load", self.endpoint, canary)
+        percent = float(config.get("canary_percent") or 0.0) if canary else 0.0
+        self.routing = Routing(stable, canary, percent, loaded)
         if self._reporter is None:
             self._reporter = asyncio.get_running_loop().create_task(self._report_forever())
 
@@ -215,39 +229,42 @@ class ModelServer:
             return JSONResponse({"error": f"no route {request.method} {request.url.path}; POST a JSON "
                                  "object to the endpoint, GET /health or /schema"}, status_code=404)
         started = time.perf_counter()
-        model_id = self.routing.choose()
+        routing = self.routing  # one routing per request, even if a reconfiguration lands meanwhile
+        model_id = routing.choose()
         if model_id is None:
             return JSONResponse({"error": f"endpoint {self.endpoint} is starting"}, status_code=503)
-        status, body = await self._answer(request, model_id)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):  # no extra task per request, unlike wait_for
+                status, body = await self._answer(request, model_id, routing.loaded.get(model_id))
+        except TimeoutError:
+            status, body = 504, self._error_body(model_id, TimeoutError(
+                f"no answer within {self.request_timeout_s:g} s"), "answering in time")
+        try:
+            content = json.dumps(body, allow_nan=False).encode()
+        except (TypeError, ValueError) as error:  # NaN, a numpy scalar...: the model's answer is not JSON
+            status = 500
+            content = json.dumps(self._error_body(model_id, error, "answering JSON")).encode()
         latency_ms = (time.perf_counter() - started) * 1000.0
         record(self.counts.setdefault(model_id, empty_counts()), latency_ms, status)
-        self._requests_metric.inc(tags={"endpoint": self.endpoint, "version": model_id,
-                                        "status": f"{status // 100}xx"})
-        self._latency_metric.observe(latency_ms, tags={"endpoint": self.endpoint, "version": model_id})
-        return JSONResponse(body, status_code=status, headers={"x-factory-model": model_id})
+        return Response(content, status_code=status, media_type="application/json",
+                        headers={"x-factory-model": model_id})
 
-    async def _answer(self, request: Request, model_id: str) -> tuple[int, dict[str, Any]]:
+    async def _answer(self, request: Request, model_id: str,
+                      model: LoadedModel | None) -> tuple[int, dict[str, Any]]:
         try:
             payload = await request.json()
         except ValueError as error:
             return 400, {"error": f"the request body is not JSON ({error}); send one JSON object"}
-        try:
-            model = await self.get_model(model_id)
-        except Exception as error:  # noqa: BLE001 - the model failed to load: an error with an id
-            return 500, self._error_body(model_id, error, "loading")
+        if model is None:  # a canary that failed to load: try again, else answer why
+            try:
+                model = await self.get_model(model_id)
+            except Exception as error:  # noqa: BLE001 - the model failed to load: an error with an id
+                return 500, self._error_body(model_id, error, "loading")
         try:
             item = model.schema.model_validate(payload)
         except ValidationError as error:
             return 422, {"error": _first_problem(error), "fields": [_field(e) for e in error.errors()]}
-        try:
-            async with asyncio.timeout(self.request_timeout_s):  # no extra task per request, unlike wait_for
-                answer = await self._predict_batch((model, item))
-        except TimeoutError:
-            error_id = uuid.uuid4().hex[:12]
-            logger.error("endpoint %s %s: no answer within %.1f s (error id %s)", self.endpoint, model_id,
-                         self.request_timeout_s, error_id)
-            return 504, {"error": f"{model_id} did not answer within {self.request_timeout_s:g} s",
-                         "error_id": error_id}
+        answer = await self._predict_batch((model, item))
         if isinstance(answer, _Failure):
             return 500, self._error_body(model_id, answer.error, "predicting")
         return 200, {"model": model_id, "prediction": answer}
@@ -311,16 +328,42 @@ class ModelServer:
         from factory.ray_cluster import NAMESPACE
 
         replica_id = serve.get_replica_context().replica_id.unique_id
-        actor = None
+        actor, looked_up_s, quiet_until_s = None, 0.0, 0.0
         while True:
             await asyncio.sleep(self.report_interval_s)
+            self._export_metrics()
+            if time.monotonic() < quiet_until_s:
+                continue
             try:
-                if actor is None:
-                    actor = ray.get_actor("serving", namespace=NAMESPACE)
+                # Looked up again now and then: a factory taken down and up again has a new actor, and a
+                # call to a dead one fails silently.
+                if actor is None or time.monotonic() - looked_up_s > HANDLE_REFRESH_S:
+                    actor, looked_up_s = ray.get_actor("serving", namespace=NAMESPACE), time.monotonic()
                 actor.report.remote(self.endpoint, replica_id, self.counts)
             except Exception:  # noqa: BLE001 - no factory (a bare `serve deploy`), or it restarts
-                actor = None
-                await asyncio.sleep(10 * self.report_interval_s)
+                actor, quiet_until_s = None, time.monotonic() + 10 * self.report_interval_s
+
+    def _export_metrics(self) -> None:
+        """Add what was answered since the last call to the Ray metrics.
+
+        Done here, every `report_interval_s`, rather than per request: a Ray metric call per request cost
+        about 3 % of throughput (`bench/serving.py`). The histogram gets each request at its bucket's
+        upper bound (the overflow bucket: just past the last bound), so its buckets are exact and its
+        `_sum` an upper bound.
+        """
+        for model_id, counts in list(self.counts.items()):
+            delta = subtract(counts, self._exported.get(model_id))
+            self._exported[model_id] = subtract(counts, None)
+            tags = {"endpoint": self.endpoint, "version": model_id}
+            ok = delta["requests"] - delta["errors"] - delta["rejected"]
+            for status, count in (("2xx", ok), ("4xx", delta["rejected"]), ("5xx", delta["errors"])):
+                if count > 0:
+                    self._requests_metric.inc(count, tags={**tags, "status": status})
+            for index, count in enumerate(delta["buckets"]):
+                value = (LATENCY_BOUNDS_MS[index] if index < len(LATENCY_BOUNDS_MS)
+                         else LATENCY_BOUNDS_MS[-1] + 1)
+                for _ in range(count):
+                    self._latency_metric.observe(value, tags=tags)
 
 
 def _device(gpus: float) -> str:
@@ -351,11 +394,15 @@ def build(args: ServerArgs) -> Application:
         scaling = {"autoscaling_config": {
             "min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
             "target_ongoing_requests": args.target_ongoing_requests}}
+    settings = args.settings()
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    # `version` is set through Serve's internal flag: Ray 2.60 removed it from the public options, and
+    # without it every `serve.run` replaces the replicas (a rollout would reload every model).
     return ModelServer.options(
-        _internal=True, version=CODE_VERSION,
+        _internal=True, version=f"{CODE_VERSION}-{digest}",
         ray_actor_options={"num_cpus": args.replica_cpus, "num_gpus": args.replica_gpus},
         max_ongoing_requests=args.max_ongoing_requests, user_config=args.routing(), **scaling,
-    ).bind(args.settings())
+    ).bind(settings)
 
 
 def app(args: dict[str, Any]) -> Application:

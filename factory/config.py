@@ -173,8 +173,6 @@ class ServingConfig(_Section):
     max_batch_size: int = Field(16, ge=1, description="Requests batched into one model call.")
     batch_wait_timeout_s: float = Field(
         0.002, ge=0, description="How long a batch waits to fill once its first request is in.")
-    max_models_per_replica: int = Field(
-        3, ge=2, description="Versions a replica keeps loaded (Serve multiplexing): stable, canary, next.")
     request_timeout_s: float = Field(
         30.0, gt=0, description="A request the model has not answered by then gets 504 (never hangs).")
     inline_predict_ms: float = Field(

@@ -165,8 +165,12 @@ def show_serving(client: FactoryClient, echo: Echo) -> None:
         body = json.dumps({"x1": x1, "x2": x2})
         request = urllib.request.Request(view["url"], data=body.encode(),
                                          headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.loads(response.read())
+        except OSError as error:  # HTTPError, a refused connection: say so and go on with the story
+            echo(f"  POST {view['url']} {body} -> failed: {error}")
+            continue
         echo(f"  POST {view['url']} {body} -> {json.dumps(answer)}  "
              f"(true y = sin(x1) + x2^2 = {math.sin(x1) + x2 ** 2:.3f})")
     echo(f"The endpoint takes one JSON object per POST; GET {view['url']}/health and /schema describe it. "

@@ -16,7 +16,7 @@ from factory.cli.options import (
 )
 from factory.cli.render import duration, shorten, table
 from factory.cli.serving import describe
-from factory.errors import ConfigError
+from factory.errors import ConfigError, FactoryError
 from factory.registry.artifacts import KINDS
 from factory.registry.refs import parse_ref
 from factory.registry.views import ModelCard
@@ -79,7 +79,12 @@ def promote(name: str, version: int, alias: str, config_path: str | None, addres
     """
     client = connect(config_path, address)
     change = client.set_alias(name, alias, version, set_by=cli_user())
-    rolled = [view for view in client.serving.sync() if view["model"] == name and view["follows"] == alias]
+    try:
+        views = client.serving.sync()
+    except FactoryError as error:
+        raise FactoryError(f"{name}@{alias} now points at v{change.version}, but its endpoints did not "
+                           f"follow yet ({error}); they retry every serving.watch_interval_s") from None
+    rolled = [view for view in views if view["model"] == name and view["follows"] == alias]
     if as_json:
         click.echo(json.dumps({**change.model_dump(mode="json"), "endpoints": rolled}, indent=2))
         return

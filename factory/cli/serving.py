@@ -79,12 +79,21 @@ def endpoints(config_path: str | None, address: str | None, as_json: bool) -> No
     if not views:
         click.echo("no endpoints; serve a model with `factory deploy NAME@ALIAS`")
         return
-    click.echo(table(
-        ["name", "route", "serving", "follows", "replicas", "req/s", "p50 ms", "p99 ms", "errors", "note"],
-        [[v["name"], v["route"], _serving(v), f"@{v['follows']}" if v["follows"] else "pinned",
-          f"{v['serve']['running']}/{v['serve']['replicas']}",
-          None if v["rate_per_s"] is None else f"{v['rate_per_s']:.1f}", _ms(v["p50_ms"]), _ms(v["p99_ms"]),
-          f"{v['error_rate']:.1%}" if v["requests"] else None, _note(v)] for v in views]))
+    rows: list[list[Any]] = []
+    for v in views:
+        rows.append([v["name"], v["route"], _serving(v), f"@{v['follows']}" if v["follows"] else "pinned",
+                     f"{v['serve']['running']}/{v['serve']['replicas']}", *_figures(v), _note(v)])
+        if len(v["versions"]) > 1:  # a canary, or a rollout within the window: each version's own
+            rows += [[f"  {version}", None, None, None, None, *_figures(stats), None]
+                     for version, stats in sorted(v["versions"].items())]
+    click.echo(table(["name", "route", "serving", "follows", "replicas", "req/s", "p50 ms", "p99 ms",
+                      "errors", "note"], rows))
+
+
+def _figures(stats: dict[str, Any]) -> list[str | None]:
+    rate = stats["rate_per_s"]
+    return [None if rate is None else f"{rate:.1f}", _ms(stats["p50_ms"]), _ms(stats["p99_ms"]),
+            f"{stats['error_rate']:.1%}" if stats["requests"] else None]
 
 
 def _note(view: dict[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""Fault injection for tests and demos: a training loop that fails on purpose.
+"""Fault injection for tests and demos: a training loop and predictors that fail on purpose.
 
 `config["fail"]`:
   * "once"   -- report a checkpoint, then raise, on the first run only: Ray Train restarts the
@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from factory.examples.regression import RegressionInput, RegressionPredictor
 from factory.train import load_checkpoint, save_checkpoint
 
 INJECTED = "injected failure (factory.examples.faulty)"
+SLOW_S = 8.0
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -46,3 +48,20 @@ class FailingPredictor:
     def predict(self, inputs: list[Any]) -> list[Any]:
         """Fail, as a broken model would."""
         raise RuntimeError(INJECTED)
+
+
+class NanPredictor(FailingPredictor):
+    """A diverged model: it answers NaN, which is not JSON (the server answers 500, counted as an error)."""
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        """NaN for every input."""
+        return [{"y": float("nan")} for _ in inputs]
+
+
+class SlowPredictor(FailingPredictor):
+    """A model that hangs: it answers after `SLOW_S` seconds (past a short `request_timeout_s`)."""
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        """Sleep, then answer like the regression model."""
+        time.sleep(SLOW_S)
+        return self.loaded.predict(inputs)

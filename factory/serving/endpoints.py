@@ -114,9 +114,10 @@ def check_percent(percent: float) -> float:
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], config: ServingConfig) -> str | None:
     """Why the canary must be rolled back, from the counts of both since it started; None: keep it.
 
-    Nothing is judged before the canary answered `canary_min_requests`. Then: an error rate above
-    `canary_max_error_rate`, or (with as many stable answers to compare with) a p99 latency above
-    `canary_max_latency_ratio` times the stable version's.
+    Nothing is judged before the canary answered `canary_min_requests`. Then: an error rate (5xx)
+    above `canary_max_error_rate`; or, with as many stable answers to compare with, a share of
+    requests refused as invalid (4xx) that exceeds the stable version's by more than that rate, or a
+    p99 latency above `canary_max_latency_ratio` times the stable version's.
     """
     requests = canary["requests"]
     if requests < config.canary_min_requests:
@@ -126,6 +127,12 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], config: Serving
         return (f"{canary['errors']} of {requests} requests failed ({error_rate:.0%} > "
                 f"{config.canary_max_error_rate:.0%} allowed)")
     if stable["requests"] >= config.canary_min_requests:
+        # Requests the canary refuses (4xx) that the stable version accepts: its input schema changed.
+        canary_rejected = canary["rejected"] / requests
+        stable_rejected = stable["rejected"] / stable["requests"]
+        if canary_rejected - stable_rejected > config.canary_max_error_rate:
+            return (f"it refused {canary_rejected:.0%} of requests as invalid, the stable version "
+                    f"{stable_rejected:.0%} (its input schema differs?)")
         canary_p99 = quantile_ms(canary["buckets"], 0.99)
         stable_p99 = quantile_ms(stable["buckets"], 0.99)
         limit = config.canary_max_latency_ratio

@@ -98,10 +98,11 @@ class EndpointTotals:
     window_s: float
     totals: dict[str, dict[str, Any]] = field(default_factory=dict)
     _last_report: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _last_seen_s: dict[str, float] = field(default_factory=dict)
     _snapshots: deque[tuple[float, dict[str, dict[str, Any]]]] = field(default_factory=deque)
 
-    def add_report(self, replica_id: str, by_version: dict[str, dict[str, Any]]) -> None:
-        """Fold a replica's cumulative counts into the totals."""
+    def add_report(self, replica_id: str, by_version: dict[str, dict[str, Any]], now_s: float = 0.0) -> None:
+        """Fold a replica's cumulative counts (sent at `now_s`) into the totals."""
         previous = self._last_report.get(replica_id, {})
         for version, counts in by_version.items():
             older = previous.get(version)
@@ -110,12 +111,14 @@ class EndpointTotals:
             add_into(self.totals.setdefault(version, empty_counts()), subtract(counts, older))
         self._last_report[replica_id] = {version: subtract(counts, None)  # a copy: the caller may go on
                                          for version, counts in by_version.items()}
+        self._last_seen_s[replica_id] = now_s
 
-    def forget_replicas(self, keep: set[str]) -> None:
-        """Drop the last reports of replicas not in `keep` (their counts stay in the totals)."""
-        for replica_id in list(self._last_report):
-            if replica_id not in keep:
-                del self._last_report[replica_id]
+    def forget_silent(self, now_s: float, silence_s: float) -> None:
+        """Drop the last reports of replicas silent for `silence_s` (gone: their counts stay counted)."""
+        for replica_id, seen_s in list(self._last_seen_s.items()):
+            if now_s - seen_s > silence_s:
+                del self._last_seen_s[replica_id]
+                self._last_report.pop(replica_id, None)
 
     def mark(self) -> dict[str, dict[str, Any]]:
         """A copy of the totals now, to measure from later (`since`)."""

@@ -35,6 +35,8 @@ from tests.integration.conftest import RAY_BIN, clean_env, cli_at, json_of, scra
 pytestmark = pytest.mark.integration
 PREDICTOR = "factory.examples.regression:RegressionPredictor"
 FAILING = "factory.examples.faulty:FailingPredictor"
+NAN = "factory.examples.faulty:NanPredictor"
+SLOW = "factory.examples.faulty:SlowPredictor"
 
 
 def free_port() -> int:
@@ -78,7 +80,7 @@ def config(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
         "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": 60},
         "scheduler": {"policy": "fifo"},
         "serving": {"http_port": free_port(), "replica_cpus": 0.5, "canary_min_requests": 10,
-                    "watch_interval_s": 0.5, "report_interval_s": 0.5},
+                    "watch_interval_s": 0.5, "report_interval_s": 0.5, "request_timeout_s": 3},
     }))
     config = load_config(path, env={})
     lifecycle.up(config)
@@ -93,6 +95,9 @@ def client(config: FactoryConfig) -> factory.client.FactoryClient:
         torch.manual_seed(seed)
         client.register(build_model(16).state_dict(), "reg", predictor=predictor, description=f"seed {seed}")
     client.register(build_model(4).state_dict(), "broken", predictor=FAILING)
+    client.register(build_model(4).state_dict(), "diverged", predictor=NAN)
+    client.register(build_model(4).state_dict(), "hanging", predictor=SLOW)
+    client.register(build_model(4).state_dict(), "plain")  # no predictor: not servable
     client.set_alias("reg", "production", 1)
     return client
 
@@ -130,6 +135,17 @@ def test_deploy_serves_the_alias_over_http_with_health_and_schema(client: factor
     assert status == 200 and set(schema["input_schema"]["properties"]) == {"x1", "x2"}
 
 
+def test_deploying_what_cannot_be_served_is_one_line_naming_the_fix(address: str) -> None:
+    for ref, expected in (("plain", "names no predictor, so it cannot be served; register it with"),
+                          ("nosuch@production", "model 'nosuch' is not in the registry"),
+                          ("reg@nosuchalias", "has no alias 'nosuchalias'")):
+        failed = cli_at(address, "deploy", ref, check=False)
+        assert failed.returncode == 1 and expected in failed.stderr and "Traceback" not in failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    failed = cli_at(address, "deploy", "reg@production", "--canary", "2", check=False)
+    assert failed.returncode == 2 and "--canary applies to an endpoint" in failed.stderr
+
+
 def test_bad_requests_get_4xx_naming_the_field(client: factory.client.FactoryClient) -> None:
     url = endpoint(client)["url"]
     status, body, _ = call(url, {"x1": 1.0})
@@ -153,6 +169,23 @@ def test_a_model_error_is_a_500_with_an_id_and_counted(client: factory.client.Fa
                "the failed request shows in the endpoint's stats")
     assert endpoint(client, "broken")["error_rate"] == 1.0
     client.serving.undeploy("broken")
+
+
+def test_an_answer_that_is_not_json_is_a_500_and_a_hung_model_a_504(
+        client: factory.client.FactoryClient) -> None:
+    url = client.deploy("diverged:1")["url"]
+    status, body, _ = call(url, {"x1": 1.0, "x2": 1.0})
+    assert status == 500 and "answering JSON" in body["error"] and len(body["error_id"]) == 12
+    wait_until(lambda: endpoint(client, "diverged")["versions"].get("diverged:1", {}).get("errors", 0) >= 1,
+               "the NaN answer counts as an error")
+    client.serving.undeploy("diverged")
+
+    url = client.deploy("hanging:1")["url"]
+    started = time.monotonic()
+    status, body, _ = call(url, {"x1": 1.0, "x2": 1.0})
+    assert status == 504 and "within 3 s" in body["error"] and len(body["error_id"]) == 12
+    assert time.monotonic() - started < 7  # request_timeout_s (3 s), not the model's 8 s
+    client.serving.undeploy("hanging")
 
 
 class Load:
@@ -253,6 +286,22 @@ def test_rollback_returns_to_the_previous_version_and_its_alias(client: factory.
     assert "Traceback" not in failed.stderr
 
 
+def test_an_alias_moved_to_a_version_that_cannot_be_served_leaves_the_endpoint_as_it_was(
+        client: factory.client.FactoryClient, address: str) -> None:
+    # Stable v1, following production (previous test).
+    version = client.register(build_model(16).state_dict(), "reg").version  # no predictor
+    failed = cli_at(address, "promote", "reg", str(version), "--alias", "production", check=False)
+    assert failed.returncode == 1 and f"now points at v{version}" in failed.stderr
+    assert "names no predictor" in failed.stderr and "Traceback" not in failed.stderr
+    time.sleep(1.5)  # watch rounds do not try again while the alias stays there
+    view = endpoint(client)
+    assert view["stable_version"] == 1 and not view["updating"]
+    assert {call(view["url"], {"x1": 0.1, "x2": 0.2})[1]["model"] for _ in range(10)} == {"reg:1"}
+    refused = client.audit_log(limit=20, action_prefix="endpoint.roll_refused")
+    assert len(refused) == 1 and refused[0].detail["version"] == version
+    client.set_alias("reg", "production", 1)
+
+
 def test_endpoints_lists_split_replicas_rate_and_latency_and_metrics_are_exported(
         client: factory.client.FactoryClient, address: str) -> None:
     url = endpoint(client)["url"]
@@ -315,3 +364,17 @@ def test_undeploy_removes_the_route(client: factory.client.FactoryClient, addres
     wait_until(lambda: call(url, {"x1": 0.1, "x2": 0.2})[0] == 404, "the route is gone")
     failed = cli_at(address, "undeploy", "reg", check=False)
     assert failed.returncode != 0 and "no endpoint 'reg'" in failed.stderr
+
+
+def test_down_takes_endpoints_off_serve_and_up_brings_them_back(client: factory.client.FactoryClient,
+                                                                config: FactoryConfig) -> None:
+    url = client.deploy("reg@production")["url"]
+    assert call(url, {"x1": 0.1, "x2": 0.2})[0] == 200
+    lifecycle.down(config)  # this cluster was not started by `up`: Ray stays, the factory goes
+    wait_until(lambda: call(url, {"x1": 0.1, "x2": 0.2})[0] == 404, "the endpoint is off Serve")
+    lifecycle.up(config)
+    wait_until(lambda: call(url, {"x1": 0.1, "x2": 0.2})[0] == 200, "the endpoint is back after `up`")
+    status, body, _ = call(url, {"x1": 0.1, "x2": 0.2})
+    assert body["model"] == "reg:1"  # production, as before `down`
+    views = factory.client.connect(config=config).endpoints()  # the old client's actors are gone
+    assert [view["name"] for view in views] == ["reg"]

@@ -192,15 +192,17 @@ def test_a_restarted_replica_adds_its_new_counts_whole() -> None:
     assert sum(totals.totals["m:1"]["buckets"]) == 13
 
 
-def test_forgotten_replicas_keep_their_counts_in_the_totals() -> None:
+def test_silent_replicas_are_forgotten_but_their_counts_stay_in_the_totals() -> None:
     totals = EndpointTotals(window_s=60)
-    totals.add_report("r1", {"m:1": many(10, 4.0)})
-    totals.add_report("r2", {"m:1": many(5, 4.0)})
-    totals.forget_replicas({"r2"})
+    totals.add_report("r1", {"m:1": many(10, 4.0)}, now_s=0.0)
+    totals.add_report("r2", {"m:1": many(5, 4.0)}, now_s=100.0)
+    totals.forget_silent(now_s=150.0, silence_s=60.0)  # r1 silent for 150 s: gone; r2 for 50 s: kept
 
     assert totals.totals["m:1"]["requests"] == 15
-    totals.add_report("r2", {"m:1": many(5, 4.0)})  # r2 is still known: nothing new
+    totals.add_report("r2", {"m:1": many(5, 4.0)}, now_s=151.0)  # r2 is still known: nothing new
     assert totals.totals["m:1"]["requests"] == 15
+    totals.add_report("r1", {"m:1": many(2, 4.0)}, now_s=152.0)  # a forgotten id counts from scratch
+    assert totals.totals["m:1"]["requests"] == 17
 
 
 def test_since_a_mark_counts_only_what_came_after() -> None:
@@ -380,8 +382,16 @@ def test_an_error_rate_at_the_limit_is_kept() -> None:
     assert judge_canary(many(20, 4.0, errors=1), many(100, 4.0), CONFIG) is None
 
 
-def test_rejected_requests_are_not_the_canarys_fault() -> None:
-    assert judge_canary(many(20, 4.0, rejected=20), many(100, 4.0), CONFIG) is None
+def test_invalid_requests_both_versions_refuse_are_not_the_canarys_fault() -> None:
+    # Clients sending bad bodies: the stable version refuses as many; nothing against the canary.
+    assert judge_canary(many(20, 4.0, rejected=4), many(100, 4.0, rejected=20), CONFIG) is None
+    # Too few stable answers to compare with: refusals alone are not judged.
+    assert judge_canary(many(20, 4.0, rejected=20), many(5, 4.0), CONFIG) is None
+
+
+def test_a_canary_refusing_what_the_stable_version_accepts_is_rolled_back() -> None:
+    reason = judge_canary(many(20, 4.0, rejected=20), many(100, 4.0), CONFIG)
+    assert reason is not None and "refused 100% of requests as invalid" in reason and "0%" in reason
 
 
 def test_a_slow_canary_rolls_back_against_a_busy_stable_version() -> None:
