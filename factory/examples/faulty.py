@@ -65,3 +65,10 @@ class SlowPredictor(FailingPredictor):
         """Sleep, then answer like the regression model."""
         time.sleep(SLOW_S)
         return self.loaded.predict(inputs)
+
+
+class UnloadablePredictor(FailingPredictor):
+    """A version whose model cannot be built (say, weights of another shape): it fails as it loads."""
+
+    def __init__(self, artifact: Any, device: str = "cpu") -> None:
+        raise RuntimeError(INJECTED)

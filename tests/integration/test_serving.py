@@ -37,6 +37,7 @@ PREDICTOR = "factory.examples.regression:RegressionPredictor"
 FAILING = "factory.examples.faulty:FailingPredictor"
 NAN = "factory.examples.faulty:NanPredictor"
 SLOW = "factory.examples.faulty:SlowPredictor"
+UNLOADABLE = "factory.examples.faulty:UnloadablePredictor"
 
 
 def free_port() -> int:
@@ -269,6 +270,25 @@ def test_a_failing_canary_is_rolled_back_automatically(client: factory.client.Fa
     audit = client.audit_log(limit=50, action_prefix="endpoint.rolled_back")
     assert audit and audit[-1].detail["automatic"] is True
     assert "auto-rolled back v3" in cli_at(address, "endpoints").stdout
+
+
+def test_a_canary_that_cannot_load_answers_500_and_is_rolled_back(
+        client: factory.client.FactoryClient) -> None:
+    # Stable v2 (previous test). Its predictor imports, so the deploy is accepted; it fails in the replica.
+    version = client.register(build_model(16).state_dict(), "reg", predictor=UNLOADABLE).version
+    client.serving.canary("reg", version, 50.0, "test")
+    url = endpoint(client)["url"]
+    statuses: Counter[int] = Counter()
+    deadline = time.monotonic() + 60
+    while (view := endpoint(client))["canary_version"] is not None or view["updating"]:
+        assert time.monotonic() < deadline, "the canary that cannot load was not rolled back within 60 s"
+        status, body, _ = call(url, {"x1": 0.1, "x2": 0.2})
+        statuses[status] += 1
+        if status == 500:
+            assert "failed loading" in body["error"] and body["error_id"]
+    assert statuses[500] >= 1 and statuses[200] >= 1
+    assert view["stable_version"] == 2 and view["last_rollback"]["version"] == version
+    assert {call(url, {"x1": 0.1, "x2": 0.2})[0] for _ in range(10)} == {200}
 
 
 def test_rollback_returns_to_the_previous_version_and_its_alias(client: factory.client.FactoryClient,
