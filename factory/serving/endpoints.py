@@ -22,6 +22,8 @@ from factory.errors import FactoryError
 from factory.serving.stats import quantile_ms
 
 HISTORY_KEPT = 20
+# A p99 of fewer answers is their maximum: one slow request (a GC pause, a busy core) would decide.
+LATENCY_MIN_ANSWERS = 100
 
 
 class EndpointNotFoundError(FactoryError):
@@ -116,8 +118,9 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], config: Serving
 
     Nothing is judged before the canary answered `canary_min_requests`. Then: an error rate (5xx)
     above `canary_max_error_rate`; or, with as many stable answers to compare with, a share of
-    requests refused as invalid (4xx) that exceeds the stable version's by more than that rate, or a
-    p99 latency above `canary_max_latency_ratio` times the stable version's.
+    requests refused as invalid (4xx) that exceeds the stable version's by more than that rate, or
+    (once both sides answered `LATENCY_MIN_ANSWERS`) a p99 latency above `canary_max_latency_ratio`
+    times the stable version's.
     """
     requests = canary["requests"]
     if requests < config.canary_min_requests:
@@ -133,6 +136,8 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], config: Serving
         if canary_rejected - stable_rejected > config.canary_max_error_rate:
             return (f"it refused {canary_rejected:.0%} of requests as invalid, the stable version "
                     f"{stable_rejected:.0%} (its input schema differs?)")
+        if min(requests, stable["requests"]) < LATENCY_MIN_ANSWERS:
+            return None
         canary_p99 = quantile_ms(canary["buckets"], 0.99)
         stable_p99 = quantile_ms(stable["buckets"], 0.99)
         limit = config.canary_max_latency_ratio

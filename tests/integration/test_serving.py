@@ -81,7 +81,9 @@ def config(cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
         "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": 60},
         "scheduler": {"policy": "fifo"},
         "serving": {"http_port": free_port(), "replica_cpus": 0.5, "canary_min_requests": 10,
-                    "watch_interval_s": 0.5, "report_interval_s": 0.5, "request_timeout_s": 3},
+                    "watch_interval_s": 0.5, "report_interval_s": 0.5, "request_timeout_s": 3,
+                    # Latency tails on a busy 2-core machine are noise here: canaries are judged on errors.
+                    "canary_max_latency_ratio": 50},
     }))
     config = load_config(path, env={})
     lifecycle.up(config)

@@ -395,18 +395,23 @@ def test_a_canary_refusing_what_the_stable_version_accepts_is_rolled_back() -> N
 
 
 def test_a_slow_canary_rolls_back_against_a_busy_stable_version() -> None:
-    reason = judge_canary(many(20, 40.0), many(20, 4.0), CONFIG)
+    reason = judge_canary(many(100, 40.0), many(100, 4.0), CONFIG)
 
     assert reason is not None
     assert "p99 latency" in reason and "3 x" in reason
 
 
 def test_latency_is_not_judged_without_enough_stable_answers() -> None:
-    assert judge_canary(many(50, 40.0), many(19, 4.0), CONFIG) is None
+    assert judge_canary(many(150, 40.0), many(99, 4.0), CONFIG) is None
+
+
+def test_latency_is_not_judged_on_too_few_canary_answers_for_a_p99() -> None:
+    # 99 answers: their p99 is their slowest one; a single slow request must not decide.
+    assert judge_canary(many(99, 40.0), many(500, 4.0), CONFIG) is None
 
 
 def test_a_canary_somewhat_slower_than_the_ratio_allows_is_kept() -> None:
-    assert judge_canary(many(50, 8.0), many(50, 4.0), CONFIG) is None
+    assert judge_canary(many(150, 8.0), many(150, 4.0), CONFIG) is None
 
 
 def test_a_healthy_canary_is_kept() -> None:
