@@ -64,7 +64,7 @@ class ServingActor(ControlPlaneActor):
         self._canary_marks: dict[str, dict[str, dict[str, Any]]] = {}
         self._serve_started = False
         self._to_reconcile = set(self.endpoints)  # re-applied by the first watch rounds (a restart)
-        self._refused: dict[str, int] = {}  # endpoint -> an alias target that cannot be served
+        self._refused: dict[str, tuple[int, str]] = {}  # endpoint -> (alias target refused, why)
         self._updating: set[str] = set()  # endpoints whose change Serve is applying now
         self._stopping = self._run_every(self.settings.watch_interval_s, self.watch, "serving-watch")
 
@@ -190,7 +190,7 @@ class ServingActor(ControlPlaneActor):
         with self._apply_lock:
             for endpoint in list(self.endpoints.values()):
                 try:
-                    self._follow_alias(endpoint)
+                    self._follow_alias(endpoint, report_refused=True)
                 except FactoryError as error:
                     failed.append(f"endpoint '{endpoint.name}': {error}")
         if failed:
@@ -253,18 +253,24 @@ class ServingActor(ControlPlaneActor):
         except Exception as error:  # noqa: BLE001 - see `watch`
             self._record_error(f"endpoint '{name}': {summary_line(error)}")
 
-    def _follow_alias(self, endpoint: Endpoint) -> None:
+    def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
+        """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported)."""
         if endpoint.follows is None:
             return
         version = self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
-        if version in (None, endpoint.stable_version, self._refused.get(endpoint.name)):
+        if version in (None, endpoint.stable_version):
+            return
+        refused = self._refused.get(endpoint.name)
+        if refused is not None and refused[0] == version:
+            if report_refused:  # `sync` (a promote) must say so even if a watch round refused it first
+                raise FactoryError(refused[1])
             return
         updated = endpoint.with_stable(version, self._now_s())
         try:
             self._servable(ModelRef(endpoint.model, version=version))
             self._change(endpoint, updated)
         except FactoryError as error:  # refused once, audited; tried again when the alias moves
-            self._refused[endpoint.name] = version
+            self._refused[endpoint.name] = (version, str(error))
             self.audit("endpoint.roll_refused", endpoint.name, version=version, reason=str(error))
             raise
         self.audit("endpoint.rolled", endpoint.name, from_version=endpoint.stable_version, version=version,
