@@ -66,6 +66,7 @@ class JobView:
     placement: tuple[tuple[str, int], ...] = ()
     admitted: bool = False
     at_risk: bool = False
+    pauses_today: int = 0  # times it was paused in the last 24 h (the pause cap of `price-aware`)
 
     @property
     def worker_gpus(self) -> int:
@@ -157,6 +158,7 @@ class Wait(NamedTuple):
     job_id: str
     reason: WaitReason
     detail: str
+    latest_safe_start_s: float | None = None  # the reservation plan's, for an admitted job (price-aware)
 
 
 @dataclass(frozen=True)

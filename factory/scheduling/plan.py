@@ -50,12 +50,13 @@ import numpy as np
 from factory.scheduling.model import JobView, Phase, PriceOutlook
 
 EPS_S = 1e-6
-MAX_REPLANS = 3
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
 MIN_DRAW_W = 1.0
 MAX_INTERVAL_EVENTS = 64  # releases and later starts within one interval that are looked at
-PINNED, ADMITTED, NEW, AT_RISK = 0, 1, 2, 3  # planning tiers, in order
-RESCUE = 4  # an admitted job planned as soon as possible, earliest deadline first (a last resort)
+# Planning tiers, in order: running unbroken jobs; jobs due now by the reservation plan (as soon as
+# possible); running preemptible jobs (kept, or paused if that pays); jobs reported infeasible (as soon as
+# possible in what is left); flexible jobs (the cheapest room before their deadline, least laxity first).
+PINNED, DUE, RUNNING, AT_RISK, FLEXIBLE = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +89,15 @@ class PlanRequest(NamedTuple):
     needed_s: float
     deadline_s: float
     tier: int
-    pause_option_s: float | None = None  # running and preemptible: needed if paused now (with overhead)
+    pause_option_s: float | None = None  # running and may be paused for price: needed if paused now
+    held_unbroken: bool = False  # a queued non-preemptible job that may not start before it is due
 
 
 class Planner:
     """Reserves GPU-seconds and watt-seconds per interval of one price outlook, job after job."""
 
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
-                 power_budget_w: float | None, arrival_slack: float = 0.0) -> None:
+                 power_budget_w: float | None, arrival_slack: float = 0.0, pause_margin: float = 0.0) -> None:
         self.outlook = outlook
         starts = np.asarray(outlook.starts_s, dtype=float)
         self.effective_start_s = np.maximum(starts, now_s)
@@ -108,6 +110,7 @@ class Planner:
         self.free_gpu_s = total_gpus * self.usable_s  # GPU-seconds, for what is planned where
         self.capacity_gpu_s = self.free_gpu_s.copy()
         self.arrival_slack = arrival_slack
+        self.pause_margin = pause_margin
         self.intervals = np.arange(len(starts))
         # GPUs free at each interval's start (now, for the current interval): a job planned in an
         # interval holds its GPUs from there.
@@ -316,7 +319,7 @@ class Planner:
         if request.needed_s <= EPS_S:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
         plan = None
-        if self.arrival_slack > 0 and (request.tier == ADMITTED or request.tier == NEW):
+        if self.arrival_slack > 0 and request.tier >= RUNNING and request.tier != AT_RISK:
             slack_s = self.arrival_slack * request.needed_s
             early_s = request.deadline_s - slack_s
             if early_s >= self.effective_start_s[0] + request.needed_s and self._shared_before(early_s):
@@ -343,9 +346,9 @@ class Planner:
         job = request.job
         if request.tier == PINNED:
             plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=True)
-        elif request.tier == RESCUE:
-            plan = self.earliest(job, request.needed_s, request.deadline_s) if job.preemptible else \
-                self.contiguous(job, request.needed_s, request.deadline_s, pinned=False, earliest=True)
+        elif request.tier == DUE:  # as soon as possible (past its deadline too: it is late, not gone)
+            plan = self.earliest(job, request.needed_s) if job.preemptible else \
+                self.contiguous(job, request.needed_s, math.inf, pinned=False, earliest=True)
         elif request.tier == AT_RISK:
             plan = self.earliest(job, request.needed_s) if job.preemptible else \
                 self.contiguous(job, request.needed_s, math.inf, pinned=False, earliest=True)
@@ -372,15 +375,26 @@ class Planner:
         return None
 
     def _run_or_pause(self, request: PlanRequest) -> JobPlan:
-        """A running preemptible job: pause it only if that is cheaper even after the resume overhead."""
+        """A running preemptible job: pause it only if that pays for its resume, on known prices.
+
+        The paused plan carries the resume overhead as extra run time (its energy at the prices of its
+        intervals), and its saving against keeping the job running must beat `pause_margin` x that
+        overhead's cost on top: a saving the forecast only estimates, or one that the overhead would eat,
+        is no reason to stop a job. So pausing never makes a job dearer than running it at once on the
+        prices the feed has published.
+        """
         job = request.job
+        keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
+        if request.pause_option_s is None or not keep.runs_now:
+            return keep
         free_plan = self.cheapest(job, request.needed_s, request.deadline_s)
         if free_plan.runs_now or not free_plan.covered:
-            return self.cheapest(job, request.needed_s, request.deadline_s, with_now=True) \
-                if not free_plan.runs_now else free_plan
-        assert request.pause_option_s is not None
+            return keep
         paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True)
-        if not paused.covered:
-            return self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
-        keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
-        return paused if paused.cost_index < keep.cost_index - EPS_S else keep
+        if not paused.covered or not bool(self.outlook.known[paused.intervals].all()):
+            return keep
+        overhead_s = request.pause_option_s - request.needed_s
+        seconds = keep.seconds if keep.seconds is not None else np.ones(1)
+        mean_price = abs(keep.cost_index) / max(float(np.sum(seconds)), EPS_S)
+        resume_cost = overhead_s * mean_price
+        return paused if keep.cost_index - paused.cost_index > self.pause_margin * resume_cost + EPS_S else keep

@@ -1,21 +1,28 @@
-"""`price-aware` (the default policy): the least energy cost that meets every deadline.
+"""`price-aware` (the default policy): the least energy cost that keeps every deadline it promised.
 
-Each decision plans every job over the price outlook (`plan.Planner`: cheapest intervals per job,
-least laxity first, admitted jobs before new ones) and runs now exactly the jobs whose plan includes
-the current interval. So a job waits for a cheaper window when its deadline allows it, a running
-job is paused through expensive hours when that is cheaper even after paying the resume overhead
-(`Snapshot.preempt_overhead_s` of extra run time), negative prices are used first, and a job that
-cannot meet its deadline is reported at admission (`Decisions.infeasible`) and then run as soon as
-possible without taking anything from jobs admitted as feasible. A job planned for later waits for
-`price` only if it had room now; one whose room now went to more urgent jobs waits for `capacity`
-(or `power budget`), so the reason users see is the true one.
+Each decision has two parts:
 
-A job keeps some slack for jobs yet to arrive: when other jobs are planned in its window, it plans to
-finish `arrival_slack` of its run time before its deadline, and uses that slack only when it cannot
-otherwise finish. Alone (or on an idle cluster) it takes the cheapest room its deadline allows.
+1. **The promise** (`reservation.reserve`). A reservation plan over future capacity (admitted jobs as late
+   as they can still finish, latest deadline first; gangs' GPUs and the power budget included) gives each
+   admitted job its *latest safe start*. A job whose latest safe start is in the current interval is *due*:
+   it runs now, before anything else, and may preempt flexible jobs to get its GPUs. A newcomer is admitted
+   only if the plan has room for it before its deadline given every job already admitted; otherwise it is
+   told at once ("cannot finish before 09:00: earliest finish 11:20"), reported in `Decisions.infeasible`,
+   and runs as soon as it can without taking anything from the admitted jobs. The plan finishes each job
+   `reserve_margin` x its run time early when it can, which keeps room for jobs not yet arrived.
+2. **The price** (`plan.Planner`). Jobs that are not due are planned into the cheapest intervals before
+   their deadline (least laxity first) and run now exactly when their plan includes the current interval;
+   so waiting for a cheap hour happens only inside a job's slack. A running job is kept running ahead of
+   queued ones (a queued job that is not due never displaces it) and is paused only when the saving on
+   published prices beats its resume overhead by `pause_margin` (`Planner._run_or_pause`), at most
+   `max_pauses_per_day` times a day for price.
 
-A job without a deadline is planned as if due `no_deadline_window_s` after its submission (the
-cheapest hours of the next day by default), and as soon as possible once that has passed.
+A job planned for later waits for `price` only if it had room now; one whose room went to more urgent jobs
+waits for `capacity` (or `power budget`), so the reason users see is the true one; each waiting admitted
+job's reason names its cheap window, its latest safe start and its deadline.
+
+A job without a deadline is planned as if due `no_deadline_window_s` after its submission (the cheapest
+hours of the next day by default), and as soon as possible once that has passed.
 """
 
 from __future__ import annotations
@@ -36,162 +43,180 @@ from factory.scheduling.model import (
     Phase,
     PriceOutlook,
     Snapshot,
+    Wait,
     WaitReason,
-    deadline_infeasible,
 )
 from factory.scheduling.plan import (
-    ADMITTED,
     AT_RISK,
-    MAX_REPLANS,
+    DUE,
+    FLEXIBLE,
     MIN_SLICE_S,
-    NEW,
     PINNED,
-    RESCUE,
+    RUNNING,
     JobPlan,
     Planner,
     PlanRequest,
 )
+from factory.scheduling.reservation import Booking, Reservation, reserve
 
 _NO_INTERVALS = np.empty(0, dtype=np.int64)
 FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
-# A job sharing its window with others plans to finish this fraction of its run time before its deadline
-# (`Planner.plan`). Without it every job waits for the cheap hours until it has no slack left, and on a
-# busy cluster a burst of such jobs fills every GPU just when a newcomer with a short deadline arrives:
-# on the PJM weeks of bench/scheduler.py that cost 2 misses a week; 0.05 still left 5 of the 6, 0.1
-# none, at 0.95-0.98 of the optimal savings instead of 0.97-0.99.
-ARRIVAL_SLACK = 0.1
+# Defaults of the tunable parameters, chosen on PJM COMED day-ahead 2013-2015 only (the tuning half of
+# bench/scheduler_matrix.py, which reports on 2016-2018, ERCOT and CAISO); see bench/README.md.
+ARRIVAL_SLACK = 0.1     # price plan: finish this fraction of the run time early when sharing a window
+RESERVE_MARGIN = 0.1    # reservation plan: the same, for the latest safe starts
+PAUSE_MARGIN = 1.0      # a pause must save this many times its resume overhead's cost, beyond paying it
+MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
+DAY_S = 86400.0
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
+_HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _CROWDED_OUT = (WaitReason.CAPACITY, "the GPUs are planned for more urgent jobs now")
+_UNBROKEN = (WaitReason.CAPACITY, "an unbroken run from now would take GPUs promised to admitted jobs; it "
+             "starts once they leave it room")
 _RECLAIMED = (WaitReason.QUOTA, "its borrowed GPUs were reclaimed for a team within its guarantee")
 
 
 @dataclass(frozen=True)
 class PriceAwarePolicy:
-    """Plans the cheapest intervals before each deadline; runs what the plan puts now."""
+    """Keeps the reservation plan's promises; within them, runs each job in its cheapest intervals."""
 
-    no_deadline_window_s: float = 86400.0
+    no_deadline_window_s: float = DAY_S
     arrival_slack: float = ARRIVAL_SLACK
+    reserve_margin: float = RESERVE_MARGIN
+    pause_margin: float = PAUSE_MARGIN
+    max_pauses_per_day: int = MAX_PAUSES_PER_DAY
     name: str = "price-aware"
     needs_prices: bool = True
 
     @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:
-        """Plan every job over the outlook; run the ones planned for the current interval."""
+        """Reserve the promises, plan the rest over the outlook, run what is due or planned now."""
         if snapshot.prices is None:
             raise FactoryError("the price-aware policy needs a price outlook in the snapshot")
         snapshot = _past_a_sliver(snapshot)
         now_s = snapshot.now_s
-        requests = [self._request(job, snapshot) for job in snapshot.jobs]  # late jobs are AT_RISK already
-        trivially_late = {job.job_id: why for job in snapshot.jobs if not job.admitted
-                          and (why := deadline_infeasible(job, now_s, snapshot.preempt_overhead_s))}
-        ordered, plans, borrowing = self._plan(snapshot, requests)
+        overhead_s = snapshot.preempt_overhead_s
+        deadlines = {job.job_id: self._deadline_s(job, now_s, overhead_s) for job in snapshot.jobs}
+        promise = self._reserve(snapshot, deadlines)
+        requests = [self._request(job, snapshot, deadlines[job.job_id], promise) for job in snapshot.jobs]
+        ordered, plans, borrowing = self._plan(snapshot, requests, promise)
 
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
         held: dict[str, tuple[WaitReason, str]] = {}
-        infeasible = dict(trivially_late)
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
-            if request.tier == NEW and not plan.covered:
-                infeasible[job.job_id] = ("the capacity before its deadline is already planned for jobs "
-                                          "admitted earlier")
             if plan.runs_now:
                 ranked.append(job)
             elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
                 held[job.job_id] = _RECLAIMED
             elif plan is _NOT_PLANNED:
                 held[job.job_id] = _CROWDED_OUT
+            elif plan is _HELD_UNBROKEN:
+                held[job.job_id] = _UNBROKEN
             else:
                 held[job.job_id] = _held(plan, snapshot)
-        admitted = [job.job_id for job in snapshot.jobs if not job.admitted]
-        return dispatch(snapshot, ranked, held, admitted=admitted,
-                        infeasible=[(job_id, infeasible[job_id])
-                                    for job_id in admitted if job_id in infeasible])
+        newcomers = [job.job_id for job in snapshot.jobs if not job.admitted]
+        infeasible = [(job_id, _cannot_finish(deadlines[job_id], promise.infeasible[job_id]))
+                      for job_id in newcomers if job_id in promise.infeasible]
+        due = promise.due
 
-    def _request(self, job: JobView, snapshot: Snapshot) -> PlanRequest:
+        def may_preempt(job: JobView, victim: JobView) -> bool:  # monotone: due jobs rank first
+            return job.job_id in due and victim.job_id not in due
+
+        decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
+                             infeasible=infeasible)
+        return replace(decisions, waits=tuple(_with_latest_start(wait, promise, deadlines)
+                                              for wait in decisions.waits))
+
+    def _deadline_s(self, job: JobView, now_s: float, overhead_s: float) -> float:
+        """The job's deadline, or for a job without one, the end of its window for cheap hours."""
+        if job.deadline_s is not None and not math.isinf(job.deadline_s):
+            return job.deadline_s
+        return max(job.submit_s + self.no_deadline_window_s, now_s + job.needed_s(overhead_s))
+
+    def _reserve(self, snapshot: Snapshot, deadlines: Mapping[str, float]) -> Reservation:
+        """The reservation plan (`reservation.reserve`) of every job with a promise to keep or to judge."""
+        assert snapshot.prices is not None
+        now_s, overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
+        outlook_end_s = snapshot.prices.end_s
+        pinned: list[tuple[JobView, float]] = []
+        unbroken: list[tuple[JobView, float]] = []
+        bookings: list[Booking] = []
+        for job in snapshot.jobs:
+            if not job.preemptible:
+                if job.phase is Phase.RUNNING:
+                    pinned.append((job, job.remaining_s))
+                    continue
+                unbroken.append((job, job.needed_s(overhead_s)))
+            if job.at_risk:
+                continue
+            # A running job is booked as if paused now: a plan that pauses it must still hold.
+            needed_s = job.remaining_s + overhead_s if job.phase is not Phase.QUEUED else job.remaining_s
+            deadline_s = deadlines[job.job_id]
+            if deadline_s > outlook_end_s:  # only the part that must run inside the outlook is booked
+                needed_s -= deadline_s - outlook_end_s
+                deadline_s = outlook_end_s
+                if needed_s <= 0:
+                    continue
+            bookings.append(Booking(job, needed_s, deadline_s, job.admitted))
+        return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.power_budget_w, pinned,
+                       bookings, self.reserve_margin, unbroken)
+
+    def _request(self, job: JobView, snapshot: Snapshot, deadline_s: float, promise: Reservation) -> PlanRequest:
         now_s, overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
         # job.needed_s(overhead_s), inlined: this runs for every job of the queue
         needed_s = job.remaining_s + overhead_s if job.phase is Phase.PAUSED else job.remaining_s
-        deadline_s = job.deadline_s
-        if deadline_s is None or math.isinf(deadline_s):
-            deadline_s = max(job.submit_s + self.no_deadline_window_s, now_s + needed_s)
+        job_id = job.job_id
         if job.phase is Phase.RUNNING and not job.preemptible:
             tier = PINNED
-        elif job.at_risk or now_s + needed_s > deadline_s + 1e-6:  # as `deadline_infeasible`, inlined
-            # Judged infeasible, or admitted but now too late whatever happens: as soon as possible
-            # (planned within its passed deadline, it would never be given room again).
-            tier = AT_RISK
+        elif job.at_risk or job_id in promise.infeasible:
+            tier = AT_RISK  # told at admission: as soon as possible, in what the promises leave
+        elif job_id in promise.due:
+            tier = DUE
+        elif now_s + needed_s > deadline_s + 1e-6:
+            tier = AT_RISK  # too late whatever happens: as soon as possible
+        elif job.phase is Phase.RUNNING:
+            tier = RUNNING
         else:
-            tier = ADMITTED if job.admitted else NEW
-        pause_option_s = job.remaining_s + overhead_s \
-            if job.phase is Phase.RUNNING and job.preemptible else None
+            tier = FLEXIBLE
+        if tier >= AT_RISK and not job.preemptible and job_id not in promise.unbroken_now:
+            # Started now it would run unbroken over room promised to admitted jobs: it waits (to be due).
+            return PlanRequest(job, needed_s, deadline_s, tier, None, held_unbroken=True)
+        may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and math.isfinite(overhead_s)
+        pause_option_s = job.remaining_s + overhead_s if may_pause else None
         return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s)
 
-    def _plan(self, snapshot: Snapshot,
-              requests: list[PlanRequest]) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:
-        """Plan every request; re-plan with the admitted jobs left short first, while that helps.
-
-        Also returns the jobs that borrow beyond their team's guarantee (empty without quotas).
-        """
-        best: tuple[int, tuple[list[PlanRequest], dict[str, JobPlan]]] | None = None
-        promoted: set[str] = set()
-        # (group, laxity, deadline, id) of each request, computed once for every round's sort.
-        keys = [(_group(r.tier), *_urgency(r)) for r in requests]
+    def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
+              promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:
+        """Plan every request in tier order; also returns the jobs that borrow beyond their team's guarantee."""
+        assert snapshot.prices is not None
+        keys = [(r.tier, *_urgency(r, promise)) for r in requests]
         if snapshot.quotas:
+            # A team's guarantee outranks keeping another team's borrowing job running: running and
+            # flexible jobs form one group, inside which jobs within their team's guarantee go first.
+            keys = [(RUNNING if key[0] == FLEXIBLE else key[0], key[0], *key[1:]) for key in keys]
             keys = _guaranteed_first(requests, keys, snapshot.quotas)
             borrowing = {key[-1] for key in keys if key[1]}
         else:
             borrowing = set()
-        for _ in range(MAX_REPLANS + 1):
-            ordered, plans = self._plan_round(snapshot, requests, keys, promoted)
-            short = {r.job.job_id for r in requests if r.tier == ADMITTED and not plans[r.job.job_id].covered}
-            if best is None or len(short) < best[0]:
-                best = (len(short), (ordered, plans))
-            if not short or short <= promoted or len(short) > best[0]:
-                break
-            promoted |= short
-        assert best is not None
-        if best[0]:
-            # Cheapest-first rounds left admitted jobs short; the greedy choice can do that where a
-            # schedule meeting them all exists. Try the admitted ones as soon as possible, earliest
-            # deadline first (newcomers after them), and keep that plan if it leaves fewer of them short,
-            # even if it turns more newcomers away: an admission is a promise, and a newcomer turned
-            # away is told so now (`NEWCOMER_OVER_AN_ADMITTED_JOB` in the simulation invariants).
-            rescue = [r._replace(tier=RESCUE) if r.tier == ADMITTED else r for r in requests]
-            rescue_keys = [(_rescue_rank(r.tier), r.deadline_s if r.tier == RESCUE else key[-3], key[-1])
-                           for r, key in zip(rescue, keys, strict=True)]
-            ordered, plans = self._plan_round(snapshot, rescue, rescue_keys, set())
-            short = sum(r.tier == RESCUE and not plans[r.job.job_id].covered for r in rescue)
-            if short < best[0]:
-                best = (short, (ordered, plans))
-        return (*best[1], borrowing)
-
-    def _plan_round(self, snapshot: Snapshot, requests: list[PlanRequest], keys: list[tuple],
-                    promoted: set[str]) -> tuple[list[PlanRequest], dict[str, JobPlan]]:
-        assert snapshot.prices is not None
         outlook_end_s = snapshot.prices.end_s
         planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus, snapshot.power_budget_w,
-                          self.arrival_slack)
-        # Admitted and new jobs compete by laxity; admitted ones found short go first next round,
-        # among themselves by laxity too (the order they were found in would let one found short
-        # early take the room of a more urgent one found later).
-        if promoted:
-            round_keys = [(key[0], key[-1] not in promoted, *key[1:]) for key in keys]
-        else:
-            round_keys = keys
-        ordered = [requests[i] for i in sorted(range(len(requests)), key=round_keys.__getitem__)]
+                          self.arrival_slack, self.pause_margin)
+        ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
         for position, request in enumerate(ordered):
-            if position >= FULL_PLAN_JOBS and request.tier != NEW and request.tier != PINNED and \
-                    planner.now_exhausted():
+            if position >= FULL_PLAN_JOBS and request.tier >= RUNNING and planner.now_exhausted():
                 # A very long queue: nothing is left now for this job, and planning its later intervals
-                # changes nothing for the jobs before it, so it is not re-planned in this decision (a
-                # queue of 100,000 costs what the GPUs can start). The price of that: a shortage of an
-                # admitted job this far down the queue is not seen, so it is not moved up.
+                # changes nothing for the jobs before it, so it is not planned in this decision (a queue
+                # of 100,000 costs what the GPUs can start). Its promise is the reservation plan's.
                 plans[request.job.job_id] = _NOT_PLANNED
                 continue
+            if request.held_unbroken:  # it may not start now (see `_request`), so it takes no room now
+                plans[request.job.job_id] = _HELD_UNBROKEN
+                continue
             plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
-        return ordered, plans
+        return ordered, plans, borrowing
 
 
 def _guaranteed_first(requests: list[PlanRequest], keys: list[tuple],
@@ -230,22 +255,13 @@ def _past_a_sliver(snapshot: Snapshot) -> Snapshot:
     return replace(snapshot, now_s=first_end_s, prices=rest)
 
 
-def _new_short(requests: list[PlanRequest], plans: dict[str, JobPlan]) -> int:
-    """How many newcomers a plan leaves short (they would be reported infeasible at admission)."""
-    return sum(r.tier == NEW and not plans[r.job.job_id].covered for r in requests)
-
-
-def _rescue_rank(tier: int) -> int:
-    """The order of tiers in the rescue round: pinned, admitted (as RESCUE), new, at risk."""
-    return {PINNED: 0, RESCUE: 1, NEW: 2, AT_RISK: 3}[tier]
-
-
-def _group(tier: int) -> int:
-    return ADMITTED if tier == NEW else tier
-
-
-def _urgency(request: PlanRequest) -> tuple[float, float, str]:
-    """(laxity, deadline, id): least laxity first; at-risk jobs by how long they have been due."""
+def _urgency(request: PlanRequest, promise: Reservation) -> tuple[float, float, str]:
+    """(laxity, deadline, id): least laxity first; due jobs by their latest safe start (the order their
+    reservations begin in, so that one started early never takes the room of one due before it); at-risk
+    jobs by how long they have been due."""
+    if request.tier == DUE:
+        return (promise.latest_start_s.get(request.job.job_id, -math.inf), request.deadline_s,
+                request.job.job_id)
     laxity_s = request.deadline_s - request.job.submit_s if request.tier == AT_RISK else \
         request.deadline_s - request.needed_s
     return (laxity_s, request.deadline_s, request.job.job_id)
@@ -257,8 +273,8 @@ def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
         return request
     after_s = request.deadline_s - outlook_end_s
     pause_s = None if request.pause_option_s is None else max(0.0, request.pause_option_s - after_s)
-    return PlanRequest(request.job, max(0.0, request.needed_s - after_s), outlook_end_s, request.tier,
-                       pause_s)
+    return request._replace(needed_s=max(0.0, request.needed_s - after_s), deadline_s=outlook_end_s,
+                            pause_option_s=pause_s)
 
 
 def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
@@ -274,5 +290,27 @@ def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
     start_s = max(snapshot.now_s, float(snapshot.prices.starts_s[int(plan.intervals[0])])) + \
         (plan.later_start_s or 0.0)
     if reason is WaitReason.PRICE:
-        return reason, f"planned to run from {utc_label(start_s)}, when the energy is cheaper"
-    return reason, f"the {what} planned for more urgent jobs now; planned to run from {utc_label(start_s)}"
+        return reason, f"cheap window at {_at(start_s)}"
+    return reason, f"the {what} planned for more urgent jobs now; planned to run from {_at(start_s)}"
+
+
+def _at(time_s: float) -> str:
+    return utc_label(time_s)
+
+
+def _cannot_finish(deadline_s: float, earliest_finish_s: float) -> str:
+    """The admission message of a newcomer the reservation plan has no room for."""
+    earliest = "not within the price outlook" if math.isinf(earliest_finish_s) else \
+        utc_label(earliest_finish_s)
+    return f"cannot finish before {utc_label(deadline_s)}: earliest finish {earliest}"
+
+
+def _with_latest_start(wait: Wait, promise: Reservation, deadlines: Mapping[str, float]) -> Wait:
+    """The wait with the job's latest safe start (and, for a price wait, its deadline) in its reason."""
+    latest_s = promise.latest_start_s.get(wait.job_id)
+    if latest_s is None:
+        return wait
+    detail = f"{wait.detail}; latest safe start {_at(latest_s)}"
+    if wait.reason is WaitReason.PRICE:
+        detail += f"; deadline {_at(deadlines[wait.job_id])}"
+    return wait._replace(detail=detail, latest_safe_start_s=latest_s)

@@ -403,6 +403,7 @@ def test_price_aware_with_an_exact_forecast_meets_every_deadline_it_admitted(sce
 @pytest.mark.parametrize("arrival_slack", [0.0, PriceAwarePolicy.arrival_slack])
 def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_deadline(
         arrival_slack: float) -> None:
+    # Without slack means without either margin: the price plan's and the reservation plan's.
     # Two GPUs, prices falling every hour. Two 4 h jobs due at 8 h wait for the cheapest hours; with no
     # slack kept, both run from 4 h to 8 h with none to spare, and a 30 min job arriving at 5 h, due at
     # 6 h, finds no GPU: it is reported infeasible and misses. Keeping 10% of its run time as slack,
@@ -412,7 +413,8 @@ def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_dea
                            job_trace([(0.0, 4 * HOUR, 1, 8 * HOUR, True), (0.0, 4 * HOUR, 1, 8 * HOUR, True),
                                       (5 * HOUR, 1800.0, 1, HOUR, True)]), falling)
     outcome = simulate(scenario.trace, scenario.prices.feed(48.0), scenario.cluster,
-                       PriceAwarePolicy(arrival_slack=arrival_slack), time_zero_s=T0)
+                       PriceAwarePolicy(arrival_slack=arrival_slack, reserve_margin=arrival_slack),
+                       time_zero_s=T0)
     due_s = T0 + scenario.trace.submit_s + scenario.trace.deadline_s
     late = (outcome.finish_s > due_s + 1e-3).tolist()
     if arrival_slack == 0.0:

@@ -1,0 +1,295 @@
+"""Latest safe starts: a reservation plan of future capacity that keeps every admitted job's deadline.
+
+Nomenclature:
+  slot              -- the plan's time step: each price interval cut into slots of at most `SLOT_S`
+                       (an hour into quarters); the first slot starts now.
+  reservation       -- an unbroken run of whole slots in which a job's GPUs and watts are set aside:
+                       `[start of slot k, start of k + L)`. A job holds its GPUs for every slot of its
+                       run, its last one too, even if it finishes inside it.
+  latest safe start -- the start of a job's reservation in the plan below: if the job is running by then
+                       it finishes before its deadline, whatever the other admitted jobs do inside theirs.
+  due               -- a job whose reservation begins in the current price interval: it must run now (it
+                       starts as soon as its GPUs are free: a release inside the interval is a decision).
+  margin            -- `margin_fraction` x the job's run time: the plan tries to finish each job that much
+                       before its deadline, so that capacity stays free for jobs that have not arrived yet
+                       (arrivals are unknown). Only where other jobs hold GPUs before its deadline (alone,
+                       a job leaves every other GPU free for newcomers), and dropped for a job that cannot
+                       otherwise be placed.
+
+The plan (`reserve`):
+  1. running jobs that cannot be paused hold their GPUs from now until they finish;
+  2. admitted jobs, latest deadline first, each as late as it can finish before its deadline (backward
+     earliest-deadline-first: the classic way to find the latest start of every job at once);
+     a running preemptible job is planned as if it were paused now (its resume overhead included), so
+     that a plan in which it is paused is still a plan that holds;
+  3. admitted jobs that step 2 could not place are placed first and the plan redone (the backward order
+     is exact on one GPU, a heuristic with gangs); those still not placed are `short`: they run now;
+  4. newcomers, latest deadline first, in what the admitted jobs left: a newcomer that finds no room
+     before its deadline is infeasible, and told its earliest finish (as soon as possible in that room).
+
+Invariants:
+  * Pure numpy on the price outlook's grid (prices play no part); no I/O, deterministic.
+  * Conservative: a job is reserved whole slots and unbroken, so a plan found here is one the
+    cluster can carry out (on GPU and watt totals: placement of gangs on nodes is dispatch's concern).
+  * Past `EXACT_JOBS` jobs to plan, the latest starts come from the fluid bound instead
+    (`fluid_latest_starts`): vectorised, O(n log n), exact on one GPU, optimistic with gangs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from factory.scheduling.model import JobView, Phase, PriceOutlook
+
+EPS_S = 1e-6
+SLOT_S = 900.0  # the plan's time step within a price interval (at most)
+EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
+
+
+class Booking(NamedTuple):
+    """A job to plan: run time it needs, its deadline, how wide it is, whether it was admitted."""
+
+    job: JobView
+    needed_s: float
+    deadline_s: float
+    admitted: bool
+
+
+@dataclass
+class Reservation:
+    """The outcome of `reserve`: when each job must start at the latest, and who cannot make it.
+
+    `latest_start_s`: every placed job (admitted, or a newcomer admitted by this plan). `due`: jobs that
+    must run now (their reservation starts in the current interval, or an admitted job that found no room).
+    `infeasible`: newcomers that cannot finish before their deadline, with their earliest finish (inf: not
+    within the outlook). `unbroken_now`: queued non-preemptible jobs that may start now without breaking
+    the plan (they run unbroken from now).
+    """
+
+    latest_start_s: dict[str, float] = field(default_factory=dict)
+    due: set[str] = field(default_factory=set)
+    short: set[str] = field(default_factory=set)
+    infeasible: dict[str, float] = field(default_factory=dict)
+    unbroken_now: set[str] = field(default_factory=set)
+
+
+class CapacityBook:
+    """Free GPUs and watts per slot of one outlook, with unbroken reservations taken out of them."""
+
+    def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
+                 power_budget_w: float | None) -> None:
+        # Slots of at most SLOT_S within each price interval, so that a short job sets aside a quarter of an
+        # hour rather than a whole hour; those that ended before now are dropped.
+        per_interval = max(1, round(float(outlook.interval_s) / SLOT_S))
+        self.slot_s = float(outlook.interval_s) / per_interval
+        nominal = (np.asarray(outlook.starts_s, dtype=float)[:, None]
+                   + self.slot_s * np.arange(per_interval)[None, :]).ravel()
+        keep = nominal + self.slot_s > now_s + EPS_S
+        keep[0] |= not keep.any()
+        nominal = nominal[keep]
+        self.start_s = np.maximum(nominal, now_s)
+        self.end_s = nominal + self.slot_s
+        self.first_usable_s = float(self.end_s[0] - self.start_s[0])
+        self.count = len(nominal)
+        # Slots that begin before the current price interval ends: a reservation starting in one is due now
+        # (the next decision may come only at the interval's end).
+        self.now_slots = int(np.searchsorted(nominal, float(outlook.starts_s[0]) + float(outlook.interval_s) - EPS_S))
+        self.total_gpus = float(total_gpus)
+        self.free_gpus = np.full(self.count, float(total_gpus))
+        self.free_w = np.full(self.count, math.inf if power_budget_w is None else float(power_budget_w))
+
+    def span(self, start: int, needed_s: float) -> int:
+        """Slots an unbroken run of `needed_s` starting at slot `start` covers."""
+        if start == 0:
+            return 1 + max(0, math.ceil((needed_s - self.first_usable_s) / self.slot_s - EPS_S))
+        return max(1, math.ceil(needed_s / self.slot_s - EPS_S))
+
+    def _ok(self, job: JobView, end: int) -> np.ndarray:
+        ok = self.free_gpus[:end] >= job.num_gpus - EPS_S
+        if job.draw_w > 0:
+            ok &= self.free_w[:end] >= job.draw_w - EPS_S
+        return ok
+
+    def latest(self, job: JobView, needed_s: float, deadline_s: float) -> int | None:
+        """The latest slot an unbroken run can start in and finish by `deadline_s`, or None."""
+        last = int(np.searchsorted(self.start_s, deadline_s - needed_s + EPS_S, side="right")) - 1
+        if last < 0:
+            return None
+        later = self.span(1, needed_s)
+        first = self.span(0, needed_s)
+        end = min(self.count, max(last + later, first))
+        ok = self._ok(job, end)
+        blocked = np.concatenate(([0], np.cumsum(~ok)))
+        if last >= 1:
+            top = min(last, end - later)
+            if top >= 1:
+                starts = np.arange(1, top + 1)
+                clean = np.flatnonzero(blocked[starts + later] == blocked[starts])
+                if len(clean):
+                    return int(starts[clean[-1]])
+        if first <= end and blocked[first] == 0 and self.start_s[0] + needed_s <= deadline_s + EPS_S:
+            return 0
+        return None
+
+    def earliest_finish_s(self, job: JobView, needed_s: float) -> float:
+        """When the job would finish if it ran as soon as the room left allows (inf: not in the outlook).
+
+        A preemptible job may use the room in pieces; a non-preemptible one needs an unbroken run.
+        """
+        ok = self._ok(job, self.count)
+        usable = self.end_s - self.start_s
+        if job.preemptible:
+            room = np.where(ok, usable, 0.0)
+            done = np.cumsum(room)
+            k = int(np.searchsorted(done, needed_s - EPS_S))
+            if k >= self.count:
+                return math.inf
+            return float(self.end_s[k] - (done[k] - needed_s))
+        blocked = np.concatenate(([0], np.cumsum(~ok)))
+        for start in np.flatnonzero(ok).tolist():
+            end = start + self.span(start, needed_s)
+            if end <= self.count and blocked[end] == blocked[start]:
+                return float(self.start_s[start] + needed_s)
+        return math.inf
+
+    def take(self, job: JobView, start: int, needed_s: float, sign: float = 1.0) -> None:
+        """Set the job's GPUs and watts aside from slot `start` for its run (or give them back)."""
+        end = min(self.count, start + self.span(start, needed_s))
+        self.free_gpus[start:end] -= sign * job.num_gpus
+        self.free_w[start:end] -= sign * job.draw_w
+
+    def shared_before(self, deadline_s: float) -> bool:
+        """Whether any job holds GPUs in the slots that start before `deadline_s`."""
+        last = int(np.searchsorted(self.start_s, deadline_s))
+        return bool((self.free_gpus[:last] < self.total_gpus - EPS_S).any())
+
+    def unbroken_fits_now(self, job: JobView, needed_s: float) -> bool:
+        """Whether the job's GPUs and watts are free from now for an unbroken run of `needed_s`."""
+        end = min(self.count, self.span(0, needed_s))
+        return bool(self._ok(job, end).all())
+
+
+def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
+            pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
+            margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = ()) -> Reservation:
+    """The reservation plan of the module docstring.
+
+    `pinned`: (running non-preemptible job, remaining s). `unbroken`: (queued non-preemptible job, run time
+    s) to check for `Reservation.unbroken_now`, booked or not (a job reported infeasible is not).
+    """
+    if len(bookings) > EXACT_JOBS:
+        result = fluid_latest_starts(outlook, now_s, total_gpus, power_budget_w, pinned, bookings,
+                                     margin_fraction)
+        result.unbroken_now = {job.job_id for job, _ in unbroken}  # not checked at this scale
+        return result
+    result = Reservation()
+    admitted = sorted((b for b in bookings if b.admitted), key=_latest_first)
+    placed: dict[str, int] = {}
+    book = _book(outlook, now_s, total_gpus, power_budget_w, pinned)
+    short = _place_all(book, admitted, placed, margin_fraction)
+    if short:  # the places the backward order gave the others may have been theirs: them first
+        book = _book(outlook, now_s, total_gpus, power_budget_w, pinned)
+        placed.clear()
+        first = [b for b in admitted if b.job.job_id in short]
+        rest = [b for b in admitted if b.job.job_id not in short]
+        short = _place_all(book, first, placed, margin_fraction) | _place_all(book, rest, placed, margin_fraction)
+    result.short = short
+    for booking in sorted((b for b in bookings if not b.admitted), key=_latest_first):
+        if _place(book, booking, placed, margin_fraction) is None:
+            result.infeasible[booking.job.job_id] = book.earliest_finish_s(booking.job, booking.needed_s)
+    for job_id, start in placed.items():
+        result.latest_start_s[job_id] = float(book.start_s[start])
+        if start < book.now_slots:
+            result.due.add(job_id)
+    result.due |= short
+    for job, needed_s in unbroken:  # may a queued unbroken job start now without breaking the plan?
+        start = placed.get(job.job_id)
+        if start is not None:
+            book.take(job, start, needed_s, sign=-1.0)
+        if book.unbroken_fits_now(job, needed_s):
+            result.unbroken_now.add(job.job_id)
+        if start is not None:
+            book.take(job, start, needed_s)
+    return result
+
+
+def _latest_first(booking: Booking) -> tuple[float, str]:
+    return (-booking.deadline_s, booking.job.job_id)
+
+
+def _book(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
+          pinned: Sequence[tuple[JobView, float]]) -> CapacityBook:
+    book = CapacityBook(outlook, now_s, total_gpus, power_budget_w)
+    for job, remaining_s in pinned:
+        book.take(job, 0, remaining_s)
+    return book
+
+
+def _place_all(book: CapacityBook, bookings: Sequence[Booking], placed: dict[str, int],
+               margin_fraction: float) -> set[str]:
+    return {b.job.job_id for b in bookings if _place(book, b, placed, margin_fraction) is None}
+
+
+def _place(book: CapacityBook, booking: Booking, placed: dict[str, int], margin_fraction: float) -> int | None:
+    """Reserve the booking as late as it can finish, `margin` early if possible; its slot or None."""
+    job, needed_s = booking.job, booking.needed_s
+    start = None
+    if margin_fraction > 0 and book.shared_before(booking.deadline_s):  # alone, it needs no margin
+        start = book.latest(job, needed_s, booking.deadline_s - margin_fraction * needed_s)
+    if start is None:
+        start = book.latest(job, needed_s, booking.deadline_s)
+    if start is not None:
+        book.take(job, start, needed_s)
+        placed[job.job_id] = start
+    return start
+
+
+def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
+                        pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
+                        margin_fraction: float) -> Reservation:
+    """Latest starts from the fluid bound, for queues too long to place job by job.
+
+    Jobs in earliest-deadline order; each job's work takes `block` seconds of the whole cluster (GPU-seconds
+    over the GPUs a job of its width can use at once, or watt-seconds over the budget, whichever is longer);
+    backwards from the last deadline, job i's block must start by `S_i = min(d_i, S_{i+1}) - block_i`. A job's
+    latest start is `min(d_i - run time, S_i)`. Newcomers with a latest start before now are infeasible.
+    """
+    result = Reservation()
+    if not bookings:
+        return result
+    gpus = float(total_gpus - sum(job.num_gpus for job, _ in pinned))
+    budget_w = math.inf if power_budget_w is None else \
+        float(power_budget_w) - sum(job.draw_w for job, _ in pinned)
+    width = np.array([b.job.num_gpus for b in bookings], dtype=float)
+    needed = np.array([b.needed_s for b in bookings], dtype=float)
+    deadline = np.array([b.deadline_s for b in bookings], dtype=float)
+    draw = width * np.array([b.job.power_w for b in bookings], dtype=float)
+    deadline = np.where(deadline - margin_fraction * needed >= now_s + needed,
+                        deadline - margin_fraction * needed, deadline)
+    usable = np.maximum(1.0, np.floor(gpus / np.maximum(width, 1.0)) * width)
+    block = width * needed / usable
+    if math.isfinite(budget_w):
+        block = np.maximum(block, draw * needed / max(budget_w, 1.0))
+    order = np.argsort(deadline, kind="stable")
+    d, b = deadline[order], block[order]
+    after = np.concatenate((np.cumsum(b[::-1])[::-1], [0.0]))  # work of jobs i.. (suffix sums)
+    block_start = np.minimum.accumulate((d + after[1:])[::-1])[::-1] - after[:-1]
+    latest = np.empty(len(bookings))
+    latest[order] = np.minimum(d - needed[order], block_start)
+    interval_end_s = float(outlook.starts_s[0]) + float(outlook.interval_s)
+    for booking, start_s in zip(bookings, latest.tolist(), strict=True):
+        job_id = booking.job.job_id
+        if start_s < now_s - EPS_S and not booking.admitted:
+            result.infeasible[job_id] = now_s + booking.needed_s + (now_s - start_s)
+            continue
+        result.latest_start_s[job_id] = max(now_s, start_s)
+        if start_s < interval_end_s:
+            result.due.add(job_id)
+            if start_s < now_s - EPS_S:
+                result.short.add(job_id)
+    return result
