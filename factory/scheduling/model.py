@@ -67,6 +67,7 @@ class JobView:
     admitted: bool = False
     at_risk: bool = False
     pauses_today: int = 0  # times it was paused in the last 24 h (the pause cap of `price-aware`)
+    resume_overhead_s: float | None = None  # learnt from its own resumes; None: `Snapshot.preempt_overhead_s`
 
     @property
     def worker_gpus(self) -> int:
@@ -78,9 +79,13 @@ class JobView:
         """Power of the whole job while it runs."""
         return self.num_gpus * self.power_w
 
+    def overhead_s(self, default_s: float) -> float:
+        """What a resume costs this job: its own learnt overhead, else `default_s`."""
+        return default_s if self.resume_overhead_s is None else self.resume_overhead_s
+
     def needed_s(self, overhead_s: float) -> float:
-        """Run time still to be done if the job is (re)started now."""
-        return self.remaining_s + (overhead_s if self.phase is Phase.PAUSED else 0.0)
+        """Run time still to be done if the job is (re)started now (`overhead_s`: the default overhead)."""
+        return self.remaining_s + (self.overhead_s(overhead_s) if self.phase is Phase.PAUSED else 0.0)
 
 
 @dataclass(frozen=True)

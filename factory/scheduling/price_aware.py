@@ -152,7 +152,8 @@ class PriceAwarePolicy:
             if job.at_risk:
                 continue
             # A running job is booked as if paused now: a plan that pauses it must still hold.
-            needed_s = job.remaining_s + overhead_s if job.phase is not Phase.QUEUED else job.remaining_s
+            needed_s = job.remaining_s + job.overhead_s(overhead_s) if job.phase is not Phase.QUEUED \
+                else job.remaining_s
             deadline_s = deadlines[job.job_id]
             if deadline_s > outlook_end_s:  # only the part that must run inside the outlook is booked
                 needed_s -= deadline_s - outlook_end_s
@@ -164,8 +165,9 @@ class PriceAwarePolicy:
                        bookings, self.reserve_margin, unbroken)
 
     def _request(self, job: JobView, snapshot: Snapshot, deadline_s: float, promise: Reservation) -> PlanRequest:
-        now_s, overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
-        # job.needed_s(overhead_s), inlined: this runs for every job of the queue
+        now_s = snapshot.now_s
+        overhead_s = snapshot.preempt_overhead_s if job.resume_overhead_s is None else job.resume_overhead_s
+        # job.needed_s(...), inlined: this runs for every job of the queue
         needed_s = job.remaining_s + overhead_s if job.phase is Phase.PAUSED else job.remaining_s
         job_id = job.job_id
         if job.phase is Phase.RUNNING and not job.preemptible:

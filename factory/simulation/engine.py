@@ -32,6 +32,7 @@ from factory.scheduling.model import JobView, Phase, PriceOutlook, Snapshot
 from factory.simulation.trace import JobTrace
 
 DONE_EPS_S = 1e-6
+DAY_S = 86400.0
 MAX_OUTLOOK_S = 14 * 86400.0  # deadlines further out are planned from what two weeks show
 WAITING, ARRIVED_QUEUED, RUNNING, PAUSED, DONE = range(5)
 
@@ -108,6 +109,7 @@ class _Run:
         self.first_start_s = np.full(n, np.nan)
         self.run_s = np.zeros(n)
         self.preemptions = np.zeros(n, dtype=np.int64)
+        self.pause_times_s: list[list[float]] = [[] for _ in range(n)]  # for the pause cap (last 24 h)
         self.arrivals = sorted(range(n), key=lambda i: (self.submit_s[i], i))
         self.active: set[int] = set()
         self.running: set[int] = set()
@@ -207,7 +209,7 @@ class _Run:
     # -- one decision --------------------------------------------------------------------------
 
     def _decide(self, now_s: float, needs_prices: bool) -> None:
-        views = [self._view(j) for j in sorted(self.active)]
+        views = [self._view(j, now_s) for j in sorted(self.active)]
         outlook = self._outlook(now_s, views) if needs_prices else None
         snapshot = Snapshot(now_s=now_s, node_gpus=self.cluster.node_gpus, jobs=views, prices=outlook,
                             power_budget_w=self.cluster.power_budget_w, quotas=self.cluster.quotas,
@@ -224,6 +226,7 @@ class _Run:
             self.state[j] = PAUSED
             self.placement[j] = ()
             self.preemptions[j] += 1
+            self.pause_times_s[j].append(now_s)
         for start in decisions.starts:
             j = index[start.job_id]
             if self.state[j] == PAUSED:
@@ -234,7 +237,7 @@ class _Run:
             self.placement[j] = start.placement
             self.running.add(j)
 
-    def _view(self, j: int) -> JobView:
+    def _view(self, j: int, now_s: float) -> JobView:
         state = self.state[j]
         phase = Phase.RUNNING if state == RUNNING else Phase.PAUSED if state == PAUSED else Phase.QUEUED
         return JobView(
@@ -242,8 +245,13 @@ class _Run:
             submit_s=float(self.submit_s[j]), remaining_s=max(0.0, float(self.remaining_s[j])),
             phase=phase, deadline_s=float(self.deadline_s[j]), preemptible=self.preemptible[j],
             team=self.teams[j], priority=self.priorities[j], placement=self.placement[j],
-            admitted=self.admitted[j], at_risk=bool(self.at_risk[j]),
+            admitted=self.admitted[j], at_risk=bool(self.at_risk[j]), pauses_today=self._pauses_today(j, now_s),
         )
+
+    def _pauses_today(self, j: int, now_s: float) -> int:
+        """Pauses of job j in the 24 h before `now_s`."""
+        times = self.pause_times_s[j]
+        return sum(1 for t in times if t > now_s - DAY_S) if times else 0
 
     def _outlook(self, now_s: float, views: list[JobView]) -> PriceOutlook:
         """What the price feed shows now, far enough ahead for every job's deadline (cached per interval)."""
