@@ -53,10 +53,13 @@ EPS_S = 1e-6
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
 MIN_DRAW_W = 1.0
 MAX_INTERVAL_EVENTS = 64  # releases and later starts within one interval that are looked at
-# Planning tiers, in order: running unbroken jobs; jobs due now by the reservation plan (as soon as
-# possible); running preemptible jobs (kept, or paused if that pays); jobs reported infeasible (as soon as
-# possible in what is left); flexible jobs (the cheapest room before their deadline, least laxity first).
-PINNED, DUE, RUNNING, AT_RISK, FLEXIBLE = 0, 1, 2, 3, 4
+# Planning tiers, in order: running jobs that are not to be paused (from now); jobs that must start now
+# by the reservation plan (as soon as possible, preempting flexible jobs if need be); running preemptible
+# jobs (kept, or paused if that pays: a queued job that is not urgent never displaces one, which would cost
+# a resume); jobs due later in the current price interval (in the room left now, else at the release their
+# reservation counts on); jobs reported infeasible (as soon as possible in what is left); flexible jobs
+# (the cheapest room before their deadline, least laxity first).
+PINNED, DUE, RUNNING, DUE_SOON, AT_RISK, FLEXIBLE = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,8 @@ class Planner:
     """Reserves GPU-seconds and watt-seconds per interval of one price outlook, job after job."""
 
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
-                 power_budget_w: float | None, arrival_slack: float = 0.0, pause_margin: float = 0.0) -> None:
+                 power_budget_w: float | None, arrival_slack: float = 0.0, pause_margin: float = 0.0,
+                 max_pauses_per_day: int = 10**9) -> None:
         self.outlook = outlook
         starts = np.asarray(outlook.starts_s, dtype=float)
         self.effective_start_s = np.maximum(starts, now_s)
@@ -111,6 +115,7 @@ class Planner:
         self.capacity_gpu_s = self.free_gpu_s.copy()
         self.arrival_slack = arrival_slack
         self.pause_margin = pause_margin
+        self.max_pauses_per_day = max_pauses_per_day
         self.intervals = np.arange(len(starts))
         # GPUs free at each interval's start (now, for the current interval): a job planned in an
         # interval holds its GPUs from there.
@@ -319,7 +324,7 @@ class Planner:
         if request.needed_s <= EPS_S:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
         plan = None
-        if self.arrival_slack > 0 and request.tier >= RUNNING and request.tier != AT_RISK:
+        if self.arrival_slack > 0 and (request.tier == RUNNING or request.tier == FLEXIBLE):
             slack_s = self.arrival_slack * request.needed_s
             early_s = request.deadline_s - slack_s
             if early_s >= self.effective_start_s[0] + request.needed_s and self._shared_before(early_s):
@@ -344,9 +349,10 @@ class Planner:
     def _choose(self, request: PlanRequest) -> JobPlan:
         """The plan `request`'s tier calls for, in the room left; reserves nothing."""
         job = request.job
-        if request.tier == PINNED:
-            plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=True)
-        elif request.tier == DUE:  # as soon as possible (past its deadline too: it is late, not gone)
+        if request.tier == PINNED:  # from now: unbroken, or (a preemptible job kept running) in any room
+            plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=True) \
+                if not job.preemptible else self.earliest(job, request.needed_s)
+        elif request.tier == DUE or request.tier == DUE_SOON:  # as soon as possible (also when late)
             plan = self.earliest(job, request.needed_s) if job.preemptible else \
                 self.contiguous(job, request.needed_s, math.inf, pinned=False, earliest=True)
         elif request.tier == AT_RISK:
@@ -354,7 +360,7 @@ class Planner:
                 self.contiguous(job, request.needed_s, math.inf, pinned=False, earliest=True)
         elif not job.preemptible and job.phase is not Phase.RUNNING:
             plan = self.contiguous(job, request.needed_s, request.deadline_s, pinned=False)
-        elif request.pause_option_s is not None:
+        elif request.tier == RUNNING:  # kept, unless pausing pays (and it may be paused)
             plan = self._run_or_pause(request)
         else:
             plan = self.cheapest(job, request.needed_s, request.deadline_s)
@@ -375,13 +381,12 @@ class Planner:
         return None
 
     def _run_or_pause(self, request: PlanRequest) -> JobPlan:
-        """A running preemptible job: pause it only if that pays for its resume, on known prices.
+        """A running preemptible job: pause it only if that pays for its resume, with a margin.
 
         The paused plan carries the resume overhead as extra run time (its energy at the prices of its
         intervals), and its saving against keeping the job running must beat `pause_margin` x that
-        overhead's cost on top: a saving the forecast only estimates, or one that the overhead would eat,
-        is no reason to stop a job. So pausing never makes a job dearer than running it at once on the
-        prices the feed has published.
+        overhead's cost on top, so that a saving the overhead would eat, or one that an estimate beyond the
+        known prices overstates, is no reason to stop a job.
         """
         job = request.job
         keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
@@ -391,10 +396,15 @@ class Planner:
         if free_plan.runs_now or not free_plan.covered:
             return keep
         paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True)
-        if not paused.covered or not bool(self.outlook.known[paused.intervals].all()):
-            return keep
+        if not paused.covered or _runs(paused.intervals) > self.max_pauses_per_day - job.pauses_today:
+            return keep  # it could not finish, or the plan would need more pauses than the cap allows
         overhead_s = request.pause_option_s - request.needed_s
         seconds = keep.seconds if keep.seconds is not None else np.ones(1)
         mean_price = abs(keep.cost_index) / max(float(np.sum(seconds)), EPS_S)
         resume_cost = overhead_s * mean_price
         return paused if keep.cost_index - paused.cost_index > self.pause_margin * resume_cost + EPS_S else keep
+
+
+def _runs(intervals: np.ndarray) -> int:
+    """Unbroken runs of consecutive intervals in a plan (each one after the first is a pause and a resume)."""
+    return 1 + int(np.count_nonzero(np.diff(intervals) > 1)) if len(intervals) else 0

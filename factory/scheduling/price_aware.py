@@ -49,6 +49,7 @@ from factory.scheduling.model import (
 from factory.scheduling.plan import (
     AT_RISK,
     DUE,
+    DUE_SOON,
     FLEXIBLE,
     MIN_SLICE_S,
     PINNED,
@@ -119,9 +120,9 @@ class PriceAwarePolicy:
         newcomers = [job.job_id for job in snapshot.jobs if not job.admitted]
         infeasible = [(job_id, _cannot_finish(deadlines[job_id], promise.infeasible[job_id]))
                       for job_id in newcomers if job_id in promise.infeasible]
-        due = promise.due
+        due = {r.job.job_id for r in requests if r.tier <= DUE}  # kept running, or must start now
 
-        def may_preempt(job: JobView, victim: JobView) -> bool:  # monotone: due jobs rank first
+        def may_preempt(job: JobView, victim: JobView) -> bool:  # monotone: pinned and due jobs rank first
             return job.job_id in due and victim.job_id not in due
 
         decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
@@ -141,20 +142,29 @@ class PriceAwarePolicy:
         now_s, overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
         outlook_end_s = snapshot.prices.end_s
         pinned: list[tuple[JobView, float]] = []
+        running: list[Booking] = []
         unbroken: list[tuple[JobView, float]] = []
         bookings: list[Booking] = []
         for job in snapshot.jobs:
-            if not job.preemptible:
-                if job.phase is Phase.RUNNING:
+            deadline_s = deadlines[job.job_id]
+            if job.phase is Phase.RUNNING:
+                if self._kept_running(job, overhead_s):
                     pinned.append((job, job.remaining_s))
                     continue
-                unbroken.append((job, job.needed_s(overhead_s)))
-            if job.at_risk:
+                # Held from now too; the plan checks whether it may be paused and resumed in time.
+                needed_s = job.remaining_s + job.overhead_s(overhead_s)
+                if deadline_s > outlook_end_s:
+                    needed_s = max(job.remaining_s, needed_s - (deadline_s - outlook_end_s))
+                    deadline_s = outlook_end_s
+                running.append(Booking(job, needed_s, deadline_s, True))
                 continue
-            # A running job is booked as if paused now: a plan that pauses it must still hold.
-            needed_s = job.remaining_s + job.overhead_s(overhead_s) if job.phase is not Phase.QUEUED \
-                else job.remaining_s
-            deadline_s = deadlines[job.job_id]
+            if self._runs_unbroken(job, overhead_s):
+                unbroken.append((job, job.needed_s(overhead_s)))
+            if job.at_risk:  # judged late already: it may start only where it takes nobody's room
+                if not self._runs_unbroken(job, overhead_s):
+                    unbroken.append((job, job.needed_s(overhead_s)))
+                continue
+            needed_s = job.needed_s(overhead_s)
             if deadline_s > outlook_end_s:  # only the part that must run inside the outlook is booked
                 needed_s -= deadline_s - outlook_end_s
                 deadline_s = outlook_end_s
@@ -162,7 +172,19 @@ class PriceAwarePolicy:
                     continue
             bookings.append(Booking(job, needed_s, deadline_s, job.admitted))
         return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.power_budget_w, pinned,
-                       bookings, self.reserve_margin, unbroken)
+                       bookings, self.reserve_margin, unbroken, running)
+
+    def _runs_unbroken(self, job: JobView, default_overhead_s: float) -> bool:
+        """Whether a job, once started, will not be paused until it ends (see `_kept_running`)."""
+        return not job.preemptible or job.remaining_s < job.overhead_s(default_overhead_s)
+
+    def _kept_running(self, job: JobView, default_overhead_s: float) -> bool:
+        """Whether a running job is never paused (but for the power budget or a team's guarantee).
+
+        It cannot stop; it is late already (a pause would add its resume to a late job); or it has less
+        left to run than a resume would add.
+        """
+        return not job.preemptible or job.at_risk or job.remaining_s < job.overhead_s(default_overhead_s)
 
     def _request(self, job: JobView, snapshot: Snapshot, deadline_s: float, promise: Reservation) -> PlanRequest:
         now_s = snapshot.now_s
@@ -170,20 +192,25 @@ class PriceAwarePolicy:
         # job.needed_s(...), inlined: this runs for every job of the queue
         needed_s = job.remaining_s + overhead_s if job.phase is Phase.PAUSED else job.remaining_s
         job_id = job.job_id
-        if job.phase is Phase.RUNNING and not job.preemptible:
-            tier = PINNED
-        elif job.at_risk or job_id in promise.infeasible:
-            tier = AT_RISK  # told at admission: as soon as possible, in what the promises leave
-        elif job_id in promise.due:
+        if job.phase is Phase.RUNNING:
+            # Only a job the reservation plan found pausable may be paused (for price, or to make room for
+            # a job that must start now); any other keeps running, since each pause adds its resume to the
+            # work left (see `_kept_running`, and `Reservation.pausable`).
+            tier = RUNNING if job_id in promise.pausable else PINNED
+        elif job.at_risk or job_id in promise.infeasible or job_id in promise.short:
+            tier = AT_RISK  # late whatever happens: as soon as possible, in what the promises leave
+        elif job_id in promise.urgent:
             tier = DUE
+        elif job_id in promise.due:
+            tier = DUE_SOON
         elif now_s + needed_s > deadline_s + 1e-6:
             tier = AT_RISK  # too late whatever happens: as soon as possible
-        elif job.phase is Phase.RUNNING:
-            tier = RUNNING
         else:
             tier = FLEXIBLE
-        if tier >= AT_RISK and not job.preemptible and job_id not in promise.unbroken_now:
-            # Started now it would run unbroken over room promised to admitted jobs: it waits (to be due).
+        if tier >= DUE_SOON and job_id not in promise.unbroken_now and \
+                (tier == AT_RISK or self._runs_unbroken(job, snapshot.preempt_overhead_s)):
+            # Started now it would run unbroken (a late job is never paused) over room promised to admitted
+            # jobs: it waits, until it is due or that room is free.
             return PlanRequest(job, needed_s, deadline_s, tier, None, held_unbroken=True)
         may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and math.isfinite(overhead_s)
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
@@ -204,11 +231,11 @@ class PriceAwarePolicy:
             borrowing = set()
         outlook_end_s = snapshot.prices.end_s
         planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus, snapshot.power_budget_w,
-                          self.arrival_slack, self.pause_margin)
+                          self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
         for position, request in enumerate(ordered):
-            if position >= FULL_PLAN_JOBS and request.tier >= RUNNING and planner.now_exhausted():
+            if position >= FULL_PLAN_JOBS and request.tier >= AT_RISK and planner.now_exhausted():
                 # A very long queue: nothing is left now for this job, and planning its later intervals
                 # changes nothing for the jobs before it, so it is not planned in this decision (a queue
                 # of 100,000 costs what the GPUs can start). Its promise is the reservation plan's.
@@ -261,7 +288,7 @@ def _urgency(request: PlanRequest, promise: Reservation) -> tuple[float, float, 
     """(laxity, deadline, id): least laxity first; due jobs by their latest safe start (the order their
     reservations begin in, so that one started early never takes the room of one due before it); at-risk
     jobs by how long they have been due."""
-    if request.tier == DUE:
+    if request.tier == DUE or request.tier == DUE_SOON:
         return (promise.latest_start_s.get(request.job.job_id, -math.inf), request.deadline_s,
                 request.job.job_id)
     laxity_s = request.deadline_s - request.job.submit_s if request.tier == AT_RISK else \

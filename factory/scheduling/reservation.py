@@ -17,13 +17,16 @@ Nomenclature:
                        otherwise be placed.
 
 The plan (`reserve`):
-  1. running jobs that cannot be paused hold their GPUs from now until they finish;
+  1. running jobs hold their GPUs from now until they finish (kept running, they pay no resume); a
+     preemptible one may be paused only if, taken out and booked again with its resume overhead, it
+     still fits without being due now (`pausable`);
   2. admitted jobs, latest deadline first, each as late as it can finish before its deadline (backward
      earliest-deadline-first: the classic way to find the latest start of every job at once);
-     a running preemptible job is planned as if it were paused now (its resume overhead included), so
-     that a plan in which it is paused is still a plan that holds;
-  3. admitted jobs that step 2 could not place are placed first and the plan redone (the backward order
-     is exact on one GPU, a heuristic with gangs); those still not placed are `short`: they run now;
+  3. if step 2 leaves an admitted job without room, the plan is redone without margins, with running
+     jobs movable (paused and resumed in time), then with the jobs left short placed first (the backward
+     order is exact on one GPU, a heuristic with gangs), and the plan leaving the fewest short is kept;
+     those still not placed are `short`: they will be late, and are booked last, as soon as possible in
+     what the others leave (they run before flexible jobs, never before jobs that can still make it);
   4. newcomers, latest deadline first, in what the admitted jobs left: a newcomer that finds no room
      before its deadline is infeasible, and told its earliest finish (as soon as possible in that room).
 
@@ -66,9 +69,13 @@ class Reservation:
 
     `latest_start_s`: every placed job (admitted, or a newcomer admitted by this plan). `due`: jobs that
     must run now (their reservation starts in the current interval, or an admitted job that found no room).
-    `infeasible`: newcomers that cannot finish before their deadline, with their earliest finish (inf: not
+    `urgent` (a subset of `due`): jobs that must start now, preempting flexible jobs if need be (short,
+    booked from now, or booked in room that running jobs hold now); the others are due at a release
+    later in the interval, which is a decision. `infeasible`: newcomers that cannot finish before their deadline, with their earliest finish (inf: not
     within the outlook). `unbroken_now`: queued non-preemptible jobs that may start now without breaking
-    the plan (they run unbroken from now).
+    the plan (they run unbroken from now). `pausable`: running preemptible jobs that, paused now, could
+    still be placed (resume overhead included) without being due now; their `latest_start_s` is then the
+    latest safe resume.
     """
 
     latest_start_s: dict[str, float] = field(default_factory=dict)
@@ -76,6 +83,8 @@ class Reservation:
     short: set[str] = field(default_factory=set)
     infeasible: dict[str, float] = field(default_factory=dict)
     unbroken_now: set[str] = field(default_factory=set)
+    pausable: set[str] = field(default_factory=set)
+    urgent: set[str] = field(default_factory=set)
 
 
 class CapacityBook:
@@ -150,18 +159,26 @@ class CapacityBook:
             if k >= self.count:
                 return math.inf
             return float(self.end_s[k] - (done[k] - needed_s))
-        blocked = np.concatenate(([0], np.cumsum(~ok)))
-        for start in np.flatnonzero(ok).tolist():
-            end = start + self.span(start, needed_s)
-            if end <= self.count and blocked[end] == blocked[start]:
-                return float(self.start_s[start] + needed_s)
-        return math.inf
+        start = self.earliest(job, needed_s)
+        return math.inf if start is None else float(self.start_s[start] + needed_s)
 
     def take(self, job: JobView, start: int, needed_s: float, sign: float = 1.0) -> None:
         """Set the job's GPUs and watts aside from slot `start` for its run (or give them back)."""
         end = min(self.count, start + self.span(start, needed_s))
         self.free_gpus[start:end] -= sign * job.num_gpus
         self.free_w[start:end] -= sign * job.draw_w
+
+    def earliest(self, job: JobView, needed_s: float) -> int | None:
+        """The first slot an unbroken run of `needed_s` can start in, or None within the outlook."""
+        ok = self._ok(job, self.count)
+        blocked = np.concatenate(([0], np.cumsum(~ok)))
+        for start in np.flatnonzero(ok).tolist():
+            end = start + self.span(start, needed_s)
+            if end > self.count:
+                return None
+            if blocked[end] == blocked[start]:
+                return start
+        return None
 
     def shared_before(self, deadline_s: float) -> bool:
         """Whether any job holds GPUs in the slots that start before `deadline_s`."""
@@ -176,38 +193,63 @@ class CapacityBook:
 
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
             pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
-            margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = ()) -> Reservation:
+            margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = (),
+            running: Sequence[Booking] = ()) -> Reservation:
     """The reservation plan of the module docstring.
 
-    `pinned`: (running non-preemptible job, remaining s). `unbroken`: (queued non-preemptible job, run time
-    s) to check for `Reservation.unbroken_now`, booked or not (a job reported infeasible is not).
+    `pinned`: (running job, remaining s), held from now: non-preemptible ones, and preemptible ones reported
+    infeasible. `running`: running preemptible jobs, held from now too (kept running, they pay no resume),
+    each with `needed_s` = remaining + its resume overhead, checked for `Reservation.pausable`.
+    `unbroken`: (queued non-preemptible job, run time s) to check for `Reservation.unbroken_now`, booked or
+    not (a job reported infeasible is not).
     """
+    held = [*pinned, *((b.job, b.job.remaining_s) for b in running)]
     if len(bookings) > EXACT_JOBS:
-        result = fluid_latest_starts(outlook, now_s, total_gpus, power_budget_w, pinned, bookings,
+        result = fluid_latest_starts(outlook, now_s, total_gpus, power_budget_w, held, bookings,
                                      margin_fraction)
         result.unbroken_now = {job.job_id for job, _ in unbroken}  # not checked at this scale
+        interval_end_s = float(outlook.starts_s[0]) + float(outlook.interval_s)
+        result.pausable = {b.job.job_id for b in running if b.deadline_s - b.needed_s >= interval_end_s}
         return result
-    result = Reservation()
+    plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running)
     admitted = sorted((b for b in bookings if b.admitted), key=_latest_first)
-    placed: dict[str, int] = {}
-    book = _book(outlook, now_s, total_gpus, power_budget_w, pinned)
-    short = _place_all(book, admitted, placed, margin_fraction)
-    if short:  # the places the backward order gave the others may have been theirs: them first
-        book = _book(outlook, now_s, total_gpus, power_budget_w, pinned)
-        placed.clear()
-        first = [b for b in admitted if b.job.job_id in short]
-        rest = [b for b in admitted if b.job.job_id not in short]
-        short = _place_all(book, first, placed, margin_fraction) | _place_all(book, rest, placed, margin_fraction)
-    result.short = short
-    for booking in sorted((b for b in bookings if not b.admitted), key=_latest_first):
-        if _place(book, booking, placed, margin_fraction) is None:
+    newcomers = sorted((b for b in bookings if not b.admitted), key=_latest_first)
+    best = plan.round(admitted, newcomers, margin_fraction, running_held=True)
+    if best.short or best.turned_away:
+        # Some job found no room. The margins may have taken it (plan again without them); a running job
+        # kept running may hold it (plan again with running jobs movable: paused and resumed in time); or
+        # the places the backward order gave the others were its only ones (plan again with it first).
+        # The plan that leaves the fewest admitted jobs short, then the fewest newcomers out, is kept.
+        short_first = [b for b in admitted if b.job.job_id in best.short] + \
+            [b for b in admitted if b.job.job_id not in best.short]
+        for order, running_held in ((admitted, True), (admitted, False), (short_first, False)):
+            again = plan.round(order, newcomers, 0.0, running_held)
+            if (len(again.short), len(again.turned_away)) < (len(best.short), len(best.turned_away)):
+                best = again
+            if not best.short and not best.turned_away:
+                break
+    if best.short:  # they will be late: booked last, as soon as possible in what the others leave
+        best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short)
+    book, placed = best.book, best.placed
+    result = Reservation(short=set(best.short))
+    for booking in newcomers:
+        if booking.job.job_id in best.turned_away:
             result.infeasible[booking.job.job_id] = book.earliest_finish_s(booking.job, booking.needed_s)
+    running_ids = {b.job.job_id for b in running}
     for job_id, start in placed.items():
+        if job_id in running_ids:
+            continue  # a running job's start is when it must resume, if it is paused: see below
         result.latest_start_s[job_id] = float(book.start_s[start])
-        if start < book.now_slots:
+        if start < book.now_slots and job_id not in best.short:
             result.due.add(job_id)
-    result.due |= short
-    for job, needed_s in unbroken:  # may a queued unbroken job start now without breaking the plan?
+            if start == 0 or not best.running_held:
+                result.urgent.add(job_id)
+    result.due -= best.short
+    # May a queued job that will run unbroken once started (so will a late one: it is never paused) start
+    # now without breaking the plan?
+    late = [(b.job, b.needed_s) for b in bookings if b.job.job_id in best.short or
+            b.job.job_id in best.turned_away]
+    for job, needed_s in [*unbroken, *late]:
         start = placed.get(job.job_id)
         if start is not None:
             book.take(job, start, needed_s, sign=-1.0)
@@ -215,24 +257,87 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
             result.unbroken_now.add(job.job_id)
         if start is not None:
             book.take(job, start, needed_s)
+    # May a running job be paused now and still finish in time once resumed? Asked one job after the other,
+    # latest deadline first, each answer kept in the book: so that pausing all of them at once still holds.
+    for booking in sorted(running, key=_latest_first):
+        job = booking.job
+        if best.running_held:
+            book.take(job, 0, job.remaining_s, sign=-1.0)
+            start = book.latest(job, booking.needed_s, booking.deadline_s)
+            if start is not None and start >= book.now_slots:
+                book.take(job, start, booking.needed_s)
+            else:
+                start = None
+                book.take(job, 0, job.remaining_s)
+        else:
+            start = placed.get(job.job_id)
+        if start is not None and start >= book.now_slots and job.job_id not in best.short:
+            result.pausable.add(job.job_id)
+            result.latest_start_s[job.job_id] = float(book.start_s[start])
     return result
+
+
+@dataclass
+class _Round:
+    """One attempt at the plan: the capacity left, where each booking went, and who found no room."""
+
+    book: CapacityBook
+    placed: dict[str, int]
+    short: set[str]          # admitted jobs without room
+    turned_away: set[str]    # newcomers without room
+    running_held: bool
+
+
+@dataclass
+class _Planning:
+    """What every round of `reserve` starts from."""
+
+    outlook: PriceOutlook
+    now_s: float
+    total_gpus: int
+    power_budget_w: float | None
+    pinned: Sequence[tuple[JobView, float]]
+    running: Sequence[Booking]
+
+    def round(self, admitted: Sequence[Booking], newcomers: Sequence[Booking], margin_fraction: float,
+              running_held: bool, last: set[str] = frozenset()) -> _Round:
+        """Admitted bookings as late as they fit, then newcomers in what they leave, then `last` (admitted
+        jobs already known to be short) as soon as possible in what is left.
+
+        `running_held`: running preemptible jobs hold their GPUs from now (kept running), else they are
+        booked like the admitted ones (paused now and resumed in time, their resume overhead included).
+        """
+        book = CapacityBook(self.outlook, self.now_s, self.total_gpus, self.power_budget_w)
+        for job, remaining_s in self.pinned:
+            book.take(job, 0, remaining_s)
+        order = list(admitted)
+        if running_held:
+            for booking in self.running:
+                book.take(booking.job, 0, booking.job.remaining_s)
+        else:
+            order = sorted([*order, *self.running], key=_latest_first)
+        placed: dict[str, int] = {}
+        short = set(last)  # still short (they cannot finish in time), but booked where they will run
+        for booking in order:
+            if booking.job.job_id not in last and _place(book, booking, placed, margin_fraction) is None:
+                short.add(booking.job.job_id)
+        turned_away = {b.job.job_id for b in newcomers if _place(book, b, placed, margin_fraction) is None}
+        for booking in order:
+            if booking.job.job_id in last:
+                start = book.earliest(booking.job, booking.needed_s)
+                if start is not None:
+                    book.take(booking.job, start, booking.needed_s)
+                    placed[booking.job.job_id] = start
+        return _Round(book, placed, short, turned_away, running_held)
+
+
+def _overhead_of(booking: Booking) -> float:
+    """The resume overhead in a running job's booking (`needed_s` = remaining + overhead)."""
+    return booking.needed_s - booking.job.remaining_s
 
 
 def _latest_first(booking: Booking) -> tuple[float, str]:
     return (-booking.deadline_s, booking.job.job_id)
-
-
-def _book(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
-          pinned: Sequence[tuple[JobView, float]]) -> CapacityBook:
-    book = CapacityBook(outlook, now_s, total_gpus, power_budget_w)
-    for job, remaining_s in pinned:
-        book.take(job, 0, remaining_s)
-    return book
-
-
-def _place_all(book: CapacityBook, bookings: Sequence[Booking], placed: dict[str, int],
-               margin_fraction: float) -> set[str]:
-    return {b.job.job_id for b in bookings if _place(book, b, placed, margin_fraction) is None}
 
 
 def _place(book: CapacityBook, booking: Booking, placed: dict[str, int], margin_fraction: float) -> int | None:
@@ -290,6 +395,7 @@ def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int, po
         result.latest_start_s[job_id] = max(now_s, start_s)
         if start_s < interval_end_s:
             result.due.add(job_id)
+            result.urgent.add(job_id)  # the fluid bound knows no releases: due means now
             if start_s < now_s - EPS_S:
                 result.short.add(job_id)
     return result
