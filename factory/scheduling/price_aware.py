@@ -156,7 +156,7 @@ class PriceAwarePolicy:
                 if deadline_s > outlook_end_s:
                     needed_s = max(job.remaining_s, needed_s - (deadline_s - outlook_end_s))
                     deadline_s = outlook_end_s
-                running.append(Booking(job, needed_s, deadline_s, True))
+                running.append(Booking(job, needed_s, deadline_s, True, job.overhead_s(overhead_s)))
                 continue
             if self._runs_unbroken(job, overhead_s):
                 unbroken.append((job, job.needed_s(overhead_s)))
@@ -170,7 +170,7 @@ class PriceAwarePolicy:
                 deadline_s = outlook_end_s
                 if needed_s <= 0:
                     continue
-            bookings.append(Booking(job, needed_s, deadline_s, job.admitted))
+            bookings.append(Booking(job, needed_s, deadline_s, job.admitted, job.overhead_s(overhead_s)))
         return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.power_budget_w, pinned,
                        bookings, self.reserve_margin, unbroken, running)
 

@@ -61,6 +61,7 @@ class Booking(NamedTuple):
     needed_s: float
     deadline_s: float
     admitted: bool
+    resume_s: float = math.inf  # what a resume costs it; finite: it may be booked in pieces if need be
 
 
 @dataclass
@@ -109,6 +110,7 @@ class CapacityBook:
         # (the next decision may come only at the interval's end).
         self.now_slots = int(np.searchsorted(nominal, float(outlook.starts_s[0]) + float(outlook.interval_s) - EPS_S))
         self.total_gpus = float(total_gpus)
+        self.pieces: dict[str, list[tuple[int, int]]] = {}  # jobs booked in several runs of slots
         self.free_gpus = np.full(self.count, float(total_gpus))
         self.free_w = np.full(self.count, math.inf if power_budget_w is None else float(power_budget_w))
 
@@ -164,9 +166,48 @@ class CapacityBook:
 
     def take(self, job: JobView, start: int, needed_s: float, sign: float = 1.0) -> None:
         """Set the job's GPUs and watts aside from slot `start` for its run (or give them back)."""
-        end = min(self.count, start + self.span(start, needed_s))
+        self.take_slots(job, start, min(self.count, start + self.span(start, needed_s)), sign)
+
+    def take_slots(self, job: JobView, start: int, end: int, sign: float = 1.0) -> None:
+        """Set the job's GPUs and watts aside in slots [start, end) (or give them back)."""
         self.free_gpus[start:end] -= sign * job.num_gpus
         self.free_w[start:end] -= sign * job.draw_w
+
+    def book(self, job: JobView, start: int, needed_s: float, sign: float = 1.0) -> None:
+        """Take (or give back) what `_place` booked for the job from slot `start`: one run, or its pieces."""
+        pieces = self.pieces.get(job.job_id)
+        if pieces is None or pieces[0][0] != start:
+            self.take(job, start, needed_s, sign)
+            return
+        for first, end in pieces:
+            self.take_slots(job, first, end, sign)
+        if sign < 0:
+            del self.pieces[job.job_id]
+
+    def latest_pieces(self, job: JobView, needed_s: float, deadline_s: float,
+                      resume_s: float) -> list[tuple[int, int]] | None:
+        """Runs of free slots, latest first, that add up to `needed_s` plus a resume for each run after the
+        first, all finishing by `deadline_s`; as [(start, end), ...] in time order, or None."""
+        last = int(np.searchsorted(self.start_s, deadline_s - EPS_S, side="left"))
+        if last <= 0:
+            return None
+        ok = self._ok(job, last)
+        usable = np.minimum(self.end_s[:last], deadline_s) - self.start_s[:last]
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], ok.astype(np.int8), [0]))))
+        runs = list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
+        pieces: list[tuple[int, int]] = []
+        got_s = 0.0
+        for start, end in reversed(runs):
+            want_s = needed_s + resume_s * len(pieces) - got_s  # this run, if not the last one taken
+            room = usable[start:end]
+            if float(room.sum()) >= want_s - EPS_S:  # only the latest slots of this run are needed
+                filled = np.cumsum(room[::-1])
+                count = int(np.searchsorted(filled, want_s - EPS_S)) + 1
+                pieces.append((end - count, end))
+                return sorted(pieces)
+            pieces.append((start, end))
+            got_s += float(room.sum())
+        return None
 
     def earliest(self, job: JobView, needed_s: float) -> int | None:
         """The first slot an unbroken run of `needed_s` can start in, or None within the outlook."""
@@ -220,10 +261,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         # kept running may hold it (plan again with running jobs movable: paused and resumed in time); or
         # the places the backward order gave the others were its only ones (plan again with it first).
         # The plan that leaves the fewest admitted jobs short, then the fewest newcomers out, is kept.
-        short_first = [b for b in admitted if b.job.job_id in best.short] + \
-            [b for b in admitted if b.job.job_id not in best.short]
-        for order, running_held in ((admitted, True), (admitted, False), (short_first, False)):
-            again = plan.round(order, newcomers, 0.0, running_held)
+        for first, running_held in ((set(), True), (set(), False), (set(best.short), False)):
+            again = plan.round(admitted, newcomers, 0.0, running_held, first=first)
             if (len(again.short), len(again.turned_away)) < (len(best.short), len(best.turned_away)):
                 best = again
             if not best.short and not best.turned_away:
@@ -252,22 +291,22 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     for job, needed_s in [*unbroken, *late]:
         start = placed.get(job.job_id)
         if start is not None:
-            book.take(job, start, needed_s, sign=-1.0)
+            book.book(job, start, needed_s, sign=-1.0)
         if book.unbroken_fits_now(job, needed_s):
             result.unbroken_now.add(job.job_id)
         if start is not None:
-            book.take(job, start, needed_s)
+            book.book(job, start, needed_s)
     # May a running job be paused now and still finish in time once resumed? Asked one job after the other,
     # latest deadline first, each answer kept in the book: so that pausing all of them at once still holds.
     for booking in sorted(running, key=_latest_first):
         job = booking.job
         if best.running_held:
             book.take(job, 0, job.remaining_s, sign=-1.0)
-            start = book.latest(job, booking.needed_s, booking.deadline_s)
-            if start is not None and start >= book.now_slots:
-                book.take(job, start, booking.needed_s)
-            else:
+            start = _place(book, booking, {}, 0.0)
+            if start is not None and start < book.now_slots:
+                book.book(job, start, booking.needed_s, sign=-1.0)
                 start = None
+            if start is None:
                 book.take(job, 0, job.remaining_s)
         else:
             start = placed.get(job.job_id)
@@ -300,9 +339,9 @@ class _Planning:
     running: Sequence[Booking]
 
     def round(self, admitted: Sequence[Booking], newcomers: Sequence[Booking], margin_fraction: float,
-              running_held: bool, last: set[str] = frozenset()) -> _Round:
-        """Admitted bookings as late as they fit, then newcomers in what they leave, then `last` (admitted
-        jobs already known to be short) as soon as possible in what is left.
+              running_held: bool, last: set[str] = frozenset(), first: set[str] = frozenset()) -> _Round:
+        """Admitted bookings as late as they fit (`first` before the others), then newcomers in what they
+        leave, then `last` (admitted jobs already known to be short) as soon as possible in what is left.
 
         `running_held`: running preemptible jobs hold their GPUs from now (kept running), else they are
         booked like the admitted ones (paused now and resumed in time, their resume overhead included).
@@ -316,6 +355,8 @@ class _Planning:
                 book.take(booking.job, 0, booking.job.remaining_s)
         else:
             order = sorted([*order, *self.running], key=_latest_first)
+        if first:  # these first (as late as they fit), then the others
+            order = [b for b in order if b.job.job_id in first] + [b for b in order if b.job.job_id not in first]
         placed: dict[str, int] = {}
         short = set(last)  # still short (they cannot finish in time), but booked where they will run
         for booking in order:
@@ -351,7 +392,18 @@ def _place(book: CapacityBook, booking: Booking, placed: dict[str, int], margin_
     if start is not None:
         book.take(job, start, needed_s)
         placed[job.job_id] = start
-    return start
+        return start
+    if job.preemptible and math.isfinite(booking.resume_s):
+        # No unbroken run fits: a preemptible job may use the holes the others leave, paying a resume for
+        # each one after the first (they would otherwise leave it short, where a plain cluster finishes it).
+        pieces = book.latest_pieces(job, needed_s, booking.deadline_s, booking.resume_s)
+        if pieces is not None:
+            for first, end in pieces:
+                book.take_slots(job, first, end)
+            book.pieces[job.job_id] = pieces
+            placed[job.job_id] = pieces[0][0]
+            return pieces[0][0]
+    return None
 
 
 def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
