@@ -389,11 +389,13 @@ class Planner:
         known prices overstates, is no reason to stop a job.
         """
         job = request.job
-        keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
-        if request.pause_option_s is None or not keep.runs_now:
-            return keep
+        if request.pause_option_s is None:
+            return self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
         free_plan = self.cheapest(job, request.needed_s, request.deadline_s)
-        if free_plan.runs_now or not free_plan.covered:
+        if free_plan.runs_now:
+            return free_plan  # its cheapest plan keeps it running anyway (one plan, not three: a long queue)
+        keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
+        if not free_plan.covered or not keep.runs_now:
             return keep
         paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True)
         if not paused.covered or _runs(paused.intervals) > self.max_pauses_per_day - job.pauses_today:

@@ -27,6 +27,7 @@ hours of the next day by default), and as soon as possible once that has passed.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -145,32 +146,34 @@ class PriceAwarePolicy:
         running: list[Booking] = []
         unbroken: list[tuple[JobView, float]] = []
         bookings: list[Booking] = []
-        for job in snapshot.jobs:
+        running_phase, paused_phase = Phase.RUNNING, Phase.PAUSED
+        for job in snapshot.jobs:  # (inlined helpers: this runs for every job of a long queue)
             deadline_s = deadlines[job.job_id]
-            if job.phase is Phase.RUNNING:
+            resume_s = overhead_s if job.resume_overhead_s is None else job.resume_overhead_s
+            if job.phase is running_phase:
                 if self._kept_running(job, overhead_s):
                     pinned.append((job, job.remaining_s))
                     continue
                 # Held from now too; the plan checks whether it may be paused and resumed in time.
-                needed_s = job.remaining_s + job.overhead_s(overhead_s)
+                needed_s = job.remaining_s + resume_s
                 if deadline_s > outlook_end_s:
                     needed_s = max(job.remaining_s, needed_s - (deadline_s - outlook_end_s))
                     deadline_s = outlook_end_s
-                running.append(Booking(job, needed_s, deadline_s, True, job.overhead_s(overhead_s)))
+                running.append(Booking(job, needed_s, deadline_s, True, resume_s))
                 continue
-            if self._runs_unbroken(job, overhead_s):
-                unbroken.append((job, job.needed_s(overhead_s)))
-            if job.at_risk:  # judged late already: it may start only where it takes nobody's room
-                if not self._runs_unbroken(job, overhead_s):
-                    unbroken.append((job, job.needed_s(overhead_s)))
+            needed_s = job.remaining_s + resume_s if job.phase is paused_phase else job.remaining_s
+            # One that will not be paused once started, or one judged late already (never paused either),
+            # may start only where it takes nobody's room.
+            if job.at_risk or not job.preemptible or job.remaining_s < resume_s:
+                unbroken.append((job, needed_s))
+            if job.at_risk:
                 continue
-            needed_s = job.needed_s(overhead_s)
             if deadline_s > outlook_end_s:  # only the part that must run inside the outlook is booked
                 needed_s -= deadline_s - outlook_end_s
                 deadline_s = outlook_end_s
                 if needed_s <= 0:
                     continue
-            bookings.append(Booking(job, needed_s, deadline_s, job.admitted, job.overhead_s(overhead_s)))
+            bookings.append(Booking(job, needed_s, deadline_s, job.admitted, resume_s))
         return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.power_budget_w, pinned,
                        bookings, self.reserve_margin, unbroken, running)
 
@@ -207,7 +210,7 @@ class PriceAwarePolicy:
             tier = AT_RISK  # too late whatever happens: as soon as possible
         else:
             tier = FLEXIBLE
-        if tier >= DUE_SOON and job_id not in promise.unbroken_now and \
+        if tier >= AT_RISK and job_id not in promise.unbroken_now and \
                 (tier == AT_RISK or self._runs_unbroken(job, snapshot.preempt_overhead_s)):
             # Started now it would run unbroken (a late job is never paused) over room promised to admitted
             # jobs: it waits, until it is due or that room is free.
@@ -323,7 +326,9 @@ def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
     return reason, f"the {what} planned for more urgent jobs now; planned to run from {_at(start_s)}"
 
 
+@functools.lru_cache(maxsize=65536)
 def _at(time_s: float) -> str:
+    """`utc_label`, remembered: a long queue's reasons repeat the same slot starts many times."""
     return utc_label(time_s)
 
 
@@ -339,7 +344,8 @@ def _with_latest_start(wait: Wait, promise: Reservation, deadlines: Mapping[str,
     latest_s = promise.latest_start_s.get(wait.job_id)
     if latest_s is None:
         return wait
-    detail = f"{wait.detail}; latest safe start {_at(latest_s)}"
     if wait.reason is WaitReason.PRICE:
-        detail += f"; deadline {_at(deadlines[wait.job_id])}"
-    return wait._replace(detail=detail, latest_safe_start_s=latest_s)
+        detail = f"{wait.detail}; latest safe start {_at(latest_s)}; deadline {_at(deadlines[wait.job_id])}"
+    else:
+        detail = f"{wait.detail}; latest safe start {_at(latest_s)}"
+    return Wait(wait.job_id, wait.reason, detail, latest_s)

@@ -221,6 +221,15 @@ class CapacityBook:
                 return start
         return None
 
+    def resumable_at(self, job: JobView, start: int) -> bool:
+        """Whether a job paused now can count on a decision to resume it by slot `start`: the next price
+        interval, or inside this one after a slot without room for it where room frees up (a run ends
+        there, and the end of a run is a decision, at which a booking in this interval is due)."""
+        if start >= self.now_slots:
+            return True
+        ok = self._ok(job, start + 1)
+        return bool(np.any(~ok[:-1] & ok[1:]))  # room frees up at or before its booking: a decision
+
     def shared_before(self, deadline_s: float) -> bool:
         """Whether any job holds GPUs in the slots that start before `deadline_s`."""
         last = int(np.searchsorted(self.start_s, deadline_s))
@@ -288,13 +297,15 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     # now without breaking the plan?
     late = [(b.job, b.needed_s) for b in bookings if b.job.job_id in best.short or
             b.job.job_id in best.turned_away]
+    # One after the other, each one allowed booked from now: so that starting all of them still holds.
     for job, needed_s in [*unbroken, *late]:
         start = placed.get(job.job_id)
         if start is not None:
             book.book(job, start, needed_s, sign=-1.0)
         if book.unbroken_fits_now(job, needed_s):
             result.unbroken_now.add(job.job_id)
-        if start is not None:
+            book.take(job, 0, needed_s)
+        elif start is not None:
             book.book(job, start, needed_s)
     # May a running job be paused now and still finish in time once resumed? Asked one job after the other,
     # latest deadline first, each answer kept in the book: so that pausing all of them at once still holds.
@@ -303,14 +314,17 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         if best.running_held:
             book.take(job, 0, job.remaining_s, sign=-1.0)
             start = _place(book, booking, {}, 0.0)
-            if start is not None and start < book.now_slots:
-                book.book(job, start, booking.needed_s, sign=-1.0)
-                start = None
-            if start is None:
-                book.take(job, 0, job.remaining_s)
         else:
             start = placed.get(job.job_id)
-        if start is not None and start >= book.now_slots and job.job_id not in best.short:
+        pausable = False
+        if start is not None:  # asked without its own booking in the way
+            book.book(job, start, booking.needed_s, sign=-1.0)
+            pausable = book.resumable_at(job, start) and job.job_id not in best.short
+            if pausable or not best.running_held:
+                book.book(job, start, booking.needed_s)
+        if best.running_held and not pausable:
+            book.take(job, 0, job.remaining_s)  # kept running after all
+        if pausable:
             result.pausable.add(job.job_id)
             result.latest_start_s[job.job_id] = float(book.start_s[start])
     return result
