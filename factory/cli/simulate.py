@@ -2,12 +2,13 @@
 
 The flag names and JSON keys are a contract (other tools read them): `--prices`, `--jobs`, `--gpus`,
 `--policy`, `--power-w`, `--forecast-hours`, `--preempt-overhead-s`, `--json`, `--default-slack`,
-`--plot`; JSON keys as in `factory.simulation.report`.
+`--plot`, `--optimum`; JSON keys as in `factory.simulation.report`. Every float flag is finite.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -44,6 +45,9 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
               help="Facility power budget for the GPUs of running jobs (kW).")
 @click.option("--quota", "quotas", multiple=True, metavar="TEAM=GPUS",
               help="Guaranteed GPUs of a team (repeat for several teams).")
+@click.option("--optimum", is_flag=True,
+              help="Also solve the offline LP lower bound (needs scipy) and report the share of its "
+              "savings the policy captured (JSON: `optimum`, `captured_share`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of price, power and queue over time.")
@@ -70,8 +74,8 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 @click.option("--priority-column", default="priority", show_default=True)
 def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: float, forecast_hours: float,
              preempt_overhead_s: float, default_slack: float, gpus_per_node: int | None,
-             power_budget_kw: float | None, quotas: tuple[str, ...], as_json: bool, plot_path: str | None,
-             **columns: str | None) -> None:
+             power_budget_kw: float | None, quotas: tuple[str, ...], optimum: bool, as_json: bool,
+             plot_path: str | None, **columns: str | None) -> None:
     """Replay JOBS against PRICES through a policy; compare with fifo on the same input.
 
     Time zero of the job trace is the first price timestamp. Example with the real data:
@@ -83,13 +87,16 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
     from factory.simulation.jobs import JobColumns
     from factory.simulation.run import SimulationSettings, load_job_trace, load_prices, run_simulation
 
+    _finite(("--power-w", power_w), ("--forecast-hours", forecast_hours),
+            ("--preempt-overhead-s", preempt_overhead_s), ("--default-slack", default_slack),
+            ("--power-budget-kw", power_budget_kw))
     price_input = _price_input(prices_path, columns)
     job_columns = JobColumns(**{_job_field(name): value for name, value in columns.items()
                                 if name in _JOB_COLUMN_OPTIONS})
     settings = SimulationSettings(
         gpus=gpus, policy=policy, power_w=power_w, forecast_hours=forecast_hours,
         preempt_overhead_s=preempt_overhead_s, default_slack=default_slack, gpus_per_node=gpus_per_node,
-        power_budget_kw=power_budget_kw, quotas=_quotas(quotas),
+        power_budget_kw=power_budget_kw, quotas=_quotas(quotas), optimum=optimum,
     )
     try:
         prices = load_prices(price_input)
@@ -105,7 +112,7 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
         plot(outcome, baseline, prices.price, prices.currency, plot_path,
              power_budget_w=None if power_budget_kw is None else power_budget_kw * 1000)
     if as_json:
-        click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        click.echo(json.dumps(report.to_json(), indent=2))
         return
     click.echo(_summary(report, gpus, forecast_hours, prices.loaded.files, plot_path))
 
@@ -153,6 +160,30 @@ def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - P
     return PriceInput(trace, None, currency or "USD")
 
 
+# The unit and a sensible value of each float flag, for the message that refuses inf and nan.
+_FINITE_FLAGS = {
+    "--power-w": ("watts per GPU", "700"),
+    "--forecast-hours": ("hours", "24"),
+    "--preempt-overhead-s": ("seconds", "600"),
+    "--default-slack": ("multiples of a job's duration", "2"),
+    "--power-budget-kw": ("kilowatts", "50"),
+}
+
+
+def _finite(*flags: tuple[str, float | None]) -> None:
+    """Refuse inf and nan: click's FloatRange (and plain float) accept them, and no run could honour them.
+
+    An infinite resume overhead would leave a paused job paused forever, an infinite horizon or slack
+    has no price or deadline to plan against, and nan compares false with everything, so it would slip
+    through every later check.
+    """
+    for flag, value in flags:
+        if value is not None and not math.isfinite(value):
+            unit, example = _FINITE_FLAGS[flag]
+            raise SimulationInputError(f"{flag} {value:g}: must be a finite number ({unit}); pass e.g. "
+                                       f"{flag} {example}")
+
+
 def _flag_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}"
@@ -169,6 +200,10 @@ def _quotas(values: tuple[str, ...]) -> dict[str, int]:
                                        "each team once")
         quotas[team.strip()] = int(gpus)
     return quotas
+
+
+def _pauses(pauses) -> str:  # noqa: ANN001 - PausesPerJob
+    return f"{pauses.p50:g}/{pauses.p90:g}/{pauses.max}"
 
 
 def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa: ANN001
@@ -194,6 +229,7 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
         ("mean wait", hours(report.mean_wait_s), hours(base.mean_wait_s)),
         ("GPU utilization", f"{report.gpu_utilization:.1%}", f"{base.gpu_utilization:.1%}"),
         ("preemptions", str(report.preemptions), str(base.preemptions)),
+        ("pauses per job (p50/p90/max)", _pauses(report.pauses_per_job), _pauses(base.pauses_per_job)),
         ("simulated in", f"{report.wall_s:.2f} s", f"{base.wall_s:.2f} s"),
     ]
     width = max(len(row[0]) for row in rows)
@@ -205,6 +241,12 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
     lines += [f"{label:{width}}  {ours:>{left}}  {theirs:>16}" for label, ours, theirs in rows]
     saved = "—" if report.savings_pct is None else f"{report.savings_pct:.1f} %"
     lines += ["", f"cost saved against fifo: {saved}"]
+    if report.optimum is not None:
+        feasible = report.optimum.feasible
+        bound = f"{fmt(report.optimum.cost, 2)} {report.currency}" if feasible else "infeasible"
+        share = (f"{report.captured_share:.3f}" if report.captured_share is not None
+                 else "— (the optimum saves nothing against fifo)" if feasible else "—")
+        lines.append(f"offline optimum (LP lower bound): {bound}; share of its savings captured: {share}")
     if report.uncovered_kwh > 0:
         lines.append(f"note: {report.uncovered_kwh:,.1f} kWh ran after the price trace ended and was priced "
                      "at its last interval")

@@ -27,8 +27,9 @@ The plan (`reserve`):
      order is exact on one GPU, a heuristic with gangs), and the plan leaving the fewest short is kept;
      those still not placed are `short`: they will be late, and are booked last, as soon as possible in
      what the others leave (they run before flexible jobs, never before jobs that can still make it);
-  4. newcomers, latest deadline first, in what the admitted jobs left: a newcomer that finds no room
-     before its deadline is infeasible, and told its earliest finish (as soon as possible in that room).
+  4. newcomers, smallest first (more of them fit), each as late as it fits in what the admitted jobs
+     left: a newcomer that finds no room before its deadline is infeasible, and told its earliest finish
+     (as soon as possible in that room).
 
 Invariants:
   * Pure numpy on the price outlook's grid (prices play no part); no I/O, deterministic.
@@ -263,7 +264,9 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         return result
     plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running)
     admitted = sorted((b for b in bookings if b.admitted), key=_latest_first)
-    newcomers = sorted((b for b in bookings if not b.admitted), key=_latest_first)
+    # Newcomers take what the admitted jobs leave, smallest first: when not all of them fit, more of them do.
+    newcomers = sorted((b for b in bookings if not b.admitted),
+                       key=lambda b: (b.job.num_gpus * b.needed_s, -b.deadline_s, b.job.job_id))
     best = plan.round(admitted, newcomers, margin_fraction, running_held=True)
     if best.short or best.turned_away:
         # Some job found no room. The margins may have taken it (plan again without them); a running job
@@ -391,8 +394,9 @@ def _overhead_of(booking: Booking) -> float:
     return booking.needed_s - booking.job.remaining_s
 
 
-def _latest_first(booking: Booking) -> tuple[float, str]:
-    return (-booking.deadline_s, booking.job.job_id)
+def _latest_first(booking: Booking) -> tuple[float, float, str]:
+    """Latest deadline first; on a tie the smaller job (GPU-seconds) first, so that more jobs find room."""
+    return (-booking.deadline_s, booking.job.num_gpus * booking.needed_s, booking.job.job_id)
 
 
 def _place(book: CapacityBook, booking: Booking, placed: dict[str, int], margin_fraction: float) -> int | None:

@@ -8,6 +8,14 @@ Definitions:
   gpu_utilization           -- GPU-seconds used / (GPUs x the time from time zero to the last finish).
   preemptions               -- pauses of running jobs (for price, priority, quota or power budget).
   savings_pct               -- (baseline cost - cost) / |baseline cost| x 100, baseline = `fifo`.
+  pauses_per_job            -- `mean`, `p50`, `p90`, `p99` (linear interpolation, `numpy.percentile`)
+                               and `max` of the per-job pause counts, `Outcome.preemptions`; so
+                               `mean x jobs == preemptions`. All zero for an empty trace.
+  optimum                   -- only with `factory simulate --optimum`: the offline LP lower bound of
+                               the same input (`factory.simulation.optimum`): `cost` and `carbon_kg`
+                               (null when infeasible; `carbon_kg` also without carbon data), `feasible`.
+  captured_share            -- only with `--optimum`: (baseline cost - cost) / (baseline cost -
+                               optimum cost), the share of the LP's possible savings the policy made.
 """
 
 from __future__ import annotations
@@ -20,6 +28,24 @@ from pydantic import BaseModel
 from factory.prices.series import IntervalSeries
 from factory.simulation.engine import Outcome, charge
 from factory.simulation.trace import JobTrace
+
+
+class PausesPerJob(BaseModel):
+    """How often the jobs were paused: the mean, percentiles over the jobs, and the most any job was."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: int
+
+
+class OptimumReport(BaseModel):
+    """The offline LP lower bound of the same input (`factory.simulation.optimum`)."""
+
+    cost: float | None
+    carbon_kg: float | None
+    feasible: bool
 
 
 class PolicyReport(BaseModel):
@@ -41,14 +67,35 @@ class PolicyReport(BaseModel):
     infeasible_at_admission: int
     uncovered_kwh: float
     decisions: int
+    pauses_per_job: PausesPerJob
 
 
 class SimulationReport(PolicyReport):
-    """A policy run with the `fifo` baseline on the same input and the cost saved against it."""
+    """A policy run with the `fifo` baseline on the same input and the cost saved against it.
+
+    `optimum` and `captured_share` are set only when the run was asked for the LP bound
+    (`factory simulate --optimum`); otherwise both are None and `to_json` leaves the keys out, so the
+    default JSON is exactly what it was before they existed. `captured_share` is defined in
+    `captured_share()`.
+    """
 
     currency: str
     baseline: PolicyReport
     savings_pct: float | None
+    optimum: OptimumReport | None = None
+    captured_share: float | None = None
+
+    def to_json(self) -> dict:
+        """The JSON object `factory simulate --json` prints.
+
+        Every field, less `optimum` and `captured_share` when the bound was not asked for; with it,
+        both keys are there, null or not.
+        """
+        data = self.model_dump(mode="json")
+        if self.optimum is None:
+            data.pop("optimum")
+            data.pop("captured_share")
+        return data
 
 
 def summarize(outcome: Outcome, trace: JobTrace, *, time_zero_s: float, total_gpus: int,
@@ -71,8 +118,32 @@ def summarize(outcome: Outcome, trace: JobTrace, *, time_zero_s: float, total_gp
         gpu_utilization=busy_gpu_s / (total_gpus * span_s) if span_s > 0 else 0.0,
         preemptions=int(outcome.preemptions.sum()), wall_s=outcome.wall_s,
         infeasible_at_admission=int(outcome.infeasible.sum()), uncovered_kwh=uncovered_kwh,
-        decisions=outcome.decisions,
+        decisions=outcome.decisions, pauses_per_job=pauses_per_job(outcome.preemptions),
     )
+
+
+def pauses_per_job(pauses: np.ndarray) -> PausesPerJob:
+    """The mean, p50/p90/p99 and max of the per-job pause counts `pauses` (all zero for no jobs)."""
+    if not len(pauses):
+        return PausesPerJob(mean=0.0, p50=0.0, p90=0.0, p99=0.0, max=0)
+    p50, p90, p99 = np.percentile(pauses, [50, 90, 99])
+    return PausesPerJob(mean=float(np.mean(pauses)), p50=float(p50), p90=float(p90), p99=float(p99),
+                        max=int(np.max(pauses)))
+
+
+def captured_share(cost: float, baseline_cost: float, optimum_cost: float | None) -> float | None:
+    """The share of the savings the optimum makes against the baseline that `cost` makes too.
+
+    (baseline_cost - cost) / (baseline_cost - optimum_cost). None when there is no optimum cost
+    (infeasible LP) or when the optimum saves at most 1e-9 against the baseline: then there is nothing
+    to capture, and dividing by a gap that small (or negative, since `fifo` may run a job past its
+    deadline, outside the window the LP keeps it in) would turn rounding noise into any number at all.
+    The share is not clipped: above 1 means the policy beat the bound by missing deadlines (the LP
+    never does), below 0 that it cost more than fifo.
+    """
+    if optimum_cost is None or not math.isfinite(optimum_cost) or baseline_cost - optimum_cost <= 1e-9:
+        return None
+    return (baseline_cost - cost) / (baseline_cost - optimum_cost)
 
 
 def savings_pct(cost: float, baseline_cost: float) -> float | None:

@@ -20,7 +20,14 @@ from factory.prices.trace import LoadedTrace, TraceProvider, load_trace
 from factory.scheduling import make_policy
 from factory.simulation.engine import Cluster, Outcome, simulate
 from factory.simulation.jobs import JobColumns, check_fits, load_jobs, refuse_first
-from factory.simulation.report import PolicyReport, SimulationReport, savings_pct, summarize
+from factory.simulation.report import (
+    OptimumReport,
+    PolicyReport,
+    SimulationReport,
+    captured_share,
+    savings_pct,
+    summarize,
+)
 from factory.simulation.trace import JobTrace
 
 DEFAULT_COLUMNS = JobColumns()
@@ -86,6 +93,7 @@ class SimulationSettings:
     gpus_per_node: int | None = None
     power_budget_kw: float | None = None
     quotas: dict[str, int] = field(default_factory=dict)
+    optimum: bool = False
 
 
 def load_job_trace(path: str | Path, settings: SimulationSettings, prices: LoadedPrices,
@@ -149,10 +157,51 @@ def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettin
 
 def run_simulation(trace: JobTrace, prices: LoadedPrices,
                    settings: SimulationSettings) -> tuple[Outcome, Outcome, SimulationReport]:
-    """The policy and the `fifo` baseline on the same input: both outcomes and the report."""
+    """The policy and the `fifo` baseline on the same input: both outcomes and the report.
+
+    With `settings.optimum` the LP bound is solved first, so that a missing scipy or a job the LP cannot
+    place is said before minutes of simulation, not after.
+    """
+    optimum = solve_optimum(trace, prices, settings) if settings.optimum else None
     outcome, report = run_policy(trace, prices, settings, settings.policy)
     baseline_outcome, baseline = (outcome, report) if settings.policy == "fifo" else \
         run_policy(trace, prices, settings, "fifo")
     return outcome, baseline_outcome, SimulationReport(
         **report.model_dump(), currency=prices.currency, baseline=baseline,
-        savings_pct=savings_pct(report.cost, baseline.cost))
+        savings_pct=savings_pct(report.cost, baseline.cost), optimum=optimum,
+        captured_share=None if optimum is None else captured_share(report.cost, baseline.cost, optimum.cost))
+
+
+def solve_optimum(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings) -> OptimumReport:
+    """The offline LP bound of the same input, with the same GPUs, power budget and carbon series.
+
+    Raises:
+        SimulationInputError: one line, without scipy (naming the install) or when a job's LP window
+            leaves the price trace (the LP never guesses a price, unlike the replay, which charges
+            energy after the trace at its last interval).
+    """
+    from factory.simulation.optimum import SCIPY_MISSING, offline_optimum
+
+    # `load_job_trace` keeps submit + deadline inside the trace; the LP stretches a deadline shorter
+    # than the run time to the run time, which can leave it. Said here in hours after time zero, not
+    # in the Unix seconds of optimum.py's own ValueError (still caught below for anything else).
+    trace_h = (prices.price.end_s - prices.time_zero_s) / 3600
+    end_h = (trace.submit_s + np.maximum(trace.duration_s, trace.deadline_s)) / 3600
+    past = np.flatnonzero(end_h > trace_h)
+    if past.size:
+        i = int(past[0])
+        raise SimulationInputError(
+            f"--optimum: job '{trace.job_id[i]}' runs {trace.duration_s[i] / 3600:g} h, longer than its "
+            f"deadline, so the LP lets it finish {end_h[i]:g} h after time zero, after the price trace ends "
+            f"({trace_h:g} h); use a longer price trace or run without --optimum")
+    try:
+        optimum = offline_optimum(
+            trace, prices.price, time_zero_s=prices.time_zero_s, gpus=settings.gpus,
+            power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
+            carbon=prices.carbon)
+    except ImportError:
+        raise SimulationInputError(f"--optimum: {SCIPY_MISSING}") from None
+    except ValueError as exc:
+        raise SimulationInputError(f"--optimum: {exc}") from None
+    return OptimumReport(cost=optimum.cost if optimum.feasible else None, carbon_kg=optimum.carbon_kg,
+                         feasible=optimum.feasible)

@@ -17,9 +17,9 @@ REPORT_KEYS = {"policy", "jobs", "completed", "deadline_misses", "energy_kwh", "
                "mean_jct_s", "p95_jct_s", "mean_wait_s", "gpu_utilization", "preemptions", "wall_s"}
 
 
-def simulate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FACTORY_BIN, "simulate", *args], cwd=cwd, env=clean_env(), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+def simulate(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FACTORY_BIN, "simulate", *args], cwd=cwd, env=clean_env(**(env or {})),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def write_prices(path: Path, days: int = 3, carbon: bool = False) -> None:
@@ -188,3 +188,112 @@ def test_a_late_non_preemptible_job_longer_than_a_day_still_runs(tmp_path: Path)
     report = json.loads(result.stdout)
     assert report["completed"] == 1 and report["infeasible_at_admission"] == 1
     assert report["preemptions"] == 0
+
+
+
+def test_optimum_adds_the_lp_bound_and_the_share_of_its_savings_captured(inputs: Path) -> None:
+    plain = json.loads(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2", "--json",
+                                cwd=inputs).stdout)
+    assert "optimum" not in plain and "captured_share" not in plain  # the default output is unchanged
+
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2", "--json", "--optimum",
+                      cwd=inputs)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == set(plain) | {"optimum", "captured_share"}
+    optimum = report["optimum"]
+    assert set(optimum) == {"cost", "carbon_kg", "feasible"} and optimum["feasible"] is True
+    # A lower bound: no cheaper than the policy, which saves against fifo here (the night is cheap).
+    assert optimum["cost"] <= report["cost"] + 1e-9 < report["baseline"]["cost"]
+    assert optimum["carbon_kg"] is not None
+    fifo = report["baseline"]["cost"]
+    assert report["captured_share"] == pytest.approx((fifo - report["cost"]) / (fifo - optimum["cost"]))
+    assert 0 < report["captured_share"] <= 1 + 1e-9
+
+    text = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2", "--optimum",
+                    cwd=inputs).stdout
+    bound = next(line for line in text.splitlines() if line.startswith("offline optimum (LP lower bound)"))
+    assert f"{optimum['cost']:,.2f} USD" in bound and f"{report['captured_share']:.3f}" in bound
+
+
+def test_an_infeasible_optimum_is_an_answer_with_null_cost_and_share(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv")
+    # Two 10 h jobs due 10 h after submit on one GPU: no schedule meets both deadlines.
+    write_jobs(tmp_path / "jobs.csv", ["a,0,36000,1,36000", "b,0,36000,1,36000"])
+
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1", "--json", "--optimum",
+                      cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["optimum"] == {"cost": None, "carbon_kg": None, "feasible": False}
+    assert report["captured_share"] is None
+
+
+def test_optimum_without_scipy_is_one_line_naming_the_install(inputs: Path, tmp_path: Path) -> None:
+    shadow = tmp_path / "no_scipy"
+    (shadow / "scipy").mkdir(parents=True)
+    (shadow / "scipy" / "__init__.py").write_text("raise ImportError('No module named scipy')\n")
+
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2",
+                                          "--optimum", cwd=inputs, env={"PYTHONPATH": str(shadow)}))
+
+    assert "--optimum" in line and "pip install -e '.[bench]'" in line
+
+
+def test_optimum_refuses_a_job_the_lp_would_run_past_the_price_trace(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv", days=3)
+    # Due at 70 h (inside the 72 h of prices) but 30 h long: the LP's window stretches to 80 h.
+    write_jobs(tmp_path / "jobs.csv", ["s,180000,108000,1,72000"])
+    args = ("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1")
+    assert simulate(*args, cwd=tmp_path).returncode == 0  # the replay alone runs it
+
+    line = assert_one_line_error(simulate(*args, "--optimum", cwd=tmp_path))
+
+    assert "--optimum" in line and "'s'" in line and "80 h" in line and "longer price trace" in line
+
+
+def test_pauses_per_job_are_reported_for_the_policy_and_the_baseline(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv")
+    # One 10 h job submitted at 04:00 with two days of slack: the cheap nights are 6 h long, so it runs
+    # through at least two of them and is paused in the 80/MWh day between.
+    write_jobs(tmp_path / "jobs.csv", ["long,14400,36000,1,172800"])
+    args = ("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1")
+
+    report = json.loads(simulate(*args, "--json", cwd=tmp_path).stdout)
+
+    assert report["preemptions"] >= 1
+    for side in (report, report["baseline"]):
+        pauses = side["pauses_per_job"]
+        assert set(pauses) == {"mean", "p50", "p90", "p99", "max"} and isinstance(pauses["max"], int)
+        # One job: every statistic is its own pause count, the run's total.
+        assert pauses == {"mean": side["preemptions"], "p50": side["preemptions"],
+                          "p90": side["preemptions"], "p99": side["preemptions"], "max": side["preemptions"]}
+    assert report["baseline"]["pauses_per_job"]["max"] == 0  # fifo never pauses
+
+    text = simulate(*args, cwd=tmp_path).stdout
+    row = next(line for line in text.splitlines() if line.startswith("pauses per job (p50/p90/max)"))
+    count = report["preemptions"]
+    assert row.split()[-2:] == [f"{count}/{count}/{count}", "0/0/0"]
+
+
+def test_pauses_per_job_percentiles_over_several_jobs(inputs: Path) -> None:
+    report = json.loads(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2", "--json",
+                                 cwd=inputs).stdout)
+
+    pauses = report["pauses_per_job"]
+    assert pauses["mean"] * report["jobs"] == pytest.approx(report["preemptions"])
+    assert pauses["p50"] <= pauses["p90"] <= pauses["p99"] <= pauses["max"] <= report["preemptions"]
+    assert (pauses["max"] > 0) == (report["preemptions"] > 0)
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--preempt-overhead-s", "inf"), ("--preempt-overhead-s", "nan"), ("--power-w", "inf"),
+    ("--forecast-hours", "nan"), ("--default-slack", "inf"), ("--power-budget-kw", "nan"),
+])
+def test_non_finite_numbers_are_refused_in_one_line(inputs: Path, flag: str, value: str) -> None:
+    line = assert_one_line_error(simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "2",
+                                          flag, value, cwd=inputs))
+
+    assert line.startswith(f"error: {flag} {value}:") and "finite" in line and f"pass e.g. {flag} " in line
