@@ -31,12 +31,12 @@ from factory.errors import ClusterError, FactoryError, summary_line
 from factory.jobs.accounting import account
 from factory.jobs.controller import JobController, StepResult
 from factory.jobs.metrics import JobMetrics
+from factory.jobs.policy import live_policy
 from factory.jobs.ray_runners import RayRunners
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import ClusterCapacity, parse_job_spec, spec_hash, validate_for_submission
 from factory.jobs.states import TERMINAL, JobState
 from factory.prices.models import ConsumptionInterval, EnergyCost
-from factory.scheduling import make_policy
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent
 from factory.version import __version__
@@ -62,7 +62,7 @@ class SchedulerActor(ControlPlaneActor):
         self._price_interval_s: float | None = None  # learnt from the first forecast
         self._jobs_lock = threading.Lock()
         self._runners = RayRunners(self.config.state_dir / "runs", self.config.state_dir / "logs")
-        self._controller = JobController(self.store, self._runners, make_policy(settings.policy),
+        self._controller = JobController(self.store, self._runners, live_policy(settings),
                                          gpu_power_w=settings.gpu_power_w,
                                          preempt_overhead_s=settings.preempt_overhead_s,
                                          pause_timeout_s=self.clock.spec().speed_factor  # factory s

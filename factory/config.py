@@ -130,8 +130,13 @@ class SchedulerConfig(_Section):
         700.0, gt=0, description="Planning estimate of one busy GPU's draw (energy is measured)."
     )
     preempt_overhead_s: float = Field(
-        0.0, ge=0, description="Run time a pause and resume costs a job (checkpoint, restart), in "
-        "factory seconds; the policy pauses only when the saving outweighs it."
+        0.0, ge=0, allow_inf_nan=False, description="Run time a pause and resume costs a job "
+        "(checkpoint, restart), in factory seconds, until the job has resumed once and its own overhead "
+        "is learnt; the policy pauses only when the saving outweighs it. Finite."
+    )
+    max_pauses_per_day: int = Field(
+        3, ge=0, description="price-aware: a job paused this many times in the last 24 h (factory time) "
+        "is not paused again for price until the oldest of those pauses is a day old; 0: never."
     )
     quotas: dict[str, int] = Field(
         default_factory=dict, description="Guaranteed GPUs per team; idle ones may be borrowed."

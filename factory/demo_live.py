@@ -11,6 +11,9 @@ Three jobs of the shipped regression example are submitted at midnight:
     and resumes from its checkpoint in the next cheap hour;
   * `vision-small` (1 GPU, 0.6 h, due in 3 h) waits for the cheap hour;
   * `ops-urgent` (1 GPU, 0.5 h, due in 50 min) cannot wait and starts at once, in the dear hour.
+A job held back for a price says why and what it is promised, as `factory job ID` shows it:
+"nlp-large waits: cheap window at 01:00; latest safe start 03:48; deadline 06:00" (started by its latest
+safe start, it meets its deadline beside every job admitted before it).
 Each registers its trained model (`register_as`, served by the example's `predictor`). The chapter
 ends with the registry: the models, `nlp-regressor` promoted to `production`, and their cards
 (lineage, energy, cost, checksums); then `nlp-regressor@production` is deployed on Ray Serve and
@@ -23,15 +26,16 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from factory import lifecycle
-from factory.cli.render import shorten, table
+from factory.cli.render import compact_times, shorten, table
 from factory.client import FactoryClient
 from factory.config import FactoryConfig, load_config
 from factory.jobs.states import JobState
+from factory.prices.series import utc_label
 from factory.store import JobRow
 
 Echo = Callable[[str], None]
@@ -119,7 +123,10 @@ def follow(client: FactoryClient, echo: Echo) -> None:
                 seen[job_id] = (job.state, job.reason)
                 price = price_of(now.replace(minute=0, second=0, microsecond=0))
                 echo(f"  {now:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job_id]:<13} {job.state:<9} "
-                     f"{shorten(job.reason, 70)}")
+                     f"{shorten(compact_times(job.reason, now.date()), 70)}")
+                promise = wait_line(ids[job_id], job, now.date())
+                if promise:
+                    echo(promise)
         if rows and all(JobState(job.state).is_terminal and _settled(job) for job in rows.values()):
             break
         time.sleep(0.5)
@@ -148,6 +155,18 @@ def follow(client: FactoryClient, echo: Echo) -> None:
     show_registry(client, echo)
     if any(m.name == "nlp-regressor" for m in client.models()):
         show_serving(client, echo)
+
+
+def wait_line(name: str, job: JobRow, today: date) -> str | None:
+    """'  nlp-large waits: cheap window at 01:00; latest safe start 03:48; deadline 06:00' for a job held
+    back with a promise (a latest safe start), times of `today` as HH:MM; None for any other job."""
+    if job.latest_safe_start_s is None:
+        return None
+    category, _, detail = job.reason.partition(": ")
+    if "latest safe start" not in detail:  # a reason that does not name it: say it anyway
+        detail += f"; latest safe start {utc_label(job.latest_safe_start_s)}"
+    why = "" if category == "price" else f" for {category}"
+    return f"  {name} waits{why}: {compact_times(detail, today)}"
 
 
 def show_serving(client: FactoryClient, echo: Echo) -> None:

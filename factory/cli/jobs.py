@@ -16,9 +16,9 @@ from factory.cli.options import (
     factory_time,
     json_option,
 )
-from factory.cli.render import duration, shorten, table
+from factory.cli.render import compact_times, duration, shorten, table
 from factory.jobs.accounting import by_team
-from factory.jobs.snapshot import num_gpus
+from factory.jobs.snapshot import DAY_S, learnt_resume_overhead_s, num_gpus, pauses_since
 from factory.jobs.states import JobState
 from factory.store import JobEvent, JobRow
 
@@ -57,19 +57,21 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
 @address_option
 @json_option
 def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, as_json: bool) -> None:
-    """List the jobs: state (and why), GPUs, deadline, run time so far."""
-    rows = connect(config_path, address).jobs(list(states) or None)
+    """List the jobs: state (and why), GPUs, deadline, latest safe start, run time so far."""
+    client = connect(config_path, address)
+    rows = client.jobs(list(states) or None)
     if as_json:
         click.echo(json.dumps([job.model_dump(mode="json") for job in rows], indent=2))
         return
     if not rows:
         click.echo("no jobs" + (" in " + ", ".join(states) if states else "; `factory submit FILE` adds one"))
         return
+    today = client.now().date()  # times of today in the reasons read as 02:00
     click.echo(table(
-        ["id", "team", "kind", "gpus", "state", "submitted", "deadline", "ran", "why"],
+        ["id", "team", "kind", "gpus", "state", "submitted", "deadline", "latest start", "ran", "why"],
         [[job.job_id, job.team, job.kind, num_gpus(job), job.state, factory_time(job.submitted_s),
-          factory_time(job.deadline_s), duration(float(job.schedule.get("run_s", 0.0))),
-          shorten(job.reason, 60)]
+          factory_time(job.deadline_s), factory_time(job.latest_safe_start_s),
+          duration(float(job.schedule.get("run_s", 0.0))), shorten(compact_times(job.reason, today), 72)]
          for job in rows]))
     teams = by_team(rows)
     if teams:
@@ -89,14 +91,15 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
 @address_option
 @json_option
 def job(job_id: str, config_path: str | None, address: str | None, as_json: bool) -> None:
-    """Show one job: its spec, progress, accounting and timeline (every transition and why)."""
-    detail = connect(config_path, address).job(job_id)
+    """Show one job: its state and why, latest safe start, pauses, progress, accounting and timeline."""
+    client = connect(config_path, address)
+    detail = client.job(job_id)
     if as_json:
         click.echo(json.dumps({"job": detail.job.model_dump(mode="json"),
                                "events": [event.model_dump(mode="json") for event in detail.events]},
                               indent=2))
         return
-    click.echo(job_text(detail.job, detail.events))
+    click.echo(job_text(detail.job, detail.events, now_s=client.clock().now_s()))
 
 
 @click.command()
@@ -124,8 +127,9 @@ def logs(job_id: str, tail_lines: int, config_path: str | None, address: str | N
 # -- rendering --------------------------------------------------------------------------------------
 
 
-def job_text(job: JobRow, events: list[JobEvent]) -> str:
-    """A job for people: what it is, where it is, what it did, and its timeline."""
+def job_text(job: JobRow, events: list[JobEvent], now_s: float | None = None) -> str:
+    """A job for people: what it is, where it is, what it did, and its timeline (`now_s`: factory time now,
+    for the pauses of the last 24 h)."""
     lines = [
         f"Job        {job.job_id}  ({job.kind}, team {job.team})",
         f"State      {job.state}" + (f": {job.reason}" if job.reason else ""),
@@ -135,6 +139,10 @@ def job_text(job: JobRow, events: list[JobEvent]) -> str:
         f"Ran        {duration(float(job.schedule.get('run_s', 0.0)))} of about "
         f"{duration(float(job.spec.get('estimated_duration_s', 0.0)))}, attempt {job.attempt}",
     ]
+    if job.latest_safe_start_s is not None:
+        lines.append(f"Start by   {factory_time(job.latest_safe_start_s)} (its latest safe start: started by "
+                     "then, it meets its deadline beside every job admitted before it)")
+    lines.append(f"Pauses     {_pauses(job, now_s)}")
     if job.schedule.get("infeasible"):
         lines.append(f"At risk    reported at admission: {job.schedule['infeasible']}")
     if job.progress:
@@ -147,6 +155,18 @@ def job_text(job: JobRow, events: list[JobEvent]) -> str:
     lines.append(table(["time", "state", "why"],
                        [[factory_time(e.time_s), e.state, e.reason] for e in events]))
     return "\n".join(lines)
+
+
+def _pauses(job: JobRow, now_s: float | None) -> str:
+    """'2 (1 in the last 24 h); a resume costs it about 4m10s (measured over 2)', or as much as is known."""
+    text = str(job.pauses)
+    if job.pauses and now_s is not None:
+        text += f" ({pauses_since(job, now_s - DAY_S)} in the last 24 h)"
+    overhead_s = learnt_resume_overhead_s(job)
+    if overhead_s is not None:
+        measured = len(job.schedule.get("resume_overheads_s", ()))
+        text += f"; a resume costs it about {duration(overhead_s)} (measured over {measured})"
+    return text
 
 
 def _progress_line(client: Any) -> Any:

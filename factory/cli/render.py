@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from factory.client import FactoryStatus
 from factory.store import AuditEvent
@@ -22,6 +23,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def shorten(text: str, width: int) -> str:
     """`text` cut to `width` characters, ending in '...' when cut."""
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_UTC_LABEL = re.compile(r"\b(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})(?::\d{2})? UTC\b")
+
+
+def compact_times(text: str, today: date) -> str:
+    """`text` with each factory time it names (`utc_label`'s '2024-07-01 02:00[:SS] UTC', as reasons do)
+    shortened to the minute: '02:00' on `today`, '2024-07-02 02:00' on another day (factory time is UTC)."""
+    day = today.isoformat()
+    return _UTC_LABEL.sub(lambda m: m.group(2) if m.group(1) == day else f"{m.group(1)} {m.group(2)}", text)
 
 
 def duration(seconds: float | None) -> str | None:

@@ -16,6 +16,11 @@ Invariants:
   * Every transition is allowed by `factory.jobs.states`; a stale one (the job moved meanwhile, e.g.
     it was cancelled) is refused by the store and skipped.
   * No I/O of its own beyond the store and the runners; the clock is the caller's `now_s`.
+  * What the policy needs from a job's past is kept in its schedule facts (`factory.jobs.snapshot`),
+    written with the transitions they describe: each pause of the policy (`pauses_s`, for the pause
+    cap), each waiting job's latest safe start, and the measured overhead of each resume
+    (`resume_overheads_s`: from the resume's start until the run reports past the step it resumed
+    from, as seen by the step that reads the report).
 """
 
 from __future__ import annotations
@@ -123,8 +128,9 @@ class JobController:
         jobs = self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
         for pause in decisions.pauses:
             job = jobs[pause.job_id]
+            pauses_s = [*job.schedule.get("pauses_s", []), now_s]  # the pause cap counts these
             if self._move(job, JobState.PAUSING, f"{pause.reason}: {pause.detail}", now_s,
-                          schedule={**job.schedule, "pausing_s": now_s}):
+                          schedule={**job.schedule, "pausing_s": now_s, "pauses_s": pauses_s}):
                 self.runners.pause(job.job_id)
                 result.paused.append(job.job_id)
         price_now = float(outlook.price_per_mwh[0]) if outlook is not None else None
@@ -137,7 +143,8 @@ class JobController:
                 continue
             self._start(job, start.placement, now_s, "started", result)
         for wait in decisions.waits:
-            self._wait(jobs[wait.job_id], str(wait.reason), wait.detail, now_s, result)
+            self._wait(jobs[wait.job_id], str(wait.reason), wait.detail, now_s, result,
+                       latest_safe_start_s=wait.latest_safe_start_s)
         return result
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -155,7 +162,11 @@ class JobController:
                     self.runners.cancel(job_id)
                 continue
             if report.progress and report.progress != job.progress:
-                self.store.update_job(job_id, progress=report.progress)
+                fields: dict[str, Any] = {"progress": report.progress}
+                if not report.status.is_over:  # a run that ended says nothing about its restart alone
+                    fields |= self._resume_measured(job, report.progress, now_s)
+                self.store.update_job(job_id, **fields)
+                job = job.model_copy(update=fields)
             if not report.status.is_over:
                 self._stop_if_stuck(job, now_s, result)
                 continue
@@ -193,6 +204,21 @@ class JobController:
             self.runners.cancel(job.job_id)
             result.finished[job.job_id] = JobState.PAUSED
 
+    @staticmethod
+    def _resume_measured(job: JobRow, progress: dict[str, Any], now_s: float) -> dict[str, Any]:
+        """{"schedule": ...} with the overhead of the job's current resume recorded, once its run reports
+        past the step it resumed from (or, without a step counter, reports at all); {} otherwise."""
+        schedule = job.schedule
+        if "resuming_from_step" not in schedule or "started_s" not in schedule:
+            return {}
+        from_step, step = schedule["resuming_from_step"], progress.get("step")
+        if from_step is not None and not (_is_number(step) and step > from_step):
+            return {}
+        overhead_s = max(0.0, now_s - float(schedule["started_s"]))
+        kept = {key: value for key, value in schedule.items() if key != "resuming_from_step"}
+        measured = [*schedule.get("resume_overheads_s", []), overhead_s]
+        return {"schedule": {**kept, "resume_overheads_s": measured}}
+
     def _paused(self, job: JobRow, reason: str, now_s: float, closing: dict[str, Any]) -> bool:
         if job.state == JobState.RUNNING and not self._move(job, JobState.PAUSING, reason, now_s):
             return False
@@ -217,28 +243,39 @@ class JobController:
     def _start(self, job: JobRow, placement: tuple[tuple[str, int], ...], now_s: float, reason: str,
                result: StepResult) -> None:
         attempt = job.attempt + 1
-        schedule = {**job.schedule, "placement": [list(p) for p in placement], "started_s": now_s}
+        schedule = {key: value for key, value in job.schedule.items() if key != "latest_safe_start_s"}
+        schedule |= {"placement": [list(p) for p in placement], "started_s": now_s}
+        if float(job.schedule.get("run_s", 0.0)) > 0:  # a resume: measure what it costs (`_resume_measured`)
+            step = job.progress.get("step")
+            schedule["resuming_from_step"] = step if _is_number(step) else None
         if self._move(job, JobState.RUNNING, reason, now_s, attempt=attempt, schedule=schedule):
             started = self.store.get_job(job.job_id)
             assert started is not None
             self.runners.start(started, attempt, placement)
             result.started.append(job.job_id)
 
-    def _wait(self, job: JobRow, category: str, detail: str, now_s: float, result: StepResult) -> None:
+    def _wait(self, job: JobRow, category: str, detail: str, now_s: float, result: StepResult,
+              latest_safe_start_s: float | None = None) -> None:
+        """Move the job to WAITING (or keep it there) with its reason and its latest safe start (schedule
+        fact `latest_safe_start_s`, the reservation plan's; removed when the policy gives none)."""
         reason = f"{category}: {detail}"
         result.waiting[job.job_id] = reason
+        schedule = {key: value for key, value in job.schedule.items() if key != "latest_safe_start_s"}
+        if latest_safe_start_s is not None:
+            schedule["latest_safe_start_s"] = float(latest_safe_start_s)
+        changed = {"schedule": schedule} if schedule != job.schedule else {}
         if job.state == JobState.WAITING and job.reason.split(":", 1)[0] == category:
-            if job.reason != reason:  # same cause, new detail (e.g. a new planned start): no new event
-                self.store.update_job(job.job_id, reason=reason)
+            if job.reason != reason or changed:  # same cause, new detail (e.g. a new planned start): no event
+                self.store.update_job(job.job_id, reason=reason, **changed)
             return
-        self._move(job, JobState.WAITING, reason, now_s)
+        self._move(job, JobState.WAITING, reason, now_s, **changed)
 
     def _closing_run(self, job: JobRow, now_s: float) -> dict[str, Any]:
         """The schedule fields that close the job's current run, if it is running."""
         if not JobState(job.state).holds_gpus or "started_s" not in job.schedule:
             return {}
         schedule = {key: value for key, value in job.schedule.items()
-                    if key not in ("started_s", "placement", "pausing_s")}
+                    if key not in ("started_s", "placement", "pausing_s", "resuming_from_step")}
         runs = [*schedule.get("runs", []), [float(job.schedule["started_s"]), now_s, num_gpus(job)]]
         return {"schedule": {**schedule, "run_s": ran_s(job, now_s), "runs": runs}}
 
@@ -250,6 +287,10 @@ class JobController:
         except StateConflictError:
             return False
         return True
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def new_job_id(name: str) -> str:

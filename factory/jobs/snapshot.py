@@ -6,6 +6,16 @@ Nomenclature (the `schedule` facts the controller keeps on each job row):
   started_s         -- start of the current run, while RUNNING.
   placement         -- [[node, gpus], ...] of the current run, while RUNNING or PAUSING.
   runs              -- [[start_s, end_s], ...] of the finished runs (the job's consumption profile).
+  latest_safe_start_s -- while WAITING: the latest start that still meets its deadline given every job
+                       admitted before it (the price-aware policy's reservation plan; `Wait`).
+  pauses_s          -- factory times at which the policy paused the job (written with the PAUSING
+                       transition); `pauses_today` counts those of the last `DAY_S`.
+  resuming_from_step -- while a resumed run has not yet reported past the step it resumed from: that
+                       step (None: the job reports no step counter; its first report counts).
+  resume_overheads_s -- the measured overhead of each earlier resume: factory seconds from the resume's
+                       start until the scheduler first saw the run report past the step it was paused
+                       at. An upper bound: it includes the work up to that report and up to one
+                       scheduling tick of latency. Their mean is the job's learnt `resume_overhead_s`.
 
 Invariants:
   * A job's remaining run time is its estimate minus what it has run, never below
@@ -28,6 +38,7 @@ from factory.scheduling.model import JobView, Phase, PriceOutlook
 from factory.store import JobRow
 
 MIN_REMAINING_FRACTION = 0.05
+DAY_S = 86400.0  # the window of the pause cap (`scheduler.max_pauses_per_day`)
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,20 @@ def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
         priority=int(job.spec.get("priority", 0)),
         placement=placement_of(job) if phase is Phase.RUNNING else (),
         admitted=bool(schedule.get("admitted", False)), at_risk=bool(schedule.get("at_risk", False)),
+        pauses_today=pauses_since(job, now_s - DAY_S), resume_overhead_s=learnt_resume_overhead_s(job),
     )
+
+
+def pauses_since(job: JobRow, since_s: float) -> int:
+    """How many times the policy paused the job after `since_s` (factory time)."""
+    return sum(1 for time_s in job.schedule.get("pauses_s", ()) if float(time_s) > since_s)
+
+
+def learnt_resume_overhead_s(job: JobRow) -> float | None:
+    """The mean measured overhead of the job's earlier resumes; None before its first (the policy then
+    uses `scheduler.preempt_overhead_s`)."""
+    measured = [float(value) for value in job.schedule.get("resume_overheads_s", ())]
+    return sum(measured) / len(measured) if measured else None
 
 
 def placement_of(job: JobRow) -> tuple[tuple[str, int], ...]:

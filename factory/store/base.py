@@ -13,9 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from factory.errors import StoreError
 
@@ -36,6 +37,8 @@ class JobRow(BaseModel):
 
     `state` is a `factory.jobs.states.JobState` value; the store keeps it as text and leaves the rules
     of the state machine to the caller (it only checks that a transition starts where expected).
+    `latest_safe_start(_s)` and `pauses` are read from `schedule` (not stored); they are in the JSON the
+    CLI and the SDK see.
     """
 
     job_id: str
@@ -57,6 +60,27 @@ class JobRow(BaseModel):
                                      "risk, placement, run time so far.")
     accounting: dict[str, Any] = Field(default_factory=dict)
     error: str = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def latest_safe_start_s(self) -> float | None:
+        """While it waits: the latest factory time (Unix s) it can start and still meet its deadline, given
+        every job admitted before it (the price-aware policy's reservation plan); else None."""
+        value = self.schedule.get("latest_safe_start_s")
+        return None if value is None or self.state != "WAITING" else float(value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def latest_safe_start(self) -> datetime | None:
+        """`latest_safe_start_s` as a UTC datetime (ISO 8601 in JSON), as `ClockStatus.now` is."""
+        time_s = self.latest_safe_start_s
+        return None if time_s is None else datetime.fromtimestamp(time_s, tz=UTC)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def pauses(self) -> int:
+        """How many times the scheduler's policy has paused it (a lost runner is not counted)."""
+        return len(self.schedule.get("pauses_s", ()))
 
 
 class JobEvent(BaseModel):

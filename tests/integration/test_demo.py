@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     assert ("nlp-large", "WAITING") in lines and ("vision-small", "WAITING") in lines
     assert ("nlp-large", "PAUSING") in lines and ("ops-urgent", "WAITING") not in lines
     assert "nlp-large resumed from its checkpoint at step" in live
+    # A job waiting for the cheap hour says why and what it is promised: its latest safe start, which
+    # lies between its cheap window and its deadline, and it has started by then.
+    narration = live[:live.index("The models the jobs registered")].splitlines()
+    promises = [(i, match) for i, line in enumerate(narration) if (match := re.fullmatch(
+        r"  (nlp-large|vision-small) waits: cheap window at (\d\d:\d\d); latest safe start (\d\d:\d\d); "
+        r"deadline (\d\d:\d\d)", line))]
+    assert {match[1] for _, match in promises} == {"nlp-large", "vision-small"}, live
+    for i, match in promises:
+        name, window, latest, deadline = match.groups()
+        assert window <= latest < deadline
+        started = next(line.split()[0] for line in narration[i:] if line.split()[4:6] == [name, "RUNNING"])
+        assert minutes(started) <= minutes(latest) + 5  # narrated within a poll of its start
     rows = {line.split()[0]: line.split() for line in live.splitlines()
             if line.startswith(("nlp-large ", "vision-small ", "ops-urgent "))}
     assert all(row[4] == "yes" for row in rows.values())  # on time
@@ -79,6 +92,12 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     assert "job: " in card and "team nlp" in card and " kWh " in card and "sha256" in card
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
+
+
+def minutes(clock: str) -> int:
+    """'03:48' -> 228."""
+    hours, mins = clock.split(":")
+    return 60 * int(hours) + int(mins)
 
 
 def test_up_with_an_unusable_state_dir_fails_in_one_line_and_starts_nothing(

@@ -8,6 +8,7 @@ odd hours); the replay starts at 2024-07-01 00:00 UTC and runs 120 factory secon
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from ray.cluster_utils import Cluster
 import factory.client
 from factory import lifecycle
 from factory.config import load_config
-from tests.integration.conftest import REPO_ROOT, wait_until
+from factory.prices.series import utc_label
+from tests.integration.conftest import REPO_ROOT, cli_at, wait_until
 
 pytestmark = pytest.mark.integration
 HOUR_S = 3600.0
@@ -90,12 +92,20 @@ def events(client: factory.client.FactoryClient, job_id: str) -> list[tuple[str,
 
 
 def test_a_job_waits_through_the_spike_and_starts_when_the_cheap_hour_opens(
-        client: factory.client.FactoryClient) -> None:
-    submitted_s = wait_for_phase(client, SPIKE, at_least_left_s=0.4 * HOUR_S)
+        cluster: Cluster, client: factory.client.FactoryClient) -> None:
+    submitted_s = wait_for_phase(client, SPIKE, at_least_left_s=0.5 * HOUR_S)  # 15 s to look at it waiting
     job_id = client.submit(spec("waits", estimate_s=0.25 * HOUR_S, deadline="3h", epochs=3))
     wait_until(lambda: client.job(job_id).job.state == "WAITING", "the job waits")
     waiting = client.job(job_id).job
-    assert waiting.reason.startswith("price: planned to run from") and waiting.schedule["admitted"]
+    assert waiting.reason.startswith("price: cheap window at") and waiting.schedule["admitted"]
+    # Its promise, as the CLI and the SDK show it: started by then, it meets its deadline.
+    shown = json.loads(cli_at(cluster.address, "job", job_id, "--json").stdout)["job"]
+    assert shown["state"] == "WAITING", shown
+    latest_s = shown["latest_safe_start_s"]
+    assert submitted_s < latest_s <= waiting.deadline_s - 0.25 * HOUR_S  # type: ignore[operator]
+    assert datetime.fromisoformat(shown["latest_safe_start"]).timestamp() == latest_s
+    assert f"latest safe start {utc_label(latest_s)}" in shown["reason"] and shown["pauses"] == 0
+    assert waiting.latest_safe_start_s is not None and waiting.latest_safe_start is not None
     done = client.wait(job_id, timeout_s=180)
     assert done.state == "SUCCEEDED"
     started_s = next(time_s for state, time_s, _ in events(client, job_id) if state == "RUNNING")

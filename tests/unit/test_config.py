@@ -171,6 +171,28 @@ def test_several_errors_are_summarised_on_one_line(tmp_path: Path) -> None:
     assert "(and 1 more)" in message
 
 
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf", "inf"])
+def test_a_non_finite_preempt_overhead_is_refused(tmp_path: Path, value: str) -> None:
+    message = config_error(write(tmp_path, f"scheduler: {{preempt_overhead_s: {value}}}\n"), tmp_path)
+
+    assert "scheduler.preempt_overhead_s" in message and "finite" in message
+
+
+def test_a_non_finite_preempt_overhead_from_the_environment_is_refused(tmp_path: Path) -> None:
+    message = config_error(None, tmp_path, env={"FACTORY_SCHEDULER__PREEMPT_OVERHEAD_S": "inf"})
+
+    assert "FACTORY_SCHEDULER__PREEMPT_OVERHEAD_S" in message and "finite" in message
+
+
+def test_max_pauses_per_day_defaults_to_three_and_is_a_count(tmp_path: Path) -> None:
+    assert load_config(None, env={}, cwd=tmp_path).scheduler.max_pauses_per_day == 3
+    assert load_config(write(tmp_path, "scheduler: {max_pauses_per_day: 0}\n"), env={},
+                       cwd=tmp_path).scheduler.max_pauses_per_day == 0
+    for value, why in (("-1", "greater than or equal to 0"), ("1.5", "integer"), ("often", "integer")):
+        message = config_error(write(tmp_path, f"scheduler: {{max_pauses_per_day: {value}}}\n"), tmp_path)
+        assert "scheduler.max_pauses_per_day" in message and why in message
+
+
 # --- unreadable or malformed files -------------------------------------------------------------
 
 

@@ -3,18 +3,29 @@ memory: what users of `factory jobs` / `factory job ID` see happen to their jobs
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+import factory.cli.jobs as jobs_cli
+from factory.cli.jobs import job_text
+from factory.cli.render import compact_times
+from factory.client import JobDetail
+from factory.clock import ReplayClock
+from factory.config import SchedulerConfig
 from factory.jobs.controller import JobController
+from factory.jobs.policy import live_policy
 from factory.jobs.runners import RunnerReport, RunnerStatus
-from factory.jobs.snapshot import ClusterView
+from factory.jobs.snapshot import DAY_S, ClusterView, job_view
 from factory.jobs.states import InvalidTransitionError
+from factory.prices.series import utc_label
 from factory.scheduling import FifoPolicy, PriceAwarePolicy
-from factory.scheduling.model import PriceOutlook
+from factory.scheduling.model import Decisions, JobView, PriceOutlook, Snapshot
 from factory.store import JobRow, SQLiteStore
 
 HOUR = 3600.0
@@ -53,6 +64,11 @@ class MemoryRunners:
     def finish(self, job_id: str, status: RunnerStatus, error: str = "", **progress: object) -> None:
         current = self.live[job_id]
         self.live[job_id] = RunnerReport(job_id, current.attempt, status, dict(progress), error)
+
+    def progress(self, job_id: str, **progress: object) -> None:
+        """The run reports (its step, metrics) and goes on."""
+        current = self.live[job_id]
+        self.live[job_id] = RunnerReport(job_id, current.attempt, RunnerStatus.RUNNING, dict(progress))
 
     def started(self) -> list[tuple[str, int]]:
         return [(job_id, attempt) for call, job_id, attempt in self.calls if call == "start"]
@@ -98,7 +114,7 @@ def test_a_job_waits_for_the_cheap_hour_then_runs_and_succeeds(store: SQLiteStor
 
     result = controller.step(T0, CLUSTER, outlook(T0, [90, 90, 10, 90, 90, 90, 90]))
     job = store.get_job(job_id)
-    assert job is not None and job.state == "WAITING" and job.reason.startswith("price: planned to run from")
+    assert job is not None and job.state == "WAITING" and job.reason.startswith("price: cheap window at")
     assert result.waiting[job_id] == job.reason and runners.calls == []
 
     # Still the dear hour: same cause, no new timeline entry.
@@ -224,7 +240,8 @@ def test_infeasible_at_admission_is_recorded_on_the_job(store: SQLiteStore) -> N
     controller.step(T0, CLUSTER, outlook(T0, [90, 10, 10]))
     job = store.get_job(job_id)
     assert job is not None and job.schedule["admitted"] and job.schedule["at_risk"]
-    assert "before its deadline" in job.schedule["infeasible"]
+    assert job.schedule["infeasible"].startswith("cannot finish before ")
+    assert "earliest finish" in job.schedule["infeasible"]
 
 
 def test_a_job_that_does_not_reach_a_checkpoint_is_stopped_after_the_pause_timeout(
@@ -247,3 +264,196 @@ def test_a_job_that_does_not_reach_a_checkpoint_is_stopped_after_the_pause_timeo
     assert len(paused) == 1 and "did not reach a checkpoint within 600 s" in paused[0].reason
     assert job.state == "WAITING"  # for the cheap hours, to resume from its latest checkpoint
     assert job.schedule["run_s"] == pytest.approx(HOUR + 601) and "pausing_s" not in job.schedule
+
+
+# -- what a waiting job is promised, how often it was paused, what its resumes cost -----------------
+
+
+class RecordingPolicy:
+    """The real policy, remembering what it was shown and what it answered."""
+
+    def __init__(self, policy: object) -> None:
+        self.policy = policy
+        self.snapshots: list[Snapshot] = []
+        self.decisions: list[Decisions] = []
+        self.needs_prices = True
+
+    def decide(self, snapshot: Snapshot) -> Decisions:
+        self.snapshots.append(snapshot)
+        self.decisions.append(self.policy.decide(snapshot))  # type: ignore[attr-defined]
+        return self.decisions[-1]
+
+    def view(self, job_id: str) -> JobView:
+        """The job as the latest decision saw it."""
+        return next(view for view in self.snapshots[-1].jobs if view.job_id == job_id)
+
+
+def test_a_waiting_jobs_latest_safe_start_is_stored_and_shown_until_it_starts(store: SQLiteStore) -> None:
+    policy = RecordingPolicy(PriceAwarePolicy())
+    controller, _ = make(store, policy)
+    job_id = submit(controller, estimate_s=HOUR, deadline_h=6.0)
+    controller.step(T0, CLUSTER, outlook(T0, [90, 90, 10, 90, 90, 90, 90]))
+
+    wait = next(wait for wait in policy.decisions[-1].waits if wait.job_id == job_id)
+    assert wait.latest_safe_start_s is not None
+    # Waiting for the cheap hour only inside its slack: started by then, it finishes before its deadline.
+    assert T0 + 2 * HOUR < wait.latest_safe_start_s <= T0 + 6 * HOUR - HOUR
+    job = store.get_job(job_id)
+    assert job is not None and job.state == "WAITING"
+    assert job.schedule["latest_safe_start_s"] == wait.latest_safe_start_s
+    assert job.latest_safe_start_s == wait.latest_safe_start_s
+    label = utc_label(wait.latest_safe_start_s)
+    assert f"latest safe start {label}" in job.reason and job.reason.startswith("price: cheap window at")
+    shown = job.model_dump(mode="json")  # what `factory jobs --json`, `factory job ID --json` and the SDK get
+    assert shown["latest_safe_start_s"] == wait.latest_safe_start_s
+    assert datetime.fromisoformat(shown["latest_safe_start"]).timestamp() == wait.latest_safe_start_s
+    assert {"job_id", "state", "reason", "schedule", "deadline_s"} <= set(shown)  # every key kept
+    assert JobRow.model_validate(shown).latest_safe_start == datetime.fromtimestamp(wait.latest_safe_start_s,
+                                                                                    tz=UTC)
+    text = job_text(job, store.job_events(job_id), now_s=T0)
+    assert f"Start by   {label.removesuffix(' UTC')} (its latest safe start" in text
+    # As `factory jobs` and the demo show it: the times of the day as HH:MM (T0 is 23:00, the rest tomorrow).
+    tomorrow = datetime.fromtimestamp(T0 + HOUR, tz=UTC)
+    assert compact_times(job.reason, tomorrow.date()) == \
+        f"price: cheap window at 01:00; latest safe start {label[11:16]}; deadline 05:00"
+
+    cheap_s = T0 + 2 * HOUR
+    controller.step(cheap_s, CLUSTER, outlook(cheap_s, [10, 90, 90, 90, 90]))
+    running = store.get_job(job_id)
+    assert running is not None and running.state == "RUNNING"
+    assert running.latest_safe_start is None and "latest_safe_start_s" not in running.schedule
+    assert "Start by" not in job_text(running, store.job_events(job_id), now_s=cheap_s)
+
+
+def test_the_policys_pauses_are_counted_and_only_those_of_the_last_day_hold_a_job_back(
+        store: SQLiteStore) -> None:
+    policy = RecordingPolicy(PriceAwarePolicy())
+    controller, runners = make(store, policy)
+    job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
+    controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert policy.view(job_id).pauses_today == 0
+    spike_s = T0 + HOUR
+    controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    pausing = store.get_job(job_id)
+    assert pausing is not None and pausing.state == "PAUSING"
+    assert pausing.schedule["pauses_s"] == [spike_s] and pausing.pauses == 1
+
+    runners.finish(job_id, RunnerStatus.PAUSED, step=50)
+    controller.step(spike_s + 60, CLUSTER, outlook(spike_s + 60, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert policy.view(job_id).pauses_today == 1  # the policy sees its pause (the pause cap)
+    paused = store.get_job(job_id)
+    assert paused is not None and paused.model_dump(mode="json")["pauses"] == 1
+    assert "Pauses     1 (1 in the last 24 h)" in job_text(paused, store.job_events(job_id), now_s=spike_s)
+
+    # Only the last 24 h count: pauses a day and more ago are forgotten by the cap, not by the total.
+    old = paused.model_copy(update={"schedule": {**paused.schedule,
+                                                 "pauses_s": [spike_s - DAY_S - 1, spike_s - DAY_S + 120,
+                                                              spike_s]}})
+    assert job_view(old, spike_s + 60, 700.0).pauses_today == 2
+    assert job_view(old, spike_s + DAY_S, 700.0).pauses_today == 0
+    assert old.pauses == 3
+    assert "Pauses     3 (2 in the last 24 h)" in job_text(old, store.job_events(job_id), now_s=spike_s + 60)
+
+
+def test_a_jobs_resume_overhead_is_learnt_from_its_resume_and_reaches_the_policy(store: SQLiteStore) -> None:
+    policy = RecordingPolicy(PriceAwarePolicy())
+    controller, runners = make(store, policy)
+    job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
+    controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    runners.progress(job_id, step=20)
+    spike_s = T0 + HOUR
+    controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    runners.finish(job_id, RunnerStatus.PAUSED, step=50)
+    controller.step(spike_s + 60, CLUSTER, outlook(spike_s + 60, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert policy.view(job_id).resume_overhead_s is None  # never resumed: the configured default applies
+    assert store.get_job(job_id).schedule.get("resume_overheads_s") is None  # type: ignore[union-attr]
+
+    cheap_s = T0 + 3 * HOUR
+    controller.step(cheap_s, CLUSTER, outlook(cheap_s, [10, 10, 90, 90, 90, 90, 90]))
+    assert runners.started() == [(job_id, 1), (job_id, 2)]
+    resumed = store.get_job(job_id)
+    assert resumed is not None and resumed.schedule["resuming_from_step"] == 50
+    # Restarting: the new run has not yet reported past the step it resumed from.
+    runners.progress(job_id, step=50)
+    controller.step(cheap_s + 120, CLUSTER, outlook(cheap_s + 120, [10, 10, 90, 90, 90, 90, 90]))
+    assert "resume_overheads_s" not in store.get_job(job_id).schedule  # type: ignore[union-attr]
+    runners.progress(job_id, step=55)
+    controller.step(cheap_s + 300, CLUSTER, outlook(cheap_s + 300, [10, 10, 90, 90, 90, 90, 90]))
+    learnt = store.get_job(job_id)
+    assert learnt is not None and learnt.schedule["resume_overheads_s"] == [300.0]
+    assert "resuming_from_step" not in learnt.schedule
+    shown = job_text(learnt, store.job_events(job_id), now_s=cheap_s + 300)
+    assert "a resume costs it about 5m00s (measured over 1)" in shown
+
+    controller.step(cheap_s + 360, CLUSTER, outlook(cheap_s + 360, [10, 10, 90, 90, 90, 90, 90]))
+    assert policy.view(job_id).resume_overhead_s == 300.0
+    # Two measured resumes: the policy plans with their mean.
+    two = learnt.model_copy(update={"schedule": {**learnt.schedule, "resume_overheads_s": [300.0, 900.0]}})
+    assert job_view(two, cheap_s, 700.0).resume_overhead_s == 600.0
+
+
+def test_the_live_policy_takes_the_pause_cap_from_the_config(store: SQLiteStore) -> None:
+    assert live_policy(SchedulerConfig(max_pauses_per_day=1)) == PriceAwarePolicy(max_pauses_per_day=1)
+    assert isinstance(live_policy(SchedulerConfig(policy="fifo")), FifoPolicy)
+    # With a cap of 0, the spike that pauses a job under the default cap (see above) does not.
+    controller, runners = make(store, live_policy(SchedulerConfig(max_pauses_per_day=0)))
+    job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
+    controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    spike_s = T0 + HOUR
+    result = controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert result.paused == [] and store.get_job(job_id).state == "RUNNING"  # type: ignore[union-attr]
+
+
+class StoreClient:
+    """What `factory jobs` / `factory job ID` ask of the SDK, answered from the store at `now_s`."""
+
+    def __init__(self, store: SQLiteStore, now_s: float) -> None:
+        self.store, self.now_s = store, now_s
+
+    def jobs(self, states: list[str] | None) -> list[JobRow]:
+        return self.store.list_jobs(states)
+
+    def job(self, job_id: str) -> JobDetail:
+        job = self.store.get_job(job_id)
+        assert job is not None
+        return JobDetail(job=job, events=self.store.job_events(job_id))
+
+    def clock(self) -> ReplayClock:
+        return ReplayClock(self.now_s, 1.0, anchor_wall_s=0.0, wall=lambda: 0.0)  # stopped at `now_s`
+
+    def now(self) -> datetime:
+        return self.clock().now()
+
+
+def test_factory_jobs_and_factory_job_show_a_waiting_jobs_promise(store: SQLiteStore,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    controller, _ = make(store)
+    job_id = submit(controller, estimate_s=HOUR, deadline_h=6.0)
+    controller.step(T0, CLUSTER, outlook(T0, [90, 90, 10, 90, 90, 90, 90]))
+    job = store.get_job(job_id)
+    assert job is not None and job.latest_safe_start_s is not None
+    latest = utc_label(job.latest_safe_start_s).removesuffix(" UTC")
+    monkeypatch.setattr(jobs_cli, "connect", lambda *_: StoreClient(store, T0 + HOUR))  # it is 00:00 now
+    runner = CliRunner()
+
+    listed = runner.invoke(jobs_cli.jobs, [])
+    assert listed.exit_code == 0, listed.output
+    header, line = listed.output.splitlines()[:2]
+    assert "LATEST START" in header and f"  {latest}  " in line
+    why = f"price: cheap window at 01:00; latest safe start {latest[11:]}; deadline 05:00"
+    assert line.rstrip().endswith(why)  # today's times as HH:MM
+    as_json = json.loads(runner.invoke(jobs_cli.jobs, ["--json"]).output)
+    assert as_json[0]["latest_safe_start_s"] == job.latest_safe_start_s and as_json[0]["pauses"] == 0
+
+    shown = runner.invoke(jobs_cli.job, [job_id])
+    assert f"Start by   {latest} (its latest safe start" in shown.output and "Pauses     0" in shown.output
+    detail = json.loads(runner.invoke(jobs_cli.job, [job_id, "--json"]).output)
+    assert set(detail) == {"job", "events"}
+    assert detail["job"]["latest_safe_start"] == f"{latest.replace(' ', 'T')}:00Z"
+
+
+def test_reasons_show_the_times_of_today_as_hours_and_minutes() -> None:
+    reason = ("price: cheap window at 2024-07-01 02:00 UTC; latest safe start 2024-07-01 04:10 UTC; "
+              "deadline 2024-07-02 09:00:35 UTC")
+    assert compact_times(reason, datetime(2024, 7, 1, tzinfo=UTC).date()) == \
+        "price: cheap window at 02:00; latest safe start 04:10; deadline 2024-07-02 09:00"
