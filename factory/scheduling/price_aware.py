@@ -187,7 +187,7 @@ class PriceAwarePolicy:
         It cannot stop; it is late already (a pause would add its resume to a late job); or it has less
         left to run than a resume would add.
         """
-        return not job.preemptible or job.at_risk or job.remaining_s < job.overhead_s(default_overhead_s)
+        return job.at_risk or self._runs_unbroken(job, default_overhead_s)
 
     def _request(self, job: JobView, snapshot: Snapshot, deadline_s: float, promise: Reservation) -> PlanRequest:
         now_s = snapshot.now_s
