@@ -361,17 +361,22 @@ class _Planning:
         leave, then `last` (admitted jobs already known to be short) as soon as possible in what is left.
 
         `running_held`: running preemptible jobs hold their GPUs from now (kept running), else they are
-        booked like the admitted ones (paused now and resumed in time, their resume overhead included).
+        booked like the admitted ones (paused now and resumed in time, their resume overhead included),
+        but for those that a pause would make late: they are held from now either way.
         """
         book = CapacityBook(self.outlook, self.now_s, self.total_gpus, self.power_budget_w)
         for job, remaining_s in self.pinned:
             book.take(job, 0, remaining_s)
         order = list(admitted)
-        if running_held:
-            for booking in self.running:
-                book.take(booking.job, 0, booking.job.remaining_s)
-        else:
-            order = sorted([*order, *self.running], key=_latest_first)
+        # Running jobs held from now: all of them, or (movable) those that a pause would make late anyway.
+        held = self.running if running_held else \
+            [b for b in self.running if self.now_s + b.needed_s > b.deadline_s + EPS_S]
+        for booking in held:
+            book.take(booking.job, 0, booking.job.remaining_s)
+        if not running_held:
+            held_ids = {b.job.job_id for b in held}
+            order = sorted([*order, *(b for b in self.running if b.job.job_id not in held_ids)],
+                           key=_latest_first)
         if first:  # these first (as late as they fit), then the others
             order = [b for b in order if b.job.job_id in first] + [b for b in order if b.job.job_id not in first]
         placed: dict[str, int] = {}

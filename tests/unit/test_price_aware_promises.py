@@ -48,6 +48,18 @@ def test_a_due_job_preempts_a_flexible_one_but_never_a_late_or_capped_one() -> N
     assert paused(decisions) == {} and "later" in waiting(decisions)
 
 
+def test_a_due_job_preempts_a_job_with_slack_even_when_another_running_job_has_none() -> None:
+    # Two GPUs, 1 h resumes. "tight" would be late if paused now (1.3 h left + 1 h resume > 1.8 h); "slack"
+    # has a day. "due" (1.5 h, deadline in 1.75 h) must start now: the plan pauses "slack" for it and keeps
+    # "tight", rather than judging "due" late because pausing every running job would make "tight" late.
+    tight = running("tight", (("n0", 1),), hours=1.3, deadline_s=T0 + 1.8 * HOUR)
+    slack = running("slack", (("n0", 1),), hours=5, deadline_s=T0 + 48 * HOUR)
+    due = job("due", hours=1.5, deadline_s=T0 + 1.75 * HOUR, admitted=True)
+    snap = replace(snapshot([tight, slack, due], [50] * 60, nodes={"n0": 2}), preempt_overhead_s=HOUR)
+    decisions = PriceAwarePolicy().decide(snap)
+    assert set(started(decisions)) == {"due"} and set(paused(decisions)) == {"slack"}
+
+
 def test_a_newcomer_that_cannot_make_it_is_told_its_earliest_finish_at_admission() -> None:
     # One GPU held for 2 more hours by an unbroken job; a 1 h newcomer due in 90 min cannot make it.
     busy = running("busy", (("n0", 1),), hours=2, deadline_s=T0 + 5 * HOUR, preemptible=False)
