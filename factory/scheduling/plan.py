@@ -4,7 +4,8 @@ Nomenclature:
   interval k -- the k-th interval of the price outlook; interval 0 contains now and has only
                 `usable[0] = its end - now` seconds left.
   plan       -- the intervals a job is given: for a preemptible job the cheapest intervals in its
-                window with room left, for a non-preemptible one the cheapest contiguous run.
+                window with room left, in no more unbroken runs than its pause cap leaves it
+                (`within_runs`), for a non-preemptible one the cheapest contiguous run.
   room       -- whole GPUs per interval, as the cluster runs them: decisions come at interval starts
                 and when a run ends, so a job planned in an interval starts at its start and holds
                 its GPUs to its end, unless it finishes in it (the end of a run is a decision: its
@@ -41,6 +42,7 @@ Invariants:
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -52,6 +54,7 @@ from factory.scheduling.model import JobView, Phase, PriceOutlook
 EPS_S = 1e-6
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
 MIN_DRAW_W = 1.0
+DAY_S = 86400.0
 MAX_INTERVAL_EVENTS = 64  # releases and later starts within one interval that are looked at
 # Planning tiers, in order: running jobs that are not to be paused (from now); jobs that must start now
 # by the reservation plan (as soon as possible, preempting flexible jobs if need be); running preemptible
@@ -364,6 +367,11 @@ class Planner:
             plan = self._run_or_pause(request)
         else:
             plan = self.cheapest(job, request.needed_s, request.deadline_s)
+            if job.preemptible and len(plan.intervals) and plan.intervals[0] == 0:
+                # As many runs as it may be paused, plus one. (Only for a plan that starts now: fewer runs
+                # never start a job that would have waited, and a long queue's waiting jobs skip the cost.)
+                plan = self.within_runs(job, plan, request.needed_s, request.deadline_s,
+                                        self.pauses_left(job, request.deadline_s) + 1) or plan
         return plan
 
     def _crowded_now(self, job: JobView, needed_s: float) -> str | None:
@@ -381,12 +389,14 @@ class Planner:
         return None
 
     def _run_or_pause(self, request: PlanRequest) -> JobPlan:
-        """A running preemptible job: pause it only if that pays for its resume, with a margin.
+        """A running preemptible job: pause it only if that pays for its resumes, with a margin.
 
-        The paused plan carries the resume overhead as extra run time (its energy at the prices of its
-        intervals), and its saving against keeping the job running must beat `pause_margin` x that
-        overhead's cost on top, so that a saving the overhead would eat, or one that an estimate beyond the
-        known prices overstates, is no reason to stop a job.
+        Both plans are held to the pauses the cap leaves (`within_runs`): kept, the job's current run plus
+        one run per pause left; paused, one run per pause left, the pause now included. Each run of the
+        paused plan carries a resume overhead (its energy at the kept plan's mean price), and its saving
+        against keeping the job running must beat `pause_margin` x one overhead's cost on top, so that a
+        saving the overheads would eat, or one that an estimate beyond the known prices overstates, is no
+        reason to stop a job.
         """
         job = request.job
         if request.pause_option_s is None:
@@ -394,17 +404,108 @@ class Planner:
         free_plan = self.cheapest(job, request.needed_s, request.deadline_s)
         if free_plan.runs_now:
             return free_plan  # its cheapest plan keeps it running anyway (one plan, not three: a long queue)
+        pauses_left = self.pauses_left(job, request.deadline_s)
         keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
-        if not free_plan.covered or not keep.runs_now:
+        if not free_plan.covered or not keep.runs_now or pauses_left < 1:
             return keep
+        keep = self.within_runs(job, keep, request.needed_s, request.deadline_s, pauses_left + 1,
+                                keep_now=True) or keep
         paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True)
-        if not paused.covered or _runs(paused.intervals) > self.max_pauses_per_day - job.pauses_today:
-            return keep  # it could not finish, or the plan would need more pauses than the cap allows
+        paused = self.within_runs(job, paused, request.pause_option_s, request.deadline_s, pauses_left)
+        if paused is None or not paused.covered:
+            return keep  # it could not finish, or not within the pauses the cap leaves
         overhead_s = request.pause_option_s - request.needed_s
         seconds = keep.seconds if keep.seconds is not None else np.ones(1)
         mean_price = abs(keep.cost_index) / max(float(np.sum(seconds)), EPS_S)
         resume_cost = overhead_s * mean_price
-        return paused if keep.cost_index - paused.cost_index > self.pause_margin * resume_cost + EPS_S else keep
+        # The paused plan pays a resume for each of its runs (its first is in `pause_option_s` already); the
+        # kept plan's later runs are not charged theirs, which leans towards keeping a job running.
+        paused_cost = paused.cost_index + (_runs(paused.intervals) - 1) * resume_cost
+        return paused if keep.cost_index - paused_cost > self.pause_margin * resume_cost + EPS_S else keep
+
+    def pauses_left(self, job: JobView, deadline_s: float) -> int:
+        """Pauses the cap (`max_pauses_per_day` in any 24 h) leaves the job from now to `deadline_s`.
+
+        Today's left, plus a day's worth for each whole day of the window after the first (conservative:
+        today's pauses leave the 24 h count one by one within the next day).
+        """
+        if self.max_pauses_per_day >= 10**6:
+            return self.max_pauses_per_day
+        days = max(0, int((deadline_s - self.effective_start_s[0]) // DAY_S))
+        return max(0, self.max_pauses_per_day - job.pauses_today) + self.max_pauses_per_day * days
+
+    def within_runs(self, job: JobView, plan: JobPlan, needed_s: float, deadline_s: float, max_runs: int,
+                    *, keep_now: bool = False) -> JobPlan | None:
+        """`plan` in at most `max_runs` unbroken runs (each later one is a pause and a resume); None if none.
+
+        The cheapest intervals are often scattered (an hour a little dearer between two cheap ones), and a
+        job paused at each gap would spend its pauses on small savings. So the gaps whose filling costs the
+        least over the plan's marginal price are filled (whole intervals, with the room the job has there)
+        until `max_runs` remain, and the dearest run ends are trimmed back to `needed_s` (whole intervals,
+        the remainder from the last run's end). With `keep_now`, the current interval is never trimmed.
+        """
+        intervals = plan.intervals
+        runs = _runs(intervals)
+        if runs <= max_runs or not plan.covered or plan.seconds is None:
+            return plan
+        if max_runs < 1:
+            return None
+        first, last = int(intervals[0]), int(intervals[-1])
+        span = np.arange(first, last + 1)
+        usable = np.maximum(0.0, np.minimum(self.usable_s[span], deadline_s - self.effective_start_s[span]))
+        room = self._room_s(job, span, usable, 0)
+        chosen = np.zeros(len(span), dtype=bool)
+        chosen[intervals - first] = True
+        price = self.price[span]
+        marginal = float(price[chosen].max())
+        # Gaps between runs: [start, end) positions in `span`, and what filling each costs over the marginal.
+        edges = np.flatnonzero(np.diff(chosen.astype(np.int8)))
+        gap_starts, gap_ends = edges[0::2] + 1, edges[1::2] + 1
+        full = room >= usable - EPS_S
+        full_before = np.concatenate([[0], np.cumsum(~full)])
+        excess_price = np.concatenate([[0.0], np.cumsum((price - marginal) * room)])
+        fillable = (full_before[gap_ends] - full_before[gap_starts] == 0) & (usable[gap_starts] > EPS_S)
+        fill_cost = excess_price[gap_ends] - excess_price[gap_starts]
+        candidates = np.flatnonzero(fillable)
+        if len(candidates) < runs - max_runs:
+            return None
+        for gap in candidates[np.argsort(fill_cost[candidates], kind="stable")[:runs - max_runs]].tolist():
+            chosen[gap_starts[gap]:gap_ends[gap]] = True
+        seconds = np.where(chosen, room, 0.0)
+        # Trim the excess from the run ends, dearest first, whole intervals only.
+        excess_s = float(seconds.sum()) - needed_s
+        left, right = _run_bounds(chosen)
+        ends = [(-price[i], i, side) for lo, hi in zip(left, right, strict=True) for i, side in ((lo, -1), (hi, 1))]
+        heapq.heapify(ends)
+        while ends and excess_s > EPS_S:
+            _, i, side = heapq.heappop(ends)
+            if not chosen[i] or seconds[i] > excess_s + EPS_S or (keep_now and first + i == 0):
+                continue
+            excess_s -= seconds[i]
+            chosen[i], seconds[i] = False, 0.0
+            inward = i - side
+            if 0 <= inward < len(span) and chosen[inward]:
+                heapq.heappush(ends, (-price[inward], inward, side))
+        # The remainder from the end of the last run (the job finishes earlier in its last interval).
+        for i in np.flatnonzero(chosen)[::-1].tolist():
+            if excess_s <= EPS_S or (keep_now and first + i == 0):
+                break
+            cut = min(excess_s, float(seconds[i]))
+            seconds[i] -= cut
+            excess_s -= cut
+            if seconds[i] <= EPS_S:
+                chosen[i] = False
+        picked = np.flatnonzero(chosen)
+        if not len(picked):
+            return None
+        used_s = seconds[picked]
+        return JobPlan(job.job_id, span[picked], True, float(np.dot(price[picked], used_s)), seconds=used_s)
+
+
+def _run_bounds(chosen: np.ndarray) -> tuple[list[int], list[int]]:
+    """First and last positions of each run of True in `chosen`."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], chosen.astype(np.int8), [0]])))
+    return edges[0::2].tolist(), (edges[1::2] - 1).tolist()
 
 
 def _runs(intervals: np.ndarray) -> int:

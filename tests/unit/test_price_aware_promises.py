@@ -122,3 +122,30 @@ def test_no_admitted_job_starts_after_its_latest_safe_start(scenario: Scenario) 
                  for job_id, latest_s in promised.items()
                  if job_id not in infeasible and first.get(job_id, np.inf) > latest_s + 1e-3}
     assert not held_past, held_past
+
+
+def test_a_job_with_one_pause_left_takes_the_cheapest_plan_that_needs_no_more() -> None:
+    # 3 h left, 1 pause left today. The three 10/MWh hours lie apart (two more pauses after this one), so
+    # paused it runs them in one unbroken block, 10 + 50 + 10, which still beats staying on at 100/MWh.
+    train = running("train", (("n0", 1),), hours=3, deadline_s=T0 + 10 * HOUR, pauses_today=2)
+    prices = [100, 100, 100, 10, 50, 10, 50, 10, 100, 100]
+    decisions = PriceAwarePolicy().decide(snapshot([train], prices))
+    assert "train" in paused(decisions)
+    # With no pause left, it runs on.
+    assert paused(PriceAwarePolicy().decide(snapshot([replace(train, pauses_today=3)], prices))) == {}
+
+
+def test_a_plan_in_fewer_runs_covers_the_work_in_at_most_that_many_runs() -> None:
+    from factory.scheduling.plan import Planner, _runs
+    from tests.unit.test_scheduling_policies import outlook
+
+    prices = [30, 10, 40, 10, 40, 10, 60, 10, 40, 10, 90, 90]
+    planner = Planner(outlook(prices, T0), T0, 1, None)
+    train = job("train", hours=5)
+    scattered = planner.cheapest(train, 5 * HOUR, T0 + 12 * HOUR)
+    assert _runs(scattered.intervals) == 5
+    for runs in (1, 2, 3):
+        plan = planner.within_runs(train, scattered, 5 * HOUR, T0 + 12 * HOUR, runs)
+        assert plan is not None and plan.covered and _runs(plan.intervals) <= runs
+        assert float(plan.seconds.sum()) == 5 * HOUR and plan.cost_index >= scattered.cost_index
+        assert int(plan.intervals[-1]) < 10  # never into the 90/MWh hours
