@@ -237,8 +237,11 @@ class PriceAwarePolicy:
                           self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
+        exhausted = False  # once nothing is left now, nothing will be (plans only take room)
         for position, request in enumerate(ordered):
-            if position >= FULL_PLAN_JOBS and request.tier >= AT_RISK and planner.now_exhausted():
+            if position >= FULL_PLAN_JOBS and request.tier >= AT_RISK and \
+                    (exhausted or planner.now_exhausted()):
+                exhausted = True
                 # A very long queue: nothing is left now for this job, and planning its later intervals
                 # changes nothing for the jobs before it, so it is not planned in this decision (a queue
                 # of 100,000 costs what the GPUs can start). Its promise is the reservation plan's.
@@ -347,5 +350,11 @@ def _with_latest_start(wait: Wait, promise: Reservation, deadlines: Mapping[str,
     if wait.reason is WaitReason.PRICE:
         detail = f"{wait.detail}; latest safe start {_at(latest_s)}; deadline {_at(deadlines[wait.job_id])}"
     else:
-        detail = f"{wait.detail}; latest safe start {_at(latest_s)}"
+        detail = _with_start(wait.detail, latest_s)
     return Wait(wait.job_id, wait.reason, detail, latest_s)
+
+
+@functools.lru_cache(maxsize=65536)
+def _with_start(detail: str, latest_s: float) -> str:
+    """A capacity wait's reason with its latest safe start (remembered: a long queue repeats them)."""
+    return f"{detail}; latest safe start {_at(latest_s)}"
