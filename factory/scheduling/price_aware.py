@@ -15,7 +15,8 @@ Each decision has two parts:
    so waiting for a cheap hour happens only inside a job's slack. A running job is kept running ahead of
    queued ones (a queued job that is not due never displaces it) and is paused only when the saving on
    published prices beats its resume overhead by `pause_margin` (`Planner._run_or_pause`), at most
-   `max_pauses_per_day` times a day for price.
+   `max_pauses_per_day` times a day for price, and (with a resume overhead) never while the plan is short of
+   room: a resume redoes work, which late or due jobs need the GPUs for.
 
 A job planned for later waits for `price` only if it had room now; one whose room went to more urgent jobs
 waits for `capacity` (or `power budget`), so the reason users see is the true one; each waiting admitted
@@ -215,7 +216,10 @@ class PriceAwarePolicy:
             # Started now it would run unbroken (a late job is never paused) over room promised to admitted
             # jobs: it waits, until it is due or that room is free.
             return PlanRequest(job, needed_s, deadline_s, tier, None, held_unbroken=True)
-        may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and math.isfinite(overhead_s)
+        # A resume redoes work: while the plan is short of room (a job is late, or must start now), a pause
+        # for price would take GPU time those jobs need, so none is made.
+        may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and \
+            math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
         return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s)
 

@@ -149,3 +149,16 @@ def test_a_plan_in_fewer_runs_covers_the_work_in_at_most_that_many_runs() -> Non
         assert plan is not None and plan.covered and _runs(plan.intervals) <= runs
         assert float(plan.seconds.sum()) == 5 * HOUR and plan.cost_index >= scattered.cost_index
         assert int(plan.intervals[-1]) < 10  # never into the 90/MWh hours
+
+
+def test_no_pause_for_price_adds_a_resume_while_a_job_must_start_now() -> None:
+    # 10-minute resumes. Alone, "train" is paused through the dear hours (see the resume-cost test). With a
+    # job due now in the plan, a pause would add its resume to a crowded plan: it runs on.
+    train = running("train", (("n0", 1),), hours=3, deadline_s=T0 + 8 * HOUR)
+    prices = [200, 100, 100, 10, 10, 10, 50, 50, 50, 50]
+    alone = replace(snapshot([train], prices, nodes={"n0": 2}), preempt_overhead_s=600.0)
+    assert "train" in paused(PriceAwarePolicy().decide(alone))
+    due = job("due", hours=1, deadline_s=T0 + HOUR, admitted=True)
+    crowded = replace(alone, jobs=[train, due])
+    decisions = PriceAwarePolicy().decide(crowded)
+    assert paused(decisions) == {} and set(started(decisions)) == {"due"}
