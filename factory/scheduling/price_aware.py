@@ -66,8 +66,8 @@ _NO_INTERVALS = np.empty(0, dtype=np.int64)
 FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
 # Defaults of the tunable parameters, chosen on PJM COMED day-ahead 2013-2015 only (the tuning half of
 # bench/scheduler_matrix.py, which reports on 2016-2018, ERCOT and CAISO); see bench/README.md.
-ARRIVAL_SLACK = 0.1     # price plan: finish this fraction of the run time early when sharing a window
-RESERVE_MARGIN = 0.1    # reservation plan: the same, for the latest safe starts
+ARRIVAL_SLACK = 0.2     # price plan: finish this fraction of the run time early when sharing a window
+RESERVE_MARGIN = 0.05   # reservation plan: the same, for the latest safe starts
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
 DAY_S = 86400.0
