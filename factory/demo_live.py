@@ -10,7 +10,12 @@ Three jobs of the shipped regression example are submitted at midnight:
   * `nlp-large` (2 GPUs, 2 h, due in 6 h) waits for the cheap hour, is paused through the spike
     and resumes from its checkpoint in the next cheap hour;
   * `vision-small` (1 GPU, 0.6 h, due in 3 h) waits for the cheap hour;
-  * `ops-urgent` (1 GPU, 0.5 h, due in 50 min) cannot wait and starts at once, in the dear hour.
+  * `ops-urgent` (1 GPU, 0.5 h, due in 80 min) cannot wait for the cheap hour (it could run only 24 of its
+    30 minutes in it) and starts at once, in the dear hour. Its deadline leaves room for a slow machine:
+    at 120x a real second is two factory minutes and Ray Train's start-up alone takes 10-20 real seconds,
+    so its run takes 35-70 factory minutes however short its estimate.
+A resume costs the same start-up, so the chapter's factory plans with a 20-minute resume overhead
+(`scheduler.preempt_overhead_s`): no job is paused for a saving that a restart would eat.
 A job held back for a price says why and what it is promised, as `factory job ID` shows it:
 "nlp-large waits: cheap window at 01:00; latest safe start 03:48; deadline 06:00" (started by its latest
 safe start, it meets its deadline beside every job admitted before it).
@@ -74,7 +79,8 @@ def live_config(base: FactoryConfig) -> FactoryConfig:
                 "dashboard_port": base.ray.dashboard_port},
         "clock": {"mode": "replay", "replay_start": LIVE_START.isoformat(), "speed_factor": LIVE_SPEED},
         "prices": {"source": "trace", "trace": {"paths": [str(prices)]}},
-        "scheduler": {"policy": "price-aware", "tick_s": 1.0},
+        # A restart is Ray Train's start-up again: about 10 real seconds, 20 minutes of this replay.
+        "scheduler": {"policy": "price-aware", "tick_s": 1.0, "preempt_overhead_s": 1200.0},
         "serving": {"http_host": base.serving.http_host, "http_port": base.serving.http_port,
                     "replica_cpus": 0.5},
     }
@@ -94,7 +100,7 @@ def jobs() -> list[dict[str, Any]]:
                 "register_as": f"{team}-regressor", "predictor": PREDICTOR}
 
     return [job("nlp-large", "nlp", 2, 2.0, "6h", 24), job("vision-small", "vision", 1, 0.6, "3h", 4),
-            job("ops-urgent", "ops", 1, 0.5, "50m", 4)]
+            job("ops-urgent", "ops", 1, 0.5, "80m", 2)]
 
 
 def chapter_live(base: FactoryConfig, echo: Echo) -> None:

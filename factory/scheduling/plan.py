@@ -443,6 +443,7 @@ class Planner:
         least over the plan's marginal price are filled (whole intervals, with the room the job has there)
         until `max_runs` remain, and the dearest run ends are trimmed back to `needed_s` (whole intervals,
         the remainder from the last run's end). With `keep_now`, the current interval is never trimmed.
+        One run is the exact cheapest unbroken run (`contiguous`, from now with `keep_now`).
         """
         intervals = plan.intervals
         runs = _runs(intervals)
@@ -450,6 +451,9 @@ class Planner:
             return plan
         if max_runs < 1:
             return None
+        if max_runs == 1:  # exactly: the cheapest unbroken run (filling gaps cannot move a run later)
+            one = self.contiguous(job, needed_s, deadline_s, pinned=keep_now)
+            return one if one.covered else None
         first, last = int(intervals[0]), int(intervals[-1])
         span = np.arange(first, last + 1)
         usable = np.maximum(0.0, np.minimum(self.usable_s[span], deadline_s - self.effective_start_s[span]))

@@ -395,13 +395,15 @@ def test_a_jobs_resume_overhead_is_learnt_from_its_resume_and_reaches_the_policy
 def test_the_live_policy_takes_the_pause_cap_from_the_config(store: SQLiteStore) -> None:
     assert live_policy(SchedulerConfig(max_pauses_per_day=1)) == PriceAwarePolicy(max_pauses_per_day=1)
     assert isinstance(live_policy(SchedulerConfig(policy="fifo")), FifoPolicy)
-    # With a cap of 0, the spike that pauses a job under the default cap (see above) does not.
+    # With a cap of 0, a job started now could not be paused at the spike that pauses it under the default
+    # cap (see above): it is planned in one unbroken run, and waits for the two cheap hours after the spike.
     controller, runners = make(store, live_policy(SchedulerConfig(max_pauses_per_day=0)))
     job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
     controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
-    spike_s = T0 + HOUR
-    result = controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
-    assert result.paused == [] and store.get_job(job_id).state == "RUNNING"  # type: ignore[union-attr]
+    assert store.get_job(job_id).state == "WAITING"  # type: ignore[union-attr]
+    cheap_s = T0 + 3 * HOUR
+    controller.step(cheap_s, CLUSTER, outlook(cheap_s, [10, 10, 90, 90, 90, 90, 90]))
+    assert store.get_job(job_id).state == "RUNNING"  # type: ignore[union-attr]
 
 
 class StoreClient:
