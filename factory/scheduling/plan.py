@@ -463,8 +463,8 @@ class Planner:
         price = self.price[span]
         marginal = float(price[chosen].max())
         # Gaps between runs: [start, end) positions in `span`, and what filling each costs over the marginal.
-        edges = np.flatnonzero(np.diff(chosen.astype(np.int8)))
-        gap_starts, gap_ends = edges[0::2] + 1, edges[1::2] + 1
+        left, right = _run_bounds(chosen)
+        gap_starts, gap_ends = np.array(right[:-1]) + 1, np.array(left[1:])
         full = room >= usable - EPS_S
         full_before = np.concatenate([[0], np.cumsum(~full)])
         excess_price = np.concatenate([[0.0], np.cumsum((price - marginal) * room)])
