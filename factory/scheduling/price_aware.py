@@ -201,8 +201,20 @@ class PriceAwarePolicy:
             # a job that must start now); any other keeps running, since each pause adds its resume to the
             # work left (see `_kept_running`, and `Reservation.pausable`).
             tier = RUNNING if job_id in promise.pausable else PINNED
-        elif job.at_risk or job_id in promise.infeasible or job_id in promise.short:
+        elif job.at_risk or job_id in promise.infeasible:
             tier = AT_RISK  # late whatever happens: as soon as possible, in what the promises leave
+        elif job_id in promise.short:
+            # The plan found it no room, but it may still finish if it runs from now: the plan's order is a
+            # heuristic (several GPUs, unbroken bookings), so rather than being written off as late the job
+            # runs ahead of jobs not yet due, and preempts flexible ones once it must start in this interval.
+            latest_alone_s = deadline_s - needed_s
+            assert snapshot.prices is not None
+            if promise.fluid or latest_alone_s < now_s - 1e-6:
+                tier = AT_RISK
+            elif latest_alone_s < float(snapshot.prices.starts_s[0]) + snapshot.prices.interval_s:
+                tier = DUE
+            else:
+                tier = DUE_SOON
         elif job_id in promise.urgent:
             tier = DUE
         elif job_id in promise.due:
@@ -297,7 +309,8 @@ def _past_a_sliver(snapshot: Snapshot) -> Snapshot:
 def _urgency(request: PlanRequest, promise: Reservation) -> tuple[float, float, str]:
     """(laxity, deadline, id): least laxity first; due jobs by their latest safe start (the order their
     reservations begin in, so that one started early never takes the room of one due before it); at-risk
-    jobs by how long they have been due."""
+    jobs by how long they have been due.
+    """
     if request.tier == DUE or request.tier == DUE_SOON:
         return (promise.latest_start_s.get(request.job.job_id, -math.inf), request.deadline_s,
                 request.job.job_id)

@@ -23,10 +23,11 @@ The plan (`reserve`):
   2. admitted jobs, latest deadline first, each as late as it can finish before its deadline (backward
      earliest-deadline-first: the classic way to find the latest start of every job at once);
   3. if step 2 leaves an admitted job without room, the plan is redone without margins, with running
-     jobs movable (paused and resumed in time), then with the jobs left short placed first (the backward
-     order is exact on one GPU, a heuristic with gangs), and the plan leaving the fewest short is kept;
-     those still not placed are `short`: they will be late, and are booked last, as soon as possible in
-     what the others leave (they run before flexible jobs, never before jobs that can still make it);
+     jobs movable (paused and resumed in time), then up to four times with every job left short so far
+     placed first (the backward order is exact on one GPU, a heuristic with several), and the plan
+     leaving the fewest short is kept; those still not placed are `short`, booked last, as soon as
+     possible in what the others leave (the policy runs one that could still finish from now ahead of
+     jobs not yet due; the others are late, and run before flexible jobs only);
   4. newcomers, smallest first (more of them fit), each as late as it fits in what the admitted jobs
      left: a newcomer that finds no room before its deadline is infeasible, and told its earliest finish
      (as soon as possible in that room).
@@ -48,10 +49,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from factory.scheduling.model import JobView, Phase, PriceOutlook
+from factory.scheduling.model import JobView, PriceOutlook
 
 EPS_S = 1e-6
 SLOT_S = 900.0  # the plan's time step within a price interval (at most)
+SHORT_FIRST_ROUNDS = 4  # rounds with the jobs left short so far placed first (each may leave others short)
 EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
 
 
@@ -73,11 +75,14 @@ class Reservation:
     must run now (their reservation starts in the current interval, or an admitted job that found no room).
     `urgent` (a subset of `due`): jobs that must start now, preempting flexible jobs if need be (short,
     booked from now, or booked in room that running jobs hold now); the others are due at a release
-    later in the interval, which is a decision. `infeasible`: newcomers that cannot finish before their deadline, with their earliest finish (inf: not
-    within the outlook). `unbroken_now`: queued non-preemptible jobs that may start now without breaking
-    the plan (they run unbroken from now). `pausable`: running preemptible jobs that, paused now, could
-    still be placed (resume overhead included) without being due now; their `latest_start_s` is then the
-    latest safe resume.
+    later in the interval, which is a decision. `short`: admitted jobs the plan found no room for (by the
+    exact plan's order, a heuristic with several GPUs, one may still make it if it runs from now; by the
+    fluid bound, late for sure). `infeasible`: newcomers that cannot finish before their deadline, with
+    their earliest finish (inf: not within the outlook). `unbroken_now`: queued non-preemptible jobs that
+    may start now without breaking the plan (they run unbroken from now). `pausable`: running preemptible
+    jobs that, paused now, could still be placed (resume overhead included) without being due now; their
+    `latest_start_s` is then the latest safe resume. A short admitted job's `latest_start_s` is its
+    deadline less its run time (the latest it could still finish from, alone).
     """
 
     latest_start_s: dict[str, float] = field(default_factory=dict)
@@ -87,6 +92,7 @@ class Reservation:
     unbroken_now: set[str] = field(default_factory=set)
     pausable: set[str] = field(default_factory=set)
     urgent: set[str] = field(default_factory=set)
+    fluid: bool = False  # from `fluid_latest_starts`: an optimistic bound (its short jobs are late for sure)
 
 
 class CapacityBook:
@@ -188,7 +194,8 @@ class CapacityBook:
     def latest_pieces(self, job: JobView, needed_s: float, deadline_s: float,
                       resume_s: float) -> list[tuple[int, int]] | None:
         """Runs of free slots, latest first, that add up to `needed_s` plus a resume for each run after the
-        first, all finishing by `deadline_s`; as [(start, end), ...] in time order, or None."""
+        first, all finishing by `deadline_s`; as [(start, end), ...] in time order, or None.
+        """
         last = int(np.searchsorted(self.start_s, deadline_s - EPS_S, side="left"))
         if last <= 0:
             return None
@@ -225,7 +232,8 @@ class CapacityBook:
     def resumable_at(self, job: JobView, start: int) -> bool:
         """Whether a job paused now can count on a decision to resume it by slot `start`: the next price
         interval, or inside this one after a slot without room for it where room frees up (a run ends
-        there, and the end of a run is a decision, at which a booking in this interval is due)."""
+        there, and the end of a run is a decision, at which a booking in this interval is due).
+        """
         if start >= self.now_slots:
             return True
         ok = self._ok(job, start + 1)
@@ -271,14 +279,18 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     if best.short or best.turned_away:
         # Some job found no room. The margins may have taken it (plan again without them); a running job
         # kept running may hold it (plan again with running jobs movable: paused and resumed in time); or
-        # the places the backward order gave the others were its only ones (plan again with it first).
+        # the places the backward order gave the others were its only ones (plan again with it first, and
+        # with those that this leaves short first too).
         # The plan that leaves the fewest admitted jobs short, then the fewest newcomers out, is kept.
-        for first, running_held in ((set(), True), (set(), False), (set(best.short), False)):
-            again = plan.round(admitted, newcomers, 0.0, running_held, first=first)
+        first = set(best.short)
+        rounds = [(True, False), (False, False)] + [(False, True)] * SHORT_FIRST_ROUNDS
+        for running_held, short_first in rounds:
+            again = plan.round(admitted, newcomers, 0.0, running_held, first=first if short_first else set())
             if (len(again.short), len(again.turned_away)) < (len(best.short), len(best.turned_away)):
                 best = again
             if not best.short and not best.turned_away:
                 break
+            first |= again.short  # those the order left short go first next time
     if best.short:  # they will be late: booked last, as soon as possible in what the others leave
         best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short)
     book, placed = best.book, best.placed
@@ -296,6 +308,11 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
             if start == 0 or not best.running_held:
                 result.urgent.add(job_id)
     result.due -= best.short
+    # A job left short has no safe start in the plan (its booking, as soon as possible in what the others
+    # leave, may lie past its deadline): it is told the latest start at which it could still finish alone.
+    for booking in admitted:
+        if booking.job.job_id in best.short:
+            result.latest_start_s[booking.job.job_id] = booking.deadline_s - booking.needed_s
     # May a queued job that will run unbroken once started (so will a late one: it is never paused) start
     # now without breaking the plan?
     late = [(b.job, b.needed_s) for b in bookings if b.job.job_id in best.short or
@@ -439,7 +456,7 @@ def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int, po
     backwards from the last deadline, job i's block must start by `S_i = min(d_i, S_{i+1}) - block_i`. A job's
     latest start is `min(d_i - run time, S_i)`. Newcomers with a latest start before now are infeasible.
     """
-    result = Reservation()
+    result = Reservation(fluid=True)
     if not bookings:
         return result
     gpus = float(total_gpus - sum(job.num_gpus for job, _ in pinned))

@@ -13,7 +13,19 @@ from hypothesis import given
 from factory.prices.series import utc_label
 from factory.scheduling import PriceAwarePolicy
 from factory.scheduling.model import WaitReason
-from tests.unit.test_scheduling_policies import HOUR, T0, detail, job, paused, running, snapshot, started, waiting
+from factory.scheduling.reservation import Booking, reserve
+from tests.unit.test_scheduling_policies import (
+    HOUR,
+    T0,
+    detail,
+    job,
+    outlook,
+    paused,
+    running,
+    snapshot,
+    started,
+    waiting,
+)
 from tests.unit.test_simulation_invariants import EXAMPLES, Recording, Scenario, scenarios
 
 EXPENSIVE_NEXT = [50, 100, 100, 10, 10, 50, 50, 50]  # now 50, two dear hours, two cheap ones
@@ -67,6 +79,33 @@ def test_a_newcomer_that_cannot_make_it_is_told_its_earliest_finish_at_admission
     decisions = PriceAwarePolicy().decide(snapshot([busy, late], [50] * 8, nodes={"n0": 1}))
     assert dict(decisions.infeasible) == {
         "late": f"cannot finish before {utc_label(T0 + 1.5 * HOUR)}: earliest finish {utc_label(T0 + 3 * HOUR)}"}
+
+
+def test_the_plan_finds_room_for_every_admitted_job_when_an_order_exists() -> None:
+    # Two GPUs, everything due within 5.5 h. Latest deadline first, "c" (3 h, due 5 h) and "a" take the late
+    # hours, and "b" or "d" (both due 3.5 h) find no room; placed first, the ones left short fit, and so do
+    # the others. A job the plan leaves short is treated as late, so the order is searched, not given up.
+    specs = {"a": (2.5, 5.5), "b": (1.5, 3.5), "c": (3.0, 5.0), "d": (2.5, 3.5)}
+    bookings = [Booking(job(name, hours=hours, admitted=True), hours * HOUR, T0 + due_h * HOUR, True, 0.0)
+                for name, (hours, due_h) in specs.items()]
+    plan = reserve(outlook([50] * 8), T0, 2, None, [], bookings, 0.0)
+    assert plan.short == set()
+    assert all(plan.latest_start_s[b.job.job_id] + b.needed_s <= b.deadline_s for b in bookings)
+
+
+def test_a_job_the_plan_leaves_short_runs_now_if_it_can_still_make_its_deadline() -> None:
+    # Three GPUs, all busy. "q1" (3 h, due in 3.25 h) can only make it by starting now: it pauses "r1",
+    # which has 4 h of slack, rather than wait as a late job for room the plan promised to others.
+    jobs = [running("r0", (("n0", 1),), hours=4, deadline_s=T0 + 6 * HOUR),
+            running("r1", (("n0", 1),), hours=3, deadline_s=T0 + 7 * HOUR),
+            running("r2", (("n0", 1),), hours=4, deadline_s=T0 + 4.5 * HOUR),
+            job("q0", hours=3, deadline_s=T0 + 4 * HOUR, admitted=True),
+            job("q1", hours=3, deadline_s=T0 + 3.25 * HOUR, admitted=True)]
+    prices = [10, 50, 50, 10, 10, 100] + [50] * 24
+    decisions = PriceAwarePolicy().decide(snapshot(jobs, prices, nodes={"n0": 3}))
+    assert set(started(decisions)) == {"q1"} and set(paused(decisions)) == {"r1"}
+    # "q0" may wait an hour: it is told so, by a start that still meets its deadline.
+    assert detail(decisions, "q0").endswith(f"latest safe start {utc_label(T0 + HOUR)}")
 
 
 def _pause_decision(overhead_s: float, now_price: float = 50.0, pauses_today: int = 0,
