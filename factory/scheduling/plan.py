@@ -97,6 +97,7 @@ class PlanRequest(NamedTuple):
     tier: int
     pause_option_s: float | None = None  # running and may be paused for price: needed if paused now
     held_unbroken: bool = False  # a queued non-preemptible job that may not start before it is due
+    resume_s: float = 0.0  # what each resume would cost it (a flexible job's plan weighs its runs by it)
 
 
 class Planner:
@@ -372,7 +373,31 @@ class Planner:
                 # never start a job that would have waited, and a long queue's waiting jobs skip the cost.)
                 plan = self.within_runs(job, plan, request.needed_s, request.deadline_s,
                                         self.pauses_left(job, request.deadline_s) + 1) or plan
+                if request.resume_s > 0 and _runs(plan.intervals) > 1:
+                    plan = self._fewer_runs(request, plan)
         return plan
+
+    def _fewer_runs(self, request: PlanRequest, plan: JobPlan) -> JobPlan:
+        """A flexible job's plan in the number of runs that costs least once each resume is paid for.
+
+        Started now, the job will be paused later only where that pays for its resume (`_run_or_pause`),
+        so a plan that starts it now for its cheap hours in scattered runs may leave it running through the
+        dear ones between them. Each run after the first is charged a resume (its energy at the plan's mean
+        price) plus `pause_margin` of one, as a pause must save; fewer runs (one: the cheapest unbroken run,
+        which may start later, so the job waits) are kept unless more of them save that much.
+        """
+        job, seconds = request.job, plan.seconds if plan.seconds is not None else np.ones(1)
+        mean_price = abs(plan.cost_index) / max(float(np.sum(seconds)), EPS_S)
+        run_cost = request.resume_s * mean_price * (1.0 + self.pause_margin)
+        best, best_cost = plan, plan.cost_index + (_runs(plan.intervals) - 1) * run_cost
+        for runs in range(_runs(plan.intervals) - 1, 0, -1):
+            fewer = self.within_runs(job, plan, request.needed_s, request.deadline_s, runs)
+            if fewer is None or not fewer.covered:
+                break
+            cost = fewer.cost_index + (_runs(fewer.intervals) - 1) * run_cost
+            if cost <= best_cost + EPS_S:
+                best, best_cost = fewer, cost
+        return best
 
     def _crowded_now(self, job: JobView, needed_s: float) -> str | None:
         """What the jobs planned so far left too little of for `job` to start now: "gpus", "power", None."""

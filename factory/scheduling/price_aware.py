@@ -233,7 +233,8 @@ class PriceAwarePolicy:
         may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and \
             math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
-        return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s)
+        return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s,
+                           resume_s=overhead_s if math.isfinite(overhead_s) else 0.0)
 
     def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
               promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:

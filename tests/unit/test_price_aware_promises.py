@@ -201,3 +201,17 @@ def test_no_pause_for_price_adds_a_resume_while_a_job_must_start_now() -> None:
     crowded = replace(alone, jobs=[train, due])
     decisions = PriceAwarePolicy().decide(crowded)
     assert paused(decisions) == {} and set(started(decisions)) == {"due"}
+
+
+def test_a_queued_job_waits_for_one_cheap_run_when_resumes_would_eat_the_scattered_hours() -> None:
+    # 3 h of work due in 10 h; the three 10/MWh hours lie apart. Free to pause, it starts now and runs them
+    # in three runs. With 2 h resumes, started now it would be paused only where that pays, so it would run
+    # on through the dear hours: it waits for the cheapest unbroken run instead (10 + 30 + 30, from 4 h).
+    train = job("train", hours=3, deadline_s=T0 + 10 * HOUR)
+    prices = [10, 100, 10, 100, 10, 30, 30, 30, 100, 100, 100, 100]
+    free = snapshot([train], prices)
+    assert set(started(PriceAwarePolicy().decide(free))) == {"train"}
+    costly = replace(free, preempt_overhead_s=2 * HOUR)
+    decisions = PriceAwarePolicy().decide(costly)
+    assert started(decisions) == {} and waiting(decisions) == {"train": WaitReason.PRICE}
+    assert detail(decisions, "train").startswith(f"cheap window at {utc_label(T0 + 4 * HOUR)}")
