@@ -233,8 +233,10 @@ class PriceAwarePolicy:
         may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and \
             math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
-        return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s,
-                           resume_s=overhead_s if math.isfinite(overhead_s) else 0.0)
+        # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see
+        # `Planner._fewer_runs`) unless the plan has jobs short of room: waiting spends slack they may need.
+        resume_s = overhead_s if math.isfinite(overhead_s) and not promise.short else 0.0
+        return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s, resume_s=resume_s)
 
     def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
               promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:

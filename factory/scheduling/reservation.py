@@ -292,7 +292,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
                 break
             first |= again.short  # those the order left short go first next time
     if best.short:  # they will be late: booked last, as soon as possible in what the others leave
-        best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short)
+        best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short,
+                          first=best.first - best.short)
     book, placed = best.book, best.placed
     result = Reservation(short=set(best.short))
     for booking in newcomers:
@@ -359,6 +360,7 @@ class _Round:
     short: set[str]          # admitted jobs without room
     turned_away: set[str]    # newcomers without room
     running_held: bool
+    first: set[str]          # the bookings placed before the others
 
 
 @dataclass
@@ -408,7 +410,7 @@ class _Planning:
                 if start is not None:
                     book.take(booking.job, start, booking.needed_s)
                     placed[booking.job.job_id] = start
-        return _Round(book, placed, short, turned_away, running_held)
+        return _Round(book, placed, short, turned_away, running_held, set(first))
 
 
 def _overhead_of(booking: Booking) -> float:
