@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.errors import ConfigError
 from factory.prices.config import PricesConfig
+from factory.yaml_text import YamlTextError, parse_yaml
 
 DEFAULT_CONFIG_PATH = Path("configs/factory.yaml")
 ENV_PREFIX = "FACTORY_"
@@ -267,12 +267,9 @@ def _read_yaml(path: Path, shown_as: Path) -> dict[str, Any]:
             f"cannot read config file {shown_as}: {exc.strerror or exc}; pass --config PATH"
         ) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{shown_as}: invalid YAML{where}: {problem}") from None
+        data = parse_yaml(text)
+    except YamlTextError as exc:
+        raise ConfigError(f"{shown_as}: invalid YAML{exc.where}: {exc.problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -297,8 +294,8 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tu
                 child = target[part] = {}
             target = child
         try:
-            target[field_path[-1]] = yaml.safe_load(env[name]) if env[name] != "" else None
-        except yaml.YAMLError:
+            target[field_path[-1]] = parse_yaml(env[name]) if env[name] != "" else None
+        except YamlTextError:  # not YAML ("2025-13-01" is no date): the text itself, which validation judges
             target[field_path[-1]] = env[name]
         applied[field_path] = name
     return applied

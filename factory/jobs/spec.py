@@ -37,7 +37,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,6 +50,7 @@ from pydantic_core import InitErrorDetails
 
 from factory.errors import ConfigError, FactoryError, summary_line
 from factory.jobs.search_space import check_search_space, to_tune_space
+from factory.yaml_text import YamlTextError, parse_yaml
 
 JobKind = Literal["train", "tune", "command"]
 NAME_MAX_CHARS = 64
@@ -333,12 +333,9 @@ def load_job_spec(path: str | os.PathLike[str]) -> JobSpec:
     except OSError as exc:
         raise JobSpecError(f"cannot read job spec {source}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or summary_line(exc, last=False)
-        raise JobSpecError(f"{source}: invalid YAML{where}: {problem}") from None
+        data = parse_yaml(text)
+    except YamlTextError as exc:
+        raise JobSpecError(f"{source}: invalid YAML{exc.where}: {exc.problem}") from None
     if data is None:
         raise JobSpecError(f"{source}: the file is empty; a job spec needs at least name, kind and "
                            "estimated_duration_s")

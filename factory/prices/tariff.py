@@ -18,12 +18,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from factory.errors import PriceDataError
 from factory.prices.provider import PriceProvider
 from factory.prices.series import IntervalSeries
+from factory.yaml_text import YamlTextError, parse_yaml
 
 BUILTIN_TARIFF = Path(__file__).parent / "tariffs" / "illustrative.yaml"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -102,12 +102,12 @@ def load_tariff(path: Path | None) -> Tariff:
     """Read and validate a tariff YAML file (None: the built-in illustrative tariff)."""
     path = path or BUILTIN_TARIFF
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = parse_yaml(Path(path).read_text())
     except OSError as exc:
         raise PriceDataError(f"cannot read tariff {path}: {exc.strerror or exc}; "
                              "set prices.tariff_path") from None
-    except yaml.YAMLError as exc:
-        raise PriceDataError(f"tariff {path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    except YamlTextError as exc:
+        raise PriceDataError(f"tariff {path}: invalid YAML{exc.where}: {exc.problem}") from None
     try:
         tariff = Tariff.model_validate(raw)
     except ValidationError as exc:

@@ -69,6 +69,23 @@ def test_unknown_env_override_is_a_config_error(tmp_path: Path) -> None:
     assert "did you mean 'clock'" in line
 
 
+def test_an_env_value_yaml_reads_as_an_impossible_date_is_a_config_error(tmp_path: Path) -> None:
+    # "2025-13-01" looks like a date to YAML, which raised ValueError from deep inside its parser.
+    line = assert_one_line_error(run_factory("status", cwd=tmp_path, FACTORY_SERVING__HTTP_PORT="2025-13-01"))
+
+    assert "FACTORY_SERVING__HTTP_PORT" in line and "serving.http_port" in line and "2025-13-01" in line
+
+
+def test_a_deeply_nested_config_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    block = "a:\n" + "".join("  " * depth + "b:\n" for depth in range(1, 2000))
+    (tmp_path / "block.yaml").write_text(block)
+
+    for name in ("deep.yaml", "block.yaml"):
+        line = assert_one_line_error(run_factory("status", "--config", name, cwd=tmp_path))
+        assert name in line and "nested" in line
+
+
 def test_factory_config_env_naming_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     line = assert_one_line_error(
         run_factory("status", cwd=tmp_path, FACTORY_CONFIG=str(tmp_path / "gone.yaml"))
