@@ -38,7 +38,7 @@ import numpy as np
 from factory.errors import ConfigError, PriceError
 from factory.prices.config import HttpFeedConfig
 from factory.prices.provider import PriceProvider
-from factory.prices.series import IntervalSeries, utc_label
+from factory.prices.series import PRICE_LIMIT_PER_MWH, IntervalSeries, utc_label
 
 _DAY_S = 86400
 _MAX_BODY_BYTES = 64 * 2**20  # far above any price API's answer; stops a runaway body filling memory
@@ -211,6 +211,9 @@ class HttpPriceProvider(PriceProvider):
             if int(start_s) in fetched:
                 raise PriceError(f"record {i}: a second record for the interval at {utc_label(start_s)}")
             price = _number(_field(record, i, config.price_path), i, config.price_path)
+            if abs(price) > PRICE_LIMIT_PER_MWH:
+                raise PriceError(f"record {i}: '{config.price_path}' is {price:g}, beyond "
+                                 f"+-{PRICE_LIMIT_PER_MWH:,.0f} per MWh; check the units")
             carbon = None
             if config.carbon_path:
                 raw = _walk(record, config.carbon_path)

@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+# The largest price magnitude accepted from any source: real markets cap near +-10,000 per MWh, so a
+# value beyond this is a unit or parsing mistake (cents, per kWh misread, an exponent), refused.
+PRICE_LIMIT_PER_MWH = 100_000.0
 
 @dataclass(frozen=True)
 class IntervalSeries:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pandas as pd
 from factory.errors import PriceDataError
 from factory.prices.config import ALLOWED_RESOLUTIONS_MIN, TraceConfig
 from factory.prices.provider import PriceProvider
-from factory.prices.series import IntervalSeries, utc_label
+from factory.prices.series import PRICE_LIMIT_PER_MWH, IntervalSeries, utc_label
 
 DEFAULT_CARBON_COLUMN = "carbon_g_per_kwh"
 _OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
@@ -181,7 +182,8 @@ def _read_file(path: str, spec: TraceConfig, what: str, notes: list[str]) -> _Fi
     kept = rows.times_s != _DROPPED
     for kind in ("price", "carbon"):
         if kind in wanted:
-            rows.values[kind] = _parse_values(frame[wanted[kind]], rows, wanted[kind])[kept]
+            limit = PRICE_LIMIT_PER_MWH if kind == "price" else math.inf
+            rows.values[kind] = _parse_values(frame[wanted[kind]], rows, wanted[kind], limit)[kept]
     rows.lines, rows.times_s = rows.lines[kept], rows.times_s[kept]
     _check_order(rows)
     return rows
@@ -282,13 +284,21 @@ def _whole_seconds(numbers: np.ndarray, rows: _FileRows) -> np.ndarray:
     return numbers.astype(np.int64)
 
 
-def _parse_values(raw: pd.Series, rows: _FileRows, column: str) -> np.ndarray:
-    """Floats; NaN for blank cells (a gap); a non-numeric cell is an error naming its row."""
+def _parse_values(raw: pd.Series, rows: _FileRows, column: str, limit: float = math.inf) -> np.ndarray:
+    """Floats; NaN for blank cells (a gap); a non-numeric cell, or one beyond +-`limit`, is an error.
+
+    The error names the cell's row.
+    """
     numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
     bad = (np.isnan(numbers) & raw.notna().to_numpy()) | np.isinf(numbers)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise PriceDataError(f"{rows.where(i)}: '{raw.iloc[i]}' in column '{column.strip()}' is not a number")
+    beyond = np.abs(np.nan_to_num(numbers)) > limit
+    if beyond.any():
+        i = int(np.flatnonzero(beyond)[0])
+        raise PriceDataError(f"{rows.where(i)}: {raw.iloc[i]} in column '{column.strip()}' is beyond "
+                             f"+-{limit:,.0f} per MWh; check the units (a price per MWh)")
     return numbers
 
 

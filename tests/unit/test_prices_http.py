@@ -165,6 +165,7 @@ FAILURES = {
     "record 1 has no 'price_per_mwh'": (200, [{"timestamp": iso(T0), "price_per_mwh": 999.0},
                                               {"timestamp": iso(T0 + HOUR_S)}]),
     "record 1: 'price_per_mwh' is not a number ('abc')": (200, hourly(999.0, "abc")),  # type: ignore[arg-type]
+    "record 1: 'price_per_mwh' is 250000, beyond +-100,000 per MWh": (200, hourly(999.0, 250_000.0)),
     "record 1: interval start 2024-07-01 01:07 UTC is not on the 60-min grid": (
         200, [{"timestamp": iso(T0), "price_per_mwh": 999.0},
               {"timestamp": iso(T0 + HOUR_S + 420), "price_per_mwh": 1.0}]),
