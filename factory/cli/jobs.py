@@ -18,6 +18,7 @@ from factory.cli.options import (
 )
 from factory.cli.render import compact_times, duration, shorten, table
 from factory.jobs.accounting import by_team
+from factory.jobs.masking import masked_spec
 from factory.jobs.snapshot import DAY_S, learnt_resume_overhead_s, num_gpus, pauses_since
 from factory.jobs.states import JobState
 from factory.store import JobEvent, JobRow
@@ -44,7 +45,7 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
         click.echo("following it until it ends (Ctrl-C stops following, not the job)", err=True)
     job = client.wait(job_id, on_change=None if as_json else _progress_line(client))
     if as_json:
-        click.echo(json.dumps(job.model_dump(mode="json"), indent=2))
+        click.echo(json.dumps(_shown(job), indent=2))
     else:
         click.echo(_summary(job))
     sys.exit(0 if job.state == JobState.SUCCEEDED else 1)
@@ -61,7 +62,7 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
     client = connect(config_path, address)
     rows = client.jobs(list(states) or None)
     if as_json:
-        click.echo(json.dumps([job.model_dump(mode="json") for job in rows], indent=2))
+        click.echo(json.dumps([_shown(job) for job in rows], indent=2))
         return
     if not rows:
         click.echo("no jobs" + (" in " + ", ".join(states) if states else "; `factory submit FILE` adds one"))
@@ -95,7 +96,7 @@ def job(job_id: str, config_path: str | None, address: str | None, as_json: bool
     client = connect(config_path, address)
     detail = client.job(job_id)
     if as_json:
-        click.echo(json.dumps({"job": detail.job.model_dump(mode="json"),
+        click.echo(json.dumps({"job": _shown(detail.job),
                                "events": [event.model_dump(mode="json") for event in detail.events]},
                               indent=2))
         return
@@ -191,3 +192,10 @@ def _pairs(values: dict[str, Any]) -> str:
 
 def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _shown(job: JobRow) -> dict[str, Any]:
+    """The job as JSON for people: its spec's secrets (`runtime_env.env_vars` values) masked."""
+    shown = job.model_dump(mode="json")
+    shown["spec"] = masked_spec(shown["spec"])
+    return shown

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from factory.jobs.masking import masked_spec
 from factory.store import JobRow
 from factory.version import __version__
 
@@ -32,7 +33,7 @@ def job_lineage(job: JobRow, parent: str | None = None) -> dict[str, Any]:
         "job_name": job.name,
         "team": job.team,
         "kind": job.kind,
-        "spec": job.spec,
+        "spec": masked_spec(job.spec),  # secrets in runtime_env.env_vars are named, not shown
         "spec_hash": job.spec_hash,
         # As of submission when the scheduler recorded it (the checkout may have moved on since).
         "code": (job.schedule.get("lineage") or {}).get("code") or code_version(job.spec.get("train_loop")),

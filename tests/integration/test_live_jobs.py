@@ -173,11 +173,15 @@ def test_a_killed_scheduler_is_restarted_and_the_running_job_finishes_without_a_
     assert restarts
 
 
-def test_a_command_job_is_a_ray_job_and_a_tune_job_sweeps(client: factory.client.FactoryClient) -> None:
+def test_a_command_job_is_a_ray_job_and_a_tune_job_sweeps(cluster: Cluster,
+                                                           client: factory.client.FactoryClient) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     hello = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "command-hello.yaml").read_text())
     hello["deadline"] = "30d"
+    # A secret the command needs: it reaches the job, and no view of the job shows it.
+    hello["runtime_env"]["env_vars"]["HELLO_TOKEN"] = "tok-s3cr3t"
+    hello["entrypoint"] = "python -c \"import os; print('token', len(os.environ['HELLO_TOKEN']))\""
     command = client.submit(hello)
     tune_spec = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "tune-regression.yaml").read_text())
     tune_spec["deadline"] = "30d"
@@ -188,8 +192,12 @@ def test_a_command_job_is_a_ray_job_and_a_tune_job_sweeps(client: factory.client
     assert client.wait(command, timeout_s=240).state == "SUCCEEDED", client.logs(command)
     ray_jobs = JobSubmissionClient(f"http://127.0.0.1:{DASHBOARD_PORT}")
     assert ray_jobs.get_job_status(f"factory-{command}-1") == JobStatus.SUCCEEDED
-    assert "hello from the factory" in ray_jobs.get_job_logs(f"factory-{command}-1")
-    assert "hello from the factory" in client.logs(command)
+    assert "token 10" in ray_jobs.get_job_logs(f"factory-{command}-1")
+    for view in (("job", command, "--json"), ("jobs", "--json"), ("job", command)):
+        shown = cli(cluster, *view).stdout
+        assert "tok-s3cr3t" not in shown
+    shown_spec = json.loads(cli(cluster, "job", command, "--json").stdout)["job"]["spec"]
+    assert shown_spec["runtime_env"]["env_vars"] == {"FACTORY_JOB": "***", "HELLO_TOKEN": "***"}
 
     swept = client.wait(sweep, timeout_s=300)
     assert swept.state == "SUCCEEDED", client.logs(sweep)

@@ -247,6 +247,17 @@ def test_references_parse_as_users_write_them() -> None:
         parse_ref("mnist:²")  # a digit to Python, not a version
 
 
+def test_lineage_names_a_jobs_secret_env_vars_but_never_shows_their_values() -> None:
+    spec = {"entrypoint": "python run.py", "runtime_env": {"env_vars": {"API_KEY": "sk-live-123", "MODE": "x"},
+                                                          "working_dir": "."}}
+    job = JobRow(job_id="job-2", name="cmd", team="ops", kind="command", spec=spec, spec_hash="h" * 64,
+                 state="SUCCEEDED", submitted_s=0.0, updated_s=1.0)
+    lineage = job_lineage(job)
+    assert lineage["spec"]["runtime_env"] == {"env_vars": {"API_KEY": "***", "MODE": "***"}, "working_dir": "."}
+    assert "sk-live-123" not in repr(lineage)
+    assert job.spec["runtime_env"]["env_vars"]["API_KEY"] == "sk-live-123"  # the job itself still has it
+
+
 def test_lineage_records_the_job_its_code_data_and_what_it_cost(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
