@@ -68,12 +68,6 @@ class HotCache:
             self._used_bytes += size_bytes
             return True
 
-    def drop(self, name: str, version: int | None = None) -> None:
-        """Forget a version (or every version of `name`)."""
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == name and version in (None, k[1])]:
-                self._used_bytes -= self._entries.pop(key)[1]
-
     def keys(self) -> list[tuple[str, int]]:
         """Held keys, least recently used first."""
         with self._lock:

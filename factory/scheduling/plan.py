@@ -127,7 +127,6 @@ class Planner:
         # Watts of the power budget free at each interval's start (now, for the current interval).
         self.free_power_at_start_w = np.full(len(starts), math.inf if power_budget_w is None else
                                               float(power_budget_w))
-        self.now_position = int(np.flatnonzero(self.order == 0)[0])
         # Within an interval, in seconds after its (effective) start: GPUs freed by jobs planned to finish
         # in it, and GPUs taken after such a release by jobs that could not start at its start. Only
         # without a power budget, and for a few events per interval (see `_later_s`).
@@ -140,12 +139,8 @@ class Planner:
 
     # -- room ------------------------------------------------------------------------------------
 
-    def _room_s(self, job: JobView, index: np.ndarray | slice, usable_s: np.ndarray,
-                now_at: int) -> np.ndarray:
-        """Seconds `job` can run in each interval: from when its GPUs are free, within the power left.
-
-        `now_at`: where the current interval is in `index`'s order.
-        """
+    def _room_s(self, job: JobView, index: np.ndarray | slice, usable_s: np.ndarray) -> np.ndarray:
+        """Seconds `job` can run in each interval: from when its GPUs are free, within the power left."""
         room = usable_s.copy()
         fits = self.free_gpus_at_start[index] >= job.num_gpus
         if job.draw_w > 0 and self.power_budget_w is not None:
@@ -213,7 +208,7 @@ class Planner:
                  without_now: bool = False, with_now: bool = False) -> JobPlan:
         """The cheapest intervals with room before `deadline_s` that add up to `needed_s`."""
         usable = np.minimum(self.sorted_usable_s, deadline_s - self.sorted_start_s)
-        room = self._room_s(job, self.order, usable, self.now_position)
+        room = self._room_s(job, self.order, usable)
         candidates = np.flatnonzero(room > MIN_SLICE_S)
         if without_now or with_now:
             is_now = self.order[candidates] == 0
@@ -231,7 +226,7 @@ class Planner:
         """
         usable = self.usable_s if math.isinf(deadline_s) else \
             np.maximum(0.0, np.minimum(self.usable_s, deadline_s - self.effective_start_s))
-        room = self._room_s(job, slice(None), usable, 0)
+        room = self._room_s(job, slice(None), usable)
         candidates = np.flatnonzero(room > MIN_SLICE_S)
         return self._take(job, candidates, room[candidates], self.price[candidates], needed_s)
 
@@ -257,7 +252,7 @@ class Planner:
         """
         usable = self.usable_s
         count_all = len(usable)
-        room = (self._room_s(job, slice(None), usable, 0) >= usable - EPS_S) & (usable > EPS_S)
+        room = (self._room_s(job, slice(None), usable) >= usable - EPS_S) & (usable > EPS_S)
         interval_s = self.outlook.interval_s
         # Intervals needed when starting at k: interval 0 is short, the others are whole.
         lengths = np.full(count_all, math.ceil(needed_s / interval_s - EPS_S), dtype=np.int64)
@@ -482,7 +477,7 @@ class Planner:
         first, last = int(intervals[0]), int(intervals[-1])
         span = np.arange(first, last + 1)
         usable = np.maximum(0.0, np.minimum(self.usable_s[span], deadline_s - self.effective_start_s[span]))
-        room = self._room_s(job, span, usable, 0)
+        room = self._room_s(job, span, usable)
         chosen = np.zeros(len(span), dtype=bool)
         chosen[intervals - first] = True
         price = self.price[span]
