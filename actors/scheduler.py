@@ -34,8 +34,9 @@ from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
 from factory.jobs.ray_runners import RayRunners
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
-from factory.jobs.spec import ClusterCapacity, parse_job_spec, spec_hash, validate_for_submission
+from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import TERMINAL, JobState
+from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent

@@ -8,7 +8,6 @@ from __future__ import annotations
 from factory.jobs.search_space import SAMPLER_TAGS, check_search_space, to_tune_space
 from factory.jobs.spec import (
     JOB_KINDS,
-    ClusterCapacity,
     CommandJobSpec,
     JobKind,
     JobSpec,
@@ -21,8 +20,8 @@ from factory.jobs.spec import (
     parse_job_spec,
     resolve_deadline,
     spec_hash,
-    validate_for_submission,
 )
+from factory.jobs.submission import ClusterCapacity, validate_for_submission
 
 __all__ = [
     "JOB_KINDS",
