@@ -23,12 +23,12 @@ import ray
 
 from actors.control_plane import ControlPlaneActor
 from factory.errors import FactoryError
-from factory.registry.artifacts import hot_payload, load_state_dict_file, state_dict_file, state_payload
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelRegistry, label_of
+from factory.registry.hot import hot_copy
 from factory.registry.lineage import job_lineage
 from factory.registry.refs import make_ref
-from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, FileEntry, StagedArtifact
+from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, StagedArtifact
 from factory.store import ModelVersionRow
 
 STORAGE_READS = "storage_reads"
@@ -144,19 +144,8 @@ class RegistryActor(ControlPlaneActor):
         return {"row": row.model_dump(), "ref": [ref], "cache": "miss"}
 
     def _hot_copy(self, row: ModelVersionRow) -> tuple[dict[str, Any], int]:
-        """The object-store payload of a version, from storage, every checksum verified first.
-
-        A state_dict on local storage is verified, then memory-mapped rather than read into memory
-        again (one copy of the weights, into the object store, instead of three).
-        """
-        if row.kind == "state_dict":
-            relpath = state_dict_file(row.files)
-            local = self.storage.local_path(row.artifact_key, relpath)
-            if local is not None:
-                entry = FileEntry(**row.files[relpath])
-                self.storage.verify(row.artifact_key, {relpath: entry}, label_of(row))
-                return state_payload(load_state_dict_file(local))
-        return hot_payload(row.kind, self.registry.read_files(row))
+        """The object-store payload of a version (`factory.registry.hot`), scratch in the state dir."""
+        return hot_copy(self.registry, row, self.config.state_dir / "registry-scratch")
 
     @ray.method(concurrency_group=STORAGE_READS)
     def verify(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:

@@ -28,8 +28,10 @@ import os
 import posixpath
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,16 +201,34 @@ class ArtifactStorage:
         return StagedArtifact(key=key, files=files, digest=version_digest(files),
                               size_bytes=writer.size_bytes)
 
-    def local_path(self, key: str, relpath: str) -> Path | None:
-        """The file's path on this machine if the storage is the plain local filesystem, else None.
+    @contextmanager
+    def verified_copy(self, key: str, relpath: str, entry: FileEntry, label: str,
+                      directory: Path) -> Iterator[Path]:
+        """A private copy of one file, written from the very bytes that were hashed; removed on exit.
 
-        For readers that map a verified file instead of copying it (`torch.load(mmap=True)`).
+        For readers that map a file (`torch.load(mmap=True)`): mapping the stored file itself would load
+        whatever it holds by then (verified once, changed after, is served as verified), and a file
+        truncated while mapped kills the process with SIGBUS. On Linux the copy is an anonymous
+        in-memory file (memfd: a memory copy, no disk write); elsewhere a file under `directory`. A
+        mapping made inside the block outlives it. Raises `ArtifactCorruptError` (nothing left behind)
+        if the stored file is missing, short, long or changed.
         """
-        _check_key(key)
-        _check_relpath(relpath)
-        if type(self.filesystem) is pafs.LocalFileSystem:
-            return Path(self._path(key, relpath))
-        return None
+        if hasattr(os, "memfd_create"):
+            handle = os.memfd_create(f"verified-{relpath}", os.MFD_CLOEXEC)
+            path, on_disk = Path(f"/proc/self/fd/{handle}"), False
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=".verified-", dir=directory)
+            path, on_disk = Path(name), True
+        try:
+            with os.fdopen(handle, "wb", closefd=False) as out:
+                for chunk in self._read_chunks(key, relpath, entry, label):
+                    out.write(chunk)
+            yield path
+        finally:
+            os.close(handle)
+            if on_disk:
+                path.unlink(missing_ok=True)
 
     def verify(self, key: str, files: dict[str, FileEntry], label: str) -> None:
         """Re-read every file of artifact `key`; raise `ArtifactCorruptError` on the first bad one."""

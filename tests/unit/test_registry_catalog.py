@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
@@ -13,6 +14,7 @@ from factory.errors import FactoryError
 from factory.registry.artifacts import check_state_dict, from_hot_payload, hot_payload, load_state_dict_file
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelNotFoundError, ModelRegistry
+from factory.registry.hot import hot_copy
 from factory.registry.lineage import code_version, dataset_reference, job_lineage
 from factory.registry.refs import ModelRef, ModelRefError, make_ref, parse_ref
 from factory.registry.storage import ArtifactCorruptError, ArtifactStorage
@@ -248,12 +250,13 @@ def test_references_parse_as_users_write_them() -> None:
 
 
 def test_lineage_names_a_jobs_secret_env_vars_but_never_shows_their_values() -> None:
-    spec = {"entrypoint": "python run.py", "runtime_env": {"env_vars": {"API_KEY": "sk-live-123", "MODE": "x"},
-                                                          "working_dir": "."}}
+    env_vars = {"API_KEY": "sk-live-123", "MODE": "x"}
+    spec = {"entrypoint": "python run.py", "runtime_env": {"env_vars": env_vars, "working_dir": "."}}
     job = JobRow(job_id="job-2", name="cmd", team="ops", kind="command", spec=spec, spec_hash="h" * 64,
                  state="SUCCEEDED", submitted_s=0.0, updated_s=1.0)
     lineage = job_lineage(job)
-    assert lineage["spec"]["runtime_env"] == {"env_vars": {"API_KEY": "***", "MODE": "***"}, "working_dir": "."}
+    assert lineage["spec"]["runtime_env"] == {"env_vars": {"API_KEY": "***", "MODE": "***"},
+                                              "working_dir": "."}
     assert "sk-live-123" not in repr(lineage)
     assert job.spec["runtime_env"]["env_vars"]["API_KEY"] == "sk-live-123"  # the job itself still has it
 
@@ -285,3 +288,58 @@ def test_lineage_records_the_job_its_code_data_and_what_it_cost(tmp_path: Path) 
     if (Path(__file__).resolve().parents[2] / ".git").exists():
         assert len(code["git_commit"]) == 40 and isinstance(code["git_dirty"], bool)
     assert code_version("no_such_module:fn")["git_commit"] is None
+
+
+def _registered_state(registry: ModelRegistry, state: dict[str, Any], tmp_path: Path):
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    return registry.commit(registry.storage.stage(path, "weights"), "weights", "state_dict")
+
+
+def test_a_cold_load_maps_the_bytes_it_verified_even_if_storage_changes_after(
+        registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fault injection: the stored file is swapped for other weights of the same size the moment its
+    # checksum has been verified. Mapping the stored file then served the swapped weights as verified.
+    original = {"w": torch.arange(256, dtype=torch.float32)}
+    row = _registered_state(registry, original, tmp_path)
+    target = stored(registry, row.artifact_key, "model.pt")
+    (tmp_path / "other").mkdir()
+    swapped = tmp_path / "other" / "model.pt"  # the same name: torch.save writes it into the archive
+    torch.save({"w": -torch.arange(256, dtype=torch.float32)}, swapped)
+    assert swapped.stat().st_size == target.stat().st_size
+    read_chunks = registry.storage._read_chunks
+
+    def then_swap(*args: Any, **kwargs: Any):
+        yield from read_chunks(*args, **kwargs)  # hashed and checked in full
+        target.write_bytes(swapped.read_bytes())
+
+    monkeypatch.setattr(registry.storage, "_read_chunks", then_swap)
+    payload, _ = hot_copy(registry, row, tmp_path / "scratch")
+    loaded = from_hot_payload(payload, "weights", row.version, row.digest, tmp_path / "cache")
+    assert torch.equal(loaded["w"], original["w"])
+    assert not any((tmp_path / "scratch").glob("*"))  # the private copy is gone (in memory on Linux)
+
+
+def test_a_cold_load_of_a_truncated_or_changed_file_is_a_clear_error(
+        registry: ModelRegistry, tmp_path: Path) -> None:
+    row = _registered_state(registry, {"w": torch.ones(1024)}, tmp_path)
+    target = stored(registry, row.artifact_key, "model.pt")
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactCorruptError, match="size mismatch"):
+        hot_copy(registry, row, tmp_path / "scratch")
+    target.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(ArtifactCorruptError, match="sha256 mismatch"):
+        hot_copy(registry, row, tmp_path / "scratch")
+    assert not any((tmp_path / "scratch").glob("*"))
+
+
+def test_without_memfd_the_private_copy_is_a_scratch_file_removed_after(
+        registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr("os.memfd_create", raising=False)  # as on macOS
+    state = {"w": torch.arange(64, dtype=torch.float32)}
+    row = _registered_state(registry, state, tmp_path)
+    payload, _ = hot_copy(registry, row, tmp_path / "scratch")
+    loaded = from_hot_payload(payload, "weights", row.version, row.digest, tmp_path / "cache")
+    assert torch.equal(loaded["w"], state["w"])
+    assert (tmp_path / "scratch").is_dir() and not any((tmp_path / "scratch").iterdir())
