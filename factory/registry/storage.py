@@ -120,6 +120,7 @@ def _source_files(source: Path) -> Iterator[tuple[str, Path]]:
     if source.is_file():
         yield source.name, source
         return
+    root = source.resolve()
     for directory, dirnames, filenames in os.walk(source):
         dirnames.sort()
         for name in dirnames:
@@ -133,6 +134,10 @@ def _source_files(source: Path) -> Iterator[tuple[str, Path]]:
             if not path.is_file():
                 raise FactoryError(f"source {source} contains {path}, which is not a regular file "
                                    "(a broken symlink, socket or device); remove it and register again")
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                # A link out of the tree would publish whatever it points at (a key, another model).
+                raise FactoryError(f"source {source} contains {path}, a symlink to {path.resolve()} outside "
+                                   "it; copy that file in or remove the link, and register again")
             yield path.relative_to(source).as_posix(), path
 
 

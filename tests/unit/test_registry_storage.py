@@ -210,6 +210,24 @@ def test_missing_or_empty_source(storage: ArtifactStorage, tmp_path: Path) -> No
     assert storage.orphans("mnist", set()) == []
 
 
+def test_a_symlink_out_of_the_tree_is_refused_one_inside_is_followed(storage: ArtifactStorage,
+                                                                      tmp_path: Path) -> None:
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "weights.bin").write_bytes(b"\x00\x01")
+    (model / "sub" / "same.bin").symlink_to(model / "weights.bin")  # inside the tree: its bytes
+    staged = storage.stage(model, "mnist")
+    assert sorted(staged.files) == ["sub/same.bin", "weights.bin"]
+
+    (model / "sub" / "key").symlink_to(secret)
+    with pytest.raises(FactoryError, match="a symlink to .*id_rsa outside it") as raised:
+        storage.stage(model, "mnist")
+    assert "\n" not in str(raised.value)
+    assert storage.orphans("mnist", {staged.key}) == []  # nothing of the refused stage is left
+
+
 def test_twenty_megabytes_stream_across_chunks(tmp_path: Path) -> None:
     storage = ArtifactStorage(str(tmp_path / "store"))
     content = os.urandom(20 * 1024 * 1024 + 7)
