@@ -22,6 +22,7 @@ import numpy as np
 # value beyond this is a unit or parsing mistake (cents, per kWh misread, an exponent), refused.
 PRICE_LIMIT_PER_MWH = 100_000.0
 
+
 @dataclass(frozen=True)
 class IntervalSeries:
     """A uniform series of intervals starting at `start_s`, each `interval_s` long."""

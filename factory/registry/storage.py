@@ -219,7 +219,7 @@ class ArtifactStorage:
         if the stored file is missing, short, long or changed.
         """
         if hasattr(os, "memfd_create"):
-            handle = os.memfd_create(f"verified-{relpath}", os.MFD_CLOEXEC)
+            handle = os.memfd_create("factory-verified", os.MFD_CLOEXEC)  # a name of at most 249 bytes
             path, on_disk = Path(f"/proc/self/fd/{handle}"), False
         else:
             directory.mkdir(parents=True, exist_ok=True)

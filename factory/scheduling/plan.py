@@ -381,9 +381,8 @@ class Planner:
         price) plus `pause_margin` of one, as a pause must save; fewer runs (one: the cheapest unbroken run,
         which may start later, so the job waits) are kept unless more of them save that much.
         """
-        job, seconds = request.job, plan.seconds if plan.seconds is not None else np.ones(1)
-        mean_price = abs(plan.cost_index) / max(float(np.sum(seconds)), EPS_S)
-        run_cost = request.resume_s * mean_price * (1.0 + self.pause_margin)
+        job = request.job
+        run_cost = request.resume_s * _mean_price(plan) * (1.0 + self.pause_margin)
         best, best_cost = plan, plan.cost_index + (_runs(plan.intervals) - 1) * run_cost
         for runs in range(_runs(plan.intervals) - 1, 0, -1):
             fewer = self.within_runs(job, plan, request.needed_s, request.deadline_s, runs)
@@ -435,9 +434,7 @@ class Planner:
         if paused is None or not paused.covered:
             return keep  # it could not finish, or not within the pauses the cap leaves
         overhead_s = request.pause_option_s - request.needed_s
-        seconds = keep.seconds if keep.seconds is not None else np.ones(1)
-        mean_price = abs(keep.cost_index) / max(float(np.sum(seconds)), EPS_S)
-        resume_cost = overhead_s * mean_price
+        resume_cost = overhead_s * _mean_price(keep)
         # The paused plan pays a resume for each of its runs (its first is in `pause_option_s` already); the
         # kept plan's later runs are not charged theirs, which leans towards keeping a job running.
         paused_cost = paused.cost_index + (_runs(paused.intervals) - 1) * resume_cost
@@ -524,6 +521,12 @@ class Planner:
             return None
         used_s = seconds[picked]
         return JobPlan(job.job_id, span[picked], True, float(np.dot(price[picked], used_s)), seconds=used_s)
+
+
+def _mean_price(plan: JobPlan) -> float:
+    """The plan's mean price over its run time (absolute: a resume costs energy even at negative prices)."""
+    seconds = plan.seconds if plan.seconds is not None else np.ones(1)
+    return abs(plan.cost_index) / max(float(np.sum(seconds)), EPS_S)
 
 
 def _run_bounds(chosen: np.ndarray) -> tuple[list[int], list[int]]:
