@@ -171,7 +171,9 @@ class Decisions:
     """A policy's answer. Running jobs not named in `pauses` keep running.
 
     `admitted`: jobs judged by this decision; `infeasible` (a subset, with the reason): those whose
-    deadline cannot be met, reported now rather than discovered late.
+    deadline cannot be met, reported now rather than discovered late. `decide_again_s`: the latest time
+    the policy must be asked again even if nothing happens before (a waiting job's latest safe start that
+    falls before the next price interval); None if the next event or interval boundary will do.
     """
 
     starts: tuple[Start, ...] = ()
@@ -179,6 +181,7 @@ class Decisions:
     waits: tuple[Wait, ...] = ()
     admitted: tuple[str, ...] = ()
     infeasible: tuple[tuple[str, str], ...] = ()
+    decide_again_s: float | None = None
 
 
 def deadline_infeasible(job: JobView, now_s: float, overhead_s: float) -> str | None:

@@ -139,6 +139,7 @@ class _Run:
         decisions = 0
         changed = True
         finishing: list[tuple[float, int]] = []  # heap of (finish time if uninterrupted, job)
+        decide_again_s = math.inf  # when the policy asked to decide again (see `Decisions.decide_again_s`)
         while True:
             while next_arrival < len(self.arrivals) and \
                     self.submit_s[self.arrivals[next_arrival]] <= now_s + DONE_EPS_S:
@@ -152,8 +153,8 @@ class _Run:
                     break
                 now_s = float(self.submit_s[self.arrivals[next_arrival]])
                 continue
-            if changed or needs_prices:
-                self._decide(now_s, needs_prices)
+            if changed or needs_prices or now_s >= decide_again_s - DONE_EPS_S:
+                decide_again_s = self._decide(now_s, needs_prices)
                 decisions += 1
                 finishing = [(now_s + self.remaining_s[j], j) for j in self.running]
                 heapq.heapify(finishing)
@@ -165,6 +166,8 @@ class _Run:
                 next_s = float(self.submit_s[self.arrivals[next_arrival]])
             if finishing:
                 next_s = min(next_s, finishing[0][0])
+            if decide_again_s > now_s + DONE_EPS_S:
+                next_s = min(next_s, decide_again_s)
             if needs_prices:
                 elapsed = math.floor((now_s - grid_start_s) / interval_s + 1e-9)
                 boundary = grid_start_s + (elapsed + 1) * interval_s
@@ -208,7 +211,8 @@ class _Run:
 
     # -- one decision --------------------------------------------------------------------------
 
-    def _decide(self, now_s: float, needs_prices: bool) -> None:
+    def _decide(self, now_s: float, needs_prices: bool) -> float:
+        """Ask the policy and carry out its decisions; returns when it asked to decide again (or inf)."""
         views = [self._view(j, now_s) for j in sorted(self.active)]
         outlook = self._outlook(now_s, views) if needs_prices else None
         snapshot = Snapshot(now_s=now_s, node_gpus=self.cluster.node_gpus, jobs=views, prices=outlook,
@@ -236,6 +240,7 @@ class _Run:
             self.state[j] = RUNNING
             self.placement[j] = start.placement
             self.running.add(j)
+        return math.inf if decisions.decide_again_s is None else decisions.decide_again_s
 
     def _view(self, j: int, now_s: float) -> JobView:
         state = self.state[j]
