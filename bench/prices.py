@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from factory.config import load_config
-from factory.prices.config import PricesConfig
+from factory.price_config import PricesConfig
 from factory.prices.feed import PriceFeed
 from factory.prices.tariff import TariffProvider, load_tariff
 from factory.prices.trace import LoadedTrace, TraceProvider, load_trace

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.errors import ConfigError
-from factory.prices.config import PricesConfig
+from factory.price_config import PricesConfig
 from factory.yaml_text import YamlTextError, parse_yaml
 
 DEFAULT_CONFIG_PATH = Path("configs/factory.yaml")

@@ -130,7 +130,7 @@ def _job_field(option: str) -> str:
 
 def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - PriceInput, imported lazily
     """The price (and carbon) trace options from a data file plus flags, or from a factory config."""
-    from factory.prices.config import TraceConfig
+    from factory.price_config import TraceConfig
     from factory.simulation.run import PriceInput
 
     suffix = Path(path).suffix.lower()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from factory.errors import PriceError
-from factory.prices.config import PricesConfig
+from factory.price_config import PricesConfig
 from factory.prices.cost import KWH_PER_MWH, profile_cost
 from factory.prices.forecast import DAY_S, ForecastArrays, forecast
 from factory.prices.models import (

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from factory.errors import ConfigError, PriceError
-from factory.prices.config import HttpFeedConfig
+from factory.price_config import HttpFeedConfig
 from factory.prices.provider import PriceProvider
 from factory.prices.series import PRICE_LIMIT_PER_MWH, IntervalSeries, utc_label
 

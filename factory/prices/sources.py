@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from factory.errors import PriceDataError
-from factory.prices.config import PricesConfig
+from factory.price_config import PricesConfig
 from factory.prices.feed import PriceFeed
 from factory.prices.provider import PriceProvider
 from factory.prices.tariff import TariffProvider, load_tariff

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from factory.errors import PriceDataError
-from factory.prices.config import ALLOWED_RESOLUTIONS_MIN, TraceConfig
+from factory.price_config import ALLOWED_RESOLUTIONS_MIN, TraceConfig
 from factory.prices.provider import PriceProvider
 from factory.prices.series import PRICE_LIMIT_PER_MWH, IntervalSeries, utc_label
 

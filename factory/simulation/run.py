@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from factory.errors import SimulationInputError
-from factory.prices.config import CarbonTraceConfig, PricesConfig, TraceConfig
+from factory.price_config import CarbonTraceConfig, PricesConfig, TraceConfig
 from factory.prices.feed import PriceFeed
 from factory.prices.series import IntervalSeries
 from factory.prices.trace import LoadedTrace, TraceProvider, load_trace

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from factory.errors import PriceDataError, PriceError
-from factory.prices.config import HttpFeedConfig, PricesConfig
+from factory.price_config import HttpFeedConfig, PricesConfig
 from factory.prices.feed import PriceFeed
 from factory.prices.http import HttpPriceProvider
 from factory.prices.models import ConsumptionInterval

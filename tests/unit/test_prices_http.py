@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from factory.errors import PriceError
-from factory.prices.config import HttpFeedConfig
+from factory.price_config import HttpFeedConfig
 from factory.prices.http import HttpPriceProvider
 from tests.price_server import FeedServer
 

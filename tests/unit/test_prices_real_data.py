@@ -13,7 +13,7 @@ import pytest
 
 from factory.config import load_config
 from factory.errors import PriceDataError
-from factory.prices.config import CarbonTraceConfig, TraceConfig
+from factory.price_config import CarbonTraceConfig, TraceConfig
 from factory.prices.sources import build_feed
 from factory.prices.trace import load_trace
 from tests.support import REPO_ROOT

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from factory.errors import PriceDataError
-from factory.prices.config import TraceConfig
+from factory.price_config import TraceConfig
 from factory.prices.trace import load_trace
 
 

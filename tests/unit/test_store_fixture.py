@@ -1,10 +1,10 @@
 """A store written by a released version opens after an upgrade with everything in it intact.
 
 `tests/fixtures/store-v4-demo.sql` is the SQL dump (`sqlite3 .dump`) of the store `factory demo` left
-in `.factory/live-demo` at commit 6de6d47 (schema version 4): three trained jobs with their events, three registered model
-versions, a `production` alias and its history, an endpoint following it (in the serving actor's state),
-the audit log. It is never regenerated: when a release changes the schema, its migration must carry this
-store forward (and a dump of the new release's store is added beside it).
+in `.factory/live-demo` at commit 6de6d47 (schema version 4): three trained jobs with their events,
+three registered model versions, a `production` alias and its history, an endpoint following it (in the
+serving actor's state), the audit log. It is never regenerated: when a release changes the schema, its
+migration must carry this store forward (and a dump of the new release's store is added beside it).
 """
 
 from __future__ import annotations
