@@ -37,12 +37,10 @@ from typing import Any
 
 import ray
 
+from factory.control_plane import SCHEDULER, get_actor
 from factory.jobs.runners import RunnerStatus
-from factory.ray_cluster import NAMESPACE
 from factory.store import JobRow
 
-RUNNER_PREFIX = "runner:"
-SCHEDULER_NAME = "scheduler"  # factory.control_plane.SCHEDULER (importing it here would be circular)
 LOG_TAIL_LINES = 200
 CHECKPOINTS_KEPT = 2  # the latest to resume from, and the one before it in case the latest is torn
 
@@ -156,7 +154,7 @@ class JobRunner:
             self._status, self._error = status, error
         self._log(f"attempt {self.attempt}: {status}" + (f": {error}" if error else ""))
         try:  # decide now rather than at the next tick
-            ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE).wake.remote()
+            get_actor(SCHEDULER).wake.remote()
         except Exception:  # noqa: BLE001 - the scheduler's next tick sees the end anyway
             pass
 

@@ -27,19 +27,31 @@ from typing import Any
 import ray
 
 from actors.control_plane import ControlPlaneActor
+from actors.ray_runners import RayRunners
+from actors.spawn import ensure_telemetry_actors, remove_telemetry_actors
+from factory.control_plane import (
+    GRID_PRICE,
+    REGISTRY,
+    call_actor,
+    cluster_nodes,
+    factory_actor_names,
+    get_actor,
+)
 from factory.errors import ClusterError, FactoryError, summary_line
 from factory.jobs.accounting import account
 from factory.jobs.controller import JobController, StepResult
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
-from factory.jobs.ray_runners import RayRunners
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import TERMINAL, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
+from factory.registry.lineage import code_version
+from factory.registry.refs import parse_ref
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent
+from factory.telemetry.sdk import cluster_job_energy
 from factory.version import __version__
 
 REGISTRATION_RETRY_S = 10.0  # real seconds before a registration the registry did not answer is retried
@@ -121,10 +133,6 @@ class SchedulerActor(ControlPlaneActor):
 
         A parent the registry does not have refuses the submission (one line), before hours of training.
         """
-        from factory.control_plane import REGISTRY, call_actor, get_actor
-        from factory.registry.lineage import code_version
-        from factory.registry.refs import parse_ref
-
         lineage: dict[str, Any] = {"code": code_version(train_loop)}
         if parent_model:
             ref = parse_ref(parent_model)
@@ -185,8 +193,6 @@ class SchedulerActor(ControlPlaneActor):
             if job is None or job.accounting:
                 self._to_account.discard(job_id)
                 continue
-            from factory.client import cluster_job_energy  # the client imports this module
-
             record = account(job, self.store.job_events(job_id), cluster_job_energy(job_id).energy_kwh,
                              self._price_profile, self.config.scheduler.gpu_power_w)
             self.store.update_job(job_id, accounting=record)
@@ -197,8 +203,6 @@ class SchedulerActor(ControlPlaneActor):
 
     def _registration_loop(self) -> None:
         """Register the models of succeeded jobs; record `model` (NAME:VERSION) or why not in accounting."""
-        from factory.control_plane import REGISTRY, call_actor, get_actor
-
         attempts: dict[str, int] = {}
         while not self._stopping_registration.is_set():
             try:
@@ -230,8 +234,6 @@ class SchedulerActor(ControlPlaneActor):
                 self._to_register.put(job_id)
 
     def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
-        from factory.control_plane import GRID_PRICE, call_actor, get_actor
-
         return call_actor(get_actor(GRID_PRICE).energy_cost.remote([p.model_dump() for p in profile]),
                           GRID_PRICE, timeout_s=30.0)
 
@@ -261,8 +263,6 @@ class SchedulerActor(ControlPlaneActor):
         return max(0.01, min(tick_s, self.clock.wall_seconds_for(boundary_s - now_s) + 0.01))
 
     def _outlook(self, now_s: float) -> PriceOutlook:
-        from factory.control_plane import GRID_PRICE, call_actor, get_actor
-
         waiting = self.store.list_jobs(["QUEUED", "WAITING", "RUNNING", "PAUSED"])
         deadlines = [job.deadline_s for job in waiting if job.deadline_s is not None]
         hours = max([OUTLOOK_MIN_H, *((deadline_s - now_s) / 3600.0 + 1.0 for deadline_s in deadlines)])
@@ -280,13 +280,6 @@ class SchedulerActor(ControlPlaneActor):
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
-        # Imported here: factory.control_plane imports this module to create the actor.
-        from factory.control_plane import (
-            ensure_telemetry_actors,
-            factory_actor_names,
-            remove_telemetry_actors,
-        )
-
         assert self.clock is not None
         down = self._track_nodes()
         present = set(factory_actor_names())
@@ -312,8 +305,6 @@ class SchedulerActor(ControlPlaneActor):
 
         The records are written before any agent is removed (write ahead, then act).
         """
-        from factory.control_plane import cluster_nodes
-
         assert self.clock is not None
         now_s = self.clock.now_s()
         seen = {node["node_id"]: node for node in cluster_nodes()}

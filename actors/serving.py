@@ -24,6 +24,7 @@ from typing import Any
 
 from actors.control_plane import ControlPlaneActor
 from deployments.model_server import ServerArgs, build
+from factory.control_plane import REGISTRY, call_actor, get_actor
 from factory.errors import FactoryError, summary_line
 from factory.registry.catalog import ModelRegistry
 from factory.registry.refs import ModelRef, parse_ref
@@ -137,8 +138,6 @@ class ServingActor(ControlPlaneActor):
                                    "there is no previous version to return to")
             previous = current.history[-1]
             if current.follows:  # the alias first: if it cannot move, nothing changed
-                from factory.control_plane import REGISTRY, call_actor, get_actor
-
                 call_actor(get_actor(REGISTRY).set_alias.remote(current.model, current.follows, previous,
                                                                  rolled_back_by or "serving"),
                            f"the factory's '{REGISTRY}' actor", 30.0)

@@ -48,6 +48,10 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from factory.control_plane import SERVING, get_actor
+from factory.errors import FactoryError
+from factory.registry.refs import parse_ref
+from factory.registry.sdk import RegistryClient
 from factory.serving.predictor import input_schema, load_predictor_class
 from factory.serving.stats import LATENCY_BOUNDS_MS, empty_counts, record, subtract
 
@@ -147,7 +151,7 @@ class ModelServer:
         self._predict_batch.set_batch_wait_timeout_s(float(settings["batch_wait_timeout_s"]))
         self.routing = Routing()
         self.counts: dict[str, dict[str, Any]] = {}
-        self._registry: Any = None
+        self._registry: RegistryClient | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._exported: dict[str, dict[str, Any]] = {}  # counts already added to the Ray metrics
         self._requests_metric = Counter("factory_serve_requests_total",
@@ -180,8 +184,6 @@ class ModelServer:
         return await asyncio.to_thread(self._load, model_id)
 
     def _load(self, model_id: str) -> LoadedModel:
-        from factory.errors import FactoryError
-
         name, _, version = model_id.rpartition(":")
         row, artifact = self._registry_client().load_version(name, int(version))
         predictor_path = (row.get("serving") or {}).get("predictor")
@@ -196,18 +198,14 @@ class ModelServer:
 
     def _resolve(self, ref: str) -> str:
         """`NAME:V` for a reference (an alias is resolved by the registry once, here)."""
-        from factory.registry.refs import parse_ref
-
         parsed = parse_ref(ref)
         if parsed.version is not None:
             return f"{parsed.name}:{parsed.version}"
         card = self._registry_client().model(parsed.name, None, parsed.alias)
         return f"{card.name}:{card.version}"
 
-    def _registry_client(self) -> Any:
+    def _registry_client(self) -> RegistryClient:
         if self._registry is None:
-            from factory.registry.sdk import RegistryClient
-
             self._registry = RegistryClient()
         return self._registry
 
@@ -323,10 +321,6 @@ class ModelServer:
 
     async def _report_forever(self) -> None:
         """Send this replica's counts to the ServingActor, if the factory runs one (else keep quiet)."""
-        import ray
-
-        from factory.ray_cluster import NAMESPACE
-
         replica_id = serve.get_replica_context().replica_id.unique_id
         actor, looked_up_s, quiet_until_s = None, 0.0, 0.0
         while True:
@@ -338,7 +332,7 @@ class ModelServer:
                 # Looked up again now and then: a factory taken down and up again has a new actor, and a
                 # call to a dead one fails silently.
                 if actor is None or time.monotonic() - looked_up_s > HANDLE_REFRESH_S:
-                    actor, looked_up_s = ray.get_actor("serving", namespace=NAMESPACE), time.monotonic()
+                    actor, looked_up_s = get_actor(SERVING), time.monotonic()
                 actor.report.remote(self.endpoint, replica_id, self.counts)
             except Exception:  # noqa: BLE001 - no factory (a bare `serve deploy`), or it restarts
                 actor, quiet_until_s = None, time.monotonic() + 10 * self.report_interval_s

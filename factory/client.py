@@ -24,10 +24,12 @@ from factory.config import FactoryConfig, load_config
 from factory.control_plane import (
     GRID_PRICE,
     SCHEDULER,
+    NoAnswer,
     call_actor,
     cluster_nodes,
     expected_actor_names,
     factory_actor_names,
+    gather,
     get_actor,
     telemetry_name,
 )
@@ -48,8 +50,9 @@ from factory.registry.sdk import RegistryClient
 from factory.registry.views import ModelCard, ModelSummary
 from factory.serving.sdk import ServingClient
 from factory.store import AliasChange, AuditEvent, JobEvent, JobRow, ModelVersionRow
-from factory.telemetry.facility import facility_view, merge_job_energy, sorted_gpus
+from factory.telemetry.facility import facility_view, sorted_gpus
 from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeStatus
+from factory.telemetry.sdk import ask_telemetry, cluster_job_energy
 
 HEALTH_TIMEOUT_S = 10.0
 SCHEDULER_RESTART_GRACE_S = 60.0  # `wait` rides out a scheduler restart this long
@@ -121,7 +124,7 @@ class FactoryClient:
         def call(name: str) -> Callable[[], ray.ObjectRef]:
             return lambda: get_actor(name).health.remote()
 
-        answers = _gather({name: call(name) for name in present}, timeout_s)
+        answers = gather({name: call(name) for name in present}, timeout_s)
         reports = []
         for name in present:
             answer = answers[name]
@@ -160,7 +163,7 @@ class FactoryClient:
         records: dict[str, dict[str, Any]] = _answer(self._scheduler.node_records.remote(), SCHEDULER)
         cluster = {node["node_id"]: node for node in _cluster_nodes()}
         alive = sorted(node_id for node_id, node in cluster.items() if node["alive"])
-        answers = _ask_telemetry(alive, "node_status")
+        answers = ask_telemetry(alive, "node_status")
         result = []
         for node_id in alive:
             answer = answers[node_id]
@@ -184,7 +187,7 @@ class FactoryClient:
         """The latest reading of every GPU on every alive node (real or simulated)."""
         alive = _alive_node_ids()
         gpus = []
-        for answer in _ask_telemetry(alive, "gpus").values():
+        for answer in ask_telemetry(alive, "gpus").values():
             if isinstance(answer, list):
                 gpus.extend(answer)
         return sorted_gpus(gpus)
@@ -200,7 +203,7 @@ class FactoryClient:
 
         Zero with `first_seen_s=None` if no GPU has run it (since the nodes' agents started).
         """
-        return cluster_job_energy(job_id)
+        return cluster_job_energy(job_id, _alive_node_ids())
 
     def gpu_history(self, node_id: str, index: int, since_s: float | None = None) -> dict[str, list[float]]:
         """One GPU's samples since `since_s` (factory time), columns oldest first, for plots."""
@@ -399,24 +402,6 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     return FactoryClient(connection)
 
 
-def cluster_job_energy(job_id: str) -> JobEnergy:
-    """GPU energy the alive nodes' telemetry attributed to a job (zero if none did).
-
-    Any connected process can ask: the SchedulerActor does, to account for a job that ended.
-    """
-    parts = [answer for answer in _ask_telemetry(_alive_node_ids(), "job_energy", job_id).values()
-             if isinstance(answer, JobEnergy)]
-    return merge_job_energy(job_id, parts)
-
-
-def _ask_telemetry(node_ids: list[str], method: str, *args: Any) -> dict[str, Any]:
-    """Call `method` on each node's telemetry actor; {node_id: answer, or a `NoAnswer`}."""
-    def call(node_id: str) -> Callable[[], ray.ObjectRef]:
-        return lambda: getattr(get_actor(telemetry_name(node_id)), method).remote(*args)
-
-    return _gather({node_id: call(node_id) for node_id in node_ids}, HEALTH_TIMEOUT_S)
-
-
 def _seconds(when: datetime | float) -> float:
     """Unix seconds of an aware datetime (naive means UTC) or of a number of seconds."""
     if isinstance(when, datetime):
@@ -434,38 +419,6 @@ def _cluster_nodes() -> list[dict[str, Any]]:
 
 def _alive_node_ids() -> list[str]:
     return [node["node_id"] for node in _cluster_nodes() if node["alive"]]
-
-
-@dataclass(frozen=True)
-class NoAnswer:
-    """Why an actor gave no answer to a fanned-out call."""
-
-    reason: str
-
-
-def _gather(calls: dict[str, Callable[[], ray.ObjectRef]], timeout_s: float) -> dict[str, Any]:
-    """Start every call, wait for all at once up to `timeout_s`; {key: answer, or a `NoAnswer`}.
-
-    A call whose actor is gone, failed, or did not answer in time gives a `NoAnswer` with the
-    reason in one line; nothing raises, so one sick actor never hides the others' answers.
-    """
-    answers: dict[str, Any] = {}
-    refs: dict[str, ray.ObjectRef] = {}
-    for key, call in calls.items():
-        try:
-            refs[key] = call()
-        except ClusterError as exc:  # gone between listing and lookup
-            answers[key] = NoAnswer(str(exc))
-    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-    for key, ref in refs.items():
-        if ref not in ready:
-            answers[key] = NoAnswer(f"no answer within {timeout_s:.0f} s")
-            continue
-        try:
-            answers[key] = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            answers[key] = NoAnswer(summary_line(exc))
-    return answers
 
 
 def _answer(ref: ray.ObjectRef, name: str) -> Any:

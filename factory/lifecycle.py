@@ -13,9 +13,10 @@ import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factory.bootstrap import ensure_actors, remove_actors
 from factory.client import FactoryClient
 from factory.config import FactoryConfig
-from factory.control_plane import ensure_actors, factory_actor_names, remove_actors
+from factory.control_plane import factory_actor_names
 from factory.errors import ClusterError, FactoryError
 from factory.prices.sources import build_feed
 from factory.ray_cluster import (

@@ -1,1 +1,1 @@
-"""The `factory` command line: a thin layer over `factory.control_plane` and the SDK."""
+"""The `factory` command line: a thin layer over `factory.lifecycle` and the SDK."""

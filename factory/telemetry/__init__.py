@@ -2,7 +2,8 @@
 
 Backends are NVML, simulated and host; the facility view sums the nodes.
 The TelemetryActor (`actors/telemetry.py`) runs it on every node;
-`FactoryClient.nodes()/gpus()/facility()/job_energy()` read it.
+`FactoryClient.nodes()/gpus()/facility()/job_energy()` and the scheduler read it through
+`factory.telemetry.sdk`.
 """
 
 from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeStatus

@@ -19,10 +19,10 @@ import yaml
 from ray.cluster_utils import Cluster
 
 import factory.client
+from actors.ray_runners import find_runner
 from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import SCHEDULER
-from factory.jobs.ray_runners import find_runner
 from factory.ray_cluster import NAMESPACE
 from tests.integration.conftest import REPO_ROOT, cli_at, scrape_metrics, wait_until
 

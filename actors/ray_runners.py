@@ -25,7 +25,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors.job_runner import RUNNER_PREFIX, JobRunner, read_log
+from actors.job_runner import JobRunner, read_log
+from factory.control_plane import RUNNER_PREFIX, named_actors
 from factory.jobs.runners import RunnerReport, RunnerStatus
 from factory.ray_cluster import HEAD_NODE_RESOURCE, NAMESPACE
 from factory.store import JobRow
@@ -142,8 +143,7 @@ class RayRunners:
 
     def _ask_all(self) -> list[tuple[str, Any, Any]]:
         """(name, handle, its report | None if dead | "timeout") for every runner on the cluster."""
-        found = {entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
-                 if entry["namespace"] == NAMESPACE and entry["name"].startswith(RUNNER_PREFIX)}
+        found = named_actors(RUNNER_PREFIX)
         handles: list[tuple[str, Any]] = []
         for name in sorted(found - set(self._spares)):
             try:
