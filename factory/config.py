@@ -17,7 +17,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from factory.errors import ConfigError
 from factory.price_config import PricesConfig
+from factory.suggest import unknown_field
 from factory.yaml_text import YamlTextError, parse_yaml
 
 DEFAULT_CONFIG_PATH = Path("configs/factory.yaml")
@@ -313,10 +313,7 @@ def _check_known_path(field_path: tuple[str, ...], source: str) -> None:
 
 def _unknown_field_message(model: type[BaseModel], parent: tuple[str, ...], key: str) -> str:
     where = f" in section '{'.'.join(parent)}'" if parent else ""
-    known = list(model.model_fields)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f", did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}"
-    return f"unknown field '{key}'{where}{hint}"
+    return unknown_field(key, model.model_fields, where)
 
 
 def _model_at(field_path: tuple[str | int, ...]) -> type[BaseModel]:

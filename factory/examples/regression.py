@@ -19,7 +19,6 @@ Ray. `RegressionPredictor` serves a registered version (`factory deploy`): {"x1"
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from factory.errors import ConfigError
+from factory.suggest import did_you_mean
 from factory.train import (
     Session,
     choose_device,
@@ -68,8 +68,7 @@ class RegressionConfig:
         known = [field.name for field in dataclasses.fields(cls)]
         for key in config:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f", did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+                hint = did_you_mean(key, known, otherwise=f"; known keys: {', '.join(known)}")
                 raise ConfigError(f"unknown key '{key}' in the regression job's config{hint}")
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):

@@ -21,9 +21,10 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
+
+from factory.suggest import did_you_mean
 
 SAMPLER_TAGS = ("uniform", "loguniform", "randint", "choice", "grid_search")
 
@@ -81,9 +82,9 @@ def _sampler_tag(value: Any, where: str) -> str | None:
     (key,) = value
     if key in SAMPLER_TAGS:
         return key
-    close = difflib.get_close_matches(str(key), SAMPLER_TAGS, n=1, cutoff=0.75)
-    if close:
-        raise ValueError(f"key '{where}': unknown sampler '{key}', did you mean '{close[0]}'?")
+    hint = did_you_mean(str(key), SAMPLER_TAGS, cutoff=0.75)
+    if hint:
+        raise ValueError(f"key '{where}': unknown sampler '{key}'{hint}")
     return None
 
 

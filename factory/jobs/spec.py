@@ -25,7 +25,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import json
@@ -49,6 +48,7 @@ from pydantic_core import InitErrorDetails
 
 from factory.errors import ConfigError, FactoryError, summary_line
 from factory.jobs.search_space import check_search_space, to_tune_space
+from factory.suggest import did_you_mean, unknown_field
 from factory.yaml_text import YamlTextError, parse_yaml
 
 JobKind = Literal["train", "tune", "command"]
@@ -297,9 +297,9 @@ class CommandJobSpec(JobSpec):
     @classmethod
     def _plausible_runtime_env(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for key in value or {}:
-            close = difflib.get_close_matches(str(key), _RUNTIME_ENV_KEYS, n=1, cutoff=0.8)
-            if key not in _RUNTIME_ENV_KEYS and close:
-                raise ValueError(f"unknown key '{key}', did you mean '{close[0]}'?")
+            hint = did_you_mean(str(key), _RUNTIME_ENV_KEYS, cutoff=0.8)
+            if key not in _RUNTIME_ENV_KEYS and hint:
+                raise ValueError(f"unknown key '{key}'{hint}")
         env_vars = (value or {}).get("env_vars")
         if env_vars is not None:
             if not isinstance(env_vars, Mapping):
@@ -379,8 +379,7 @@ def _kind_message(error: Mapping[str, Any]) -> str:
     if error["type"] == "missing":
         return f"field 'kind' is required: one of {kinds}"
     value = error["input"]
-    close = difflib.get_close_matches(value, list(JOB_KINDS), cutoff=0.6) if isinstance(value, str) else []
-    hint = f", did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(value, JOB_KINDS) if isinstance(value, str) else ""
     return f"field 'kind' must be one of {kinds} (got {_shown(value)}){hint}"
 
 
@@ -418,10 +417,7 @@ def _unknown_field_message(model: type[BaseModel], loc: tuple[str, ...]) -> str:
         where = f" for kind '{kind}'"
     else:
         where = f" in section '{'.'.join(parent)}'"
-    known = list(section.model_fields)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f", did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}"
-    return f"unknown field '{key}'{where}{hint}"
+    return unknown_field(key, section.model_fields, where)
 
 
 def _shown(value: Any, max_chars: int = 80) -> str:
@@ -466,8 +462,7 @@ def load_callable(path: str) -> Callable[..., Any]:
     for attribute in attributes:
         if not hasattr(target, attribute):
             public = [name for name in dir(target) if not name.startswith("_")]
-            close = difflib.get_close_matches(attribute, public, n=1, cutoff=0.6)
-            hint = f", did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(attribute, public)
             raise JobSpecError(f"import path {path!r}: '{owner}' has no attribute '{attribute}'{hint}")
         target = getattr(target, attribute)
         owner = f"{owner}.{attribute}"

@@ -15,7 +15,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 import glob
 import math
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from factory.errors import PriceDataError
 from factory.price_config import ALLOWED_RESOLUTIONS_MIN, TraceConfig
 from factory.prices.provider import PriceProvider
 from factory.prices.series import PRICE_LIMIT_PER_MWH, IntervalSeries, utc_label
+from factory.suggest import did_you_mean
 
 DEFAULT_CARBON_COLUMN = "carbon_g_per_kwh"
 _OFFSET_SUFFIX = r"(?:Z|[+-]\d{2}:?\d{2})$"
@@ -195,9 +195,8 @@ def _column(columns: list[str], name: str, path: str, field_name: str, spec: Tra
     stripped = {column.strip(): column for column in columns}
     if name.strip() in stripped:
         return stripped[name.strip()]
-    close = difflib.get_close_matches(name.strip(), list(stripped), n=1, cutoff=0.6)
-    hint = f", did you mean '{close[0]}'?" if close else ""
-    titles = " (title lines above the header? set skip_rows)" if spec.skip_rows == 0 and not close else ""
+    hint = did_you_mean(name.strip(), stripped)
+    titles = " (title lines above the header? set skip_rows)" if spec.skip_rows == 0 and not hint else ""
     shown = ", ".join(repr(column) for column in columns[:12])
     raise PriceDataError(f"{path}: no column '{name}' ({field_name}){hint}; the header has {shown}{titles}")
 

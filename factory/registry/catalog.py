@@ -12,7 +12,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from factory.registry.artifacts import check_kind
 from factory.registry.refs import ModelRef, check_alias, check_name
 from factory.registry.storage import ArtifactStorage, FileEntry, StagedArtifact
 from factory.store import AliasChange, ModelVersionRow, StateStore
+from factory.suggest import did_you_mean
 
 
 class ModelNotFoundError(FactoryError):
@@ -66,9 +66,8 @@ class ModelRegistry:
         latest = self.store.latest_model_version(ref.name)
         if latest is None:
             known = [summary["name"] for summary in self.summaries()]  # the error path only
-            close = difflib.get_close_matches(ref.name, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else \
-                ("; `factory models` lists them" if known else "; none is registered yet")
+            hint = did_you_mean(ref.name, known, lead="; ", otherwise="; `factory models` lists them"
+                                if known else "; none is registered yet")
             raise ModelNotFoundError(f"model '{ref.name}' is not in the registry{hint}")
         if ref.alias is not None:
             aliases = self.store.model_aliases(ref.name).get(ref.name, {})

@@ -24,7 +24,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -35,6 +34,7 @@ import pandas as pd
 
 from factory.errors import SimulationInputError
 from factory.simulation.trace import JobTrace
+from factory.suggest import closest
 
 _DAY_S = 86400.0
 _FIRST_LINE = 2  # the header is line 1
@@ -253,12 +253,12 @@ def _missing(path: str, header: list[str], field_name: str, name: str) -> Simula
     """'no column' naming the header's columns and the option that renames it, with a likely fix."""
     names = [column.strip() for column in header]
     lower = {column.lower(): column for column in names}
-    close = difflib.get_close_matches(name.strip().lower(), list(lower), n=1, cutoff=0.6)
+    close = closest(name.strip().lower(), lower)
     option = COLUMN_OPTIONS[field_name]
     renamed = name.strip() != field_name
     shown = ", ".join(repr(column) for column in names[:12]) + (" ..." if len(names) > 12 else "")
     what = f"'{name.strip()}' ({field_name}, from {option})" if renamed else f"'{name.strip()}'"
-    fix = (f"did you mean '{lower[close[0]]}'? (pass {option} {lower[close[0]]})" if close
+    fix = (f"did you mean '{lower[close]}'? (pass {option} {lower[close]})" if close is not None
            else f"pass {option} NAME to read {field_name} from another column")
     return SimulationInputError(f"{path} line 1: no column {what}; the header has {shown}; {fix}")
 
