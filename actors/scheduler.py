@@ -73,6 +73,7 @@ class SchedulerActor(ControlPlaneActor):
         self._wake_event = threading.Event()
         self._known_down: set[str] = set()  # nodes recorded down when the scheduler last decided
         self._price_interval_s: float | None = None  # learnt from the first forecast
+        self._decide_again_s: float | None = None  # the policy asked to decide again by then (factory time)
         self._jobs_lock = threading.Lock()
         self._runners = RayRunners(self.config.state_dir / "runs", self.config.state_dir / "logs")
         self._controller = JobController(self.store, self._runners, live_policy(settings),
@@ -180,6 +181,7 @@ class SchedulerActor(ControlPlaneActor):
             needs_prices = getattr(self._controller.policy, "needs_prices", False)
             outlook = self._outlook(now_s) if needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
+            self._decide_again_s = result.decide_again_s
             self._to_account.update(job_id for job_id, state in result.finished.items()
                                     if JobState(state).is_terminal)
         self._account_finished()
@@ -252,15 +254,20 @@ class SchedulerActor(ControlPlaneActor):
             self._wake_event.clear()
 
     def _seconds_to_next_decision(self) -> float:
-        """Real seconds until the next tick or the next price interval boundary, whichever is first."""
+        """Real seconds until the next tick, price interval boundary or time the policy asked to decide again.
+
+        The last is a waiting job's latest safe start inside this interval (`Decisions.decide_again_s`).
+        """
         assert self.clock is not None
         tick_s = self.config.scheduler.tick_s
         interval_s = self._price_interval_s
         if not interval_s:
             return tick_s
         now_s = self.clock.now_s()
-        boundary_s = (math.floor(now_s / interval_s) + 1) * interval_s
-        return max(0.01, min(tick_s, self.clock.wall_seconds_for(boundary_s - now_s) + 0.01))
+        next_s = (math.floor(now_s / interval_s) + 1) * interval_s
+        if self._decide_again_s is not None:
+            next_s = min(next_s, self._decide_again_s)
+        return max(0.01, min(tick_s, self.clock.wall_seconds_for(next_s - now_s) + 0.01))
 
     def _outlook(self, now_s: float) -> PriceOutlook:
         waiting = self.store.list_jobs(["QUEUED", "WAITING", "RUNNING", "PAUSED"])

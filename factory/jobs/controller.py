@@ -53,6 +53,7 @@ class StepResult:
     paused: list[str] = field(default_factory=list)
     finished: dict[str, str] = field(default_factory=dict)  # job id -> terminal state or PAUSED
     waiting: dict[str, str] = field(default_factory=dict)   # job id -> reason
+    decide_again_s: float | None = None  # the policy's `Decisions.decide_again_s`: step again by then
 
 
 class JobController:
@@ -125,6 +126,7 @@ class JobController:
                             power_budget_w=cluster.power_budget_w, quotas=dict(cluster.quotas),
                             preempt_overhead_s=self.preempt_overhead_s)
         decisions = self.policy.decide(snapshot)
+        result.decide_again_s = decisions.decide_again_s
         jobs = self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
         for pause in decisions.pauses:
             job = jobs[pause.job_id]

@@ -459,3 +459,23 @@ def test_reasons_show_the_times_of_today_as_hours_and_minutes() -> None:
               "deadline 2024-07-02 09:00:35 UTC")
     assert compact_times(reason, datetime(2024, 7, 1, tzinfo=UTC).date()) == \
         "price: cheap window at 02:00; latest safe start 04:10; deadline 2024-07-02 09:00"
+
+
+def test_a_step_asks_to_decide_again_at_a_latest_safe_start_inside_the_hour(store: SQLiteStore) -> None:
+    # "first" holds all 4 GPUs for 30 min. "second" must start within this hour to make its deadline, so
+    # the step asks for a decision by its latest safe start, not only at the hour's end; the live
+    # scheduler's loop sleeps no longer than that.
+    controller, _ = make(store)
+    submit(controller, "first", gpus=4, estimate_s=HOUR / 2, deadline_h=0.75, preemptible=False)
+    second = submit(controller, "second", gpus=4, estimate_s=HOUR, deadline_h=1.75)
+    result = controller.step(T0, CLUSTER, outlook(T0, [50.0] * 6))
+    waiting = store.get_job(second)
+    assert waiting is not None and waiting.state == "WAITING" and waiting.latest_safe_start_s is not None
+    assert T0 < waiting.latest_safe_start_s < T0 + HOUR
+    assert result.decide_again_s == waiting.latest_safe_start_s
+    # Nothing of the kind when every waiting job may wait past this hour (for a cheap one, here).
+    cheap_later = submit(controller, "cheap-later", gpus=1, estimate_s=HOUR, deadline_h=12.0, now_s=T0 + HOUR)
+    controller.cancel(second, T0 + HOUR, by="cli:alice")
+    result = controller.step(T0 + HOUR, CLUSTER, outlook(T0 + HOUR, [90.0, 90.0, 10.0] + [90.0] * 12))
+    assert store.get_job(cheap_later).state == "WAITING"  # type: ignore[union-attr]
+    assert result.decide_again_s is None
