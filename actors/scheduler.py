@@ -178,8 +178,7 @@ class SchedulerActor(ControlPlaneActor):
         assert self.clock is not None
         with self._jobs_lock:
             now_s = self.clock.now_s()
-            needs_prices = getattr(self._controller.policy, "needs_prices", False)
-            outlook = self._outlook(now_s) if needs_prices else None
+            outlook = self._outlook(now_s) if self._controller.policy.needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
             self._decide_again_s = result.decide_again_s
             self._to_account.update(job_id for job_id, state in result.finished.items()

@@ -39,7 +39,7 @@ from factory.jobs.snapshot import (
     ran_s,
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
-from factory.scheduling.model import PriceOutlook, Snapshot
+from factory.scheduling.model import Policy, PriceOutlook, Snapshot
 from factory.store import JobRow, StateConflictError, StateStore
 
 ACTIVE = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED)
@@ -59,7 +59,7 @@ class StepResult:
 class JobController:
     """Runs a policy over the store's jobs and carries out its decisions through `runners`."""
 
-    def __init__(self, store: StateStore, runners: Runners, policy: Any, *, gpu_power_w: float,
+    def __init__(self, store: StateStore, runners: Runners, policy: Policy, *, gpu_power_w: float,
                  preempt_overhead_s: float = 0.0, pause_timeout_s: float = math.inf) -> None:
         """Wire the controller to its store, runners and policy.
 

@@ -6,7 +6,7 @@ The live SchedulerActor and `factory simulate` call the same policy objects (des
 from __future__ import annotations
 
 from factory.scheduling.fifo import FifoPolicy
-from factory.scheduling.model import Decisions, JobView, Phase, PriceOutlook, Snapshot
+from factory.scheduling.model import Decisions, JobView, Phase, Policy, PriceOutlook, Snapshot
 from factory.scheduling.price_aware import PriceAwarePolicy
 from factory.scheduling.priority import PriorityPolicy
 
@@ -25,5 +25,5 @@ def make_policy(name: str) -> FifoPolicy | PriorityPolicy | PriceAwarePolicy:
     raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(POLICY_NAMES)}")
 
 
-__all__ = ["DEFAULT_POLICY", "POLICY_NAMES", "Decisions", "FifoPolicy", "JobView", "Phase",
+__all__ = ["DEFAULT_POLICY", "POLICY_NAMES", "Decisions", "FifoPolicy", "JobView", "Phase", "Policy",
            "PriceAwarePolicy", "PriceOutlook", "PriorityPolicy", "Snapshot", "make_policy"]

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -182,6 +182,29 @@ class Decisions:
     admitted: tuple[str, ...] = ()
     infeasible: tuple[tuple[str, str], ...] = ()
     decide_again_s: float | None = None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the simulator and the live scheduler call: the same objects in both (design property 1).
+
+    `decide` is a pure function of the snapshot (no I/O, no clock); `needs_prices`: whether the snapshot
+    must carry a price outlook (the caller fetches one only then); `name`: as in `--policy` and reports.
+    """
+
+    @property
+    def name(self) -> str:
+        """The policy's name, as `--policy` and `scheduler.policy` spell it."""
+        ...
+
+    @property
+    def needs_prices(self) -> bool:
+        """Whether `decide` needs `Snapshot.prices`."""
+        ...
+
+    def decide(self, snapshot: Snapshot) -> Decisions:
+        """What to start, pause and keep waiting (and why) given the snapshot."""
+        ...
 
 
 def deadline_infeasible(job: JobView, now_s: float, overhead_s: float) -> str | None:

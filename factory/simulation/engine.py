@@ -28,7 +28,7 @@ from factory.errors import FactoryError
 from factory.prices.cost import profile_cost
 from factory.prices.feed import PriceFeed
 from factory.prices.series import IntervalSeries
-from factory.scheduling.model import JobView, Phase, PriceOutlook, Snapshot
+from factory.scheduling.model import JobView, Phase, Policy, PriceOutlook, Snapshot
 from factory.simulation.trace import JobTrace
 
 DONE_EPS_S = 1e-6
@@ -80,14 +80,14 @@ class Outcome:
     wall_s: float
 
 
-def simulate(trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: object, *,
+def simulate(trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: Policy, *,
              time_zero_s: float, preempt_overhead_s: float = 0.0) -> Outcome:
     """Replay `trace` (submit times relative to `time_zero_s`) through `policy` on `cluster`."""
     return _Run(trace, feed, cluster, policy, time_zero_s, preempt_overhead_s).run()
 
 
 class _Run:
-    def __init__(self, trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: object,
+    def __init__(self, trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: Policy,
                  time_zero_s: float, overhead_s: float) -> None:
         self.trace, self.feed, self.cluster, self.policy = trace, feed, cluster, policy
         self.overhead_s = overhead_s
@@ -129,7 +129,7 @@ class _Run:
 
     def run(self) -> Outcome:
         wall_start = time.perf_counter()
-        needs_prices = bool(getattr(self.policy, "needs_prices", False))
+        needs_prices = self.policy.needs_prices
         interval_s = self.price_series.interval_s
         grid_start_s = self.price_series.start_s
         segments: list[tuple[float, float, float, int]] = []
@@ -173,7 +173,7 @@ class _Run:
                 boundary = grid_start_s + (elapsed + 1) * interval_s
                 next_s = min(next_s, boundary)
             if not self.running and (not math.isfinite(next_s) or now_s > self._give_up_s):
-                raise FactoryError(f"policy {getattr(self.policy, 'name', self.policy)} left "
+                raise FactoryError(f"policy {self.policy.name} left "
                                    f"{len(self.active)} jobs waiting with nothing running; they can never "
                                    "start (check --quota and --power-budget-kw against the jobs)")
             step_s = next_s - now_s
@@ -193,7 +193,7 @@ class _Run:
         seg = np.array(segments, dtype=float).reshape(-1, 4)
         tl = np.array(timeline, dtype=float).reshape(-1, 3)
         return Outcome(
-            policy=str(getattr(self.policy, "name", type(self.policy).__name__)),
+            policy=self.policy.name,
             finish_s=self.finish_s, first_start_s=self.first_start_s, run_s=self.run_s,
             preemptions=self.preemptions, infeasible=self.at_risk,
             segment_start_s=seg[:, 0], segment_end_s=seg[:, 1], segment_power_w=seg[:, 2],
@@ -218,7 +218,7 @@ class _Run:
         snapshot = Snapshot(now_s=now_s, node_gpus=self.cluster.node_gpus, jobs=views, prices=outlook,
                             power_budget_w=self.cluster.power_budget_w, quotas=self.cluster.quotas,
                             preempt_overhead_s=self.overhead_s)
-        decisions = self.policy.decide(snapshot)  # type: ignore[attr-defined]
+        decisions = self.policy.decide(snapshot)
         index = {self.ids[j]: j for j in self.active}
         for job_id in decisions.admitted:
             self.admitted[index[job_id]] = True

@@ -458,3 +458,12 @@ def test_a_decision_just_before_a_price_boundary_does_not_pause_running_jobs() -
     decisions = PriceAwarePolicy().decide(Snapshot(now_s, {"n0": 1}, [work], prices=prices,
                                                    preempt_overhead_s=300))
     assert decisions.pauses == ()
+
+
+def test_every_policy_is_a_policy_the_simulator_and_the_live_scheduler_can_call() -> None:
+    from factory.scheduling import POLICY_NAMES, Policy, make_policy
+
+    for name in POLICY_NAMES:
+        policy = make_policy(name)
+        assert isinstance(policy, Policy) and policy.name == name
+        assert policy.needs_prices == (name == "price-aware")
