@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -16,6 +15,7 @@ from factory.cli.options import (
     factory_time,
     json_option,
 )
+from factory.cli.output import json_text
 from factory.cli.render import compact_times, duration, shorten, table
 from factory.jobs.accounting import by_team
 from factory.jobs.masking import masked_spec
@@ -38,14 +38,14 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
     client = connect(config_path, address)
     job_id = client.submit(spec, submitted_by=cli_user())
     if not wait:
-        click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+        click.echo(json_text({"job_id": job_id}) if as_json else job_id)
         return
     if not as_json:
         click.echo(job_id)
         click.echo("following it until it ends (Ctrl-C stops following, not the job)", err=True)
     job = client.wait(job_id, on_change=None if as_json else _progress_line(client))
     if as_json:
-        click.echo(json.dumps(_shown(job), indent=2))
+        click.echo(json_text(_shown(job), indent=2))
     else:
         click.echo(_summary(job))
     sys.exit(0 if job.state == JobState.SUCCEEDED else 1)
@@ -62,7 +62,7 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
     client = connect(config_path, address)
     rows = client.jobs(list(states) or None)
     if as_json:
-        click.echo(json.dumps([_shown(job) for job in rows], indent=2))
+        click.echo(json_text([_shown(job) for job in rows], indent=2))
         return
     if not rows:
         click.echo("no jobs" + (" in " + ", ".join(states) if states else "; `factory submit FILE` adds one"))
@@ -96,7 +96,7 @@ def job(job_id: str, config_path: str | None, address: str | None, as_json: bool
     client = connect(config_path, address)
     detail = client.job(job_id)
     if as_json:
-        click.echo(json.dumps({"job": _shown(detail.job),
+        click.echo(json_text({"job": _shown(detail.job),
                                "events": [event.model_dump(mode="json") for event in detail.events]},
                               indent=2))
         return

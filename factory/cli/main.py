@@ -7,7 +7,6 @@ never a traceback.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 import time
 
@@ -15,6 +14,7 @@ import click
 
 from factory.cli import render
 from factory.cli.options import address_option, config_option, json_option, load, yes_option
+from factory.cli.output import json_text
 from factory.errors import FactoryError
 from factory.version import __version__
 
@@ -37,7 +37,7 @@ def up(config_path: str | None, address: str | None, as_json: bool) -> None:
     result = lifecycle.up(config, address)
     status = result.client.status()
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_text({
             "started_local_head": result.started_local_head,
             "created": result.created,
             "reused": result.reused,
@@ -66,7 +66,7 @@ def status(config_path: str | None, address: str | None, as_json: bool) -> None:
     config = load(config_path)
     current = factory.client.connect(address, config=config).status()
     if as_json:
-        click.echo(json.dumps(current.model_dump(mode="json") | {"healthy": current.healthy},
+        click.echo(json_text(current.model_dump(mode="json") | {"healthy": current.healthy},
                               indent=2))
     else:
         click.echo(render.status_text(current))
@@ -86,7 +86,7 @@ def nodes(config_path: str | None, address: str | None, as_json: bool) -> None:
     nodes = client.nodes()
     view = client.facility(nodes)
     if as_json:
-        click.echo(json.dumps({"facility": view.model_dump(mode="json"),
+        click.echo(json_text({"facility": view.model_dump(mode="json"),
                                "nodes": [node.model_dump(mode="json") for node in nodes]}, indent=2))
     else:
         click.echo(render.nodes_text(view, nodes))
@@ -113,7 +113,7 @@ def gpus(config_path: str | None, address: str | None, as_json: bool, watch: boo
             current = client.gpus()
             if as_json:
                 payload = [gpu.model_dump(mode="json") for gpu in current]
-                click.echo(json.dumps(payload) if watch else json.dumps(payload, indent=2))
+                click.echo(json_text(payload) if watch else json_text(payload, indent=2))
             else:
                 if watch and sys.stdout.isatty():
                     click.clear()
@@ -144,7 +144,7 @@ def price(config_path: str | None, address: str | None, as_json: bool, hours: fl
     now = client.price()
     forecast = client.forecast(hours=hours)
     if as_json:
-        click.echo(json.dumps({"price": now.model_dump(mode="json"),
+        click.echo(json_text({"price": now.model_dump(mode="json"),
                                "forecast": forecast.model_dump(mode="json"),
                                "feed": feed.model_dump(mode="json")}, indent=2))
     else:
@@ -193,7 +193,7 @@ def audit(config_path: str | None, address: str | None, as_json: bool, limit: in
         limit, action_prefix
     )
     if as_json:
-        click.echo(json.dumps([event.model_dump(mode="json") for event in events], indent=2))
+        click.echo(json_text([event.model_dump(mode="json") for event in events], indent=2))
     else:
         click.echo(render.audit_text(events))
 

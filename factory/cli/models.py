@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from factory.cli.options import (
@@ -14,6 +12,7 @@ from factory.cli.options import (
     factory_time,
     json_option,
 )
+from factory.cli.output import json_text
 from factory.cli.render import duration, shorten, table
 from factory.cli.serving import describe
 from factory.errors import ConfigError, FactoryError
@@ -37,7 +36,7 @@ def models(config_path: str | None, address: str | None, as_json: bool) -> None:
     """List the registered models: versions, the newest, aliases, bytes stored."""
     rows = connect(config_path, address).models()
     if as_json:
-        click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        click.echo(json_text([row.model_dump(mode="json") for row in rows], indent=2))
         return
     if not rows:
         click.echo("no models; a job with register_as adds one, or `factory register PATH --name NAME`")
@@ -59,7 +58,7 @@ def model(ref: str, config_path: str | None, address: str | None, as_json: bool)
     parsed = parse_ref(ref)
     card = connect(config_path, address).model(parsed.name, parsed.version, parsed.alias)
     if as_json:
-        click.echo(json.dumps(card.model_dump(mode="json"), indent=2))
+        click.echo(json_text(card.model_dump(mode="json"), indent=2))
         return
     click.echo(card_text(card))
 
@@ -86,7 +85,7 @@ def promote(name: str, version: int, alias: str, config_path: str | None, addres
                            f"follow yet ({error}); they retry every serving.watch_interval_s") from None
     rolled = [view for view in views if view["model"] == name and view["follows"] == alias]
     if as_json:
-        click.echo(json.dumps({**change.model_dump(mode="json"), "endpoints": rolled}, indent=2))
+        click.echo(json_text({**change.model_dump(mode="json"), "endpoints": rolled}, indent=2))
         return
     before = f"from v{change.from_version}" if change.from_version is not None else "new"
     click.echo(f"{name}@{alias} -> v{change.version} ({before})")
@@ -121,7 +120,7 @@ def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], desc
                                                  description=description, registered_by=cli_user(),
                                                  predictor=predictor)
     if as_json:
-        click.echo(json.dumps(row.model_dump(mode="json"), indent=2))
+        click.echo(json_text(row.model_dump(mode="json"), indent=2))
         return
     click.echo(f"registered {row.name}:{row.version} ({row.kind}, {len(row.files)} files, "
                f"{_size(row.size_bytes)}, sha256 {row.digest[:16]}...)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 import yaml
 
 from factory.cli.options import address_option, cli_user, config_option, connect, json_option
+from factory.cli.output import json_text
 from factory.cli.render import table
 from factory.errors import ConfigError
 from factory.registry.refs import parse_ref
@@ -53,7 +53,7 @@ def deploy(ref: str, route: str | None, replicas: int | None, canary_version: in
     if export_path is not None:
         config = client.serving.export(ref, route, replicas)
         Path(export_path).write_text(yaml.safe_dump(config, sort_keys=False))
-        click.echo(json.dumps(config, indent=2) if as_json else
+        click.echo(json_text(config, indent=2) if as_json else
                    f"wrote {export_path}; deploy it with `serve deploy {export_path}`")
         return
     if canary_version is not None:
@@ -63,7 +63,7 @@ def deploy(ref: str, route: str | None, replicas: int | None, canary_version: in
         view = client.serving.canary(parsed.name, canary_version, percent, cli_user())
     else:
         view = client.serving.deploy(ref, route, replicas, cli_user())
-    click.echo(json.dumps(view, indent=2) if as_json else describe(view))
+    click.echo(json_text(view, indent=2) if as_json else describe(view))
 
 
 @click.command()
@@ -74,7 +74,7 @@ def endpoints(config_path: str | None, address: str | None, as_json: bool) -> No
     """List the endpoints: route, versions and traffic split, replicas, request rate, latency, errors."""
     views = connect(config_path, address).endpoints()
     if as_json:
-        click.echo(json.dumps(views, indent=2))
+        click.echo(json_text(views, indent=2))
         return
     if not views:
         click.echo("no endpoints; serve a model with `factory deploy NAME@ALIAS`")
@@ -112,7 +112,7 @@ def _note(view: dict[str, Any]) -> str | None:
 def undeploy(name: str, config_path: str | None, address: str | None, as_json: bool) -> None:
     """Delete endpoint NAME (its model stays in the registry)."""
     endpoint = connect(config_path, address).serving.undeploy(name, cli_user())
-    click.echo(json.dumps(endpoint, indent=2) if as_json
+    click.echo(json_text(endpoint, indent=2) if as_json
                else f"endpoint {name} deleted ({endpoint['route']})")
 
 
@@ -124,4 +124,4 @@ def undeploy(name: str, config_path: str | None, address: str | None, as_json: b
 def rollback(name: str, config_path: str | None, address: str | None, as_json: bool) -> None:
     """Take endpoint NAME's canary out, or return it to the version it served before."""
     view = connect(config_path, address).serving.rollback(name, cli_user())
-    click.echo(json.dumps(view, indent=2) if as_json else describe(view))
+    click.echo(json_text(view, indent=2) if as_json else describe(view))

@@ -7,7 +7,6 @@ The flag names and JSON keys are a contract (other tools read them): `--prices`,
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from factory.cli.output import json_text
 from factory.errors import PriceDataError, SimulationInputError
 from factory.scheduling import DEFAULT_POLICY, POLICY_NAMES
 
@@ -112,7 +112,7 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
         plot(outcome, baseline, prices.price, prices.currency, plot_path,
              power_budget_w=None if power_budget_kw is None else power_budget_kw * 1000)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json_text(report.to_json(), indent=2))
         return
     click.echo(_summary(report, gpus, forecast_hours, prices.loaded.files, plot_path))
 
