@@ -20,7 +20,7 @@ from tests.support import REPO_ROOT
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "prices").is_dir(),
-                                reason=f"real price data not found at {DATA} (see the README's Prices)")
+                                reason=f"real price data not found at {DATA} (see docs/prices.md)")
 EXAMPLES = REPO_ROOT / "configs" / "examples"
 
 

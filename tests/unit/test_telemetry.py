@@ -289,7 +289,7 @@ def test_the_factory_job_is_read_from_the_worker_process_environment() -> None:
 
 def test_history_memory_is_bounded_per_gpu_as_documented() -> None:
     history = GpuHistory(capacity=3600)
-    assert SAMPLE_BYTES == 33  # the README and configs/factory.yaml state 33 bytes per sample
+    assert SAMPLE_BYTES == 33  # docs/telemetry.md and configs/factory.yaml state 33 bytes per sample
     assert history.nbytes == 3600 * 33
 
     for second in range(10_000):
