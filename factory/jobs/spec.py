@@ -26,7 +26,6 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -46,7 +45,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from factory.errors import ConfigError, FactoryError, summary_line
+from factory.errors import ConfigError
+from factory.import_path import PREDICTOR_FORM, load_object, split_import_path
 from factory.jobs.search_space import check_search_space, to_tune_space
 from factory.suggest import did_you_mean, unknown_field
 from factory.yaml_text import YamlTextError, parse_yaml
@@ -193,12 +193,7 @@ class JobSpec(_Section):
     @classmethod
     def _import_path(cls, value: str | None) -> str | None:
         if value is not None:
-            from factory.serving.predictor import check_import_path
-
-            try:
-                check_import_path(value)
-            except FactoryError as error:
-                raise ValueError(str(error).removeprefix(f"predictor {value!r} ")) from None
+            split_import_path(value, *PREDICTOR_FORM)
         return value
 
     @field_validator("deadline", mode="before")
@@ -238,7 +233,7 @@ class _ImportPathSpec(JobSpec):
     @field_validator("train_loop")
     @classmethod
     def _import_path_syntax(cls, value: str) -> str:
-        _split_import_path(value)
+        split_import_path(value)
         return value
 
 
@@ -428,46 +423,12 @@ def _shown(value: Any, max_chars: int = 80) -> str:
 # --- import paths -------------------------------------------------------------------------------
 
 
-def _split_import_path(path: str) -> tuple[str, list[str]]:
-    """(module, attribute names) of "package.module:function"; `ValueError` saying what is wrong."""
-    module, colon, attribute = path.partition(":")
-    example = "e.g. 'mypkg.train:train_loop_per_worker'"
-    if not colon:
-        raise ValueError(f"must be an import path 'package.module:function' with a ':' before the function, "
-                         f"{example}")
-    if not module or not all(part.isidentifier() for part in module.split(".")):
-        raise ValueError(f"'{module}' is not a module path (dotted Python names), {example}")
-    if not attribute or not all(part.isidentifier() for part in attribute.split(".")):
-        raise ValueError(f"'{attribute}' after ':' is not a Python name, {example}")
-    return module, attribute.split(".")
-
-
 def load_callable(path: str) -> Callable[..., Any]:
     """Import the function at "package.module:function"; raise a one-line `JobSpecError` naming `path`."""
-    try:
-        module_name, attributes = _split_import_path(path)
-    except ValueError as exc:
-        raise JobSpecError(f"import path {path!r}: {exc}") from None
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise JobSpecError(f"import path {path!r}: no module named '{exc.name}'; check the spelling and "
-                               "that its package is installed where the job runs") from None
-        raise JobSpecError(f"import path {path!r}: importing '{module_name}' failed: {exc}") from exc
-    except Exception as exc:  # the user's module failed while importing; one line, cause kept
-        raise JobSpecError(f"import path {path!r}: importing '{module_name}' failed: "
-                           f"{type(exc).__name__}: {summary_line(exc)}") from exc
-    owner = module_name
-    for attribute in attributes:
-        if not hasattr(target, attribute):
-            public = [name for name in dir(target) if not name.startswith("_")]
-            hint = did_you_mean(attribute, public)
-            raise JobSpecError(f"import path {path!r}: '{owner}' has no attribute '{attribute}'{hint}")
-        target = getattr(target, attribute)
-        owner = f"{owner}.{attribute}"
+    target = load_object(path, error=JobSpecError)
     if not callable(target):
-        raise JobSpecError(f"import path {path!r}: '{owner}' is a {type(target).__name__}, not a function")
+        raise JobSpecError(f"import path {path!r}: '{path.replace(':', '.')}' is a {type(target).__name__}, "
+                           "not a function")
     return target
 
 

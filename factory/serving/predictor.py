@@ -16,40 +16,23 @@ fails that batch's requests with a 500 naming an error id.
 
 from __future__ import annotations
 
-import importlib
-import re
 from typing import Any
 
 from pydantic import BaseModel
 
 from factory.errors import FactoryError
+from factory.import_path import PREDICTOR_FORM, load_object
+from factory.import_path import check_import_path as _check
 
-_IMPORT_PATH_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
-
-def check_import_path(text: str, what: str = "predictor") -> str:
+def check_import_path(text: str) -> str:
     """`text` if it reads `module.path:Class`, else a one-line error."""
-    if not isinstance(text, str) or not _IMPORT_PATH_RE.fullmatch(text):
-        raise FactoryError(f"{what} {text!r} is not an import path; write module.path:ClassName, "
-                           "e.g. factory.examples.regression:RegressionPredictor")
-    return text
+    return _check(text, "predictor", *PREDICTOR_FORM)
 
 
 def load_predictor_class(import_path: str) -> type:
     """Import the predictor class `module.path:Class`; one-line errors for what is wrong with it."""
-    module_name, _, attribute = check_import_path(import_path).partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise FactoryError(f"predictor {import_path!r}: cannot import module '{module_name}' ({error}); "
-                           "is it installed where the replicas run?") from None
-    except Exception as error:  # noqa: BLE001 - the module itself fails as it loads: say so in one line
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise FactoryError(f"predictor {import_path!r}: module '{module_name}' fails as it is imported: "
-                           f"{type(error).__name__}: {first_line}") from None
-    cls = getattr(module, attribute, None)
-    if cls is None:
-        raise FactoryError(f"predictor {import_path!r}: module '{module_name}' has no '{attribute}'")
+    cls = load_object(import_path, "predictor", *PREDICTOR_FORM)
     input_schema(cls, import_path)
     if not callable(getattr(cls, "predict", None)):
         raise FactoryError(f"predictor {import_path!r} has no predict(self, inputs) method")

@@ -280,7 +280,7 @@ def test_team_and_register_as_follow_the_name_rule() -> None:
 
 
 @pytest.mark.parametrize(("path", "reason"), [
-    ("mypkg.train", "with a ':' before the function"),
+    ("mypkg.train", "no ':' before the function"),
     (":loop", "is not a module path"),
     ("my-pkg.train:loop", "'my-pkg.train' is not a module path"),
     ("mypkg.train:", "after ':' is not a Python name"),
@@ -480,7 +480,7 @@ def test_load_callable_imports_the_function() -> None:
     ("json.no_such_sub:f", "no module named 'json.no_such_sub'"),
     ("json:dumpz", "import path 'json:dumpz': 'json' has no attribute 'dumpz', did you mean"),
     ("json:__name__", "'json.__name__' is a str, not a function"),
-    ("json", "with a ':' before the function"),
+    ("json", "no ':' before the function"),
 ])
 def test_load_callable_names_the_path_it_cannot_load(path: str, expected: str) -> None:
     with pytest.raises(JobSpecError) as caught:

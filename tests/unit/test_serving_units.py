@@ -444,9 +444,9 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize(("path", "expected"), [
     ("not a path", "is not an import path"),
-    ("factory.no_such_module_zz:C", "cannot import module 'factory.no_such_module_zz'"),
-    ("no_such_top_module_zz:C", "cannot import module 'no_such_top_module_zz'"),
-    ("factory.examples.regression:NoSuchClass", "has no 'NoSuchClass'"),
+    ("factory.no_such_module_zz:C", "no module named 'factory.no_such_module_zz'"),
+    ("no_such_top_module_zz:C", "no module named 'no_such_top_module_zz'"),
+    ("factory.examples.regression:NoSuchClass", "has no attribute 'NoSuchClass'"),
     ("factory.examples.regression:RegressionInput", "must declare input_schema"),
     ("factory.examples.regression:build_model", "must declare input_schema"),
 ])
