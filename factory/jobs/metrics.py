@@ -1,7 +1,7 @@
 """The live scheduler as Ray metrics (exported by the SchedulerActor).
 
 Ray prefixes every name with `ray_` on export: `factory_jobs` is scraped as `ray_factory_jobs`.
-`JOB_METRICS` is the documented contract (the README table is checked against it).
+`JOB_METRICS` is the documented contract (the table in docs/jobs.md is checked against it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The grid price feed as Ray metrics (exported by the GridPriceActor on the head node).
 
 Ray prefixes every name with `ray_` on export: `factory_grid_price_per_mwh` is scraped as
-`ray_factory_grid_price_per_mwh`. `PRICE_METRICS` is the documented contract (the README table is
+`ray_factory_grid_price_per_mwh`. `PRICE_METRICS` is the documented contract (the table in docs/prices.md is
 checked against it). Tag `source` is the provider kind: tariff | trace | http.
 """
 

@@ -3,7 +3,7 @@
 Names follow the DCGM exporter where it has the field, so dashboards and alerts written for DCGM
 work; factory-specific series are prefixed `factory_`. Ray lowercases metric names and prefixes
 them with `ray_` on export, so `dcgm_fi_dev_power_usage` is scraped as
-`ray_dcgm_fi_dev_power_usage`. `METRICS` is the documented contract (the README table is made
+`ray_dcgm_fi_dev_power_usage`. `METRICS` is the documented contract (the table in docs/telemetry.md is made
 from it and a test scrapes every name).
 
 Tags: `node` (Ray node id), `gpu` (index on the node), `source` (nvml | simulated), `job` (factory
