@@ -10,6 +10,8 @@ from factory.store.base import (
     JobEvent,
     JobRow,
     ModelVersionRow,
+    RequestRecord,
+    RequestReusedError,
     StateConflictError,
     StateStore,
 )
@@ -21,5 +23,5 @@ def open_store(location: str | Path) -> StateStore:
     return SQLiteStore(location)
 
 
-__all__ = ["AliasChange", "AuditEvent", "JobEvent", "JobRow", "ModelVersionRow", "SQLiteStore",
-           "StateConflictError", "StateStore", "open_store"]
+__all__ = ["AliasChange", "AuditEvent", "JobEvent", "JobRow", "ModelVersionRow", "RequestRecord",
+           "RequestReusedError", "SQLiteStore", "StateConflictError", "StateStore", "open_store"]

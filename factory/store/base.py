@@ -11,7 +11,7 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -131,6 +131,19 @@ class AliasChange(BaseModel):
     set_by: str = ""
 
 
+class RequestRecord(BaseModel):
+    """A client's mutating request, kept with what it returned, so that its retry returns the same."""
+
+    request_id: str
+    action: str = Field(description="Dotted verb of the mutation, e.g. 'job.submit'.")
+    result: Any = None
+    time_s: float = Field(description="Factory time the mutation took effect, seconds since the Unix epoch.")
+
+
+class RequestReusedError(StoreError):
+    """A request id came back with another action: a client bug, never a retry."""
+
+
 class StateConflictError(StoreError):
     """A job was not in the state a transition expected (it moved meanwhile, or never existed)."""
 
@@ -188,6 +201,38 @@ class StateStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the store's connections."""
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def find_request(self, request_id: str) -> RequestRecord | None:
+        """The request with this id, if its mutation took effect; else None."""
+
+    @abstractmethod
+    def record_request(self, record: RequestRecord) -> None:
+        """Keep a request's id and result; call it inside the transaction of the mutation's effect."""
+
+    def once(self, request_id: str | None, action: str, time_s: float, act: Callable[[], Any]) -> Any:
+        """Run the mutation `act` at most once per `request_id`; return its result, or the stored one.
+
+        `act` runs inside one transaction with the record of its request, so either both are kept or
+        neither: a client that retries after losing the answer (the actor restarted) gets the first
+        result back and nothing acts twice. Without a request id `act` just runs. An id that comes back
+        with another action raises `RequestReusedError`.
+        """
+        if request_id is None:
+            return act()
+        with self.transaction():
+            done = self.find_request(request_id)
+            if done is not None:
+                if done.action != action:
+                    raise RequestReusedError(f"request id {request_id} was used for {done.action}, "
+                                             f"not {action}; use a new id for each call")
+                return done.result
+            result = act()
+            self.record_request(RequestRecord(request_id=request_id, action=action, result=result,
+                                              time_s=time_s))
+            return result
 
     # -- jobs ----------------------------------------------------------------------------------------
 

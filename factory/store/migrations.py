@@ -126,6 +126,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE model_versions ADD COLUMN serving_json TEXT NOT NULL DEFAULT '{}'",
         ),
     ),
+    Migration(
+        version=5,
+        description="client request ids and what their mutation returned (a retry never acts twice)",
+        statements=(
+            """CREATE TABLE requests (
+                request_id TEXT PRIMARY KEY,
+                action TEXT NOT NULL,
+                result_json TEXT NOT NULL,
+                time_s REAL NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -24,6 +24,7 @@ from factory.store.base import (
     JobEvent,
     JobRow,
     ModelVersionRow,
+    RequestRecord,
     StateConflictError,
     StateStore,
 )
@@ -193,6 +194,19 @@ class SQLiteStore(StateStore):
                        detail=json.loads(r[5]))
             for r in reversed(rows)
         ]
+
+    def find_request(self, request_id: str) -> RequestRecord | None:  # noqa: D102
+        row = self._query_one("SELECT action, result_json, time_s FROM requests WHERE request_id = ?",
+                              (request_id,))
+        return None if row is None else RequestRecord(request_id=request_id, action=row[0],
+                                                       result=json.loads(row[1]), time_s=row[2])
+
+    def record_request(self, record: RequestRecord) -> None:  # noqa: D102
+        with self.transaction():
+            self._execute("INSERT INTO requests (request_id, action, result_json, time_s) "
+                          "VALUES (?, ?, ?, ?)",
+                          (record.request_id, record.action, json.dumps(record.result, sort_keys=True),
+                           record.time_s))
 
     # -- jobs ----------------------------------------------------------------------------------------
 
