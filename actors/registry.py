@@ -60,26 +60,40 @@ class RegistryActor(ControlPlaneActor):
 
     def commit(self, staged: dict[str, Any], name: str, kind: str, description: str = "",
                tags: dict[str, str] | None = None, lineage: dict[str, Any] | None = None,
-               registered_by: str = "", serving: dict[str, Any] | None = None) -> dict[str, Any]:
+               registered_by: str = "", serving: dict[str, Any] | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
         """Make a staged artifact the next version of `name`, audited in the same transaction; return its row.
 
-        A `FactoryError` means nothing was committed (the caller may delete the staged files).
+        A `FactoryError` means nothing was committed (the caller may delete the staged files). A
+        `request_id` already taken effect returns the version it committed, and commits no other.
         """
-        with self.store.transaction():
+        def commit() -> dict[str, Any]:
             row = self.registry.commit(StagedArtifact.model_validate(staged), name, kind,
                                        description=description, tags=tags, lineage=lineage,
                                        registered_by=registered_by, serving=serving)
             self.audit("model.registered", f"{row.name}:{row.version}", actor=registered_by or None,
                        digest=row.digest, size_bytes=row.size_bytes, kind=row.kind,
                        job_id=row.lineage.get("job_id"))
-        return row.model_dump()
+            return row.model_dump(mode="json")
 
-    def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> dict[str, Any]:
-        """Move `alias` of `name` to `version`; audit it."""
-        change = self.registry.set_alias(name, alias, int(version), set_by)
-        self.audit("model.alias", f"{name}@{alias}", actor=set_by or None, version=change.version,
-                   from_version=change.from_version)
-        return change.model_dump()
+        with self.store.transaction():
+            return self.store.once(request_id, "model.register", self._now_s(), commit)
+
+    def set_alias(self, name: str, alias: str, version: int, set_by: str = "",
+                  request_id: str | None = None) -> dict[str, Any]:
+        """Move `alias` of `name` to `version`; audit it. A `request_id` that took effect moves nothing."""
+        def move() -> dict[str, Any]:
+            change = self.registry.set_alias(name, alias, int(version), set_by)
+            self.audit("model.alias", f"{name}@{alias}", actor=set_by or None, version=change.version,
+                       from_version=change.from_version)
+            return change.model_dump(mode="json")
+
+        with self.store.transaction():
+            return self.store.once(request_id, "model.alias", self._now_s(), move)
+
+    def _now_s(self) -> float:
+        assert self.clock is not None
+        return self.clock.now_s()
 
     @ray.method(concurrency_group=STORAGE_READS)
     def register_job(self, job_id: str) -> dict[str, Any] | None:

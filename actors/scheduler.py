@@ -50,7 +50,7 @@ from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.registry.lineage import code_version
 from factory.registry.refs import parse_ref
 from factory.scheduling.model import PriceOutlook
-from factory.store import AuditEvent
+from factory.store import AuditEvent, JobRow, RequestRecord
 from factory.telemetry.sdk import cluster_job_energy
 from factory.version import __version__
 
@@ -106,10 +106,17 @@ class SchedulerActor(ControlPlaneActor):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def submit_job(self, spec: dict[str, Any], submitted_by: str = "",
-                   source: str | None = None) -> dict[str, Any]:
-        """Validate and persist a job (QUEUED); return its row. Nothing is stored if it is refused."""
+    def submit_job(self, spec: dict[str, Any], submitted_by: str = "", source: str | None = None,
+                   request_id: str | None = None) -> dict[str, Any]:
+        """Validate and persist a job (QUEUED); return its row. Nothing is stored if it is refused.
+
+        A `request_id` already taken effect (the client's retry after a restart lost the answer) returns
+        the job that request created, as stored then, and creates none.
+        """
         assert self.clock is not None
+        done = self.store.find_request(request_id) if request_id else None
+        if done is not None and done.action == "job.submit":  # before checks that may now refuse it
+            return done.result
         parsed = parse_job_spec(spec, source or "job spec")
         now_s = self.clock.now_s()
         deadline_s = validate_for_submission(parsed, now_s, ClusterCapacity.from_ray_nodes(ray.nodes()),
@@ -117,16 +124,21 @@ class SchedulerActor(ControlPlaneActor):
         stored = parsed.model_dump(mode="json")
         lineage = self._lineage_at_submission(parsed.parent_model, getattr(parsed, "train_loop", None)) \
             if parsed.register_as else None
-        with self._jobs_lock, self.store.transaction():
+
+        def insert() -> dict[str, Any]:
             job = self._controller.submit(stored, kind=parsed.kind, name=parsed.name, team=parsed.team,
                                           spec_hash=spec_hash(parsed), deadline_s=deadline_s, now_s=now_s,
                                           submitted_by=submitted_by,
                                           schedule={"lineage": lineage} if lineage else None)
             self.audit("job.submitted", job.job_id, actor=submitted_by or None, name=job.name, team=job.team,
                        kind=job.kind, spec_hash=job.spec_hash)
+            return job.model_dump(mode="json")
+
+        with self._jobs_lock:
+            row = self.store.once(request_id, "job.submit", now_s, insert)
         self._runners.keep_warm = True  # warm a runner while the job waits
         self.wake()
-        return job.model_dump(mode="json")
+        return row
 
     @staticmethod
     def _lineage_at_submission(parent_model: str | None, train_loop: str | None) -> dict[str, Any]:
@@ -142,12 +154,27 @@ class SchedulerActor(ControlPlaneActor):
             lineage["parent"] = f"{card['name']}:{card['version']}"
         return lineage
 
-    def cancel_job(self, job_id: str, cancelled_by: str = "") -> dict[str, Any]:
-        """Cancel a job wherever it is (written first, then its runner is stopped)."""
+    def cancel_job(self, job_id: str, cancelled_by: str = "",
+                   request_id: str | None = None) -> dict[str, Any]:
+        """Cancel a job wherever it is (written first, then its runner is stopped).
+
+        A `request_id` already taken effect returns the job as that cancel left it, and acts no more: it
+        is recorded in the cancel's own transaction (the runner is stopped after, outside it).
+        """
         assert self.clock is not None
-        with self._jobs_lock:
-            job = self._controller.cancel(job_id, self.clock.now_s(), by=cancelled_by)
+        now_s = self.clock.now_s()
+
+        def written(job: JobRow) -> None:
             self.audit("job.cancelled", job_id, actor=cancelled_by or None)
+            if request_id:
+                self.store.record_request(RequestRecord(request_id=request_id, action="job.cancel",
+                                                        result=job.model_dump(mode="json"), time_s=now_s))
+
+        with self._jobs_lock:
+            done = self.store.find_request(request_id) if request_id else None
+            if done is not None and done.action == "job.cancel":
+                return done.result
+            job = self._controller.cancel(job_id, now_s, by=cancelled_by, with_write=written)
             self._to_account.add(job_id)
         self.wake()
         return job.model_dump(mode="json")

@@ -40,7 +40,7 @@ from factory.serving.endpoints import (
 )
 from factory.serving.predictor import load_predictor_class
 from factory.serving.stats import EndpointTotals, combined, summary
-from factory.store import ModelVersionRow
+from factory.store import ModelVersionRow, RequestRecord
 
 SERVE_APPLY_TIMEOUT_S = 300.0
 
@@ -72,8 +72,15 @@ class ServingActor(ControlPlaneActor):
     # -- commands ------------------------------------------------------------------------------------
 
     def deploy(self, ref_text: str, route: str | None = None, replicas: int | None = None,
-               deployed_by: str = "") -> dict[str, Any]:
-        """Create or update the endpoint of the model `ref_text` names (NAME@ALIAS, NAME:VERSION, NAME)."""
+               deployed_by: str = "", request_id: str | None = None) -> dict[str, Any]:
+        """Create or update the endpoint of the model `ref_text` names (NAME@ALIAS, NAME:VERSION, NAME).
+
+        A `request_id` that took effect changes nothing and answers with the endpoint it deployed.
+        """
+        done = self.store.find_request(request_id) if request_id else None
+        if done is not None and done.action == "endpoint.deploy":
+            deployed = Endpoint.model_validate(done.result)
+            return self._view(self.endpoints.get(deployed.name, deployed))
         ref = parse_ref(ref_text)
         row = self._servable(ref)
         with self._apply_lock:
@@ -94,8 +101,13 @@ class ServingActor(ControlPlaneActor):
                     "follows": ref.alias, "route": route, "updated_s": now_s, "deployed_by": deployed_by,
                     "replicas": replicas if replicas is not None else current.replicas})
             self._change(current, endpoint)
-            self.audit("endpoint.deployed", endpoint.name, actor=deployed_by or None, ref=endpoint.ref,
-                       version=endpoint.stable_version, route=endpoint.route, replicas=endpoint.replicas)
+            with self.store.transaction():  # just after the endpoint's write: a retry would redo the same
+                self.audit("endpoint.deployed", endpoint.name, actor=deployed_by or None, ref=endpoint.ref,
+                           version=endpoint.stable_version, route=endpoint.route, replicas=endpoint.replicas)
+                if request_id:
+                    self.store.record_request(RequestRecord(
+                        request_id=request_id, action="endpoint.deploy",
+                        result=endpoint.model_dump(mode="json"), time_s=now_s))
         return self._view(endpoint)
 
     def canary(self, name: str, version: int, percent: float, set_by: str = "") -> dict[str, Any]:

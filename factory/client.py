@@ -17,20 +17,21 @@ from typing import Any, Literal
 
 import ray
 from pydantic import BaseModel
-from ray.actor import ActorHandle
 
 from factory.clock import Clock, ClockSpec
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import (
+    DEFAULT_RESTART_WAIT_S,
     GRID_PRICE,
     SCHEDULER,
+    NamedActor,
     NoAnswer,
-    call_actor,
     cluster_nodes,
     expected_actor_names,
     factory_actor_names,
     gather,
     get_actor,
+    new_request_id,
     telemetry_name,
 )
 from factory.errors import ClusterError, FactoryError, summary_line
@@ -55,7 +56,6 @@ from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeSta
 from factory.telemetry.sdk import ask_telemetry, cluster_job_energy
 
 HEALTH_TIMEOUT_S = 10.0
-SCHEDULER_RESTART_GRACE_S = 60.0  # `wait` rides out a scheduler restart this long
 REGISTRATION_WAIT_S = 600.0  # `wait` waits this long for a succeeded job's model to be registered
 
 
@@ -93,12 +93,19 @@ class FactoryStatus(BaseModel):
 
 
 class FactoryClient:
-    """A typed view of one running factory. Cheap to create; holds only actor handles."""
+    """A typed view of one running factory. Cheap to create; holds only actor handles.
 
-    def __init__(self, connection: RayConnection) -> None:
+    Every call rides out a restart of its actor for up to `restart_wait_s` (`ray.actor_restart_wait_s`),
+    and every mutating call carries a request id, so a call sent again after a restart never acts twice
+    (see `factory.control_plane`).
+    """
+
+    def __init__(self, connection: RayConnection, restart_wait_s: float = DEFAULT_RESTART_WAIT_S) -> None:
         self.connection = connection
-        self._scheduler = get_actor(SCHEDULER)
-        self._clock_spec: ClockSpec = _answer(get_actor(GRID_PRICE).clock_spec.remote(), GRID_PRICE)
+        self.restart_wait_s = restart_wait_s
+        self._scheduler = NamedActor(SCHEDULER, restart_wait_s)
+        self._grid_price = NamedActor(GRID_PRICE, restart_wait_s)
+        self._clock_spec: ClockSpec = self._grid_price.call("clock_spec", timeout_s=HEALTH_TIMEOUT_S)
         self._registry: RegistryClient | None = None
         self._serving: ServingClient | None = None
 
@@ -112,7 +119,7 @@ class FactoryClient:
 
     def info(self) -> dict[str, Any]:
         """Version, effective config, state store and clock spec of the running factory."""
-        return _answer(self._scheduler.factory_info.remote(), SCHEDULER)
+        return self._ask("factory_info")
 
     def health(self, timeout_s: float = HEALTH_TIMEOUT_S) -> list[ActorHealth]:
         """Report each actor's health, and each one the factory should have but lacks.
@@ -153,14 +160,14 @@ class FactoryClient:
 
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest audit events, oldest first."""
-        return _answer(self._scheduler.audit_log.remote(limit, action_prefix), SCHEDULER)
+        return self._ask("audit_log", limit, action_prefix)
 
     def nodes(self) -> list[NodeStatus]:
         """Every node the factory has seen: alive ones with their telemetry, and the ones now down.
 
         An alive node whose telemetry actor does not answer is `unreachable`, with the reason.
         """
-        records: dict[str, dict[str, Any]] = _answer(self._scheduler.node_records.remote(), SCHEDULER)
+        records: dict[str, dict[str, Any]] = self._ask("node_records")
         cluster = {node["node_id"]: node for node in _cluster_nodes()}
         alive = sorted(node_id for node_id, node in cluster.items() if node["alive"])
         answers = ask_telemetry(alive, "node_status")
@@ -208,46 +215,49 @@ class FactoryClient:
     def gpu_history(self, node_id: str, index: int, since_s: float | None = None) -> dict[str, list[float]]:
         """One GPU's samples since `since_s` (factory time), columns oldest first, for plots."""
         name = telemetry_name(node_id)
-        return _answer(get_actor(name).history.remote(index, since_s), name)
+        return NamedActor(name, self.restart_wait_s).call("history", index, since_s,
+                                                          timeout_s=HEALTH_TIMEOUT_S)
 
     def gpu_averages(self, node_id: str, index: int, since_s: float | None = None) -> dict[str, float | None]:
         """One GPU's mean utilisation, memory, power and temperature since `since_s` (factory time)."""
         name = telemetry_name(node_id)
-        return _answer(get_actor(name).averages.remote(index, since_s), name)
+        return NamedActor(name, self.restart_wait_s).call("averages", index, since_s,
+                                                          timeout_s=HEALTH_TIMEOUT_S)
 
     def price(self) -> PriceNow:
         """The electricity price and carbon intensity now, with currency, unit and freshness."""
-        return self._grid(lambda actor: actor.price.remote())
+        return self._grid_price.call("price", timeout_s=HEALTH_TIMEOUT_S)
 
     def forecast(self, hours: float = 24.0) -> Forecast:
         """The next `hours`: prices known up to the market's horizon, estimates with a band beyond."""
-        return self._grid(lambda actor: actor.forecast.remote(hours))
+        return self._grid_price.call("forecast", hours, timeout_s=HEALTH_TIMEOUT_S)
 
     def price_history(self, start: datetime | float, end: datetime | float | None = None) -> PriceHistory:
         """Past price (and carbon) intervals from `start` to `end` (default: now); never the future."""
         end_s = self.clock().now_s() if end is None else _seconds(end)
-        return self._grid(lambda actor: actor.price_history.remote(_seconds(start), end_s))
+        return self._grid_price.call("price_history", _seconds(start), end_s, timeout_s=HEALTH_TIMEOUT_S)
 
     def energy_cost(self, profile: list[ConsumptionInterval] | list[dict[str, float]]) -> EnergyCost:
         """The energy-weighted cost and carbon of a consumption profile (kWh per interval)."""
         items = [item.model_dump() if isinstance(item, ConsumptionInterval) else
                  ConsumptionInterval.model_validate(item).model_dump() for item in profile]
-        return self._grid(lambda actor: actor.energy_cost.remote(items))
+        return self._grid_price.call("energy_cost", items, timeout_s=HEALTH_TIMEOUT_S)
 
     def price_feed(self) -> FeedStatus:
         """The price feed's source, staleness, failures and data span."""
-        return self._grid(lambda actor: actor.feed_status.remote())
+        return self._grid_price.call("feed_status", timeout_s=HEALTH_TIMEOUT_S)
 
-    def _grid(self, call: Callable[[ActorHandle], ray.ObjectRef]) -> Any:
-        return _answer(call(get_actor(GRID_PRICE)), GRID_PRICE)
+    def _ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The scheduler's answer (riding out its restart)."""
+        return self._scheduler.call(method, *args, timeout_s=HEALTH_TIMEOUT_S, **kwargs)
 
     def pause_clock(self) -> float:
         """Record the factory time now, so that the next `up` resumes the replay from it."""
-        return _answer(get_actor(GRID_PRICE).pause_clock.remote(), GRID_PRICE)
+        return self._grid_price.call("pause_clock", timeout_s=HEALTH_TIMEOUT_S)
 
     def stop_control_loop(self) -> bool:
         """Stop the scheduler's control loop (before `down` removes actors)."""
-        return _answer(self._scheduler.stop_control_loop.remote(), SCHEDULER)
+        return self._ask("stop_control_loop")
 
     def take_down_endpoints(self) -> list[str]:
         """Delete the endpoints from Serve, keeping them for the next `up` (before `down` removes actors)."""
@@ -255,11 +265,13 @@ class FactoryClient:
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec | dict[str, Any] | str | Path, submitted_by: str | None = None) -> str:
+    def submit(self, spec: JobSpec | dict[str, Any] | str | Path, submitted_by: str | None = None,
+               request_id: str | None = None) -> str:
         """Submit a job (a `JobSpec`, a dict, or a YAML file's path); return its id once it is stored.
 
         The spec is checked here first (a one-line `ConfigError` naming the field), then by the
-        scheduler against the cluster (GPUs it can never offer, a deadline already past).
+        scheduler against the cluster (GPUs it can never offer, a deadline already past). A submit
+        with the `request_id` of one that took effect returns that job's id and creates none.
         """
         source = None
         if isinstance(spec, str | Path):
@@ -267,28 +279,28 @@ class FactoryClient:
             spec = load_job_spec(spec)
         elif isinstance(spec, dict):
             spec = parse_job_spec(spec)
-        job = _answer(self._scheduler.submit_job.remote(spec.model_dump(mode="json"),
-                                                        submitted_by or who(), source), SCHEDULER)
+        job = self._ask("submit_job", spec.model_dump(mode="json"), submitted_by or who(), source,
+                        request_id=request_id or new_request_id())
         return str(job["job_id"])
 
     def jobs(self, states: list[str] | None = None) -> list[JobRow]:
         """Every job (in these states, if given), in submission order."""
-        return [JobRow.model_validate(job) for job in _answer(self._scheduler.jobs.remote(states), SCHEDULER)]
+        return [JobRow.model_validate(job) for job in self._ask("jobs", states)]
 
     def job(self, job_id: str) -> JobDetail:
         """One job with its timeline (every transition, its reason and time)."""
-        answer = _answer(self._scheduler.job.remote(job_id), SCHEDULER)
+        answer = self._ask("job", job_id)
         return JobDetail(job=JobRow.model_validate(answer["job"]),
                          events=[JobEvent.model_validate(event) for event in answer["events"]])
 
-    def cancel(self, job_id: str, cancelled_by: str | None = None) -> JobRow:
-        """Cancel a job wherever it is; return it (CANCELLED)."""
-        return JobRow.model_validate(
-            _answer(self._scheduler.cancel_job.remote(job_id, cancelled_by or who()), SCHEDULER))
+    def cancel(self, job_id: str, cancelled_by: str | None = None, request_id: str | None = None) -> JobRow:
+        """Cancel a job wherever it is; return it (CANCELLED). A retried `request_id` cancels once."""
+        return JobRow.model_validate(self._ask("cancel_job", job_id, cancelled_by or who(),
+                                               request_id=request_id or new_request_id()))
 
     def logs(self, job_id: str, tail_lines: int = 200) -> str:
         """The last lines of a job's log (kept after the job ended)."""
-        return _answer(self._scheduler.job_logs.remote(job_id, tail_lines), SCHEDULER)
+        return self._ask("job_logs", job_id, tail_lines)
 
     def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
              on_change: Callable[[JobRow], None] | None = None) -> JobRow:
@@ -298,19 +310,9 @@ class FactoryClient:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen: tuple[str, str] | None = None
-        unreachable_since: float | None = None
         registering_since: float | None = None
         while True:
-            try:
-                job = self.job(job_id).job
-            except ClusterError:
-                # The scheduler is restarting (Ray restarts it; it reloads its jobs): ride it out.
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > SCHEDULER_RESTART_GRACE_S:
-                    raise
-                time.sleep(poll_s)
-                continue
-            unreachable_since = None
+            job = self.job(job_id).job  # rides out a restart of the scheduler (it reloads its jobs)
             if on_change is not None and (job.state, job.reason) != seen:
                 on_change(job)
                 seen = (job.state, job.reason)
@@ -331,12 +333,13 @@ class FactoryClient:
     def registry(self) -> RegistryClient:
         """The model registry (the methods below are its everyday part)."""
         if self._registry is None:
-            self._registry = RegistryClient()
+            self._registry = RegistryClient(self.restart_wait_s)
         return self._registry
 
     def register(self, source: str | Path | dict[str, Any], name: str, *, kind: str | None = None,
                  tags: dict[str, str] | None = None, description: str = "",
-                 registered_by: str | None = None, predictor: str | None = None) -> ModelVersionRow:
+                 registered_by: str | None = None, predictor: str | None = None,
+                 request_id: str | None = None) -> ModelVersionRow:
         """Register a directory, a file or a state_dict as the next version of `name`; return the version.
 
         `kind`: `state_dict`, `checkpoint` or `directory` (default: a `.pt`/`.pth` file or a dict is a
@@ -344,7 +347,8 @@ class FactoryClient:
         (`factory deploy`; see `factory.serving.predictor`).
         """
         return self.registry.register(source, name, kind=kind, tags=tags, description=description,
-                                      registered_by=registered_by or who(), predictor=predictor)
+                                      registered_by=registered_by or who(), predictor=predictor,
+                                      request_id=request_id)
 
     def models(self) -> list[ModelSummary]:
         """Every registered model, by name."""
@@ -358,21 +362,22 @@ class FactoryClient:
         """A version's contents through the Ray object store: a state_dict, a Checkpoint or a Path."""
         return self.registry.load(name, version, alias)
 
-    def set_alias(self, name: str, alias: str, version: int, set_by: str | None = None) -> AliasChange:
+    def set_alias(self, name: str, alias: str, version: int, set_by: str | None = None,
+                  request_id: str | None = None) -> AliasChange:
         """Move `alias` of `name` to `version`, atomically; the move is kept in the alias's history."""
-        return self.registry.set_alias(name, alias, version, set_by or who())
+        return self.registry.set_alias(name, alias, version, set_by or who(), request_id=request_id)
 
     @property
     def serving(self) -> ServingClient:
         """The endpoints on Ray Serve (deploy, canary, rollback, undeploy, list)."""
         if self._serving is None:
-            self._serving = ServingClient()
+            self._serving = ServingClient(self.restart_wait_s)
         return self._serving
 
     def deploy(self, ref: str, route: str | None = None, replicas: int | None = None,
-               deployed_by: str | None = None) -> dict[str, Any]:
+               deployed_by: str | None = None, request_id: str | None = None) -> dict[str, Any]:
         """Serve the model `ref` (NAME@ALIAS follows the alias; NAME:VERSION is pinned) over HTTP."""
-        return self.serving.deploy(ref, route, replicas, deployed_by or who())
+        return self.serving.deploy(ref, route, replicas, deployed_by or who(), request_id=request_id)
 
     def endpoints(self) -> list[dict[str, Any]]:
         """Every endpoint with its versions, split, replicas and request stats."""
@@ -380,13 +385,13 @@ class FactoryClient:
 
     def schedule_now(self) -> dict[str, Any]:
         """Make the scheduler decide now; return what it did (for scripts and tests)."""
-        return _answer(self._scheduler.schedule_now.remote(), SCHEDULER)
+        return self._ask("schedule_now")
 
     def record_audit(
         self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
     ) -> int:
         """Append an audit event on behalf of `actor`; return its id."""
-        return _answer(self._scheduler.record_audit.remote(actor, action, subject, detail), SCHEDULER)
+        return self._ask("record_audit", actor, action, subject, detail)
 
 
 def connect(address: str | None = None, config: FactoryConfig | None = None) -> FactoryClient:
@@ -395,11 +400,12 @@ def connect(address: str | None = None, config: FactoryConfig | None = None) -> 
     Inside `ray job submit` the job's cluster is used. Raises `ClusterError` when no cluster or no
     factory is found.
     """
+    config = config or load_config()
     if ray.is_initialized():  # a job driver, or a script that called ray.init itself
         connection = current_connection()
     else:
-        connection = connect_ray(config or load_config(), address=address, start_local=False)
-    return FactoryClient(connection)
+        connection = connect_ray(config, address=address, start_local=False)
+    return FactoryClient(connection, config.ray.actor_restart_wait_s)
 
 
 def _seconds(when: datetime | float) -> float:
@@ -419,10 +425,6 @@ def _cluster_nodes() -> list[dict[str, Any]]:
 
 def _alive_node_ids() -> list[str]:
     return [node["node_id"] for node in _cluster_nodes() if node["alive"]]
-
-
-def _answer(ref: ray.ObjectRef, name: str) -> Any:
-    return call_actor(ref, f"the factory's '{name}' actor", HEALTH_TIMEOUT_S)
 
 
 def _not_ok(name: str, status: Literal["unreachable", "missing"], why: object) -> ActorHealth:

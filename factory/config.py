@@ -56,6 +56,10 @@ class RayConfig(_Section):
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local head; unset: detected.")
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8265, ge=1, le=65535)
+    actor_restart_wait_s: float = Field(
+        60.0, ge=0, description="How long the CLI, the SDK and the demo wait for a factory actor that Ray "
+        "is restarting before giving up (one line naming the actor); 0: fail at once."
+    )
 
 
 class ClockConfig(_Section):

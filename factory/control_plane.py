@@ -15,10 +15,17 @@ Nomenclature:
 Invariants:
   * Every factory actor is named and lives in namespace `factory` (`factory.ray_cluster.NAMESPACE`).
   * A failed call is one line for the user (`call_actor`), never Ray's wrapped traceback.
+  * Clients ride out an actor's restart in one place (`NamedActor.call`): a call lost because the
+    actor is restarting is sent again, for at most `ray.actor_restart_wait_s` seconds, after one line on
+    stderr. A mutating call carries a request id (`new_request_id`) that stays the same on every try,
+    and the actor keeps it with the mutation's effect, so the retry never acts twice.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +43,12 @@ SERVING = "serving"
 TELEMETRY_PREFIX = "telemetry:"
 RUNNER_PREFIX = "runner:"
 CONTROL_PLANE_NAMES = (GRID_PRICE, SCHEDULER, REGISTRY, SERVING)
+DEFAULT_RESTART_WAIT_S = 60.0  # `ray.actor_restart_wait_s`: how long a client waits for a restarting actor
+RETRY_PAUSE_S = 0.5
+
+
+class ActorRestartingError(ClusterError):
+    """A call was lost because its actor died and Ray is restarting it: it may be sent again."""
 
 
 def telemetry_name(node_id: str) -> str:
@@ -94,7 +107,80 @@ def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
             raise exc.cause from None
         raise ClusterError(f"{who} failed: {_failure_reason(exc)}") from None
     except ray.exceptions.RayActorError as exc:
-        raise ClusterError(f"{who} is unavailable: {_failure_reason(exc)}") from None
+        # Unavailable: the actor's process is unreachable (restarting, or dying); died: it may be
+        # restarting (all factory actors are restartable) unless its constructor failed, for good.
+        restarting = isinstance(exc, ray.exceptions.ActorUnavailableError) or (
+            isinstance(exc, ray.exceptions.ActorDiedError) and not exc.actor_init_failed)
+        error = ActorRestartingError if restarting else ClusterError
+        raise error(f"{who} is unavailable: {_failure_reason(exc)}") from None
+
+
+def new_request_id() -> str:
+    """A fresh id for one logical mutating call, sent unchanged on each of its retries."""
+    return uuid.uuid4().hex
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def ride_out_restart(attempt: Callable[[float], Any], name: str, timeout_s: float, restart_wait_s: float,
+                     *, notice: Callable[[str], None] = _to_stderr,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> Any:
+    """`attempt(wait_s)` until it answers, trying again while its actor is restarting, up to `restart_wait_s`.
+
+    The first try waits `timeout_s` for its answer; a try after a restart waits as long as the bound
+    has left (at least `timeout_s`), since the restarted actor answers only once its constructor has
+    reloaded its state. `notice` gets one line the first time; after the bound, one `ClusterError`
+    names the actor and `factory status`. Every other error reaches the caller at once.
+    """
+    give_up_s: float | None = None
+    wait_s = timeout_s
+    while True:
+        try:
+            return attempt(wait_s)
+        except ActorRestartingError:
+            now_s = clock()
+            if give_up_s is None:
+                give_up_s = now_s + restart_wait_s
+                notice(f"waiting for the {name} to come back…")
+            if now_s >= give_up_s:
+                raise ClusterError(
+                    f"the factory's '{name}' actor did not come back within {restart_wait_s:.0f} s; "
+                    "`factory status` shows its health") from None
+            sleep(RETRY_PAUSE_S)
+            wait_s = max(timeout_s, give_up_s - clock())
+
+
+class NamedActor:
+    """A factory actor reached by its name, whose calls ride out its restarts (`ride_out_restart`).
+
+    Ray keeps a handle valid across restarts; the name is looked up again before each retry all the
+    same, so an actor removed for good (`factory down`) ends the wait at once with `factory up`'s hint.
+    """
+
+    def __init__(self, name: str, restart_wait_s: float = DEFAULT_RESTART_WAIT_S) -> None:
+        self.name = name
+        self.restart_wait_s = restart_wait_s
+        self.handle: ActorHandle = get_actor(name)
+
+    def call(self, method: str, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
+        """`handle.<method>.remote(*args, **kwargs)`'s answer, or one `FactoryError` line (see `call_actor`).
+
+        A mutating method must take a `request_id` (in `kwargs`): the retry sends the same one.
+        """
+        who = f"the factory's '{self.name}' actor"
+        tries = 0
+
+        def attempt(wait_s: float) -> Any:
+            nonlocal tries
+            if tries:
+                self.handle = get_actor(self.name)
+            tries += 1
+            return call_actor(getattr(self.handle, method).remote(*args, **kwargs), who, wait_s)
+
+        return ride_out_restart(attempt, self.name, timeout_s, self.restart_wait_s)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def up(config: FactoryConfig, address: str | None = None) -> UpResult:
     build_feed(config.prices)
     connection = connect_ray(config, address=address, start_local=True)
     created = ensure_actors(config)
-    client = FactoryClient(connection)
+    client = FactoryClient(connection, config.ray.actor_restart_wait_s)
     running = client.info()["config_fingerprint"]
     new = sorted(name for name, was_created in created.items() if was_created)
     client.record_audit(cli_user(), "factory.up", connection.address,
@@ -113,7 +113,7 @@ def down(config: FactoryConfig, address: str | None = None) -> DownResult:
     if factory_actor_names():
         # Best effort: a factory whose store or actors are broken must still come down.
         try:
-            client = FactoryClient(connection)
+            client = FactoryClient(connection, config.ray.actor_restart_wait_s)
             state_dir = Path(client.info()["config"]["state_dir"])
             client.record_audit(cli_user(), "factory.down", connection.address)  # before acting
             client.stop_control_loop()  # so that no step re-creates an actor being removed

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,17 +87,26 @@ class JobController:
         self.store.insert_job(job, reason=f"submitted by {submitted_by}" if submitted_by else "submitted")
         return job
 
-    def cancel(self, job_id: str, now_s: float, by: str = "") -> JobRow:
-        """Cancel a job wherever it is: written first, then its runner (if any) is stopped."""
-        job = self.store.get_job(job_id)
-        if job is None:
-            raise InvalidTransitionError(f"no job {job_id}; `factory jobs` lists the jobs")
-        check_transition(job_id, JobState(job.state), JobState.CANCELLED)
-        self._move(job, JobState.CANCELLED, f"cancelled by {by}" if by else "cancelled", now_s,
-                   **self._closing_run(job, now_s))
+    def cancel(self, job_id: str, now_s: float, by: str = "",
+               with_write: Callable[[JobRow], Any] | None = None) -> JobRow:
+        """Cancel a job wherever it is: written first, then its runner (if any) is stopped.
+
+        `with_write(cancelled job)` runs inside the transaction that writes the cancel (an audit event,
+        the request's record), never while the runner is being stopped.
+        """
+        with self.store.transaction():
+            job = self.store.get_job(job_id)
+            if job is None:
+                raise InvalidTransitionError(f"no job {job_id}; `factory jobs` lists the jobs")
+            check_transition(job_id, JobState(job.state), JobState.CANCELLED)
+            self._move(job, JobState.CANCELLED, f"cancelled by {by}" if by else "cancelled", now_s,
+                       **self._closing_run(job, now_s))
+            cancelled = self.store.get_job(job_id) or job
+            if with_write is not None:
+                with_write(cancelled)
         if JobState(job.state).holds_gpus:
             self.runners.cancel(job_id)
-        return self.store.get_job(job_id) or job
+        return cancelled
 
     # -- the step --------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from factory.control_plane import REGISTRY, call_actor, get_actor
+from factory.control_plane import DEFAULT_RESTART_WAIT_S, REGISTRY, NamedActor, new_request_id
 from factory.errors import ClusterError, FactoryError
 from factory.registry.artifacts import (
     STATE_DICT_FILE,
@@ -43,19 +43,21 @@ REMEMBERED_VERSIONS = 4
 class RegistryClient:
     """The model registry, as seen from a driver connected to the factory's cluster."""
 
-    def __init__(self) -> None:
-        self._actor = get_actor(REGISTRY)
+    def __init__(self, restart_wait_s: float = DEFAULT_RESTART_WAIT_S) -> None:
+        self._actor = NamedActor(REGISTRY, restart_wait_s)  # its calls ride out a restart
         self._storage: ArtifactStorage | None = None
         self._remembered: OrderedDict[tuple[str, int], tuple[dict[str, Any], Any]] = OrderedDict()
 
     def register(self, source: str | Path | Mapping[str, Any], name: str, *, kind: str | None = None,
                  tags: Mapping[str, str] | None = None, description: str = "",
                  lineage: Mapping[str, Any] | None = None, registered_by: str = "",
-                 predictor: str | None = None) -> ModelVersionRow:
+                 predictor: str | None = None, request_id: str | None = None) -> ModelVersionRow:
         """Register a directory, a file or an in-memory state_dict as the next version of `name`.
 
         `predictor` (`module.path:Class`, see `factory.serving.predictor`) is what serves the version.
+        A registration with the `request_id` of one that took effect returns that version, adding none.
         """
+        request_id = request_id or new_request_id()
         check_name(name)
         serving = {"predictor": check_import_path(predictor)} if predictor else {}
         if isinstance(source, Mapping):
@@ -66,25 +68,30 @@ class RegistryClient:
             storage = self._storage_here()
             staged = storage.stage_stream(name, STATE_DICT_FILE, lambda out: torch.save(state, out))
             return self._commit(staged, name, check_kind(kind or "state_dict"), tags, description, lineage,
-                                registered_by, serving)
+                                registered_by, serving, request_id)
         path = Path(source).expanduser()
         if not path.exists():
             raise FactoryError(f"cannot register {path}: no such file or directory")
         staged = self._storage_here().stage(path, name)
         return self._commit(staged, name, check_kind(kind or infer_kind(path)), tags, description, lineage,
-                            registered_by, serving)
+                            registered_by, serving, request_id)
 
     def models(self) -> list[ModelSummary]:
         """Every model: versions, the newest, aliases, bytes stored."""
-        return [ModelSummary.model_validate(m) for m in self._call(self._actor.models.remote())]
+        return [ModelSummary.model_validate(m) for m in self._call("models")]
 
     def model(self, name: str, version: int | None = None, alias: str | None = None) -> ModelCard:
         """A version's card (the newest without version or alias)."""
-        return ModelCard.model_validate(self._call(self._actor.model.remote(name, version, alias)))
+        return ModelCard.model_validate(self._call("model", name, version, alias))
 
-    def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> AliasChange:
-        """Point `alias` at `version` (atomically; the move is kept in the alias's history)."""
-        answer = self._call(self._actor.set_alias.remote(name, alias, version, set_by))
+    def set_alias(self, name: str, alias: str, version: int, set_by: str = "",
+                  request_id: str | None = None) -> AliasChange:
+        """Point `alias` at `version` (atomically; the move is kept in the alias's history).
+
+        A move with the `request_id` of one that took effect returns that move, recording no other.
+        """
+        answer = self._call("set_alias", name, alias, version, set_by,
+                            request_id=request_id or new_request_id())
         return AliasChange.model_validate(answer)
 
     def load(self, name: str, version: int | None = None, alias: str | None = None, *,
@@ -108,7 +115,7 @@ class RegistryClient:
             except (ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError):
                 del self._remembered[(name, version)]  # the registry restarted: ask it again
         for attempt in range(2):
-            answer = self._call(self._actor.fetch.remote(name, version, alias), LOAD_TIMEOUT_S)
+            answer = self._call("fetch", name, version, alias, timeout_s=LOAD_TIMEOUT_S)
             try:
                 payload = ray.get(answer["ref"][0], timeout=LOAD_TIMEOUT_S)
                 break
@@ -133,24 +140,23 @@ class RegistryClient:
 
     def fetch_info(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """{row, ref, cache}: the raw answer of a fetch (did it hit the hot cache?), for tools and tests."""
-        return self._call(self._actor.fetch.remote(name, version, alias), LOAD_TIMEOUT_S)
+        return self._call("fetch", name, version, alias, timeout_s=LOAD_TIMEOUT_S)
 
     def verify(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """Re-read a version from storage and check every checksum."""
-        return self._call(self._actor.verify.remote(name, version, alias), LOAD_TIMEOUT_S)
+        return self._call("verify", name, version, alias, timeout_s=LOAD_TIMEOUT_S)
 
     def cache_stats(self) -> dict[str, Any]:
         """The hot cache: entries, bytes used and capacity, hits, misses, evictions."""
-        return self._call(self._actor.cache_stats.remote())
+        return self._call("cache_stats")
 
     def _commit(self, staged: StagedArtifact, name: str, kind: str, tags: Mapping[str, str] | None,
                 description: str, lineage: Mapping[str, Any] | None, registered_by: str,
-                serving: dict[str, Any]) -> ModelVersionRow:
+                serving: dict[str, Any], request_id: str) -> ModelVersionRow:
         storage = self._storage_here()
         try:
-            row = self._call(self._actor.commit.remote(staged.model_dump(), name, kind, description,
-                                                       dict(tags or {}), dict(lineage or {}), registered_by,
-                                                       serving))
+            row = self._call("commit", staged.model_dump(), name, kind, description, dict(tags or {}),
+                             dict(lineage or {}), registered_by, serving, request_id=request_id)
         except ClusterError:
             raise  # no answer: the commit may still happen, so the files stay (an orphan at worst)
         except FactoryError:
@@ -160,9 +166,8 @@ class RegistryClient:
 
     def _storage_here(self) -> ArtifactStorage:
         if self._storage is None:
-            self._storage = ArtifactStorage(self._call(self._actor.storage_uri.remote()))
+            self._storage = ArtifactStorage(self._call("storage_uri"))
         return self._storage
 
-    @staticmethod
-    def _call(ref: ray.ObjectRef, timeout_s: float = CALL_TIMEOUT_S) -> Any:
-        return call_actor(ref, f"the factory's '{REGISTRY}' actor", timeout_s)
+    def _call(self, method: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S, **kwargs: Any) -> Any:
+        return self._actor.call(method, *args, timeout_s=timeout_s, **kwargs)

@@ -1,0 +1,157 @@
+"""Clients that ride out a restart and never act twice, without Ray.
+
+A mutating call carries a request id kept with its effect (`StateStore.once`), so a call sent again
+after the actor restarted returns the first answer and creates nothing; the retry itself lives in one
+place (`factory.control_plane.ride_out_restart`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from factory.control_plane import ActorRestartingError, ride_out_restart
+from factory.errors import ClusterError, FactoryError
+from factory.store import JobRow, RequestReusedError, SQLiteStore, open_store
+from tests.unit.test_job_controller import make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = open_store(tmp_path / "factory.db")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def insert_job(store: SQLiteStore, job_id: str) -> dict[str, object]:
+    row = JobRow(job_id=job_id, name="cmd", team="ops", kind="command", spec={}, spec_hash="h",
+                 state="QUEUED", submitted_s=0.0, updated_s=0.0)
+    store.insert_job(row)
+    return row.model_dump(mode="json")
+
+
+def test_a_retried_request_returns_the_first_result_and_creates_nothing(store: SQLiteStore) -> None:
+    first = store.once("req-1", "job.submit", 1.0, lambda: insert_job(store, "job-a"))
+    again = store.once("req-1", "job.submit", 2.0, lambda: insert_job(store, "job-b"))
+
+    assert again == first
+    assert [job.job_id for job in store.list_jobs()] == ["job-a"]
+    assert store.find_request("req-1").result["job_id"] == "job-a"  # type: ignore[union-attr]
+
+
+def test_distinct_requests_each_act(store: SQLiteStore) -> None:
+    store.once("req-1", "job.submit", 1.0, lambda: insert_job(store, "job-a"))
+    store.once("req-2", "job.submit", 1.0, lambda: insert_job(store, "job-b"))
+    store.once(None, "job.submit", 1.0, lambda: insert_job(store, "job-c"))  # no id: no record
+
+    assert [job.job_id for job in store.list_jobs()] == ["job-a", "job-b", "job-c"]
+
+
+def test_a_failed_mutation_records_no_request_so_a_retry_acts(store: SQLiteStore) -> None:
+    def refused() -> dict[str, object]:
+        insert_job(store, "job-a")
+        raise FactoryError("refused after writing")
+
+    with pytest.raises(FactoryError):
+        store.once("req-1", "job.submit", 1.0, refused)
+    assert store.list_jobs() == [] and store.find_request("req-1") is None  # rolled back together
+
+    store.once("req-1", "job.submit", 1.0, lambda: insert_job(store, "job-a"))
+    assert [job.job_id for job in store.list_jobs()] == ["job-a"]
+
+
+def test_a_request_id_reused_for_another_action_is_refused(store: SQLiteStore) -> None:
+    store.once("req-1", "job.submit", 1.0, lambda: insert_job(store, "job-a"))
+    with pytest.raises(RequestReusedError, match="req-1 was used for job.submit, not model.alias"):
+        store.once("req-1", "model.alias", 1.0, lambda: {"moved": True})
+
+
+def test_a_request_survives_reopening_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "factory.db"
+    first = open_store(path)
+    result = first.once("req-1", "model.alias", 5.0, lambda: {"version": 2})
+    first.close()
+    reopened = open_store(path)
+    try:
+        assert reopened.once("req-1", "model.alias", 6.0, lambda: {"version": 3}) == result
+        assert reopened.find_request("req-1").time_s == 5.0  # type: ignore[union-attr]
+    finally:
+        reopened.close()
+
+
+def test_a_retried_cancel_cancels_once(store: SQLiteStore) -> None:
+    controller, _ = make(store)
+    job = controller.submit({}, kind="command", name="cmd", team="ops", spec_hash="h", deadline_s=None,
+                            now_s=0.0)
+
+    def cancel() -> dict[str, object]:
+        return controller.cancel(job.job_id, 1.0, by="cli:alice").model_dump(mode="json")
+
+    first = store.once("req-9", "job.cancel", 1.0, cancel)
+    again = store.once("req-9", "job.cancel", 2.0, cancel)  # acting again would raise: already CANCELLED
+
+    assert again == first and first["state"] == "CANCELLED"
+    assert [event.state for event in store.job_events(job.job_id)] == ["QUEUED", "CANCELLED"]
+
+
+class Restarts:
+    """An actor call that is lost `times` times (the actor restarting), then answers."""
+
+    def __init__(self, times: int) -> None:
+        self.times, self.waits = times, []  # type: ignore[var-annotated]
+
+    def __call__(self, wait_s: float) -> str:
+        self.waits.append(wait_s)
+        if len(self.waits) <= self.times:
+            raise ActorRestartingError("the factory's 'scheduler' actor is unavailable: restarting")
+        return "answer"
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def clock(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+def test_a_call_rides_out_a_restart_with_one_line() -> None:
+    attempt, lines, fake = Restarts(times=3), [], FakeTime()
+
+    answer = ride_out_restart(attempt, "scheduler", 10.0, 60.0, notice=lines.append, clock=fake.clock,
+                              sleep=fake.sleep)
+
+    assert answer == "answer"
+    assert lines == ["waiting for the scheduler to come back…"]
+    assert attempt.waits[0] == 10.0 and all(wait > 10.0 for wait in attempt.waits[1:])  # the bound's rest
+
+
+def test_after_the_bound_one_error_names_the_actor_and_factory_status() -> None:
+    attempt, lines, fake = Restarts(times=10**6), [], FakeTime()
+
+    with pytest.raises(ClusterError) as caught:
+        ride_out_restart(attempt, "registry", 10.0, 5.0, notice=lines.append, clock=fake.clock,
+                         sleep=fake.sleep)
+
+    message = str(caught.value)
+    assert "'registry'" in message and "5 s" in message and "`factory status`" in message
+    assert "\n" not in message and len(lines) == 1
+    assert fake.now_s - 100.0 <= 5.0 + 1.0  # gave up at the bound, not later
+
+
+def test_other_errors_are_not_retried() -> None:
+    calls = []
+
+    def refused(wait_s: float) -> str:
+        calls.append(wait_s)
+        raise ClusterError("the factory's 'scheduler' actor did not answer within 10 s")
+
+    lines: list[str] = []
+    with pytest.raises(ClusterError, match="did not answer"):
+        ride_out_restart(refused, "scheduler", 10.0, 60.0, notice=lines.append, sleep=lambda _: None)
+    assert calls == [10.0] and lines == []
