@@ -48,6 +48,7 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from factory import ray_compat
 from factory.control_plane import SERVING, get_actor
 from factory.errors import FactoryError
 from factory.registry.refs import parse_ref
@@ -390,10 +391,9 @@ def build(args: ServerArgs) -> Application:
             "target_ongoing_requests": args.target_ongoing_requests}}
     settings = args.settings()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    # `version` is set through Serve's internal flag: Ray 2.60 removed it from the public options, and
-    # without it every `serve.run` replaces the replicas (a rollout would reload every model).
-    return ModelServer.options(
-        _internal=True, version=f"{CODE_VERSION}-{digest}",
+    # Without a code version every `serve.run` replaces the replicas (a rollout would reload every model).
+    return ray_compat.with_code_version(
+        ModelServer, f"{CODE_VERSION}-{digest}",
         ray_actor_options={"num_cpus": args.replica_cpus, "num_gpus": args.replica_gpus},
         max_ongoing_requests=args.max_ongoing_requests, user_config=args.routing(), **scaling,
     ).bind(settings)

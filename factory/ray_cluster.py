@@ -24,6 +24,7 @@ from typing import Any
 
 import ray
 
+from factory import ray_compat
 from factory.config import FactoryConfig
 from factory.errors import ClusterError, ConfigError, summary_line
 
@@ -93,7 +94,7 @@ def current_connection(started_local_head: bool = False) -> RayConnection:
 
 def dashboard_url() -> str | None:
     """The Ray dashboard's URL for the connected cluster, or None if it has no dashboard."""
-    url = ray._private.worker.get_dashboard_url()  # no public API gives it to a connected driver
+    url = ray_compat.dashboard_url()  # no public API gives it to a connected driver
     if not url:
         return None
     return url if "://" in url else f"http://{url}"
@@ -220,35 +221,11 @@ def _connect_error(host: str, port: int) -> str | None:
 
 
 def _init(address: str) -> None:
-    if address != "auto":
-        _use_token_auth_if_available()
+    if address != "auto":  # Ray sends the token to a cluster it finds itself, not to a named one
+        ray_compat.use_token_auth_if_available()
     ray.init(
         address=address,
         namespace=NAMESPACE,
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
-
-
-def _use_token_auth_if_available() -> None:
-    """Send this machine's Ray auth token to an explicitly named cluster too.
-
-    Ray 2.60 turns token auth on for a cluster found automatically when a token exists
-    (`~/.ray/auth_token`, made by any earlier `ray.init()`), and so does `ray start --head`, but not
-    for an address given explicitly: `factory status --address` would then be refused by the very
-    head `factory up` started. A cluster without auth ignores the token. `RAY_AUTH_MODE`, when set,
-    still decides. (Ray offers this only as a private helper.)
-    """
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # another Ray version: it decides alone
-        return
-    setup_logger = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
-    level = setup_logger.level
-    setup_logger.setLevel(logging.ERROR)  # its notice would land in every CLI command's output
-    try:
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    finally:
-        setup_logger.setLevel(level)

@@ -9,13 +9,15 @@ Nomenclature:
   none         -- anything else: the driver, a unit test. There is nothing to report to.
 
 Ray 2.60 runs Train v2 unless `RAY_TRAIN_V2_ENABLED=0`; that v1 fallback is not supported here (a
-v1 worker reads as `none`). Ray has no public "am I inside a worker" probe, so this module is the
-one place that asks Ray's private helpers; a Ray upgrade that moves them changes only this file.
+v1 worker reads as `none`). Ray has no public "am I inside a worker" probe: `factory.ray_compat`
+asks its private helpers.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+from factory import ray_compat
 
 
 class Session(Enum):
@@ -28,12 +30,9 @@ class Session(Enum):
 
 def current_session() -> Session:
     """The kind of process the caller runs in."""
-    from ray.train.v2._internal.util import _in_ray_train_worker
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
-    if _in_ray_train_worker():
+    if ray_compat.in_train_worker():
         return Session.TRAIN
-    if _in_tune_session():
+    if ray_compat.in_tune_session():
         return Session.TUNE
     return Session.NONE
 

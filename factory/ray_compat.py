@@ -1,0 +1,77 @@
+"""The one module that touches Ray's private APIs; each function pins one of them (Ray 2.60).
+
+Ray offers no public way to do these few things, so the factory asks its private helpers here and
+nowhere else (tests/unit/test_ray_compat.py refuses a private Ray import in any other module and
+pins what each helper does). A Ray upgrade that moves or changes one breaks that test and changes
+only this file.
+
+Invariants:
+  * Imports of private modules happen inside the functions: importing this module costs nothing
+    and works on a Ray without them.
+  * Each function says what it falls back to when its helper is gone, or that it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+
+def dashboard_url() -> str:
+    """The connected cluster's dashboard address as Ray reports it ("host:port", "" without a dashboard).
+
+    Ray deprecated the helper in favour of `ray.init().address_info`, which a driver that connected
+    earlier (or was started by `ray job submit`) does not have. Honours `RAY_OVERRIDE_DASHBOARD_URL`
+    (its scheme removed); raises Ray's `RaySystemError` when this process is not connected.
+    """
+    from ray._private.worker import get_dashboard_url
+
+    return get_dashboard_url() or ""
+
+
+def use_token_auth_if_available() -> bool:
+    """Send this machine's Ray auth token (`~/.ray/auth_token`) to the cluster this process connects to.
+
+    Ray 2.60 does this by itself for a cluster it finds automatically and for `ray start --head`, but
+    not for an address given explicitly. A cluster without auth ignores the token; `RAY_AUTH_MODE`,
+    when set, still decides. Ray's notice about it is silenced (it would land in every CLI command's
+    output). True when Ray turned token auth on; False when it did not or its helper is gone.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: it decides alone
+        return False
+    setup_logger = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
+    level = setup_logger.level
+    setup_logger.setLevel(logging.ERROR)
+    try:
+        return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+    finally:
+        setup_logger.setLevel(level)
+
+
+def in_train_worker() -> bool:
+    """Whether this process runs a training loop under a Ray Train v2 trainer (`ray.train` reports work)."""
+    from ray.train.v2._internal.util import _in_ray_train_worker
+
+    return bool(_in_ray_train_worker())
+
+
+def in_tune_session() -> bool:
+    """Whether this process runs a Ray Tune function trainable (`ray.tune` reports; `ray.train` raises)."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    return bool(_in_tune_session())
+
+
+def with_code_version(deployment: Any, version: str, **options: Any) -> Any:
+    """`deployment.options(**options)` with Serve's code `version` set.
+
+    Ray 2.60 removed `version` from the public `Deployment.options()` ("Serve manages deployment
+    versions internally") but still honours it behind the `_internal` flag. Without it every
+    `serve.run` of the same application replaces all replicas; with it, replicas whose version is
+    unchanged are kept (only a changed `user_config` is pushed to them).
+    """
+    return deployment.options(_internal=True, version=version, **options)
