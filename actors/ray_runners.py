@@ -170,12 +170,3 @@ class RayRunners:
         ray.kill(handle, no_restart=True)
         self._handles.pop(job_id, None)
         self._last.pop(job_id, None)
-
-
-def find_runner(job_id: str) -> Any | None:
-    """The runner actor of `job_id` on the connected cluster, or None (for tests and tools)."""
-    runners = RayRunners(Path("."), Path("."), report_timeout_s=5.0)
-    for _, handle, answer in runners._ask_all():  # noqa: SLF001 - the same lookup, read-only
-        if isinstance(answer, dict) and answer["job_id"] == job_id:
-            return handle
-    return None

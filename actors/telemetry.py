@@ -79,12 +79,6 @@ class TelemetryActor(FactoryActor):
         with self._lock:
             return self._sampler.job_energy(job_id)
 
-    def sample_now(self) -> NodeStatus:
-        """Take a sample at once (after asking Ray who holds which GPU); return the node's status."""
-        with self._refresh_lock:
-            self._sampler.refresh_workloads()
-        return self._sample().node
-
     def _latest(self) -> NodeSnapshot:
         latest = self._sampler.latest
         if latest is None:

@@ -17,12 +17,12 @@ import pytest
 import ray
 import yaml
 from ray.cluster_utils import Cluster
+from ray.exceptions import GetTimeoutError, RayActorError
 
 import factory.client
-from actors.ray_runners import find_runner
 from factory import lifecycle
 from factory.config import FactoryConfig, load_config
-from factory.control_plane import SCHEDULER
+from factory.control_plane import RUNNER_PREFIX, SCHEDULER, named_actors
 from factory.ray_cluster import NAMESPACE
 from tests.integration.conftest import REPO_ROOT, cli_at, scrape_metrics, wait_until
 
@@ -83,7 +83,15 @@ def states(client: factory.client.FactoryClient, job_id: str) -> list[str]:
 
 
 def runner_exists(job_id: str) -> bool:
-    return find_runner(job_id) is not None
+    """Whether a live runner actor on the cluster reports that it runs `job_id`."""
+    for name in named_actors(RUNNER_PREFIX):
+        try:
+            report = ray.get(ray.get_actor(name, namespace=NAMESPACE).report.remote(), timeout=5.0)
+        except (ValueError, GetTimeoutError, RayActorError):  # gone since the listing, or dying
+            continue
+        if isinstance(report, dict) and report["job_id"] == job_id:
+            return True
+    return False
 
 
 def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster, config: FactoryConfig,
