@@ -24,6 +24,7 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     result = run("demo", "--watch-s", "2")  # the README's Quick start runs it with defaults
     out = result.stdout
     assert "Traceback" not in out + result.stderr
+    assert "worker processes have been started" not in out + result.stderr  # no raylet notices
     assert "factory up on a local Ray head it started" in out
     assert "(healthy)" in out and "Dashboard  http://" in out
     times = [line.split("factory time ")[1] for line in out.splitlines() if "factory time " in line]

@@ -25,7 +25,7 @@ import sys, time, ray
 from factory.cli.streams import route_ray_notices_to_stderr
 
 route_ray_notices_to_stderr()
-ray.init(num_cpus=1, include_dashboard=False, _temp_dir=sys.argv[1], logging_level="ERROR",
+ray.init(address="local", num_cpus=1, include_dashboard=False, _temp_dir=sys.argv[1], logging_level="ERROR",
          log_to_driver=False)
 
 @ray.remote(num_cpus=0)
