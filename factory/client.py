@@ -24,6 +24,7 @@ from factory.control_plane import (
     DEFAULT_RESTART_WAIT_S,
     GRID_PRICE,
     SCHEDULER,
+    ActorTimeoutError,
     NamedActor,
     NoAnswer,
     cluster_nodes,
@@ -56,6 +57,8 @@ from factory.telemetry.models import FacilityView, GpuStatus, JobEnergy, NodeSta
 from factory.telemetry.sdk import ask_telemetry, cluster_job_energy
 
 HEALTH_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 30.0  # a scheduler busy with a step on a loaded head answers late, not never
+MUTATION_TIMEOUT_S = 60.0  # a submit or cancel waits its turn; its request id makes a resend harmless
 REGISTRATION_WAIT_S = 600.0  # `wait` waits this long for a succeeded job's model to be registered
 
 
@@ -247,9 +250,9 @@ class FactoryClient:
         """The price feed's source, staleness, failures and data span."""
         return self._grid_price.call("feed_status", timeout_s=HEALTH_TIMEOUT_S)
 
-    def _ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _ask(self, method: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S, **kwargs: Any) -> Any:
         """The scheduler's answer (riding out its restart)."""
-        return self._scheduler.call(method, *args, timeout_s=HEALTH_TIMEOUT_S, **kwargs)
+        return self._scheduler.call(method, *args, timeout_s=timeout_s, **kwargs)
 
     def pause_clock(self) -> float:
         """Record the factory time now, so that the next `up` resumes the replay from it."""
@@ -280,7 +283,7 @@ class FactoryClient:
         elif isinstance(spec, dict):
             spec = parse_job_spec(spec)
         job = self._ask("submit_job", spec.model_dump(mode="json"), submitted_by or who(), source,
-                        request_id=request_id or new_request_id())
+                        request_id=request_id or new_request_id(), timeout_s=MUTATION_TIMEOUT_S)
         return str(job["job_id"])
 
     def jobs(self, states: list[str] | None = None) -> list[JobRow]:
@@ -296,7 +299,8 @@ class FactoryClient:
     def cancel(self, job_id: str, cancelled_by: str | None = None, request_id: str | None = None) -> JobRow:
         """Cancel a job wherever it is; return it (CANCELLED). A retried `request_id` cancels once."""
         return JobRow.model_validate(self._ask("cancel_job", job_id, cancelled_by or who(),
-                                               request_id=request_id or new_request_id()))
+                                               request_id=request_id or new_request_id(),
+                                               timeout_s=MUTATION_TIMEOUT_S))
 
     def logs(self, job_id: str, tail_lines: int = 200) -> str:
         """The last lines of a job's log (kept after the job ended)."""
@@ -311,8 +315,16 @@ class FactoryClient:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen: tuple[str, str] | None = None
         registering_since: float | None = None
+        unanswered_since: float | None = None
         while True:
-            job = self.job(job_id).job  # rides out a restart of the scheduler (it reloads its jobs)
+            try:
+                job = self.job(job_id).job  # rides out a restart of the scheduler (it reloads its jobs)
+            except ActorTimeoutError:  # busy, not gone: ask again, for as long as a restart may take
+                unanswered_since = unanswered_since or time.monotonic()
+                if time.monotonic() - unanswered_since > self.restart_wait_s:
+                    raise
+                continue
+            unanswered_since = None
             if on_change is not None and (job.state, job.reason) != seen:
                 on_change(job)
                 seen = (job.state, job.reason)

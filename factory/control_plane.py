@@ -33,6 +33,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from factory import ray_compat
 from factory.errors import ClusterError, FactoryError, summary_line
 from factory.ray_cluster import HEAD_NODE_RESOURCE, NAMESPACE
 
@@ -47,8 +48,15 @@ DEFAULT_RESTART_WAIT_S = 60.0  # `ray.actor_restart_wait_s`: how long a client w
 RETRY_PAUSE_S = 0.5
 
 
+COMING_BACK = frozenset({"RESTARTING", "PENDING_CREATION", "DEPENDENCIES_UNREADY"})  # Ray's actor states
+
+
 class ActorRestartingError(ClusterError):
-    """A call was lost because its actor died and Ray is restarting it: it may be sent again."""
+    """A call was lost, or is not answered, because Ray is restarting its actor: worth waiting for."""
+
+
+class ActorTimeoutError(ClusterError):
+    """An actor did not answer a call in time (busy, starting or restarting); the call may still run."""
 
 
 def telemetry_name(node_id: str) -> str:
@@ -98,7 +106,7 @@ def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
     try:
         return ray.get(ref, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
-        raise ClusterError(
+        raise ActorTimeoutError(
             f"{who} did not answer within {timeout_s:.0f} s (starting or restarting?); try again, "
             "or see the Ray dashboard's Actors page"
         ) from None
@@ -168,17 +176,26 @@ class NamedActor:
     def call(self, method: str, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
         """`handle.<method>.remote(*args, **kwargs)`'s answer, or one `FactoryError` line (see `call_actor`).
 
-        A mutating method must take a `request_id` (in `kwargs`): the retry sends the same one.
+        A call lost with the actor's old process is sent again; a call that waits in the queue of an
+        actor Ray is restarting is waited for further, not sent twice. A mutating method takes a
+        `request_id` (in `kwargs`), so that a resent call returns what the lost one did.
         """
         who = f"the factory's '{self.name}' actor"
-        tries = 0
+        in_flight: list[ray.ObjectRef] = []
 
         def attempt(wait_s: float) -> Any:
-            nonlocal tries
-            if tries:
-                self.handle = get_actor(self.name)
-            tries += 1
-            return call_actor(getattr(self.handle, method).remote(*args, **kwargs), who, wait_s)
+            if not in_flight:
+                in_flight.append(getattr(self.handle, method).remote(*args, **kwargs))
+            try:
+                return call_actor(in_flight[0], who, wait_s)
+            except ActorRestartingError:
+                in_flight.clear()
+                self.handle = get_actor(self.name)  # a `ClusterError` if it is gone for good
+                raise
+            except ActorTimeoutError:
+                if ray_compat.actor_state(self.handle) not in COMING_BACK:
+                    raise
+                raise ActorRestartingError(f"{who} is restarting") from None
 
         return ride_out_restart(attempt, self.name, timeout_s, self.restart_wait_s)
 

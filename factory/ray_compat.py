@@ -75,3 +75,19 @@ def with_code_version(deployment: Any, version: str, **options: Any) -> Any:
     unchanged are kept (only a changed `user_config` is pushed to them).
     """
     return deployment.options(_internal=True, version=version, **options)
+
+
+def actor_state(handle: Any) -> str | None:
+    """Ray's state of the handle's actor ("ALIVE", "RESTARTING", "DEAD", ...), or None if it cannot tell.
+
+    Ray's public state API (`ray.util.state.get_actor`) needs the dashboard; the GCS's actor table that
+    it reads from is reached directly here, through the actor id that handles keep private. Falls back
+    to None when the helper is gone or the GCS does not answer.
+    """
+    try:
+        from ray._private.state import state
+
+        info = state.actor_table(handle._actor_id.hex())
+    except Exception:  # noqa: BLE001 - another Ray, no connection: the caller decides without it
+        return None
+    return str(info["State"]) if info and "State" in info else None

@@ -58,6 +58,13 @@ def test_the_code_version_is_set_where_public_options_refuse_it() -> None:
     assert (versioned.version, versioned.num_replicas) == ("v1", 2)
 
 
+def test_an_actors_state_is_unknown_without_a_cluster() -> None:
+    class Handle:  # what a handle keeps: its actor's id
+        _actor_id = bytes(16)
+
+    assert ray_compat.actor_state(Handle()) is None  # not connected: the caller decides without it
+
+
 def test_no_other_source_module_uses_a_private_ray_api() -> None:
     users = sorted(str(path.relative_to(SOURCE)) for package in ("factory", "actors", "deployments")
                    for path in (SOURCE / package).rglob("*.py") if PRIVATE_RAY.search(path.read_text()))
