@@ -130,7 +130,10 @@ class PriceAwarePolicy:
         decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
                              infeasible=infeasible)
         waits = tuple(_with_latest_start(wait, promise, deadlines) for wait in decisions.waits)
-        return replace(decisions, waits=waits, decide_again_s=_decide_again_s(waits, snapshot))
+        # A job paused now must be resumed by its latest safe start too (`Reservation.pausable`).
+        resumes = [promise.latest_start_s.get(pause.job_id) for pause in decisions.pauses]
+        return replace(decisions, waits=waits, decide_again_s=_decide_again_s(
+            [*(wait.latest_safe_start_s for wait in waits), *resumes], snapshot))
 
     def _deadline_s(self, job: JobView, now_s: float, overhead_s: float) -> float:
         """The job's deadline, or for a job without one, the end of its window for cheap hours."""
@@ -332,17 +335,18 @@ def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
                             pause_option_s=pause_s)
 
 
-def _decide_again_s(waits: tuple[Wait, ...], snapshot: Snapshot) -> float | None:
-    """The earliest latest safe start of a waiting job before the current price interval ends, if any.
+def _decide_again_s(latest_starts: list[float | None], snapshot: Snapshot) -> float | None:
+    """The earliest of the latest safe starts (of jobs not running) before the current interval ends.
 
     A job booked later in this interval counts on a decision by then: a run ending first, as planned. That
-    run's job may have been paused by this very decision, so the release never comes; the policy asks to be
-    asked again at the booked start, where the job is due from now and starts whatever the price.
+    run's job may have been paused by this very decision, so the release never comes; a job paused now
+    may have to resume before the interval ends. The policy asks to be asked again at the booked start,
+    where the job is due from now and starts whatever the price.
     """
     assert snapshot.prices is not None
     interval_end_s = float(snapshot.prices.starts_s[0]) + snapshot.prices.interval_s
-    starts = [wait.latest_safe_start_s for wait in waits if wait.latest_safe_start_s is not None
-              and snapshot.now_s + MIN_SLICE_S < wait.latest_safe_start_s < interval_end_s - MIN_SLICE_S]
+    starts = [start_s for start_s in latest_starts if start_s is not None
+              and snapshot.now_s + MIN_SLICE_S < start_s < interval_end_s - MIN_SLICE_S]
     return min(starts) if starts else None
 
 

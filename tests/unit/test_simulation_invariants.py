@@ -183,6 +183,19 @@ NON_PREEMPTIBLE_IN_THE_WAY = scenario_of(
     two_days_at_zero_but(HOUR / 4, {11: 103.0, 18: 118.0, 19: 111.0, 20: 137.0, 21: 131.0, 22: 141.0,
                                     23: 134.0}))
 
+# One GPU, flat prices. job-4 (5.15 h, due at 21.0 h) runs from 15.62 h, behind late unbroken jobs. At
+# 16.52 h job-8 arrives; the plan lets it run its first 14 min now (in pieces: resumes are free) and
+# pauses job-4, whose latest safe resume is 16.75 h, inside the hour. Nothing else happened before 17 h,
+# so job-4 resumed only when it was already late and ended 242 min late (found by hypothesis). Fixed by
+# `Decisions.decide_again_s` counting the latest safe resumes of jobs paused by the decision.
+PAUSED_FOR_A_NEWCOMER_INSIDE_THE_HOUR = scenario_of(
+    Cluster({"node-0": 1}),
+    job_trace([(60, 18120, 1, 9060, False), (60, 21480, 1, 10740, False), (60, 4500, 1, 2280, False),
+               (60, 11520, 1, 5760, False), (38520, 18540, 1, 37080, True, 0.0, "A", 0),
+               (240, 600, 1, 300, False), (0, 600, 1, 300, False), (0, 600, 1, 300, False),
+               (59460, 15360, 1, 30720, True, 700.0, "B", 0)]),
+    two_days_at_zero_but(HOUR, {}))
+
 
 # -- what every decision must respect ------------------------------------------------------------------
 
@@ -395,6 +408,7 @@ def test_an_unbroken_job_planned_first_does_not_push_an_admitted_job_past_its_de
 @example(scenario=ZERO_LAXITY_INTO_THE_LAST_HOUR)
 @example(scenario=NEWCOMER_OVER_AN_ADMITTED_JOB)
 @example(scenario=POWER_HELD_FROM_THE_START)
+@example(scenario=PAUSED_FOR_A_NEWCOMER_INSIDE_THE_HOUR)
 @given(scenario=scenarios(one_node=True, overhead=False, quotas=False))
 def test_price_aware_with_an_exact_forecast_meets_every_deadline_it_admitted(scenario: Scenario) -> None:
     exact_hours = scenario.days * 24 + 24
