@@ -29,6 +29,7 @@ from factory.scheduling.model import Decisions, JobView, Pause, Phase, Snapshot,
 from factory.scheduling.placement import FreeGpus
 
 Held = Mapping[str, tuple[WaitReason, str]]
+VICTIM_SCAN = 1000  # preemptible jobs looked at for the node where a gang displaces the fewest
 MayPreempt = Callable[[JobView, JobView], bool]
 
 
@@ -201,10 +202,74 @@ class _State:
             placement = self.fit(job)
             if placement is not None:
                 break
+        if placement is not None:
+            chosen = self._needed(job, chosen)
         for victim, _ in chosen:  # undo the trial; the caller releases them for real
             self.free.take(victim.placement)
             self.power_w += victim.draw_w
-        return chosen if placement is not None and chosen else None
+        if placement is None or not chosen:
+            return None
+        if len(chosen) > 1 and not reclaiming and may_preempt is not None:
+            fewer = self._fewest_on_one_node(job, may_preempt)
+            if fewer is not None and len(fewer) < len(chosen):
+                why = (WaitReason.PRIORITY, f"preempted by job {job.job_id} of higher priority")
+                return [(victim, why) for victim in fewer]
+        return chosen
+
+    def _fewest_on_one_node(self, job: JobView, may_preempt: MayPreempt) -> list[JobView] | None:
+        """For a job of one worker: the fewest victims on one node that make room for it there, or None.
+
+        Each pause costs its job a resume, so a gang takes the node where it displaces the fewest jobs
+        (lowest ranked first within a node; ties to the node of the lowest ranked victim). Only the first
+        `VICTIM_SCAN` preemptible jobs, lowest ranked first, are looked at.
+        """
+        if job.num_gpus != job.worker_gpus:
+            return None
+        by_node: dict[str, list[JobView]] = {}
+        for scanned, victim in enumerate(self._kept_by_rank()):
+            if scanned >= VICTIM_SCAN or not may_preempt(job, victim):
+                break  # may_preempt is monotone: nobody ranked higher can be preempted either
+            if len(victim.placement) == 1:
+                by_node.setdefault(victim.placement[0][0], []).append(victim)
+        best: list[JobView] | None = None
+        for node, victims in by_node.items():
+            missing, taken = job.num_gpus - self.free[node], []
+            for victim in victims:
+                if missing <= 0 or (best is not None and len(taken) >= len(best)):
+                    break
+                taken.append(victim)
+                missing -= victim.placement[0][1]
+            if missing <= 0 and (best is None or len(taken) < len(best)):
+                best = taken
+        if best is None:
+            return None
+        for victim in best:  # the power budget too
+            self.free.give_back(victim.placement)
+            self.power_w -= victim.draw_w
+        fits = self.fit(job) is not None
+        for victim in best:
+            self.free.take(victim.placement)
+            self.power_w += victim.draw_w
+        return best if fits else None
+
+    def _needed(self, job: JobView, chosen: list[tuple[JobView, tuple[WaitReason, str]]]
+                ) -> list[tuple[JobView, tuple[WaitReason, str]]]:
+        """The victims `job` still needs, the highest ranked given back first (all of them released now).
+
+        Lowest ranked first is the order to free GPUs in, but a gang needs them on one node: victims on
+        other nodes freed nothing it can use, and each pause costs its job a resume. A victim `job` still
+        fits without is kept running.
+        """
+        needed = []
+        for victim, why in reversed(chosen):
+            self.free.take(victim.placement)
+            self.power_w += victim.draw_w
+            if self.fit(job) is None:
+                self.free.give_back(victim.placement)
+                self.power_w -= victim.draw_w
+                needed.append((victim, why))
+        needed.reverse()
+        return needed
 
     def wait_for_room(self, job: JobView) -> Wait:
         if self.power_w + job.draw_w > self.budget_w + 1e-9:

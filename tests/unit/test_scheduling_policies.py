@@ -467,3 +467,32 @@ def test_every_policy_is_a_policy_the_simulator_and_the_live_scheduler_can_call(
         policy = make_policy(name)
         assert isinstance(policy, Policy) and policy.name == name
         assert policy.needs_prices == (name == "price-aware")
+
+
+def test_a_preempting_gang_pauses_only_the_jobs_on_the_node_it_takes() -> None:
+    # A due 4-GPU gang on two 4-GPU nodes. The lowest ranked running jobs are on n0 (ranked last), but
+    # n1 has 2 GPUs free: pausing its two jobs is enough, and the jobs on n0 keep running.
+    from factory.scheduling.dispatch import dispatch
+
+    on_n0 = [running(f"a{i}", (("n0", 1),), hours=5) for i in range(4)]
+    on_n1 = [running(f"b{i}", (("n1", 1),), hours=5) for i in range(2)]
+    gang = job("gang", gpus=4, gpus_per_worker=4, admitted=True)
+    snap = snapshot([*on_n0, *on_n1, gang], nodes={"n0": 4, "n1": 4})
+    decisions = dispatch(snap, [gang, *on_n1, *on_n0], {}, may_preempt=lambda j, v: j.job_id == "gang")
+    assert started(decisions) == {"gang": (("n1", 4),)}
+    assert set(paused(decisions)) == {"b0", "b1"}
+
+
+def test_a_preempting_gang_leaves_running_a_low_ranked_job_whose_gpus_it_cannot_use() -> None:
+    # Two workers of 4 GPUs: n1 is free, and "y" holds n0. "x" is ranked lowest, but its node is full of
+    # jobs that may not be preempted: pausing it frees one GPU no worker can use. Only "y" is paused.
+    from factory.scheduling.dispatch import dispatch
+
+    x = running("x", (("n2", 1),), hours=5)
+    fixed = running("fixed", (("n2", 3),), hours=5, preemptible=False)
+    y = running("y", (("n0", 4),), hours=5)
+    gang = job("gang", gpus=8, gpus_per_worker=4, admitted=True)
+    snap = snapshot([x, fixed, y, gang], nodes={"n0": 4, "n1": 4, "n2": 4})
+    decisions = dispatch(snap, [gang, fixed, y, x], {}, may_preempt=lambda j, v: j.job_id == "gang")
+    assert started(decisions) == {"gang": (("n0", 4), ("n1", 4))}
+    assert set(paused(decisions)) == {"y"}
