@@ -413,11 +413,6 @@ class _Planning:
         return _Round(book, placed, short, turned_away, running_held, set(first))
 
 
-def _overhead_of(booking: Booking) -> float:
-    """The resume overhead in a running job's booking (`needed_s` = remaining + overhead)."""
-    return booking.needed_s - booking.job.remaining_s
-
-
 def _latest_first(booking: Booking) -> tuple[float, float, str]:
     """Latest deadline first; on a tie the smaller job (GPU-seconds) first, so that more jobs find room."""
     return (-booking.deadline_s, booking.job.num_gpus * booking.needed_s, booking.job.job_id)
