@@ -101,7 +101,9 @@ def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
 
     A `FactoryError` the actor raised (say, its store is locked) reaches the caller as itself. An
     actor that died, or whose constructor failed, becomes a `ClusterError` carrying the factory's
-    own message where Ray's wrapped traceback holds one (e.g. a store from a newer schema).
+    own message where Ray's wrapped traceback holds one (e.g. a store from a newer schema): an
+    `ActorRestartingError` when Ray may be restarting it, an `ActorTimeoutError` for no answer in time.
+    One try; `NamedActor.call` is the one that tries again.
     """
     try:
         return ray.get(ref, timeout=timeout_s)

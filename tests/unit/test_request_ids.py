@@ -155,3 +155,11 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(ClusterError, match="did not answer"):
         ride_out_restart(refused, "scheduler", 10.0, 60.0, notice=lines.append, sleep=lambda _: None)
     assert calls == [10.0] and lines == []
+
+
+def test_the_restart_wait_is_configurable_from_the_environment(tmp_path: Path) -> None:
+    from factory.config import load_config
+
+    assert load_config(env={}, cwd=tmp_path).ray.actor_restart_wait_s == 60.0
+    config = load_config(env={"FACTORY_RAY__ACTOR_RESTART_WAIT_S": "5"}, cwd=tmp_path)
+    assert config.ray.actor_restart_wait_s == 5.0
