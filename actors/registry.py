@@ -27,7 +27,7 @@ from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelRegistry, label_of
 from factory.registry.hot import hot_copy
 from factory.registry.lineage import job_lineage
-from factory.registry.refs import make_ref
+from factory.registry.refs import alias_ref, make_ref, version_ref
 from factory.registry.storage import ArtifactCorruptError, ArtifactStorage, StagedArtifact
 from factory.store import ModelVersionRow
 
@@ -71,7 +71,7 @@ class RegistryActor(ControlPlaneActor):
             row = self.registry.commit(StagedArtifact.model_validate(staged), name, kind,
                                        description=description, tags=tags, lineage=lineage,
                                        registered_by=registered_by, serving=serving)
-            self.audit("model.registered", f"{row.name}:{row.version}", actor=registered_by or None,
+            self.audit("model.registered", version_ref(row.name, row.version), actor=registered_by or None,
                        digest=row.digest, size_bytes=row.size_bytes, kind=row.kind,
                        job_id=row.lineage.get("job_id"))
             return row.model_dump(mode="json")
@@ -84,7 +84,7 @@ class RegistryActor(ControlPlaneActor):
         """Move `alias` of `name` to `version`; audit it. A `request_id` that took effect moves nothing."""
         def move() -> dict[str, Any]:
             change = self.registry.set_alias(name, alias, int(version), set_by)
-            self.audit("model.alias", f"{name}@{alias}", actor=set_by or None, version=change.version,
+            self.audit("model.alias", alias_ref(name, alias), actor=set_by or None, version=change.version,
                        from_version=change.from_version)
             return change.model_dump(mode="json")
 
@@ -151,7 +151,7 @@ class RegistryActor(ControlPlaneActor):
             try:
                 payload, size_bytes = self._hot_copy(row)
             except ArtifactCorruptError as error:
-                self.audit("model.corrupt", f"{row.name}:{row.version}", error=str(error))
+                self.audit("model.corrupt", version_ref(row.name, row.version), error=str(error))
                 raise
             ref = ray.put(payload)
             self.cache.put(key, ref, size_bytes)
@@ -173,7 +173,7 @@ class RegistryActor(ControlPlaneActor):
         stats = self.cache.stats()
         return {"entries": stats.entries, "used_bytes": stats.used_bytes,
                 "capacity_bytes": stats.capacity_bytes, "hits": stats.hits, "misses": stats.misses,
-                "evictions": stats.evictions, "keys": [f"{n}:{v}" for n, v in self.cache.keys()]}
+                "evictions": stats.evictions, "keys": [version_ref(n, v) for n, v in self.cache.keys()]}
 
     def _lock_for(self, key: tuple[str, Any]) -> threading.Lock:
         with self._loading_lock:

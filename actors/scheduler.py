@@ -48,7 +48,7 @@ from factory.jobs.states import TERMINAL, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.registry.lineage import code_version
-from factory.registry.refs import parse_ref
+from factory.registry.refs import parse_ref, version_ref
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent, JobRow, RequestRecord
 from factory.telemetry.sdk import cluster_job_energy
@@ -151,7 +151,7 @@ class SchedulerActor(ControlPlaneActor):
             ref = parse_ref(parent_model)
             card = call_actor(get_actor(REGISTRY).model.remote(ref.name, ref.version, ref.alias), REGISTRY,
                               timeout_s=30.0)
-            lineage["parent"] = f"{card['name']}:{card['version']}"
+            lineage["parent"] = version_ref(card["name"], card["version"])
         return lineage
 
     def cancel_job(self, job_id: str, cancelled_by: str = "",
@@ -241,7 +241,7 @@ class SchedulerActor(ControlPlaneActor):
                 try:
                     row = call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY,
                                      timeout_s=3600.0)
-                    outcome = {"model": f"{row['name']}:{row['version']}"} if row else \
+                    outcome = {"model": version_ref(row["name"], row["version"])} if row else \
                         {"registration_error": "the job has no register_as"}
                 except ClusterError as exc:  # the registry is restarting or busy: try again shortly
                     attempts[job_id] = attempts.get(job_id, 0) + 1

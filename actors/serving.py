@@ -27,7 +27,7 @@ from deployments.model_server import ServerArgs, build
 from factory.control_plane import REGISTRY, call_actor, get_actor
 from factory.errors import FactoryError, summary_line
 from factory.registry.catalog import ModelRegistry
-from factory.registry.refs import ModelRef, parse_ref
+from factory.registry.refs import ModelRef, alias_ref, parse_ref, version_ref
 from factory.registry.storage import ArtifactStorage
 from factory.serving.endpoints import (
     Endpoint,
@@ -285,7 +285,7 @@ class ServingActor(ControlPlaneActor):
             self.audit("endpoint.roll_refused", endpoint.name, version=version, reason=str(error))
             raise
         self.audit("endpoint.rolled", endpoint.name, from_version=endpoint.stable_version, version=version,
-                   reason=f"{endpoint.model}@{endpoint.follows} moved to v{version}",
+                   reason=f"{alias_ref(endpoint.model, endpoint.follows)} moved to v{version}",
                    canary_completed=endpoint.canary_version == version)
 
     def _judge(self, endpoint: Endpoint) -> None:
@@ -294,8 +294,8 @@ class ServingActor(ControlPlaneActor):
         with self._stats_lock:
             totals = self._totals(endpoint.name)
             mark = self._canary_marks.setdefault(endpoint.name, totals.mark())
-            canary = totals.since(mark, f"{endpoint.model}:{endpoint.canary_version}")
-            stable = totals.since(mark, f"{endpoint.model}:{endpoint.stable_version}")
+            canary = totals.since(mark, version_ref(endpoint.model, endpoint.canary_version))
+            stable = totals.since(mark, version_ref(endpoint.model, endpoint.stable_version))
         reason = judge_canary(canary, stable, self.settings)
         if reason is None:
             return
@@ -349,8 +349,8 @@ class ServingActor(ControlPlaneActor):
         from ray import serve
 
         self._ensure_serve()
-        canary = f"{endpoint.model}:{endpoint.canary_version}" if endpoint.canary_version else None
-        args = self._args(endpoint.name, f"{endpoint.model}:{endpoint.stable_version}", canary,
+        canary = version_ref(endpoint.model, endpoint.canary_version) if endpoint.canary_version else None
+        args = self._args(endpoint.name, version_ref(endpoint.model, endpoint.stable_version), canary,
                           endpoint.canary_percent, endpoint.replicas)
         from ray.serve.api import RunTarget
 

@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from factory import ray_compat
 from factory.control_plane import SERVING, get_actor
 from factory.errors import FactoryError
-from factory.registry.refs import parse_ref
+from factory.registry.refs import parse_ref, version_ref
 from factory.registry.sdk import RegistryClient
 from factory.serving.predictor import input_schema, load_predictor_class
 from factory.serving.stats import LATENCY_BOUNDS_MS, empty_counts, record, subtract
@@ -185,8 +185,10 @@ class ModelServer:
         return await asyncio.to_thread(self._load, model_id)
 
     def _load(self, model_id: str) -> LoadedModel:
-        name, _, version = model_id.rpartition(":")
-        row, artifact = self._registry_client().load_version(name, int(version))
+        parsed = parse_ref(model_id)
+        name, version = parsed.name, parsed.version
+        assert version is not None, model_id  # ids are written by `_resolve`: always NAME:V
+        row, artifact = self._registry_client().load_version(name, version)
         predictor_path = (row.get("serving") or {}).get("predictor")
         if not predictor_path:
             raise FactoryError(f"model '{name}' v{version} has no predictor to serve it; register it with "
@@ -201,9 +203,9 @@ class ModelServer:
         """`NAME:V` for a reference (an alias is resolved by the registry once, here)."""
         parsed = parse_ref(ref)
         if parsed.version is not None:
-            return f"{parsed.name}:{parsed.version}"
+            return version_ref(parsed.name, parsed.version)
         card = self._registry_client().model(parsed.name, None, parsed.alias)
-        return f"{card.name}:{card.version}"
+        return version_ref(card.name, card.version)
 
     def _registry_client(self) -> RegistryClient:
         if self._registry is None:

@@ -17,7 +17,7 @@ from factory.cli.render import duration, shorten, table
 from factory.cli.serving import describe
 from factory.errors import ConfigError, FactoryError
 from factory.registry.artifacts import KINDS
-from factory.registry.refs import parse_ref
+from factory.registry.refs import alias_ref, parse_ref, version_ref
 from factory.registry.views import ModelCard
 
 
@@ -81,14 +81,14 @@ def promote(name: str, version: int, alias: str, config_path: str | None, addres
     try:
         views = client.serving.sync()
     except FactoryError as error:
-        raise FactoryError(f"{name}@{alias} now points at v{change.version}, but its endpoints did not "
-                           f"follow yet ({error}); they retry every serving.watch_interval_s") from None
+        raise FactoryError(f"{alias_ref(name, alias)} now points at v{change.version}, but its endpoints did "
+                           f"not follow yet ({error}); they retry every serving.watch_interval_s") from None
     rolled = [view for view in views if view["model"] == name and view["follows"] == alias]
     if as_json:
         click.echo(json_text({**change.model_dump(mode="json"), "endpoints": rolled}, indent=2))
         return
     before = f"from v{change.from_version}" if change.from_version is not None else "new"
-    click.echo(f"{name}@{alias} -> v{change.version} ({before})")
+    click.echo(f"{alias_ref(name, alias)} -> v{change.version} ({before})")
     for view in rolled:
         click.echo(describe(view))
 
@@ -122,14 +122,14 @@ def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], desc
     if as_json:
         click.echo(json_text(row.model_dump(mode="json"), indent=2))
         return
-    click.echo(f"registered {row.name}:{row.version} ({row.kind}, {len(row.files)} files, "
+    click.echo(f"registered {version_ref(row.name, row.version)} ({row.kind}, {len(row.files)} files, "
                f"{_size(row.size_bytes)}, sha256 {row.digest[:16]}...)")
 
 
 def card_text(card: ModelCard) -> str:
     """A model card as text: identity, lineage, what it cost, files."""
     lineage = card.lineage
-    lines = [f"{card.name}:{card.version}  ({card.kind}, {_size(card.size_bytes)}, "
+    lines = [f"{version_ref(card.name, card.version)}  ({card.kind}, {_size(card.size_bytes)}, "
              f"registered {factory_time(card.registered_s)} by {card.registered_by or '-'})"]
     if card.description:
         lines.append(f"  {card.description}")

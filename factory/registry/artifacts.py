@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import FactoryError
+from factory.registry.refs import version_ref
 
 KINDS = ("state_dict", "checkpoint", "directory")
 STATE_DICT_FILE = "model.pt"
@@ -152,7 +153,7 @@ def write_local_copy(files: Mapping[str, bytes], cache_dir: Path, name: str, ver
     except OSError:  # another process put its copy there meanwhile: use it if it is right
         shutil.rmtree(staging, ignore_errors=True)
         if not _holds_exactly(target, files):
-            raise FactoryError(f"the local copy of {name}:{version} at {target} keeps changing; "
+            raise FactoryError(f"the local copy of {version_ref(name, version)} at {target} keeps changing; "
                                "remove it and load again") from None
     return target
 

@@ -36,6 +36,16 @@ class ModelRef:
         return f"{self.name}@{self.alias}" if self.alias else self.name
 
 
+def version_ref(name: str, version: int) -> str:
+    """`NAME:VERSION`: the one way a version is written (`parse_ref` reads it back)."""
+    return str(ModelRef(name, version=version))
+
+
+def alias_ref(name: str, alias: str) -> str:
+    """`NAME@ALIAS`: the one way an alias is written (`parse_ref` reads it back)."""
+    return str(ModelRef(name, alias=alias))
+
+
 def check_name(value: str, what: str = "model name") -> str:
     """`value` if it is a valid name or alias, else a one-line `ModelRefError`."""
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from factory.config import ServingConfig
 from factory.errors import FactoryError
+from factory.registry.refs import alias_ref, version_ref
 from factory.serving.stats import quantile_ms
 
 HISTORY_KEPT = 20
@@ -60,14 +61,16 @@ class Endpoint(BaseModel):
     @property
     def ref(self) -> str:
         """What the endpoint serves, as the user wrote it: NAME@ALIAS or NAME:VERSION."""
-        return f"{self.model}@{self.follows}" if self.follows else f"{self.model}:{self.stable_version}"
+        if self.follows:
+            return alias_ref(self.model, self.follows)
+        return version_ref(self.model, self.stable_version)
 
     def traffic(self) -> dict[str, float]:
         """{NAME:V: percent of requests}."""
-        stable = f"{self.model}:{self.stable_version}"
+        stable = version_ref(self.model, self.stable_version)
         if self.canary_version is None:
             return {stable: 100.0}
-        canary = f"{self.model}:{self.canary_version}"
+        canary = version_ref(self.model, self.canary_version)
         return {stable: 100.0 - self.canary_percent, canary: self.canary_percent}
 
     def with_stable(self, version: int, now_s: float) -> Endpoint:

@@ -343,3 +343,12 @@ def test_without_memfd_the_private_copy_is_a_scratch_file_removed_after(
     loaded = from_hot_payload(payload, "weights", row.version, row.digest, tmp_path / "cache")
     assert torch.equal(loaded["w"], state["w"])
     assert (tmp_path / "scratch").is_dir() and not any((tmp_path / "scratch").iterdir())
+
+
+def test_a_reference_written_by_the_factory_reads_back_as_the_same_version_or_alias() -> None:
+    from factory.registry.refs import alias_ref, version_ref
+
+    assert version_ref("nlp-regressor", 3) == "nlp-regressor:3"
+    assert parse_ref(version_ref("nlp-regressor", 3)) == ModelRef("nlp-regressor", version=3)
+    assert alias_ref("nlp", "production") == "nlp@production"
+    assert parse_ref(alias_ref("nlp", "production")) == ModelRef("nlp", alias="production")
