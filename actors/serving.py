@@ -383,15 +383,8 @@ class ServingActor(ControlPlaneActor):
 
     def _args(self, name: str, model: str, canary: str | None, percent: float,
               replicas: int | None) -> ServerArgs:
-        s = self.settings
         return ServerArgs(endpoint=name, model=model, canary=canary, canary_percent=percent,
-                          replicas=replicas,
-                          min_replicas=s.min_replicas, max_replicas=s.max_replicas,
-                          target_ongoing_requests=s.target_ongoing_requests,
-                          max_ongoing_requests=s.max_ongoing_requests, replica_cpus=s.replica_cpus,
-                          replica_gpus=s.replica_gpus, max_batch_size=s.max_batch_size,
-                          batch_wait_timeout_s=s.batch_wait_timeout_s, request_timeout_s=s.request_timeout_s,
-                          report_interval_s=s.report_interval_s, inline_predict_ms=s.inline_predict_ms)
+                          replicas=replicas, **self.settings.replica_settings().model_dump())
 
     def _ensure_serve(self) -> None:
         if self._serve_started:

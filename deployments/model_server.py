@@ -42,13 +42,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from factory import ray_compat
+from factory.config import ReplicaSettings
 from factory.control_plane import SERVING, get_actor
 from factory.errors import FactoryError
 from factory.registry.refs import parse_ref, version_ref
@@ -66,27 +67,18 @@ DEPLOYMENT_NAME = "ModelServer"
 HANDLE_REFRESH_S = 30.0
 
 
-class ServerArgs(BaseModel):
-    """The application's arguments: what a `serve deploy` config's `args` holds."""
+class ServerArgs(ReplicaSettings):
+    """The application's arguments: what a `serve deploy` config's `args` holds.
 
-    model_config = ConfigDict(extra="forbid")
+    The replica settings are defined once, in `factory.config.ReplicaSettings`; this adds what the
+    endpoint serves. Unknown keys are errors.
+    """
 
     endpoint: str = Field(description="The endpoint's name (the model's name by default).")
     model: str = Field(description="What it serves: NAME:VERSION or NAME@ALIAS.")
     canary: str | None = Field(None, description="A canary version NAME:VERSION, if any.")
     canary_percent: float = Field(0.0, ge=0, le=100, description="Share of requests the canary gets.")
     replicas: int | None = Field(None, ge=1, description="A fixed number of replicas; unset: autoscaling.")
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_ongoing_requests: float = Field(8.0, gt=0)
-    max_ongoing_requests: int = Field(64, ge=1)
-    replica_cpus: float = Field(1.0, ge=0)
-    replica_gpus: float = Field(0.0, ge=0)
-    max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
-    request_timeout_s: float = Field(30.0, gt=0)
-    report_interval_s: float = Field(1.0, gt=0)
-    inline_predict_ms: float = Field(2.0, ge=0)
 
     def settings(self) -> dict[str, Any]:
         """What a replica is built with (a change replaces replicas: see `CODE_VERSION`)."""

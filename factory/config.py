@@ -167,11 +167,13 @@ class RegistryConfig(_Section):
         return self.storage_uri or str((state_dir / "artifacts").resolve())
 
 
-class ServingConfig(_Section):
-    """Ray Serve endpoints of registered models (ServingActor, `deployments.model_server`)."""
+class ReplicaSettings(_Section):
+    """How each endpoint's replicas run.
 
-    http_host: str = Field("127.0.0.1", description="Where Serve's HTTP proxy listens.")
-    http_port: int = Field(8000, ge=1, le=65535)
+    Defined once, for the `serving` config section and for the model server's application arguments
+    (`deployments.model_server.ServerArgs`), which both extend it.
+    """
+
     replica_cpus: float = Field(1.0, ge=0, description="CPUs each model-server replica reserves.")
     replica_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves (> 0: it serves on CUDA).")
     min_replicas: int = Field(1, ge=0, description="Autoscaling: fewest replicas of an endpoint.")
@@ -188,6 +190,17 @@ class ServingConfig(_Section):
         2.0, ge=0, description="A version whose last batch took less runs on the replica's event loop "
         "(cheaper for small models); slower ones run in a thread. 0: always in a thread.")
     report_interval_s: float = Field(1.0, gt=0, description="How often replicas send their request stats.")
+
+    def replica_settings(self) -> ReplicaSettings:
+        """Just these settings (of a section that extends them)."""
+        return ReplicaSettings.model_validate(self.model_dump(include=set(ReplicaSettings.model_fields)))
+
+
+class ServingConfig(ReplicaSettings):
+    """Ray Serve endpoints of registered models (ServingActor, `deployments.model_server`)."""
+
+    http_host: str = Field("127.0.0.1", description="Where Serve's HTTP proxy listens.")
+    http_port: int = Field(8000, ge=1, le=65535)
     watch_interval_s: float = Field(
         1.0, gt=0, description="How often the ServingActor follows aliases and judges canaries.")
     stats_window_s: float = Field(60.0, gt=0, description="Request rate and latency are over this window.")

@@ -752,3 +752,18 @@ def test_serving_config_takes_equal_replica_bounds_and_env_overrides(tmp_path: P
     with pytest.raises(ConfigError) as info:
         load_config(None, env={"FACTORY_SERVING__MIN_REPLICAS": "5"}, cwd=tmp_path)
     assert "FACTORY_SERVING__MIN_REPLICAS" in one_line(info.value)
+
+
+def test_every_replica_setting_of_the_serving_config_reaches_the_server_args() -> None:
+    # Defined once (factory.config.ReplicaSettings): a setting added there is a config key, a server
+    # argument and carried from one to the other, with no second list to forget.
+    from factory.config import ReplicaSettings
+
+    changed = {"replica_cpus": 2.0, "replica_gpus": 0.5, "min_replicas": 2, "max_replicas": 3,
+               "target_ongoing_requests": 4.0, "max_ongoing_requests": 9, "max_batch_size": 7,
+               "batch_wait_timeout_s": 0.01, "request_timeout_s": 5.0, "inline_predict_ms": 0.0,
+               "report_interval_s": 2.0}
+    assert set(changed) == set(ReplicaSettings.model_fields)
+    serving = ServingConfig(**changed)
+    args = ServerArgs(endpoint="e", model="m:1", **serving.replica_settings().model_dump())
+    assert {name: getattr(args, name) for name in changed} == changed
