@@ -61,7 +61,7 @@ OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
 
 
 class SchedulerActor(ControlPlaneActor):
-    """Control-plane entry point; later the live scheduler."""
+    """The control plane's entry point and the live scheduler (see the module docstring)."""
 
     kind = "scheduler"
 
