@@ -58,7 +58,7 @@ class ServingActor(ControlPlaneActor):
         self.registry = ModelRegistry(self.store, ArtifactStorage(
             self.config.registry.storage_location(self.config.state_dir)), self._now_s)
         self.endpoints: dict[str, Endpoint] = {
-            name: Endpoint.model_validate(value) for name, value in self._state.get("endpoints", {}).items()}
+            name: Endpoint.model_validate(value) for name, value in self.store.list_endpoints().items()}
         self._apply_lock = threading.RLock()  # one change to Serve at a time
         self._stats_lock = threading.Lock()
         self._stats: dict[str, EndpointTotals] = {}
@@ -408,8 +408,7 @@ class ServingActor(ControlPlaneActor):
             self._record_error(error)
 
     def _persist(self) -> None:
-        self._state["endpoints"] = {name: e.model_dump(mode="json") for name, e in self.endpoints.items()}
-        self.store.put_actor_state(self.name, self._state)
+        self.store.replace_endpoints({name: e.model_dump(mode="json") for name, e in self.endpoints.items()})
 
     # -- reading -------------------------------------------------------------------------------------
 

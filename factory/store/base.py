@@ -189,6 +189,14 @@ class StateStore(ABC):
         """Replace an actor's persisted state (JSON-serialisable)."""
 
     @abstractmethod
+    def list_endpoints(self) -> dict[str, dict[str, Any]]:
+        """Every serving endpoint's record (the ServingActor's `Endpoint`, as JSON), by name."""
+
+    @abstractmethod
+    def replace_endpoints(self, endpoints: dict[str, dict[str, Any]]) -> None:
+        """Store exactly these endpoints (by name): the others are deleted, in one transaction."""
+
+    @abstractmethod
     def append_audit(self, event: AuditEvent) -> int:
         """Append to the audit log; return the event's id (ids increase)."""
 

@@ -138,6 +138,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=6,
+        description="endpoints in their own table (they were a JSON blob in the serving actor's state)",
+        statements=(
+            """CREATE TABLE endpoints (
+                name TEXT PRIMARY KEY,
+                endpoint_json TEXT NOT NULL,
+                updated_wall_s REAL NOT NULL
+            )""",
+            # Each endpoint of the blob becomes a row (json_each gives an object member as JSON text).
+            """INSERT INTO endpoints (name, endpoint_json, updated_wall_s)
+               SELECT member.key, member.value, state.updated_wall_s
+               FROM actor_state AS state, json_each(state.state_json, '$.endpoints') AS member
+               WHERE state.name = 'serving'""",
+            """UPDATE actor_state SET state_json = json_remove(state_json, '$.endpoints')
+               WHERE name = 'serving'""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -168,6 +168,24 @@ class SQLiteStore(StateStore):
                 (name, json.dumps(state, sort_keys=True), time.time()),
             )
 
+    def list_endpoints(self) -> dict[str, dict[str, Any]]:  # noqa: D102
+        with self._lock:
+            rows = self._conn.execute("SELECT name, endpoint_json FROM endpoints ORDER BY name").fetchall()
+        return {name: json.loads(text) for name, text in rows}
+
+    def replace_endpoints(self, endpoints: dict[str, dict[str, Any]]) -> None:  # noqa: D102
+        now_s = time.time()
+        with self.transaction():
+            kept = sorted(endpoints)
+            self._execute(f"DELETE FROM endpoints WHERE name NOT IN ({', '.join('?' * len(kept))})", kept)
+            for name in kept:
+                self._execute(
+                    "INSERT INTO endpoints (name, endpoint_json, updated_wall_s) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET endpoint_json = excluded.endpoint_json, "
+                    "updated_wall_s = excluded.updated_wall_s "
+                    "WHERE endpoint_json IS NOT excluded.endpoint_json",
+                    (name, json.dumps(endpoints[name], sort_keys=True), now_s))
+
     def append_audit(self, event: AuditEvent) -> int:  # noqa: D102
         with self.transaction():
             cursor = self._execute(

@@ -460,3 +460,19 @@ def test_processes_opening_a_new_store_together_all_migrate_it(tmp_path: Path) -
     results = [child.communicate(timeout=60) for child in children]
     assert [child.returncode for child in children] == [0] * 4, results
     assert [out.strip() for out, _ in results] == [str(LATEST_VERSION)] * 4
+
+
+def test_endpoints_are_stored_as_a_whole_set_that_survives_a_reopen(db_path: Path,
+                                                                    store: SQLiteStore) -> None:
+    first = {"nlp": {"model": "nlp", "follows": "production"}, "vision": {"model": "vision", "follows": None}}
+    store.replace_endpoints(first)
+    assert store.list_endpoints() == first
+    store.replace_endpoints({"vision": {"model": "vision", "follows": "staging"}})
+    store.close()
+    reopened = SQLiteStore(db_path)
+    try:
+        assert reopened.list_endpoints() == {"vision": {"model": "vision", "follows": "staging"}}
+        reopened.replace_endpoints({})
+        assert reopened.list_endpoints() == {}
+    finally:
+        reopened.close()

@@ -34,9 +34,8 @@ def released_store(tmp_path: Path) -> StateStore:
 
 
 def stored_endpoints(store: StateStore) -> dict[str, Endpoint]:
-    """The endpoints as the serving actor reads them back on start."""
-    state = store.get_actor_state("serving") or {}
-    return {name: Endpoint.model_validate(value) for name, value in state.get("endpoints", {}).items()}
+    """The endpoints as the serving actor reads them back on start (their own table since migration 6)."""
+    return {name: Endpoint.model_validate(value) for name, value in store.list_endpoints().items()}
 
 
 def test_a_released_store_is_migrated_to_this_codes_schema(released_store: StateStore) -> None:
@@ -64,6 +63,13 @@ def test_every_model_version_alias_and_endpoint_survives_the_upgrade(released_st
     assert [change.version for change in released_store.model_alias_history("nlp-regressor")] == [1]
     endpoint = stored_endpoints(released_store)["nlp-regressor"]
     assert (endpoint.model, endpoint.follows, endpoint.stable_version) == ("nlp-regressor", "production", 1)
+
+
+def test_endpoints_move_out_of_the_serving_actors_state_into_their_own_table(
+        released_store: StateStore) -> None:
+    assert set(stored_endpoints(released_store)) == {"nlp-regressor"}
+    state = released_store.get_actor_state("serving")
+    assert state is not None and "endpoints" not in state and state["incarnation"] == 1
 
 
 def test_the_audit_log_survives_the_upgrade(released_store: StateStore) -> None:
