@@ -205,6 +205,7 @@ class SchedulerActor(ControlPlaneActor):
         assert self.clock is not None
         with self._jobs_lock:
             now_s = self.clock.now_s()
+            self._decide_again_s = None  # a step that fails asks for nothing (no retry every 10 ms)
             outlook = self._outlook(now_s) if self._controller.policy.needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
             self._decide_again_s = result.decide_again_s
@@ -291,7 +292,7 @@ class SchedulerActor(ControlPlaneActor):
             return tick_s
         now_s = self.clock.now_s()
         next_s = (math.floor(now_s / interval_s) + 1) * interval_s
-        if self._decide_again_s is not None:
+        if self._decide_again_s is not None and self._decide_again_s > now_s:
             next_s = min(next_s, self._decide_again_s)
         return max(0.01, min(tick_s, self.clock.wall_seconds_for(next_s - now_s) + 0.01))
 

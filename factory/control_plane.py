@@ -109,8 +109,8 @@ def call_actor(ref: ray.ObjectRef, who: str, timeout_s: float) -> Any:
         return ray.get(ref, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         raise ActorTimeoutError(
-            f"{who} did not answer within {timeout_s:.0f} s (starting or restarting?); try again, "
-            "or see the Ray dashboard's Actors page"
+            f"{who} did not answer within {timeout_s:.0f} s (starting or restarting?); it may still act on "
+            "the call: look (`factory status`, the Ray dashboard's Actors page) before trying again"
         ) from None
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, FactoryError):
@@ -175,12 +175,15 @@ class NamedActor:
         self.restart_wait_s = restart_wait_s
         self.handle: ActorHandle = get_actor(name)
 
-    def call(self, method: str, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
+    def call(self, method: str, *args: Any, timeout_s: float, resend_if_lost: bool = True,
+             **kwargs: Any) -> Any:
         """`handle.<method>.remote(*args, **kwargs)`'s answer, or one `FactoryError` line (see `call_actor`).
 
         A call lost with the actor's old process is sent again; a call that waits in the queue of an
         actor Ray is restarting is waited for further, not sent twice. A mutating method takes a
-        `request_id` (in `kwargs`), so that a resent call returns what the lost one did.
+        `request_id` (in `kwargs`), so that a resent call returns what the lost one did; one that has
+        none and must not act twice passes `resend_if_lost=False`: a lost call is then an error that
+        says so (it may or may not have acted), and the caller looks before trying again.
         """
         who = f"the factory's '{self.name}' actor"
         in_flight: list[ray.ObjectRef] = []
@@ -191,6 +194,10 @@ class NamedActor:
             try:
                 return call_actor(in_flight[0], who, wait_s)
             except ActorRestartingError:
+                if not resend_if_lost:
+                    raise ClusterError(f"{who} restarted while doing '{method}', which may or may not "
+                                       "have taken effect; look (`factory status`, `factory endpoints`) "
+                                       "before trying again") from None
                 in_flight.clear()
                 self.handle = get_actor(self.name)  # a `ClusterError` if it is gone for good
                 raise

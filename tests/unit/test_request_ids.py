@@ -163,3 +163,49 @@ def test_the_restart_wait_is_configurable_from_the_environment(tmp_path: Path) -
     assert load_config(env={}, cwd=tmp_path).ray.actor_restart_wait_s == 60.0
     config = load_config(env={"FACTORY_RAY__ACTOR_RESTART_WAIT_S": "5"}, cwd=tmp_path)
     assert config.ray.actor_restart_wait_s == 5.0
+
+
+class _FakeMethod:
+    def __init__(self, sent: list[tuple]) -> None:
+        self.sent = sent
+
+    def remote(self, *args: object, **kwargs: object) -> object:
+        self.sent.append((args, kwargs))
+        return object()
+
+
+def _named(sent: list[tuple]) -> object:
+    from factory import control_plane
+
+    actor = control_plane.NamedActor.__new__(control_plane.NamedActor)
+    actor.name, actor.restart_wait_s = "serving", 60.0
+    actor.handle = type("Handle", (), {"rollback": _FakeMethod(sent), "deploy": _FakeMethod(sent)})()
+    return actor
+
+
+def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first answer is lost with the actor's old process (Ray cannot say whether it acted).
+    from factory import control_plane
+
+    answers = iter([control_plane.ActorRestartingError("restarting"), "done"])
+
+    def answer(ref: object, who: str, wait_s: float) -> object:
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    monkeypatch.setattr(control_plane, "call_actor", answer)
+    monkeypatch.setattr(control_plane, "RETRY_PAUSE_S", 0.0)
+    sent: list[tuple] = []
+    actor = _named(sent)
+    monkeypatch.setattr(control_plane, "get_actor", lambda name: actor.handle)
+    # A deploy carries a request id: sent again, it returns what the lost one did.
+    assert actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-1") == "done"
+    assert [kwargs["request_id"] for _, kwargs in sent] == ["r-1", "r-1"]
+    # A rollback has none: sent twice it would roll back twice, so a lost one is an error that says so.
+    answers = iter([control_plane.ActorRestartingError("restarting"), "done"])
+    sent.clear()
+    with pytest.raises(ClusterError, match="may or may not have taken effect"):
+        actor.call("rollback", "nlp", timeout_s=1.0, resend_if_lost=False)
+    assert len(sent) == 1
