@@ -190,30 +190,27 @@ class _State:
                 why = (WaitReason.QUOTA, f"its GPUs were reclaimed by team '{job.team}' (guaranteed "
                        f"{self.guarantee(job.team)} GPUs) for job {job.job_id}")
             elif may_preempt is not None and may_preempt(job, victim):
-                why = (WaitReason.PRIORITY, f"preempted by job {job.job_id} of higher priority")
+                why = _preempted_by(job)
             elif not reclaiming:
                 break  # may_preempt is monotone: nobody ranked higher can be preempted either
             if why is None:
                 continue
             chosen.append((victim, why))
             team_after[victim.team] -= victim.num_gpus
-            self.free.give_back(victim.placement)
-            self.power_w -= victim.draw_w
+            self._set_free(victim, True)
             placement = self.fit(job)
             if placement is not None:
                 break
         if placement is not None:
             chosen = self._needed(job, chosen)
         for victim, _ in chosen:  # undo the trial; the caller releases them for real
-            self.free.take(victim.placement)
-            self.power_w += victim.draw_w
+            self._set_free(victim, False)
         if placement is None or not chosen:
             return None
         if len(chosen) > 1 and not reclaiming and may_preempt is not None:
             fewer = self._fewest_on_one_node(job, may_preempt)
             if fewer is not None and len(fewer) < len(chosen):
-                why = (WaitReason.PRIORITY, f"preempted by job {job.job_id} of higher priority")
-                return [(victim, why) for victim in fewer]
+                return [(victim, _preempted_by(job)) for victim in fewer]
         return chosen
 
     def _fewest_on_one_node(self, job: JobView, may_preempt: MayPreempt) -> list[JobView] | None:
@@ -244,12 +241,10 @@ class _State:
         if best is None:
             return None
         for victim in best:  # the power budget too
-            self.free.give_back(victim.placement)
-            self.power_w -= victim.draw_w
+            self._set_free(victim, True)
         fits = self.fit(job) is not None
         for victim in best:
-            self.free.take(victim.placement)
-            self.power_w += victim.draw_w
+            self._set_free(victim, False)
         return best if fits else None
 
     def _needed(self, job: JobView, chosen: list[tuple[JobView, tuple[WaitReason, str]]]
@@ -262,14 +257,21 @@ class _State:
         """
         needed = []
         for victim, why in reversed(chosen):
-            self.free.take(victim.placement)
-            self.power_w += victim.draw_w
+            self._set_free(victim, False)
             if self.fit(job) is None:
-                self.free.give_back(victim.placement)
-                self.power_w -= victim.draw_w
+                self._set_free(victim, True)
                 needed.append((victim, why))
         needed.reverse()
         return needed
+
+    def _set_free(self, victim: JobView, free: bool) -> None:
+        """A trial: count a running job's GPUs and watts as free (paused), or as held again."""
+        if free:
+            self.free.give_back(victim.placement)
+            self.power_w -= victim.draw_w
+        else:
+            self.free.take(victim.placement)
+            self.power_w += victim.draw_w
 
     def wait_for_room(self, job: JobView) -> Wait:
         if self.power_w + job.draw_w > self.budget_w + 1e-9:
@@ -279,3 +281,8 @@ class _State:
                         f"kW of the {self.budget_w / 1000:.1f} kW budget is free")
         return Wait(job.job_id, WaitReason.CAPACITY,
                     f"needs {job.num_gpus} GPUs ({job.worker_gpus} per worker); {self.free.total} free")
+
+
+def _preempted_by(job: JobView) -> tuple[WaitReason, str]:
+    """Why a job paused to make room for `job` waits."""
+    return WaitReason.PRIORITY, f"preempted by job {job.job_id} of higher priority"
