@@ -140,14 +140,17 @@ class Planner:
     # -- room ------------------------------------------------------------------------------------
 
     def _room_s(self, job: JobView, index: np.ndarray | slice, usable_s: np.ndarray) -> np.ndarray:
-        """Seconds `job` can run in each interval: from when its GPUs are free, within the power left."""
-        room = usable_s.copy()
+        """Seconds `job` can run in each interval: from when its GPUs are free, within the power left.
+
+        Returns `usable_s` itself where nothing is blocked (callers must not write into the result).
+        """
         fits = self.free_gpus_at_start[index] >= job.num_gpus
         if job.draw_w > 0 and self.power_budget_w is not None:
             fits &= self.free_power_at_start_w[index] >= job.draw_w - EPS_S
-        blocked = np.flatnonzero(~fits)
-        if not len(blocked):
-            return room
+        if fits.all():
+            return usable_s
+        blocked = (~fits).nonzero()[0]
+        room = usable_s.copy()
         room[blocked] = 0.0
         if self.later_allowed:
             intervals = self.intervals[index][blocked]
@@ -209,7 +212,7 @@ class Planner:
         """The cheapest intervals with room before `deadline_s` that add up to `needed_s`."""
         usable = np.minimum(self.sorted_usable_s, deadline_s - self.sorted_start_s)
         room = self._room_s(job, self.order, usable)
-        candidates = np.flatnonzero(room > MIN_SLICE_S)
+        candidates = (room > MIN_SLICE_S).nonzero()[0]
         if without_now or with_now:
             is_now = self.order[candidates] == 0
             if with_now and is_now.any():
@@ -227,21 +230,22 @@ class Planner:
         usable = self.usable_s if math.isinf(deadline_s) else \
             np.maximum(0.0, np.minimum(self.usable_s, deadline_s - self.effective_start_s))
         room = self._room_s(job, slice(None), usable)
-        candidates = np.flatnonzero(room > MIN_SLICE_S)
+        candidates = (room > MIN_SLICE_S).nonzero()[0]
         return self._take(job, candidates, room[candidates], self.price[candidates], needed_s)
 
     @staticmethod
     def _take(job: JobView, intervals: np.ndarray, room_s: np.ndarray, price: np.ndarray,
               needed_s: float) -> JobPlan:
-        seconds = np.cumsum(room_s)
-        count = int(np.searchsorted(seconds, needed_s - EPS_S)) + 1
+        # (ndarray methods rather than numpy functions: this runs for every job planned)
+        seconds = room_s.cumsum()
+        count = int(seconds.searchsorted(needed_s - EPS_S)) + 1
         covered = count <= len(intervals)
         used_s = room_s[:count].copy()
         if covered and len(used_s):
             used_s[-1] -= seconds[count - 1] - needed_s  # the last interval is used only in part
-        cost = float(np.dot(price[:count], used_s))
+        cost = float(price[:count] @ used_s)
         chosen = intervals[:count]
-        order = np.argsort(chosen)
+        order = chosen.argsort()
         return JobPlan(job.job_id, chosen[order], covered, cost, seconds=used_s[order])
 
     def contiguous(self, job: JobView, needed_s: float, deadline_s: float, *, pinned: bool,
@@ -297,23 +301,24 @@ class Planner:
             fits &= self.free_power_at_start_w[plan.intervals] >= job.draw_w - EPS_S
         if plan.intervals[0] == 0:
             fits[0] = plan.runs_now
-        self.free_gpus_at_start[plan.intervals[fits]] -= job.num_gpus
-        self.free_power_at_start_w[plan.intervals[fits]] -= job.draw_w
+        held_from_start = plan.intervals[fits]
+        self.free_gpus_at_start[held_from_start] -= job.num_gpus
+        self.free_power_at_start_w[held_from_start] -= job.draw_w
         last = int(plan.intervals[-1])
-        touched = set(plan.intervals[fits].tolist())
-        for interval in plan.intervals[~fits].tolist():
+        held_later = plan.intervals[~fits].tolist() if not fits.all() else []
+        for interval in held_later:
             later_s = plan.later_start_s if interval == 0 else self._later_s(interval, job.num_gpus)
             if later_s is None:  # planned there by GPU-seconds alone (a power budget): from its start
                 later_s = 0.0
             self.later_starts.setdefault(interval, []).append((later_s, job.num_gpus))
-            touched.add(interval)
         if plan.covered and plan.seconds[-1] < self.usable_s[last] - EPS_S:
             # It finishes within its last interval: that ends a run, so a decision follows.
             start_s = 0.0 if fits[-1] else self.later_starts[last][-1][0]
             self.releases.setdefault(last, []).append((start_s + float(plan.seconds[-1]), job.num_gpus))
             self.has_releases[last] = True
-        for interval in touched:
-            self._later_cache.pop(interval, None)
+        if self._later_cache:  # what `_later_s` knew of the intervals this job now holds is stale
+            for interval in self._later_cache.keys() & {*held_from_start.tolist(), *held_later}:
+                del self._later_cache[interval]
 
     # -- a request -----------------------------------------------------------------------------
 
@@ -342,7 +347,7 @@ class Planner:
 
     def _shared_before(self, deadline_s: float) -> bool:
         """Whether any job planned so far uses GPUs before `deadline_s`."""
-        last = int(np.searchsorted(self.effective_start_s, deadline_s))
+        last = int(self.effective_start_s.searchsorted(deadline_s))
         return bool((self.free_gpu_s[:last] < self.capacity_gpu_s[:last] - EPS_S).any())
 
     def _choose(self, request: PlanRequest) -> JobPlan:
@@ -537,4 +542,4 @@ def _run_bounds(chosen: np.ndarray) -> tuple[list[int], list[int]]:
 
 def _runs(intervals: np.ndarray) -> int:
     """Unbroken runs of consecutive intervals in a plan (each one after the first is a pause and a resume)."""
-    return 1 + int(np.count_nonzero(np.diff(intervals) > 1)) if len(intervals) else 0
+    return 1 + int(((intervals[1:] - intervals[:-1]) > 1).sum()) if len(intervals) else 0

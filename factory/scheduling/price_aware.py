@@ -243,8 +243,16 @@ class PriceAwarePolicy:
 
     def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
               promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:
-        """Plan every request in tier order; also returns the jobs that borrow beyond their team's guarantee."""
+        """Plan every request in tier order; also returns the jobs that borrow beyond their team's guarantee.
+
+        The order returned is the planning order, then the jobs held unbroken (`_request`), which take no
+        room now and so need no place in it: a long queue of late jobs is not sorted (unless teams have
+        quotas, where every job counts towards its team's guarantee in order).
+        """
         assert snapshot.prices is not None
+        held = [] if snapshot.quotas else [r for r in requests if r.held_unbroken]
+        if held:
+            requests = [r for r in requests if not r.held_unbroken]
         keys = [(r.tier, *_urgency(r, promise)) for r in requests]
         if snapshot.quotas:
             # A team's guarantee outranks keeping another team's borrowing job running: running and
@@ -258,10 +266,15 @@ class PriceAwarePolicy:
         planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus, snapshot.power_budget_w,
                           self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
-        plans: dict[str, JobPlan] = {}
+        plans: dict[str, JobPlan] = dict.fromkeys((r.job.job_id for r in held), _HELD_UNBROKEN)
+        position = 0  # among the jobs that may start now
         exhausted = False  # once nothing is left now, nothing will be (plans only take room)
-        for position, request in enumerate(ordered):
-            if position >= FULL_PLAN_JOBS and request.tier >= AT_RISK and \
+        for request in ordered:
+            if request.held_unbroken:  # it may not start now (see `_request`), so it takes no room now
+                plans[request.job.job_id] = _HELD_UNBROKEN
+                continue
+            position += 1
+            if position > FULL_PLAN_JOBS and request.tier >= AT_RISK and \
                     (exhausted or planner.now_exhausted()):
                 exhausted = True
                 # A very long queue: nothing is left now for this job, and planning its later intervals
@@ -269,11 +282,8 @@ class PriceAwarePolicy:
                 # of 100,000 costs what the GPUs can start). Its promise is the reservation plan's.
                 plans[request.job.job_id] = _NOT_PLANNED
                 continue
-            if request.held_unbroken:  # it may not start now (see `_request`), so it takes no room now
-                plans[request.job.job_id] = _HELD_UNBROKEN
-                continue
             plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
-        return ordered, plans, borrowing
+        return ordered + held, plans, borrowing
 
 
 def _guaranteed_first(requests: list[PlanRequest], keys: list[tuple],
