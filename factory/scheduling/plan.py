@@ -115,6 +115,7 @@ class Planner:
         self.sorted_start_s = self.effective_start_s[self.order]
         self.sorted_usable_s = self.usable_s[self.order]
         self.sorted_price = self.price[self.order]
+        self.now_position = int((self.order == 0).nonzero()[0][0])  # the current interval's, in `order`
         self.free_gpu_s = total_gpus * self.usable_s  # GPU-seconds, for what is planned where
         self.capacity_gpu_s = self.free_gpu_s.copy()
         self.arrival_slack = arrival_slack
@@ -213,14 +214,11 @@ class Planner:
         usable = np.minimum(self.sorted_usable_s, deadline_s - self.sorted_start_s)
         room = self._room_s(job, self.order, usable)
         candidates = (room > MIN_SLICE_S).nonzero()[0]
-        if without_now or with_now:
-            is_now = self.order[candidates] == 0
-            if with_now and is_now.any():
-                candidates = np.concatenate([candidates[is_now], candidates[~is_now]])
-            elif without_now:
-                candidates = candidates[~is_now]
-        return self._take(job, self.order[candidates], room[candidates], self.sorted_price[candidates],
-                          needed_s)
+        now = self.now_position
+        if (without_now or with_now) and room[now] > MIN_SLICE_S:
+            others = candidates[candidates != now]
+            candidates = np.concatenate(([now], others)) if with_now else others
+        return self._take(job, candidates, room, self.order, self.sorted_price, needed_s)
 
     def earliest(self, job: JobView, needed_s: float, deadline_s: float = math.inf) -> JobPlan:
         """Intervals with room from now on, until `needed_s` is covered (as soon as possible).
@@ -231,20 +229,26 @@ class Planner:
             np.maximum(0.0, np.minimum(self.usable_s, deadline_s - self.effective_start_s))
         room = self._room_s(job, slice(None), usable)
         candidates = (room > MIN_SLICE_S).nonzero()[0]
-        return self._take(job, candidates, room[candidates], self.price[candidates], needed_s)
+        return self._take(job, candidates, room, self.intervals, self.price, needed_s)
 
     @staticmethod
-    def _take(job: JobView, intervals: np.ndarray, room_s: np.ndarray, price: np.ndarray,
-              needed_s: float) -> JobPlan:
-        # (ndarray methods rather than numpy functions: this runs for every job planned)
-        seconds = room_s.cumsum()
+    def _take(job: JobView, candidates: np.ndarray, room_s: np.ndarray, interval_at: np.ndarray,
+              price_at: np.ndarray, needed_s: float) -> JobPlan:
+        """The first `candidates` (positions into `room_s`, `interval_at`, `price_at`) that cover `needed_s`.
+
+        Only the positions taken are looked up (ndarray methods rather than numpy's functions, too: this
+        runs for every job planned).
+        """
+        room_taken = room_s[candidates]  # a copy: its last value is cut below
+        seconds = room_taken.cumsum()
         count = int(seconds.searchsorted(needed_s - EPS_S)) + 1
-        covered = count <= len(intervals)
-        used_s = room_s[:count].copy()
+        covered = count <= len(candidates)
+        taken = candidates[:count]
+        used_s = room_taken[:count]
         if covered and len(used_s):
             used_s[-1] -= seconds[count - 1] - needed_s  # the last interval is used only in part
-        cost = float(price[:count] @ used_s)
-        chosen = intervals[:count]
+        cost = float(price_at[taken] @ used_s)
+        chosen = interval_at[taken]
         order = chosen.argsort()
         return JobPlan(job.job_id, chosen[order], covered, cost, seconds=used_s[order])
 
