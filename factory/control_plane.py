@@ -16,9 +16,10 @@ Invariants:
   * Every factory actor is named and lives in namespace `factory` (`factory.ray_cluster.NAMESPACE`).
   * A failed call is one line for the user (`call_actor`), never Ray's wrapped traceback.
   * Clients ride out an actor's restart in one place (`NamedActor.call`): a call lost because the
-    actor is restarting is sent again, for at most `ray.actor_restart_wait_s` seconds, after one line on
-    stderr. A mutating call carries a request id (`new_request_id`) that stays the same on every try,
-    and the actor keeps it with the mutation's effect, so the retry never acts twice.
+    actor is restarting is sent again, after one line on stderr; all the waiting from the restart on
+    (for the actor to come back and for its answer) takes at most `ray.actor_restart_wait_s` seconds.
+    A mutating call carries a request id (`new_request_id`) that stays the same on every try, and the
+    actor keeps it with the mutation's effect, so the retry never acts twice.
 """
 
 from __future__ import annotations
@@ -140,10 +141,13 @@ def ride_out_restart(attempt: Callable[[float], Any], name: str, timeout_s: floa
                      sleep: Callable[[float], None] = time.sleep) -> Any:
     """`attempt(wait_s)` until it answers, trying again while its actor is restarting, up to `restart_wait_s`.
 
-    The first try waits `timeout_s` for its answer; a try after a restart waits as long as the bound
-    has left (at least `timeout_s`), since the restarted actor answers only once its constructor has
-    reloaded its state. `notice` gets one line the first time; after the bound, one `ClusterError`
-    names the actor and `factory status`. Every other error reaches the caller at once.
+    The first try waits `timeout_s` for its answer, as a call to a live actor does. From the first
+    restart seen on, every wait (pauses and tries) comes out of one bound of `restart_wait_s`: a try
+    waits what the bound has left (the restarted actor answers only once its constructor has reloaded
+    its state), so riding out a restart never takes longer than the bound, whatever `timeout_s` is.
+    `notice` gets one line the first time; after the bound, one `ClusterError` names the actor and
+    `factory status`, or an `ActorTimeoutError` if the actor came back but has not answered (it may
+    still act). Every other error reaches the caller at once.
     """
     give_up_s: float | None = None
     wait_s = timeout_s
@@ -151,16 +155,22 @@ def ride_out_restart(attempt: Callable[[float], Any], name: str, timeout_s: floa
         try:
             return attempt(wait_s)
         except ActorRestartingError:
-            now_s = clock()
             if give_up_s is None:
-                give_up_s = now_s + restart_wait_s
+                give_up_s = clock() + restart_wait_s
                 notice(f"waiting for the {name} to come back…")
-            if now_s >= give_up_s:
+            sleep(min(RETRY_PAUSE_S, max(0.0, give_up_s - clock())))
+            wait_s = give_up_s - clock()
+            if wait_s <= 0:
                 raise ClusterError(
                     f"the factory's '{name}' actor did not come back within {restart_wait_s:.0f} s; "
                     "`factory status` shows its health") from None
-            sleep(RETRY_PAUSE_S)
-            wait_s = max(timeout_s, give_up_s - clock())
+        except ActorTimeoutError:
+            if give_up_s is None:  # a live actor's own timeout
+                raise
+            raise ActorTimeoutError(
+                f"the factory's '{name}' actor came back but did not answer within {restart_wait_s:.0f} s of "
+                "its restart; it may still act on the call: look (`factory status`) before trying again"
+            ) from None
 
 
 class NamedActor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.control_plane import ActorRestartingError, ride_out_restart
+from factory.control_plane import ActorRestartingError, ActorTimeoutError, ride_out_restart
 from factory.errors import ClusterError, FactoryError
 from factory.store import JobRow, RequestReusedError, SQLiteStore, open_store
 from tests.unit.test_job_controller import make
@@ -209,3 +209,37 @@ def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: py
     with pytest.raises(ClusterError, match="may or may not have taken effect"):
         actor.call("rollback", "nlp", timeout_s=1.0, resend_if_lost=False)
     assert len(sent) == 1
+
+
+def test_waiting_for_a_restarted_actor_ends_at_the_restart_wait_however_long_the_calls_timeout() -> None:
+    fake, lines, waits = FakeTime(), [], []
+
+    def queued_on_a_restarting_actor(wait_s: float) -> str:  # each try waits its whole wait, unanswered
+        waits.append(wait_s)
+        fake.now_s += wait_s
+        raise ActorRestartingError("the factory's 'serving' actor is restarting")
+
+    with pytest.raises(ClusterError, match="did not come back within 5 s"):
+        ride_out_restart(queued_on_a_restarting_actor, "serving", 600.0, 5.0, notice=lines.append,
+                         clock=fake.clock, sleep=fake.sleep)
+
+    assert waits[0] == 600.0  # the call's own timeout, as for a live actor
+    assert fake.now_s - (100.0 + 600.0) <= 5.0  # from the restart on, no longer than the restart wait
+
+
+def test_a_restarted_actor_that_does_not_answer_within_the_restart_wait_is_a_timeout_naming_it() -> None:
+    fake, waits = FakeTime(), []
+
+    def back_but_busy(wait_s: float) -> str:  # lost once; the restarted actor then answers too late
+        waits.append(wait_s)
+        fake.now_s += wait_s
+        if len(waits) == 1:
+            raise ActorRestartingError("the factory's 'serving' actor is unavailable: restarting")
+        raise ActorTimeoutError(f"the factory's 'serving' actor did not answer within {wait_s:.0f} s")
+
+    with pytest.raises(ActorTimeoutError) as caught:
+        ride_out_restart(back_but_busy, "serving", 600.0, 5.0, notice=lambda _: None, clock=fake.clock,
+                         sleep=fake.sleep)
+
+    assert "within 5 s of its restart" in str(caught.value) and "may still act" in str(caught.value)
+    assert waits[1] <= 5.0
