@@ -50,7 +50,7 @@ from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.registry.lineage import code_version
 from factory.registry.refs import parse_ref, version_ref
 from factory.scheduling.model import PriceOutlook
-from factory.store import AuditEvent, JobRow, RequestRecord
+from factory.store import AuditEvent, JobRow
 from factory.telemetry.sdk import cluster_job_energy
 from factory.version import __version__
 
@@ -114,8 +114,8 @@ class SchedulerActor(ControlPlaneActor):
         the job that request created, as stored then, and creates none.
         """
         assert self.clock is not None
-        done = self.store.find_request(request_id) if request_id else None
-        if done is not None and done.action == "job.submit":  # before checks that may now refuse it
+        done = self.store.request_done(request_id, "job.submit")  # before checks that may now refuse it
+        if done is not None:
             return done.result
         parsed = parse_job_spec(spec, source or "job spec")
         now_s = self.clock.now_s()
@@ -159,20 +159,22 @@ class SchedulerActor(ControlPlaneActor):
         """Cancel a job wherever it is (written first, then its runner is stopped).
 
         A `request_id` already taken effect returns the job as that cancel left it, and acts no more: it
-        is recorded in the cancel's own transaction (the runner is stopped after, outside it).
+        is recorded in the cancel's own transaction (the runner is stopped after, outside it, so the
+        cancel cannot run inside `once` whole). One used for another action is refused.
         """
         assert self.clock is not None
         now_s = self.clock.now_s()
 
         def written(job: JobRow) -> None:
-            self.audit("job.cancelled", job_id, actor=cancelled_by or None)
-            if request_id:
-                self.store.record_request(RequestRecord(request_id=request_id, action="job.cancel",
-                                                        result=job.model_dump(mode="json"), time_s=now_s))
+            def audited() -> dict[str, Any]:
+                self.audit("job.cancelled", job_id, actor=cancelled_by or None)
+                return job.model_dump(mode="json")
+
+            self.store.once(request_id, "job.cancel", now_s, audited)
 
         with self._jobs_lock:
-            done = self.store.find_request(request_id) if request_id else None
-            if done is not None and done.action == "job.cancel":
+            done = self.store.request_done(request_id, "job.cancel")
+            if done is not None:
                 return done.result
             job = self._controller.cancel(job_id, now_s, by=cancelled_by, with_write=written)
             self._to_account.add(job_id)

@@ -220,6 +220,19 @@ class StateStore(ABC):
     def record_request(self, record: RequestRecord) -> None:
         """Keep a request's id and result; call it inside the transaction of the mutation's effect."""
 
+    def request_done(self, request_id: str | None, action: str) -> RequestRecord | None:
+        """The record of `request_id` if its `action` took effect; None without an id or before it did.
+
+        An id that comes back with another action raises `RequestReusedError`. A mutation that cannot
+        run inside `once` whole (it must not hold the store's write lock while it stops a runner or waits
+        for Serve) checks here before it acts, then records its request with its effect's write.
+        """
+        done = None if request_id is None else self.find_request(request_id)
+        if done is not None and done.action != action:
+            raise RequestReusedError(f"request id {request_id} was used for {done.action}, not {action}; "
+                                     "use a new id for each call")
+        return done
+
     def once(self, request_id: str | None, action: str, time_s: float, act: Callable[[], Any]) -> Any:
         """Run the mutation `act` at most once per `request_id`; return its result, or the stored one.
 
@@ -231,11 +244,8 @@ class StateStore(ABC):
         if request_id is None:
             return act()
         with self.transaction():
-            done = self.find_request(request_id)
+            done = self.request_done(request_id, action)
             if done is not None:
-                if done.action != action:
-                    raise RequestReusedError(f"request id {request_id} was used for {done.action}, "
-                                             f"not {action}; use a new id for each call")
                 return done.result
             result = act()
             self.record_request(RequestRecord(request_id=request_id, action=action, result=result,

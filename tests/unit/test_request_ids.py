@@ -2,16 +2,20 @@
 
 A mutating call carries a request id kept with its effect (`StateStore.once`), so a call sent again
 after the actor restarted returns the first answer and creates nothing; the retry itself lives in one
-place (`factory.control_plane.ride_out_restart`).
+place (`factory.control_plane.ride_out_restart`). The scheduler's methods are called here directly, on a
+bare instance.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from actors.scheduler import SchedulerActor
+from factory.clock import ClockSpec
 from factory.control_plane import ActorRestartingError, ActorTimeoutError, ride_out_restart
 from factory.errors import ClusterError, FactoryError
 from factory.store import JobRow, RequestReusedError, SQLiteStore, open_store
@@ -243,3 +247,29 @@ def test_a_restarted_actor_that_does_not_answer_within_the_restart_wait_is_a_tim
 
     assert "within 5 s of its restart" in str(caught.value) and "may still act" in str(caught.value)
     assert waits[1] <= 5.0
+
+
+# --- the actors' side: a request id is checked and kept with the effect --------------------------------
+
+
+def bare_scheduler(store: SQLiteStore) -> SchedulerActor:
+    """The scheduler's job and audit calls on `store`: no Ray, no loops, runners in memory."""
+    scheduler = SchedulerActor.__new__(SchedulerActor)
+    scheduler.name, scheduler.store, scheduler.clock = "scheduler", store, ClockSpec().build()
+    scheduler._controller, _ = make(store)
+    scheduler._jobs_lock, scheduler._wake_event = threading.Lock(), threading.Event()
+    scheduler._to_account = set()
+    return scheduler
+
+
+def test_a_cancel_with_a_request_id_used_for_a_submit_is_refused_and_cancels_nothing(
+        store: SQLiteStore) -> None:
+    scheduler = bare_scheduler(store)
+    store.once("req-1", "job.submit", 0.0, lambda: insert_job(store, "job-a"))
+
+    with pytest.raises(RequestReusedError, match="req-1 was used for job.submit, not job.cancel"):
+        scheduler.cancel_job("job-a", "cli:alice", request_id="req-1")
+
+    assert store.get_job("job-a").state == "QUEUED"  # type: ignore[union-attr]
+    assert scheduler.cancel_job("job-a", "cli:alice", request_id="req-2")["state"] == "CANCELLED"
+    assert scheduler.cancel_job("job-a", "cli:alice", request_id="req-2")["state"] == "CANCELLED"
