@@ -400,11 +400,15 @@ class SchedulerActor(ControlPlaneActor):
             "clock": self.clock.spec().model_dump(),
         }
 
-    def record_audit(
-        self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
-    ) -> int:
-        """Append an audit event on behalf of `actor` (a user or component); return its id."""
-        return self.audit(action, subject, actor=actor, **(detail or {}))
+    def record_audit(self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None,
+                     request_id: str | None = None) -> int:
+        """Append an audit event on behalf of `actor` (a user or component); return its id.
+
+        A `request_id` already taken effect returns that event's id and appends none.
+        """
+        assert self.clock is not None
+        return self.store.once(request_id, "audit.record", self.clock.now_s(),
+                               lambda: self.audit(action, subject, actor=actor, **(detail or {})))
 
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest `limit` audit events, oldest first."""

@@ -399,11 +399,11 @@ class FactoryClient:
         """Make the scheduler decide now; return what it did (for scripts and tests)."""
         return self._ask("schedule_now")
 
-    def record_audit(
-        self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
-    ) -> int:
-        """Append an audit event on behalf of `actor`; return its id."""
-        return self._ask("record_audit", actor, action, subject, detail)
+    def record_audit(self, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None,
+                     request_id: str | None = None) -> int:
+        """Append an audit event on behalf of `actor`; return its id. A retried `request_id` appends once."""
+        return self._ask("record_audit", actor, action, subject, detail,
+                         request_id=request_id or new_request_id())
 
 
 def connect(address: str | None = None, config: FactoryConfig | None = None) -> FactoryClient:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -273,3 +275,39 @@ def test_a_cancel_with_a_request_id_used_for_a_submit_is_refused_and_cancels_not
     assert store.get_job("job-a").state == "QUEUED"  # type: ignore[union-attr]
     assert scheduler.cancel_job("job-a", "cli:alice", request_id="req-2")["state"] == "CANCELLED"
     assert scheduler.cancel_job("job-a", "cli:alice", request_id="req-2")["state"] == "CANCELLED"
+
+
+class _Handle:
+    """An actor handle whose `method` acts at once on `target`, noting each call's request id."""
+
+    def __init__(self, method: str, target: Any, request_ids: list[str | None]) -> None:
+        def remote(*args: Any, **kwargs: Any) -> Any:
+            request_ids.append(kwargs.get("request_id"))
+            return getattr(target, method)(*args, **kwargs)
+
+        setattr(self, method, SimpleNamespace(remote=remote))
+
+
+def test_an_audit_event_resent_after_a_restart_is_written_once(store: SQLiteStore,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory import control_plane
+    from factory.client import FactoryClient
+
+    request_ids: list[str | None] = []
+    handle = _Handle("record_audit", bare_scheduler(store), request_ids)
+
+    def first_answer_lost(answer: Any, who: str, wait_s: float) -> Any:  # the actor acted, then restarted
+        if len(request_ids) == 1:
+            raise ActorRestartingError(f"{who} is unavailable: restarting")
+        return answer
+
+    monkeypatch.setattr(control_plane, "call_actor", first_answer_lost)
+    monkeypatch.setattr(control_plane, "get_actor", lambda name: handle)
+    monkeypatch.setattr(control_plane, "RETRY_PAUSE_S", 0.0)
+    client = FactoryClient.__new__(FactoryClient)
+    client._scheduler = control_plane.NamedActor("scheduler")
+
+    event_id = client.record_audit("cli:alice", "factory.up", "127.0.0.1:6379")
+
+    assert len(request_ids) == 2 and request_ids[0] is not None and request_ids[0] == request_ids[1]
+    assert [(event.id, event.action) for event in store.list_audit()] == [(event_id, "factory.up")]
