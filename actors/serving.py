@@ -40,7 +40,7 @@ from factory.serving.endpoints import (
 )
 from factory.serving.predictor import load_predictor_class
 from factory.serving.stats import EndpointTotals, combined, summary
-from factory.store import ModelVersionRow, RequestRecord
+from factory.store import ModelVersionRow
 
 SERVE_APPLY_TIMEOUT_S = 300.0
 
@@ -75,15 +75,18 @@ class ServingActor(ControlPlaneActor):
                deployed_by: str = "", request_id: str | None = None) -> dict[str, Any]:
         """Create or update the endpoint of the model `ref_text` names (NAME@ALIAS, NAME:VERSION, NAME).
 
-        A `request_id` that took effect changes nothing and answers with the endpoint it deployed.
+        A `request_id` that took effect changes nothing and answers with the endpoint it deployed; one
+        resent while the first still deploys waits for it. The request is checked, and recorded with the
+        deploy's audit event just after the endpoint's write, under `_apply_lock`: Serve's deploy takes
+        minutes, too long to hold the store's write lock (`StateStore.once`).
         """
-        done = self.store.find_request(request_id) if request_id else None
-        if done is not None and done.action == "endpoint.deploy":
-            deployed = Endpoint.model_validate(done.result)
-            return self._view(self.endpoints.get(deployed.name, deployed))
-        ref = parse_ref(ref_text)
-        row = self._servable(ref)
         with self._apply_lock:
+            done = self.store.request_done(request_id, "endpoint.deploy")
+            if done is not None:
+                deployed = Endpoint.model_validate(done.result)
+                return self._view(self.endpoints.get(deployed.name, deployed))
+            ref = parse_ref(ref_text)
+            row = self._servable(ref)
             now_s = self._now_s()
             current = self.endpoints.get(ref.name)
             route = check_route(route) if route else (current.route if current else default_route(ref.name))
@@ -101,13 +104,13 @@ class ServingActor(ControlPlaneActor):
                     "follows": ref.alias, "route": route, "updated_s": now_s, "deployed_by": deployed_by,
                     "replicas": replicas if replicas is not None else current.replicas})
             self._change(current, endpoint)
-            with self.store.transaction():  # just after the endpoint's write: a retry would redo the same
+
+            def audited() -> dict[str, Any]:  # just after the endpoint's write: a retry would redo the same
                 self.audit("endpoint.deployed", endpoint.name, actor=deployed_by or None, ref=endpoint.ref,
                            version=endpoint.stable_version, route=endpoint.route, replicas=endpoint.replicas)
-                if request_id:
-                    self.store.record_request(RequestRecord(
-                        request_id=request_id, action="endpoint.deploy",
-                        result=endpoint.model_dump(mode="json"), time_s=now_s))
+                return endpoint.model_dump(mode="json")
+
+            self.store.once(request_id, "endpoint.deploy", now_s, audited)
         return self._view(endpoint)
 
     def canary(self, name: str, version: int, percent: float, set_by: str = "") -> dict[str, Any]:

@@ -2,22 +2,27 @@
 
 A mutating call carries a request id kept with its effect (`StateStore.once`), so a call sent again
 after the actor restarted returns the first answer and creates nothing; the retry itself lives in one
-place (`factory.control_plane.ride_out_restart`). The scheduler's methods are called here directly, on a
-bare instance.
+place (`factory.control_plane.ride_out_restart`). The actors' methods are called here directly: the
+scheduler's on a bare instance, the serving actor's with Ray's runtime context and Serve stood in for.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import ray
 
 from actors.scheduler import SchedulerActor
+from actors.serving import ServingActor
 from factory.clock import ClockSpec
+from factory.config import FactoryConfig
 from factory.control_plane import ActorRestartingError, ActorTimeoutError, ride_out_restart
 from factory.errors import ClusterError, FactoryError
 from factory.store import JobRow, RequestReusedError, SQLiteStore, open_store
@@ -311,3 +316,79 @@ def test_an_audit_event_resent_after_a_restart_is_written_once(store: SQLiteStor
 
     assert len(request_ids) == 2 and request_ids[0] is not None and request_ids[0] == request_ids[1]
     assert [(event.id, event.action) for event in store.list_audit()] == [(event_id, "factory.up")]
+
+
+class _RuntimeContext:
+    """What `FactoryActor` reads from Ray's runtime context, in a process that is no Ray worker."""
+
+    was_current_actor_reconstructed = False
+
+    def get_node_id(self) -> str:
+        return "node-1"
+
+
+class _LockWatch:
+    """The serving actor's `_apply_lock`, noting when a second thread has to wait for it."""
+
+    def __init__(self) -> None:
+        self._lock, self.contended = threading.RLock(), threading.Event()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            self.contended.set()
+            self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+@pytest.fixture
+def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServingActor]:
+    """A serving actor on its own store whose Serve deploys are `serving.applied` (and `serving.hold`)."""
+    monkeypatch.setattr(ray, "get_runtime_context", _RuntimeContext)
+    actor = ServingActor("serving", FactoryConfig(state_dir=tmp_path).model_dump(mode="json"),
+                         ClockSpec().model_dump())
+    actor._stopping.set()  # no watch rounds
+    applied: list[int] = []
+    hold = threading.Event()
+    hold.set()
+
+    def apply(endpoint: Any) -> None:
+        applied.append(endpoint.stable_version)
+        assert hold.wait(10.0), "the test never let Serve finish"
+
+    monkeypatch.setattr(actor, "_apply", apply)
+    monkeypatch.setattr(actor, "_servable", lambda ref: SimpleNamespace(version=ref.version or 1))
+    actor.applied, actor.hold = applied, hold  # type: ignore[attr-defined]
+    yield actor
+    actor.store.close()
+
+
+def test_a_deploy_resent_while_the_first_still_deploys_waits_for_it_and_deploys_once(
+        serving: ServingActor) -> None:
+    watch = serving._apply_lock = _LockWatch()  # type: ignore[assignment]
+    serving.hold.clear()  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(serving.deploy, "reg:1", deployed_by="cli:alice", request_id="req-1")
+        while not serving.applied:  # type: ignore[attr-defined]
+            assert not first.done(), first.result()
+            time.sleep(0.01)
+        again = pool.submit(serving.deploy, "reg:1", deployed_by="cli:alice", request_id="req-1")
+        assert watch.contended.wait(10.0), again.result()
+        serving.hold.set()  # type: ignore[attr-defined]
+        first_view, again_view = first.result(timeout=10.0), again.result(timeout=10.0)
+
+    assert serving.applied == [1]  # type: ignore[attr-defined]
+    assert {key: again_view[key] for key in ("name", "stable_version", "updated_s")} == \
+        {key: first_view[key] for key in ("name", "stable_version", "updated_s")}
+    assert len(serving.store.list_audit(action_prefix="endpoint.deployed")) == 1
+
+
+def test_a_deploy_with_a_request_id_used_for_another_action_is_refused_and_deploys_nothing(
+        serving: ServingActor) -> None:
+    serving.store.once("req-1", "model.alias", 0.0, lambda: {"version": 1})
+
+    with pytest.raises(RequestReusedError, match="req-1 was used for model.alias, not endpoint.deploy"):
+        serving.deploy("reg:1", request_id="req-1")
+
+    assert serving.applied == [] and serving.endpoints == {}  # type: ignore[attr-defined]
