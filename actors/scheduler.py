@@ -44,7 +44,7 @@ from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
-from factory.jobs.states import TERMINAL, JobState
+from factory.jobs.states import FINISHED, JobState, predecessors
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.registry.lineage import code_version
@@ -83,15 +83,17 @@ class SchedulerActor(ControlPlaneActor):
                                          * settings.pause_timeout_s)
         self._metrics = JobMetrics()
         # Jobs that ended and still need their accounting: found again after a restart (idempotent).
-        self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in TERMINAL])
+        self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in FINISHED])
                             if not job.accounting}
-        # Succeeded jobs with `register_as` whose model is not registered yet, registered one at a time
-        # by their own thread (a big checkpoint must not hold up scheduling); found again after a restart.
+        # REGISTERING jobs, registered one at a time by their own thread (a big checkpoint must not hold up
+        # scheduling); found again after a restart, with succeeded ones accounted but not yet moved on.
         self._to_register: queue.Queue[str] = queue.Queue()
         self._stopping_registration = threading.Event()
-        for job in self.store.list_jobs([JobState.SUCCEEDED.value]):
-            if _awaits_registration(job.spec, job.accounting):
-                self._to_register.put(job.job_id)
+        for job in self.store.list_jobs([JobState.SUCCEEDED.value, JobState.REGISTERING.value]):
+            if job.state == JobState.REGISTERING.value:
+                self._to_register.put(job.job_id)  # the registry registers a job's checkpoint once
+            elif job.spec.get("register_as") and job.accounting:
+                self._start_registration(job.job_id, str(job.spec["register_as"]))
         self._registration_thread = threading.Thread(target=self._registration_loop, name="registration",
                                                      daemon=True)
         self._registration_thread.start()
@@ -187,11 +189,15 @@ class SchedulerActor(ControlPlaneActor):
 
     def job(self, job_id: str) -> dict[str, Any]:
         """{"job": the job's row, "events": its timeline}; `FactoryError` if there is no such job."""
+        job = self._stored_job(job_id)
+        return {"job": job.model_dump(mode="json"),
+                "events": [event.model_dump(mode="json") for event in self.store.job_events(job_id)]}
+
+    def _stored_job(self, job_id: str) -> JobRow:
         job = self.store.get_job(job_id)
         if job is None:
             raise FactoryError(f"no job {job_id}; `factory jobs` lists the jobs")
-        return {"job": job.model_dump(mode="json"),
-                "events": [event.model_dump(mode="json") for event in self.store.job_events(job_id)]}
+        return job
 
     def job_logs(self, job_id: str, tail_lines: int = 200) -> str:
         """The last lines of the job's log (kept after it ended)."""
@@ -212,7 +218,7 @@ class SchedulerActor(ControlPlaneActor):
             result = self._controller.step(now_s, self._cluster_view(), outlook)
             self._decide_again_s = result.decide_again_s
             self._to_account.update(job_id for job_id, state in result.finished.items()
-                                    if JobState(state).is_terminal)
+                                    if JobState(state).is_finished)
         self._account_finished()
         self._export_metrics()
         return {"time_s": now_s, **_step_json(result)}
@@ -229,11 +235,52 @@ class SchedulerActor(ControlPlaneActor):
             self.store.update_job(job_id, accounting=record)
             self._metrics.accounted(job.team, record)
             self._to_account.discard(job_id)
-            if job.state == JobState.SUCCEEDED.value and _awaits_registration(job.spec, record):
-                self._to_register.put(job_id)  # after accounting: the lineage records energy and cost
+            if job.state == JobState.SUCCEEDED.value and job.spec.get("register_as"):
+                # After accounting: the lineage records energy and cost.
+                self._start_registration(job_id, str(job.spec["register_as"]))
+
+    def _start_registration(self, job_id: str, model_name: str, retried_by: str = "") -> JobRow:
+        """SUCCEEDED (or REGISTRATION_FAILED, retried) -> REGISTERING, queued for the registration thread."""
+        assert self.clock is not None
+        reason = f"registering as {model_name}" + (f" (retried by {retried_by})" if retried_by else "")
+        self.store.transition_job(job_id, JobState.REGISTERING.value, reason, self.clock.now_s(),
+                                  expected_from=[state.value for state in predecessors(JobState.REGISTERING)])
+        self._to_register.put(job_id)
+        job = self.store.get_job(job_id)
+        assert job is not None
+        return job
+
+    def retry_registration(self, job_id: str, retried_by: str = "",
+                           request_id: str | None = None) -> dict[str, Any]:
+        """Register a job's model again after its registration failed; return the job (REGISTERING).
+
+        Never creates two versions: the registry registers a job's checkpoint once (a job already
+        REGISTERING or REGISTERED is returned as it is). A retried `request_id` acts once.
+        """
+        assert self.clock is not None
+        with self._jobs_lock:
+            job = self._stored_job(job_id)
+            if not job.spec.get("register_as"):
+                raise FactoryError(f"job {job_id} has no register_as: it registers no model")
+            if job.state in (JobState.REGISTERING.value, JobState.REGISTERED.value):
+                return job.model_dump(mode="json")
+            if job.state != JobState.REGISTRATION_FAILED.value:
+                raise FactoryError(f"job {job_id} is {job.state}: only a job whose registration failed "
+                                   f"({JobState.REGISTRATION_FAILED.value}) is registered again")
+
+            def retry() -> dict[str, Any]:
+                row = self._start_registration(job_id, str(job.spec["register_as"]), retried_by or "a user")
+                self.audit("job.registration_retried", job_id, actor=retried_by or None)
+                return row.model_dump(mode="json")
+
+            return self.store.once(request_id, "job.register", self.clock.now_s(), retry)
 
     def _registration_loop(self) -> None:
-        """Register the models of succeeded jobs; record `model` (NAME:VERSION) or why not in accounting."""
+        """Register the models of REGISTERING jobs: REGISTERED (NAME:VERSION) or REGISTRATION_FAILED (why).
+
+        The outcome is also kept in the job's accounting (`model` or `registration_error`), where
+        `--json` readers found it before registration had states.
+        """
         attempts: dict[str, int] = {}
         while not self._stopping_registration.is_set():
             try:
@@ -241,11 +288,18 @@ class SchedulerActor(ControlPlaneActor):
             except queue.Empty:
                 continue
             try:
+                job = self.store.get_job(job_id)
+                if job is None or job.state != JobState.REGISTERING.value:
+                    continue  # queued twice (a restart, a retry): registered already
                 try:
                     row = call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY,
                                      timeout_s=3600.0)
-                    outcome = {"model": version_ref(row["name"], row["version"])} if row else \
-                        {"registration_error": "the job has no register_as"}
+                    if row:
+                        ref = version_ref(row["name"], row["version"])
+                        outcome = (JobState.REGISTERED, f"registered as {ref}", {"model": ref})
+                    else:
+                        reason = "the job has no register_as"
+                        outcome = (JobState.REGISTRATION_FAILED, reason, {"registration_error": reason})
                 except ClusterError as exc:  # the registry is restarting or busy: try again shortly
                     attempts[job_id] = attempts.get(job_id, 0) + 1
                     if attempts[job_id] < REGISTRATION_ATTEMPTS:
@@ -253,25 +307,36 @@ class SchedulerActor(ControlPlaneActor):
                         self._stopping_registration.wait(REGISTRATION_RETRY_S)
                         self._to_register.put(job_id)
                         continue
-                    outcome = {"registration_error": f"{summary_line(exc)} ({attempts[job_id]} attempts)"}
+                    reason = f"{summary_line(exc)} ({attempts[job_id]} attempts)"
+                    outcome = (JobState.REGISTRATION_FAILED, reason, {"registration_error": reason})
                 except FactoryError as exc:  # refused for good: recorded on the job, where its user looks
-                    outcome = {"registration_error": summary_line(exc)}
-                job = self.store.get_job(job_id)
-                if job is not None:
-                    self.store.update_job(job_id, accounting={**job.accounting, **outcome})
+                    reason = summary_line(exc)
+                    outcome = (JobState.REGISTRATION_FAILED, reason, {"registration_error": reason})
+                attempts.pop(job_id, None)
+                self._finish_registration(job, *outcome)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad job or a busy store
                 self._record_error(exc)
                 self._stopping_registration.wait(REGISTRATION_RETRY_S)
                 self._to_register.put(job_id)
+
+    def _finish_registration(self, job: JobRow, state: JobState, reason: str,
+                             outcome: dict[str, str]) -> None:
+        """REGISTERING -> `state`, with the outcome in the accounting (an earlier attempt's dropped)."""
+        assert self.clock is not None
+        accounting = {key: value for key, value in job.accounting.items()
+                      if key not in ("model", "registration_error")}
+        self.store.transition_job(job.job_id, state.value, reason, self.clock.now_s(),
+                                  expected_from={JobState.REGISTERING.value},
+                                  accounting={**accounting, **outcome})
 
     def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
         return call_actor(get_actor(GRID_PRICE).energy_cost.remote([p.model_dump() for p in profile]),
                           GRID_PRICE, timeout_s=30.0)
 
     def _export_metrics(self) -> None:
-        active = self.store.list_jobs([state.value for state in JobState if not state.is_terminal])
+        active = self.store.list_jobs([state.value for state in JobState if not state.is_finished])
         self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
-        self._metrics.export_queue(active, self.store.count_jobs([state.value for state in TERMINAL]))
+        self._metrics.export_queue(active, self.store.count_jobs([state.value for state in FINISHED]))
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():
@@ -419,8 +484,3 @@ def _step_json(result: StepResult) -> dict[str, Any]:
     return {"started": result.started, "paused": result.paused, "finished": result.finished,
             "waiting": result.waiting}
 
-
-def _awaits_registration(spec: dict[str, Any], accounting: dict[str, Any]) -> bool:
-    """Whether a succeeded job's model is still to be registered (accounted, not yet registered)."""
-    return bool(spec.get("register_as")) and bool(accounting) and "model" not in accounting \
-        and "registration_error" not in accounting

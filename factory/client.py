@@ -38,7 +38,7 @@ from factory.control_plane import (
 from factory.errors import ClusterError, FactoryError, summary_line
 from factory.health import ActorHealth
 from factory.jobs.spec import JobSpec, load_job_spec, parse_job_spec
-from factory.jobs.states import JobState
+from factory.jobs.states import JobState, settled
 from factory.prices.models import (
     ConsumptionInterval,
     EnergyCost,
@@ -59,7 +59,7 @@ from factory.telemetry.sdk import ask_telemetry, cluster_job_energy
 HEALTH_TIMEOUT_S = 10.0
 CALL_TIMEOUT_S = 30.0  # a scheduler busy with a step on a loaded head answers late, not never
 MUTATION_TIMEOUT_S = 60.0  # a submit or cancel waits its turn; its request id makes a resend harmless
-REGISTRATION_WAIT_S = 600.0  # `wait` waits this long for a succeeded job's model to be registered
+REGISTRATION_WAIT_S = 600.0  # `wait` waits this long for a finished job's model to be registered
 
 
 class ClockStatus(BaseModel):
@@ -306,11 +306,23 @@ class FactoryClient:
         """The last lines of a job's log (kept after the job ended)."""
         return self._ask("job_logs", job_id, tail_lines)
 
+    def retry_registration(self, job_id: str, retried_by: str = "", request_id: str | None = None) -> JobRow:
+        """Register a job's model again after its registration failed; return the job (REGISTERING).
+
+        `wait` then follows it to REGISTERED or REGISTRATION_FAILED. Never creates two versions of one job's
+        model; a retried `request_id` acts once.
+        """
+        return JobRow.model_validate(self._ask("retry_registration", job_id, retried_by or who(),
+                                               request_id=request_id or new_request_id(),
+                                               timeout_s=MUTATION_TIMEOUT_S))
+
     def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
              on_change: Callable[[JobRow], None] | None = None) -> JobRow:
-        """Wait (real seconds) until the job is over; return it. `on_change` sees every new state/reason.
+        """Wait (real seconds) until the job is settled; return it. `on_change` sees every new state/reason.
 
-        Raises `FactoryError` if `timeout_s` passes first.
+        Settled: FAILED, CANCELLED, SUCCEEDED for a job without `register_as`, else REGISTERED or
+        REGISTRATION_FAILED (`factory.jobs.states.settled`); a model still registering after
+        `REGISTRATION_WAIT_S` is not waited for longer. Raises `FactoryError` if `timeout_s` passes first.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen: tuple[str, str] | None = None
@@ -328,12 +340,12 @@ class FactoryClient:
             if on_change is not None and (job.state, job.reason) != seen:
                 on_change(job)
                 seen = (job.state, job.reason)
-            if JobState(job.state).is_terminal:
-                # A succeeded job's model is registered just after: wait for it (not forever).
+            state = JobState(job.state)
+            if settled(state, bool(job.spec.get("register_as"))):
+                return job
+            if state.is_finished:  # its model is registered just after its run: wait for that (not forever)
                 registering_since = registering_since or time.monotonic()
-                waited_s = time.monotonic() - registering_since
-                if not _registering(job) or waited_s > REGISTRATION_WAIT_S or \
-                        (deadline is not None and time.monotonic() > deadline):
+                if time.monotonic() - registering_since > REGISTRATION_WAIT_S:
                     return job
             if deadline is not None and time.monotonic() > deadline:
                 raise FactoryError(f"job {job_id} is still {job.state} after {timeout_s:.0f} s")
@@ -451,11 +463,6 @@ class JobDetail:
     job: JobRow
     events: list[JobEvent]
 
-
-def _registering(job: JobRow) -> bool:
-    """Whether a succeeded job's model is still to be registered (`model` or why not is not recorded)."""
-    return job.state == JobState.SUCCEEDED.value and bool(job.spec.get("register_as")) \
-        and "model" not in job.accounting and "registration_error" not in job.accounting
 
 
 def who(interface: str = "sdk") -> str:

@@ -39,7 +39,7 @@ from factory import lifecycle
 from factory.cli.render import compact_times, shorten, table
 from factory.client import FactoryClient
 from factory.config import FactoryConfig, load_config
-from factory.jobs.states import JobState
+from factory.jobs.states import JobState, settled
 from factory.prices.series import utc_label
 from factory.store import JobRow
 
@@ -128,12 +128,12 @@ def follow(client: FactoryClient, echo: Echo) -> None:
             if seen.get(job_id) != (job.state, job.reason):
                 seen[job_id] = (job.state, job.reason)
                 price = price_of(now.replace(minute=0, second=0, microsecond=0))
-                echo(f"  {now:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job_id]:<13} {job.state:<9} "
+                echo(f"  {now:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job_id]:<13} {job.state:<11} "
                      f"{shorten(compact_times(job.reason, now.date()), 70)}")
                 promise = wait_line(ids[job_id], job, now.date())
                 if promise:
                     echo(promise)
-        if rows and all(JobState(job.state).is_terminal and _settled(job) for job in rows.values()):
+        if rows and all(_settled(job) for job in rows.values()):
             break
         time.sleep(0.5)
     final = {job.job_id: job for job in client.jobs() if job.job_id in ids}
@@ -222,8 +222,5 @@ def show_registry(client: FactoryClient, echo: Echo) -> None:
 
 
 def _settled(job: JobRow) -> bool:
-    """Accounted and, if it succeeded, its model registered (or why not recorded)."""
-    accounting = job.accounting
-    if job.state != JobState.SUCCEEDED.value:
-        return bool(accounting)
-    return bool(accounting) and ("model" in accounting or "registration_error" in accounting)
+    """Over (a model it registers registered, or why not said) and accounted."""
+    return settled(JobState(job.state), bool(job.spec.get("register_as"))) and bool(job.accounting)

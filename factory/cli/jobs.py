@@ -48,7 +48,8 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
         click.echo(json_text(_shown(job), indent=2))
     else:
         click.echo(_summary(job))
-    sys.exit(0 if job.state == JobState.SUCCEEDED else 1)
+    # 0 once it did what was asked: ran (and registered its model, for a job with register_as)
+    sys.exit(0 if job.state in (JobState.SUCCEEDED, JobState.REGISTERED) else 1)
 
 
 @click.command()

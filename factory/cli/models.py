@@ -16,6 +16,7 @@ from factory.cli.output import json_text
 from factory.cli.render import duration, shorten, table
 from factory.cli.serving import describe
 from factory.errors import ConfigError, FactoryError
+from factory.jobs.states import JobState
 from factory.registry.artifacts import KINDS
 from factory.registry.refs import alias_ref, parse_ref, version_ref
 from factory.registry.views import ModelCard
@@ -94,8 +95,11 @@ def promote(name: str, version: int, alias: str, config_path: str | None, addres
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--name", required=True, help="The model's name; the version is the next one of that name.")
+@click.argument("path", type=click.Path(exists=True), required=False)
+@click.option("--name", default=None, help="The model's name; the version is the next one of that name.")
+@click.option("--job", "job_id", default=None, metavar="ID",
+              help="Instead of PATH: register the model of succeeded job ID again after its registration "
+                   "failed (REGISTRATION_FAILED); never creates a second version of one job's model.")
 @click.option("--kind", type=click.Choice(KINDS), default=None,
               help="state_dict (a .pt file), checkpoint (a Ray Train checkpoint) or directory; "
                    "default: a .pt/.pth file is a state_dict, anything else a directory.")
@@ -107,9 +111,21 @@ def promote(name: str, version: int, alias: str, config_path: str | None, addres
 @config_option
 @address_option
 @json_option
-def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], description: str,
-             predictor: str | None, config_path: str | None, address: str | None, as_json: bool) -> None:
-    """Register the file or directory PATH as the next version of model NAME (checksummed, atomic)."""
+def register(path: str | None, name: str | None, job_id: str | None, kind: str | None, tags: tuple[str, ...],
+             description: str, predictor: str | None, config_path: str | None, address: str | None,
+             as_json: bool) -> None:
+    """Register the file or directory PATH as the next version of model NAME (checksummed, atomic).
+
+    With --job ID instead: retry the registration of a job's model, and follow it until it ends.
+    """
+    if job_id is not None:
+        if path is not None or name is not None:
+            raise ConfigError("--job ID registers the job's own checkpoint under its register_as: "
+                              "give PATH and --name, or --job alone")
+        _register_job(job_id, config_path, address, as_json)
+        return
+    if path is None or name is None:
+        raise ConfigError("register needs PATH and --name NAME (or --job ID to retry a job's registration)")
     parsed_tags = {}
     for tag in tags:
         key, sep, value = tag.partition("=")
@@ -124,6 +140,19 @@ def register(path: str, name: str, kind: str | None, tags: tuple[str, ...], desc
         return
     click.echo(f"registered {version_ref(row.name, row.version)} ({row.kind}, {len(row.files)} files, "
                f"{_size(row.size_bytes)}, sha256 {row.digest[:16]}...)")
+
+
+def _register_job(job_id: str, config_path: str | None, address: str | None, as_json: bool) -> None:
+    """Retry a job's registration and wait for its outcome; exit 1 unless it is REGISTERED."""
+    client = connect(config_path, address)
+    client.retry_registration(job_id, retried_by=cli_user())
+    job = client.wait(job_id)
+    if as_json:
+        click.echo(json_text(job.model_dump(mode="json"), indent=2))
+    else:
+        click.echo(f"{job.job_id}: {job.state} ({job.reason})")
+    if job.state != JobState.REGISTERED:
+        raise SystemExit(1)
 
 
 def card_text(card: ModelCard) -> str:

@@ -6,6 +6,8 @@
                 succeeds. What a preempted spot node or a transient NCCL error looks like.
   * "always" -- raise at once on every run: the job ends FAILED with this error once its retries
                 are spent.
+  * "no_checkpoint" -- succeed without saving a checkpoint: a job with `register_as` then has nothing
+                to register, and ends REGISTRATION_FAILED.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     mode = config.get("fail", "always")
     if mode == "always":
         raise RuntimeError(INJECTED)
+    if mode == "no_checkpoint":
+        return {"resumed_from_step": 0}
     state = load_checkpoint()
     if state is None:
         save_checkpoint({"step": 1, "epoch": 1}, {"loss": 1.0})

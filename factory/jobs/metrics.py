@@ -38,10 +38,10 @@ class JobMetrics:
                 spec.name, description=f"{spec.description} ({spec.unit})", tag_keys=spec.tags)
             for spec in JOB_METRICS}
 
-    def export_queue(self, jobs: Iterable[JobRow], terminal_counts: dict[str, int]) -> None:
+    def export_queue(self, jobs: Iterable[JobRow], finished_counts: dict[str, int]) -> None:
         """Set the per-state job counts and the GPUs in use from the active jobs."""
         active = list(jobs)
-        counts = Counter(job.state for job in active) + Counter(terminal_counts)
+        counts = Counter(job.state for job in active) + Counter(finished_counts)
         for state in JobState:
             self._metrics["factory_jobs"].set(float(counts.get(state.value, 0)), {"state": state.value})
         in_use = sum(num_gpus(job) for job in active if JobState(job.state).holds_gpus)

@@ -156,6 +156,40 @@ MIGRATIONS: tuple[Migration, ...] = (
                WHERE name = 'serving'""",
         ),
     ),
+    Migration(
+        version=7,
+        description="registration is part of a job's states (SUCCEEDED -> REGISTERING -> REGISTERED or "
+                    "REGISTRATION_FAILED); jobs whose outcome is in their accounting move there",
+        statements=(
+            # The outcome used to be only in the accounting ("model" or "registration_error"): such a job
+            # gets the two transitions it would have had, at the time it was last updated (the outcome's).
+            """CREATE TEMP TABLE registered_before AS
+               SELECT job_id, updated_s, json_extract(spec_json, '$.register_as') AS model_name,
+                      json_extract(accounting_json, '$.model') AS model_ref,
+                      COALESCE(json_extract(accounting_json, '$.registration_error'), '') AS error
+               FROM jobs
+               WHERE state = 'SUCCEEDED' AND COALESCE(json_extract(spec_json, '$.register_as'), '') != ''
+                 AND (json_extract(accounting_json, '$.model') IS NOT NULL
+                      OR json_extract(accounting_json, '$.registration_error') IS NOT NULL)""",
+            """INSERT INTO job_events (job_id, time_s, from_state, state, reason, detail_json)
+               SELECT job_id, updated_s, 'SUCCEEDED', 'REGISTERING', 'registering as ' || model_name, '{}'
+               FROM registered_before ORDER BY job_id""",
+            """INSERT INTO job_events (job_id, time_s, from_state, state, reason, detail_json)
+               SELECT job_id, updated_s, 'REGISTERING',
+                      CASE WHEN model_ref IS NOT NULL THEN 'REGISTERED' ELSE 'REGISTRATION_FAILED' END,
+                      CASE WHEN model_ref IS NOT NULL THEN 'registered as ' || model_ref ELSE error END, '{}'
+               FROM registered_before ORDER BY job_id""",
+            """UPDATE jobs SET
+                 state = (SELECT CASE WHEN model_ref IS NOT NULL THEN 'REGISTERED'
+                                      ELSE 'REGISTRATION_FAILED' END
+                          FROM registered_before AS r WHERE r.job_id = jobs.job_id),
+                 reason = (SELECT CASE WHEN model_ref IS NOT NULL THEN 'registered as ' || model_ref
+                                       ELSE error END
+                           FROM registered_before AS r WHERE r.job_id = jobs.job_id)
+               WHERE job_id IN (SELECT job_id FROM registered_before)""",
+            "DROP TABLE registered_before",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

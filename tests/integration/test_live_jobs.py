@@ -104,7 +104,7 @@ def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster,
 
     listed = json.loads(cli(cluster, "jobs", "--json").stdout)
     job = next(item for item in listed if item["job_id"] == job_id)
-    assert job["state"] == "SUCCEEDED" and job["attempt"] == 1
+    assert job["state"] == "REGISTERED" and job["attempt"] == 1  # ran, then registered its model
     assert job["progress"]["loss"] < 0.5 * job["progress"]["baseline_loss"]  # it learned
     assert job["progress"]["epoch"] == 2
 
@@ -158,7 +158,7 @@ def test_a_worker_failure_is_retried_from_the_checkpoint_and_a_hopeless_job_fail
     hopeless = client.submit(spec("hopeless", train_loop="factory.examples.faulty:train_loop_per_worker",
                                   num_workers=1, max_retries=1, config={"fail": "always"}))
     done = client.wait(flaky, timeout_s=240)
-    assert done.state == "SUCCEEDED" and done.progress["resumed_from_step"] == 1
+    assert done.state == "REGISTERED" and done.progress["resumed_from_step"] == 1
     failed = client.wait(hopeless, timeout_s=240)
     assert failed.state == "FAILED" and "injected failure" in failed.error
     assert failed.reason.startswith("failed: ")
@@ -173,7 +173,7 @@ def test_a_killed_scheduler_is_restarted_and_the_running_job_finishes_without_a_
     wait_until(lambda: "step" in client.job(job_id).job.progress, "the job runs and reports")
     ray.kill(ray.get_actor(SCHEDULER, namespace=NAMESPACE), no_restart=False)
     done = client.wait(job_id, timeout_s=240)
-    assert done.state == "SUCCEEDED" and done.attempt == 1 and done.progress["epoch"] == 6
+    assert done.state == "REGISTERED" and done.attempt == 1 and done.progress["epoch"] == 6
     assert states(client, job_id).count("RUNNING") == 1
     assert "attempt 2" not in client.logs(job_id)
     restarts = [event for event in client.audit_log(action_prefix="actor.restarted")
@@ -208,7 +208,7 @@ def test_a_command_job_is_a_ray_job_and_a_tune_job_sweeps(cluster: Cluster,
     assert shown_spec["runtime_env"]["env_vars"] == {"FACTORY_JOB": "***", "HELLO_TOKEN": "***"}
 
     swept = client.wait(sweep, timeout_s=300)
-    assert swept.state == "SUCCEEDED", client.logs(sweep)
+    assert swept.state == "REGISTERED", client.logs(sweep)
     assert swept.progress["trials"] == 2 and "loss" in swept.progress
 
 

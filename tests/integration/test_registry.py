@@ -226,7 +226,14 @@ def test_a_trained_job_registers_its_model_with_full_lineage(cluster: Cluster, c
     submitted = cli(cluster, "submit", str(spec_path), "--wait", "--json")
     assert submitted.stdout.startswith("{"), (submitted.stdout[-2000:], submitted.stderr[-2000:])
     job = json.loads(submitted.stdout)
-    assert job["state"] == "SUCCEEDED" and job["accounting"]["model"] == "regressor:1"
+    # Registration is part of the job's states; the accounting keeps the outcome for older readers.
+    assert (job["state"], job["reason"]) == ("REGISTERED", "registered as regressor:1")
+    assert job["accounting"]["model"] == "regressor:1"
+    events = json.loads(cli(cluster, "job", job["job_id"], "--json").stdout)["events"]
+    assert [event["state"] for event in events][-3:] == ["SUCCEEDED", "REGISTERING", "REGISTERED"]
+    again = cli(cluster, "register", "--job", job["job_id"])  # registered: nothing to redo, no 2nd version
+    assert again.stdout.strip() == f"{job['job_id']}: REGISTERED (registered as regressor:1)"
+    assert next(m for m in client.models() if m.name == "regressor").versions == 1
 
     card = client.model("regressor")
     lineage = card.lineage
@@ -249,6 +256,38 @@ def test_a_trained_job_registers_its_model_with_full_lineage(cluster: Cluster, c
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / "state.pt", weights_only=True)
     assert state["epoch"] == 2
+
+
+def test_a_job_whose_model_cannot_be_registered_says_why_and_a_retry_never_makes_a_version(
+        cluster: Cluster, client: Any, tmp_path: Path) -> None:
+    spec = yaml.safe_load((REPO_ROOT / "configs" / "jobs" / "train-regression.yaml").read_text())
+    spec.update(name="no-checkpoint", deadline="30d", max_retries=0, register_as="never-saved",
+                train_loop="factory.examples.faulty:train_loop_per_worker", num_workers=1,
+                config={"fail": "no_checkpoint"})
+    spec_path = tmp_path / "job.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    submitted = cli(cluster, "submit", str(spec_path), "--wait", "--json", check=False)
+    assert submitted.returncode == 1, submitted.stderr[-2000:]  # it ran, but no model came of it
+    job = json.loads(submitted.stdout)
+    assert job["state"] == "REGISTRATION_FAILED" and "without a checkpoint" in job["reason"]
+    shown = cli(cluster, "jobs").stdout
+    assert any(job["job_id"] in line and "REGISTRATION_FAILED" in line for line in shown.splitlines())
+
+    retried = cli(cluster, "register", "--job", job["job_id"], check=False)
+    assert retried.returncode == 1 and retried.stdout.startswith(f"{job['job_id']}: REGISTRATION_FAILED (")
+    events = client.job(job["job_id"]).events
+    assert [(e.from_state, e.state) for e in events][-4:] == [
+        ("SUCCEEDED", "REGISTERING"), ("REGISTERING", "REGISTRATION_FAILED"),
+        ("REGISTRATION_FAILED", "REGISTERING"), ("REGISTERING", "REGISTRATION_FAILED")]
+    assert "retried by" in events[-2].reason
+    assert all(m.name != "never-saved" for m in client.models())
+    assert any(e.action == "job.registration_retried" and e.subject == job["job_id"]
+               for e in client.audit_log(limit=50))
+    # Only a job whose registration failed is registered again; a bad call is one line, exit 2.
+    not_yet = cli(cluster, "register", "--job", "no-such-job", check=False)
+    assert not_yet.returncode == 1 and not_yet.stderr.strip().startswith("error: no job no-such-job")
+    both = cli(cluster, "register", str(spec_path), "--job", job["job_id"], check=False)
+    assert both.returncode == 2 and len(both.stderr.strip().splitlines()) == 1
 
 
 def test_the_registry_actor_killed_and_restarted_keeps_everything(client: Any) -> None:

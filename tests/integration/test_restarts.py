@@ -126,7 +126,7 @@ def test_submits_during_restarts_each_create_one_job_that_runs_once(
     deadline = time.monotonic() + SETTLE_S
     while True:
         jobs = client.jobs()
-        if all(JobState(job.state).is_terminal for job in jobs) or time.monotonic() > deadline:
+        if all(JobState(job.state).is_finished for job in jobs) or time.monotonic() > deadline:
             break
         time.sleep(2.0)
     assert sorted(job.job_id for job in jobs) == sorted(returned)  # exactly 50, the ones returned

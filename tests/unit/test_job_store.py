@@ -12,11 +12,13 @@ import pytest
 from factory.errors import StoreError
 from factory.jobs.states import (
     ALLOWED,
+    REGISTRATION,
     TERMINAL,
     InvalidTransitionError,
     JobState,
     check_transition,
     predecessors,
+    settled,
 )
 from factory.store import JobRow, SQLiteStore, StateConflictError
 from factory.store.migrations import MIGRATIONS
@@ -47,14 +49,30 @@ def move(store: SQLiteStore, job_id: str, target: JobState, reason: str, time_s:
 # -- the state machine ----------------------------------------------------------------------------------
 
 
-def test_terminal_states_have_no_way_out_and_every_other_state_can_be_cancelled() -> None:
+def test_terminal_states_have_no_way_out_and_every_state_before_the_end_of_the_run_can_be_cancelled() -> None:
     for state in JobState:
         if state.is_terminal:
             assert ALLOWED[state] == frozenset()
-        else:
+        elif not state.is_finished:
             assert JobState.CANCELLED in ALLOWED[state]
             assert JobState.FAILED in ALLOWED[state]
-    assert TERMINAL == {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+        else:  # the run is over: only its model's registration goes on
+            assert ALLOWED[state] <= REGISTRATION
+    assert TERMINAL == {JobState.FAILED, JobState.CANCELLED, JobState.REGISTERED}
+
+
+def test_registration_follows_success_and_a_failed_one_may_be_retried() -> None:
+    assert predecessors(JobState.REGISTERING) == {JobState.SUCCEEDED, JobState.REGISTRATION_FAILED}
+    assert predecessors(JobState.REGISTERED) == {JobState.REGISTERING}
+    assert predecessors(JobState.REGISTRATION_FAILED) == {JobState.REGISTERING}
+    assert not any(state.holds_gpus for state in REGISTRATION)
+    # What `wait` waits for: a job that registers a model is not settled when its run succeeds.
+    assert settled(JobState.SUCCEEDED, registers_model=False)
+    assert not settled(JobState.SUCCEEDED, registers_model=True)
+    assert not settled(JobState.REGISTERING, registers_model=True)
+    assert settled(JobState.REGISTERED, registers_model=True)
+    assert settled(JobState.REGISTRATION_FAILED, registers_model=True)
+    assert not settled(JobState.RUNNING, registers_model=False)
 
 
 def test_only_a_pausing_job_becomes_paused_and_a_paused_one_resumes() -> None:

@@ -47,10 +47,38 @@ def test_every_job_and_its_events_survive_the_upgrade(released_store: StateStore
     assert set(jobs) == set(DEMO_JOBS)
     for job_id, (team, events) in DEMO_JOBS.items():
         job = jobs[job_id]
-        assert (job.team, job.state, job.kind) == (team, "SUCCEEDED", "train")
+        # Registered back then (the outcome in the accounting): REGISTERED now (migration 7).
+        model = job.accounting["model"]
+        assert (job.team, job.state, job.reason, job.kind) == (team, "REGISTERED", f"registered as {model}",
+                                                               "train")
         assert job.accounting["energy_kwh"] > 0 and job.spec["deadline"]
         history = released_store.job_events(job_id)
-        assert len(history) == events and history[0].state == "QUEUED" and history[-1].state == "SUCCEEDED"
+        assert len(history) == events + 2 and history[0].state == "QUEUED"
+        assert [(e.from_state, e.state) for e in history[-3:]] == [
+            ("RUNNING", "SUCCEEDED"), ("SUCCEEDED", "REGISTERING"), ("REGISTERING", "REGISTERED")]
+        assert history[-1].time_s == job.updated_s
+
+
+def test_a_registration_that_failed_before_registration_states_becomes_registration_failed(
+        tmp_path: Path) -> None:
+    path = tmp_path / "factory.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript((FIXTURES / "store-v4-demo.sql").read_text())
+        conn.execute("""UPDATE jobs SET accounting_json = json_set(json_remove(accounting_json, '$.model'),
+                        '$.registration_error', 'the registry refused it') WHERE job_id = 'ops-urgent-a9ee9631'""")
+        conn.execute("""UPDATE jobs SET accounting_json = json_remove(accounting_json, '$.model')
+                        WHERE job_id = 'vision-small-575b6fa9'""")
+    store = open_store(path)
+    try:
+        jobs = {job.job_id: job for job in store.list_jobs()}
+        failed = jobs["ops-urgent-a9ee9631"]
+        assert (failed.state, failed.reason) == ("REGISTRATION_FAILED", "the registry refused it")
+        assert store.job_events(failed.job_id)[-1].state == "REGISTRATION_FAILED"
+        # No outcome recorded yet: left SUCCEEDED, for the scheduler to register when it starts.
+        assert jobs["vision-small-575b6fa9"].state == "SUCCEEDED"
+        assert len(store.job_events("vision-small-575b6fa9")) == DEMO_JOBS["vision-small-575b6fa9"][1]
+    finally:
+        store.close()
 
 
 def test_every_model_version_alias_and_endpoint_survives_the_upgrade(released_store: StateStore) -> None:
