@@ -39,6 +39,7 @@ import ray
 
 from factory.control_plane import SCHEDULER, get_actor
 from factory.jobs.runners import RunnerStatus
+from factory.jobs.stored import stored_spec
 from factory.store import JobRow
 
 LOG_TAIL_LINES = 200
@@ -171,23 +172,24 @@ class JobRunner:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        from factory.jobs.spec import load_callable
+        from factory.jobs.spec import TrainJobSpec, load_callable
 
-        spec = self._current.spec
-        gpus = int(spec.get("gpus_per_worker", 0))
-        resources: dict[str, float] = {"CPU": float(spec.get("cpus_per_worker", 1))}
+        spec = stored_spec(self._current)
+        assert isinstance(spec, TrainJobSpec)
+        gpus = spec.gpus_per_worker
+        resources: dict[str, float] = {"CPU": float(spec.cpus_per_worker)}
         if gpus:
             resources["GPU"] = float(gpus)
         backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
         trainer = TorchTrainer(
-            load_callable(spec["train_loop"]),
-            train_loop_config=dict(spec.get("config") or {}),
-            scaling_config=ScalingConfig(num_workers=int(spec.get("num_workers", 1)), use_gpu=bool(gpus),
+            load_callable(spec.train_loop),
+            train_loop_config=dict(spec.config),
+            scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=bool(gpus),
                                          resources_per_worker=resources),
             torch_config=TorchConfig(backend=backend),
             run_config=RunConfig(
                 name=self._current.job_id, storage_path=str(self.runs_dir.resolve()),
-                failure_config=FailureConfig(max_failures=int(spec.get("max_retries", 0))),
+                failure_config=FailureConfig(max_failures=spec.max_retries),
                 checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                 worker_runtime_env={"env_vars": self._env_vars()},
                 callbacks=[_progress_callback(ray.get_runtime_context().current_actor)],
@@ -207,20 +209,20 @@ class JobRunner:
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
         from factory.jobs.search_space import to_tune_space
-        from factory.jobs.spec import load_callable
+        from factory.jobs.spec import TuneJobSpec, load_callable
 
-        spec = self._current.spec
-        settings = spec["tune"]
-        resources = {"cpu": float(spec.get("cpus_per_worker", 1)),
-                     "gpu": float(spec.get("gpus_per_worker", 0))}
-        concurrent = settings.get("max_concurrent_trials") or int(spec.get("num_workers", 1))
-        space = {**dict(spec.get("config") or {}), **to_tune_space(settings["search_space"])}
-        scheduler = ASHAScheduler() if settings.get("scheduler", "asha") == "asha" else FIFOScheduler()
+        spec = stored_spec(self._current)
+        assert isinstance(spec, TuneJobSpec)
+        settings = spec.tune
+        resources = {"cpu": float(spec.cpus_per_worker), "gpu": float(spec.gpus_per_worker)}
+        concurrent = settings.max_concurrent_trials or spec.num_workers
+        space = {**dict(spec.config), **to_tune_space(settings.search_space)}
+        scheduler = ASHAScheduler() if settings.scheduler == "asha" else FIFOScheduler()
         tuner = tune.Tuner(
-            tune.with_resources(load_callable(spec["train_loop"]), resources),
+            tune.with_resources(load_callable(spec.train_loop), resources),
             param_space=space,
             tune_config=tune.TuneConfig(
-                num_samples=int(settings["num_samples"]), metric=settings["metric"], mode=settings["mode"],
+                num_samples=settings.num_samples, metric=settings.metric, mode=settings.mode,
                 scheduler=scheduler,
                 max_concurrent_trials=concurrent,
             ),
@@ -238,15 +240,17 @@ class JobRunner:
     def _command(self) -> None:
         from ray.job_submission import JobStatus
 
-        spec = self._current.spec
+        from factory.jobs.spec import CommandJobSpec
+
+        spec = stored_spec(self._current)
+        assert isinstance(spec, CommandJobSpec)
         client = self._job_client()
         submission_id = f"factory-{self._current.job_id}-{self.attempt}"
-        runtime_env = dict(spec.get("runtime_env") or {})
+        runtime_env = dict(spec.runtime_env or {})
         runtime_env["env_vars"] = {**dict(runtime_env.get("env_vars") or {}), **self._env_vars()}
         self._submission_id = client.submit_job(
-            entrypoint=spec["entrypoint"], submission_id=submission_id, runtime_env=runtime_env,
-            entrypoint_num_cpus=float(spec.get("cpus_per_worker", 1)) * int(spec.get("num_workers", 1)),
-            entrypoint_num_gpus=float(spec.get("gpus_per_worker", 0)) * int(spec.get("num_workers", 1)),
+            entrypoint=spec.entrypoint, submission_id=submission_id, runtime_env=runtime_env,
+            entrypoint_num_cpus=float(spec.total_cpus), entrypoint_num_gpus=float(spec.total_gpus),
         )
         self._log(f"submitted as Ray job {submission_id} (`ray job logs {submission_id}`)")
         self._running()

@@ -23,6 +23,7 @@ import ray
 
 from actors.control_plane import ControlPlaneActor
 from factory.errors import FactoryError
+from factory.jobs.stored import stored_spec
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelRegistry, label_of
 from factory.registry.hot import hot_copy
@@ -106,22 +107,23 @@ class RegistryActor(ControlPlaneActor):
         if existing is not None:
             return existing.model_dump()
         job = self.store.get_job(job_id)
-        if job is None or not job.spec.get("register_as"):
+        spec = stored_spec(job) if job is not None else None
+        if job is None or spec is None or spec.register_as is None:
             return None
+        name = spec.register_as
         checkpoint = (job.progress or {}).get("checkpoint_path")
         if not checkpoint or not Path(checkpoint).is_dir():
             raise FactoryError(f"job {job_id} succeeded without a checkpoint to register as "
-                               f"'{job.spec['register_as']}' (its loop must call save_checkpoint)")
+                               f"'{name}' (its loop must call save_checkpoint)")
         # The parent as resolved when the job was submitted (an alias may have moved since).
         parent = (job.schedule.get("lineage") or {}).get("parent")
-        name = str(job.spec["register_as"])
         staged = self.storage.stage(checkpoint, name)
         try:
             return self.commit(staged.model_dump(), name, "checkpoint",
                                description=f"trained by job {job.name} ({job_id})",
                                tags={"team": job.team, "job": job.name},
                                lineage=job_lineage(job, parent), registered_by="scheduler",
-                               serving=_serving_of(job.spec))
+                               serving={"predictor": spec.predictor} if spec.predictor else {})
         except FactoryError:  # refused: its transaction rolled back, so nothing points at the files
             self.storage.delete(staged.key)
             raise
@@ -178,8 +180,3 @@ class RegistryActor(ControlPlaneActor):
     def _lock_for(self, key: tuple[str, Any]) -> threading.Lock:
         with self._loading_lock:
             return self._loading.setdefault(key, threading.Lock())
-
-
-def _serving_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """How a job's model is served: its spec's predictor, if it names one."""
-    return {"predictor": spec["predictor"]} if spec.get("predictor") else {}

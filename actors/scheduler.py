@@ -45,6 +45,7 @@ from factory.jobs.policy import live_policy
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState, predecessors
+from factory.jobs.stored import stored_spec
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.registry.lineage import code_version
@@ -92,8 +93,8 @@ class SchedulerActor(ControlPlaneActor):
         for job in self.store.list_jobs([JobState.SUCCEEDED.value, JobState.REGISTERING.value]):
             if job.state == JobState.REGISTERING.value:
                 self._to_register.put(job.job_id)  # the registry registers a job's checkpoint once
-            elif job.spec.get("register_as") and job.accounting:
-                self._start_registration(job.job_id, str(job.spec["register_as"]))
+            elif job.accounting and (model_name := stored_spec(job).register_as):
+                self._start_registration(job.job_id, model_name)
         self._registration_thread = threading.Thread(target=self._registration_loop, name="registration",
                                                      daemon=True)
         self._registration_thread.start()
@@ -235,9 +236,10 @@ class SchedulerActor(ControlPlaneActor):
             self.store.update_job(job_id, accounting=record)
             self._metrics.accounted(job.team, record)
             self._to_account.discard(job_id)
-            if job.state == JobState.SUCCEEDED.value and job.spec.get("register_as"):
+            model_name = stored_spec(job).register_as
+            if job.state == JobState.SUCCEEDED.value and model_name:
                 # After accounting: the lineage records energy and cost.
-                self._start_registration(job_id, str(job.spec["register_as"]))
+                self._start_registration(job_id, model_name)
 
     def _start_registration(self, job_id: str, model_name: str, retried_by: str = "") -> JobRow:
         """SUCCEEDED (or REGISTRATION_FAILED, retried) -> REGISTERING, queued for the registration thread."""
@@ -260,7 +262,8 @@ class SchedulerActor(ControlPlaneActor):
         assert self.clock is not None
         with self._jobs_lock:
             job = self._stored_job(job_id)
-            if not job.spec.get("register_as"):
+            model_name = stored_spec(job).register_as
+            if not model_name:
                 raise FactoryError(f"job {job_id} has no register_as: it registers no model")
             if job.state in (JobState.REGISTERING.value, JobState.REGISTERED.value):
                 return job.model_dump(mode="json")
@@ -269,7 +272,7 @@ class SchedulerActor(ControlPlaneActor):
                                    f"({JobState.REGISTRATION_FAILED.value}) is registered again")
 
             def retry() -> dict[str, Any]:
-                row = self._start_registration(job_id, str(job.spec["register_as"]), retried_by or "a user")
+                row = self._start_registration(job_id, model_name, retried_by or "a user")
                 self.audit("job.registration_retried", job_id, actor=retried_by or None)
                 return row.model_dump(mode="json")
 

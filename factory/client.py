@@ -39,6 +39,7 @@ from factory.errors import ClusterError, FactoryError, summary_line
 from factory.health import ActorHealth
 from factory.jobs.spec import JobSpec, load_job_spec, parse_job_spec
 from factory.jobs.states import JobState, settled
+from factory.jobs.stored import stored_spec
 from factory.prices.models import (
     ConsumptionInterval,
     EnergyCost,
@@ -341,7 +342,7 @@ class FactoryClient:
                 on_change(job)
                 seen = (job.state, job.reason)
             state = JobState(job.state)
-            if settled(state, bool(job.spec.get("register_as"))):
+            if settled(state, stored_spec(job).register_as is not None):
                 return job
             if state.is_finished:  # its model is registered just after its run: wait for that (not forever)
                 registering_since = registering_since or time.monotonic()

@@ -40,6 +40,7 @@ from factory.cli.render import compact_times, shorten, table
 from factory.client import FactoryClient
 from factory.config import FactoryConfig, load_config
 from factory.jobs.states import JobState, settled
+from factory.jobs.stored import stored_spec
 from factory.prices.series import utc_label
 from factory.store import JobRow
 
@@ -223,4 +224,4 @@ def show_registry(client: FactoryClient, echo: Echo) -> None:
 
 def _settled(job: JobRow) -> bool:
     """Over (a model it registers registered, or why not said) and accounted."""
-    return settled(JobState(job.state), bool(job.spec.get("register_as"))) and bool(job.accounting)
+    return settled(JobState(job.state), stored_spec(job).register_as is not None) and bool(job.accounting)

@@ -21,6 +21,7 @@ from factory.jobs.accounting import by_team
 from factory.jobs.masking import masked_spec
 from factory.jobs.snapshot import DAY_S, learnt_resume_overhead_s, num_gpus, pauses_since
 from factory.jobs.states import JobState
+from factory.jobs.stored import stored_spec
 from factory.store import JobEvent, JobRow
 
 
@@ -132,14 +133,14 @@ def logs(job_id: str, tail_lines: int, config_path: str | None, address: str | N
 def job_text(job: JobRow, events: list[JobEvent], now_s: float | None = None) -> str:
     """A job for people: what it is, where it is, what it did, and its timeline (`now_s`: factory time now,
     for the pauses of the last 24 h)."""
+    spec = stored_spec(job)
     lines = [
         f"Job        {job.job_id}  ({job.kind}, team {job.team})",
         f"State      {job.state}" + (f": {job.reason}" if job.reason else ""),
-        f"GPUs       {num_gpus(job)} ({job.spec.get('num_workers', 1)} workers x "
-        f"{job.spec.get('gpus_per_worker', 0)})",
+        f"GPUs       {spec.total_gpus} ({spec.num_workers} workers x {spec.gpus_per_worker})",
         f"Submitted  {factory_time(job.submitted_s)}    deadline {factory_time(job.deadline_s) or 'none'}",
         f"Ran        {duration(float(job.schedule.get('run_s', 0.0)))} of about "
-        f"{duration(float(job.spec.get('estimated_duration_s', 0.0)))}, attempt {job.attempt}",
+        f"{duration(spec.estimated_duration_s)}, attempt {job.attempt}",
     ]
     if job.latest_safe_start_s is not None:
         lines.append(f"Start by   {factory_time(job.latest_safe_start_s)} (its latest safe start: started by "

@@ -40,6 +40,7 @@ from factory.jobs.snapshot import (
     ran_s,
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
+from factory.jobs.stored import stored_spec
 from factory.scheduling.model import Policy, PriceOutlook, Snapshot
 from factory.store import JobRow, StateConflictError, StateStore
 
@@ -148,7 +149,7 @@ class JobController:
         price_now = float(outlook.price_per_mwh[0]) if outlook is not None else None
         for start in decisions.starts:
             job = jobs[start.job_id]
-            cap = job.spec.get("max_price_per_mwh")
+            cap = stored_spec(job).max_price_per_mwh
             if cap is not None and price_now is not None and price_now > float(cap):
                 self._wait(job, "price", f"the price ({price_now:.2f}/MWh) is above its max_price_per_mwh "
                            f"({float(cap):.2f})", now_s, result)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from factory.jobs.states import JobState
+from factory.jobs.stored import stored_spec
 from factory.prices.models import Forecast
 from factory.scheduling.model import JobView, Phase, PriceOutlook
 from factory.store import JobRow
@@ -52,12 +53,12 @@ class ClusterView:
 
 def num_gpus(job: JobRow) -> int:
     """GPUs of the whole job (all workers)."""
-    return int(job.spec.get("num_workers", 1)) * int(job.spec.get("gpus_per_worker", 0))
+    return stored_spec(job).total_gpus
 
 
 def preemptible(job: JobRow) -> bool:
     """Whether the policy may pause the job (it resumes from its latest checkpoint)."""
-    return bool(job.spec.get("preemptible", True)) and job.kind == "train"
+    return stored_spec(job).preemptible and job.kind == "train"
 
 
 def ran_s(job: JobRow, now_s: float) -> float:
@@ -70,7 +71,7 @@ def ran_s(job: JobRow, now_s: float) -> float:
 
 def remaining_s(job: JobRow, now_s: float) -> float:
     """Run time the job still needs by its estimate (see the module invariants)."""
-    estimate_s = float(job.spec.get("estimated_duration_s", 0.0))
+    estimate_s = stored_spec(job).estimated_duration_s
     return max(estimate_s - ran_s(job, now_s), MIN_REMAINING_FRACTION * estimate_s, 1.0)
 
 
@@ -83,12 +84,12 @@ def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
         phase = Phase.PAUSED
     else:
         phase = Phase.QUEUED
-    gpus_per_worker = int(job.spec.get("gpus_per_worker", 0))
+    spec = stored_spec(job)
     return JobView(
         job_id=job.job_id, num_gpus=num_gpus(job), power_w=gpu_power_w, submit_s=job.submitted_s,
         remaining_s=remaining_s(job, now_s), phase=phase, deadline_s=job.deadline_s,
-        preemptible=preemptible(job), gpus_per_worker=gpus_per_worker or None, team=job.team,
-        priority=int(job.spec.get("priority", 0)),
+        preemptible=preemptible(job), gpus_per_worker=spec.gpus_per_worker or None, team=job.team,
+        priority=spec.priority,
         placement=placement_of(job) if phase is Phase.RUNNING else (),
         admitted=bool(schedule.get("admitted", False)), at_risk=bool(schedule.get("at_risk", False)),
         pauses_today=pauses_since(job, now_s - DAY_S), resume_overhead_s=learnt_resume_overhead_s(job),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.jobs.masking import masked_spec
+from factory.jobs.stored import stored_spec, train_loop_of
 from factory.store import JobRow
 from factory.version import __version__
 
@@ -36,8 +37,8 @@ def job_lineage(job: JobRow, parent: str | None = None) -> dict[str, Any]:
         "spec": masked_spec(job.spec),  # secrets in runtime_env.env_vars are named, not shown
         "spec_hash": job.spec_hash,
         # As of submission when the scheduler recorded it (the checkout may have moved on since).
-        "code": (job.schedule.get("lineage") or {}).get("code") or code_version(job.spec.get("train_loop")),
-        "dataset": dataset_reference(job.spec.get("dataset")),
+        "code": (job.schedule.get("lineage") or {}).get("code") or code_version(train_loop_of(job)),
+        "dataset": dataset_reference(stored_spec(job).dataset),
         "metrics": {k: v for k, v in (job.progress or {}).items() if k not in _METRIC_SKIP},
         "training_time_s": training_s,
         "gpu_hours": accounting.get("gpu_hours"),

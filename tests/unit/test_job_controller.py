@@ -22,6 +22,7 @@ from factory.jobs.controller import JobController
 from factory.jobs.policy import live_policy
 from factory.jobs.runners import RunnerReport, RunnerStatus
 from factory.jobs.snapshot import DAY_S, ClusterView, job_view
+from factory.jobs.spec import parse_job_spec
 from factory.jobs.states import InvalidTransitionError
 from factory.prices.series import utc_label
 from factory.scheduling import FifoPolicy, PriceAwarePolicy
@@ -90,9 +91,11 @@ def outlook(now_s: float, hourly: list[float]) -> PriceOutlook:
 
 def submit(controller: JobController, name: str = "train", *, gpus: int = 2, estimate_s: float = HOUR,
            deadline_h: float | None = 6.0, now_s: float = T0, **spec: object) -> str:
-    full = {"name": name, "num_workers": 1, "gpus_per_worker": gpus, "estimated_duration_s": estimate_s,
-            "preemptible": True, **spec}
-    job = controller.submit(full, kind=str(spec.get("kind", "train")), name=name, team="vision",
+    full = {"name": name, "kind": "train", "train_loop": "factory.examples.regression:train_loop_per_worker",
+            "num_workers": 1, "gpus_per_worker": gpus, "estimated_duration_s": estimate_s, "preemptible": True,
+            **spec}
+    stored = parse_job_spec(full).model_dump(mode="json")  # as the scheduler stores a submitted spec
+    job = controller.submit(stored, kind=stored["kind"], name=name, team="vision",
                             spec_hash="h", now_s=now_s, submitted_by="cli:alice",
                             deadline_s=None if deadline_h is None else now_s + deadline_h * HOUR)
     return job.job_id

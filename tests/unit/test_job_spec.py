@@ -29,6 +29,8 @@ from factory.jobs import (
     to_tune_space,
     validate_for_submission,
 )
+from factory.jobs.stored import stored_spec, train_loop_of
+from factory.store import JobRow
 from tests.support import REPO_ROOT
 
 NOW_S = datetime(2025, 7, 1, 12, 0, tzinfo=UTC).timestamp()
@@ -570,3 +572,23 @@ def test_a_parent_model_is_a_model_reference() -> None:
     assert parse_job_spec(minimal("train", parent_model="base@production")).parent_model == "base@production"
     message = error_of(minimal("train", parent_model="base:zero"))
     assert "parent_model" in message and "NAME:3" in message
+
+
+def test_a_stored_spec_reads_back_typed_with_the_defaults_the_submission_had() -> None:
+    submitted = parse_job_spec({"name": "fit", "kind": "train", "estimated_duration_s": 60.0,
+                                "train_loop": "factory.examples.regression:train_loop_per_worker"})
+    job = JobRow(job_id="fit-1", name="fit", team="default", kind="train",
+                 spec=submitted.model_dump(mode="json"), spec_hash=spec_hash(submitted), state="QUEUED",
+                 submitted_s=0.0, updated_s=0.0)
+    spec = stored_spec(job)
+    assert spec == submitted and isinstance(spec, TrainJobSpec)
+    assert (spec.num_workers, spec.gpus_per_worker, spec.preemptible, spec.priority) == (1, 0, True, 0)
+    assert train_loop_of(job) == "factory.examples.regression:train_loop_per_worker"
+
+
+def test_a_stored_spec_that_no_longer_parses_is_one_line_naming_the_job() -> None:
+    job = JobRow(job_id="old-1", name="old", team="default", kind="train", spec={"name": "old"},
+                 spec_hash="h", state="SUCCEEDED", submitted_s=0.0, updated_s=0.0)
+    with pytest.raises(JobSpecError, match=r"^job old-1's stored spec: field 'kind' is required") as caught:
+        stored_spec(job)
+    assert "\n" not in str(caught.value)

@@ -251,7 +251,8 @@ def test_references_parse_as_users_write_them() -> None:
 
 def test_lineage_names_a_jobs_secret_env_vars_but_never_shows_their_values() -> None:
     env_vars = {"API_KEY": "sk-live-123", "MODE": "x"}
-    spec = {"entrypoint": "python run.py", "runtime_env": {"env_vars": env_vars, "working_dir": "."}}
+    spec = {"name": "cmd", "kind": "command", "estimated_duration_s": 60.0, "entrypoint": "python run.py",
+            "runtime_env": {"env_vars": env_vars, "working_dir": "."}}
     job = JobRow(job_id="job-2", name="cmd", team="ops", kind="command", spec=spec, spec_hash="h" * 64,
                  state="SUCCEEDED", submitted_s=0.0, updated_s=1.0)
     lineage = job_lineage(job)
@@ -266,7 +267,8 @@ def test_lineage_records_the_job_its_code_data_and_what_it_cost(tmp_path: Path) 
     data.mkdir()
     (data / "train.csv").write_text("x,y\n1,2\n")
     job = JobRow(job_id="job-1", name="fit", team="vision", kind="train",
-                 spec={"train_loop": "factory.examples.regression:train_loop_per_worker",
+                 spec={"name": "fit", "kind": "train", "estimated_duration_s": 60.0,
+                       "train_loop": "factory.examples.regression:train_loop_per_worker",
                        "dataset": str(data), "register_as": "reg"},
                  spec_hash="h" * 64, state="SUCCEEDED", submitted_s=0.0, updated_s=10.0,
                  progress={"loss": 0.1, "checkpoint_path": "/x"},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from factory.jobs.stored import stored_spec
 from factory.serving.endpoints import Endpoint
 from factory.store import SQLiteStore, StateStore, open_store
 from factory.store.migrations import MIGRATIONS
@@ -52,6 +53,9 @@ def test_every_job_and_its_events_survive_the_upgrade(released_store: StateStore
         assert (job.team, job.state, job.reason, job.kind) == (team, "REGISTERED", f"registered as {model}",
                                                                "train")
         assert job.accounting["energy_kwh"] > 0 and job.spec["deadline"]
+        # The spec as stored then reads back typed (defaults included) by this release's model.
+        spec = stored_spec(job)
+        assert spec.register_as == model.split(":")[0] and spec.team == team and spec.total_gpus >= 1
         history = released_store.job_events(job_id)
         assert len(history) == events + 2 and history[0].state == "QUEUED"
         assert [(e.from_state, e.state) for e in history[-3:]] == [
