@@ -233,6 +233,13 @@ class FactoryConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     serving: ServingConfig = ServingConfig()
 
+    @field_validator("state_dir")
+    @classmethod
+    def _a_path_the_os_accepts(cls, value: Path) -> Path:
+        if "\x00" in str(value):  # the OS refuses it later, as a raw ValueError from deep inside pathlib
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
     @property
     def store_path(self) -> Path:
         """The SQLite file of the durable state store."""
