@@ -20,7 +20,6 @@ still reported after a restart of the scheduler or of the factory. They belong t
 from __future__ import annotations
 
 import math
-import queue
 import threading
 from typing import Any
 
@@ -37,15 +36,15 @@ from factory.control_plane import (
     factory_actor_names,
     get_actor,
 )
-from factory.errors import ClusterError, FactoryError, summary_line
+from factory.errors import FactoryError
 from factory.jobs.accounting import account
 from factory.jobs.controller import JobController, StepResult
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
+from factory.jobs.registration import Registrations
 from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
-from factory.jobs.states import FINISHED, JobState, predecessors
-from factory.jobs.stored import stored_spec
+from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.registry.lineage import code_version
@@ -54,9 +53,6 @@ from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent, JobRow
 from factory.telemetry.sdk import cluster_job_energy
 from factory.version import __version__
-
-REGISTRATION_RETRY_S = 10.0  # real seconds before a registration the registry did not answer is retried
-REGISTRATION_ATTEMPTS = 4  # then the job records why its model was not registered
 
 OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
 
@@ -86,16 +82,12 @@ class SchedulerActor(ControlPlaneActor):
         # Jobs that ended and still need their accounting: found again after a restart (idempotent).
         self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in FINISHED])
                             if not job.accounting}
-        # REGISTERING jobs, registered one at a time by their own thread (a big checkpoint must not hold up
-        # scheduling); found again after a restart, with succeeded ones accounted but not yet moved on.
-        self._to_register: queue.Queue[str] = queue.Queue()
-        self._stopping_registration = threading.Event()
-        for job in self.store.list_jobs([JobState.SUCCEEDED.value, JobState.REGISTERING.value]):
-            if job.state == JobState.REGISTERING.value:
-                self._to_register.put(job.job_id)  # the registry registers a job's checkpoint once
-            elif job.accounting and (model_name := stored_spec(job).register_as):
-                self._start_registration(job.job_id, model_name)
-        self._registration_thread = threading.Thread(target=self._registration_loop, name="registration",
+        # Succeeded jobs' models, registered one at a time by their own thread (a big checkpoint must not
+        # hold up scheduling); found again after a restart.
+        self._registrations = Registrations(self.store, self.clock.now_s, _register_with_the_registry,
+                                            on_error=self._record_error)
+        self._registrations.resume()
+        self._registration_thread = threading.Thread(target=self._registrations.run, name="registration",
                                                      daemon=True)
         self._registration_thread.start()
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
@@ -236,21 +228,7 @@ class SchedulerActor(ControlPlaneActor):
             self.store.update_job(job_id, accounting=record)
             self._metrics.accounted(job.team, record)
             self._to_account.discard(job_id)
-            model_name = stored_spec(job).register_as
-            if job.state == JobState.SUCCEEDED.value and model_name:
-                # After accounting: the lineage records energy and cost.
-                self._start_registration(job_id, model_name)
-
-    def _start_registration(self, job_id: str, model_name: str, retried_by: str = "") -> JobRow:
-        """SUCCEEDED (or REGISTRATION_FAILED, retried) -> REGISTERING, queued for the registration thread."""
-        assert self.clock is not None
-        reason = f"registering as {model_name}" + (f" (retried by {retried_by})" if retried_by else "")
-        self.store.transition_job(job_id, JobState.REGISTERING.value, reason, self.clock.now_s(),
-                                  expected_from=[state.value for state in predecessors(JobState.REGISTERING)])
-        self._to_register.put(job_id)
-        job = self.store.get_job(job_id)
-        assert job is not None
-        return job
+            self._registrations.after_accounting(job)
 
     def retry_registration(self, job_id: str, retried_by: str = "",
                            request_id: str | None = None) -> dict[str, Any]:
@@ -262,75 +240,16 @@ class SchedulerActor(ControlPlaneActor):
         assert self.clock is not None
         with self._jobs_lock:
             job = self._stored_job(job_id)
-            model_name = stored_spec(job).register_as
-            if not model_name:
-                raise FactoryError(f"job {job_id} has no register_as: it registers no model")
-            if job.state in (JobState.REGISTERING.value, JobState.REGISTERED.value):
-                return job.model_dump(mode="json")
-            if job.state != JobState.REGISTRATION_FAILED.value:
-                raise FactoryError(f"job {job_id} is {job.state}: only a job whose registration failed "
-                                   f"({JobState.REGISTRATION_FAILED.value}) is registered again")
 
-            def retry() -> dict[str, Any]:
-                row = self._start_registration(job_id, model_name, retried_by or "a user")
+            def retry() -> dict[str, Any] | None:
+                retried = self._registrations.retry(job, retried_by or "a user")
+                if retried is None:
+                    return None
                 self.audit("job.registration_retried", job_id, actor=retried_by or None)
-                return row.model_dump(mode="json")
+                return retried.model_dump(mode="json")
 
-            return self.store.once(request_id, "job.register", self.clock.now_s(), retry)
-
-    def _registration_loop(self) -> None:
-        """Register the models of REGISTERING jobs: REGISTERED (NAME:VERSION) or REGISTRATION_FAILED (why).
-
-        The outcome is also kept in the job's accounting (`model` or `registration_error`), where
-        `--json` readers found it before registration had states.
-        """
-        attempts: dict[str, int] = {}
-        while not self._stopping_registration.is_set():
-            try:
-                job_id = self._to_register.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            try:
-                job = self.store.get_job(job_id)
-                if job is None or job.state != JobState.REGISTERING.value:
-                    continue  # queued twice (a restart, a retry): registered already
-                try:
-                    row = call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY,
-                                     timeout_s=3600.0)
-                    if row:
-                        ref = version_ref(row["name"], row["version"])
-                        outcome = (JobState.REGISTERED, f"registered as {ref}", {"model": ref})
-                    else:
-                        reason = "the job has no register_as"
-                        outcome = (JobState.REGISTRATION_FAILED, reason, {"registration_error": reason})
-                except ClusterError as exc:  # the registry is restarting or busy: try again shortly
-                    attempts[job_id] = attempts.get(job_id, 0) + 1
-                    if attempts[job_id] < REGISTRATION_ATTEMPTS:
-                        self._record_error(exc)
-                        self._stopping_registration.wait(REGISTRATION_RETRY_S)
-                        self._to_register.put(job_id)
-                        continue
-                    reason = f"{summary_line(exc)} ({attempts[job_id]} attempts)"
-                    outcome = (JobState.REGISTRATION_FAILED, reason, {"registration_error": reason})
-                except FactoryError as exc:  # refused for good: recorded on the job, where its user looks
-                    reason = summary_line(exc)
-                    outcome = (JobState.REGISTRATION_FAILED, reason, {"registration_error": reason})
-                attempts.pop(job_id, None)
-                self._finish_registration(job, *outcome)
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad job or a busy store
-                self._record_error(exc)
-                self._stopping_registration.wait(REGISTRATION_RETRY_S)
-                self._to_register.put(job_id)
-
-    def _finish_registration(self, job: JobRow, state: JobState, reason: str,
-                             outcome: dict[str, str]) -> None:
-        """REGISTERING -> `state`, with the outcome in the accounting (an earlier attempt's dropped)."""
-        assert self.clock is not None
-        accounting = {key: value for key, value in job.accounting.items()
-                      if key not in ("model", "registration_error")}
-        self.store.transition_job(job.job_id, state.value, reason, self.clock.now_s(),
-                                  expected_from={JobState.REGISTERING.value},
-                                  accounting={**accounting, **outcome})
+            row = self.store.once(request_id, "job.register", self.clock.now_s(), retry)
+            return row if row is not None else job.model_dump(mode="json")
 
     def _price_profile(self, profile: list[ConsumptionInterval]) -> EnergyCost:
         return call_actor(get_actor(GRID_PRICE).energy_cost.remote([p.model_dump() for p in profile]),
@@ -446,7 +365,7 @@ class SchedulerActor(ControlPlaneActor):
         `factory down` calls this first, so that no step re-creates an actor being removed.
         """
         self._stopping.set()
-        self._stopping_registration.set()
+        self._registrations.stopping.set()
         self._wake_event.set()
         self._loop_thread.join(timeout_s)
         self._scheduling_thread.join(timeout_s)
@@ -481,6 +400,11 @@ class SchedulerActor(ControlPlaneActor):
     def audit_log(self, limit: int = 100, action_prefix: str | None = None) -> list[AuditEvent]:
         """The newest `limit` audit events, oldest first."""
         return self.store.list_audit(limit=limit, action_prefix=action_prefix)
+
+
+def _register_with_the_registry(job_id: str) -> dict[str, Any] | None:
+    """The RegistryActor registers the job's checkpoint (once per job: a retry returns the same row)."""
+    return call_actor(get_actor(REGISTRY).register_job.remote(job_id), REGISTRY, timeout_s=3600.0)
 
 
 def _step_json(result: StepResult) -> dict[str, Any]:

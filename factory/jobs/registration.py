@@ -1,0 +1,157 @@
+"""Registering a succeeded job's model: SUCCEEDED -> REGISTERING -> REGISTERED or REGISTRATION_FAILED.
+
+The state manager behind the SchedulerActor's registration thread, without Ray: the actor passes the
+store, its clock, and `register(job_id)` (a call to the RegistryActor's `register_job`), so the whole
+state machine is tested on a real SQLite store with a fake registry.
+
+Invariants:
+  * A job is queued only once it is REGISTERING (written first): a restarted scheduler finds every
+    queued job again in the store (`resume`), and a job queued twice is registered once (the second
+    entry finds it no longer REGISTERING).
+  * The registry registers a job's checkpoint once (it looks the job up before committing), so neither
+    a restart nor a user's retry makes a second version.
+  * `register` raising `ClusterError` (the registry restarting or busy) is tried again, `attempts` times
+    in all, `retry_s` real seconds apart; a `FactoryError` is a refusal, recorded at once.
+  * The outcome is the job's state and reason ("registered as NAME:VERSION", or why not); it is also kept
+    in the accounting (`model` or `registration_error`, an earlier attempt's dropped), where `--json`
+    readers found it before registration had states.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from factory.errors import ClusterError, FactoryError, summary_line
+from factory.jobs.states import JobState, predecessors
+from factory.jobs.stored import stored_spec
+from factory.registry.refs import version_ref
+from factory.store import JobRow, StateStore
+
+RETRY_S = 10.0  # real seconds before a registration the registry did not answer is tried again
+ATTEMPTS = 4  # then the job is REGISTRATION_FAILED, with why
+
+Register = Callable[[str], dict[str, Any] | None]  # job id -> the version row (name, version), None if none
+
+
+class Registrations:
+    """Moves jobs with `register_as` from SUCCEEDED to REGISTERED (or REGISTRATION_FAILED), one at a time."""
+
+    def __init__(self, store: StateStore, now_s: Callable[[], float], register: Register, *,
+                 on_error: Callable[[BaseException], None] = lambda exc: None,
+                 retry_s: float = RETRY_S, attempts: int = ATTEMPTS) -> None:
+        self.store = store
+        self.now_s = now_s
+        self.register = register
+        self.on_error = on_error
+        self.retry_s = retry_s
+        self.attempts = attempts
+        self.stopping = threading.Event()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._failures: dict[str, int] = {}  # registry calls that did not answer, per queued job
+
+    # -- entering REGISTERING --------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """After a (re)start: queue the REGISTERING jobs, and start the accounted SUCCEEDED ones."""
+        for job in self.store.list_jobs([JobState.SUCCEEDED.value, JobState.REGISTERING.value]):
+            if job.state == JobState.REGISTERING.value:
+                self._queue.put(job.job_id)
+            elif job.accounting:
+                self.after_accounting(job)
+
+    def after_accounting(self, job: JobRow) -> None:
+        """A finished job was just accounted: if it succeeded with `register_as`, it starts registering.
+
+        After accounting, not before: the model's lineage records the run's energy and cost.
+        """
+        model_name = stored_spec(job).register_as
+        if job.state == JobState.SUCCEEDED.value and model_name:
+            self._start(job.job_id, model_name)
+
+    def retry(self, job: JobRow, retried_by: str) -> JobRow | None:
+        """A user's retry of a failed registration: the job, REGISTERING again (None: nothing to redo).
+
+        Raises `FactoryError` (one line) for a job that registers no model, or whose run is not over or
+        did not succeed. A job already REGISTERING or REGISTERED is left as it is (None).
+        """
+        model_name = stored_spec(job).register_as
+        if not model_name:
+            raise FactoryError(f"job {job.job_id} has no register_as: it registers no model")
+        if job.state in (JobState.REGISTERING.value, JobState.REGISTERED.value):
+            return None
+        if job.state != JobState.REGISTRATION_FAILED.value:
+            raise FactoryError(f"job {job.job_id} is {job.state}: only a job whose registration failed "
+                               f"({JobState.REGISTRATION_FAILED.value}) is registered again")
+        return self._start(job.job_id, model_name, retried_by)
+
+    def _start(self, job_id: str, model_name: str, retried_by: str = "") -> JobRow:
+        reason = f"registering as {model_name}" + (f" (retried by {retried_by})" if retried_by else "")
+        self.store.transition_job(job_id, JobState.REGISTERING.value, reason, self.now_s(),
+                                  expected_from=[state.value for state in predecessors(JobState.REGISTERING)])
+        self._queue.put(job_id)
+        job = self.store.get_job(job_id)
+        assert job is not None
+        return job
+
+    # -- the registration thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The thread's loop: register queued jobs until `stopping` is set."""
+        while not self.stopping.is_set():
+            self.register_next(wait_s=1.0)
+
+    def register_next(self, wait_s: float = 0.0) -> str | None:
+        """Register the next queued job (waiting up to `wait_s` for one); return its id, None if none.
+
+        Never raises: an unexpected error (a busy store) is reported to `on_error` and the job queued
+        again after `retry_s`.
+        """
+        try:
+            job_id = self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        try:
+            self._register(job_id)
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad job or a busy store
+            self.on_error(exc)
+            self._again_later(job_id)
+        return job_id
+
+    def _register(self, job_id: str) -> None:
+        job = self.store.get_job(job_id)
+        if job is None or job.state != JobState.REGISTERING.value:
+            return  # queued twice (a restart, a retry): registered already
+        try:
+            row = self.register(job_id)
+        except ClusterError as exc:  # the registry is restarting or busy: try again shortly
+            failures = self._failures[job_id] = self._failures.get(job_id, 0) + 1
+            if failures < self.attempts:
+                self.on_error(exc)
+                self._again_later(job_id)
+                return
+            self._finish(job, JobState.REGISTRATION_FAILED, f"{summary_line(exc)} ({failures} attempts)")
+            return
+        except FactoryError as exc:  # refused for good: recorded on the job, where its user looks
+            self._finish(job, JobState.REGISTRATION_FAILED, summary_line(exc))
+            return
+        if not row:
+            self._finish(job, JobState.REGISTRATION_FAILED, "the job has no register_as")
+            return
+        self._finish(job, JobState.REGISTERED, f"registered as {version_ref(row['name'], row['version'])}",
+                     model=version_ref(row["name"], row["version"]))
+
+    def _again_later(self, job_id: str) -> None:
+        self.stopping.wait(self.retry_s)
+        self._queue.put(job_id)
+
+    def _finish(self, job: JobRow, state: JobState, reason: str, model: str | None = None) -> None:
+        """REGISTERING -> `state`, with the outcome in the accounting too (an earlier attempt's dropped)."""
+        self._failures.pop(job.job_id, None)
+        accounting = {key: value for key, value in job.accounting.items()
+                      if key not in ("model", "registration_error")}
+        accounting.update({"model": model} if model is not None else {"registration_error": reason})
+        self.store.transition_job(job.job_id, state.value, reason, self.now_s(),
+                                  expected_from={JobState.REGISTERING.value}, accounting=accounting)
