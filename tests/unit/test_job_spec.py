@@ -592,3 +592,14 @@ def test_a_stored_spec_that_no_longer_parses_is_one_line_naming_the_job() -> Non
     with pytest.raises(JobSpecError, match=r"^job old-1's stored spec: field 'kind' is required") as caught:
         stored_spec(job)
     assert "\n" not in str(caught.value)
+
+
+def test_a_spec_stored_by_an_older_release_that_todays_rules_refuse_still_reads() -> None:
+    # e.g. a command job with register_as, accepted then: the scheduler must still read it.
+    spec = {"name": "old", "kind": "command", "entrypoint": "true", "estimated_duration_s": 60.0,
+            "register_as": "not a safe name!"}
+    job = JobRow(job_id="old-2", name="old", team="default", kind="command", spec=spec, spec_hash="h2",
+                 state="SUCCEEDED", submitted_s=0.0, updated_s=0.0)
+    read = stored_spec(job)
+    assert isinstance(read, CommandJobSpec) and read.register_as == "not a safe name!"
+    assert (read.num_workers, read.gpus_per_worker, read.total_gpus) == (1, 0, 0)  # defaults filled in
