@@ -225,10 +225,11 @@ class SchedulerActor(ControlPlaneActor):
                 continue
             record = account(job, self.store.job_events(job_id), cluster_job_energy(job_id).energy_kwh,
                              self._price_profile, self.config.scheduler.gpu_power_w)
-            self.store.update_job(job_id, accounting=record)
+            with self.store.transaction():  # accounted and moved on together: never left SUCCEEDED
+                self.store.update_job(job_id, accounting=record)
+                self._registrations.after_accounting(job)
             self._metrics.accounted(job.team, record)
             self._to_account.discard(job_id)
-            self._registrations.after_accounting(job)
 
     def retry_registration(self, job_id: str, retried_by: str = "",
                            request_id: str | None = None) -> dict[str, Any]:

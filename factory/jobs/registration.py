@@ -11,7 +11,8 @@ Invariants:
   * The registry registers a job's checkpoint once (it looks the job up before committing), so neither
     a restart nor a user's retry makes a second version.
   * `register` raising `ClusterError` (the registry restarting or busy) is tried again, `attempts` times
-    in all, `retry_s` real seconds apart; a `FactoryError` is a refusal, recorded at once.
+    in all, `retry_s` real seconds apart; a `FactoryError` is a refusal, recorded at once. Any other
+    error (a busy store, a bad answer) is tried again too, within the same number of attempts.
   * The outcome is the job's state and reason ("registered as NAME:VERSION", or why not); it is also kept
     in the accounting (`model` or `registration_error`, an earlier attempt's dropped), where `--json`
     readers found it before registration had states.
@@ -25,10 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 from factory.errors import ClusterError, FactoryError, summary_line
-from factory.jobs.states import JobState, predecessors
+from factory.jobs.states import JobState
 from factory.jobs.stored import stored_spec
 from factory.registry.refs import version_ref
-from factory.store import JobRow, StateStore
+from factory.store import JobRow, StateConflictError, StateStore
 
 RETRY_S = 10.0  # real seconds before a registration the registry did not answer is tried again
 ATTEMPTS = 4  # then the job is REGISTRATION_FAILED, with why
@@ -65,32 +66,39 @@ class Registrations:
     def after_accounting(self, job: JobRow) -> None:
         """A finished job was just accounted: if it succeeded with `register_as`, it starts registering.
 
-        After accounting, not before: the model's lineage records the run's energy and cost.
+        After accounting, not before: the model's lineage records the run's energy and cost. The caller
+        writes the accounting in the same transaction, so an accounted job never stays SUCCEEDED. A job
+        another call moved on already (accounted twice in a race) is left as it is.
         """
         model_name = stored_spec(job).register_as
         if job.state == JobState.SUCCEEDED.value and model_name:
-            self._start(job.job_id, model_name)
+            try:
+                self._start(job.job_id, model_name, expected_from=JobState.SUCCEEDED)
+            except StateConflictError:
+                pass
 
     def retry(self, job: JobRow, retried_by: str) -> JobRow | None:
         """A user's retry of a failed registration: the job, REGISTERING again (None: nothing to redo).
 
         Raises `FactoryError` (one line) for a job that registers no model, or whose run is not over or
-        did not succeed. A job already REGISTERING or REGISTERED is left as it is (None).
+        did not succeed. A job already REGISTERING or REGISTERED is left as it is (None). An accounted
+        SUCCEEDED job is started too (one the scheduler did not move on: it should not happen).
         """
         model_name = stored_spec(job).register_as
         if not model_name:
             raise FactoryError(f"job {job.job_id} has no register_as: it registers no model")
         if job.state in (JobState.REGISTERING.value, JobState.REGISTERED.value):
             return None
-        if job.state != JobState.REGISTRATION_FAILED.value:
+        state = JobState(job.state)
+        if not (state is JobState.REGISTRATION_FAILED or (state is JobState.SUCCEEDED and job.accounting)):
             raise FactoryError(f"job {job.job_id} is {job.state}: only a job whose registration failed "
                                f"({JobState.REGISTRATION_FAILED.value}) is registered again")
-        return self._start(job.job_id, model_name, retried_by)
+        return self._start(job.job_id, model_name, expected_from=state, retried_by=retried_by)
 
-    def _start(self, job_id: str, model_name: str, retried_by: str = "") -> JobRow:
+    def _start(self, job_id: str, model_name: str, expected_from: JobState, retried_by: str = "") -> JobRow:
         reason = f"registering as {model_name}" + (f" (retried by {retried_by})" if retried_by else "")
         self.store.transition_job(job_id, JobState.REGISTERING.value, reason, self.now_s(),
-                                  expected_from=[state.value for state in predecessors(JobState.REGISTERING)])
+                                  expected_from=[expected_from.value])
         self._queue.put(job_id)
         job = self.store.get_job(job_id)
         assert job is not None
@@ -117,8 +125,31 @@ class Registrations:
             self._register(job_id)
         except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad job or a busy store
             self.on_error(exc)
-            self._again_later(job_id)
+            if self._failed_once_more(job_id):
+                self._again_later(job_id)
+            else:
+                self._give_up(job_id, exc)
         return job_id
+
+    def _failed_once_more(self, job_id: str) -> bool:
+        """Count a failed attempt; whether attempts are left."""
+        failures = self._failures[job_id] = self._failures.get(job_id, 0) + 1
+        return failures < self.attempts
+
+    def _give_up(self, job_id: str, exc: BaseException) -> None:
+        """Out of attempts on an unexpected error: REGISTRATION_FAILED, if the store takes it.
+
+        A user may then retry it; if the store refuses, the job stays REGISTERING and the restarted
+        scheduler finds it again.
+        """
+        try:
+            job = self.store.get_job(job_id)
+            if job is not None and job.state == JobState.REGISTERING.value:
+                self._finish(job, JobState.REGISTRATION_FAILED,
+                             f"{summary_line(exc)} ({self._failures.get(job_id, 0)} attempts)")
+        except Exception as again:  # noqa: BLE001 - reported; the restart finds the job again
+            self.on_error(again)
+        self._failures.pop(job_id, None)
 
     def _register(self, job_id: str) -> None:
         job = self.store.get_job(job_id)
@@ -127,12 +158,12 @@ class Registrations:
         try:
             row = self.register(job_id)
         except ClusterError as exc:  # the registry is restarting or busy: try again shortly
-            failures = self._failures[job_id] = self._failures.get(job_id, 0) + 1
-            if failures < self.attempts:
+            if self._failed_once_more(job_id):
                 self.on_error(exc)
                 self._again_later(job_id)
                 return
-            self._finish(job, JobState.REGISTRATION_FAILED, f"{summary_line(exc)} ({failures} attempts)")
+            self._finish(job, JobState.REGISTRATION_FAILED,
+                         f"{summary_line(exc)} ({self._failures[job_id]} attempts)")
             return
         except FactoryError as exc:  # refused for good: recorded on the job, where its user looks
             self._finish(job, JobState.REGISTRATION_FAILED, summary_line(exc))

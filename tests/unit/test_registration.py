@@ -188,3 +188,37 @@ def test_a_busy_store_does_not_lose_the_job(store: SQLiteStore) -> None:
     store.get_job = flaky_get  # type: ignore[method-assign]
     drain(manager)
     assert len(errors) == 1 and store.get_job("j1").state == "REGISTERED"  # type: ignore[union-attr]
+
+
+def test_a_job_accounted_twice_in_a_race_moves_on_once(store: SQLiteStore) -> None:
+    manager = registrations(store, FakeRegistry())
+    stale = succeeded(store, "j1")  # both calls read it SUCCEEDED
+    manager.after_accounting(stale)
+    manager.after_accounting(stale)  # the second finds it REGISTERING: left as it is, no error
+    drain(manager)
+    assert states(store, "j1")[-3:] == ["SUCCEEDED", "REGISTERING", "REGISTERED"]
+
+
+def test_an_unexpected_error_every_time_ends_registration_failed_not_an_endless_retry(
+        store: SQLiteStore) -> None:
+    def bad_answer(job_id: str) -> dict[str, Any]:
+        return {"version": 1}  # no name: a KeyError, not a registry refusal
+
+    errors: list[BaseException] = []
+    manager = Registrations(store, lambda: 100.0, bad_answer, retry_s=0.0, attempts=3, on_error=errors.append)
+    manager.after_accounting(succeeded(store, "j1"))
+    drain(manager)
+    job = store.get_job("j1")
+    assert job is not None and job.state == "REGISTRATION_FAILED" and job.reason.endswith("(3 attempts)")
+    assert len(errors) == 3
+
+
+def test_an_accounted_job_left_succeeded_can_be_retried(store: SQLiteStore) -> None:
+    manager = registrations(store, FakeRegistry())
+    left = succeeded(store, "j1")  # accounted, never moved on (it should not happen; a user can fix it)
+    retried = manager.retry(left, "cli:carol")
+    assert retried is not None and retried.state == "REGISTERING"
+    drain(manager)
+    assert store.get_job("j1").state == "REGISTERED"  # type: ignore[union-attr]
+    with pytest.raises(FactoryError, match="is SUCCEEDED: only a job whose registration failed"):
+        manager.retry(succeeded(store, "j2", accounted=False), "cli:carol")  # not accounted yet
