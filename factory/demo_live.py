@@ -148,7 +148,11 @@ def follow(client: FactoryClient, echo: Echo) -> None:
     for job_id, name in ids.items():
         job = final[job_id]
         record = job.accounting
-        on_time = job.deadline_s is None or job.updated_s <= job.deadline_s
+        # When its run ended (registering its model comes after, and is no part of the deadline).
+        ended_s = next((event.time_s for event in reversed(client.job(job_id).events)
+                        if JobState(event.state).is_finished and event.from_state
+                        and not JobState(event.from_state).is_finished), job.updated_s)
+        on_time = job.deadline_s is None or ended_s <= job.deadline_s
         rows.append([name, job.team, job.state, job.attempt, "yes" if on_time else "NO",
                      f"{record.get('energy_kwh', 0):.2f}", f"{record.get('cost', 0):.4f}",
                      f"{record.get('cost_if_run_at_once', 0):.4f}", f"{record.get('savings', 0):.4f}"])

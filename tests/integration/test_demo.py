@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import clean_env, make_runner, write_config
+from tests.integration.conftest import FACTORY_BIN, clean_env, make_runner, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +117,54 @@ def test_up_with_an_unusable_state_dir_fails_in_one_line_and_starts_nothing(
         env=clean_env(), capture_output=True, timeout=120,
     )
     assert probe.returncode != 0  # no Ray head was left behind
+
+
+DEMO_TIMEOUT_S = 900.0
+KILL_SCHEDULER = (
+    "import ray\n"
+    "from factory.control_plane import SCHEDULER\n"
+    "from factory.ray_cluster import NAMESPACE\n"
+    "ray.init(address='auto', namespace=NAMESPACE, logging_level='ERROR', log_to_driver=False)\n"
+    "ray.kill(ray.get_actor(SCHEDULER), no_restart=False)\n"  # Ray restarts it, as it would a crash
+)
+
+
+def test_the_demo_rides_out_its_scheduler_killed_while_the_jobs_train(
+    no_ray_running: None, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "factory.yaml", state_dir=tmp_path / "state",
+                          ray={"num_cpus": 2, "num_gpus": None})
+    output = tmp_path / "demo.out"
+    with output.open("w") as sink:
+        demo = subprocess.Popen([FACTORY_BIN, "demo", "--watch-s", "2"], cwd=tmp_path, text=True,
+                                env=clean_env(FACTORY_CONFIG=str(config)), stdout=sink,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    killed, killed_at = None, 0
+    deadline = time.monotonic() + DEMO_TIMEOUT_S
+    try:
+        while demo.poll() is None and time.monotonic() < deadline:
+            out = output.read_text()
+            live = out.find("== 6. Live training")
+            if killed is None and live >= 0 and " RUNNING " in out[live:]:
+                # A job trains: the control plane's scheduler dies (and is restarted by Ray).
+                killed = subprocess.run([sys.executable, "-c", KILL_SCHEDULER], env=clean_env(),
+                                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                killed_at = len(output.read_text())
+            time.sleep(0.5)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    out = output.read_text()
+    assert demo.returncode == 0, out[-4000:]
+    assert killed is not None and killed.returncode == 0, (killed and killed.stderr[-2000:], out[-3000:])
+    assert "Traceback" not in out
+    live = out[out.index("== 6. Live training"):]
+    states = {(line.split()[4], line.split()[5]) for line in live.splitlines() if " USD/MWh  " in line}
+    for name in ("nlp-large", "vision-small", "ops-urgent"):
+        assert (name, "REGISTERED") in states, live  # every job ran to its end and registered its model
+    after_kill = out[killed_at:]
+    assert " SUCCEEDED " in after_kill or " REGISTERED " in after_kill  # runs went on after the kill
+    rows = {line.split()[0]: line.split() for line in live.splitlines()
+            if line.startswith(("nlp-large ", "vision-small ", "ops-urgent "))}
+    assert set(rows) == {"nlp-large", "vision-small", "ops-urgent"}
+    assert all(row[4] == "yes" for row in rows.values()), live  # still on time
