@@ -23,7 +23,7 @@ import ray
 
 from actors.control_plane import ControlPlaneActor
 from factory.errors import FactoryError
-from factory.jobs.stored import stored_spec
+from factory.jobs.stored import run_result, stored_spec, submitted_lineage
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelRegistry, label_of
 from factory.registry.hot import hot_copy
@@ -111,12 +111,12 @@ class RegistryActor(ControlPlaneActor):
         if job is None or spec is None or spec.register_as is None:
             return None
         name = spec.register_as
-        checkpoint = (job.progress or {}).get("checkpoint_path")
+        checkpoint = run_result(job).checkpoint_path
         if not checkpoint or not Path(checkpoint).is_dir():
             raise FactoryError(f"job {job_id} succeeded without a checkpoint to register as "
                                f"'{name}' (its loop must call save_checkpoint)")
         # The parent as resolved when the job was submitted (an alias may have moved since).
-        parent = (job.schedule.get("lineage") or {}).get("parent")
+        parent = submitted_lineage(job).parent
         staged = self.storage.stage(checkpoint, name)
         try:
             return self.commit(staged.model_dump(), name, "checkpoint",

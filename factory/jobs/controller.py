@@ -40,7 +40,7 @@ from factory.jobs.snapshot import (
     ran_s,
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
-from factory.jobs.stored import stored_spec
+from factory.jobs.stored import run_result, stored_spec
 from factory.scheduling.model import Policy, PriceOutlook, Snapshot
 from factory.store import JobRow, StateConflictError, StateStore
 
@@ -259,8 +259,7 @@ class JobController:
         schedule = {key: value for key, value in job.schedule.items() if key != "latest_safe_start_s"}
         schedule |= {"placement": [list(p) for p in placement], "started_s": now_s}
         if float(job.schedule.get("run_s", 0.0)) > 0:  # a resume: measure what it costs (`_resume_measured`)
-            step = job.progress.get("step")
-            schedule["resuming_from_step"] = step if _is_number(step) else None
+            schedule["resuming_from_step"] = run_result(job).step
         if self._move(job, JobState.RUNNING, reason, now_s, attempt=attempt, schedule=schedule):
             started = self.store.get_job(job.job_id)
             assert started is not None

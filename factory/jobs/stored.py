@@ -1,4 +1,7 @@
-"""A stored job's spec, typed: what `JobRow.spec` (a dict, as the store keeps it) was submitted as.
+"""A stored job, typed: its spec as submitted, what its run reported, what its lineage recorded then.
+
+`JobRow` keeps these as the JSON the store holds (`spec`, `progress`, `schedule["lineage"]`); the readers
+here are the one place that knows their shape.
 
 The store keeps the validated spec as JSON (`JobSpec.model_dump(mode="json")`), so it parses back into
 the same model with its defaults: readers ask `stored_spec(job).num_workers`, never
@@ -17,6 +20,8 @@ Invariants:
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from factory.jobs.spec import JOB_KINDS, CommandJobSpec, JobSpec, JobSpecError, TuneSettings, parse_job_spec
 from factory.store import JobRow
@@ -53,3 +58,39 @@ def _parsed(data: dict[str, Any], job_id: str) -> JobSpec:
         if isinstance(fields.get("tune"), dict):
             fields["tune"] = TuneSettings.model_construct(**fields["tune"])
         return kind.model_construct(**fields)
+
+
+class RunResult(BaseModel):
+    """What a job's run reported last (its `progress`): where its checkpoint is, and its metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_path: str | None = Field(None, description="The run's latest checkpoint (a directory).")
+    step: int | None = Field(None, description="The step counter it reported, if it has one.")
+    metrics: dict[str, Any] = Field(default_factory=dict,
+                                    description="Everything else it reported (loss, epoch, trials, ...).")
+
+
+def run_result(job: JobRow) -> RunResult:
+    """The job's run result, typed; an empty one before its run reports."""
+    metrics = {key: value for key, value in job.progress.items() if key != "checkpoint_path"}
+    checkpoint = job.progress.get("checkpoint_path")
+    step = job.progress.get("step")
+    return RunResult(checkpoint_path=str(checkpoint) if checkpoint else None,
+                     step=int(step) if isinstance(step, int | float) and not isinstance(step, bool) else None,
+                     metrics=metrics)
+
+
+class SubmittedLineage(BaseModel):
+    """What a model's lineage must say as of submission (recorded by the scheduler then)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    parent: str | None = Field(None, description="The parent model as resolved then (NAME:VERSION).")
+    code: dict[str, Any] | None = Field(None, description="The code's version then (git commit, ...).")
+
+
+def submitted_lineage(job: JobRow) -> SubmittedLineage:
+    """The lineage facts recorded at submission (none for a job that registers no model)."""
+    recorded = job.schedule.get("lineage") or {}
+    return SubmittedLineage(parent=recorded.get("parent"), code=recorded.get("code"))

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from factory.jobs.masking import masked_spec
-from factory.jobs.stored import stored_spec, train_loop_of
+from factory.jobs.stored import run_result, stored_spec, submitted_lineage, train_loop_of
 from factory.store import JobRow
 from factory.version import __version__
 
 FINGERPRINT_MAX_BYTES = 1 << 30
 _CHUNK_BYTES = 8 << 20
-_METRIC_SKIP = {"checkpoint_path"}  # the runner's own bookkeeping, not a model metric
 
 
 def job_lineage(job: JobRow, parent: str | None = None) -> dict[str, Any]:
@@ -37,9 +36,9 @@ def job_lineage(job: JobRow, parent: str | None = None) -> dict[str, Any]:
         "spec": masked_spec(job.spec),  # secrets in runtime_env.env_vars are named, not shown
         "spec_hash": job.spec_hash,
         # As of submission when the scheduler recorded it (the checkout may have moved on since).
-        "code": (job.schedule.get("lineage") or {}).get("code") or code_version(train_loop_of(job)),
+        "code": submitted_lineage(job).code or code_version(train_loop_of(job)),
         "dataset": dataset_reference(stored_spec(job).dataset),
-        "metrics": {k: v for k, v in (job.progress or {}).items() if k not in _METRIC_SKIP},
+        "metrics": run_result(job).metrics,  # without the checkpoint path: bookkeeping, not a metric
         "training_time_s": training_s,
         "gpu_hours": accounting.get("gpu_hours"),
         "energy_kwh": accounting.get("energy_kwh"),

@@ -29,7 +29,7 @@ from factory.jobs import (
     to_tune_space,
     validate_for_submission,
 )
-from factory.jobs.stored import stored_spec, train_loop_of
+from factory.jobs.stored import run_result, stored_spec, submitted_lineage, train_loop_of
 from factory.store import JobRow
 from tests.support import REPO_ROOT
 
@@ -603,3 +603,18 @@ def test_a_spec_stored_by_an_older_release_that_todays_rules_refuse_still_reads(
     read = stored_spec(job)
     assert isinstance(read, CommandJobSpec) and read.register_as == "not a safe name!"
     assert (read.num_workers, read.gpus_per_worker, read.total_gpus) == (1, 0, 0)  # defaults filled in
+
+
+def test_a_runs_result_and_its_submitted_lineage_read_back_typed() -> None:
+    job = JobRow(job_id="fit-2", name="fit", team="default", kind="train", spec={}, spec_hash="h3",
+                 state="SUCCEEDED", submitted_s=0.0, updated_s=0.0,
+                 progress={"step": 40, "loss": 0.1, "epoch": 2, "checkpoint_path": "/runs/fit-2/ckpt"},
+                 schedule={"lineage": {"parent": "base:3", "code": {"git_commit": "a" * 40}}})
+    result = run_result(job)
+    assert (result.checkpoint_path, result.step) == ("/runs/fit-2/ckpt", 40)
+    assert result.metrics == {"step": 40, "loss": 0.1, "epoch": 2}  # the checkpoint is bookkeeping
+    lineage = submitted_lineage(job)
+    assert (lineage.parent, lineage.code) == ("base:3", {"git_commit": "a" * 40})
+    fresh = job.model_copy(update={"progress": {"loss": 0.2, "step": True}, "schedule": {}})
+    assert run_result(fresh).step is None and run_result(fresh).checkpoint_path is None  # no step counter
+    assert submitted_lineage(fresh).parent is None
