@@ -151,6 +151,16 @@ class SchedulerConfig(_Section):
     )
 
 
+def _without_nul(value: Any) -> Any:
+    """A path (or URI) as given, refused if it holds a NUL character.
+
+    The OS refuses it later anyway, as a raw ValueError from deep inside pathlib or os.
+    """
+    if value is not None and "\x00" in str(value):
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
 class RegistryConfig(_Section):
     """Model registry (RegistryActor)."""
 
@@ -161,6 +171,8 @@ class RegistryConfig(_Section):
     cache_bytes: int = Field(
         1 << 30, ge=0, description="Bytes of model weights kept hot in the Ray object store (LRU); 0: none."
     )
+
+    _uri_the_os_accepts = field_validator("storage_uri")(lambda value: _without_nul(value))
 
     def storage_location(self, state_dir: Path) -> str:
         """Where artifacts go: `storage_uri`, or `<state_dir>/artifacts` when unset."""
@@ -233,12 +245,7 @@ class FactoryConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     serving: ServingConfig = ServingConfig()
 
-    @field_validator("state_dir")
-    @classmethod
-    def _a_path_the_os_accepts(cls, value: Path) -> Path:
-        if "\x00" in str(value):  # the OS refuses it later, as a raw ValueError from deep inside pathlib
-            raise ValueError("a path cannot contain a NUL character")
-        return value
+    _state_dir_the_os_accepts = field_validator("state_dir")(lambda value: _without_nul(value))
 
     @property
     def store_path(self) -> Path:

@@ -390,8 +390,11 @@ def test_errors_name_the_file_as_the_user_gave_it(tmp_path: Path) -> None:
     assert message.startswith("broken.yaml: invalid YAML")
 
 
-def test_a_state_dir_with_a_nul_character_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("variable", "field"), [("FACTORY_STATE_DIR", "state_dir"),
+                                                ("FACTORY_REGISTRY__STORAGE_URI", "registry.storage_uri")])
+def test_a_path_with_a_nul_character_is_one_line_naming_the_variable(tmp_path: Path, variable: str,
+                                                                      field: str) -> None:
     # Found by tests/unit/test_input_fuzz.py: pathlib raised a raw ValueError ("embedded null byte").
-    with pytest.raises(ConfigError, match=r"^environment variable FACTORY_STATE_DIR: field 'state_dir': "
+    with pytest.raises(ConfigError, match=rf"^environment variable {variable}: field '{field}': "
                                           r"a path cannot contain a NUL character"):
-        load_config(env={"FACTORY_STATE_DIR": "state\x00dir"}, cwd=tmp_path)
+        load_config(env={variable: "state\x00dir"}, cwd=tmp_path)
