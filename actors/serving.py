@@ -32,10 +32,10 @@ from factory.registry.storage import ArtifactStorage
 from factory.serving.endpoints import (
     Endpoint,
     EndpointNotFoundError,
-    Rollback,
     check_percent,
     check_route,
     default_route,
+    deployed,
     judge_canary,
 )
 from factory.serving.predictor import load_predictor_class
@@ -83,26 +83,15 @@ class ServingActor(ControlPlaneActor):
         with self._apply_lock:
             done = self.store.request_done(request_id, "endpoint.deploy")
             if done is not None:
-                deployed = Endpoint.model_validate(done.result)
-                return self._view(self.endpoints.get(deployed.name, deployed))
+                recorded = Endpoint.model_validate(done.result)
+                return self._view(self.endpoints.get(recorded.name, recorded))
             ref = parse_ref(ref_text)
             row = self._servable(ref)
             now_s = self._now_s()
             current = self.endpoints.get(ref.name)
-            route = check_route(route) if route else (current.route if current else default_route(ref.name))
-            clash = next((e.name for e in self.endpoints.values()
-                          if e.route == route and e.name != ref.name), None)
-            if clash:
-                raise FactoryError(f"route {route} is taken by endpoint '{clash}'; "
-                                   "choose another with --route")
-            if current is None:
-                endpoint = Endpoint(name=ref.name, model=ref.name, follows=ref.alias, route=route,
-                                    replicas=replicas, stable_version=row.version, created_s=now_s,
-                                    updated_s=now_s, deployed_by=deployed_by)
-            else:
-                endpoint = current.with_stable(row.version, now_s).model_copy(update={
-                    "follows": ref.alias, "route": route, "updated_s": now_s, "deployed_by": deployed_by,
-                    "replicas": replicas if replicas is not None else current.replicas})
+            endpoint = deployed(current, list(self.endpoints.values()), model=ref.name, follows=ref.alias,
+                                version=row.version, route=route, replicas=replicas, by=deployed_by,
+                                now_s=now_s)
             self._change(current, endpoint)
 
             def audited() -> dict[str, Any]:  # just after the endpoint's write: a retry would redo the same
@@ -115,16 +104,11 @@ class ServingActor(ControlPlaneActor):
 
     def canary(self, name: str, version: int, percent: float, set_by: str = "") -> dict[str, Any]:
         """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency."""
-        check_percent(percent)
+        check_percent(percent)  # before the endpoint: a bad share is the first thing to fix
         with self._apply_lock:
             current = self._endpoint(name)
-            if version == current.stable_version:
-                raise FactoryError(f"endpoint '{name}' already serves v{version}; "
-                                   "a canary is another version")
+            endpoint = current.with_canary(version, percent, self._now_s())
             self._servable(ModelRef(current.model, version=version))
-            now_s = self._now_s()
-            endpoint = current.model_copy(update={"canary_version": version, "canary_percent": percent,
-                                                  "canary_since_s": now_s, "updated_s": now_s})
             self._change(current, endpoint)
             with self._stats_lock:
                 self._canary_marks[name] = self._totals(name).mark()
@@ -140,30 +124,20 @@ class ServingActor(ControlPlaneActor):
         """
         with self._apply_lock:
             current = self._endpoint(name)
-            now_s = self._now_s()
+            endpoint = current.rolled_back(rolled_back_by, self._now_s())
             if current.canary_version is not None:
-                endpoint = current.without_canary(f"rolled back by {rolled_back_by or 'a user'}", now_s,
-                                                  automatic=False)
                 self._change(current, endpoint)
                 self.audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
                            version=current.canary_version, canary=True)
                 return self._view(endpoint)
-            if not current.history:
-                raise FactoryError(f"endpoint '{name}' has served only v{current.stable_version}: "
-                                   "there is no previous version to return to")
-            previous = current.history[-1]
             if current.follows:  # the alias first: if it cannot move, nothing changed
-                call_actor(get_actor(REGISTRY).set_alias.remote(current.model, current.follows, previous,
+                call_actor(get_actor(REGISTRY).set_alias.remote(current.model, current.follows,
+                                                                 endpoint.stable_version,
                                                                  rolled_back_by or "serving"),
                            f"the factory's '{REGISTRY}' actor", 30.0)
-            endpoint = current.model_copy(update={
-                "stable_version": previous, "history": current.history[:-1], "updated_s": now_s,
-                "last_rollback": Rollback(
-                    version=current.stable_version, time_s=now_s, automatic=False,
-                    reason=f"rolled back to v{previous} by {rolled_back_by or 'a user'}")})
             self._change(current, endpoint)
             self.audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
-                       from_version=current.stable_version, version=previous)
+                       from_version=current.stable_version, version=endpoint.stable_version)
         return self._view(endpoint)
 
     def undeploy(self, name: str, undeployed_by: str = "") -> dict[str, Any]:

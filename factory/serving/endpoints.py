@@ -84,6 +84,33 @@ class Endpoint(BaseModel):
             "canary_percent": self.canary_percent if canary else 0.0,
             "canary_since_s": self.canary_since_s if canary else None, "updated_s": now_s})
 
+    def with_canary(self, version: int, percent: float, now_s: float) -> Endpoint:
+        """`percent` of the requests to `version`, from now (its counts are judged from now on)."""
+        check_percent(percent)
+        if version == self.stable_version:
+            raise FactoryError(f"endpoint '{self.name}' already serves v{version}; "
+                               "a canary is another version")
+        return self.model_copy(update={"canary_version": version, "canary_percent": percent,
+                                       "canary_since_s": now_s, "updated_s": now_s})
+
+    def rolled_back(self, by: str, now_s: float) -> Endpoint:
+        """By hand: the canary taken out; without one, the version served before the current one again.
+
+        An endpoint that follows an alias must move the alias back to the new `stable_version` too (the
+        caller does, first), so that the alias and the endpoint keep agreeing.
+        """
+        who = by or "a user"
+        if self.canary_version is not None:
+            return self.without_canary(f"rolled back by {who}", now_s, automatic=False)
+        if not self.history:
+            raise FactoryError(f"endpoint '{self.name}' has served only v{self.stable_version}: "
+                               "there is no previous version to return to")
+        previous = self.history[-1]
+        return self.model_copy(update={
+            "stable_version": previous, "history": self.history[:-1], "updated_s": now_s,
+            "last_rollback": Rollback(version=self.stable_version, time_s=now_s, automatic=False,
+                                      reason=f"rolled back to v{previous} by {who}")})
+
     def without_canary(self, reason: str, now_s: float, *, automatic: bool) -> Endpoint:
         """The canary rolled back: all traffic to the stable version again."""
         assert self.canary_version is not None
@@ -91,6 +118,26 @@ class Endpoint(BaseModel):
             "canary_version": None, "canary_percent": 0.0, "canary_since_s": None, "updated_s": now_s,
             "last_rollback": Rollback(version=self.canary_version, reason=reason, time_s=now_s,
                                       automatic=automatic)})
+
+
+def deployed(current: Endpoint | None, others: list[Endpoint], *, model: str, follows: str | None,
+             version: int, route: str | None, replicas: int | None, by: str, now_s: float) -> Endpoint:
+    """The endpoint a deploy of `model` (pinned to `version`, or following `follows`) leaves.
+
+    A new endpoint listens on `route` or `/models/NAME`; a redeploy keeps its route and replica count
+    unless given, and its stable version joins the history. A route another endpoint (`others`) has is
+    refused.
+    """
+    route = check_route(route) if route else (current.route if current else default_route(model))
+    clash = next((e.name for e in others if e.route == route and e.name != model), None)
+    if clash:
+        raise FactoryError(f"route {route} is taken by endpoint '{clash}'; choose another with --route")
+    if current is None:
+        return Endpoint(name=model, model=model, follows=follows, route=route, replicas=replicas,
+                        stable_version=version, created_s=now_s, updated_s=now_s, deployed_by=by)
+    return current.with_stable(version, now_s).model_copy(update={
+        "follows": follows, "route": route, "updated_s": now_s, "deployed_by": by,
+        "replicas": replicas if replicas is not None else current.replicas})
 
 
 def default_route(name: str) -> str:

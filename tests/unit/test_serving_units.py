@@ -31,6 +31,7 @@ from factory.serving.endpoints import (
     check_percent,
     check_route,
     default_route,
+    deployed,
     judge_canary,
 )
 from factory.serving.predictor import check_import_path, input_schema, load_predictor_class
@@ -326,6 +327,47 @@ def test_without_canary_records_the_rollback(automatic: bool) -> None:
     assert after.updated_s == 250.0
     # persisted as JSON and read back, the rollback survives
     assert Endpoint.model_validate_json(after.model_dump_json()) == after
+
+
+def test_a_first_deploy_listens_on_its_default_route_and_a_redeploy_keeps_route_and_replicas() -> None:
+    first = deployed(None, [], model="reg", follows="production", version=3, route=None, replicas=2,
+                     by="cli:alice", now_s=100.0)
+    assert (first.route, first.follows, first.stable_version, first.replicas) == ("/models/reg", "production",
+                                                                                  3, 2)
+    again = deployed(first, [first], model="reg", follows=None, version=4, route=None, replicas=None,
+                     by="cli:bob", now_s=200.0)
+    assert (again.route, again.follows, again.stable_version, again.history, again.replicas) == (
+        "/models/reg", None, 4, [3], 2)
+    assert (again.created_s, again.updated_s, again.deployed_by) == (100.0, 200.0, "cli:bob")
+
+
+def test_a_deploy_on_a_route_another_endpoint_has_is_refused_naming_it() -> None:
+    other = endpoint(name="vision", model="vision", route="/models/shared")
+    with pytest.raises(FactoryError, match=r"^route /models/shared is taken by endpoint 'vision'; "):
+        deployed(None, [other], model="reg", follows=None, version=1, route="/models/shared/",
+                 replicas=None, by="", now_s=1.0)
+
+
+def test_a_canary_is_another_version_with_its_share_from_now() -> None:
+    canary = endpoint().with_canary(4, 10.0, 150.0)
+    assert (canary.canary_version, canary.canary_percent, canary.canary_since_s) == (4, 10.0, 150.0)
+    assert canary.traffic() == {"reg:3": 90.0, "reg:4": 10.0}
+    with pytest.raises(FactoryError, match=r"^endpoint 'reg' already serves v3; a canary is another"):
+        endpoint().with_canary(3, 10.0, 150.0)
+    with pytest.raises(FactoryError, match="out of range"):
+        endpoint().with_canary(4, 100.0, 150.0)
+
+
+def test_a_rollback_by_hand_takes_the_canary_out_else_returns_to_the_previous_version() -> None:
+    out = endpoint().with_canary(4, 10.0, 150.0).rolled_back("cli:alice", 160.0)
+    assert out.canary_version is None and out.stable_version == 3
+    assert out.last_rollback is not None and (out.last_rollback.version, out.last_rollback.reason) == (
+        4, "rolled back by cli:alice")
+    back = endpoint(stable_version=5, history=[3, 4]).rolled_back("", 170.0)
+    assert (back.stable_version, back.history) == (4, [3])  # twice goes two versions back
+    assert back.last_rollback is not None and back.last_rollback.reason == "rolled back to v4 by a user"
+    with pytest.raises(FactoryError, match=r"^endpoint 'reg' has served only v3: there is no previous"):
+        endpoint().rolled_back("cli:alice", 180.0)
 
 
 def test_default_route_is_under_models() -> None:
