@@ -37,7 +37,7 @@ from factory.control_plane import (
     get_actor,
 )
 from factory.errors import FactoryError
-from factory.jobs.accounting import account
+from factory.jobs.accountant import Accountant
 from factory.jobs.controller import JobController, StepResult
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
@@ -79,14 +79,16 @@ class SchedulerActor(ControlPlaneActor):
                                          pause_timeout_s=self.clock.spec().speed_factor  # factory s
                                          * settings.pause_timeout_s)
         self._metrics = JobMetrics()
-        # Jobs that ended and still need their accounting: found again after a restart (idempotent).
-        self._to_account = {job.job_id for job in self.store.list_jobs([s.value for s in FINISHED])
-                            if not job.accounting}
         # Succeeded jobs' models, registered one at a time by their own thread (a big checkpoint must not
         # hold up scheduling); found again after a restart.
         self._registrations = Registrations(self.store, self.clock.now_s, _register_with_the_registry,
                                             on_error=self._record_error)
         self._registrations.resume()
+        # Jobs that ended and still need their accounting: found again after a restart (idempotent).
+        self._accountant = Accountant(self.store, lambda job_id: cluster_job_energy(job_id).energy_kwh,
+                                      self._price_profile, settings.gpu_power_w,
+                                      after=self._registrations.after_accounting,
+                                      on_accounted=self._metrics.accounted_job)
         self._registration_thread = threading.Thread(target=self._registrations.run, name="registration",
                                                      daemon=True)
         self._registration_thread.start()
@@ -172,7 +174,7 @@ class SchedulerActor(ControlPlaneActor):
             if done is not None:
                 return done.result
             job = self._controller.cancel(job_id, now_s, by=cancelled_by, with_write=written)
-            self._to_account.add(job_id)
+            self._accountant.finished([job_id])
         self.wake()
         return job.model_dump(mode="json")
 
@@ -210,26 +212,11 @@ class SchedulerActor(ControlPlaneActor):
             outlook = self._outlook(now_s) if self._controller.policy.needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
             self._decide_again_s = result.decide_again_s
-            self._to_account.update(job_id for job_id, state in result.finished.items()
-                                    if JobState(state).is_finished)
-        self._account_finished()
+            self._accountant.finished(job_id for job_id, state in result.finished.items()
+                                      if JobState(state).is_finished)
+        self._accountant.account_pending()  # energy, cost, carbon, waits, savings (factory.jobs.accounting)
         self._export_metrics()
         return {"time_s": now_s, **_step_json(result)}
-
-    def _account_finished(self) -> None:
-        """Energy, cost, carbon, waits and savings of the jobs that ended (see factory.jobs.accounting)."""
-        for job_id in sorted(self._to_account):
-            job = self.store.get_job(job_id)
-            if job is None or job.accounting:
-                self._to_account.discard(job_id)
-                continue
-            record = account(job, self.store.job_events(job_id), cluster_job_energy(job_id).energy_kwh,
-                             self._price_profile, self.config.scheduler.gpu_power_w)
-            with self.store.transaction():  # accounted and moved on together: never left SUCCEEDED
-                self.store.update_job(job_id, accounting=record)
-                self._registrations.after_accounting(job)
-            self._metrics.accounted(job.team, record)
-            self._to_account.discard(job_id)
 
     def retry_registration(self, job_id: str, retried_by: str = "",
                            request_id: str | None = None) -> dict[str, Any]:

@@ -47,6 +47,10 @@ class JobMetrics:
         in_use = sum(num_gpus(job) for job in active if JobState(job.state).holds_gpus)
         self._metrics["factory_gpus_in_use"].set(float(in_use))
 
+    def accounted_job(self, job: JobRow, record: dict[str, Any]) -> None:
+        """`accounted`, for the job's team."""
+        self.accounted(job.team, record)
+
     def accounted(self, team: str, record: dict[str, Any]) -> None:
         """Add a finished job's energy, cost and savings to its team's counters."""
         currency = str(record.get("currency", ""))

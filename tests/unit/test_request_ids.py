@@ -25,6 +25,7 @@ from factory.clock import ClockSpec
 from factory.config import FactoryConfig
 from factory.control_plane import ActorRestartingError, ActorTimeoutError, ride_out_restart
 from factory.errors import ClusterError, FactoryError
+from factory.jobs.accountant import Accountant
 from factory.store import JobRow, RequestReusedError, SQLiteStore, open_store
 from tests.unit.test_job_controller import make
 
@@ -265,7 +266,7 @@ def bare_scheduler(store: SQLiteStore) -> SchedulerActor:
     scheduler.name, scheduler.store, scheduler.clock = "scheduler", store, ClockSpec().build()
     scheduler._controller, _ = make(store)
     scheduler._jobs_lock, scheduler._wake_event = threading.Lock(), threading.Event()
-    scheduler._to_account = set()
+    scheduler._accountant = Accountant(store, lambda job_id: None, lambda profile: None, 700.0)  # type: ignore[arg-type,return-value]
     return scheduler
 
 
