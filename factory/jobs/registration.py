@@ -114,8 +114,8 @@ class Registrations:
     def register_next(self, wait_s: float = 0.0) -> str | None:
         """Register the next queued job (waiting up to `wait_s` for one); return its id, None if none.
 
-        Never raises: an unexpected error (a busy store) is reported to `on_error` and the job queued
-        again after `retry_s`.
+        Never raises: a registry that does not answer, or an unexpected error (a busy store), is reported
+        to `on_error` and the job queued again after `retry_s`, until `attempts` are spent.
         """
         try:
             job_id = self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait()
@@ -137,7 +137,7 @@ class Registrations:
         return failures < self.attempts
 
     def _give_up(self, job_id: str, exc: BaseException) -> None:
-        """Out of attempts on an unexpected error: REGISTRATION_FAILED, if the store takes it.
+        """Out of attempts: REGISTRATION_FAILED with the last error, if the store takes it.
 
         A user may then retry it; if the store refuses, the job stays REGISTERING and the restarted
         scheduler finds it again.
@@ -157,22 +157,16 @@ class Registrations:
             return  # queued twice (a restart, a retry): registered already
         try:
             row = self.register(job_id)
-        except ClusterError as exc:  # the registry is restarting or busy: try again shortly
-            if self._failed_once_more(job_id):
-                self.on_error(exc)
-                self._again_later(job_id)
-                return
-            self._finish(job, JobState.REGISTRATION_FAILED,
-                         f"{summary_line(exc)} ({self._failures[job_id]} attempts)")
-            return
+        except ClusterError:  # the registry is restarting or busy: counted and tried again (`register_next`)
+            raise
         except FactoryError as exc:  # refused for good: recorded on the job, where its user looks
             self._finish(job, JobState.REGISTRATION_FAILED, summary_line(exc))
             return
         if not row:
             self._finish(job, JobState.REGISTRATION_FAILED, "the job has no register_as")
             return
-        self._finish(job, JobState.REGISTERED, f"registered as {version_ref(row['name'], row['version'])}",
-                     model=version_ref(row["name"], row["version"]))
+        model = version_ref(row["name"], row["version"])
+        self._finish(job, JobState.REGISTERED, f"registered as {model}", model=model)
 
     def _again_later(self, job_id: str) -> None:
         self.stopping.wait(self.retry_s)
