@@ -329,7 +329,7 @@ class _RuntimeContext:
 
 
 class _LockWatch:
-    """The serving actor's `_apply_lock`, noting when a second thread has to wait for it."""
+    """The endpoint manager's `apply_lock`, noting when a second thread has to wait for it."""
 
     def __init__(self) -> None:
         self._lock, self.contended = threading.RLock(), threading.Event()
@@ -358,8 +358,8 @@ def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serving
         applied.append(endpoint.stable_version)
         assert hold.wait(10.0), "the test never let Serve finish"
 
-    monkeypatch.setattr(actor, "_apply", apply)
-    monkeypatch.setattr(actor, "_servable", lambda ref: SimpleNamespace(version=ref.version or 1))
+    monkeypatch.setattr(actor.serve, "apply", apply)
+    monkeypatch.setattr(actor.manager, "servable", lambda ref: SimpleNamespace(version=ref.version or 1))
     actor.applied, actor.hold = applied, hold  # type: ignore[attr-defined]
     yield actor
     actor.store.close()
@@ -367,7 +367,7 @@ def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Serving
 
 def test_a_deploy_resent_while_the_first_still_deploys_waits_for_it_and_deploys_once(
         serving: ServingActor) -> None:
-    watch = serving._apply_lock = _LockWatch()  # type: ignore[assignment]
+    watch = serving.manager.apply_lock = _LockWatch()  # type: ignore[assignment]
     serving.hold.clear()  # type: ignore[attr-defined]
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(serving.deploy, "reg:1", deployed_by="cli:alice", request_id="req-1")
@@ -392,4 +392,4 @@ def test_a_deploy_with_a_request_id_used_for_another_action_is_refused_and_deplo
     with pytest.raises(RequestReusedError, match="req-1 was used for model.alias, not endpoint.deploy"):
         serving.deploy("reg:1", request_id="req-1")
 
-    assert serving.applied == [] and serving.endpoints == {}  # type: ignore[attr-defined]
+    assert serving.applied == [] and serving.manager.endpoints == {}  # type: ignore[attr-defined]

@@ -1,0 +1,312 @@
+"""The endpoints' state manager without Ray: a real store and registry, Serve and the clocks faked.
+
+What the ServingActor's watch loop does each round (`EndpointManager.update`) and how a change reaches
+Serve (write ahead, restore on refusal) are decided here; the actor only hands in Ray Serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factory.config import ServingConfig
+from factory.errors import FactoryError
+from factory.registry.catalog import ModelRegistry
+from factory.registry.storage import ArtifactStorage
+from factory.serving.endpoints import Endpoint, EndpointNotFoundError
+from factory.serving.manager import EndpointManager
+from factory.serving.stats import empty_counts, record
+from factory.store import AuditEvent, SQLiteStore
+
+PREDICTOR = {"predictor": "factory.examples.regression:RegressionPredictor"}
+
+
+class FakeServe:
+    """Ray Serve stood in for: what was applied and deleted, and a switch to refuse applies."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.applied: list[tuple[str, int, int | None]] = []  # (endpoint, stable, canary)
+        self.deleted: list[str] = []
+        self.refuse: set[int] = set()  # stable versions Serve cannot run
+        self.stored_when_applied: list[dict[str, Any]] = []
+
+    def apply(self, endpoint: Endpoint) -> None:
+        self.stored_when_applied.append(self.store.list_endpoints().get(endpoint.name, {}))
+        if endpoint.stable_version in self.refuse:
+            raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}': replicas crashed")
+        self.applied.append((endpoint.name, endpoint.stable_version, endpoint.canary_version))
+
+    def delete(self, name: str) -> None:
+        self.deleted.append(name)
+
+    def replica_states(self) -> dict[str, dict[str, Any]]:
+        return {name: {"status": "RUNNING", "replicas": 1, "running": 1} for name, _, _ in self.applied}
+
+
+class Clocks:
+    """Factory time and monotonic time, both moved by the test."""
+
+    def __init__(self) -> None:
+        self.factory_s, self.monotonic_s = 1_700_000_000.0, 100.0
+
+
+class Setup:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.store = SQLiteStore(tmp_path / "factory.db")
+        self.clocks = Clocks()
+        self.registry = ModelRegistry(self.store, ArtifactStorage(str(tmp_path / "artifacts")),
+                                      lambda: self.clocks.factory_s)
+        self.serve = FakeServe(self.store)
+        self.errors: list[str] = []
+        self.sources = 0
+        self.alias_moves: list[tuple[str, str, int, str]] = []
+        self.settings = ServingConfig(canary_min_requests=20, canary_max_error_rate=0.05)
+
+    def manager(self) -> EndpointManager:
+        """A manager over the store as it is now (a fresh one is the actor after a restart)."""
+        def audit(action: str, subject: str = "", actor: str | None = None, **detail: Any) -> int:
+            return self.store.append_audit(AuditEvent(time_s=self.clocks.factory_s, actor=actor or "serving",
+                                                      action=action, subject=subject, detail=detail))
+
+        def move_alias(model: str, alias: str, version: int, by: str) -> None:
+            self.alias_moves.append((model, alias, version, by))
+            self.registry.set_alias(model, alias, version, by)
+
+        return EndpointManager(self.store, self.registry, self.serve, self.settings,
+                               now_s=lambda: self.clocks.factory_s, audit=audit,
+                               record_error=lambda error: self.errors.append(str(error)),
+                               move_alias=move_alias, monotonic_s=lambda: self.clocks.monotonic_s)
+
+    def register(self, name: str = "reg", serving: dict[str, Any] | None = None) -> int:
+        self.sources += 1
+        source = self.tmp_path / f"source-{self.sources}"
+        source.mkdir()
+        (source / "model.pt").write_bytes(source.name.encode())
+        staged = self.registry.storage.stage(source, name)
+        serving = PREDICTOR if serving is None else serving
+        return self.registry.commit(staged, name, "directory", serving=serving).version
+
+    def actions(self) -> list[str]:
+        """The endpoint audit events' actions, oldest first."""
+        return [event.action for event in self.store.list_audit(action_prefix="endpoint")]
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    made = Setup(tmp_path)
+    yield made
+    made.store.close()
+
+
+def counts(requests: int, errors: int = 0, latency_ms: float = 5.0) -> dict[str, Any]:
+    made = empty_counts()
+    for index in range(requests):
+        record(made, latency_ms, 500 if index < errors else 200)
+    return made
+
+
+def test_a_deploy_is_stored_before_serve_is_told_and_audited(setup: Setup) -> None:
+    setup.register()
+    manager = setup.manager()
+
+    endpoint = manager.deploy("reg:1", deployed_by="cli:alice")
+
+    assert setup.serve.applied == [("reg", 1, None)]
+    assert setup.serve.stored_when_applied[0]["stable_version"] == 1  # written ahead
+    assert endpoint.route == "/models/reg" and setup.store.list_endpoints()["reg"]["stable_version"] == 1
+    assert setup.actions() == ["endpoint.deployed"]
+
+
+def test_a_new_endpoint_serve_refuses_is_forgotten_and_the_error_raised(setup: Setup) -> None:
+    setup.register()
+    setup.serve.refuse.add(1)
+    manager = setup.manager()
+
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.deploy("reg:1")
+
+    assert manager.endpoints == {} and setup.store.list_endpoints() == {}
+    assert setup.serve.deleted == ["reg"] and setup.actions() == []
+
+
+def test_an_update_serve_refuses_restores_and_reapplies_the_previous_state(setup: Setup) -> None:
+    setup.register(), setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    setup.serve.refuse.add(2)
+
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.deploy("reg:2")
+
+    assert manager.endpoint("reg").stable_version == 1
+    assert setup.store.list_endpoints()["reg"]["stable_version"] == 1
+    assert setup.serve.applied == [("reg", 1, None), ("reg", 1, None)]
+
+
+def test_an_endpoint_follows_its_alias_at_the_next_round(setup: Setup) -> None:
+    setup.register(), setup.register()
+    setup.registry.set_alias("reg", "production", 1)
+    manager = setup.manager()
+    manager.deploy("reg@production")
+    manager.update()
+    assert setup.serve.applied == [("reg", 1, None)]  # nothing moved: nothing applied
+
+    setup.registry.set_alias("reg", "production", 2)
+    manager.update()
+
+    assert manager.endpoint("reg").stable_version == 2 and manager.endpoint("reg").history == [1]
+    assert setup.serve.applied[-1] == ("reg", 2, None)
+    rolled = setup.store.list_audit(action_prefix="endpoint.rolled")[0]
+    assert rolled.detail["reason"] == "reg@production moved to v2"
+
+
+def test_a_round_with_nothing_to_do_writes_nothing_to_the_store(setup: Setup,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.register()
+    setup.registry.set_alias("reg", "production", 1)
+    manager = setup.manager()
+    manager.deploy("reg@production")
+    writes: list[object] = []
+    monkeypatch.setattr(setup.store, "replace_endpoints", writes.append)
+
+    for _ in range(3):
+        manager.update()
+
+    assert writes == [] and setup.errors == []
+
+
+def test_an_alias_moved_to_an_unservable_version_is_refused_once_and_followed_when_it_moves_on(
+        setup: Setup) -> None:
+    setup.register(), setup.register(serving={}), setup.register()
+    setup.registry.set_alias("reg", "production", 1)
+    manager = setup.manager()
+    manager.deploy("reg@production")
+
+    setup.registry.set_alias("reg", "production", 2)  # names no predictor
+    for _ in range(3):
+        manager.update()
+
+    assert manager.endpoint("reg").stable_version == 1
+    assert setup.actions() == ["endpoint.deployed", "endpoint.roll_refused"]
+    assert len(setup.errors) == 1 and "names no predictor" in setup.errors[0]
+    with pytest.raises(FactoryError, match="endpoint 'reg': model 'reg' v2 names no predictor"):
+        manager.sync()  # a promote must hear why, though a round refused it first
+
+    setup.registry.set_alias("reg", "production", 3)
+    manager.sync()
+    assert manager.endpoint("reg").stable_version == 3
+
+
+def test_a_failing_canary_is_rolled_back_on_requests_counted_since_it_began(setup: Setup) -> None:
+    setup.register(), setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    manager.report("reg", "replica-a", {"reg:1": counts(100, errors=50)})  # before the canary: not its fault
+    manager.canary("reg", 2, 10.0, set_by="cli:alice")
+    assert setup.serve.applied[-1] == ("reg", 1, 2)
+
+    manager.report("reg", "replica-a", {"reg:1": counts(110, errors=50), "reg:2": counts(19, errors=19)})
+    manager.update()
+    assert manager.endpoint("reg").canary_version == 2  # 19 answers: too few to judge
+
+    manager.report("reg", "replica-a", {"reg:1": counts(120, errors=50), "reg:2": counts(40, errors=4)})
+    manager.update()
+
+    endpoint = manager.endpoint("reg")
+    assert endpoint.canary_version is None and endpoint.stable_version == 1
+    assert endpoint.last_rollback is not None and endpoint.last_rollback.automatic
+    assert "4 of 40 requests failed" in endpoint.last_rollback.reason
+    assert setup.serve.applied[-1] == ("reg", 1, None)
+    assert setup.store.list_endpoints()["reg"]["canary_version"] is None
+
+    manager.canary("reg", 2, 10.0)  # tried again: judged on its new answers only (30, all good)
+    manager.report("reg", "replica-a", {"reg:1": counts(130, errors=50), "reg:2": counts(70, errors=4)})
+    manager.update()
+    assert manager.endpoint("reg").canary_version == 2
+
+
+def following_production_rolled_to_v2(setup: Setup) -> EndpointManager:
+    """A manager whose endpoint 'reg' follows reg@production, which moved from v1 to v2."""
+    setup.register(), setup.register()
+    setup.registry.set_alias("reg", "production", 1)
+    manager = setup.manager()
+    manager.deploy("reg@production")
+    setup.registry.set_alias("reg", "production", 2)
+    manager.update()
+    return manager
+
+
+def test_a_rollback_of_an_alias_follower_moves_the_alias_back_first(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+
+    manager.rollback("reg", "cli:ops")
+
+    assert setup.alias_moves == [("reg", "production", 1, "cli:ops")]
+    assert manager.endpoint("reg").stable_version == 1
+    manager.update()  # the alias agrees: the endpoint stays
+    assert manager.endpoint("reg").stable_version == 1
+
+
+def test_a_rollback_whose_alias_cannot_move_changes_nothing(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    applied = list(setup.serve.applied)
+
+    def unreachable(*_: object) -> None:
+        raise FactoryError("the factory's 'registry' actor did not answer")
+
+    manager._move_alias = unreachable  # type: ignore[method-assign]
+    with pytest.raises(FactoryError, match="registry"):
+        manager.rollback("reg")
+
+    assert manager.endpoint("reg").stable_version == 2 and setup.serve.applied == applied
+
+
+def test_after_a_restart_stored_endpoints_are_reapplied_until_serve_takes_them(setup: Setup) -> None:
+    setup.register()
+    setup.manager().deploy("reg:1")
+    setup.serve.applied.clear()
+    setup.serve.refuse.add(1)  # Serve is not ready yet after the restart
+    restarted = setup.manager()
+
+    restarted.update()
+    assert setup.serve.applied == [] and len(setup.errors) == 1
+
+    setup.serve.refuse.clear()
+    restarted.update()
+    restarted.update()
+    assert setup.serve.applied == [("reg", 1, None)]  # once it succeeded, not again
+
+
+def test_take_down_stops_serving_but_keeps_the_endpoints_and_undeploy_forgets(setup: Setup) -> None:
+    setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+
+    assert manager.take_down() == ["reg"]
+    assert setup.serve.deleted == ["reg"] and "reg" in setup.store.list_endpoints()
+
+    manager.undeploy("reg", "cli:ops")
+    assert setup.store.list_endpoints() == {} and setup.actions()[-1] == "endpoint.undeployed"
+    with pytest.raises(EndpointNotFoundError, match="no endpoint 'reg' \\(endpoints: none\\)"):
+        manager.canary("reg", 1, 5.0)
+
+
+def test_a_view_shows_the_request_rate_over_the_window_on_the_monotonic_clock(setup: Setup) -> None:
+    setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    manager.update()  # the window's first snapshot
+
+    setup.clocks.monotonic_s += 10.0
+    manager.report("reg", "replica-a", {"reg:1": counts(50, errors=1)})
+    manager.report("reg", "replica-b", {"reg:1": counts(50)})
+    view = manager.views()[0]
+
+    assert view["requests"] == 100 and view["rate_per_s"] == pytest.approx(10.0)
+    assert view["error_rate"] == pytest.approx(0.01) and view["window_s"] == 10.0
+    assert view["serve"]["status"] == "RUNNING" and view["url"] == "http://127.0.0.1:8000/models/reg"
