@@ -318,8 +318,13 @@ class FactoryClient:
                                                timeout_s=MUTATION_TIMEOUT_S))
 
     def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
-             on_change: Callable[[JobRow], None] | None = None) -> JobRow:
-        """Wait (real seconds) until the job is settled; return it. `on_change` sees every new state/reason.
+             on_change: Callable[[JobRow], None] | None = None,
+             on_event: Callable[[JobEvent, JobRow], None] | None = None) -> JobRow:
+        """Wait (real seconds) until the job is settled; return it.
+
+        `on_change` sees the job whenever its state or reason differs from the last poll's; `on_event`
+        sees every transition of its timeline once, oldest first, however quickly they followed each
+        other (with the job as that poll read it), so none is missed between two polls.
 
         Settled: FAILED, CANCELLED, SUCCEEDED for a job without `register_as`, else REGISTERED or
         REGISTRATION_FAILED (`factory.jobs.states.settled`); a model still registering after
@@ -327,17 +332,23 @@ class FactoryClient:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         seen: tuple[str, str] | None = None
+        events_seen = 0
         registering_since: float | None = None
         unanswered_since: float | None = None
         while True:
             try:
-                job = self.job(job_id).job  # rides out a restart of the scheduler (it reloads its jobs)
+                detail = self.job(job_id)  # rides out a restart of the scheduler (it reloads its jobs)
             except ActorTimeoutError:  # busy, not gone: ask again, for as long as a restart may take
                 unanswered_since = unanswered_since or time.monotonic()
                 if time.monotonic() - unanswered_since > self.restart_wait_s:
                     raise
                 continue
             unanswered_since = None
+            job = detail.job
+            if on_event is not None:  # the timeline only grows: its new entries are those past the seen
+                for event in detail.events[events_seen:]:
+                    on_event(event, job)
+                events_seen = len(detail.events)
             if on_change is not None and (job.state, job.reason) != seen:
                 on_change(job)
                 seen = (job.state, job.reason)

@@ -42,7 +42,7 @@ from factory.config import FactoryConfig, load_config
 from factory.jobs.states import JobState, settled
 from factory.jobs.stored import stored_spec
 from factory.prices.series import utc_label
-from factory.store import JobRow
+from factory.store import JobEvent, JobRow
 
 Echo = Callable[[str], None]
 LIVE_START = datetime(2024, 7, 1, tzinfo=UTC)
@@ -120,20 +120,29 @@ def chapter_live(base: FactoryConfig, echo: Echo) -> None:
 def follow(client: FactoryClient, echo: Echo) -> None:
     """Submit the story's jobs and print every change of state until all have ended."""
     ids = {client.submit(spec, submitted_by="demo"): spec["name"] for spec in jobs()}
-    seen: dict[str, tuple[str, str]] = {}
+    read_at: dict[str, tuple[float, str, str]] = {}  # each job's row when its timeline was last read
+    events_seen: dict[str, int] = dict.fromkeys(ids, 0)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         rows = {job.job_id: job for job in client.jobs() if job.job_id in ids}
-        now = client.now()
+        # Every transition since the last poll, from the jobs' timelines (a poll alone would miss those
+        # that came in between), in the order they happened, each at its own factory time.
+        new: list[tuple[JobEvent, JobRow]] = []
         for job_id, job in rows.items():
-            if seen.get(job_id) != (job.state, job.reason):
-                seen[job_id] = (job.state, job.reason)
-                price = price_of(now.replace(minute=0, second=0, microsecond=0))
-                echo(f"  {now:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job_id]:<13} {job.state:<11} "
-                     f"{shorten(compact_times(job.reason, now.date()), 70)}")
-                promise = wait_line(ids[job_id], job, now.date())
-                if promise:
-                    echo(promise)
+            if read_at.get(job_id) != (job.updated_s, job.state, job.reason):
+                read_at[job_id] = (job.updated_s, job.state, job.reason)
+                events = client.job(job_id).events
+                new += [(event, job) for event in events[events_seen[job_id]:]]
+                events_seen[job_id] = len(events)
+        for event, job in sorted(new, key=lambda pair: (pair[0].time_s, pair[0].id or 0)):
+            at = datetime.fromtimestamp(event.time_s, UTC)
+            price = price_of(at.replace(minute=0, second=0, microsecond=0))
+            echo(f"  {at:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job.job_id]:<13} {event.state:<11} "
+                 f"{shorten(compact_times(event.reason, at.date()), 70)}")
+            latest = (event.state, event.reason) == (job.state, job.reason)  # the promise is the row's
+            promise = wait_line(ids[job.job_id], job, at.date()) if latest else None
+            if promise:
+                echo(promise)
         if rows and all(_settled(job) for job in rows.values()):
             break
         time.sleep(0.5)

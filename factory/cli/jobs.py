@@ -44,7 +44,7 @@ def submit(file: str, wait: bool, config_path: str | None, address: str | None, 
     if not as_json:
         click.echo(job_id)
         click.echo("following it until it ends (Ctrl-C stops following, not the job)", err=True)
-    job = client.wait(job_id, on_change=None if as_json else _progress_line(client))
+    job = client.wait(job_id, on_event=None if as_json else _progress_line)
     if as_json:
         click.echo(json_text(_shown(job), indent=2))
     else:
@@ -172,14 +172,14 @@ def _pauses(job: JobRow, now_s: float | None) -> str:
     return text
 
 
-def _progress_line(client: Any) -> Any:
-    def show(job: JobRow) -> None:
+def _progress_line(event: JobEvent, job: JobRow) -> None:
+    """One transition of a followed job, at its factory time; the run's metrics on the one it is in."""
+    metrics = ""
+    if (event.state, event.reason) == (job.state, job.reason):
         metrics = "  ".join(f"{key}={_value(job.progress[key])}" for key in ("epoch", "step", "loss")
                             if key in job.progress)
-        click.echo(f"{factory_time(client.clock().now_s())}  {job.state:<9} {shorten(job.reason, 70)}"
-                   + (f"  [{metrics}]" if metrics else ""))
-
-    return show
+    click.echo(f"{factory_time(event.time_s)}  {event.state:<9} {shorten(event.reason, 70)}"
+               + (f"  [{metrics}]" if metrics else ""))
 
 
 def _summary(job: JobRow) -> str:

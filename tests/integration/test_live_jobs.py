@@ -99,8 +99,9 @@ def test_a_submitted_training_job_runs_on_ray_train_and_learns(cluster: Cluster,
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(spec("learns")))
     result = cli(cluster, "submit", str(job_file), "--wait")
-    # Followed by polling: SUCCEEDED and REGISTERING may pass between two polls (the timeline has them).
-    assert "RUNNING" in result.stdout and "REGISTERED" in result.stdout
+    # Every transition, in order, though SUCCEEDED and REGISTERING may pass between two polls.
+    followed = [line.split()[2] for line in result.stdout.splitlines()[1:-1]]
+    assert followed == ["QUEUED", "RUNNING", "SUCCEEDED", "REGISTERING", "REGISTERED"], result.stdout
     job_id = result.stdout.splitlines()[0]  # the id first, then the progress
 
     listed = json.loads(cli(cluster, "jobs", "--json").stdout)

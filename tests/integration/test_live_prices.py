@@ -144,9 +144,9 @@ def test_a_price_spike_pauses_a_running_job_which_resumes_from_its_checkpoint(
     assert "PAUSING" in states and "PAUSED" in states and states.count("RUNNING") >= 2
     for state, time_s, reason in timeline:
         if state == "PAUSING":
-            assert price_at(time_s) == SPIKE and reason.startswith("price:")
+            assert price_at(time_s) == SPIKE and reason.startswith("price:"), timeline
         if state == "RUNNING":
-            assert price_at(time_s) == CHEAP
+            assert price_at(time_s) == CHEAP, timeline
 
     # The step counter proves no work was repeated: each attempt starts where the last one stopped.
     log = client.logs(job_id, tail_lines=1000)
