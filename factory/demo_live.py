@@ -138,7 +138,7 @@ def follow(client: FactoryClient, echo: Echo) -> None:
             at = datetime.fromtimestamp(event.time_s, UTC)
             price = price_of(at.replace(minute=0, second=0, microsecond=0))
             echo(f"  {at:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job.job_id]:<13} {event.state:<11} "
-                 f"{shorten(compact_times(event.reason, at.date()), 70)}")
+                 f"{shorten(compact_times(event.reason, at.date()), 70)}".rstrip())
             latest = (event.state, event.reason) == (job.state, job.reason)  # the promise is the row's
             promise = wait_line(ids[job.job_id], job, at.date()) if latest else None
             if promise:

@@ -1,4 +1,4 @@
-"""`--json` outputs are standard JSON: a number that is not finite is null, never NaN or Infinity."""
+"""How the CLI prints: `--json` is standard JSON (a number that is not finite is null), tables align."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from factory.cli.output import finite, json_text
+from factory.cli.render import table
 
 CLI = Path(__file__).resolve().parents[2] / "factory" / "cli"
 values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
@@ -40,3 +41,9 @@ def test_every_cli_json_output_goes_through_json_text() -> None:
     direct = sorted(path.name for path in CLI.glob("*.py")
                     if path.name != "output.py" and "json.dumps(" in path.read_text())
     assert direct == []
+
+
+def test_a_table_without_rows_is_its_header() -> None:
+    # The demo lists the registered models: none, when every registration failed.
+    assert table(["name", "versions"], []) == "NAME  VERSIONS"
+    assert table(["name", "n"], [["reg", 2], [None, 10]]) == "NAME  N\nreg   2\n-     10"
