@@ -21,7 +21,7 @@ from factory.jobs.accounting import by_team
 from factory.jobs.masking import masked_spec
 from factory.jobs.snapshot import DAY_S, learnt_resume_overhead_s, num_gpus, pauses_since
 from factory.jobs.states import JobState
-from factory.jobs.stored import stored_spec
+from factory.jobs.stored import schedule_of, stored_spec
 from factory.store import JobEvent, JobRow
 
 
@@ -74,7 +74,7 @@ def jobs(states: tuple[str, ...], config_path: str | None, address: str | None, 
         ["id", "team", "kind", "gpus", "state", "submitted", "deadline", "latest start", "ran", "why"],
         [[job.job_id, job.team, job.kind, num_gpus(job), job.state, factory_time(job.submitted_s),
           factory_time(job.deadline_s), factory_time(job.latest_safe_start_s),
-          duration(float(job.schedule.get("run_s", 0.0))), shorten(compact_times(job.reason, today), 72)]
+          duration(schedule_of(job).run_s), shorten(compact_times(job.reason, today), 72)]
          for job in rows]))
     teams = by_team(rows)
     if teams:
@@ -133,21 +133,21 @@ def logs(job_id: str, tail_lines: int, config_path: str | None, address: str | N
 def job_text(job: JobRow, events: list[JobEvent], now_s: float | None = None) -> str:
     """A job for people: what it is, where it is, what it did, and its timeline (`now_s`: factory time now,
     for the pauses of the last 24 h)."""
-    spec = stored_spec(job)
+    spec, schedule = stored_spec(job), schedule_of(job)
     lines = [
         f"Job        {job.job_id}  ({job.kind}, team {job.team})",
         f"State      {job.state}" + (f": {job.reason}" if job.reason else ""),
         f"GPUs       {spec.total_gpus} ({spec.num_workers} workers x {spec.gpus_per_worker})",
         f"Submitted  {factory_time(job.submitted_s)}    deadline {factory_time(job.deadline_s) or 'none'}",
-        f"Ran        {duration(float(job.schedule.get('run_s', 0.0)))} of about "
+        f"Ran        {duration(schedule.run_s)} of about "
         f"{duration(spec.estimated_duration_s)}, attempt {job.attempt}",
     ]
     if job.latest_safe_start_s is not None:
         lines.append(f"Start by   {factory_time(job.latest_safe_start_s)} (its latest safe start: started by "
                      "then, it meets its deadline beside every job admitted before it)")
     lines.append(f"Pauses     {_pauses(job, now_s)}")
-    if job.schedule.get("infeasible"):
-        lines.append(f"At risk    reported at admission: {job.schedule['infeasible']}")
+    if schedule.infeasible:
+        lines.append(f"At risk    reported at admission: {schedule.infeasible}")
     if job.progress:
         lines.append("Progress   " + _pairs(job.progress))
     if job.accounting:
@@ -167,7 +167,7 @@ def _pauses(job: JobRow, now_s: float | None) -> str:
         text += f" ({pauses_since(job, now_s - DAY_S)} in the last 24 h)"
     overhead_s = learnt_resume_overhead_s(job)
     if overhead_s is not None:
-        measured = len(job.schedule.get("resume_overheads_s", ()))
+        measured = len(schedule_of(job).resume_overheads_s)
         text += f"; a resume costs it about {duration(overhead_s)} (measured over {measured})"
     return text
 
@@ -183,7 +183,7 @@ def _progress_line(event: JobEvent, job: JobRow) -> None:
 
 
 def _summary(job: JobRow) -> str:
-    ran = duration(float(job.schedule.get("run_s", 0.0)))
+    ran = duration(schedule_of(job).run_s)
     text = f"{job.job_id} {job.state} after {ran} of run time in {job.attempt} attempt(s)"
     return text + (f": {job.error}" if job.error else "")
 

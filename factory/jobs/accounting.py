@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from factory.jobs.states import JobState
+from factory.jobs.stored import schedule_of
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.store import JobEvent, JobRow
 
@@ -31,7 +32,7 @@ PriceProfile = Callable[[list[ConsumptionInterval]], EnergyCost]
 def account(job: JobRow, events: list[JobEvent], attributed_kwh: float | None, price: PriceProfile,
             gpu_power_w: float) -> dict[str, Any]:
     """The job's accounting record (stored as `JobRow.accounting`)."""
-    runs = [(float(start), float(end), int(gpus)) for start, end, gpus in job.schedule.get("runs", [])]
+    runs = schedule_of(job).runs
     gpu_seconds = [max(0.0, end - start) * gpus for start, end, gpus in runs]
     total_gpu_s = sum(gpu_seconds)
     if attributed_kwh is not None and attributed_kwh > 0:

@@ -40,7 +40,7 @@ from factory.jobs.snapshot import (
     ran_s,
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
-from factory.jobs.stored import run_result, stored_spec
+from factory.jobs.stored import run_result, schedule_of, stored_spec
 from factory.scheduling.model import Policy, PriceOutlook, Snapshot
 from factory.store import JobRow, StateConflictError, StateStore
 
@@ -141,7 +141,7 @@ class JobController:
         jobs = self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
         for pause in decisions.pauses:
             job = jobs[pause.job_id]
-            pauses_s = [*job.schedule.get("pauses_s", []), now_s]  # the pause cap counts these
+            pauses_s = [*schedule_of(job).pauses_s, now_s]  # the pause cap counts these
             if self._move(job, JobState.PAUSING, f"{pause.reason}: {pause.detail}", now_s,
                           schedule={**job.schedule, "pausing_s": now_s, "pauses_s": pauses_s}):
                 self.runners.pause(job.job_id)
@@ -208,7 +208,7 @@ class JobController:
 
     def _stop_if_stuck(self, job: JobRow, now_s: float, result: StepResult) -> None:
         """A job asked to pause that has not checkpointed within `pause_timeout_s` is stopped."""
-        since_s = job.schedule.get("pausing_s")
+        since_s = schedule_of(job).pausing_s
         if job.state != JobState.PAUSING or since_s is None or now_s - float(since_s) < self.pause_timeout_s:
             return
         reason = (f"did not reach a checkpoint within {self.pause_timeout_s:.0f} s of being asked to pause; "
@@ -258,7 +258,7 @@ class JobController:
         attempt = job.attempt + 1
         schedule = {key: value for key, value in job.schedule.items() if key != "latest_safe_start_s"}
         schedule |= {"placement": [list(p) for p in placement], "started_s": now_s}
-        if float(job.schedule.get("run_s", 0.0)) > 0:  # a resume: measure what it costs (`_resume_measured`)
+        if schedule_of(job).run_s > 0:  # a resume: measure what it costs (`_resume_measured`)
             schedule["resuming_from_step"] = run_result(job).step
         if self._move(job, JobState.RUNNING, reason, now_s, attempt=attempt, schedule=schedule):
             started = self.store.get_job(job.job_id)
@@ -284,11 +284,12 @@ class JobController:
 
     def _closing_run(self, job: JobRow, now_s: float) -> dict[str, Any]:
         """The schedule fields that close the job's current run, if it is running."""
-        if not JobState(job.state).holds_gpus or "started_s" not in job.schedule:
+        started_s = schedule_of(job).started_s
+        if not JobState(job.state).holds_gpus or started_s is None:
             return {}
         schedule = {key: value for key, value in job.schedule.items()
                     if key not in ("started_s", "placement", "pausing_s", "resuming_from_step")}
-        runs = [*schedule.get("runs", []), [float(job.schedule["started_s"]), now_s, num_gpus(job)]]
+        runs = [*schedule.get("runs", []), [started_s, now_s, num_gpus(job)]]
         return {"schedule": {**schedule, "run_s": ran_s(job, now_s), "runs": runs}}
 
     def _move(self, job: JobRow, target: JobState, reason: str, now_s: float, **fields: Any) -> bool:

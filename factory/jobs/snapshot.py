@@ -1,21 +1,6 @@
 """From the store's jobs, the cluster and the price forecast to the policy's `Snapshot`.
 
-Nomenclature (the `schedule` facts the controller keeps on each job row):
-  admitted, at_risk -- the policy has judged the job's deadline (at risk: reported infeasible).
-  run_s             -- run time of the job's finished runs (factory seconds on its GPUs).
-  started_s         -- start of the current run, while RUNNING.
-  placement         -- [[node, gpus], ...] of the current run, while RUNNING or PAUSING.
-  runs              -- [[start_s, end_s], ...] of the finished runs (the job's consumption profile).
-  latest_safe_start_s -- while WAITING: the latest start that still meets its deadline given every job
-                       admitted before it (the price-aware policy's reservation plan; `Wait`).
-  pauses_s          -- factory times at which the policy paused the job (written with the PAUSING
-                       transition); `pauses_today` counts those of the last `DAY_S`.
-  resuming_from_step -- while a resumed run has not yet reported past the step it resumed from: that
-                       step (None: the job reports no step counter; its first report counts).
-  resume_overheads_s -- the measured overhead of each earlier resume: factory seconds from the resume's
-                       start until the scheduler first saw the run report past the step it was paused
-                       at. An upper bound: it includes the work up to that report and up to one
-                       scheduling tick of latency. Their mean is the job's learnt `resume_overhead_s`.
+The `schedule` facts the controller keeps on each job row are `factory.jobs.stored.JobSchedule`.
 
 Invariants:
   * A job's remaining run time is its estimate minus what it has run, never below
@@ -33,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from factory.jobs.states import JobState
-from factory.jobs.stored import stored_spec
+from factory.jobs.stored import schedule_of, stored_spec
 from factory.prices.models import Forecast
 from factory.scheduling.model import JobView, Phase, PriceOutlook
 from factory.store import JobRow
@@ -63,10 +48,10 @@ def preemptible(job: JobRow) -> bool:
 
 def ran_s(job: JobRow, now_s: float) -> float:
     """Factory seconds the job has run so far, the current run included."""
-    schedule = job.schedule
-    current = max(0.0, now_s - float(schedule["started_s"])) if JobState(job.state).holds_gpus and \
-        "started_s" in schedule else 0.0
-    return float(schedule.get("run_s", 0.0)) + current
+    schedule = schedule_of(job)
+    current = max(0.0, now_s - schedule.started_s) if JobState(job.state).holds_gpus and \
+        schedule.started_s is not None else 0.0
+    return schedule.run_s + current
 
 
 def remaining_s(job: JobRow, now_s: float) -> float:
@@ -77,10 +62,10 @@ def remaining_s(job: JobRow, now_s: float) -> float:
 
 def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
     """The job as the policy sees it."""
-    schedule = job.schedule
+    schedule = schedule_of(job)
     if job.state == JobState.RUNNING:
         phase = Phase.RUNNING
-    elif float(schedule.get("run_s", 0.0)) > 0:
+    elif schedule.run_s > 0:
         phase = Phase.PAUSED
     else:
         phase = Phase.QUEUED
@@ -91,26 +76,26 @@ def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
         preemptible=preemptible(job), gpus_per_worker=spec.gpus_per_worker or None, team=job.team,
         priority=spec.priority,
         placement=placement_of(job) if phase is Phase.RUNNING else (),
-        admitted=bool(schedule.get("admitted", False)), at_risk=bool(schedule.get("at_risk", False)),
+        admitted=schedule.admitted, at_risk=schedule.at_risk,
         pauses_today=pauses_since(job, now_s - DAY_S), resume_overhead_s=learnt_resume_overhead_s(job),
     )
 
 
 def pauses_since(job: JobRow, since_s: float) -> int:
     """How many times the policy paused the job after `since_s` (factory time)."""
-    return sum(1 for time_s in job.schedule.get("pauses_s", ()) if float(time_s) > since_s)
+    return sum(1 for time_s in schedule_of(job).pauses_s if time_s > since_s)
 
 
 def learnt_resume_overhead_s(job: JobRow) -> float | None:
     """The mean measured overhead of the job's earlier resumes; None before its first (the policy then
     uses `scheduler.preempt_overhead_s`)."""
-    measured = [float(value) for value in job.schedule.get("resume_overheads_s", ())]
+    measured = schedule_of(job).resume_overheads_s
     return sum(measured) / len(measured) if measured else None
 
 
 def placement_of(job: JobRow) -> tuple[tuple[str, int], ...]:
     """Where the job's current run holds GPUs: ((node, gpus), ...)."""
-    return tuple((str(node), int(gpus)) for node, gpus in job.schedule.get("placement", []))
+    return schedule_of(job).placement
 
 
 def outlook_from_forecast(forecast: Forecast) -> PriceOutlook:

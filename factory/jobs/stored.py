@@ -1,7 +1,8 @@
-"""A stored job, typed: its spec as submitted, what its run reported, what its lineage recorded then.
+"""A stored job, typed: its spec as submitted, the scheduler's facts, what its run reported, its lineage.
 
-`JobRow` keeps these as the JSON the store holds (`spec`, `progress`, `schedule["lineage"]`); the readers
-here are the one place that knows their shape.
+`JobRow` keeps these as the JSON the store holds (`spec`, `schedule`, `progress`, `schedule["lineage"]`);
+the readers here are the one place that knows their shape: `stored_spec`, `schedule_of`, `run_result`,
+`submitted_lineage`.
 
 The store keeps the validated spec as JSON (`JobSpec.model_dump(mode="json")`), so it parses back into
 the same model with its defaults: readers ask `stored_spec(job).num_workers`, never
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from factory.jobs.spec import JOB_KINDS, CommandJobSpec, JobSpec, JobSpecError, TuneSettings, parse_job_spec
 from factory.store import JobRow
@@ -92,5 +93,57 @@ class SubmittedLineage(BaseModel):
 
 def submitted_lineage(job: JobRow) -> SubmittedLineage:
     """The lineage facts recorded at submission (none for a job that registers no model)."""
-    recorded = job.schedule.get("lineage") or {}
+    recorded = schedule_of(job).lineage or {}
     return SubmittedLineage(parent=recorded.get("parent"), code=recorded.get("code"))
+
+
+class JobSchedule(BaseModel):
+    """The scheduler's own facts about a job (`JobRow.schedule`), typed; the controller writes them.
+
+    Nomenclature:
+      admitted, at_risk  -- the policy has judged the job's deadline (at risk: reported infeasible, with
+                            what admission said in `infeasible`).
+      run_s              -- run time of the job's finished runs (factory seconds on its GPUs).
+      started_s          -- start of the current run, while RUNNING or PAUSING.
+      placement          -- ((node, gpus), ...) of the current run, while RUNNING or PAUSING.
+      runs               -- ((start_s, end_s, gpus), ...) of the finished runs (its consumption profile).
+      latest_safe_start_s -- while WAITING: the latest start that still meets its deadline given every
+                            job admitted before it (the price-aware policy's reservation plan).
+      pausing_s          -- when the policy asked the current run to pause.
+      pauses_s           -- factory times at which the policy paused the job (the pause cap counts them).
+      resuming_from_step -- while a resumed run has not yet reported past the step it resumed from: that
+                            step (None: the job reports no step counter; its first report counts).
+      resume_overheads_s -- the measured overhead of each earlier resume: factory seconds from the
+                            resume's start until the scheduler first saw the run report past the step it
+                            was paused at (an upper bound). Their mean is the job's learnt overhead.
+      lineage            -- what the model's lineage must say as of submission (`submitted_lineage`).
+    Facts this model does not name are kept (`extra`), so an older or newer writer's survive a read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    admitted: bool = False
+    at_risk: bool = False
+    infeasible: str | None = None
+    run_s: float = 0.0
+    started_s: float | None = None
+    placement: tuple[tuple[str, int], ...] = ()
+    runs: tuple[tuple[float, float, int], ...] = ()
+    latest_safe_start_s: float | None = None
+    pausing_s: float | None = None
+    pauses_s: tuple[float, ...] = ()
+    resuming_from_step: int | None = None
+    resume_overheads_s: tuple[float, ...] = ()
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+def schedule_of(job: JobRow) -> JobSchedule:
+    """The job's schedule facts, typed.
+
+    Facts an older release wrote in another shape are read as far as they go (`model_construct`): the
+    scheduler reads every active job's facts at every step, and one odd row must not stop it.
+    """
+    try:
+        return JobSchedule.model_validate(job.schedule)
+    except ValidationError:
+        return JobSchedule.model_construct(**job.schedule)

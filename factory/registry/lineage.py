@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.jobs.masking import masked_spec
-from factory.jobs.stored import run_result, stored_spec, submitted_lineage, train_loop_of
+from factory.jobs.stored import run_result, schedule_of, stored_spec, submitted_lineage, train_loop_of
 from factory.store import JobRow
 from factory.version import __version__
 
@@ -26,8 +26,8 @@ _CHUNK_BYTES = 8 << 20
 def job_lineage(job: JobRow, parent: str | None = None) -> dict[str, Any]:
     """The lineage of the model `job` trained (`parent`: the resolved NAME:VERSION it was tuned from)."""
     accounting = job.accounting or {}
-    runs = job.schedule.get("runs", [])
-    training_s = sum(max(0.0, float(end) - float(start)) for start, end, _ in runs) if runs else None
+    runs = schedule_of(job).runs
+    training_s = sum(max(0.0, end - start) for start, end, _ in runs) if runs else None
     return {
         "job_id": job.job_id,
         "job_name": job.name,

@@ -29,7 +29,7 @@ from factory.jobs import (
     to_tune_space,
     validate_for_submission,
 )
-from factory.jobs.stored import run_result, stored_spec, submitted_lineage, train_loop_of
+from factory.jobs.stored import run_result, schedule_of, stored_spec, submitted_lineage, train_loop_of
 from factory.store import JobRow
 from tests.support import REPO_ROOT
 
@@ -618,3 +618,18 @@ def test_a_runs_result_and_its_submitted_lineage_read_back_typed() -> None:
     fresh = job.model_copy(update={"progress": {"loss": 0.2, "step": True}, "schedule": {}})
     assert run_result(fresh).step is None and run_result(fresh).checkpoint_path is None  # no step counter
     assert submitted_lineage(fresh).parent is None
+
+
+def test_a_jobs_schedule_facts_read_back_typed_and_keep_what_they_do_not_name() -> None:
+    job = JobRow(job_id="fit-3", name="fit", team="default", kind="train", spec={}, spec_hash="h4",
+                 state="PAUSED", submitted_s=0.0, updated_s=0.0,
+                 schedule={"admitted": True, "run_s": 120, "runs": [[0, 60, 2], [100, 160, 2]],
+                           "pauses_s": [60], "resume_overheads_s": [12.5], "written_by_a_newer_release": 1})
+    schedule = schedule_of(job)
+    assert schedule.admitted and not schedule.at_risk and schedule.run_s == 120.0
+    assert schedule.runs == ((0.0, 60.0, 2), (100.0, 160.0, 2)) and schedule.started_s is None
+    assert schedule.pauses_s == (60.0,) and schedule.resume_overheads_s == (12.5,)
+    assert schedule.model_extra == {"written_by_a_newer_release": 1}
+    # A fact in a shape today's model refuses (an older release's) does not stop the scheduler's read.
+    odd = job.model_copy(update={"schedule": {"admitted": True, "placement": "node-1"}})
+    assert schedule_of(odd).admitted and schedule_of(odd).run_s == 0.0
