@@ -2,7 +2,8 @@
 
 The flag names and JSON keys are a contract (other tools read them): `--prices`, `--jobs`, `--gpus`,
 `--policy`, `--power-w`, `--forecast-hours`, `--preempt-overhead-s`, `--json`, `--default-slack`,
-`--plot`, `--optimum`; JSON keys as in `factory.simulation.report`. Every float flag is finite.
+`--plot`, `--optimum`, `--objective`, `--carbon-price-per-tonne`, `--carbon`; JSON keys as in
+`factory.simulation.report`. Every float flag is finite.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from factory.cli.output import json_text
 from factory.errors import PriceDataError, SimulationInputError
+from factory.prices.objective import OBJECTIVES
 from factory.scheduling import DEFAULT_POLICY, POLICY_NAMES
 
 PRICE_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -25,7 +27,8 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 @click.command()
 @click.option("--prices", "prices_path", required=True,
               help="Price trace: CSV or Parquet with `timestamp` and `price_per_mwh` (optional "
-              "`carbon_g_per_kwh`), or a factory config YAML whose prices.trace (and prices.carbon) to use.")
+              "`carbon_g_per_kwh`), or a factory config YAML whose prices.trace (and prices.carbon) to use; "
+              "a config whose prices.source is 'tariff' prices the span of the carbon trace by its tariff.")
 @click.option("--jobs", "jobs_path", required=True, type=click.Path(dir_okay=False),
               help="Job trace CSV: job_id, submit_s, duration_s, num_gpus [, deadline_s, preemptible, "
               "power_w, team, priority].")
@@ -48,6 +51,14 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 @click.option("--optimum", is_flag=True,
               help="Also solve the offline LP lower bound (needs scipy) and report the share of its "
               "savings the policy captured (JSON: `optimum`, `captured_share`).")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="cost", show_default=True,
+              help="What the policy minimises (and the LP bound, with --optimum): the energy cost, the "
+              "carbon emitted, or the cost with carbon priced in (--carbon-price-per-tonne).")
+@click.option("--carbon-price-per-tonne", type=click.FloatRange(min=0), default=None,
+              help="With --objective cost+carbon: the price of a tonne of CO2, in the prices' currency.")
+@click.option("--carbon", "carbon_path", default=None,
+              help="A carbon trace of its own (CSV or Parquet of gCO2/kWh; its column: --carbon-column, "
+              "default carbon_g_per_kwh), e.g. EIA-930 hourly data.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of price, power and queue over time.")
@@ -74,7 +85,8 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 @click.option("--priority-column", default="priority", show_default=True)
 def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: float, forecast_hours: float,
              preempt_overhead_s: float, default_slack: float, gpus_per_node: int | None,
-             power_budget_kw: float | None, quotas: tuple[str, ...], optimum: bool, as_json: bool,
+             power_budget_kw: float | None, quotas: tuple[str, ...], optimum: bool, objective: str,
+             carbon_price_per_tonne: float | None, carbon_path: str | None, as_json: bool,
              plot_path: str | None, **columns: str | None) -> None:
     """Replay JOBS against PRICES through a policy; compare with fifo on the same input.
 
@@ -89,14 +101,17 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
 
     _finite(("--power-w", power_w), ("--forecast-hours", forecast_hours),
             ("--preempt-overhead-s", preempt_overhead_s), ("--default-slack", default_slack),
-            ("--power-budget-kw", power_budget_kw))
-    price_input = _price_input(prices_path, columns)
+            ("--power-budget-kw", power_budget_kw), ("--carbon-price-per-tonne", carbon_price_per_tonne))
+    if objective == "cost+carbon" and carbon_price_per_tonne is None:
+        raise SimulationInputError("--objective cost+carbon needs --carbon-price-per-tonne (e.g. 100)")
+    price_input = _price_input(prices_path, columns, carbon_path)
     job_columns = JobColumns(**{_job_field(name): value for name, value in columns.items()
                                 if name in _JOB_COLUMN_OPTIONS})
     settings = SimulationSettings(
         gpus=gpus, policy=policy, power_w=power_w, forecast_hours=forecast_hours,
         preempt_overhead_s=preempt_overhead_s, default_slack=default_slack, gpus_per_node=gpus_per_node,
         power_budget_kw=power_budget_kw, quotas=_quotas(quotas), optimum=optimum,
+        objective=objective, carbon_price_per_tonne=carbon_price_per_tonne,  # type: ignore[arg-type]
     )
     try:
         prices = load_prices(price_input)
@@ -128,8 +143,12 @@ def _job_field(option: str) -> str:
     return _JOB_FIELD.get(base, base)
 
 
-def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - PriceInput, imported lazily
-    """The price (and carbon) trace options from a data file plus flags, or from a factory config."""
+def _price_input(path: str, options: dict[str, str | None],  # noqa: ANN202 - PriceInput, imported lazily
+                 carbon_path: str | None = None):
+    """The price (and carbon) trace options from a data file plus flags, or from a factory config.
+
+    With `carbon_path` (--carbon), --carbon-column names that file's column, not one of the prices'.
+    """
     from factory.price_config import TraceConfig
     from factory.simulation.run import PriceInput
 
@@ -137,19 +156,24 @@ def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - P
     names = ("timestamp_column", "price_column", "carbon_column", "skip_rows", "timestamp_marks", "timezone",
              "local_time_dst", "resolution_min")
     overrides = {name: options[name] for name in names if options.get(name) is not None}
+    carbon = _carbon_trace(carbon_path, overrides.pop("carbon_column", None)) if carbon_path else None
     currency = options.get("currency")
     if suffix in CONFIG_SUFFIXES:
         from factory.config import load_config
 
         config = load_config(path)
+        carbon = carbon or config.prices.carbon
+        if config.prices.source == "tariff":
+            return PriceInput(None, carbon, currency or config.prices.currency, config.prices.tariff_path)
         if config.prices.source != "trace":
             raise SimulationInputError(f"{path}: prices.source is '{config.prices.source}'; --prices needs a "
-                                       "config whose prices.source is 'trace' (or pass a CSV/Parquet file)")
+                                       "config whose prices.source is 'trace' or 'tariff' (or pass a "
+                                       "CSV/Parquet file)")
         try:
             trace = TraceConfig.model_validate({**config.prices.trace.model_dump(), **overrides})
         except ValidationError as exc:
             raise SimulationInputError(_flag_error(exc)) from None
-        return PriceInput(trace, config.prices.carbon, currency or config.prices.currency)
+        return PriceInput(trace, carbon, currency or config.prices.currency)
     if suffix not in PRICE_FILE_SUFFIXES and "*" not in path:
         raise SimulationInputError(f"--prices {path}: expected a .csv or .parquet price file or a factory "
                                    "config .yaml")
@@ -157,7 +181,19 @@ def _price_input(path: str, options: dict[str, str | None]):  # noqa: ANN202 - P
         trace = TraceConfig(paths=[path], **overrides)
     except ValidationError as exc:
         raise SimulationInputError(_flag_error(exc)) from None
-    return PriceInput(trace, None, currency or "USD")
+    return PriceInput(trace, carbon, currency or "USD")
+
+
+def _carbon_trace(path: str, column: str | None):  # noqa: ANN202 - CarbonTraceConfig, imported lazily
+    """--carbon FILE (its column: --carbon-column, else the carbon trace's default)."""
+    from factory.price_config import CarbonTraceConfig
+
+    if Path(path).suffix.lower() not in PRICE_FILE_SUFFIXES and "*" not in path:
+        raise SimulationInputError(f"--carbon {path}: expected a .csv or .parquet carbon file")
+    try:
+        return CarbonTraceConfig(paths=[path], **({"carbon_column": column} if column else {}))
+    except ValidationError as exc:
+        raise SimulationInputError(_flag_error(exc)) from None
 
 
 # The unit and a sensible value of each float flag, for the message that refuses inf and nan.
@@ -167,6 +203,7 @@ _FINITE_FLAGS = {
     "--preempt-overhead-s": ("seconds", "600"),
     "--default-slack": ("multiples of a job's duration", "2"),
     "--power-budget-kw": ("kilowatts", "50"),
+    "--carbon-price-per-tonne": ("currency per tonne of CO2", "100"),
 }
 
 
@@ -234,16 +271,22 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
     ]
     width = max(len(row[0]) for row in rows)
     left = max(len(row[1]) for row in rows + [("", report.policy, "")])
+    minimising = "" if report.objective == "cost" else f"; minimising {report.objective}"
     lines = [f"{report.jobs} jobs on {gpus} GPUs; prices {names}; "
-             f"real prices known {forecast_hours:g} h ahead",
+             f"real prices known {forecast_hours:g} h ahead{minimising}",
              "",
              f"{'':{width}}  {report.policy:>{left}}  {'fifo (baseline)':>16}"]
     lines += [f"{label:{width}}  {ours:>{left}}  {theirs:>16}" for label, ours, theirs in rows]
     saved = "—" if report.savings_pct is None else f"{report.savings_pct:.1f} %"
     lines += ["", f"cost saved against fifo: {saved}"]
+    if report.carbon_savings_pct is not None:
+        lines.append(f"carbon saved against fifo: {report.carbon_savings_pct:.1f} %")
     if report.optimum is not None:
         feasible = report.optimum.feasible
         bound = f"{fmt(report.optimum.cost, 2)} {report.currency}" if feasible else "infeasible"
+        if feasible and report.objective != "cost":  # a bound on the objective, and what its schedule costs
+            bound = (f"{fmt(report.optimum.carbon_kg)} kg CO2 at {fmt(report.optimum.cost, 2)} "
+                     f"{report.currency}")
         share = (f"{report.captured_share:.3f}" if report.captured_share is not None
                  else "— (the optimum saves nothing against fifo)" if feasible else "—")
         lines.append(f"offline optimum (LP lower bound): {bound}; share of its savings captured: {share}")

@@ -16,6 +16,9 @@ The linear program (solved with scipy's HiGHS, `scipy.optimize.linprog(method="h
     power        sum_j num_gpus[j] * power_w[j] * x[j,k] <= power_budget_w * interval_s
                                                                               (only with a budget)
     minimise     sum_jk price[k] * num_gpus[j] * power_w[j] * x[j,k] / 3.6e9
+                 (or, given an `objective` series, that series in place of the price: e.g. the
+                 carbon intensity, to bound the carbon a schedule must emit; `cost` stays the
+                 price of the schedule found)
 
 Internally x is expressed in units of `interval_s` (a fraction of the interval, 0..1) and the
 objective is normalised, so HiGHS sees numbers near 1; the reported cost is recomputed from the
@@ -86,9 +89,13 @@ class _Program:
 
 
 def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: float, gpus: int,
-                    power_budget_w: float | None = None,
-                    carbon: IntervalSeries | None = None) -> Optimum:
+                    power_budget_w: float | None = None, carbon: IntervalSeries | None = None,
+                    objective: IntervalSeries | None = None) -> Optimum:
     """The cheapest schedule of `trace` on `prices` with `gpus` GPUs (and optionally a power budget).
+
+    With `objective` (per MWh, e.g. `factory.prices.objective.signal_series`), the schedule that
+    minimises it instead, sampled at each price interval's midpoint (its edge values beyond its ends);
+    the result's `cost` and `carbon_kg` are that schedule's.
 
     Raises:
         ValueError: a job's window starts before or ends after the price series.
@@ -132,11 +139,15 @@ def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: flo
     b_ub = np.concatenate(bounds)
 
     # Objective: currency per unit of y, normalised so that HiGHS's tolerances are meaningful.
-    cost_per_y = prices.values[program.interval].astype(float) * watts * step / WS_PER_MWH
-    scale = float(np.max(np.abs(cost_per_y))) or 1.0
+    mwh_per_y = watts * step / WS_PER_MWH
+    cost_per_y = prices.values[program.interval].astype(float) * mwh_per_y
+    goal_per_y = cost_per_y
+    if objective is not None:
+        goal_per_y = _sampled(objective, prices, program.interval) * mwh_per_y
+    scale = float(np.max(np.abs(goal_per_y))) or 1.0
 
     started = time.perf_counter()
-    result = linprog(cost_per_y / scale, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+    result = linprog(goal_per_y / scale, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
                      bounds=np.column_stack([np.zeros(count), upper]), method="highs")
     solve_s = time.perf_counter() - started
 
@@ -185,6 +196,15 @@ def _variables(trace: JobTrace, prices: IntervalSeries, time_zero_s: float) -> _
     hi = ((end - prices.start_s) / step)[job]
     upper = np.clip(np.minimum(hi, interval + 1.0) - np.maximum(lo, interval), 0.0, 1.0)
     return _Program(job=job, interval=interval, upper=upper, extended=int(np.sum(short)))
+
+
+def _sampled(series: IntervalSeries, prices: IntervalSeries, interval: np.ndarray) -> np.ndarray:
+    """`series` at the midpoint of each price interval in `interval`, its edge values beyond its ends."""
+    midpoints = prices.start_s + (interval + 0.5) * prices.interval_s
+    values = series.sample(midpoints)
+    values[midpoints < series.start_s] = series.values[0]
+    values[midpoints >= series.end_s] = series.values[-1]
+    return values
 
 
 def _carbon_kg(carbon: IntervalSeries | None, prices: IntervalSeries, interval: np.ndarray,

@@ -8,14 +8,19 @@ Definitions:
   gpu_utilization           -- GPU-seconds used / (GPUs x the time from time zero to the last finish).
   preemptions               -- pauses of running jobs (for price, priority, quota or power budget).
   savings_pct               -- (baseline cost - cost) / |baseline cost| x 100, baseline = `fifo`.
+  objective                 -- what the policy minimised: `cost`, `carbon` or `cost+carbon`
+                               (`factory.prices.objective`); energy is charged on the true series.
+  carbon_savings_pct        -- as `savings_pct`, of `carbon_kg` (null without carbon data).
   pauses_per_job            -- `mean`, `p50`, `p90`, `p99` (linear interpolation, `numpy.percentile`)
                                and `max` of the per-job pause counts, `Outcome.preemptions`; so
                                `mean x jobs == preemptions`. All zero for an empty trace.
   optimum                   -- only with `factory simulate --optimum`: the offline LP lower bound of
-                               the same input (`factory.simulation.optimum`): `cost` and `carbon_kg`
-                               (null when infeasible; `carbon_kg` also without carbon data), `feasible`.
-  captured_share            -- only with `--optimum`: (baseline cost - cost) / (baseline cost -
-                               optimum cost), the share of the LP's possible savings the policy made.
+                               the same input on the objective (`factory.simulation.optimum`): the
+                               `cost` and `carbon_kg` of the schedule that minimises it (null when
+                               infeasible; `carbon_kg` also without carbon data), `feasible`.
+  captured_share            -- only with `--optimum`: (baseline - ours) / (baseline - optimum) of the
+                               objective's value (cost; carbon_kg; or cost + carbon priced per tonne),
+                               the share of the LP's possible savings the policy made.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ class SimulationReport(PolicyReport):
     currency: str
     baseline: PolicyReport
     savings_pct: float | None
+    objective: str = "cost"
+    carbon_savings_pct: float | None = None
     optimum: OptimumReport | None = None
     captured_share: float | None = None
 

@@ -2,7 +2,12 @@
 
 Time zero of the job trace is the first price timestamp. The policy sees prices through a
 `PriceFeed` on a `TraceProvider` whose known horizon is `forecast_hours`: exactly what a
-GridPriceActor replaying the same file would reveal.
+GridPriceActor replaying the same file would reveal. Under a carbon objective it sees, the same
+way, the series that objective plans on (`factory.prices.objective.signal_series`: the carbon
+intensity, or the price with carbon priced in); energy is always charged on the true price and carbon.
+
+Prices come from a trace, or from a tariff over the span of a carbon trace (a facility on a fixed
+time-of-use tariff that schedules for carbon).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import numpy as np
 from factory.errors import SimulationInputError
 from factory.price_config import CarbonTraceConfig, PricesConfig, TraceConfig
 from factory.prices.feed import PriceFeed
+from factory.prices.objective import Objective, signal_series, weigh
 from factory.prices.series import IntervalSeries
+from factory.prices.tariff import TariffProvider, load_tariff
 from factory.prices.trace import LoadedTrace, TraceProvider, load_trace
 from factory.scheduling import make_policy
 from factory.simulation.engine import Cluster, Outcome, simulate
@@ -35,11 +42,16 @@ DEFAULT_COLUMNS = JobColumns()
 
 @dataclass(frozen=True)
 class PriceInput:
-    """Where the prices (and carbon) come from: trace options as in the `prices` config section."""
+    """Where the prices (and carbon) come from: trace options as in the `prices` config section.
 
-    trace: TraceConfig
+    `trace` None: the prices of the tariff at `tariff_path` (None: the built-in one), over the span of
+    the `carbon` trace, which is then required.
+    """
+
+    trace: TraceConfig | None
     carbon: CarbonTraceConfig | None = None
     currency: str = "USD"
+    tariff_path: Path | None = None
 
 
 @dataclass
@@ -64,6 +76,17 @@ class LoadedPrices:
         carbon = None if self.carbon_loaded is None else TraceProvider(self.carbon_loaded, forecast_hours)
         return PriceFeed(TraceProvider(self.loaded, forecast_hours), config, carbon_provider=carbon)
 
+    def planning(self, objective: Objective, carbon_price_per_tonne: float | None) -> LoadedPrices:
+        """The prices the policy is shown under `objective`: itself for cost, else the objective's series.
+
+        Raises:
+            ObjectiveError: a carbon objective without a carbon series (or a carbon price).
+        """
+        if objective == "cost":
+            return self
+        signal = signal_series(objective, self.price, self.carbon, carbon_price_per_tonne)
+        return prices_from_series(signal, self.currency, f"{objective} of {', '.join(self.loaded.files)}")
+
 
 def prices_from_series(price: IntervalSeries, currency: str, name: str) -> LoadedPrices:
     """Prices already in memory (e.g. the factory's own feed), replayed like a trace called `name`."""
@@ -72,12 +95,31 @@ def prices_from_series(price: IntervalSeries, currency: str, name: str) -> Loade
 
 def load_prices(source: PriceInput) -> LoadedPrices:
     """Read the price trace (and a separate carbon trace); errors name the file and row."""
+    if source.trace is None:
+        return _tariff_prices(source)
     loaded = load_trace(source.trace, "--prices")
     if loaded.price is None:
         raise SimulationInputError(f"{', '.join(loaded.files)}: no price column; pass --price-column")
     carbon_loaded = load_trace(source.carbon, "--carbon") if source.carbon is not None else None
     carbon = carbon_loaded.carbon if carbon_loaded is not None else loaded.carbon
     return LoadedPrices(loaded, loaded.price, carbon, source.currency, carbon_loaded)
+
+
+def _tariff_prices(source: PriceInput) -> LoadedPrices:
+    """The tariff's prices over the carbon trace's span."""
+    if source.carbon is None:
+        raise SimulationInputError("--prices: a tariff has prices for any time, so the run needs a carbon "
+                                   "trace to say which: pass --carbon FILE (or set prices.carbon)")
+    carbon_loaded = load_trace(source.carbon, "--carbon")
+    carbon = carbon_loaded.carbon
+    if carbon is None:
+        raise SimulationInputError(f"{', '.join(carbon_loaded.files)}: no carbon column; name it with "
+                                   "--carbon-column")
+    provider = TariffProvider(load_tariff(source.tariff_path), source.tariff_path)
+    price = provider.price(carbon.start_s, carbon.end_s)
+    assert price is not None  # a tariff prices every time
+    loaded = LoadedTrace(price=price, carbon=None, files=[provider.description])
+    return LoadedPrices(loaded, price, carbon, source.currency, carbon_loaded)
 
 
 @dataclass(frozen=True)
@@ -94,6 +136,8 @@ class SimulationSettings:
     power_budget_kw: float | None = None
     quotas: dict[str, int] = field(default_factory=dict)
     optimum: bool = False
+    objective: Objective = "cost"
+    carbon_price_per_tonne: float | None = None
 
 
 def load_job_trace(path: str | Path, settings: SimulationSettings, prices: LoadedPrices,
@@ -148,7 +192,8 @@ def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettin
         power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
         quotas=dict(settings.quotas),
     )
-    outcome = simulate(trace, prices.feed(settings.forecast_hours), cluster, make_policy(policy_name),
+    planning = prices.planning(settings.objective, settings.carbon_price_per_tonne)
+    outcome = simulate(trace, planning.feed(settings.forecast_hours), cluster, make_policy(policy_name),
                        time_zero_s=prices.time_zero_s, preempt_overhead_s=settings.preempt_overhead_s)
     report = summarize(outcome, trace, time_zero_s=prices.time_zero_s, total_gpus=cluster.total_gpus,
                        price=prices.price, carbon=prices.carbon)
@@ -162,14 +207,24 @@ def run_simulation(trace: JobTrace, prices: LoadedPrices,
     With `settings.optimum` the LP bound is solved first, so that a missing scipy or a job the LP cannot
     place is said before minutes of simulation, not after.
     """
+    prices.planning(settings.objective, settings.carbon_price_per_tonne)  # a carbon objective's errors first
     optimum = solve_optimum(trace, prices, settings) if settings.optimum else None
     outcome, report = run_policy(trace, prices, settings, settings.policy)
     baseline_outcome, baseline = (outcome, report) if settings.policy == "fifo" else \
         run_policy(trace, prices, settings, "fifo")
+
+    def goal(cost: float | None, carbon_kg: float | None) -> float | None:
+        return weigh(settings.objective, cost, carbon_kg, settings.carbon_price_per_tonne)
+
+    share = None
+    ours, theirs = goal(report.cost, report.carbon_kg), goal(baseline.cost, baseline.carbon_kg)
+    if optimum is not None and ours is not None and theirs is not None:
+        share = captured_share(ours, theirs, goal(optimum.cost, optimum.carbon_kg))
     return outcome, baseline_outcome, SimulationReport(
         **report.model_dump(), currency=prices.currency, baseline=baseline,
-        savings_pct=savings_pct(report.cost, baseline.cost), optimum=optimum,
-        captured_share=None if optimum is None else captured_share(report.cost, baseline.cost, optimum.cost))
+        savings_pct=savings_pct(report.cost, baseline.cost), objective=settings.objective,
+        carbon_savings_pct=None if report.carbon_kg is None or baseline.carbon_kg is None else
+        savings_pct(report.carbon_kg, baseline.carbon_kg), optimum=optimum, captured_share=share)
 
 
 def solve_optimum(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings) -> OptimumReport:
@@ -198,7 +253,8 @@ def solve_optimum(trace: JobTrace, prices: LoadedPrices, settings: SimulationSet
         optimum = offline_optimum(
             trace, prices.price, time_zero_s=prices.time_zero_s, gpus=settings.gpus,
             power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
-            carbon=prices.carbon)
+            carbon=prices.carbon, objective=None if settings.objective == "cost" else
+            signal_series(settings.objective, prices.price, prices.carbon, settings.carbon_price_per_tonne))
     except ImportError:
         raise SimulationInputError(f"--optimum: {SCIPY_MISSING}") from None
     except ValueError as exc:
