@@ -47,6 +47,7 @@ from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
 from factory.prices.models import ConsumptionInterval, EnergyCost
+from factory.prices.objective import ObjectiveError
 from factory.registry.lineage import code_version
 from factory.registry.refs import parse_ref, version_ref
 from factory.scheduling.model import PriceOutlook
@@ -280,7 +281,12 @@ class SchedulerActor(ControlPlaneActor):
         forecast = call_actor(get_actor(GRID_PRICE).forecast.remote(min(hours, OUTLOOK_MAX_H)), GRID_PRICE,
                               timeout_s=30.0)
         self._price_interval_s = float(forecast.interval_s)
-        return outlook_from_forecast(forecast)
+        settings = self.config.scheduler
+        try:
+            return outlook_from_forecast(forecast, settings.objective, settings.carbon_price_per_tonne)
+        except ObjectiveError as error:  # jobs keep moving on price; `factory status` says why
+            self._record_error(f"{error}; planning on price meanwhile")
+            return outlook_from_forecast(forecast)
 
     def _cluster_view(self) -> ClusterView:
         settings = self.config.scheduler

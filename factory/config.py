@@ -115,6 +115,10 @@ class TelemetryConfig(_Section):
     simulated_memory_total_mib: float = Field(81920.0, gt=0, description="Simulated GPU memory.")
 
 
+# What the scheduler minimises (`factory.prices.objective`).
+SchedulingObjective = Literal["cost", "carbon", "cost+carbon"]
+
+
 class SchedulerConfig(_Section):
     """The scheduling loop (SchedulerActor)."""
 
@@ -149,6 +153,20 @@ class SchedulerConfig(_Section):
         300.0, gt=0, description="Real seconds a job asked to pause may take to reach its next "
         "checkpoint; then it is stopped and resumes from its latest checkpoint (losing the work since)."
     )
+    objective: SchedulingObjective = Field(
+        "cost", description="What the policy minimises: the energy cost, the carbon emitted (the price "
+        "feed's carbon, or prices.carbon), or the cost with carbon priced at carbon_price_per_tonne."
+    )
+    carbon_price_per_tonne: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="objective cost+carbon: the price of a tonne of "
+        "CO2, in the prices' currency."
+    )
+
+    @model_validator(mode="after")
+    def _combined_objective_needs_a_carbon_price(self) -> SchedulerConfig:
+        if self.objective == "cost+carbon" and self.carbon_price_per_tonne is None:
+            raise ValueError("objective cost+carbon needs carbon_price_per_tonne (e.g. 100)")
+        return self
 
 
 def _without_nul(value: Any) -> Any:

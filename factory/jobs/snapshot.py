@@ -20,6 +20,7 @@ import numpy as np
 from factory.jobs.states import JobState
 from factory.jobs.stored import schedule_of, stored_spec
 from factory.prices.models import Forecast
+from factory.prices.objective import Objective, ObjectiveError, weigh
 from factory.scheduling.model import JobView, Phase, PriceOutlook
 from factory.store import JobRow
 
@@ -98,13 +99,23 @@ def placement_of(job: JobRow) -> tuple[tuple[str, int], ...]:
     return schedule_of(job).placement
 
 
-def outlook_from_forecast(forecast: Forecast) -> PriceOutlook:
-    """The policy's price outlook from the GridPriceActor's forecast (known prices, then estimates).
+def outlook_from_forecast(forecast: Forecast, objective: Objective = "cost",
+                          carbon_price_per_tonne: float | None = None) -> PriceOutlook:
+    """The policy's outlook from the GridPriceActor's forecast (known prices, then estimates).
 
-    An interval without any price (no estimate either) takes the last one before it, so a gap never
+    Under a carbon `objective` each interval's value is what that objective weighs
+    (`factory.prices.objective.weigh`: the carbon intensity, or the price with carbon priced in).
+    An interval without a value (no estimate either) takes the last one before it, so a gap never
     looks free.
+
+    Raises:
+        ObjectiveError: a carbon objective on a forecast that has no carbon at all.
     """
-    prices = [point.price_per_mwh for point in forecast.points]
+    prices = [weigh(objective, point.price_per_mwh, point.carbon_g_per_kwh, carbon_price_per_tonne)
+              for point in forecast.points]
+    if objective != "cost" and forecast.points and all(p.carbon_g_per_kwh is None for p in forecast.points):
+        raise ObjectiveError(f"scheduler.objective is '{objective}' but the price feed has no carbon: set "
+                             "prices.carbon (a carbon trace) or use a source with carbon")
     filled: list[float] = []
     last = next((p for p in prices if p is not None), 0.0)
     for price in prices:

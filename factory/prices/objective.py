@@ -17,14 +17,14 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
+from factory.config import SchedulingObjective as Objective
 from factory.errors import ConfigError
 from factory.prices.series import IntervalSeries
 
-Objective = Literal["cost", "carbon", "cost+carbon"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 KG_PER_TONNE = 1000.0
 

@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
+from factory.config import load_config
+from factory.errors import ConfigError
+from factory.jobs.snapshot import outlook_from_forecast
+from factory.prices.models import Forecast, ForecastPoint
 from factory.prices.objective import ObjectiveError, signal_series, weigh
 from factory.prices.series import IntervalSeries
 from factory.simulation.optimum import offline_optimum
@@ -175,3 +179,33 @@ def test_real_eia930_carbon_with_the_built_in_tariff(tmp_path: Path) -> None:
     assert report["carbon_kg"] < report["baseline"]["carbon_kg"]
     assert report["deadline_misses"] <= report["baseline"]["deadline_misses"]
     assert report["optimum"]["carbon_kg"] <= report["carbon_kg"]
+
+
+def forecast(carbon: bool = True) -> Forecast:
+    """Six night hours from 00:00: all cheap; the carbon of 09:00-15:00 (dirty, then clean)."""
+    points = [ForecastPoint(start_s=T0 + h * HOUR_S, price_per_mwh=price_of(h), low_per_mwh=None,
+                            high_per_mwh=None, known=True,
+                            carbon_g_per_kwh=carbon_of(h + 9) if carbon else None) for h in range(6)]
+    return Forecast(time_s=T0, known_until_s=None, interval_s=HOUR_S, currency="USD", unit="USD/MWh",
+                    method="test", points=points)
+
+
+def test_the_live_scheduler_plans_on_the_objective_of_its_config() -> None:
+    by_cost = outlook_from_forecast(forecast())
+    by_carbon = outlook_from_forecast(forecast(), "carbon")
+    combined = outlook_from_forecast(forecast(), "cost+carbon", 100.0)
+
+    np.testing.assert_allclose(by_cost.price_per_mwh, [10, 10, 10, 10, 10, 10])
+    np.testing.assert_allclose(by_carbon.price_per_mwh, [600, 600, 100, 100, 100, 100])
+    np.testing.assert_allclose(combined.price_per_mwh, [70, 70, 20, 20, 20, 20])
+    with pytest.raises(ObjectiveError, match="objective is 'carbon' but the price feed has no carbon"):
+        outlook_from_forecast(forecast(carbon=False), "carbon")
+
+
+def test_a_combined_objective_in_the_config_needs_a_carbon_price(tmp_path: Path) -> None:
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({"scheduler": {"objective": "cost+carbon"}}))
+    with pytest.raises(ConfigError, match="objective cost\\+carbon needs carbon_price_per_tonne"):
+        load_config(tmp_path / "factory.yaml", env={})
+    chosen = load_config(tmp_path / "factory.yaml",
+                         env={"FACTORY_SCHEDULER__CARBON_PRICE_PER_TONNE": "80"}).scheduler
+    assert (chosen.objective, chosen.carbon_price_per_tonne) == ("cost+carbon", 80.0)
