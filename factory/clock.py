@@ -161,3 +161,21 @@ def resolve_clock_spec(
         speed_factor=speed_factor,
         anchor_wall_s=now_wall_s,
     )
+
+
+def aware_time_s(text: str) -> float:
+    """Unix seconds of an ISO 8601 time that carries its UTC offset (a `Z` counts).
+
+    Raises:
+        ValueError: not ISO 8601, or no offset (a naive time would silently mean the machine's zone);
+            the message says what to write.
+    """
+    stripped = text.strip()
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time (e.g. 2025-07-01T18:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset; add one such as +00:00 (or Z), e.g. "
+                         f"{stripped}Z") from None
+    return moment.timestamp()

@@ -2,7 +2,7 @@
 
 The flag names and JSON keys are a contract (other tools read them): `--prices`, `--jobs`, `--gpus`,
 `--policy`, `--power-w`, `--forecast-hours`, `--preempt-overhead-s`, `--json`, `--default-slack`,
-`--plot`, `--optimum`, `--objective`, `--carbon-price-per-tonne`, `--carbon`; JSON keys as in
+`--plot`, `--optimum`, `--objective`, `--carbon-price-per-tonne`, `--carbon`, `--grid-events`; JSON keys as in
 `factory.simulation.report`. Every float flag is finite.
 """
 
@@ -59,6 +59,10 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 @click.option("--carbon", "carbon_path", default=None,
               help="A carbon trace of its own (CSV or Parquet of gCO2/kWh; its column: --carbon-column, "
               "default carbon_g_per_kwh), e.g. EIA-930 hourly data.")
+@click.option("--grid-events", "grid_events_path", type=click.Path(dir_okay=False), default=None,
+              help="Demand-response events: a CSV of start, end (ISO 8601), target_kw [, id, announced]; the "
+              "facility's power stays under each target while it lasts (JSON: `grid_events`, "
+              "`compliance_cost`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of price, power and queue over time.")
@@ -86,7 +90,8 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: float, forecast_hours: float,
              preempt_overhead_s: float, default_slack: float, gpus_per_node: int | None,
              power_budget_kw: float | None, quotas: tuple[str, ...], optimum: bool, objective: str,
-             carbon_price_per_tonne: float | None, carbon_path: str | None, as_json: bool,
+             carbon_price_per_tonne: float | None, carbon_path: str | None, grid_events_path: str | None,
+             as_json: bool,
              plot_path: str | None, **columns: str | None) -> None:
     """Replay JOBS against PRICES through a policy; compare with fifo on the same input.
 
@@ -96,6 +101,7 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
       --jobs ../shared/data/jobs/pai_1k.csv --submit-column arrival_time
       --duration-column length --gpus-column cpus --gpus 40
     """
+    from factory.simulation.grid_events import load_grid_events
     from factory.simulation.jobs import JobColumns
     from factory.simulation.run import SimulationSettings, load_job_trace, load_prices, run_simulation
 
@@ -112,6 +118,7 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
         preempt_overhead_s=preempt_overhead_s, default_slack=default_slack, gpus_per_node=gpus_per_node,
         power_budget_kw=power_budget_kw, quotas=_quotas(quotas), optimum=optimum,
         objective=objective, carbon_price_per_tonne=carbon_price_per_tonne,  # type: ignore[arg-type]
+        grid_events=load_grid_events(grid_events_path) if grid_events_path else None,
     )
     try:
         prices = load_prices(price_input)
@@ -290,6 +297,12 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
         share = (f"{report.captured_share:.3f}" if report.captured_share is not None
                  else "— (the optimum saves nothing against fifo)" if feasible else "—")
         lines.append(f"offline optimum (LP lower bound): {bound}; share of its savings captured: {share}")
+    for event in report.grid_events or ():
+        met = "met" if event.complied else "NOT met"
+        lines.append(f"grid event {event.id} {event.start} to {event.end}: target {event.target_kw:,.1f} kW, "
+                     f"at most {event.max_kw:,.1f} kW drawn: {met}")
+    if report.compliance_cost is not None:
+        lines.append(f"cost of answering the grid: {report.compliance_cost:,.2f} {report.currency}")
     if report.uncovered_kwh > 0:
         lines.append(f"note: {report.uncovered_kwh:,.1f} kWh ran after the price trace ended and was priced "
                      "at its last interval")

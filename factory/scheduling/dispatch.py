@@ -96,7 +96,8 @@ class _State:
     def __init__(self, snapshot: Snapshot, ranked: Sequence[JobView]) -> None:
         self.rank = {job.job_id: i for i, job in enumerate(ranked)}
         self.free = FreeGpus(snapshot.node_gpus, snapshot.free_gpus())
-        self.budget_w = snapshot.power_budget_w if snapshot.power_budget_w is not None else math.inf
+        budget_now_w = snapshot.budget_now_w()  # a grid event's target, while one lasts
+        self.budget_w = budget_now_w if budget_now_w is not None else math.inf
         self.quotas = snapshot.quotas
         self.unguaranteed = snapshot.total_gpus - sum(snapshot.quotas.values())
         self.running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING]

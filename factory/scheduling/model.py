@@ -126,6 +126,22 @@ class Snapshot:
     power_budget_w: float | None = None
     quotas: Mapping[str, int] = field(default_factory=dict)
     preempt_overhead_s: float = 0.0
+    # Per interval of `prices`: the facility power a grid event allows (W; inf outside events). None: none.
+    grid_cap_w: np.ndarray | None = None
+
+    def budget_per_interval_w(self) -> float | np.ndarray | None:
+        """The power budget the plan keeps to: the facility's, lowered per interval by grid events."""
+        if self.grid_cap_w is None:
+            return self.power_budget_w
+        return np.minimum(self.grid_cap_w, math.inf if self.power_budget_w is None else self.power_budget_w)
+
+    def budget_now_w(self) -> float | None:
+        """The power budget now (the current interval's: a grid event's target if lower); None: none."""
+        budget = self.budget_per_interval_w()
+        if budget is None or isinstance(budget, float | int):
+            return budget
+        now_w = float(budget[0])
+        return None if math.isinf(now_w) else now_w
 
     @property
     def total_gpus(self) -> int:
@@ -216,3 +232,10 @@ def deadline_infeasible(job: JobView, now_s: float, overhead_s: float) -> str | 
         return (f"needs {job.needed_s(overhead_s):.0f} s of run time but only "
                 f"{max(0.0, job.deadline_s - now_s):.0f} s remain before its deadline")
     return None
+
+
+def budget_array_w(budget_w: float | np.ndarray | None, count: int) -> np.ndarray:
+    """A power budget as `count` free watts (inf: none); a per-interval budget is copied, not shared."""
+    if isinstance(budget_w, np.ndarray):
+        return np.asarray(budget_w, dtype=float).copy()
+    return np.full(count, math.inf if budget_w is None else float(budget_w))

@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from factory.scheduling.model import JobView, Phase, PriceOutlook
+from factory.scheduling.model import JobView, Phase, PriceOutlook, budget_array_w
 
 EPS_S = 1e-6
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
@@ -104,7 +104,8 @@ class Planner:
     """Reserves GPU-seconds and watt-seconds per interval of one price outlook, job after job."""
 
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
-                 power_budget_w: float | None, arrival_slack: float = 0.0, pause_margin: float = 0.0,
+                 power_budget_w: float | np.ndarray | None, arrival_slack: float = 0.0,
+                 pause_margin: float = 0.0,
                  max_pauses_per_day: int = 10**9) -> None:
         self.outlook = outlook
         starts = np.asarray(outlook.starts_s, dtype=float)
@@ -126,8 +127,7 @@ class Planner:
         # interval holds its GPUs from there.
         self.free_gpus_at_start = np.full(len(starts), float(total_gpus))
         # Watts of the power budget free at each interval's start (now, for the current interval).
-        self.free_power_at_start_w = np.full(len(starts), math.inf if power_budget_w is None else
-                                              float(power_budget_w))
+        self.free_power_at_start_w = budget_array_w(power_budget_w, len(starts))
         # Within an interval, in seconds after its (effective) start: GPUs freed by jobs planned to finish
         # in it, and GPUs taken after such a release by jobs that could not start at its start. Only
         # without a power budget, and for a few events per interval (see `_later_s`).

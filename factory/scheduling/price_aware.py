@@ -178,7 +178,7 @@ class PriceAwarePolicy:
                 if needed_s <= 0:
                     continue
             bookings.append(Booking(job, needed_s, deadline_s, job.admitted, resume_s))
-        return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.power_budget_w, pinned,
+        return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.budget_per_interval_w(), pinned,
                        bookings, self.reserve_margin, unbroken, running)
 
     def _runs_unbroken(self, job: JobView, default_overhead_s: float) -> bool:
@@ -263,7 +263,8 @@ class PriceAwarePolicy:
         else:
             borrowing = set()
         outlook_end_s = snapshot.prices.end_s
-        planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus, snapshot.power_budget_w,
+        planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus,
+                          snapshot.budget_per_interval_w(),
                           self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = dict.fromkeys((r.job.job_id for r in held), _HELD_UNBROKEN)

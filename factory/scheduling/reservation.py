@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from factory.scheduling.model import JobView, PriceOutlook
+from factory.scheduling.model import JobView, PriceOutlook, budget_array_w
 
 EPS_S = 1e-6
 SLOT_S = 900.0  # the plan's time step within a price interval (at most)
@@ -99,7 +99,7 @@ class CapacityBook:
     """Free GPUs and watts per slot of one outlook, with unbroken reservations taken out of them."""
 
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
-                 power_budget_w: float | None) -> None:
+                 power_budget_w: float | np.ndarray | None) -> None:
         # Slots of at most SLOT_S within each price interval, so that a short job sets aside a quarter of an
         # hour rather than a whole hour; those that ended before now are dropped.
         per_interval = max(1, round(float(outlook.interval_s) / SLOT_S))
@@ -119,7 +119,10 @@ class CapacityBook:
         self.total_gpus = float(total_gpus)
         self.pieces: dict[str, list[tuple[int, int]]] = {}  # jobs booked in several runs of slots
         self.free_gpus = np.full(self.count, float(total_gpus))
-        self.free_w = np.full(self.count, math.inf if power_budget_w is None else float(power_budget_w))
+        # A budget per price interval (grid events) holds in each of its slots.
+        per_slot = power_budget_w if not isinstance(power_budget_w, np.ndarray) else \
+            np.repeat(power_budget_w, per_interval)[keep]
+        self.free_w = budget_array_w(per_slot, self.count)
 
     def span(self, start: int, needed_s: float) -> int:
         """Slots an unbroken run of `needed_s` starting at slot `start` covers."""
@@ -250,7 +253,7 @@ class CapacityBook:
         return bool(self._ok(job, end).all())
 
 
-def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
+def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
             pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
             margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = (),
             running: Sequence[Booking] = ()) -> Reservation:
@@ -370,7 +373,7 @@ class _Planning:
     outlook: PriceOutlook
     now_s: float
     total_gpus: int
-    power_budget_w: float | None
+    power_budget_w: float | np.ndarray | None
     pinned: Sequence[tuple[JobView, float]]
     running: Sequence[Booking]
 
@@ -443,7 +446,8 @@ def _place(book: CapacityBook, booking: Booking, placed: dict[str, int], margin_
     return None
 
 
-def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | None,
+def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int,
+                        power_budget_w: float | np.ndarray | None,
                         pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
                         margin_fraction: float) -> Reservation:
     """Latest starts from the fluid bound, for queues too long to place job by job.
@@ -457,8 +461,9 @@ def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int, po
     if not bookings:
         return result
     gpus = float(total_gpus - sum(job.num_gpus for job, _ in pinned))
-    budget_w = math.inf if power_budget_w is None else \
-        float(power_budget_w) - sum(job.draw_w for job, _ in pinned)
+    # A budget per interval (grid events) counts at its lowest: the bound stays optimistic only in time.
+    lowest_w = None if power_budget_w is None else float(np.min(power_budget_w))
+    budget_w = math.inf if lowest_w is None else lowest_w - sum(job.draw_w for job, _ in pinned)
     width = np.array([b.job.num_gpus for b in bookings], dtype=float)
     needed = np.array([b.needed_s for b in bookings], dtype=float)
     deadline = np.array([b.deadline_s for b in bookings], dtype=float)

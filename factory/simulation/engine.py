@@ -13,6 +13,9 @@ Invariants:
   * A started job holds exactly the GPUs the policy placed it on until it pauses or finishes; a
     resumed job first redoes `preempt_overhead_s` of work (restart from its checkpoint).
   * Every job runs until it has done its whole duration: the simulation ends when the last job does.
+  * Grid events (`factory.simulation.grid_events`) lower the power budget while they last: the
+    policy sees each from its announcement (`Snapshot.grid_cap_w`), and decides again at every
+    announcement, start and end.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from factory.prices.cost import profile_cost
 from factory.prices.feed import PriceFeed
 from factory.prices.series import IntervalSeries
 from factory.scheduling.model import JobView, Phase, Policy, PriceOutlook, Snapshot
+from factory.simulation.grid_events import GridEvents
 from factory.simulation.trace import JobTrace
 
 DONE_EPS_S = 1e-6
@@ -81,16 +85,19 @@ class Outcome:
 
 
 def simulate(trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: Policy, *,
-             time_zero_s: float, preempt_overhead_s: float = 0.0) -> Outcome:
+             time_zero_s: float, preempt_overhead_s: float = 0.0,
+             grid_events: GridEvents | None = None) -> Outcome:
     """Replay `trace` (submit times relative to `time_zero_s`) through `policy` on `cluster`."""
-    return _Run(trace, feed, cluster, policy, time_zero_s, preempt_overhead_s).run()
+    return _Run(trace, feed, cluster, policy, time_zero_s, preempt_overhead_s, grid_events).run()
 
 
 class _Run:
     def __init__(self, trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: Policy,
-                 time_zero_s: float, overhead_s: float) -> None:
+                 time_zero_s: float, overhead_s: float, grid_events: GridEvents | None = None) -> None:
         self.trace, self.feed, self.cluster, self.policy = trace, feed, cluster, policy
         self.overhead_s = overhead_s
+        self.grid_events = grid_events if grid_events is not None and len(grid_events) else None
+        self._event_times = [] if self.grid_events is None else self.grid_events.boundaries_s().tolist()
         n = len(trace)
         self.ids = [str(x) for x in trace.job_id]
         self.submit_s = (time_zero_s + trace.submit_s).astype(float)
@@ -140,7 +147,11 @@ class _Run:
         changed = True
         finishing: list[tuple[float, int]] = []  # heap of (finish time if uninterrupted, job)
         decide_again_s = math.inf  # when the policy asked to decide again (see `Decisions.decide_again_s`)
+        next_event = 0  # the next grid event announcement, start or end
         while True:
+            while next_event < len(self._event_times) and self._event_times[next_event] <= now_s + DONE_EPS_S:
+                next_event += 1
+                changed = True
             while next_arrival < len(self.arrivals) and \
                     self.submit_s[self.arrivals[next_arrival]] <= now_s + DONE_EPS_S:
                 job = self.arrivals[next_arrival]
@@ -166,6 +177,8 @@ class _Run:
                 next_s = float(self.submit_s[self.arrivals[next_arrival]])
             if finishing:
                 next_s = min(next_s, finishing[0][0])
+            if next_event < len(self._event_times):
+                next_s = min(next_s, self._event_times[next_event])
             if decide_again_s > now_s + DONE_EPS_S:
                 next_s = min(next_s, decide_again_s)
             if needs_prices:
@@ -217,7 +230,7 @@ class _Run:
         outlook = self._outlook(now_s, views) if needs_prices else None
         snapshot = Snapshot(now_s=now_s, node_gpus=self.cluster.node_gpus, jobs=views, prices=outlook,
                             power_budget_w=self.cluster.power_budget_w, quotas=self.cluster.quotas,
-                            preempt_overhead_s=self.overhead_s)
+                            preempt_overhead_s=self.overhead_s, grid_cap_w=self._grid_cap_w(now_s, outlook))
         decisions = self.policy.decide(snapshot)
         index = {self.ids[j]: j for j in self.active}
         for job_id in decisions.admitted:
@@ -241,6 +254,18 @@ class _Run:
             self.placement[j] = start.placement
             self.running.add(j)
         return math.inf if decisions.decide_again_s is None else decisions.decide_again_s
+
+    def _grid_cap_w(self, now_s: float, outlook: PriceOutlook | None) -> np.ndarray | None:
+        """The events' cap per interval of `outlook` (just the current one without an outlook)."""
+        if self.grid_events is None:
+            return None
+        if outlook is None:
+            interval_s = self.price_series.interval_s
+            starts_s = np.array([math.floor((now_s - self.price_series.start_s) / interval_s + 1e-9)
+                                 * interval_s + self.price_series.start_s])
+        else:
+            starts_s, interval_s = np.asarray(outlook.starts_s, dtype=float), outlook.interval_s
+        return self.grid_events.cap_w(now_s, starts_s, interval_s)
 
     def _view(self, j: int, now_s: float) -> JobView:
         state = self.state[j]

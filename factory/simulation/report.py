@@ -18,6 +18,10 @@ Definitions:
                                the same input on the objective (`factory.simulation.optimum`): the
                                `cost` and `carbon_kg` of the schedule that minimises it (null when
                                infeasible; `carbon_kg` also without carbon data), `feasible`.
+  grid_events               -- only with `--grid-events FILE`: per event `id`, `start`, `end` (ISO
+                               8601), `target_kw`, `max_kw` (the highest facility power while it
+                               lasted) and `complied` (max_kw <= target_kw);
+  compliance_cost           -- with them: the policy's cost with the events minus the same run without.
   captured_share            -- only with `--optimum`: (baseline - ours) / (baseline - optimum) of the
                                objective's value (cost; carbon_kg; or cost + carbon priced per tonne),
                                the share of the LP's possible savings the policy made.
@@ -32,6 +36,7 @@ from pydantic import BaseModel
 
 from factory.prices.series import IntervalSeries
 from factory.simulation.engine import Outcome, charge
+from factory.simulation.grid_events import GridEventReport
 from factory.simulation.trace import JobTrace
 
 
@@ -91,17 +96,22 @@ class SimulationReport(PolicyReport):
     carbon_savings_pct: float | None = None
     optimum: OptimumReport | None = None
     captured_share: float | None = None
+    grid_events: list[GridEventReport] | None = None
+    compliance_cost: float | None = None
 
     def to_json(self) -> dict:
         """The JSON object `factory simulate --json` prints.
 
-        Every field, less `optimum` and `captured_share` when the bound was not asked for; with it,
-        both keys are there, null or not.
+        Every field, less `optimum` and `captured_share` when the bound was not asked for (with it,
+        both keys are there, null or not), and less `grid_events` and `compliance_cost` without events.
         """
         data = self.model_dump(mode="json")
         if self.optimum is None:
             data.pop("optimum")
             data.pop("captured_share")
+        if self.grid_events is None:
+            data.pop("grid_events")
+            data.pop("compliance_cost")
         return data
 
 

@@ -26,6 +26,7 @@ from factory.prices.tariff import TariffProvider, load_tariff
 from factory.prices.trace import LoadedTrace, TraceProvider, load_trace
 from factory.scheduling import make_policy
 from factory.simulation.engine import Cluster, Outcome, simulate
+from factory.simulation.grid_events import GridEvents, compliance
 from factory.simulation.jobs import JobColumns, check_fits, load_jobs, refuse_first
 from factory.simulation.report import (
     OptimumReport,
@@ -138,6 +139,7 @@ class SimulationSettings:
     optimum: bool = False
     objective: Objective = "cost"
     carbon_price_per_tonne: float | None = None
+    grid_events: GridEvents | None = None
 
 
 def load_job_trace(path: str | Path, settings: SimulationSettings, prices: LoadedPrices,
@@ -185,8 +187,8 @@ def _check_quotas(trace: JobTrace, path: str | Path, settings: SimulationSetting
 
 
 def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings,
-               policy_name: str) -> tuple[Outcome, PolicyReport]:
-    """Simulate one policy and report it."""
+               policy_name: str, grid_events: bool = True) -> tuple[Outcome, PolicyReport]:
+    """Simulate one policy and report it (`grid_events` False: as if the grid had asked nothing)."""
     cluster = Cluster.uniform(
         settings.gpus, settings.gpus_per_node,
         power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
@@ -194,7 +196,8 @@ def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettin
     )
     planning = prices.planning(settings.objective, settings.carbon_price_per_tonne)
     outcome = simulate(trace, planning.feed(settings.forecast_hours), cluster, make_policy(policy_name),
-                       time_zero_s=prices.time_zero_s, preempt_overhead_s=settings.preempt_overhead_s)
+                       time_zero_s=prices.time_zero_s, preempt_overhead_s=settings.preempt_overhead_s,
+                       grid_events=settings.grid_events if grid_events else None)
     report = summarize(outcome, trace, time_zero_s=prices.time_zero_s, total_gpus=cluster.total_gpus,
                        price=prices.price, carbon=prices.carbon)
     return outcome, report
@@ -216,6 +219,13 @@ def run_simulation(trace: JobTrace, prices: LoadedPrices,
     def goal(cost: float | None, carbon_kg: float | None) -> float | None:
         return weigh(settings.objective, cost, carbon_kg, settings.carbon_price_per_tonne)
 
+    events, compliance_cost = None, None
+    if settings.grid_events is not None:
+        events = compliance(settings.grid_events, outcome.segment_start_s, outcome.segment_end_s,
+                            outcome.segment_power_w)
+        _, unasked = run_policy(trace, prices, settings, settings.policy, grid_events=False)
+        compliance_cost = report.cost - unasked.cost
+
     share = None
     ours, theirs = goal(report.cost, report.carbon_kg), goal(baseline.cost, baseline.carbon_kg)
     if optimum is not None and ours is not None and theirs is not None:
@@ -224,7 +234,8 @@ def run_simulation(trace: JobTrace, prices: LoadedPrices,
         **report.model_dump(), currency=prices.currency, baseline=baseline,
         savings_pct=savings_pct(report.cost, baseline.cost), objective=settings.objective,
         carbon_savings_pct=None if report.carbon_kg is None or baseline.carbon_kg is None else
-        savings_pct(report.carbon_kg, baseline.carbon_kg), optimum=optimum, captured_share=share)
+        savings_pct(report.carbon_kg, baseline.carbon_kg), optimum=optimum, captured_share=share,
+        grid_events=events, compliance_cost=compliance_cost)
 
 
 def solve_optimum(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings) -> OptimumReport:

@@ -1,0 +1,149 @@
+"""Demand-response events in the simulator: the grid asks the facility to stay under a load target.
+
+An event: `id`, `start`, `end` (ISO 8601 timestamps), `target_kw` (facility power to stay at or
+under), and optionally `announced` (when the grid told the facility; default: at its start, no
+notice). A CSV file holds one per row (`factory simulate --grid-events FILE`).
+
+Nomenclature:
+  cap   -- the power the events allow, per price interval of the policy's outlook: the lowest target of
+           the announced events that overlap the interval (inf where none). In the current interval only
+           an event already under way counts, so that nothing is paused before its start.
+  max_kw -- the highest facility power while the event lasted (the simulator's power is piecewise
+           constant: the GPUs of the running jobs at their `power_w`).
+  complied -- max_kw <= target_kw (to a milliwatt).
+
+Invariants:
+  * The policy sees an event only once it is announced; the simulator decides again at each event's
+    announcement, start and end, so a cap takes effect at its start, not at the next price interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from factory.clock import aware_time_s
+from factory.errors import SimulationInputError
+
+COMPLIANCE_EPS_KW = 1e-6
+REQUIRED = ("start", "end", "target_kw")
+
+
+@dataclass(frozen=True)
+class GridEvents:
+    """Events as arrays (absolute Unix seconds, watts), ordered by start."""
+
+    ids: tuple[str, ...]
+    start_s: np.ndarray
+    end_s: np.ndarray
+    target_w: np.ndarray
+    announced_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def boundaries_s(self) -> np.ndarray:
+        """Every announcement, start and end: the simulator decides again at each."""
+        return np.unique(np.concatenate([self.announced_s, self.start_s, self.end_s]))
+
+    def cap_w(self, now_s: float, starts_s: np.ndarray, interval_s: float) -> np.ndarray:
+        """The cap per interval starting at `starts_s` (see the module docstring), as seen at `now_s`."""
+        caps = np.full(len(starts_s), math.inf)
+        ends_s = starts_s + interval_s
+        for start_s, end_s, target_w, announced_s in zip(self.start_s, self.end_s, self.target_w,
+                                                         self.announced_s, strict=True):
+            if announced_s > now_s or end_s <= now_s:
+                continue
+            overlap = (starts_s < end_s) & (ends_s > start_s)
+            if len(overlap) and start_s > now_s:
+                overlap[0] = False  # not under way yet: the interval of now keeps running until it starts
+            caps[overlap] = np.minimum(caps[overlap], target_w)
+        return caps
+
+
+class GridEventReport(BaseModel):
+    """How the facility met one event (`factory simulate --grid-events` JSON)."""
+
+    id: str
+    start: str
+    end: str
+    target_kw: float
+    max_kw: float
+    complied: bool
+
+
+def load_grid_events(path: str | Path) -> GridEvents:
+    """Read a CSV of events; a bad row is one line naming the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimulationInputError(f"--grid-events {path}: no such file")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        missing = [column for column in REQUIRED if column not in columns]
+        if missing:
+            raise SimulationInputError(f"{path}: no column {', '.join(missing)}; the columns are start, end, "
+                                       "target_kw (and optionally id, announced)")
+        rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    ids, starts, ends, targets, announced = [], [], [], [], []
+    for line, row in rows:
+        start_s = _time(path, line, row, "start")
+        end_s = _time(path, line, row, "end")
+        if end_s <= start_s:
+            raise SimulationInputError(f"{path}:{line}: end {row['end']} is not after start {row['start']}")
+        target_kw = _number(path, line, row, "target_kw")
+        notice = (row.get("announced") or "").strip()
+        announced_s = _time(path, line, row, "announced") if notice else start_s
+        if announced_s > start_s:
+            raise SimulationInputError(f"{path}:{line}: announced {notice} is after the event's start")
+        ids.append((row.get("id") or "").strip() or f"event-{len(ids) + 1}")
+        starts.append(start_s)
+        ends.append(end_s)
+        targets.append(target_kw * 1000.0)
+        announced.append(announced_s)
+    order = np.argsort(starts, kind="stable")
+    return GridEvents(tuple(ids[i] for i in order), np.array(starts)[order], np.array(ends)[order],
+                      np.array(targets)[order], np.array(announced)[order])
+
+
+def compliance(events: GridEvents, segment_start_s: np.ndarray, segment_end_s: np.ndarray,
+               segment_power_w: np.ndarray) -> list[GridEventReport]:
+    """Each event's target against the highest power the facility drew while it lasted."""
+    reports = []
+    for i, event_id in enumerate(events.ids):
+        start_s, end_s = float(events.start_s[i]), float(events.end_s[i])
+        during = (segment_start_s < end_s) & (segment_end_s > start_s)
+        max_kw = float(segment_power_w[during].max()) / 1000.0 if during.any() else 0.0
+        target_kw = float(events.target_w[i]) / 1000.0
+        reports.append(GridEventReport(id=event_id, start=_iso(start_s), end=_iso(end_s), target_kw=target_kw,
+                                       max_kw=max_kw, complied=max_kw <= target_kw + COMPLIANCE_EPS_KW))
+    return reports
+
+
+def _time(path: Path, line: int, row: dict[str, str], column: str) -> float:
+    try:
+        return aware_time_s(row.get(column) or "")
+    except ValueError as error:
+        raise SimulationInputError(f"{path}:{line}: {column} {error}") from None
+
+
+def _number(path: Path, line: int, row: dict[str, str], column: str) -> float:
+    text = (row.get(column) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SimulationInputError(f"{path}:{line}: {column} {text!r} is not a finite number of kW, "
+                                   "0 or more")
+    return value
+
+
+def _iso(time_s: float) -> str:
+    return datetime.fromtimestamp(time_s, UTC).isoformat()

@@ -1,0 +1,109 @@
+"""Demand-response events in `factory simulate --grid-events`: the facility's power under each target.
+
+Four one-GPU jobs of 1 kW each start at 08:00 on flat prices (nothing to wait for); the grid asks for
+at most 2 kW from 10:00 to 12:00. Every job has a day of slack, so the policy can pause two of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factory.errors import SimulationInputError
+from factory.simulation.grid_events import GridEvents, compliance, load_grid_events
+from tests.unit.test_cli_errors import assert_one_line_error
+from tests.unit.test_cli_simulate import simulate, write_jobs
+
+EVENT = "id,start,end,target_kw,announced\ndr-1,2024-03-01T10:00:00Z,2024-03-01T12:00:00Z,2,{announced}\n"
+T0 = 1_709_251_200.0  # 2024-03-01 00:00 UTC
+HOUR_S = 3600.0
+
+
+@pytest.fixture()
+def flat(tmp_path: Path) -> Path:
+    (tmp_path / "prices.csv").write_text("timestamp,price_per_mwh\n" + "".join(
+        f"2024-03-{h // 24 + 1:02d}T{h % 24:02d}:00:00+00:00,50\n" for h in range(72)))
+    write_jobs(tmp_path / "jobs.csv", [f"j{i},{8 * 3600},{4 * 3600},1,86400,true,1000" for i in range(4)],
+               header="job_id,submit_s,duration_s,num_gpus,deadline_s,preemptible,power_w")
+    (tmp_path / "events.csv").write_text(EVENT.format(announced="2024-03-01T09:00:00Z"))
+    return tmp_path
+
+
+def run(cwd: Path, *flags: str) -> dict:
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "4", "--json", *flags,
+                      cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("policy", ["price-aware", "fifo"])
+def test_the_facility_stays_under_the_target_while_the_event_lasts(flat: Path, policy: str) -> None:
+    report = run(flat, "--grid-events", "events.csv", "--policy", policy)
+
+    (event,) = report["grid_events"]
+    assert event == {"id": "dr-1", "start": "2024-03-01T10:00:00+00:00", "end": "2024-03-01T12:00:00+00:00",
+                     "target_kw": 2.0, "max_kw": 2.0, "complied": True}
+    assert report["deadline_misses"] == 0 and report["completed"] == 4
+    assert report["preemptions"] >= 2  # two jobs paused for the event, resumed after it
+    assert report["compliance_cost"] == pytest.approx(0.0, abs=1e-9)  # flat prices: the same energy
+    assert "grid_events" not in run(flat) and "compliance_cost" not in run(flat)
+
+
+def test_an_event_without_notice_is_met_from_its_start(flat: Path) -> None:
+    (flat / "events.csv").write_text(EVENT.format(announced=""))
+    (event,) = run(flat, "--grid-events", "events.csv")["grid_events"]
+    assert event["complied"] and event["max_kw"] == 2.0
+
+
+def test_a_fixed_load_above_the_target_is_reported_as_not_complied(flat: Path) -> None:
+    write_jobs(flat / "jobs.csv", [f"j{i},{8 * 3600},{4 * 3600},1,86400,false,1000" for i in range(4)],
+               header="job_id,submit_s,duration_s,num_gpus,deadline_s,preemptible,power_w")
+    (event,) = run(flat, "--grid-events", "events.csv")["grid_events"]
+    assert event["max_kw"] == 4.0 and not event["complied"]  # nothing could be paused
+
+
+def test_the_summary_says_whether_each_event_was_met_and_what_it_cost(flat: Path) -> None:
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "4", "--grid-events",
+                      "events.csv", cwd=flat)
+    assert result.returncode == 0, result.stderr
+    assert "grid event dr-1 2024-03-01T10:00:00+00:00 to 2024-03-01T12:00:00+00:00: target 2.0 kW, " \
+           "at most 2.0 kW drawn: met" in result.stdout
+    assert "cost of answering the grid: 0.00 USD" in result.stdout
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("start,end\n", "no column target_kw"),
+    ("start,end,target_kw\n2024-03-01T10:00:00Z,2024-03-01T09:00:00Z,2\n", "events.csv:2: end"),
+    ("start,end,target_kw\n2024-03-01 10:00,2024-03-01T12:00:00Z,2\n", "has no UTC offset"),
+    ("start,end,target_kw\nsoon,2024-03-01T12:00:00Z,2\n", "events.csv:2: start 'soon' is not an ISO 8601"),
+    ("start,end,target_kw\n2024-03-01T10:00:00Z,2024-03-01T12:00:00Z,-1\n", "target_kw '-1' is not a finite"),
+])
+def test_a_bad_event_file_is_one_line_naming_the_line_and_column(flat: Path, text: str,
+                                                                  expected: str) -> None:
+    (flat / "events.csv").write_text(text)
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "4", "--grid-events",
+                      "events.csv", cwd=flat)
+    assert expected in assert_one_line_error(result)
+
+
+def test_the_cap_counts_announced_events_and_not_the_current_interval_before_a_start(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").write_text(EVENT.format(announced="2024-03-01T09:00:00Z"))
+    events = load_grid_events(tmp_path / "events.csv")
+    starts = T0 + HOUR_S * np.arange(8, 14)  # 08:00 .. 13:00
+
+    assert np.isinf(events.cap_w(T0 + 8.5 * HOUR_S, starts, HOUR_S)).all()  # not announced yet
+    seen = events.cap_w(T0 + 9.5 * HOUR_S, starts[1:], HOUR_S)  # from 09:00: the current one runs on
+    np.testing.assert_array_equal(seen, [np.inf, 2000.0, 2000.0, np.inf, np.inf])
+    assert events.cap_w(T0 + 10.5 * HOUR_S, starts[2:], HOUR_S)[0] == 2000.0  # under way
+
+
+def test_compliance_is_the_highest_power_while_the_event_lasts() -> None:
+    events = GridEvents(("e",), np.array([10.0]), np.array([20.0]), np.array([2000.0]), np.array([10.0]))
+    reports = compliance(events, np.array([0.0, 10.0, 15.0, 20.0]), np.array([10.0, 15.0, 20.0, 30.0]),
+                         np.array([9000.0, 2000.0, 1500.0, 9000.0]))
+    assert reports[0].max_kw == 2.0 and reports[0].complied
+    with pytest.raises(SimulationInputError, match="no such file"):
+        load_grid_events("absent.csv")
