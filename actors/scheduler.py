@@ -31,6 +31,7 @@ from actors.spawn import ensure_telemetry_actors, remove_telemetry_actors
 from factory.control_plane import (
     GRID_PRICE,
     REGISTRY,
+    alive_node_ids,
     call_actor,
     cluster_nodes,
     factory_actor_names,
@@ -46,16 +47,20 @@ from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
+from factory.prices.grid_events import GridEventBook
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.prices.objective import ObjectiveError
 from factory.registry.lineage import code_version
 from factory.registry.refs import parse_ref, version_ref
 from factory.scheduling.model import PriceOutlook
 from factory.store import AuditEvent, JobRow
-from factory.telemetry.sdk import cluster_job_energy
+from factory.telemetry.facility import facility_view
+from factory.telemetry.models import NodeStatus
+from factory.telemetry.sdk import ask_telemetry, cluster_job_energy
 from factory.version import __version__
 
 OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
+GRID_WATCH_AHEAD_S = 3600.0  # measure the facility this long before an event: its baseline
 
 
 class SchedulerActor(ControlPlaneActor):
@@ -93,6 +98,7 @@ class SchedulerActor(ControlPlaneActor):
         self._registration_thread = threading.Thread(target=self._registrations.run, name="registration",
                                                      daemon=True)
         self._registration_thread.start()
+        self._grid = GridEventBook(self.store, self.clock.now_s, self.audit)
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
@@ -292,8 +298,13 @@ class SchedulerActor(ControlPlaneActor):
         settings = self.config.scheduler
         node_gpus = {node["NodeID"]: int(node.get("Resources", {}).get("GPU", 0))
                      for node in ray.nodes() if node["Alive"]}
+        # A grid event's target is facility power at the meter: the jobs' GPUs may draw it / PUE.
+        pue = self.config.telemetry.pue
+        events = [(start_s, end_s, target_w / pue, announced_s)
+                  for start_s, end_s, target_w, announced_s in self._grid.caps()]
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
-                           power_budget_w=settings.power_budget_w, quotas=dict(settings.quotas))
+                           power_budget_w=settings.power_budget_w, quotas=dict(settings.quotas),
+                           grid_events=events)
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
@@ -308,10 +319,71 @@ class SchedulerActor(ControlPlaneActor):
         created = sorted(handles)
         for name in created:
             self.audit("actor.created", name, reason="node joined")
+        self._measure_for_grid_events()
         if created or (down is not None and set(down) != self._known_down):
             self._known_down = set(down or ())
             self.wake()  # the cluster changed: decide now
         return created
+
+    # -- grid events (factory.prices.grid_events) ---------------------------------------------------
+
+    def add_grid_event(self, start_s: float, end_s: float, target_kw: float | None = None,
+                       reduce_pct: float | None = None, source: str = "", created_by: str = "",
+                       request_id: str | None = None) -> dict[str, Any]:
+        """Keep the facility's measured power under a target from `start_s` to `end_s`; return the event.
+
+        Stored before it is answered; the policy plans around it at once. A retried `request_id` adds
+        it once.
+        """
+        assert self.clock is not None
+        now_s = self.clock.now_s()
+
+        def add() -> dict[str, Any]:
+            event = self._grid.add(start_s, end_s, target_kw=target_kw, reduce_pct=reduce_pct,
+                                   source=source or "cli", created_by=created_by)
+            return event.view(now_s, self._grid.latest_kw)
+
+        with self._jobs_lock:
+            view = self.store.once(request_id, "grid.event_add", now_s, add)
+        self.wake()
+        return view
+
+    def cancel_grid_event(self, event_id: str, cancelled_by: str = "",
+                          request_id: str | None = None) -> dict[str, Any]:
+        """Cancel a grid event from now on; return it. A retried `request_id` cancels once."""
+        assert self.clock is not None
+        now_s = self.clock.now_s()
+        with self._jobs_lock:
+            view = self.store.once(request_id, "grid.event_cancel", now_s, lambda: self._grid.cancel(
+                event_id, cancelled_by).view(now_s, self._grid.latest_kw))
+        self.wake()
+        return view
+
+    def grid_events(self) -> list[dict[str, Any]]:
+        """Every grid event with its state, target, baseline, measured power and compliance."""
+        assert self.clock is not None
+        now_s = self.clock.now_s()
+        return [event.view(now_s, self._grid.latest_kw) for event in self._grid.listed()]
+
+    def _measure_for_grid_events(self) -> None:
+        """Feed the facility's measured power to the events that are near, under way or just over."""
+        assert self.clock is not None
+        now_s = self.clock.now_s()
+        watched = [event for event in self._grid.listed() if not event.ended and event.cancelled_s is None
+                   and event.start_s - GRID_WATCH_AHEAD_S <= now_s]
+        if not watched:
+            return
+        answers = ask_telemetry(alive_node_ids(), "node_status").values()
+        nodes = [answer for answer in answers if isinstance(answer, NodeStatus)]
+        if not nodes:
+            return
+        facility_kw = facility_view(nodes, self.config.telemetry.pue, now_s).facility_power_w / 1000.0
+        before = [(event.baseline_kw, event.ended) for event in watched]
+        self._grid.observe(now_s, facility_kw)
+        after = [(self._grid.get(event.event_id).baseline_kw, self._grid.get(event.event_id).ended)
+                 for event in watched]
+        if after != before:
+            self.wake()  # an event began (its baseline is known) or ended: decide now
 
     def node_records(self) -> dict[str, dict[str, Any]]:
         """Every node this factory has seen: {node_id: {node_ip, state alive|down, since_s}}."""

@@ -363,6 +363,28 @@ class FactoryClient:
                 raise FactoryError(f"job {job_id} is still {job.state} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
+    # -- grid events -----------------------------------------------------------------------------
+
+    def grid_events(self) -> list[dict[str, Any]]:
+        """Every demand-response event: state, target, baseline, measured kW per interval, compliance."""
+        return self._ask("grid_events")
+
+    def add_grid_event(self, start: datetime | float, end: datetime | float, *,
+                       target_kw: float | None = None, reduce_pct: float | None = None, source: str = "sdk",
+                       created_by: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        """Ask the factory to keep its measured power under `target_kw` (or `reduce_pct` % under the power
+        measured just before `start`) from `start` to `end` (datetimes, or factory Unix seconds).
+        Returns the event. A retried `request_id` adds it once."""
+        return self._ask("add_grid_event", _seconds(start), _seconds(end), target_kw, reduce_pct, source,
+                         created_by or who(), request_id=request_id or new_request_id(),
+                         timeout_s=MUTATION_TIMEOUT_S)
+
+    def cancel_grid_event(self, event_id: str, cancelled_by: str | None = None,
+                          request_id: str | None = None) -> dict[str, Any]:
+        """Cancel a grid event from now on; return it."""
+        return self._ask("cancel_grid_event", event_id, cancelled_by or who(),
+                         request_id=request_id or new_request_id(), timeout_s=MUTATION_TIMEOUT_S)
+
     # -- models ----------------------------------------------------------------------------------
 
     @property

@@ -212,13 +212,14 @@ def demo(config_path: str | None, take_down: bool, watch_s: float) -> None:
                     take_down=take_down, watch_s=watch_s, echo=click.echo)
 
 
+from factory.cli.grid import grid  # noqa: E402
 from factory.cli.jobs import cancel, job, jobs, logs, submit  # noqa: E402 - commands in their own modules
 from factory.cli.models import model, models, promote, register  # noqa: E402
 from factory.cli.serving import deploy, endpoints, rollback, undeploy  # noqa: E402
 from factory.cli.simulate import simulate  # noqa: E402
 
 for command in (simulate, submit, jobs, job, cancel, logs, models, model, promote, register, deploy,
-                endpoints, undeploy, rollback):
+                endpoints, undeploy, rollback, grid):
     cli.add_command(command)
 
 

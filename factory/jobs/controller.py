@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from factory.jobs.runners import RunnerReport, Runners, RunnerStatus
 from factory.jobs.snapshot import (
     ClusterView,
@@ -41,7 +43,7 @@ from factory.jobs.snapshot import (
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
 from factory.jobs.stored import run_result, schedule_of, stored_spec
-from factory.scheduling.model import Policy, PriceOutlook, Snapshot
+from factory.scheduling.model import Policy, PriceOutlook, Snapshot, grid_caps_w
 from factory.store import JobRow, StateConflictError, StateStore
 
 ACTIVE = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING, JobState.PAUSING, JobState.PAUSED)
@@ -135,7 +137,8 @@ class JobController:
             return result
         snapshot = Snapshot(now_s=now_s, node_gpus=node_gpus, jobs=views, prices=outlook,
                             power_budget_w=cluster.power_budget_w, quotas=dict(cluster.quotas),
-                            preempt_overhead_s=self.preempt_overhead_s)
+                            preempt_overhead_s=self.preempt_overhead_s,
+                            grid_cap_w=_grid_cap_w(now_s, outlook, cluster))
         decisions = self.policy.decide(snapshot)
         result.decide_again_s = decisions.decide_again_s
         jobs = self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
@@ -309,3 +312,13 @@ def _is_number(value: object) -> bool:
 def new_job_id(name: str) -> str:
     """A short unique id that starts with the job's name, e.g. `resnet-3f9c2a1b`."""
     return f"{name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+def _grid_cap_w(now_s: float, outlook: PriceOutlook | None, cluster: ClusterView) -> np.ndarray | None:
+    """The grid events' cap per interval of `outlook` (of now alone without one); None without events."""
+    if not cluster.grid_events:
+        return None
+    if outlook is None:  # a policy without prices keeps to an event only while it lasts
+        return grid_caps_w(now_s, np.array([now_s]), 1e-3, cluster.grid_events)
+    starts_s = np.asarray(outlook.starts_s, dtype=float)
+    return grid_caps_w(now_s, starts_s, outlook.interval_s, cluster.grid_events)

@@ -12,7 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,11 +30,16 @@ DAY_S = 86400.0  # the window of the pause cap (`scheduler.max_pauses_per_day`)
 
 @dataclass(frozen=True)
 class ClusterView:
-    """The GPUs the factory may schedule on (healthy nodes), its power budget and team quotas."""
+    """The GPUs the factory may schedule on (healthy nodes), its power budget and team quotas.
+
+    `grid_events`: (start_s, end_s, target_w, announced_s) of the grid events that still cap the
+    jobs' planned power (`factory.scheduling.model.grid_caps_w`).
+    """
 
     node_gpus: Mapping[str, int]
     power_budget_w: float | None = None
     quotas: Mapping[str, int] = field(default_factory=dict)
+    grid_events: Sequence[tuple[float, float, float, float]] = ()
 
 
 def num_gpus(job: JobRow) -> int:

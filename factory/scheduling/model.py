@@ -22,7 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -239,3 +239,23 @@ def budget_array_w(budget_w: float | np.ndarray | None, count: int) -> np.ndarra
     if isinstance(budget_w, np.ndarray):
         return np.asarray(budget_w, dtype=float).copy()
     return np.full(count, math.inf if budget_w is None else float(budget_w))
+
+
+def grid_caps_w(now_s: float, starts_s: np.ndarray, interval_s: float,
+                events: Iterable[tuple[float, float, float, float]]) -> np.ndarray:
+    """The power grid events allow per interval starting at `starts_s` (W; inf where none), seen at `now_s`.
+
+    `events`: (start_s, end_s, target_w, announced_s). An event counts once announced and until it ends,
+    in every interval it overlaps, at its lowest target, except that in the interval of now it counts
+    only once under way: nothing is paused before an event starts.
+    """
+    caps = np.full(len(starts_s), math.inf)
+    ends_s = starts_s + interval_s
+    for start_s, end_s, target_w, announced_s in events:
+        if announced_s > now_s or end_s <= now_s:
+            continue
+        overlap = (starts_s < end_s) & (ends_s > start_s)
+        if len(overlap) and start_s > now_s:
+            overlap[0] = False
+        caps[overlap] = np.minimum(caps[overlap], target_w)
+    return caps

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from factory.clock import aware_time_s
 from factory.errors import SimulationInputError
+from factory.scheduling.model import grid_caps_w
 
 COMPLIANCE_EPS_KW = 1e-6
 REQUIRED = ("start", "end", "target_kw")
@@ -54,17 +55,9 @@ class GridEvents:
 
     def cap_w(self, now_s: float, starts_s: np.ndarray, interval_s: float) -> np.ndarray:
         """The cap per interval starting at `starts_s` (see the module docstring), as seen at `now_s`."""
-        caps = np.full(len(starts_s), math.inf)
-        ends_s = starts_s + interval_s
-        for start_s, end_s, target_w, announced_s in zip(self.start_s, self.end_s, self.target_w,
-                                                         self.announced_s, strict=True):
-            if announced_s > now_s or end_s <= now_s:
-                continue
-            overlap = (starts_s < end_s) & (ends_s > start_s)
-            if len(overlap) and start_s > now_s:
-                overlap[0] = False  # not under way yet: the interval of now keeps running until it starts
-            caps[overlap] = np.minimum(caps[overlap], target_w)
-        return caps
+        return grid_caps_w(now_s, starts_s, interval_s, zip(
+            self.start_s.tolist(), self.end_s.tolist(), self.target_w.tolist(), self.announced_s.tolist(),
+            strict=True))
 
 
 class GridEventReport(BaseModel):

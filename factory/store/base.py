@@ -197,6 +197,14 @@ class StateStore(ABC):
         """Store exactly these endpoints (by name): the others are deleted, in one transaction."""
 
     @abstractmethod
+    def put_grid_event(self, event_id: str, start_s: float, end_s: float, event: dict[str, Any]) -> None:
+        """Store a grid event's record (`factory.grid.events.GridEvent` as JSON), new or changed."""
+
+    @abstractmethod
+    def list_grid_events(self, ending_after_s: float | None = None) -> list[dict[str, Any]]:
+        """Every grid event's record (those ending after `ending_after_s`, if given), by start."""
+
+    @abstractmethod
     def append_audit(self, event: AuditEvent) -> int:
         """Append to the audit log; return the event's id (ids increase)."""
 

@@ -190,6 +190,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE registered_before",
         ),
     ),
+    Migration(
+        version=8,
+        description="grid_events: demand-response events (the grid's load targets) and their outcome",
+        statements=(
+            """CREATE TABLE grid_events (
+                event_id TEXT PRIMARY KEY,
+                start_s REAL NOT NULL,
+                end_s REAL NOT NULL,
+                event_json TEXT NOT NULL,
+                updated_wall_s REAL NOT NULL
+            )""",
+            "CREATE INDEX grid_events_by_end ON grid_events (end_s)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -173,6 +173,24 @@ class SQLiteStore(StateStore):
             rows = self._conn.execute("SELECT name, endpoint_json FROM endpoints ORDER BY name").fetchall()
         return {name: json.loads(text) for name, text in rows}
 
+    def put_grid_event(self, event_id: str, start_s: float, end_s: float,  # noqa: D102
+                       event: dict[str, Any]) -> None:
+        with self.transaction():
+            self._execute(
+                "INSERT INTO grid_events (event_id, start_s, end_s, event_json, updated_wall_s) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET start_s = excluded.start_s, "
+                "end_s = excluded.end_s, event_json = excluded.event_json, "
+                "updated_wall_s = excluded.updated_wall_s",
+                (event_id, start_s, end_s, json.dumps(event, sort_keys=True), time.time()))
+
+    def list_grid_events(self, ending_after_s: float | None = None) -> list[dict[str, Any]]:  # noqa: D102
+        sql, params = "SELECT event_json FROM grid_events", ()
+        if ending_after_s is not None:
+            sql, params = sql + " WHERE end_s > ?", (ending_after_s,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY start_s, event_id", params).fetchall()
+        return [json.loads(text) for (text,) in rows]
+
     def replace_endpoints(self, endpoints: dict[str, dict[str, Any]]) -> None:  # noqa: D102
         now_s = time.time()
         with self.transaction():

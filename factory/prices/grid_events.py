@@ -1,0 +1,211 @@
+"""Demand-response events in the live factory: the grid's load targets, kept and measured.
+
+An event asks the facility to keep its measured power at or under a target from `start` to `end`:
+a target in kW, or a reduction in percent of the baseline measured just before the event starts. The
+GridPriceActor keeps them (`GridEventBook`, over the store) and feeds the facility's measured power
+to `observe`; the SchedulerActor turns the events into a power cap per interval for its policy
+(`factory.scheduling.model.grid_caps_w`), which defers flexible jobs and pauses preemptible ones.
+
+Nomenclature:
+  baseline_kw      -- the facility power measured last before the start (a `--reduce-pct` event's
+                      target is `baseline x (1 - pct / 100)`); None until then.
+  target (resolved) -- the target in kW; for a reduction, None until its baseline is known (the
+                      policy then plans with the latest measured power as the baseline).
+  intervals        -- the measured power while the event lasts, per `MEASURE_INTERVAL_S`:
+                      [start_s, mean_kw, max_kw, samples].
+  seconds_to_target -- from the start until the first sample at or under the target.
+  complied         -- the power was at or under the target within `RESPONSE_S` of the start and at
+                      every sample after that; None while the event lasts or if nothing was measured.
+
+Invariants:
+  * An event is stored before it is answered, and every change (added, cancelled, started with its
+    baseline, ended with its outcome) is audited (`grid.event_*`).
+  * A cancelled event caps nothing from its cancellation on; an ended one keeps its measurements.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from factory.errors import ConfigError, FactoryError
+from factory.store import StateStore
+
+MEASURE_INTERVAL_S = 300.0
+RESPONSE_S = 60.0  # measured power must be under the target this soon after the start
+COMPLIANCE_EPS_KW = 1e-6
+
+
+class GridEventError(ConfigError):
+    """An event that cannot be kept as given (a field to fix: exit code 2)."""
+
+
+class GridEventNotFoundError(FactoryError):
+    """No event with that id."""
+
+
+class GridEvent(BaseModel):
+    """One demand-response event and what was measured during it."""
+
+    event_id: str
+    start_s: float
+    end_s: float
+    target_kw: float | None = None
+    reduce_pct: float | None = None
+    source: str = ""
+    created_s: float
+    created_by: str = ""
+    cancelled_s: float | None = None
+    baseline_kw: float | None = None
+    intervals: list[list[float]] = Field(default_factory=list)
+    max_kw: float | None = None
+    seconds_to_target: float | None = None
+    late_over_target: bool = False  # a sample over the target after RESPONSE_S
+    ended: bool = False
+
+    def target_now_kw(self, latest_kw: float | None) -> float | None:
+        """The target in kW (a reduction's from its baseline, else from `latest_kw`, the power now)."""
+        if self.target_kw is not None:
+            return self.target_kw
+        baseline = self.baseline_kw if self.baseline_kw is not None else latest_kw
+        return None if baseline is None or self.reduce_pct is None else baseline * (1 - self.reduce_pct / 100)
+
+    def state(self, now_s: float) -> str:
+        """scheduled, active, ended or cancelled."""
+        if self.cancelled_s is not None and self.cancelled_s <= max(now_s, self.start_s):
+            return "cancelled"
+        if now_s < self.start_s:
+            return "scheduled"
+        return "active" if now_s < self.end_s else "ended"
+
+    def complied(self) -> bool | None:
+        """Whether the facility met the event (see the module docstring); None until it is known."""
+        if not self.ended or self.max_kw is None:
+            return None
+        return self.seconds_to_target is not None and self.seconds_to_target <= RESPONSE_S and \
+            not self.late_over_target
+
+    def view(self, now_s: float, latest_kw: float | None = None) -> dict[str, Any]:
+        """The event as `factory grid events --json` shows it."""
+        return {**self.model_dump(mode="json"), "state": self.state(now_s),
+                "target_now_kw": self.target_now_kw(latest_kw), "complied": self.complied()}
+
+
+class GridEventBook:
+    """Every grid event, in the store; the rules for adding, cancelling and measuring them."""
+
+    def __init__(self, store: StateStore, now_s: Callable[[], float], audit: Callable[..., int]) -> None:
+        self.store = store
+        self._now_s = now_s
+        self._audit = audit
+        self.latest_kw: float | None = None  # the last measured facility power
+        self.events: dict[str, GridEvent] = {
+            record["event_id"]: GridEvent.model_validate(record) for record in store.list_grid_events()}
+
+    def add(self, start_s: float, end_s: float, *, target_kw: float | None = None,
+            reduce_pct: float | None = None, source: str = "", created_by: str = "") -> GridEvent:
+        """A new event; GridEventError (one line naming the field) if it cannot be kept as given."""
+        now_s = self._now_s()
+        if (target_kw is None) == (reduce_pct is None):
+            raise GridEventError("give either a target in kW (--target-kw) or a reduction in percent "
+                                 "(--reduce-pct), not both or neither")
+        if target_kw is not None and not (math.isfinite(target_kw) and target_kw >= 0):
+            raise GridEventError(f"--target-kw {target_kw:g} is not a finite power of 0 kW or more")
+        if reduce_pct is not None and not (math.isfinite(reduce_pct) and 0 < reduce_pct <= 100):
+            raise GridEventError(f"--reduce-pct {reduce_pct:g} is out of range: give a percent in (0, 100]")
+        if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s <= start_s:
+            raise GridEventError("--end must be after --start")
+        if end_s <= now_s:
+            raise GridEventError("--end is in the past (factory time): the event would be over already")
+        event = GridEvent(event_id=f"ev-{uuid.uuid4().hex[:8]}", start_s=start_s, end_s=end_s,
+                          target_kw=target_kw, reduce_pct=reduce_pct, source=source, created_s=now_s,
+                          created_by=created_by)
+        self._save(event)
+        self._audit("grid.event_added", event.event_id, actor=created_by or None, start_s=start_s,
+                    end_s=end_s, target_kw=target_kw, reduce_pct=reduce_pct, source=source)
+        return event
+
+    def cancel(self, event_id: str, cancelled_by: str = "") -> GridEvent:
+        """Cancel an event from now; an event that ended or was cancelled is left as it is."""
+        event = self.get(event_id)
+        now_s = self._now_s()
+        if event.cancelled_s is not None or now_s >= event.end_s:
+            return event
+        event = event.model_copy(update={"cancelled_s": now_s})
+        self._save(event)
+        self._audit("grid.event_cancelled", event_id, actor=cancelled_by or None)
+        return event
+
+    def get(self, event_id: str) -> GridEvent:
+        """The event `event_id`; GridEventNotFoundError naming the known ones otherwise."""
+        if event_id not in self.events:
+            known = ", ".join(sorted(self.events)[-5:]) or "none"
+            raise GridEventNotFoundError(f"no grid event '{event_id}' (latest: {known}); "
+                                         "`factory grid events` lists them")
+        return self.events[event_id]
+
+    def listed(self) -> list[GridEvent]:
+        """Every event, by start."""
+        return sorted(self.events.values(), key=lambda e: (e.start_s, e.event_id))
+
+    def caps(self) -> list[tuple[float, float, float, float]]:
+        """(start_s, end_s, target_w, announced_s) of the events that still cap, for `grid_caps_w`."""
+        now_s = self._now_s()
+        kept = []
+        for event in self.events.values():
+            end_s = event.end_s if event.cancelled_s is None else min(event.end_s, event.cancelled_s)
+            target_kw = event.target_now_kw(self.latest_kw)
+            if end_s > now_s and target_kw is not None:
+                kept.append((event.start_s, end_s, target_kw * 1000.0, event.created_s))
+        return kept
+
+    def observe(self, now_s: float, facility_kw: float) -> None:
+        """One measurement of the facility's power: baselines, measured intervals, outcomes."""
+        previous_kw, self.latest_kw = self.latest_kw, facility_kw
+        for event in list(self.events.values()):
+            if event.ended or event.state(now_s) == "cancelled":
+                continue
+            if now_s < event.start_s:
+                continue
+            changed = event
+            if event.baseline_kw is None:
+                baseline = previous_kw if previous_kw is not None else facility_kw
+                changed = changed.model_copy(update={"baseline_kw": baseline})
+                self._audit("grid.event_started", event.event_id, baseline_kw=baseline,
+                            target_kw=changed.target_now_kw(baseline))
+            if now_s >= event.end_s:
+                changed = changed.model_copy(update={"ended": True})
+                self._save(changed)
+                self._audit("grid.event_ended", event.event_id, max_kw=changed.max_kw,
+                            seconds_to_target=changed.seconds_to_target, complied=changed.complied())
+                continue
+            self._save(_measured(changed, now_s, facility_kw))
+
+    def _save(self, event: GridEvent) -> None:
+        self.store.put_grid_event(event.event_id, event.start_s, event.end_s, event.model_dump(mode="json"))
+        self.events[event.event_id] = event
+
+
+def _measured(event: GridEvent, now_s: float, facility_kw: float) -> GridEvent:
+    """`event` with one sample of the facility's power taken at `now_s` during it."""
+    target_kw = event.target_now_kw(None)
+    assert target_kw is not None  # a reduction's baseline is set before the first sample
+    under = facility_kw <= target_kw + COMPLIANCE_EPS_KW
+    seconds_to_target = event.seconds_to_target
+    if seconds_to_target is None and under:
+        seconds_to_target = now_s - event.start_s
+    late_over = event.late_over_target or (not under and now_s - event.start_s > RESPONSE_S)
+    intervals = [list(row) for row in event.intervals]
+    slot_s = event.start_s + math.floor((now_s - event.start_s) / MEASURE_INTERVAL_S) * MEASURE_INTERVAL_S
+    if intervals and intervals[-1][0] == slot_s:
+        start, mean, peak, count = intervals[-1]
+        intervals[-1] = [start, (mean * count + facility_kw) / (count + 1), max(peak, facility_kw), count + 1]
+    else:
+        intervals.append([slot_s, facility_kw, facility_kw, 1])
+    return event.model_copy(update={
+        "intervals": intervals, "max_kw": max(event.max_kw or 0.0, facility_kw),
+        "seconds_to_target": seconds_to_target, "late_over_target": late_over})

@@ -1,0 +1,126 @@
+"""Grid events in the live factory without Ray: the book over a real store, the controller's cap, the CLI.
+
+The SchedulerActor keeps a `GridEventBook`, feeds it the facility's measured power every control
+round and hands the events' caps to `JobController.step` (`ClusterView.grid_events`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factory.jobs.snapshot import ClusterView
+from factory.prices.grid_events import RESPONSE_S, GridEventBook, GridEventError, GridEventNotFoundError
+from factory.scheduling import FifoPolicy
+from factory.store import AuditEvent, SQLiteStore, open_store
+from tests.support import FACTORY_BIN, clean_env
+from tests.unit.test_cli_errors import assert_one_line_error
+from tests.unit.test_job_controller import MemoryRunners, submit
+
+T0 = 1_719_792_000.0  # 2024-07-01 00:00 UTC
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = T0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = open_store(tmp_path / "factory.db")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def book_on(store: SQLiteStore, clock: Clock) -> GridEventBook:
+    def audit(action: str, subject: str = "", actor: str | None = None, **detail: Any) -> int:
+        return store.append_audit(AuditEvent(time_s=clock.now_s, actor=actor or "scheduler", action=action,
+                                             subject=subject, detail=detail))
+
+    return GridEventBook(store, lambda: clock.now_s, audit)
+
+
+def test_an_event_is_stored_measured_and_judged_and_survives_a_restart(store: SQLiteStore) -> None:
+    clock = Clock()
+    book = book_on(store, clock)
+    event = book.add(T0 + 600, T0 + 1800, reduce_pct=25.0, source="utility", created_by="cli:ops")
+    book.observe(T0 + 590, 100.0)  # the last measurement before the start: the baseline
+    assert book.get(event.event_id).target_now_kw(book.latest_kw) == pytest.approx(75.0)
+
+    for offset_s, kw in ((600, 98.0), (630, 80.0), (640, 74.0), (900, 70.0), (1790, 72.0), (1800, 90.0)):
+        book.observe(T0 + offset_s, kw)
+
+    done = book_on(store, clock).get(event.event_id)  # read back from the store, as after a restart
+    assert done.baseline_kw == 100.0 and done.ended and done.max_kw == 98.0
+    assert done.seconds_to_target == pytest.approx(40.0) and done.seconds_to_target <= RESPONSE_S
+    assert done.complied() is True
+    assert [round(row[2], 1) for row in done.intervals] == [98.0, 70.0, 72.0]  # max per 5 minutes
+    actions = [e.action for e in store.list_audit(action_prefix="grid")]
+    assert actions == ["grid.event_added", "grid.event_started", "grid.event_ended"]
+
+
+def test_power_over_the_target_after_the_response_time_is_not_complied(store: SQLiteStore) -> None:
+    clock = Clock()
+    book = book_on(store, clock)
+    event = book.add(T0, T0 + 600, target_kw=50.0)
+    for offset_s, kw in ((0, 60.0), (20, 40.0), (300, 55.0), (600, 40.0)):
+        book.observe(T0 + offset_s, kw)
+    assert book.get(event.event_id).complied() is False  # back over the target at 300 s
+
+
+def test_a_cancelled_event_caps_nothing_from_then_on(store: SQLiteStore) -> None:
+    clock = Clock()
+    book = book_on(store, clock)
+    event = book.add(T0 + 3600, T0 + 7200, target_kw=10.0)
+    assert book.caps() == [(T0 + 3600, T0 + 7200, 10_000.0, T0)]
+
+    clock.now_s = T0 + 1800
+    assert book.cancel(event.event_id, "cli:ops").state(clock.now_s) == "cancelled"
+    assert book.caps() == [] and book.listed()[0].cancelled_s == T0 + 1800
+    with pytest.raises(GridEventNotFoundError, match="no grid event 'ev-nope'"):
+        book.cancel("ev-nope")
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"target_kw": 5.0, "reduce_pct": 10.0}, "either a target in kW"),
+    ({"reduce_pct": 0.0}, "--reduce-pct 0 is out of range"),
+    ({"target_kw": float("nan")}, "--target-kw nan is not a finite power"),
+])
+def test_an_event_that_cannot_be_kept_is_refused_naming_the_flag(store: SQLiteStore, kwargs: dict[str, float],
+                                                                 expected: str) -> None:
+    with pytest.raises(GridEventError, match=expected):
+        book_on(store, Clock()).add(T0 + 60, T0 + 120, **kwargs)
+    with pytest.raises(GridEventError, match="--end is in the past"):
+        book_on(store, Clock()).add(T0 - 120, T0 - 60, target_kw=1.0)
+
+
+def test_the_controller_pauses_jobs_to_keep_under_an_event_under_way(store: SQLiteStore) -> None:
+    from factory.jobs.controller import JobController
+
+    runners = MemoryRunners()
+    controller = JobController(store, runners, FifoPolicy(), gpu_power_w=1000.0)
+    jobs = [submit(controller, name=f"j{i}", gpus=1, now_s=T0) for i in range(4)]
+    cluster = ClusterView({"node-1": 4})
+    controller.step(T0, cluster, None)
+    assert len(runners.started()) == 4  # 4 kW
+
+    capped = ClusterView({"node-1": 4}, grid_events=[(T0 + 60, T0 + 660, 2000.0, T0)])
+    controller.step(T0 + 30, capped, None)  # announced, not under way: nothing paused yet
+    assert all(store.get_job(job).state == "RUNNING" for job in jobs)  # type: ignore[union-attr]
+    result = controller.step(T0 + 60, capped, None)
+    assert len(result.paused) == 2  # down to 2 kW
+
+
+def test_the_cli_refuses_a_bad_time_or_target_in_one_line_before_touching_the_cluster(tmp_path: Path) -> None:
+    def grid(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FACTORY_BIN, "grid", "event", "add", *args], cwd=tmp_path, env=clean_env(),
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    assert "--start 'soon' is not an ISO 8601 time" in assert_one_line_error(
+        grid("--start", "soon", "--end", "2024-07-01T11:00Z", "--target-kw", "5"))
+    assert "either --target-kw or --reduce-pct" in assert_one_line_error(
+        grid("--start", "2024-07-01T10:00Z", "--end", "2024-07-01T11:00Z"))
