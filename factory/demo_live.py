@@ -122,6 +122,7 @@ def follow(client: FactoryClient, echo: Echo) -> None:
     ids = {client.submit(spec, submitted_by="demo"): spec["name"] for spec in jobs()}
     read_at: dict[str, tuple[float, str, str]] = {}  # each job's row when its timeline was last read
     events_seen: dict[str, int] = dict.fromkeys(ids, 0)
+    promised: dict[str, str | None] = {}  # the promise last told for each job
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         rows = {job.job_id: job for job in client.jobs() if job.job_id in ids}
@@ -139,10 +140,13 @@ def follow(client: FactoryClient, echo: Echo) -> None:
             price = price_of(at.replace(minute=0, second=0, microsecond=0))
             echo(f"  {at:%H:%M} UTC {price:5.0f} USD/MWh  {ids[job.job_id]:<13} {event.state:<11} "
                  f"{shorten(compact_times(event.reason, at.date()), 70)}".rstrip())
-            latest = (event.state, event.reason) == (job.state, job.reason)  # the promise is the row's
-            promise = wait_line(ids[job.job_id], job, at.date()) if latest else None
-            if promise:
+        # A waiting job's promise, whenever it is new: the scheduler refines a wait's reason (a new
+        # planned start) without a new transition, so this follows the rows, not the timelines.
+        for job_id, job in rows.items():
+            promise = wait_line(ids[job_id], job, client.now().date()) if job.state == "WAITING" else None
+            if promise and promise != promised.get(job_id):
                 echo(promise)
+            promised[job_id] = promise
         if rows and all(_settled(job) for job in rows.values()):
             break
         time.sleep(0.5)

@@ -110,6 +110,9 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
             ("--power-budget-kw", power_budget_kw), ("--carbon-price-per-tonne", carbon_price_per_tonne))
     if objective == "cost+carbon" and carbon_price_per_tonne is None:
         raise SimulationInputError("--objective cost+carbon needs --carbon-price-per-tonne (e.g. 100)")
+    if objective != "cost+carbon" and carbon_price_per_tonne is not None:
+        raise SimulationInputError("--carbon-price-per-tonne prices carbon for --objective cost+carbon only; "
+                                   "add that objective or drop the flag")
     price_input = _price_input(prices_path, columns, carbon_path)
     job_columns = JobColumns(**{_job_field(name): value for name, value in columns.items()
                                 if name in _JOB_COLUMN_OPTIONS})

@@ -149,7 +149,7 @@ class JobController:
                           schedule={**job.schedule, "pausing_s": now_s, "pauses_s": pauses_s}):
                 self.runners.pause(job.job_id)
                 result.paused.append(job.job_id)
-        price_now = float(outlook.price_per_mwh[0]) if outlook is not None else None
+        price_now = outlook.price_now_per_mwh() if outlook is not None else None
         for start in decisions.starts:
             job = jobs[start.job_id]
             cap = stored_spec(job).max_price_per_mwh

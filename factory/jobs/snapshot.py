@@ -116,19 +116,26 @@ def outlook_from_forecast(forecast: Forecast, objective: Objective = "cost",
     Raises:
         ObjectiveError: a carbon objective on a forecast that has no carbon at all.
     """
-    prices = [weigh(objective, point.price_per_mwh, point.carbon_g_per_kwh, carbon_price_per_tonne)
-              for point in forecast.points]
     if objective != "cost" and forecast.points and all(p.carbon_g_per_kwh is None for p in forecast.points):
         raise ObjectiveError(f"scheduler.objective is '{objective}' but the price feed has no carbon: set "
                              "prices.carbon (a carbon trace) or use a source with carbon")
-    filled: list[float] = []
-    last = next((p for p in prices if p is not None), 0.0)
-    for price in prices:
-        last = last if price is None else price
-        filled.append(float(last))
+    market = _carried([point.price_per_mwh for point in forecast.points])
     return PriceOutlook(
         starts_s=np.array([point.start_s for point in forecast.points], dtype=float),
         interval_s=float(forecast.interval_s),
-        price_per_mwh=np.array(filled, dtype=float),
+        price_per_mwh=market if objective == "cost" else _carried(
+            [weigh(objective, point.price_per_mwh, point.carbon_g_per_kwh, carbon_price_per_tonne)
+             for point in forecast.points]),
         known=np.array([point.known for point in forecast.points], dtype=bool),
+        market_price_per_mwh=None if objective == "cost" else market,
     )
+
+
+def _carried(values: list[float | None]) -> np.ndarray:
+    """`values` with each gap taking the last value before it (the first known one at the start)."""
+    filled: list[float] = []
+    last = next((value for value in values if value is not None), 0.0)
+    for value in values:
+        last = last if value is None else value
+        filled.append(float(last))
+    return np.array(filled, dtype=float)

@@ -10,8 +10,9 @@ guarantees:
                   price + carbon_price_per_tonne * (g/kWh) / 1000 per MWh.
 
 Invariants:
-  * The signal lies on the price series' grid (the carbon sampled at each interval's midpoint, as
-    the offline optimum samples it); for `carbon` alone it is the carbon series itself.
+  * The signal lies on the price series' grid: the carbon sampled at each price interval's midpoint
+    (its edge values beyond its ends), as the offline optimum samples it. Carbon finer than the prices
+    is thereby planned on (and bounded by the LP) at the price intervals' resolution.
   * A carbon objective without a carbon series is an error naming what to set, never a silent cost.
 """
 
@@ -60,13 +61,13 @@ def signal_series(objective: Objective, price: IntervalSeries, carbon: IntervalS
         raise ObjectiveError(f"objective '{objective}' needs a carbon series: give the price trace a carbon "
                              "column (--carbon-column) or a carbon trace of its own (--carbon FILE, or "
                              "prices.carbon in the config)")
-    if objective == "carbon":
-        return carbon
     midpoints = price.starts() + price.interval_s / 2
     intensity = carbon.sample(midpoints)
     # Beyond the carbon series, its edge values (as charging carries them): a gap never looks clean.
     before, after = midpoints < carbon.start_s, midpoints >= carbon.end_s
     intensity[before], intensity[after] = carbon.values[0], carbon.values[-1]
+    if objective == "carbon":
+        return IntervalSeries(price.start_s, price.interval_s, intensity)
     rate = _carbon_price(objective, carbon_price_per_tonne) / KG_PER_TONNE
     return IntervalSeries(price.start_s, price.interval_s, price.values + rate * intensity)
 

@@ -97,8 +97,14 @@ class PriceOutlook:
 
     starts_s: np.ndarray
     interval_s: float
-    price_per_mwh: np.ndarray
+    price_per_mwh: np.ndarray  # what the policy minimises: the price, or an objective's series
     known: np.ndarray
+    market_price_per_mwh: np.ndarray | None = None  # the price itself, when `price_per_mwh` is not it
+
+    def price_now_per_mwh(self) -> float:
+        """The market price of the current interval (a job's `max_price_per_mwh` is checked against it)."""
+        prices = self.price_per_mwh if self.market_price_per_mwh is None else self.market_price_per_mwh
+        return float(prices[0])
 
     @property
     def end_s(self) -> float:
@@ -130,16 +136,19 @@ class Snapshot:
     grid_cap_w: np.ndarray | None = None
 
     def budget_per_interval_w(self) -> float | np.ndarray | None:
-        """The power budget the plan keeps to: the facility's, lowered per interval by grid events."""
-        if self.grid_cap_w is None:
+        """The power budget the plan keeps to: the facility's, lowered per interval by grid events.
+
+        Events that cap no interval of the outlook leave it exactly as without events.
+        """
+        if self.grid_cap_w is None or np.isinf(self.grid_cap_w).all():
             return self.power_budget_w
         return np.minimum(self.grid_cap_w, math.inf if self.power_budget_w is None else self.power_budget_w)
 
     def budget_now_w(self) -> float | None:
         """The power budget now (the current interval's: a grid event's target if lower); None: none."""
         budget = self.budget_per_interval_w()
-        if budget is None or isinstance(budget, float | int):
-            return budget
+        if not isinstance(budget, np.ndarray):
+            return None if budget is None else float(budget)
         now_w = float(budget[0])
         return None if math.isinf(now_w) else now_w
 

@@ -461,9 +461,10 @@ def fluid_latest_starts(outlook: PriceOutlook, now_s: float, total_gpus: int,
     if not bookings:
         return result
     gpus = float(total_gpus - sum(job.num_gpus for job, _ in pinned))
-    # A budget per interval (grid events) counts at its lowest: the bound stays optimistic only in time.
-    lowest_w = None if power_budget_w is None else float(np.min(power_budget_w))
-    budget_w = math.inf if lowest_w is None else lowest_w - sum(job.draw_w for job, _ in pinned)
+    # A budget per interval (grid events) counts at its mean over the outlook: a short event does not
+    # stand for the whole horizon (the exact plan and the dispatch keep to each interval's).
+    mean_w = None if power_budget_w is None else float(np.mean(power_budget_w))
+    budget_w = math.inf if mean_w is None else mean_w - sum(job.draw_w for job, _ in pinned)
     width = np.array([b.job.num_gpus for b in bookings], dtype=float)
     needed = np.array([b.needed_s for b in bookings], dtype=float)
     deadline = np.array([b.deadline_s for b in bookings], dtype=float)

@@ -116,7 +116,11 @@ def _tariff_prices(source: PriceInput) -> LoadedPrices:
     if carbon is None:
         raise SimulationInputError(f"{', '.join(carbon_loaded.files)}: no carbon column; name it with "
                                    "--carbon-column")
-    provider = TariffProvider(load_tariff(source.tariff_path), source.tariff_path)
+    tariff = load_tariff(source.tariff_path)
+    if tariff.currency != source.currency:
+        raise SimulationInputError(f"tariff {source.tariff_path or 'built-in'} is in {tariff.currency} but "
+                                   f"the prices' currency is {source.currency}; make them agree (--currency)")
+    provider = TariffProvider(tariff, source.tariff_path)
     price = provider.price(carbon.start_s, carbon.end_s)
     assert price is not None  # a tariff prices every time
     loaded = LoadedTrace(price=price, carbon=None, files=[provider.description])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,37 @@ def test_cancel_stops_a_running_job_and_frees_its_gpus(cluster: Cluster,
     assert "cancelled" in client.logs(job_id)
     second = cli(cluster, "cancel", job_id, check=False)
     assert second.returncode == 1 and "already CANCELLED" in second.stderr
+
+
+def test_a_grid_event_pauses_a_job_while_it_lasts_and_the_facility_is_measured(
+        cluster: Cluster, client: factory.client.FactoryClient) -> None:
+    job_id = client.submit(spec("flexible", config={"epochs": 500}))  # 2 GPUs: 1.4 kW planned
+    wait_until(lambda: "step" in client.job(job_id).job.progress, "the job reports a first epoch")
+    now_s = client.clock().now_s()  # factory time runs 60 times real time here
+    start, end = (datetime.fromtimestamp(now_s + offset_s, UTC).isoformat() for offset_s in (180, 1200))
+    added = json.loads(cli(cluster, "grid", "event", "add", "--start", start, "--end", end,
+                           "--target-kw", "1", "--source", "test", "--json").stdout)
+    assert (added["state"], added["target_kw"], added["source"]) == ("scheduled", 1.0, "test")
+
+    # 1 kW at the meter is 0.71 kW of GPUs at PUE 1.4: the job pauses from the start, not before.
+    wait_until(lambda: "PAUSING" in states(client, job_id), "the job is asked to pause for the event")
+    pausing = next(e for e in client.job(job_id).events if e.state == "PAUSING")
+    assert pausing.time_s >= added["start_s"] and pausing.reason.startswith("power budget"), pausing
+    wait_until(lambda: client.job(job_id).job.state == "RUNNING" and states(client, job_id).count("RUNNING")
+               >= 2, "the job resumes once the event is over")
+    resumed = [e for e in client.job(job_id).events if e.state == "RUNNING"][-1]
+    assert resumed.time_s >= added["end_s"]
+
+    wait_until(lambda: next(v for v in client.grid_events() if v["event_id"] == added["event_id"])["state"]
+               == "ended", "the event is over")
+    event = next(v for v in client.grid_events() if v["event_id"] == added["event_id"])
+    assert event["baseline_kw"] > 0 and event["max_kw"] > 0 and event["intervals"]  # measured, not assumed
+    listed = cli(cluster, "grid", "events").stdout
+    assert added["event_id"] in listed and "ended" in listed
+    actions = [e.action for e in client.audit_log(action_prefix="grid")]
+    assert {"grid.event_added", "grid.event_started"} <= set(actions)
+    client.cancel(job_id)
+    wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free again")
 
 
 def test_a_worker_failure_is_retried_from_the_checkpoint_and_a_hopeless_job_fails_with_its_error(

@@ -61,7 +61,9 @@ def test_each_objective_plans_on_its_own_series() -> None:
     price, carbon = series([10.0, 80.0]), series([600.0, 100.0])
 
     assert signal_series("cost", price, carbon) is price
-    assert signal_series("carbon", price, carbon) is carbon  # g/kWh is kg/MWh
+    np.testing.assert_allclose(signal_series("carbon", price, carbon).values, [600.0, 100.0])  # kg/MWh
+    late = IntervalSeries(T0 + 2 * HOUR_S, HOUR_S, np.array([300.0]))  # carbon from 02:00 only
+    np.testing.assert_allclose(signal_series("carbon", price, late).values, [300.0, 300.0])  # its edge
     combined = signal_series("cost+carbon", price, carbon, carbon_price_per_tonne=100.0)
     np.testing.assert_allclose(combined.values, [10.0 + 60.0, 80.0 + 10.0])  # 100/t x 0.6 t/MWh = 60
     assert weigh("cost+carbon", 80.0, 100.0, 100.0) == pytest.approx(90.0)  # per MWh
@@ -198,6 +200,8 @@ def test_the_live_scheduler_plans_on_the_objective_of_its_config() -> None:
     np.testing.assert_allclose(by_cost.price_per_mwh, [10, 10, 10, 10, 10, 10])
     np.testing.assert_allclose(by_carbon.price_per_mwh, [600, 600, 100, 100, 100, 100])
     np.testing.assert_allclose(combined.price_per_mwh, [70, 70, 20, 20, 20, 20])
+    # A job's max_price_per_mwh is about money: it is checked against the market price, not the carbon.
+    assert (by_carbon.price_now_per_mwh(), by_cost.price_now_per_mwh()) == (10.0, 10.0)
     with pytest.raises(ObjectiveError, match="objective is 'carbon' but the price feed has no carbon"):
         outlook_from_forecast(forecast(carbon=False), "carbon")
 

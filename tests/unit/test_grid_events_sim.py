@@ -14,6 +14,7 @@ import pytest
 
 from factory.errors import SimulationInputError
 from factory.simulation.grid_events import GridEvents, compliance, load_grid_events
+from tests.unit.test_carbon_objective import write_day_prices
 from tests.unit.test_cli_errors import assert_one_line_error
 from tests.unit.test_cli_simulate import simulate, write_jobs
 
@@ -107,3 +108,16 @@ def test_compliance_is_the_highest_power_while_the_event_lasts() -> None:
     assert reports[0].max_kw == 2.0 and reports[0].complied
     with pytest.raises(SimulationInputError, match="no such file"):
         load_grid_events("absent.csv")
+
+
+def test_an_event_that_caps_nothing_leaves_the_run_as_it_was(tmp_path: Path) -> None:
+    # Cheap nights, many jobs: the planner's choices matter. The event, announced at time zero, is
+    # long after every job is due.
+    write_day_prices(tmp_path / "prices.csv", days=4, carbon=False)
+    write_jobs(tmp_path / "jobs.csv",
+               [f"j{i},{(i % 6) * 3600},{3600 + 600 * i},1,{20 * 3600}" for i in range(24)])
+    (tmp_path / "events.csv").write_text("start,end,target_kw,announced\n"
+                                         "2024-03-03T10:00:00Z,2024-03-03T12:00:00Z,0,2024-03-01T00:00:00Z\n")
+    with_event, without = run(tmp_path, "--grid-events", "events.csv"), run(tmp_path)
+    assert with_event["cost"] == without["cost"] and with_event["compliance_cost"] == 0.0
+    assert with_event["grid_events"][0]["max_kw"] == 0.0 and with_event["grid_events"][0]["complied"]
