@@ -145,10 +145,10 @@ def gpus_text(gpus: Sequence[GpuStatus]) -> str:
             "ok" if gpu.healthy else f"UNHEALTHY: {gpu.error}",
             _num(gpu.utilization_pct), None if gpu.memory_used_mib is None else
             f"{gpu.memory_used_mib / 1024:.1f}/{(gpu.memory_total_mib or 0) / 1024:.1f}",
-            _num(gpu.power_w), _num(gpu.temperature_c), _num(gpu.energy_kwh, 3),
+            _num(gpu.power_w), _num(gpu.power_limit_w), _num(gpu.temperature_c), _num(gpu.energy_kwh, 3),
             ",".join(gpu.consumers) or "-",
         )
         for gpu in gpus
     ]
-    return table(["node", "gpu", "source", "health", "util %", "mem gib", "power w", "temp c",
+    return table(["node", "gpu", "source", "health", "util %", "mem gib", "power w", "cap w", "temp c",
                   "energy kwh", "jobs"], rows)

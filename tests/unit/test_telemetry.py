@@ -361,3 +361,20 @@ def test_ray_train_workers_in_a_placement_group_are_gpu_holders() -> None:
     assert gpus_requested({f"GPU_group_{group}": 2.0}) == 2.0  # only the group-wide form
     assert gpus_requested({"GPU": 0.5, "CPU": 1.0}) == 0.5
     assert gpus_requested({"CPU": 1.0}) == 0.0
+
+
+def test_a_capped_simulated_gpu_draws_at_most_its_cap_and_keeps_most_of_its_speed() -> None:
+    from factory.errors import DeviceError
+    from factory.telemetry.backends.simulated import throughput_share
+
+    backend = SimulatedGpuBackend(2, lambda: {0: 1.0, 1: 1.0}, idle_power_w=75.0, busy_power_w=700.0)
+    assert backend.power_limit_range_w(0) == (350.0, 700.0, 700.0)
+
+    assert backend.set_power_limit_w(0, 490.0) == 490.0
+    assert backend.set_power_limit_w(1, 100.0) == 350.0  # not below half its power
+    assert [(r.power_w, r.power_limit_w) for r in backend.read()] == [(490.0, 490.0), (350.0, 350.0)]
+    assert backend.set_power_limit_w(0, None) == 700.0 and backend.read()[0].power_w == 700.0
+    assert throughput_share(490.0, 700.0) == pytest.approx(0.90, abs=0.005)  # 70 % power, ~90 % speed
+    assert throughput_share(700.0, 700.0) == 1.0
+    with pytest.raises(DeviceError, match="no simulated GPU 5"):
+        backend.set_power_limit_w(5, 400.0)

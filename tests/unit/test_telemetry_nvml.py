@@ -33,6 +33,8 @@ class FakeGpu:
     temperature_c: int = 61
     fail_with: int | None = None  # an NVML error code every query of this GPU raises
     pids: list[int] = field(default_factory=lambda: [4242])
+    limit_mw: int = 700_000
+    set_error: int | None = None  # what setting the power limit raises (e.g. NO_PERMISSION)
 
 
 def nvml_error(code: int) -> pynvml.NVMLError:
@@ -65,6 +67,12 @@ def fake_nvml() -> Iterator[FakeNvml]:
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return device.energy_mj
 
+    def set_limit(handle: Any, limit_mw: int) -> None:
+        device = gpu(handle)
+        if device.set_error is not None:
+            raise nvml_error(device.set_error)
+        device.limit_mw = limit_mw
+
     def init() -> None:
         if machine.init_error is not None:
             raise nvml_error(machine.init_error)
@@ -84,7 +92,10 @@ def fake_nvml() -> Iterator[FakeNvml]:
         "nvmlDeviceGetTemperature": lambda h, sensor: gpu(h).temperature_c,
         "nvmlDeviceGetClockInfo": lambda h, kind: {pynvml.NVML_CLOCK_SM: 1980,
                                                    pynvml.NVML_CLOCK_MEM: 2619}[kind],
-        "nvmlDeviceGetEnforcedPowerLimit": lambda h: 700_000,
+        "nvmlDeviceGetEnforcedPowerLimit": lambda h: gpu(h).limit_mw,
+        "nvmlDeviceGetPowerManagementLimitConstraints": lambda h: gpu(h) and [200_000, 700_000],
+        "nvmlDeviceGetPowerManagementDefaultLimit": lambda h: gpu(h) and 700_000,
+        "nvmlDeviceSetPowerManagementLimit": set_limit,
         "nvmlDeviceGetCurrentClocksEventReasons": lambda h: 0x4 | 0x20,
         "nvmlDeviceGetTotalEccErrors": lambda h, error_type, counter: 3 if error_type == 0 else 0,
         "nvmlDeviceGetComputeRunningProcesses": lambda h: [
@@ -199,3 +210,21 @@ def test_auto_prefers_nvml_when_it_works(fake_nvml: FakeNvml) -> None:
     selection = select_backend(TelemetryConfig(), ray_gpus=1, usage=dict)
     assert selection.backend is not None and selection.backend.source == "nvml"
     assert selection.backend.gpu_count == 1
+
+
+def test_a_power_cap_is_set_within_the_devices_range_read_back_and_restored(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpus.extend([FakeGpu(), FakeGpu()])
+    backend = NvmlBackend()
+
+    assert backend.power_limit_range_w(0) == (200.0, 700.0, 700.0)
+    assert backend.set_power_limit_w(0, 450.0) == 450.0
+    assert backend.set_power_limit_w(1, 50.0) == 200.0  # clamped to the device's minimum
+    assert [reading.power_limit_w for reading in backend.read()] == [450.0, 200.0]
+    assert backend.set_power_limit_w(0, None) == 700.0  # restored to the default
+    assert backend.read()[0].power_limit_w == 700.0
+
+
+def test_a_power_cap_the_driver_refuses_is_a_device_error_naming_the_gpu(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpus.append(FakeGpu(set_error=pynvml.NVML_ERROR_NO_PERMISSION))
+    with pytest.raises(DeviceError, match="set the power limit of GPU 0"):
+        NvmlBackend().set_power_limit_w(0, 400.0)

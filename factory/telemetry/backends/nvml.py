@@ -126,6 +126,28 @@ class NvmlBackend(GpuBackend):
         except pynvml.NVMLError:
             pass
 
+    def power_limit_range_w(self, index: int) -> tuple[float, float, float]:
+        """(min, max, default) power limit of GPU `index` from NVML, in W."""
+        handle = self._handle(index)
+        constraints = pynvml.nvmlDeviceGetPowerManagementLimitConstraints
+        low_mw, high_mw = _call("power limit constraints", constraints, handle)
+        default_mw = _call("default power limit", pynvml.nvmlDeviceGetPowerManagementDefaultLimit, handle)
+        return low_mw / 1000.0, high_mw / 1000.0, default_mw / 1000.0
+
+    def set_power_limit_w(self, index: int, watts: float | None) -> float:
+        """`nvmlDeviceSetPowerManagementLimit`, clamped into the device's range (needs root)."""
+        low_w, high_w, default_w = self.power_limit_range_w(index)
+        limit_w = default_w if watts is None else min(high_w, max(low_w, float(watts)))
+        _call(f"set the power limit of GPU {index}", pynvml.nvmlDeviceSetPowerManagementLimit,
+              self._handle(index), round(limit_w * 1000))
+        return limit_w
+
+    def _handle(self, index: int) -> Any:
+        handle = self._handles[index]
+        if isinstance(handle, TelemetryError):
+            raise handle
+        return handle
+
     @staticmethod
     def _read_one(index: int, handle: Any) -> GpuReading:
         utilization = _call("utilization", pynvml.nvmlDeviceGetUtilizationRates, handle)
