@@ -254,6 +254,7 @@ class SchedulerActor(ControlPlaneActor):
         active = self.store.list_jobs([state.value for state in JobState if not state.is_finished])
         self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
         self._metrics.export_queue(active, self.store.count_jobs([state.value for state in FINISHED]))
+        self._metrics.export_grid_target(self._grid.target_now_kw())
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():

@@ -6,6 +6,7 @@ Ray prefixes every name with `ray_` on export: `factory_jobs` is scraped as `ray
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,8 @@ JOB_METRICS = (
     MetricSpec("factory_job_cost_total", "currency", ("team", "currency"), "energy cost of finished jobs"),
     MetricSpec("factory_job_savings_total", "currency", ("team", "currency"),
                "cost avoided against running each finished job at once"),
+    MetricSpec("factory_grid_event_target_kw", "kW", (),
+               "facility power target of the grid event under way (NaN: none)"),
 )
 _COUNTERS = {"factory_job_energy_kwh_total", "factory_job_cost_total", "factory_job_savings_total"}
 
@@ -46,6 +49,10 @@ class JobMetrics:
             self._metrics["factory_jobs"].set(float(counts.get(state.value, 0)), {"state": state.value})
         in_use = sum(num_gpus(job) for job in active if JobState(job.state).holds_gpus)
         self._metrics["factory_gpus_in_use"].set(float(in_use))
+
+    def export_grid_target(self, target_kw: float | None) -> None:
+        """The target of the grid event under way, beside the facility's power (NaN when none is)."""
+        self._metrics["factory_grid_event_target_kw"].set(math.nan if target_kw is None else float(target_kw))
 
     def accounted_job(self, job: JobRow, record: dict[str, Any]) -> None:
         """`accounted`, for the job's team."""

@@ -163,6 +163,14 @@ class GridEventBook:
                 kept.append((event.start_s, end_s, target_kw * 1000.0, event.created_s))
         return kept
 
+    def target_now_kw(self) -> float | None:
+        """The lowest target of the events under way now (None: none is)."""
+        now_s = self._now_s()
+        targets = [event.target_now_kw(self.latest_kw) for event in self.events.values()
+                   if event.state(now_s) == "active"]
+        known = [target for target in targets if target is not None]
+        return min(known) if known else None
+
     def observe(self, now_s: float, facility_kw: float) -> None:
         """One measurement of the facility's power: baselines, measured intervals, outcomes."""
         previous_kw, self.latest_kw = self.latest_kw, facility_kw

@@ -50,6 +50,9 @@ def test_an_event_is_stored_measured_and_judged_and_survives_a_restart(store: SQ
     event = book.add(T0 + 600, T0 + 1800, reduce_pct=25.0, source="utility", created_by="cli:ops")
     book.observe(T0 + 590, 100.0)  # the last measurement before the start: the baseline
     assert book.get(event.event_id).target_now_kw(book.latest_kw) == pytest.approx(75.0)
+    assert book.target_now_kw() is None  # not under way yet (the metric shows NaN)
+    clock.now_s = T0 + 700
+    assert book.target_now_kw() == pytest.approx(75.0)
 
     for offset_s, kw in ((600, 98.0), (630, 80.0), (640, 74.0), (900, 70.0), (1790, 72.0), (1800, 90.0)):
         book.observe(T0 + offset_s, kw)
