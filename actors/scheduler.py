@@ -99,6 +99,7 @@ class SchedulerActor(ControlPlaneActor):
                                                      daemon=True)
         self._registration_thread.start()
         self._grid = GridEventBook(self.store, self.clock.now_s, self.audit)
+        self._grid_file_stamp: int | None = None  # the event file as last read (its mtime)
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
@@ -320,6 +321,7 @@ class SchedulerActor(ControlPlaneActor):
         created = sorted(handles)
         for name in created:
             self.audit("actor.created", name, reason="node joined")
+        self._read_grid_event_file()
         self._measure_for_grid_events()
         if created or (down is not None and set(down) != self._known_down):
             self._known_down = set(down or ())
@@ -365,6 +367,28 @@ class SchedulerActor(ControlPlaneActor):
         assert self.clock is not None
         now_s = self.clock.now_s()
         return [event.view(now_s, self._grid.latest_kw) for event in self._grid.listed()]
+
+    def _read_grid_event_file(self) -> None:
+        """Add the events of `prices.grid_events_path` when the file changed (an error is `last_error`)."""
+        path = self.config.prices.grid_events_path
+        if path is None:
+            return
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError as error:
+            self._record_error(f"prices.grid_events_path {path}: {error.strerror or error}")
+            return
+        if stamp == self._grid_file_stamp:
+            return
+        try:
+            with self._jobs_lock:
+                added = self._grid.add_from_file(path)
+        except FactoryError as error:  # a bad row: said once per change of the file
+            self._record_error(f"prices.grid_events_path: {error}")
+            added = []
+        self._grid_file_stamp = stamp
+        if added:
+            self.wake()
 
     def _measure_for_grid_events(self) -> None:
         """Feed the facility's measured power to the events that are near, under way or just over."""

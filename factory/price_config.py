@@ -76,7 +76,7 @@ class TraceConfig(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (an IANA name, e.g. America/Chicago)") from None
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. America/Chicago)") from None
         return value
 
 
@@ -141,6 +141,17 @@ class PricesConfig(_Section):
     tariff_path: Path | None = Field(
         None, description="Time-of-use tariff YAML; unset: the built-in illustrative tariff."
     )
+    grid_events_path: Path | None = Field(
+        None, description="A CSV of demand-response events (start, end, target_kw or reduce_pct, id), read "
+        "again whenever it changes; each event is added once (`factory grid events`)."
+    )
+
+    @field_validator("tariff_path", "grid_events_path")
+    @classmethod
+    def _a_path_the_os_accepts(cls, value: Path | None) -> Path | None:
+        if value is not None and "\x00" in str(value):  # pathlib would fail later with a raw ValueError
+            raise ValueError("a path cannot contain a NUL character")
+        return value
     trace: TraceConfig = TraceConfig()
     http: HttpFeedConfig = HttpFeedConfig()
     carbon: CarbonTraceConfig | None = Field(
@@ -161,6 +172,8 @@ class PricesConfig(_Section):
         """Make every file path absolute against `cwd` (the actor runs elsewhere)."""
         if self.tariff_path is not None and not self.tariff_path.is_absolute():
             self.tariff_path = (cwd / self.tariff_path).resolve()
+        if self.grid_events_path is not None and not self.grid_events_path.is_absolute():
+            self.grid_events_path = (cwd / self.grid_events_path).resolve()
         for trace in (self.trace, self.carbon):
             if trace is not None:
                 trace.paths = [p if Path(p).is_absolute() else str((cwd / p).resolve())

@@ -25,13 +25,16 @@ Invariants:
 
 from __future__ import annotations
 
+import csv
 import math
 import uuid
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
+from factory.clock import aware_time_s
 from factory.errors import ConfigError, FactoryError
 from factory.store import StateStore
 
@@ -107,8 +110,14 @@ class GridEventBook:
             record["event_id"]: GridEvent.model_validate(record) for record in store.list_grid_events()}
 
     def add(self, start_s: float, end_s: float, *, target_kw: float | None = None,
-            reduce_pct: float | None = None, source: str = "", created_by: str = "") -> GridEvent:
-        """A new event; GridEventError (one line naming the field) if it cannot be kept as given."""
+            reduce_pct: float | None = None, source: str = "", created_by: str = "",
+            event_id: str | None = None) -> GridEvent:
+        """A new event; GridEventError (one line naming the field) if it cannot be kept as given.
+
+        An `event_id` already kept (an event file read again) returns that event and adds nothing.
+        """
+        if event_id is not None and event_id in self.events:
+            return self.events[event_id]
         now_s = self._now_s()
         if (target_kw is None) == (reduce_pct is None):
             raise GridEventError("give either a target in kW (--target-kw) or a reduction in percent "
@@ -121,7 +130,7 @@ class GridEventBook:
             raise GridEventError("--end must be after --start")
         if end_s <= now_s:
             raise GridEventError("--end is in the past (factory time): the event would be over already")
-        event = GridEvent(event_id=f"ev-{uuid.uuid4().hex[:8]}", start_s=start_s, end_s=end_s,
+        event = GridEvent(event_id=event_id or f"ev-{uuid.uuid4().hex[:8]}", start_s=start_s, end_s=end_s,
                           target_kw=target_kw, reduce_pct=reduce_pct, source=source, created_s=now_s,
                           created_by=created_by)
         self._save(event)
@@ -139,6 +148,22 @@ class GridEventBook:
         self._save(event)
         self._audit("grid.event_cancelled", event_id, actor=cancelled_by or None)
         return event
+
+    def add_from_file(self, path: Path) -> list[GridEvent]:
+        """The events of an event file not kept yet and not over (ids `file-<its id>`); return those added.
+
+        Raises:
+            GridEventError: the file cannot be read (one line naming the file, line and column).
+        """
+        now_s, added = self._now_s(), []
+        for row in read_event_file(path):
+            event_id = f"file-{row.event_id}"
+            if event_id in self.events or row.end_s <= now_s:
+                continue
+            added.append(self.add(row.start_s, row.end_s, target_kw=row.target_kw,
+                                  reduce_pct=row.reduce_pct, source=row.source or f"file:{Path(path).name}",
+                                  created_by="grid-events-file", event_id=event_id))
+        return added
 
     def get(self, event_id: str) -> GridEvent:
         """The event `event_id`; GridEventNotFoundError naming the known ones otherwise."""
@@ -217,3 +242,64 @@ def _measured(event: GridEvent, now_s: float, facility_kw: float) -> GridEvent:
     return event.model_copy(update={
         "intervals": intervals, "max_kw": max(event.max_kw or 0.0, facility_kw),
         "seconds_to_target": seconds_to_target, "late_over_target": late_over})
+
+
+class EventRow(NamedTuple):
+    """One event as a file gives it (see `read_event_file`)."""
+
+    event_id: str
+    start_s: float
+    end_s: float
+    target_kw: float | None
+    reduce_pct: float | None
+    announced_s: float
+    source: str
+
+
+def read_event_file(path: str | Path, error: type[FactoryError] = GridEventError) -> list[EventRow]:
+    """Grid events from a CSV: `start`, `end` (ISO 8601 with offset), `target_kw` or `reduce_pct`, and
+    optionally `id`, `announced` (default: the start) and `source`. A bad row raises `error`, one line
+    naming the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file of grid events")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        if not {"start", "end"} <= columns or not columns & {"target_kw", "reduce_pct"}:
+            raise error(f"{path}: the columns are start, end, and target_kw or reduce_pct (and optionally "
+                        f"id, announced, source); it has {', '.join(sorted(columns)) or 'none'}")
+        rows = list(enumerate(reader, start=2))
+    events = []
+    for line, row in rows:
+        def at(column: str, line: int = line, row: dict[str, str] = row) -> float:
+            try:
+                return aware_time_s(row.get(column) or "")
+            except ValueError as wrong:
+                raise error(f"{path}:{line}: {column} {wrong}") from None
+
+        def number(column: str, line: int = line, row: dict[str, str] = row) -> float | None:
+            text = (row.get(column) or "").strip()
+            if not text:
+                return None
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value) or value < 0:
+                raise error(f"{path}:{line}: {column} {text!r} is not a finite number, 0 or more")
+            return value
+
+        start_s, end_s = at("start"), at("end")
+        if end_s <= start_s:
+            raise error(f"{path}:{line}: end {row['end']} is not after start {row['start']}")
+        target_kw, reduce_pct = number("target_kw"), number("reduce_pct")
+        if (target_kw is None) == (reduce_pct is None):
+            raise error(f"{path}:{line}: give target_kw or reduce_pct (one of them)")
+        notice = (row.get("announced") or "").strip()
+        announced_s = at("announced") if notice else start_s
+        if announced_s > start_s:
+            raise error(f"{path}:{line}: announced {notice} is after the event's start")
+        events.append(EventRow((row.get("id") or "").strip() or f"event-{len(events) + 1}", start_s, end_s,
+                               target_kw, reduce_pct, announced_s, (row.get("source") or "").strip()))
+    return events

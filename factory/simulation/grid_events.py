@@ -19,8 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import csv
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +26,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from factory.clock import aware_time_s
 from factory.errors import SimulationInputError
+from factory.prices.grid_events import read_event_file
 from factory.scheduling.model import grid_caps_w
 
 COMPLIANCE_EPS_KW = 1e-6
-REQUIRED = ("start", "end", "target_kw")
 
 
 @dataclass(frozen=True)
@@ -72,37 +69,18 @@ class GridEventReport(BaseModel):
 
 
 def load_grid_events(path: str | Path) -> GridEvents:
-    """Read a CSV of events; a bad row is one line naming the file, line and column."""
-    path = Path(path)
-    if not path.is_file():
-        raise SimulationInputError(f"--grid-events {path}: no such file")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or ())
-        missing = [column for column in REQUIRED if column not in columns]
-        if missing:
-            raise SimulationInputError(f"{path}: no column {', '.join(missing)}; the columns are start, end, "
-                                       "target_kw (and optionally id, announced)")
-        rows = [(line, row) for line, row in enumerate(reader, start=2)]
-    ids, starts, ends, targets, announced = [], [], [], [], []
-    for line, row in rows:
-        start_s = _time(path, line, row, "start")
-        end_s = _time(path, line, row, "end")
-        if end_s <= start_s:
-            raise SimulationInputError(f"{path}:{line}: end {row['end']} is not after start {row['start']}")
-        target_kw = _number(path, line, row, "target_kw")
-        notice = (row.get("announced") or "").strip()
-        announced_s = _time(path, line, row, "announced") if notice else start_s
-        if announced_s > start_s:
-            raise SimulationInputError(f"{path}:{line}: announced {notice} is after the event's start")
-        ids.append((row.get("id") or "").strip() or f"event-{len(ids) + 1}")
-        starts.append(start_s)
-        ends.append(end_s)
-        targets.append(target_kw * 1000.0)
-        announced.append(announced_s)
-    order = np.argsort(starts, kind="stable")
-    return GridEvents(tuple(ids[i] for i in order), np.array(starts)[order], np.array(ends)[order],
-                      np.array(targets)[order], np.array(announced)[order])
+    """Read a CSV of events (`factory.prices.grid_events.read_event_file`); a bad row is one line
+    naming the file, line and column. The simulator needs each event's target in kW."""
+    rows = read_event_file(path, SimulationInputError)
+    reduced = next((row for row in rows if row.target_kw is None), None)
+    if reduced is not None:
+        raise SimulationInputError(f"{path}: event {reduced.event_id} gives reduce_pct; the simulator needs "
+                                   "target_kw (it has no measured baseline to reduce from)")
+    rows.sort(key=lambda row: row.start_s)
+    return GridEvents(tuple(row.event_id for row in rows), np.array([row.start_s for row in rows]),
+                      np.array([row.end_s for row in rows]),
+                      np.array([float(row.target_kw or 0.0) * 1000.0 for row in rows]),
+                      np.array([row.announced_s for row in rows]))
 
 
 def compliance(events: GridEvents, segment_start_s: np.ndarray, segment_end_s: np.ndarray,
@@ -117,25 +95,6 @@ def compliance(events: GridEvents, segment_start_s: np.ndarray, segment_end_s: n
         reports.append(GridEventReport(id=event_id, start=_iso(start_s), end=_iso(end_s), target_kw=target_kw,
                                        max_kw=max_kw, complied=max_kw <= target_kw + COMPLIANCE_EPS_KW))
     return reports
-
-
-def _time(path: Path, line: int, row: dict[str, str], column: str) -> float:
-    try:
-        return aware_time_s(row.get(column) or "")
-    except ValueError as error:
-        raise SimulationInputError(f"{path}:{line}: {column} {error}") from None
-
-
-def _number(path: Path, line: int, row: dict[str, str], column: str) -> float:
-    text = (row.get(column) or "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise SimulationInputError(f"{path}:{line}: {column} {text!r} is not a finite number of kW, "
-                                   "0 or more")
-    return value
 
 
 def _iso(time_s: float) -> str:

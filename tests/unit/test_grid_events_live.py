@@ -127,3 +127,30 @@ def test_the_cli_refuses_a_bad_time_or_target_in_one_line_before_touching_the_cl
         grid("--start", "soon", "--end", "2024-07-01T11:00Z", "--target-kw", "5"))
     assert "either --target-kw or --reduce-pct" in assert_one_line_error(
         grid("--start", "2024-07-01T10:00Z", "--end", "2024-07-01T11:00Z"))
+
+
+def test_an_event_file_adds_each_event_once_and_skips_those_over(store: SQLiteStore, tmp_path: Path) -> None:
+    clock = Clock()
+    book = book_on(store, clock)
+    path = tmp_path / "events.csv"
+    path.write_text("id,start,end,target_kw,reduce_pct,source\n"
+                    "a,2024-07-01T02:00:00Z,2024-07-01T03:00:00Z,40,,pjm\n"
+                    "b,2024-07-01T04:00:00Z,2024-07-01T05:00:00Z,,20,\n"
+                    "old,2024-06-30T02:00:00Z,2024-06-30T03:00:00Z,40,,\n")
+
+    added = book.add_from_file(path)
+    assert [(e.event_id, e.target_kw, e.reduce_pct, e.source) for e in added] == [
+        ("file-a", 40.0, None, "pjm"), ("file-b", None, 20.0, "file:events.csv")]
+    assert book.add_from_file(path) == [] and len(book.listed()) == 2  # read again: nothing new
+
+    path.write_text("start,end,target_kw\n2024-07-01T02:00:00Z,soon,40\n")
+    with pytest.raises(GridEventError, match="events.csv:2: end 'soon' is not an ISO 8601 time"):
+        book.add_from_file(path)
+
+
+def test_the_event_file_path_is_made_absolute_as_the_tariffs_is(tmp_path: Path) -> None:
+    from factory.config import load_config
+
+    (tmp_path / "factory.yaml").write_text("prices:\n  grid_events_path: events.csv\n")
+    config = load_config(tmp_path / "factory.yaml", env={}, cwd=tmp_path)  # the actor runs elsewhere
+    assert config.prices.grid_events_path == (tmp_path / "events.csv").resolve()

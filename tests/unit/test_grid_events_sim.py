@@ -76,7 +76,8 @@ def test_the_summary_says_whether_each_event_was_met_and_what_it_cost(flat: Path
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("start,end\n", "no column target_kw"),
+    ("start,end\n", "the columns are start, end, and target_kw or reduce_pct"),
+    ("start,end,reduce_pct\n2024-03-01T10:00:00Z,2024-03-01T12:00:00Z,20\n", "the simulator needs target_kw"),
     ("start,end,target_kw\n2024-03-01T10:00:00Z,2024-03-01T09:00:00Z,2\n", "events.csv:2: end"),
     ("start,end,target_kw\n2024-03-01 10:00,2024-03-01T12:00:00Z,2\n", "has no UTC offset"),
     ("start,end,target_kw\nsoon,2024-03-01T12:00:00Z,2\n", "events.csv:2: start 'soon' is not an ISO 8601"),
