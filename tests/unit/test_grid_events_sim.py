@@ -14,7 +14,6 @@ import pytest
 
 from factory.errors import SimulationInputError
 from factory.simulation.grid_events import GridEvents, compliance, load_grid_events
-from tests.unit.test_carbon_objective import write_day_prices
 from tests.unit.test_cli_errors import assert_one_line_error
 from tests.unit.test_cli_simulate import simulate, write_jobs
 
@@ -111,14 +110,26 @@ def test_compliance_is_the_highest_power_while_the_event_lasts() -> None:
         load_grid_events("absent.csv")
 
 
-def test_an_event_that_caps_nothing_leaves_the_run_as_it_was(tmp_path: Path) -> None:
-    # Cheap nights, many jobs: the planner's choices matter. The event, announced at time zero, is
-    # long after every job is due.
-    write_day_prices(tmp_path / "prices.csv", days=4, carbon=False)
-    write_jobs(tmp_path / "jobs.csv",
-               [f"j{i},{(i % 6) * 3600},{3600 + 600 * i},1,{20 * 3600}" for i in range(24)])
-    (tmp_path / "events.csv").write_text("start,end,target_kw,announced\n"
-                                         "2024-03-03T10:00:00Z,2024-03-03T12:00:00Z,0,2024-03-01T00:00:00Z\n")
-    with_event, without = run(tmp_path, "--grid-events", "events.csv"), run(tmp_path)
-    assert with_event["cost"] == without["cost"] and with_event["compliance_cost"] == 0.0
-    assert with_event["grid_events"][0]["max_kw"] == 0.0 and with_event["grid_events"][0]["complied"]
+def test_an_event_that_caps_nothing_leaves_the_run_as_it_was() -> None:
+    # 40 jobs over cheap nights and dear days on 4 GPUs; the event, announced at time zero, is long
+    # after every job is due, so no plan may change (one did, when an all-inf cap array switched the
+    # planner's within-interval starts off).
+    from factory.prices.series import IntervalSeries
+    from factory.simulation.run import SimulationSettings, prices_from_series, run_policy
+    from factory.simulation.trace import JobTrace
+
+    rng, n = np.random.default_rng(0), 40
+    prices = prices_from_series(IntervalSeries(T0, HOUR_S, np.array(
+        [10.0 if h % 24 < 6 else 80.0 + 20 * np.sin(h) for h in range(24 * 5)])), "USD", "toy")
+    trace = JobTrace(job_id=np.array([f"j{i}" for i in range(n)], dtype=object),
+                     submit_s=np.sort(rng.uniform(0, 36 * HOUR_S, n)),
+                     duration_s=rng.uniform(0.3, 4, n) * HOUR_S, num_gpus=rng.integers(1, 3, n),
+                     deadline_s=np.full(n, 30 * HOUR_S), preemptible=np.ones(n, bool),
+                     power_w=np.full(n, 700.0), team=np.full(n, "", dtype=object),
+                     priority=np.zeros(n, np.int64))
+    late = GridEvents(("e",), np.array([T0 + 108 * HOUR_S]), np.array([T0 + 110 * HOUR_S]), np.array([0.0]),
+                      np.array([T0]))
+
+    _, without = run_policy(trace, prices, SimulationSettings(gpus=4), "price-aware")
+    _, with_event = run_policy(trace, prices, SimulationSettings(gpus=4, grid_events=late), "price-aware")
+    assert with_event.cost == without.cost and with_event.preemptions == without.preemptions
