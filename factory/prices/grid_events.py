@@ -99,7 +99,11 @@ class GridEvent(BaseModel):
 
 
 class GridEventBook:
-    """Every grid event, in the store; the rules for adding, cancelling and measuring them."""
+    """Every grid event, in the store; the rules for adding, cancelling and measuring them.
+
+    The scheduler's threads share it: readers copy `events` before walking it (a list() of a dict is
+    one step under the GIL), and events are replaced whole, never changed in place.
+    """
 
     def __init__(self, store: StateStore, now_s: Callable[[], float], audit: Callable[..., int]) -> None:
         self.store = store
@@ -175,13 +179,13 @@ class GridEventBook:
 
     def listed(self) -> list[GridEvent]:
         """Every event, by start."""
-        return sorted(self.events.values(), key=lambda e: (e.start_s, e.event_id))
+        return sorted(list(self.events.values()), key=lambda e: (e.start_s, e.event_id))
 
     def caps(self) -> list[tuple[float, float, float, float]]:
         """(start_s, end_s, target_w, announced_s) of the events that still cap, for `grid_caps_w`."""
         now_s = self._now_s()
         kept = []
-        for event in self.events.values():
+        for event in list(self.events.values()):
             end_s = event.end_s if event.cancelled_s is None else min(event.end_s, event.cancelled_s)
             target_kw = event.target_now_kw(self.latest_kw)
             if end_s > now_s and target_kw is not None:
@@ -191,7 +195,7 @@ class GridEventBook:
     def target_now_kw(self) -> float | None:
         """The lowest target of the events under way now (None: none is)."""
         now_s = self._now_s()
-        targets = [event.target_now_kw(self.latest_kw) for event in self.events.values()
+        targets = [event.target_now_kw(self.latest_kw) for event in list(self.events.values())
                    if event.state(now_s) == "active"]
         known = [target for target in targets if target is not None]
         return min(known) if known else None
