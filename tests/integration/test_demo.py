@@ -58,10 +58,10 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     live = out[out.index("== 6. Live training"):]
     lines = {(line.split()[4], line.split()[5]) for line in live.splitlines() if " USD/MWh  " in line}
     for name in ("nlp-large", "vision-small", "ops-urgent"):
-        assert (name, "REGISTERED") in lines  # ran, then registered its model
-    assert ("nlp-large", "WAITING") in lines and ("vision-small", "WAITING") in lines
-    assert ("nlp-large", "PAUSING") in lines and ("ops-urgent", "WAITING") not in lines
-    assert "nlp-large resumed from its checkpoint at step" in live
+        assert (name, "REGISTERED") in lines, live  # ran, then registered its model
+    assert ("nlp-large", "WAITING") in lines and ("vision-small", "WAITING") in lines, live
+    assert ("nlp-large", "PAUSING") in lines and ("ops-urgent", "WAITING") not in lines, live
+    assert "nlp-large resumed from its checkpoint at step" in live, live
     # A job waiting for the cheap hour says why and what it is promised: its latest safe start, which
     # lies between its cheap window and its deadline, and it has started by then.
     narration = live[:live.index("The models the jobs registered")].splitlines()
@@ -76,8 +76,8 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
         assert minutes(started) <= minutes(latest) + 5  # narrated within a poll of its start
     rows = {line.split()[0]: line.split() for line in live.splitlines()
             if line.startswith(("nlp-large ", "vision-small ", "ops-urgent "))}
-    assert all(row[4] == "yes" for row in rows.values())  # on time
-    assert rows["nlp-large"][3] == "2" and float(rows["nlp-large"][8]) > 0  # two runs, money saved
+    assert all(row[4] == "yes" for row in rows.values()), live  # on time
+    assert rows["nlp-large"][3] == "2" and float(rows["nlp-large"][8]) > 0, live  # two runs, money saved
     assert float(live.split("USD spent, ")[1].split(" USD saved")[0]) > 0
     # Every job registered its model; one is promoted, and its card shows where it came from.
     registry = live[live.index("The models the jobs registered"):]
