@@ -27,10 +27,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from factory.errors import SimulationInputError
-from factory.prices.grid_events import read_event_file
+from factory.prices.grid_events import COMPLIANCE_EPS_KW, read_event_file
 from factory.scheduling.model import grid_caps_w
-
-COMPLIANCE_EPS_KW = 1e-6
 
 
 @dataclass(frozen=True)
