@@ -142,8 +142,9 @@ def follow(client: FactoryClient, echo: Echo) -> None:
                  f"{shorten(compact_times(event.reason, at.date()), 70)}".rstrip())
         # A waiting job's promise, whenever it is new: the scheduler refines a wait's reason (a new
         # planned start) without a new transition, so this follows the rows, not the timelines.
+        today = client.now().date()
         for job_id, job in rows.items():
-            promise = wait_line(ids[job_id], job, client.now().date()) if job.state == "WAITING" else None
+            promise = wait_line(ids[job_id], job, today) if job.state == "WAITING" else None
             if promise and promise != promised.get(job_id):
                 echo(promise)
             promised[job_id] = promise
