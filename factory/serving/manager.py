@@ -100,9 +100,12 @@ class EndpointManager:
         """Create or update the endpoint of the model `ref_text` names (NAME@ALIAS, NAME:VERSION, NAME).
 
         A `request_id` that took effect changes nothing and answers with the endpoint it deployed; one
-        resent while the first still deploys waits for it. The request is checked, and recorded with the
-        deploy's audit event just after the endpoint's write, under `apply_lock`: Serve's deploy takes
-        minutes, too long to hold the store's write lock (`StateStore.once`).
+        resent while the first still deploys waits for it (`apply_lock`). The endpoint is written ahead
+        of Serve's deploy (a restart reconciles what was written), then written again with the request's
+        record and the audit event in one transaction once Serve serves it: Serve's deploy takes minutes,
+        too long to hold the store's write lock. A retry after a crash between the two writes finds the
+        endpoint already as asked (`with_stable` of the same version changes nothing), so it deploys
+        the same again and records the request once: one endpoint, one history entry, one audit event.
         """
         with self.apply_lock:
             done = self.store.request_done(request_id, "endpoint.deploy")
@@ -118,12 +121,13 @@ class EndpointManager:
                                 now_s=now_s)
             self._change(current, endpoint)
 
-            def audited() -> dict[str, Any]:  # just after the endpoint's write: a retry would redo the same
+            def recorded_with_its_effect() -> dict[str, Any]:
+                self._persist()
                 self._audit("endpoint.deployed", endpoint.name, actor=deployed_by or None, ref=endpoint.ref,
                             version=endpoint.stable_version, route=endpoint.route, replicas=endpoint.replicas)
                 return endpoint.model_dump(mode="json")
 
-            self.store.once(request_id, "endpoint.deploy", now_s, audited)
+            self.store.once(request_id, "endpoint.deploy", now_s, recorded_with_its_effect)
         return endpoint
 
     def canary(self, name: str, version: int, percent: float, set_by: str = "") -> Endpoint:

@@ -122,6 +122,36 @@ def test_a_deploy_is_stored_before_serve_is_told_and_audited(setup: Setup) -> No
     assert setup.actions() == ["endpoint.deployed"]
 
 
+def test_a_deploy_retried_after_a_crash_before_its_record_deploys_once_in_every_record(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.register()
+    setup.register()
+    setup.manager().deploy("reg:1", request_id="req-first")
+    crashing = setup.manager()
+
+    def crash(*args: Any, **kwargs: Any) -> None:  # the actor dies after Serve deployed v2
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(setup.store, "once", crash)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.deploy("reg:2", deployed_by="cli:alice", request_id="req-2")
+    monkeypatch.undo()
+    assert setup.store.list_endpoints()["reg"]["stable_version"] == 2  # written ahead, not recorded
+    assert setup.store.find_request("req-2") is None
+
+    restarted = setup.manager()
+    retried = restarted.deploy("reg:2", deployed_by="cli:alice", request_id="req-2")
+    again = setup.manager().deploy("reg:2", deployed_by="cli:alice", request_id="req-2")
+
+    assert retried.stable_version == again.stable_version == 2
+    assert retried.history == [1]  # v2 joined once, not as its own predecessor
+    assert setup.store.list_endpoints()["reg"]["history"] == [1]
+    assert setup.actions() == ["endpoint.deployed", "endpoint.deployed"]  # v1, then v2 once
+    assert setup.store.find_request("req-2").result["stable_version"] == 2  # type: ignore[union-attr]
+    assert [applied[1] for applied in setup.serve.applied] == [1, 2, 2]  # the retry re-applied; the
+    # resend after the record did not
+
+
 def test_a_new_endpoint_serve_refuses_is_forgotten_and_the_error_raised(setup: Setup) -> None:
     setup.register()
     setup.serve.refuse.add(1)
