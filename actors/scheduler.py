@@ -40,6 +40,7 @@ from factory.control_plane import (
 from factory.errors import FactoryError
 from factory.jobs.accountant import Accountant
 from factory.jobs.controller import JobController, StepResult
+from factory.jobs.measured_power import PowerDrift
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
 from factory.jobs.registration import Registrations
@@ -100,6 +101,7 @@ class SchedulerActor(ControlPlaneActor):
         self._registration_thread.start()
         self._grid = GridEventBook(self.store, self.clock.now_s, self.audit)
         self._grid_file_stamp: int | None = None  # the event file as last read (its mtime)
+        self._drift = PowerDrift()  # measured power above the jobs' nominal draw: budgets keep it free
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
@@ -256,6 +258,7 @@ class SchedulerActor(ControlPlaneActor):
         self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
         self._metrics.export_queue(active, self.store.count_jobs([state.value for state in FINISHED]))
         self._metrics.export_grid_target(self._grid.target_now_kw())
+        self._metrics.export_power_drift(self._drift.it_w)
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():
@@ -300,13 +303,15 @@ class SchedulerActor(ControlPlaneActor):
         settings = self.config.scheduler
         node_gpus = {node["NodeID"]: int(node.get("Resources", {}).get("GPU", 0))
                      for node in ray.nodes() if node["Alive"]}
-        # A grid event's target is facility power at the meter: the jobs' GPUs may draw it / PUE.
-        pue = self.config.telemetry.pue
-        events = [(start_s, end_s, target_w / pue, announced_s)
+        # A grid event's target is facility power at the meter: IT power may be it / PUE. Both it and the
+        # budget are kept on measured power: what the facility draws above the jobs' nominal watts is
+        # kept free (factory.jobs.measured_power).
+        pue, margin_pct = self.config.telemetry.pue, settings.power_margin_pct
+        events = [(start_s, end_s, self._drift.cap_w(target_w / pue, margin_pct), announced_s)
                   for start_s, end_s, target_w, announced_s in self._grid.caps()]
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
-                           power_budget_w=settings.power_budget_w, quotas=dict(settings.quotas),
-                           grid_events=events)
+                           power_budget_w=self._drift.budget_w(settings.power_budget_w, margin_pct),
+                           quotas=dict(settings.quotas), grid_events=events)
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
@@ -322,7 +327,7 @@ class SchedulerActor(ControlPlaneActor):
         for name in created:
             self.audit("actor.created", name, reason="node joined")
         self._read_grid_event_file()
-        self._measure_for_grid_events()
+        self._measure_power()
         if created or (down is not None and set(down) != self._known_down):
             self._known_down = set(down or ())
             self.wake()  # the cluster changed: decide now
@@ -390,17 +395,24 @@ class SchedulerActor(ControlPlaneActor):
         if added:
             self.wake()
 
-    def _measure_for_grid_events(self) -> None:
-        """Feed the facility's measured power to the events that are near, under way or just over."""
+    def _measure_power(self) -> None:
+        """Measure the facility where a power budget or a near grid event needs it (each control round).
+
+        The sample corrects the budget's and the events' caps for what the jobs' nominal watts miss,
+        and is what the events near, under way or just over are judged on.
+        """
         assert self.clock is not None
         now_s = self.clock.now_s()
         watched = [event for event in self._grid.listed() if not event.ended and event.cancelled_s is None
                    and event.start_s - GRID_WATCH_AHEAD_S <= now_s]
-        if not watched:
+        if not watched and self.config.scheduler.power_budget_w is None:
             return
         answers = ask_telemetry(alive_node_ids(), "node_status").values()
         nodes = [answer for answer in answers if isinstance(answer, NodeStatus)]
         if not nodes:
+            return
+        self._drift.observe(nodes, self.config.scheduler.gpu_power_w)
+        if not watched:
             return
         facility_kw = facility_view(nodes, self.config.telemetry.pue, now_s).facility_power_w / 1000.0
         before = [(event.baseline_kw, event.ended) for event in watched]

@@ -126,7 +126,13 @@ class SchedulerConfig(_Section):
         2.0, gt=0, description="Real seconds between control-loop rounds (a node that joins gets "
         "its telemetry actor, one that leaves is recorded as down, within about this long)."
     )
-    power_budget_w: float | None = Field(None, gt=0, description="Facility GPU power cap in W.")
+    power_budget_w: float | None = Field(None, gt=0, description="Facility GPU power cap in W, kept on "
+                                         "measured power (see power_margin_pct).")
+    power_margin_pct: float = Field(
+        5.0, ge=0, lt=100, allow_inf_nan=False, description="Share of the power budget and of a grid "
+        "event's target kept free beside the measured draw above the jobs' nominal watts "
+        "(factory.jobs.measured_power)."
+    )
     policy: Literal["price-aware", "fifo", "priority"] = Field(
         "price-aware", description="The scheduling policy (the same code `factory simulate` measures)."
     )

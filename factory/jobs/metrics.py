@@ -25,6 +25,9 @@ JOB_METRICS = (
                "cost avoided against running each finished job at once"),
     MetricSpec("factory_grid_event_target_kw", "kW", (),
                "facility power target of the grid event under way (NaN: none)"),
+    MetricSpec("factory_power_drift_w", "W", (),
+               "measured IT power above the busy GPUs' nominal draw, smoothed; kept free of the power "
+               "budget and grid event caps (NaN before a sample)"),
 )
 _COUNTERS = {"factory_job_energy_kwh_total", "factory_job_cost_total", "factory_job_savings_total"}
 
@@ -53,6 +56,10 @@ class JobMetrics:
     def export_grid_target(self, target_kw: float | None) -> None:
         """The target of the grid event under way, beside the facility's power (NaN when none is)."""
         self._metrics["factory_grid_event_target_kw"].set(math.nan if target_kw is None else float(target_kw))
+
+    def export_power_drift(self, drift_w: float | None) -> None:
+        """What the budget keeps free for the facility's draw above nominal (NaN before a sample)."""
+        self._metrics["factory_power_drift_w"].set(math.nan if drift_w is None else float(drift_w))
 
     def accounted_job(self, job: JobRow, record: dict[str, Any]) -> None:
         """`accounted`, for the job's team."""

@@ -1,0 +1,72 @@
+"""The power budget on measured power: how far the facility's draw strays from the jobs' nominal watts.
+
+The policy plans in nominal watts (`scheduler.gpu_power_w` per busy GPU). What the facility draws
+differs: idle GPUs draw power, real GPUs draw more (or less) than the estimate, CPUs draw too. The
+SchedulerActor measures every control round and lowers the power budget and every grid event's cap by
+the smoothed excess plus a margin (`scheduler.power_margin_pct`), so that what is measured, not what
+is planned, stays under them.
+
+Invariants:
+  * The correction is never negative: a draw below nominal lends the budget nothing, since a job's
+    draw before it runs is only its estimate.
+  * A drift is followed within a few samples: each sample weighs `SMOOTHING` in the running mean, so
+    four samples correct 94 % of a step.
+  * The busy GPUs and the power come from the same telemetry sample, so a job paused a moment ago
+    whose GPUs the meters still see busy is no drift.
+  * The budget (`scheduler.power_budget_w`, GPU watts) is corrected by the GPUs' drift; a grid event's
+    cap (IT watts: its target at the meter / PUE) by the IT drift, which includes CPU power.
+  * Before the first sample nothing is corrected and no margin is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from factory.telemetry.models import NodeStatus
+
+SMOOTHING = 0.5  # weight of the newest sample in the running mean of the drift
+
+
+@dataclass
+class PowerDrift:
+    """The smoothed excess of measured power over the busy GPUs' nominal draw (W; None: no sample)."""
+
+    gpu_w: float | None = None
+    it_w: float | None = None
+
+    def observe(self, nodes: Sequence[NodeStatus], nominal_gpu_w: float) -> None:
+        """Add one telemetry sample of every alive node (`nominal_gpu_w`: one busy GPU's planned draw)."""
+        alive = [node for node in nodes if node.state == "alive"]
+        if not alive:
+            return
+        nominal_w = nominal_gpu_w * sum(node.gpus_busy for node in alive)
+        self.gpu_w = _smoothed(self.gpu_w, sum(node.gpu_power_w for node in alive) - nominal_w)
+        self.it_w = _smoothed(self.it_w, sum(node.it_power_w for node in alive) - nominal_w)
+
+    def budget_w(self, budget_w: float | None, margin_pct: float) -> float | None:
+        """The GPU power budget the plan may fill in nominal watts (None: no budget)."""
+        if budget_w is None:
+            return None
+        return _corrected(budget_w, self.gpu_w, margin_pct)
+
+    def cap_w(self, it_cap_w: float, margin_pct: float) -> float:
+        """A grid event's cap on IT power, as nominal watts the plan may fill."""
+        return _corrected(it_cap_w, self.it_w, margin_pct)
+
+    def correction_w(self, budget_w: float, margin_pct: float) -> float:
+        """How many watts a budget of `budget_w` GPU watts is lowered by now."""
+        corrected = self.budget_w(budget_w, margin_pct)
+        return 0.0 if corrected is None else budget_w - corrected
+
+
+def _smoothed(mean_w: float | None, sample_w: float) -> float:
+    return sample_w if mean_w is None else SMOOTHING * sample_w + (1.0 - SMOOTHING) * mean_w
+
+
+def _corrected(limit_w: float, drift_w: float | None, margin_pct: float) -> float:
+    """`limit_w` less the drift above nominal and the margin, never below 0 (inf stays inf)."""
+    if drift_w is None or math.isinf(limit_w):
+        return limit_w
+    return max(0.0, limit_w * (1.0 - margin_pct / 100.0) - max(0.0, drift_w))
