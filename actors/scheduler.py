@@ -99,7 +99,7 @@ class SchedulerActor(ControlPlaneActor):
         self._registration_thread = threading.Thread(target=self._registrations.run, name="registration",
                                                      daemon=True)
         self._registration_thread.start()
-        self._grid = GridEventBook(self.store, self.clock.now_s, self.audit)
+        self._grid = GridEventBook(self.store, self.clock.now_s, self.audit, self.clock.spec().speed_factor)
         self._grid_file_stamp: int | None = None  # the event file as last read (its mtime)
         self._drift = PowerDrift()  # measured power above the jobs' nominal draw: budgets keep it free
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster

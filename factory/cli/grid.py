@@ -78,7 +78,7 @@ def events(config_path: str | None, address: str | None, as_json: bool) -> None:
     click.echo(table(["id", "state", "start", "end", "target", "baseline", "max", "to target", "complied"],
                      [[v["event_id"], v["state"], factory_time(v["start_s"]), factory_time(v["end_s"]),
                        _kw(v["target_now_kw"]), _kw(v["baseline_kw"]), _kw(v["max_kw"]),
-                       None if v["seconds_to_target"] is None else f"{v['seconds_to_target']:.0f} s",
+                       _response(v),
                        {True: "yes", False: "NO", None: "-"}[v["complied"]]] for v in views]))
 
 
@@ -89,6 +89,16 @@ def _time(flag: str, text: str) -> float:
         return aware_time_s(text)
     except ValueError as error:
         raise ConfigError(f"{flag} {error}") from None
+
+
+def _response(view: dict[str, Any]) -> str | None:
+    """Seconds from the start to under the target: real ones, with the factory's where a replay differs."""
+    factory_s, real_s = view["seconds_to_target"], view.get("real_seconds_to_target")
+    if factory_s is None:
+        return None
+    if real_s is None or abs(real_s - factory_s) < 0.5:
+        return f"{factory_s:.0f} s"
+    return f"{real_s:.1f} s ({factory_s:.0f} s replayed)"
 
 
 def _kw(value: float | None) -> str | None:

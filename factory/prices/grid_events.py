@@ -13,9 +13,13 @@ Nomenclature:
                       policy then plans with the latest measured power as the baseline).
   intervals        -- the measured power while the event lasts, per `MEASURE_INTERVAL_S`:
                       [start_s, mean_kw, max_kw, samples].
-  seconds_to_target -- from the start until the first sample at or under the target.
-  complied         -- the power was at or under the target within `RESPONSE_S` of the start and at
-                      every sample after that; None while the event lasts or if nothing was measured.
+  seconds_to_target -- from the start until the first sample at or under the target (factory seconds).
+  real_seconds_to_target -- the same in real seconds: under a replay clock, factory seconds / its
+                      speed factor. A response is a physical process (a checkpoint, a worker stopping,
+                      the meters seeing it) that no replay speeds up, so it is judged in real seconds.
+  complied         -- the power was at or under the target within `RESPONSE_S` real seconds of the
+                      start and at every sample after that; None while the event lasts or if nothing
+                      was measured.
 
 Invariants:
   * An event is stored before it is answered, and every change (added, cancelled, started with its
@@ -39,7 +43,7 @@ from factory.errors import ConfigError, FactoryError
 from factory.store import StateStore
 
 MEASURE_INTERVAL_S = 300.0
-RESPONSE_S = 60.0  # measured power must be under the target this soon after the start
+RESPONSE_S = 60.0  # measured power must be under the target this soon after the start (real seconds)
 COMPLIANCE_EPS_KW = 1e-6
 
 
@@ -67,6 +71,7 @@ class GridEvent(BaseModel):
     intervals: list[list[float]] = Field(default_factory=list)
     max_kw: float | None = None
     seconds_to_target: float | None = None
+    real_seconds_to_target: float | None = None
     late_over_target: bool = False  # a sample over the target after RESPONSE_S
     ended: bool = False
 
@@ -89,8 +94,9 @@ class GridEvent(BaseModel):
         """Whether the facility met the event (see the module docstring); None until it is known."""
         if not self.ended or self.max_kw is None:
             return None
-        return self.seconds_to_target is not None and self.seconds_to_target <= RESPONSE_S and \
-            not self.late_over_target
+        response_s = self.real_seconds_to_target if self.real_seconds_to_target is not None \
+            else self.seconds_to_target  # an event measured before real seconds were kept
+        return response_s is not None and response_s <= RESPONSE_S and not self.late_over_target
 
     def view(self, now_s: float, latest_kw: float | None = None) -> dict[str, Any]:
         """The event as `factory grid events --json` shows it."""
@@ -105,9 +111,12 @@ class GridEventBook:
     one step under the GIL), and events are replaced whole, never changed in place.
     """
 
-    def __init__(self, store: StateStore, now_s: Callable[[], float], audit: Callable[..., int]) -> None:
+    def __init__(self, store: StateStore, now_s: Callable[[], float], audit: Callable[..., int],
+                 speed_factor: float = 1.0) -> None:
+        """`speed_factor`: factory seconds per real second (the clock's; 1 on the wall clock)."""
         self.store = store
         self._now_s = now_s
+        self._speed_factor = speed_factor
         self._audit = audit
         self.latest_kw: float | None = None  # the last measured facility power
         self.events: dict[str, GridEvent] = {
@@ -218,24 +227,28 @@ class GridEventBook:
                 changed = changed.model_copy(update={"ended": True})
                 self._save(changed)
                 self._audit("grid.event_ended", event.event_id, max_kw=changed.max_kw,
-                            seconds_to_target=changed.seconds_to_target, complied=changed.complied())
+                            seconds_to_target=changed.seconds_to_target,
+                            real_seconds_to_target=changed.real_seconds_to_target,
+                            complied=changed.complied())
                 continue
-            self._save(_measured(changed, now_s, facility_kw))
+            self._save(_measured(changed, now_s, facility_kw, self._speed_factor))
 
     def _save(self, event: GridEvent) -> None:
         self.store.put_grid_event(event.event_id, event.start_s, event.end_s, event.model_dump(mode="json"))
         self.events[event.event_id] = event
 
 
-def _measured(event: GridEvent, now_s: float, facility_kw: float) -> GridEvent:
-    """`event` with one sample of the facility's power taken at `now_s` during it."""
+def _measured(event: GridEvent, now_s: float, facility_kw: float, speed_factor: float) -> GridEvent:
+    """`event` with one sample of the facility's power taken at `now_s` during it (`speed_factor`: factory
+    seconds per real second)."""
     target_kw = event.target_now_kw(None)
     assert target_kw is not None  # a reduction's baseline is set before the first sample
     under = facility_kw <= target_kw + COMPLIANCE_EPS_KW
-    seconds_to_target = event.seconds_to_target
+    seconds_to_target, real_seconds_to_target = event.seconds_to_target, event.real_seconds_to_target
+    since_start_real_s = (now_s - event.start_s) / speed_factor
     if seconds_to_target is None and under:
-        seconds_to_target = now_s - event.start_s
-    late_over = event.late_over_target or (not under and now_s - event.start_s > RESPONSE_S)
+        seconds_to_target, real_seconds_to_target = now_s - event.start_s, since_start_real_s
+    late_over = event.late_over_target or (not under and since_start_real_s > RESPONSE_S)
     intervals = [list(row) for row in event.intervals]
     slot_s = event.start_s + math.floor((now_s - event.start_s) / MEASURE_INTERVAL_S) * MEASURE_INTERVAL_S
     if intervals and intervals[-1][0] == slot_s:
@@ -245,7 +258,8 @@ def _measured(event: GridEvent, now_s: float, facility_kw: float) -> GridEvent:
         intervals.append([slot_s, facility_kw, facility_kw, 1])
     return event.model_copy(update={
         "intervals": intervals, "max_kw": max(event.max_kw or 0.0, facility_kw),
-        "seconds_to_target": seconds_to_target, "late_over_target": late_over})
+        "seconds_to_target": seconds_to_target, "real_seconds_to_target": real_seconds_to_target,
+        "late_over_target": late_over})
 
 
 class EventRow(NamedTuple):

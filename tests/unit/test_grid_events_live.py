@@ -36,12 +36,12 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     opened.close()
 
 
-def book_on(store: SQLiteStore, clock: Clock) -> GridEventBook:
+def book_on(store: SQLiteStore, clock: Clock, speed_factor: float = 1.0) -> GridEventBook:
     def audit(action: str, subject: str = "", actor: str | None = None, **detail: Any) -> int:
         return store.append_audit(AuditEvent(time_s=clock.now_s, actor=actor or "scheduler", action=action,
                                              subject=subject, detail=detail))
 
-    return GridEventBook(store, lambda: clock.now_s, audit)
+    return GridEventBook(store, lambda: clock.now_s, audit, speed_factor)
 
 
 def test_an_event_is_stored_measured_and_judged_and_survives_a_restart(store: SQLiteStore) -> None:
@@ -73,6 +73,22 @@ def test_power_over_the_target_after_the_response_time_is_not_complied(store: SQ
     for offset_s, kw in ((0, 60.0), (20, 40.0), (300, 55.0), (600, 40.0)):
         book.observe(T0 + offset_s, kw)
     assert book.get(event.event_id).complied() is False  # back over the target at 300 s
+
+
+@pytest.mark.parametrize(("real_response_s", "complied"), [(30.0, True), (90.0, False)])
+def test_under_a_replay_the_response_is_judged_in_real_seconds(store: SQLiteStore, real_response_s: float,
+                                                               complied: bool) -> None:
+    speed = 120.0  # the demo's replay: a real second is two factory minutes
+    book = book_on(store, Clock(), speed_factor=speed)
+    event = book.add(T0, T0 + 6 * 3600, target_kw=50.0)
+    book.observe(T0, 60.0)
+    book.observe(T0 + real_response_s * speed, 40.0)  # 3,600 or 10,800 factory seconds: both over 60
+    book.observe(T0 + 6 * 3600, 40.0)
+
+    done = book.get(event.event_id)
+    assert done.seconds_to_target == pytest.approx(real_response_s * speed)
+    assert done.real_seconds_to_target == pytest.approx(real_response_s)
+    assert done.complied() is complied
 
 
 def test_a_cancelled_event_caps_nothing_from_then_on(store: SQLiteStore) -> None:
