@@ -48,7 +48,8 @@ from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
-from factory.prices.grid_events import GridEventBook
+from factory.prices.grid_events import GridEventBook, GridEventError
+from factory.prices.grid_feed import GridEventFeed
 from factory.prices.models import ConsumptionInterval, EnergyCost
 from factory.prices.objective import ObjectiveError
 from factory.registry.lineage import code_version
@@ -101,6 +102,8 @@ class SchedulerActor(ControlPlaneActor):
         self._registration_thread.start()
         self._grid = GridEventBook(self.store, self.clock.now_s, self.audit, self.clock.spec().speed_factor)
         self._grid_file_stamp: int | None = None  # the event file as last read (its mtime)
+        feed = self.config.prices.grid_events_http
+        self._grid_feed = GridEventFeed(feed) if feed is not None else None
         self._drift = PowerDrift()  # measured power above the jobs' nominal draw: budgets keep it free
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
@@ -327,6 +330,7 @@ class SchedulerActor(ControlPlaneActor):
         for name in created:
             self.audit("actor.created", name, reason="node joined")
         self._read_grid_event_file()
+        self._poll_grid_event_feed()
         self._measure_power()
         if created or (down is not None and set(down) != self._known_down):
             self._known_down = set(down or ())
@@ -394,6 +398,29 @@ class SchedulerActor(ControlPlaneActor):
         self._grid_file_stamp = stamp
         if added:
             self.wake()
+
+    def _poll_grid_event_feed(self) -> None:
+        """Add the new events of `prices.grid_events_http` when a poll is due (a failure is `last_error`)."""
+        if self._grid_feed is None:
+            return
+        failures = self._grid_feed.consecutive_failures
+        rows = self._grid_feed.poll_if_due()
+        if rows is None:
+            if self._grid_feed.consecutive_failures > failures and self._grid_feed.last_error:
+                self._record_error(self._grid_feed.last_error)
+            return
+        try:
+            with self._jobs_lock:
+                added = self._grid.add_rows(rows, "http", self._grid_feed.description, "grid-events-http")
+        except GridEventError as error:
+            self._record_error(f"{self._grid_feed.description}: {error}")
+            return
+        if added:
+            self.wake()
+
+    def grid_event_feed(self) -> dict[str, Any] | None:
+        """The HTTP feed of grid events (`prices.grid_events_http`): source, staleness; None: none."""
+        return None if self._grid_feed is None else self._grid_feed.status()
 
     def _measure_power(self) -> None:
         """Measure the facility where a power budget or a near grid event needs it (each control round).

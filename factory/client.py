@@ -369,6 +369,11 @@ class FactoryClient:
         """Every demand-response event: state, target, baseline, measured kW per interval, compliance."""
         return self._ask("grid_events")
 
+    def grid_event_feed(self) -> dict[str, Any] | None:
+        """The HTTP feed of grid events (`prices.grid_events_http`): its source, whether it is stale and
+        why, the age of its last answer (real seconds); None where none is configured."""
+        return self._ask("grid_event_feed")
+
     def add_grid_event(self, start: datetime | float, end: datetime | float, *,
                        target_kw: float | None = None, reduce_pct: float | None = None, source: str = "sdk",
                        created_by: str | None = None, request_id: str | None = None) -> dict[str, Any]:

@@ -397,8 +397,10 @@ def _describe_validation_error(
     messages = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
-        # Blame the env variables that set this field or fields inside it, else the file.
-        variables = [name for path, name in env_paths.items() if path[: len(loc)] == loc]
+        # Blame the env variables that set this field or fields inside it, else the file. A field
+        # missing from a section the environment brought into being is blamed on that section's variables.
+        scope = loc[:-1] if error["type"] == "missing" and len(loc) > 1 else loc
+        variables = [name for path, name in env_paths.items() if path[: len(scope)] == scope]
         origin = f"environment variable {', '.join(variables)}" if variables else source
         if error["type"] == "extra_forbidden":
             messages.append(f"{origin}: {_unknown_field_message(_model_at(loc[:-1]), loc[:-1], loc[-1])}")

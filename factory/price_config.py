@@ -115,10 +115,43 @@ class HttpFeedConfig(_Section):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
+    def _an_http_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+
+class GridEventFeedConfig(_Section):
+    """A JSON endpoint polled for demand-response events (a utility's or aggregator's API).
+
+    It answers a list of events (at `items_path`), each an object with `start`, `end` (ISO 8601 with an
+    offset), `target_kw` or `reduce_pct`, and optionally `id`, `announced` and `source`: the columns
+    of `grid_events_path`. The price feed's rules hold: a poll that takes longer than `timeout_s` has
+    failed, a failing feed is retried after a delay that doubles up to `max_backoff_s`, and the events
+    already read are kept.
+    """
+
+    url: str = Field(description="http(s) URL answering JSON.")
+    poll_interval_s: float = Field(60.0, gt=0, description="Real seconds between polls.")
+    timeout_s: float = Field(10.0, gt=0, description="A poll that takes longer has failed.")
+    max_backoff_s: float = Field(
+        3600.0, gt=0, description="Longest wait between retries of a failing feed (doubling)."
+    )
+    items_path: str = Field("", description="Dotted path to the list of events ('' : the document itself).")
+    auth_header: str = Field("Authorization", description="Header that carries the credential.")
+    auth_env: str | None = Field(
+        None, description="Environment variable (on the head node) whose value is sent verbatim in "
+        "auth_header; never logged."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        return _http_url(value)  # type: ignore[return-value]
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
 
 
 class PricesConfig(_Section):
@@ -152,6 +185,10 @@ class PricesConfig(_Section):
         if value is not None and "\x00" in str(value):  # pathlib would fail later with a raw ValueError
             raise ValueError("a path cannot contain a NUL character")
         return value
+    grid_events_http: GridEventFeedConfig | None = Field(
+        None, description="An HTTP feed of demand-response events, polled like prices.http; each event is "
+        "added once (`factory grid events`)."
+    )
     trace: TraceConfig = TraceConfig()
     http: HttpFeedConfig = HttpFeedConfig()
     carbon: CarbonTraceConfig | None = Field(

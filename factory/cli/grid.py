@@ -68,10 +68,16 @@ def cancel(event_id: str, config_path: str | None, address: str | None) -> None:
 @json_option
 def events(config_path: str | None, address: str | None, as_json: bool) -> None:
     """Every grid event: its target, the baseline, the most measured, whether the facility complied."""
-    views = connect(config_path, address).grid_events()
+    client = connect(config_path, address)
+    views = client.grid_events()
     if as_json:
         click.echo(json_text(views, indent=2))
         return
+    feed = client.grid_event_feed()
+    if feed is not None:
+        age = "" if feed["age_s"] is None else f"; last answer {feed['age_s']:.0f} s ago"
+        state = f"STALE ({feed['stale_reason']})" if feed["stale"] else "answering"
+        click.echo(f"events also from the {feed['source']}: {state}{age}")
     if not views:
         click.echo("no grid events; `factory grid event add` adds one")
         return

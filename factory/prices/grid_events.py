@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -168,14 +168,18 @@ class GridEventBook:
         Raises:
             GridEventError: the file cannot be read (one line naming the file, line and column).
         """
+        return self.add_rows(read_event_file(path), "file", f"file:{Path(path).name}", "grid-events-file")
+
+    def add_rows(self, rows: Iterable[EventRow], kind: str, source: str, created_by: str) -> list[GridEvent]:
+        """The events of a file or feed (`kind`) not kept yet and not over, with ids `<kind>-<its id>` and
+        `source` unless they name theirs; return those added. A row read again adds nothing."""
         now_s, added = self._now_s(), []
-        for row in read_event_file(path):
-            event_id = f"file-{row.event_id}"
+        for row in rows:
+            event_id = f"{kind}-{row.event_id}"
             if event_id in self.events or row.end_s <= now_s:
                 continue
-            added.append(self.add(row.start_s, row.end_s, target_kw=row.target_kw,
-                                  reduce_pct=row.reduce_pct, source=row.source or f"file:{Path(path).name}",
-                                  created_by="grid-events-file", event_id=event_id))
+            added.append(self.add(row.start_s, row.end_s, target_kw=row.target_kw, reduce_pct=row.reduce_pct,
+                                  source=row.source or source, created_by=created_by, event_id=event_id))
         return added
 
     def get(self, event_id: str) -> GridEvent:
@@ -288,16 +292,26 @@ def read_event_file(path: str | Path, error: type[FactoryError] = GridEventError
             raise error(f"{path}: the columns are start, end, and target_kw or reduce_pct (and optionally "
                         f"id, announced, source); it has {', '.join(sorted(columns)) or 'none'}")
         rows = list(enumerate(reader, start=2))
+    return event_rows(((f"{path}:{line}", row) for line, row in rows), error)
+
+
+def event_rows(records: Iterable[tuple[str, Mapping[str, Any]]],
+               error: type[FactoryError] = GridEventError) -> list[EventRow]:
+    """Grid events from records of the event file's fields (`read_event_file`), each with where it
+    came from ("FILE:LINE", "URL event 3"); a bad one raises `error`, one line naming where and the
+    field. Values may be text or JSON numbers; an event without an id is `event-N`, N its place."""
     events = []
-    for line, row in rows:
-        def at(column: str, line: int = line, row: dict[str, str] = row) -> float:
+    for where, record in records:
+        row = {key: "" if value is None else str(value).strip() for key, value in record.items()}
+
+        def at(column: str, where: str = where, row: dict[str, str] = row) -> float:
             try:
                 return aware_time_s(row.get(column) or "")
             except ValueError as wrong:
-                raise error(f"{path}:{line}: {column} {wrong}") from None
+                raise error(f"{where}: {column} {wrong}") from None
 
-        def number(column: str, line: int = line, row: dict[str, str] = row) -> float | None:
-            text = (row.get(column) or "").strip()
+        def number(column: str, where: str = where, row: dict[str, str] = row) -> float | None:
+            text = row.get(column) or ""
             if not text:
                 return None
             try:
@@ -305,19 +319,21 @@ def read_event_file(path: str | Path, error: type[FactoryError] = GridEventError
             except ValueError:
                 value = math.nan
             if not math.isfinite(value) or value < 0:
-                raise error(f"{path}:{line}: {column} {text!r} is not a finite number, 0 or more")
+                raise error(f"{where}: {column} {text!r} is not a finite number, 0 or more")
             return value
 
         start_s, end_s = at("start"), at("end")
         if end_s <= start_s:
-            raise error(f"{path}:{line}: end {row['end']} is not after start {row['start']}")
+            raise error(f"{where}: end {row['end']} is not after start {row['start']}")
         target_kw, reduce_pct = number("target_kw"), number("reduce_pct")
         if (target_kw is None) == (reduce_pct is None):
-            raise error(f"{path}:{line}: give target_kw or reduce_pct (one of them)")
-        notice = (row.get("announced") or "").strip()
+            raise error(f"{where}: give target_kw or reduce_pct (one of them)")
+        if reduce_pct is not None and not 0 < reduce_pct <= 100:
+            raise error(f"{where}: reduce_pct {reduce_pct:g} is out of range: give a percent in (0, 100]")
+        notice = row.get("announced") or ""
         announced_s = at("announced") if notice else start_s
         if announced_s > start_s:
-            raise error(f"{path}:{line}: announced {notice} is after the event's start")
-        events.append(EventRow((row.get("id") or "").strip() or f"event-{len(events) + 1}", start_s, end_s,
-                               target_kw, reduce_pct, announced_s, (row.get("source") or "").strip()))
+            raise error(f"{where}: announced {notice} is after the event's start")
+        events.append(EventRow(row.get("id") or f"event-{len(events) + 1}", start_s, end_s,
+                               target_kw, reduce_pct, announced_s, row.get("source") or ""))
     return events

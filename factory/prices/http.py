@@ -43,7 +43,7 @@ from factory.prices.series import PRICE_LIMIT_PER_MWH, IntervalSeries, utc_label
 _DAY_S = 86400
 _MAX_BODY_BYTES = 64 * 2**20  # far above any price API's answer; stops a runaway body filling memory
 _MILLISECONDS_FROM = 1e11  # Unix seconds reach 1e11 only in the year 5138: larger numbers are ms
-_MISSING = object()
+MISSING = object()
 
 Record = tuple[float, float, float | None]
 """(start_s, price_per_mwh, carbon_g_per_kwh or None): one cached interval."""
@@ -86,10 +86,7 @@ class HttpPriceProvider(PriceProvider):
     @property
     def description(self) -> str:
         """'http feed <url>', the query string (which may hold a key) left out."""
-        base, query_mark, _ = self._url.partition("?")
-        scheme, _, rest = base.partition("://")
-        base = f"{scheme}://{rest.rpartition('@')[2]}"  # no user:password@
-        return f"http feed {base}{'?…' if query_mark else ''}"
+        return f"http feed {url_description(self._url)}"
 
     def refresh(self) -> None:
         """GET the URL and merge its records into the cache.
@@ -163,35 +160,13 @@ class HttpPriceProvider(PriceProvider):
         return list(self._snapshot.notes)
 
     def _fetch(self, secret: str | None) -> Any:
-        request = urllib.request.Request(self._url, headers={"Accept": "application/json"})
-        if secret is not None:
-            # Unredirected: a redirect to another host must not carry the credential along.
-            request.add_unredirected_header(self._config.auth_header, secret)
-        timeout_s = self._config.timeout_s
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                body = response.read(_MAX_BODY_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            exc.close()  # the body is never read: a server may echo the request (credential) in it
-            raise PriceError(f"HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise PriceError(_network_failure(exc.reason, timeout_s)) from None
-        except (OSError, HTTPException) as exc:  # raised while reading the answer
-            raise PriceError(_network_failure(exc, timeout_s)) from None
-        if len(body) > _MAX_BODY_BYTES:
-            raise PriceError(f"answer larger than {_MAX_BODY_BYTES >> 20} MiB")
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise PriceError(f"not JSON (line {exc.lineno} column {exc.colno})") from None
-        except UnicodeDecodeError:
-            raise PriceError("not JSON (not UTF-8 text)") from None
+        return get_json(self._url, self._config.timeout_s, self._config.auth_header, secret)
 
     def _parse(self, document: Any) -> dict[int, tuple[float, float | None]]:
         """The records of one answer by interval start; any bad record fails the whole answer."""
         config = self._config
-        items = _walk(document, config.items_path)
-        if items is _MISSING:
+        items = walk(document, config.items_path)
+        if items is MISSING:
             raise PriceError(f"the answer has no '{config.items_path}' (prices.http.items_path)")
         if isinstance(items, dict):
             items = [items]
@@ -216,8 +191,8 @@ class HttpPriceProvider(PriceProvider):
                                  f"+-{PRICE_LIMIT_PER_MWH:,.0f} per MWh; check the units")
             carbon = None
             if config.carbon_path:
-                raw = _walk(record, config.carbon_path)
-                if raw is not _MISSING and raw is not None:
+                raw = walk(record, config.carbon_path)
+                if raw is not MISSING and raw is not None:
                     carbon = _number(raw, i, config.carbon_path)
             fetched[int(start_s)] = (price, carbon)
         self._refuse_far_outliers(fetched)
@@ -268,21 +243,21 @@ class HttpPriceProvider(PriceProvider):
         return _Snapshot(cache=cache, price=price, carbon=carbon, notes=tuple(notes))
 
 
-def _walk(node: Any, path: str) -> Any:
-    """The value at dotted `path` below `node`, or `_MISSING`."""
+def walk(node: Any, path: str) -> Any:
+    """The value at dotted `path` below `node`, or `MISSING`."""
     for key in path.split(".") if path else ():
         if isinstance(node, dict) and key in node:
             node = node[key]
         elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
         else:
-            return _MISSING
+            return MISSING
     return node
 
 
 def _field(record: dict, i: int, path: str) -> Any:
-    value = _walk(record, path)
-    if value is _MISSING:
+    value = walk(record, path)
+    if value is MISSING:
         raise PriceError(f"record {i} has no '{path}'")
     return value
 
@@ -316,6 +291,43 @@ def _timestamp_s(raw: Any, i: int, path: str) -> float:
             return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     raise PriceError(f"record {i}: '{path}' is not a time ({_shown(raw)}); want ISO 8601, "
                      "e.g. 2024-07-01T13:00:00Z, or Unix seconds")
+
+
+def get_json(url: str, timeout_s: float, auth_header: str = "Authorization",
+             secret: str | None = None) -> Any:
+    """GET `url` and parse its JSON answer; `PriceError` (one line, no body quoted) if that fails.
+
+    The credential `secret` goes only in `auth_header`, only to `url` (not to a redirect's target).
+    """
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if secret is not None:
+        # Unredirected: a redirect to another host must not carry the credential along.
+        request.add_unredirected_header(auth_header, secret)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read(_MAX_BODY_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # the body is never read: a server may echo the request (credential) in it
+        raise PriceError(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise PriceError(_network_failure(exc.reason, timeout_s)) from None
+    except (OSError, HTTPException) as exc:  # raised while reading the answer
+        raise PriceError(_network_failure(exc, timeout_s)) from None
+    if len(body) > _MAX_BODY_BYTES:
+        raise PriceError(f"answer larger than {_MAX_BODY_BYTES >> 20} MiB")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise PriceError(f"not JSON (line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise PriceError("not JSON (not UTF-8 text)") from None
+
+
+def url_description(url: str) -> str:
+    """`url` fit to show: no user:password@, the query string (which may hold a key) left out."""
+    base, query_mark, _ = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}{'?…' if query_mark else ''}"
 
 
 def _network_failure(reason: object, timeout_s: float) -> str:

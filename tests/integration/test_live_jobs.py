@@ -26,6 +26,7 @@ from factory.config import FactoryConfig, load_config
 from factory.control_plane import RUNNER_PREFIX, SCHEDULER, named_actors
 from factory.ray_cluster import NAMESPACE
 from tests.integration.conftest import REPO_ROOT, cli_at, scrape_metrics, wait_until
+from tests.price_server import FeedServer
 
 pytestmark = pytest.mark.integration
 DASHBOARD_PORT = 8267
@@ -43,13 +44,23 @@ def cluster(no_ray_running: None) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def config(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FactoryConfig]:
+def event_feed() -> Iterator[FeedServer]:
+    """The utility's demand-response API on 127.0.0.1: no events until a test serves some."""
+    server = FeedServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def config(cluster: Cluster, event_feed: FeedServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[FactoryConfig]:
     tmp = tmp_path_factory.mktemp("live")
     path = tmp / "factory.yaml"
     path.write_text(yaml.safe_dump({
         "state_dir": str(tmp / "state"),
         "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": 60},
         "scheduler": {"policy": "fifo", "tick_s": 0.5},
+        "prices": {"grid_events_http": {"url": event_feed.url, "poll_interval_s": 1.0}},
     }))
     config = load_config(path, env={})
     lifecycle.up(config)
@@ -183,6 +194,25 @@ def test_a_grid_event_pauses_a_job_while_it_lasts_and_the_facility_is_measured(
     assert {"grid.event_added", "grid.event_started"} <= set(actions)
     client.cancel(job_id)
     wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free again")
+
+
+def test_an_event_from_the_utilitys_http_feed_is_added_once(
+        cluster: Cluster, client: factory.client.FactoryClient, event_feed: FeedServer) -> None:
+    now_s = client.clock().now_s()
+    start, end = (datetime.fromtimestamp(now_s + offset_s, UTC).isoformat() for offset_s in (86400, 90000))
+    event_feed.serve([{"id": "dr-7", "start": start, "end": end, "target_kw": 5, "source": "utility"}])
+
+    wait_until(lambda: any(v["event_id"] == "http-dr-7" for v in client.grid_events()),
+               "the scheduler reads the feed")
+    polls = len(event_feed.requests)
+    wait_until(lambda: len(event_feed.requests) >= polls + 2, "two more polls")
+    ours = [v for v in client.grid_events() if v["event_id"] == "http-dr-7"]
+    assert len(ours) == 1 and (ours[0]["target_kw"], ours[0]["source"]) == (5.0, "utility")
+    listed = cli(cluster, "grid", "events").stdout
+    assert f"events also from the grid event feed {event_feed.url}: answering" in listed
+    assert "http-dr-7" in listed
+    client.cancel_grid_event("http-dr-7")  # the other tests' jobs run as they would without it
+    event_feed.serve([])
 
 
 def test_a_worker_failure_is_retried_from_the_checkpoint_and_a_hopeless_job_fails_with_its_error(

@@ -1,0 +1,89 @@
+"""`GridEventFeed`: demand-response events polled from an HTTP endpoint (`prices.grid_events_http`).
+
+The SchedulerActor polls it every control round when due and adds each event once to its
+`GridEventBook` (as `http-<id>`), like the rows of `prices.grid_events_path`.
+
+Invariants (the price feed's rules, `factory.prices.feed`):
+  * A failing feed never raises out of `poll_if_due`: it counts the failure, keeps `last_error` (one
+    line, never the credential) and retries after a delay that doubles from `FIRST_RETRY_S` up to
+    `max_backoff_s`. The events it gave before stay in the book.
+  * An answer is checked whole before any event of it is used: one bad event refuses the answer.
+  * The feed is stale, and says why, before its first answer and while its last poll failed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from factory.errors import PriceError
+from factory.price_config import GridEventFeedConfig
+from factory.prices.feed import FIRST_RETRY_S
+from factory.prices.grid_events import EventRow, GridEventError, event_rows
+from factory.prices.http import MISSING, get_json, url_description, walk
+
+
+class GridEventFeed:
+    """Polls `config.url` for events (see the module docstring)."""
+
+    def __init__(self, config: GridEventFeedConfig, env: Mapping[str, str] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.description = f"grid event feed {url_description(config.url)}"
+        self._env = os.environ if env is None else env
+        self._monotonic = monotonic
+        self._next_poll_s = monotonic()
+        self._last_success_s: float | None = None
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+
+    def poll_if_due(self) -> list[EventRow] | None:
+        """The events of a poll made now if one was due and answered; None otherwise (see `last_error`)."""
+        now_s = self._monotonic()
+        if now_s < self._next_poll_s:
+            return None
+        try:
+            rows = self._events()
+        except PriceError as error:
+            self.consecutive_failures += 1
+            self.last_error = f"{self.description}: {error}"
+            first_retry_s = min(self.config.poll_interval_s, FIRST_RETRY_S)
+            delay_s = min(self.config.max_backoff_s, first_retry_s * 2 ** (self.consecutive_failures - 1))
+            self._next_poll_s = self._monotonic() + delay_s
+            return None
+        self.consecutive_failures, self.last_error = 0, None
+        self._last_success_s = self._monotonic()
+        self._next_poll_s = self._last_success_s + self.config.poll_interval_s
+        return rows
+
+    def status(self) -> dict[str, Any]:
+        """Where the events come from, whether the feed is stale and why, and the age of its last answer."""
+        age_s = None if self._last_success_s is None else self._monotonic() - self._last_success_s
+        reason = (f"feed not answering: {self.last_error}" if self.last_error is not None
+                  else "not polled yet" if self._last_success_s is None else None)
+        return {"source": self.description, "stale": reason is not None, "stale_reason": reason,
+                "age_s": age_s, "consecutive_failures": self.consecutive_failures,
+                "last_error": self.last_error}
+
+    def _events(self) -> list[EventRow]:
+        secret = None
+        if self.config.auth_env:
+            secret = self._env.get(self.config.auth_env)
+            if not secret:
+                raise PriceError(f"environment variable {self.config.auth_env} "
+                                 "(prices.grid_events_http.auth_env) is not set or empty")
+        try:
+            document = get_json(self.config.url, self.config.timeout_s, self.config.auth_header, secret)
+            items = walk(document, self.config.items_path)
+            if items is MISSING or not isinstance(items, list):
+                raise PriceError(f"the answer has no list at '{self.config.items_path}' "
+                                 "(prices.grid_events_http.items_path)")
+            if not all(isinstance(item, dict) for item in items):
+                raise PriceError("every event must be a JSON object (start, end, target_kw or reduce_pct)")
+            return event_rows(((f"event {index}", item) for index, item in enumerate(items, start=1)),
+                              GridEventError)
+        except (PriceError, GridEventError) as error:
+            message = " ".join(str(error).split())  # one line, whatever came in
+            raise PriceError(message.replace(secret, "***") if secret else message) from None
