@@ -219,7 +219,8 @@ def run(config: FactoryConfig, explicit_config: bool, take_down: bool, watch_s: 
         echo(f"\n== {len(CHAPTERS) + 1}. Live training: waiting for cheap hours, pausing through a spike")
         if brought_up and result.started_local_head:
             lifecycle.down(config)  # the chapter runs a factory of its own (a slower replay)
-            chapter_live(config, echo)
+            chapter_live(config, echo, grid_heading=f"== {len(CHAPTERS) + 2}. Answering the grid: a "
+                         "demand-response event met on measured power")
             if not take_down:
                 result = lifecycle.up(config)
                 status = result.client.status()

@@ -3,7 +3,8 @@
 It runs a factory of its own, because it needs a slower replay than the other chapters (training
 takes real seconds): a local Ray head with simulated GPUs, a replay of 120 factory seconds per
 real second (an hour in 30 s) from 2024-07-01 00:00 UTC, and a generated price trace with a story
-(a dear hour, a cheap one, a price spike, a cheap hour again, then an ordinary day). Its state lives in
+(a dear hour, a cheap one, a price spike, a cheap hour again, then a flat day for the grid chapter,
+`factory.demo_grid`, and ordinary days around it). Its state lives in
 `<state_dir>/live-demo/`, wiped at the start so the replay always starts at midnight.
 
 Three jobs of the shipped regression example are submitted at midnight:
@@ -39,6 +40,7 @@ from factory import lifecycle
 from factory.cli.render import compact_times, shorten, table
 from factory.client import FactoryClient
 from factory.config import FactoryConfig, load_config
+from factory.demo_grid import show_grid_event
 from factory.jobs.states import JobState, settled
 from factory.jobs.stored import stored_spec
 from factory.prices.series import utc_label
@@ -51,6 +53,7 @@ LIVE_GPUS = 4
 STORY = {0: 95.0, 1: 25.0, 2: 420.0, 3: 30.0}  # UTC hour of 2024-07-01 -> USD/MWh
 ORDINARY_DAY = [70, 65, 60, 58, 60, 68, 80, 95, 105, 100, 90, 85, 80, 78, 82, 95, 120, 140, 130, 110,
                 95, 88, 80, 74]
+FLAT_FROM_HOUR, FLAT_PRICE = 5, 80.0  # the story day after the story: flat, for the grid chapter
 TIMEOUT_S = 420.0
 REGRESSION = "factory.examples.regression:train_loop_per_worker"
 PREDICTOR = "factory.examples.regression:RegressionPredictor"
@@ -58,9 +61,12 @@ DEMO_POINTS = ((0.0, 0.0), (1.57, 0.5), (-1.0, 1.2))  # (x1, x2) sent to the ser
 
 
 def price_of(moment: datetime) -> float:
-    """The demo trace: the story on 2024-07-01 00:00-05:00 UTC, an ordinary day's shape elsewhere."""
+    """The demo trace: the story on 2024-07-01 00:00-04:00 UTC, then a flat day (the grid chapter's: no
+    job waits for a price there), an ordinary day's shape elsewhere."""
     if moment.date() == LIVE_START.date() and moment.hour in STORY:
         return STORY[moment.hour]
+    if moment.date() == LIVE_START.date() and moment.hour >= FLAT_FROM_HOUR:
+        return FLAT_PRICE
     return float(ORDINARY_DAY[moment.hour])
 
 
@@ -104,8 +110,9 @@ def jobs() -> list[dict[str, Any]]:
             job("ops-urgent", "ops", 1, 0.5, "80m", 2)]
 
 
-def chapter_live(base: FactoryConfig, echo: Echo) -> None:
-    """Bring the live factory up, submit the jobs, narrate their states, print their accounts."""
+def chapter_live(base: FactoryConfig, echo: Echo, grid_heading: str | None = None) -> None:
+    """Bring the live factory up, submit the jobs, narrate their states, print their accounts; then,
+    under `grid_heading` (if given), the grid chapter on the same factory (`factory.demo_grid`)."""
     config = live_config(base)
     echo(f"A factory of its own for this chapter: {LIVE_GPUS} simulated GPUs, an hour of prices every "
          f"{3600 / LIVE_SPEED:.0f} s, prices {', '.join(f'{h:02d}h {p:g}' for h, p in STORY.items())} "
@@ -113,6 +120,9 @@ def chapter_live(base: FactoryConfig, echo: Echo) -> None:
     result = lifecycle.up(config)
     try:
         follow(result.client, echo)
+        if grid_heading is not None:
+            echo(f"\n{grid_heading}")
+            show_grid_event(result.client, echo)
     finally:
         lifecycle.down(config)
 

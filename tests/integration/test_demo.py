@@ -92,6 +92,19 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     answers = [line for line in served.splitlines() if line.strip().startswith("POST http://")]
     assert len(answers) == 3 and all('"model": "nlp-regressor:1", "prediction": {"y": ' in a for a in answers)
     assert "job: " in card and "team nlp" in card and " kWh " in card and "sha256" in card
+    # The grid chapter: an event 40 % under the measured power pauses the preemptible job, never the
+    # fixed load; a job submitted during it waits; measured power goes under the target in time.
+    grid = out[out.index("== 7. Answering the grid"):]
+    narrated = [line.split(maxsplit=7) for line in grid.splitlines() if " kW  grid-" in line]
+    transitions = {(words[5], words[6]) for words in narrated}
+    assert ("grid-flex", "PAUSING") in transitions and ("grid-steady", "PAUSING") not in transitions, grid
+    assert ("grid-late", "WAITING") in transitions and ("grid-late", "RUNNING") in transitions, grid
+    pausing = next(words for words in narrated if words[5:7] == ["grid-flex", "PAUSING"])
+    assert pausing[7].startswith("power budget"), grid
+    assert "measured: under the" in grid, grid
+    outcome = next(line for line in grid.splitlines()
+                   if line.startswith("grid event ") and "baseline" in line)
+    assert outcome.endswith("complied: yes"), grid
     assert "factory taken down" in out and "Ray dashboard at http://" in out
     assert run("status", check=False).returncode == 1  # nothing left running
 

@@ -134,6 +134,30 @@ def test_the_controller_pauses_jobs_to_keep_under_an_event_under_way(store: SQLi
     assert len(result.paused) == 2  # down to 2 kW
 
 
+def test_a_job_held_back_by_an_event_under_way_is_told_so(store: SQLiteStore) -> None:
+    import numpy as np
+
+    from factory.jobs.controller import JobController
+    from factory.scheduling import PriceAwarePolicy
+    from factory.scheduling.model import PriceOutlook
+
+    runners = MemoryRunners()
+    controller = JobController(store, runners, PriceAwarePolicy(), gpu_power_w=1000.0)
+    first = submit(controller, name="first", gpus=2, now_s=T0)
+    flat = PriceOutlook(T0 + 3600.0 * np.arange(48), 3600.0, np.full(48, 50.0), np.ones(48, dtype=bool))
+    controller.step(T0, ClusterView({"node-1": 4}), flat)
+    assert runners.started() == [(first, 1)]
+
+    capped = ClusterView({"node-1": 4}, grid_events=[(T0, T0 + 3 * 3600, 2500.0, T0)])
+    second = submit(controller, name="second", gpus=1, now_s=T0 + 60)
+    controller.step(T0 + 60, capped, flat)
+
+    waiting = store.get_job(second)
+    assert waiting is not None and waiting.state == "WAITING", waiting
+    assert waiting.reason.startswith("power budget: a grid event holds the GPUs to 2.50 kW now"), \
+        waiting.reason
+
+
 def test_the_cli_refuses_a_bad_time_or_target_in_one_line_before_touching_the_cluster(tmp_path: Path) -> None:
     def grid(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([FACTORY_BIN, "grid", "event", "add", *args], cwd=tmp_path, env=clean_env(),

@@ -1,0 +1,121 @@
+"""The demo's grid chapter: a demand-response event met on measured power, in the live chapter's factory.
+
+After the live-training story (the replay's morning is flat-priced, so no job here waits for a price),
+two jobs train on 3 of the 4 simulated GPUs: `grid-flex` (2 GPUs, preemptible) and `grid-steady`
+(1 GPU, not preemptible: the fixed load). The utility then asks for 40 % less than the facility's
+measured power for an hour, starting ten factory minutes later (`client.add_grid_event`). At the start
+the scheduler pauses `grid-flex` at its next checkpoint, since its 1.4 kW do not fit under the target
+beside the fixed load, and `grid-late`, submitted once the event is under way, waits for the power
+budget. When the event ends both run. The chapter prints the jobs' transitions with the facility's
+measured power, then the event's outcome as `factory grid events` has it: baseline, target, the
+seconds from the start until measured power was under the target (real ones: no replay speeds up a
+checkpoint) and whether the facility complied. The jobs are long; the chapter cancels them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from factory.cli.render import shorten
+from factory.client import FactoryClient
+
+Echo = Callable[[str], None]
+REDUCE_PCT = 40.0
+LEAD_S, EVENT_S = 600.0, 3600.0  # factory seconds: from adding the event to its start, and its length
+TIMEOUT_S = 300.0  # real seconds for the whole chapter
+REGRESSION = "factory.examples.regression:train_loop_per_worker"
+
+
+def grid_job(name: str, gpus: int, *, preemptible: bool) -> dict[str, Any]:
+    """A long regression run (the chapter cancels it) of one worker, due in 12 h; no model registered.
+
+    One worker and one CPU each: the three jobs and the story's endpoint (half a CPU) fit the chapter
+    factory's four CPUs, so none waits for Ray rather than for the scheduler.
+    """
+    return {"name": name, "team": "grid", "kind": "train", "train_loop": REGRESSION, "num_workers": 1,
+            "gpus_per_worker": gpus, "cpus_per_worker": 1, "estimated_duration_s": 7200, "deadline": "12h",
+            "preemptible": preemptible, "config": {"epochs": 100_000}}
+
+
+def show_grid_event(client: FactoryClient, echo: Echo) -> None:
+    """Run the chapter (see the module docstring) on the live factory `client` reaches."""
+    echo(f"Two jobs train; then the utility asks for {REDUCE_PCT:g} % less power for an hour "
+         f"(`factory grid event add --reduce-pct {REDUCE_PCT:g}`).")
+    names = {client.submit(grid_job("grid-flex", 2, preemptible=True), submitted_by="demo"): "grid-flex",
+             client.submit(grid_job("grid-steady", 1, preemptible=False), submitted_by="demo"): "grid-steady"}
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + TIMEOUT_S
+
+    def narrate() -> None:
+        """Print every new transition of the chapter's jobs, with the facility's power now."""
+        facility_kw = client.facility().facility_power_w / 1000.0
+        for job_id, name in names.items():
+            events = client.job(job_id).events
+            for event in events[seen.get(job_id, 0):]:
+                at = datetime.fromtimestamp(event.time_s, UTC)
+                echo(f"  {at:%H:%M} UTC  facility {facility_kw:4.2f} kW  {name:<11} {event.state:<8} "
+                     f"{shorten(event.reason, 90)}".rstrip())
+            seen[job_id] = len(events)
+
+    def until(condition: Callable[[], bool], what: str) -> bool:
+        while time.monotonic() < deadline:
+            narrate()
+            if condition():
+                return True
+            time.sleep(0.5)
+        echo(f"  (gave up waiting until {what})")
+        return False
+
+    def training(job_id: str) -> bool:
+        job = client.job(job_id).job
+        return job.state == "RUNNING" and "step" in job.progress
+
+    try:
+        if not until(lambda: all(training(job_id) for job_id in names), "both jobs train"):
+            return
+        now_s = client.clock().now_s()
+        event = client.add_grid_event(now_s + LEAD_S, now_s + LEAD_S + EVENT_S, reduce_pct=REDUCE_PCT,
+                                      source="demo", created_by="demo")
+        start, end = (datetime.fromtimestamp(t, UTC) for t in (event["start_s"], event["end_s"]))
+        echo(f"  grid event {event['event_id']}: {start:%H:%M}-{end:%H:%M} UTC, {REDUCE_PCT:g} % under the "
+             "power measured just before it starts")
+        flex = next(job_id for job_id, name in names.items() if name == "grid-flex")
+        if not until(lambda: client.job(flex).job.state in ("PAUSING", "PAUSED", "WAITING"),
+                     "grid-flex is paused for the event"):
+            return
+        target_kw = _view(client, event["event_id"])["target_now_kw"]
+        if until(lambda: client.facility().facility_power_w / 1000.0 <= target_kw,
+                 "the measured power is under the target"):
+            measured_kw = client.facility().facility_power_w / 1000.0
+            echo(f"  {client.now():%H:%M} UTC  facility {measured_kw:4.2f} kW measured: under the "
+                 f"{target_kw:.2f} kW target")
+        late = client.submit(grid_job("grid-late", 1, preemptible=True), submitted_by="demo")
+        names[late] = "grid-late"
+        if not until(lambda: _view(client, event["event_id"])["complied"] is not None,
+                     "the event is over and judged"):
+            return
+        until(lambda: training(flex) and training(late), "grid-flex resumes and grid-late starts")
+        echo(outcome_line(_view(client, event["event_id"])))
+    finally:
+        for job_id in names:
+            if client.job(job_id).job.state not in ("CANCELLED", "SUCCEEDED", "FAILED"):
+                client.cancel(job_id, cancelled_by="demo")
+        echo("The chapter's jobs are cancelled. `factory grid events` lists events and their outcomes.")
+
+
+def _view(client: FactoryClient, event_id: str) -> dict[str, Any]:
+    return next(view for view in client.grid_events() if view["event_id"] == event_id)
+
+
+def outcome_line(view: dict[str, Any]) -> str:
+    """'grid event ID: baseline 3.05 kW, target 1.83 kW; under it 4.1 s (real) after the start; ...'."""
+    response = view.get("real_seconds_to_target")
+    under = "never under it" if response is None else f"under it {response:.1f} s (real) after the start"
+    complied = {True: "yes", False: "NO", None: "-"}[view["complied"]]
+    mean_kw = [row[1] for row in view["intervals"]]
+    during = f"; {min(mean_kw):.2f}-{max(mean_kw):.2f} kW per 5 minutes during it" if mean_kw else ""
+    return (f"grid event {view['event_id']}: baseline {view['baseline_kw']:.2f} kW, target "
+            f"{view['target_now_kw']:.2f} kW; {under}{during}; complied: {complied}")
