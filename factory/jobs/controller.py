@@ -40,6 +40,7 @@ from factory.jobs.snapshot import (
     num_gpus,
     placement_of,
     ran_s,
+    remaining_s,
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
 from factory.jobs.stored import run_result, schedule_of, stored_spec
@@ -150,12 +151,20 @@ class JobController:
                 self.runners.pause(job.job_id)
                 result.paused.append(job.job_id)
         price_now = outlook.price_now_per_mwh() if outlook is not None else None
+        carbon_now = outlook.carbon_now_g_per_kwh() if outlook is not None else None
         for start in decisions.starts:
             job = jobs[start.job_id]
-            cap = stored_spec(job).max_price_per_mwh
+            spec = stored_spec(job)
+            cap = spec.max_price_per_mwh
             if cap is not None and price_now is not None and price_now > float(cap):
                 self._wait(job, "price", f"the price ({price_now:.2f}/MWh) is above its max_price_per_mwh "
                            f"({float(cap):.2f})", now_s, result)
+                continue
+            dirtiest = spec.max_carbon_g_per_kwh
+            if dirtiest is not None and carbon_now is not None and carbon_now > dirtiest \
+                    and outlook is not None and not _deadline_forces(job, now_s, outlook.interval_s):
+                self._wait(job, "carbon", f"the grid's carbon intensity ({carbon_now:.0f} gCO2/kWh) is above "
+                           f"its max_carbon_g_per_kwh ({dirtiest:g})", now_s, result)
                 continue
             self._start(job, start.placement, now_s, "started", result)
         for wait in decisions.waits:
@@ -312,6 +321,11 @@ def _is_number(value: object) -> bool:
 def new_job_id(name: str) -> str:
     """A short unique id that starts with the job's name, e.g. `resnet-3f9c2a1b`."""
     return f"{name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+def _deadline_forces(job: JobRow, now_s: float, interval_s: float) -> bool:
+    """Whether waiting one more price interval would leave the job too little time before its deadline."""
+    return job.deadline_s is not None and now_s + interval_s + remaining_s(job, now_s) > job.deadline_s
 
 
 def _grid_cap_w(now_s: float, outlook: PriceOutlook | None, cluster: ClusterView) -> np.ndarray | None:

@@ -120,6 +120,7 @@ def outlook_from_forecast(forecast: Forecast, objective: Objective = "cost",
         raise ObjectiveError(f"scheduler.objective is '{objective}' but the price feed has no carbon: set "
                              "prices.carbon (a carbon trace) or use a source with carbon")
     market = _carried([point.price_per_mwh for point in forecast.points])
+    carbon = [point.carbon_g_per_kwh for point in forecast.points]
     return PriceOutlook(
         starts_s=np.array([point.start_s for point in forecast.points], dtype=float),
         interval_s=float(forecast.interval_s),
@@ -128,6 +129,7 @@ def outlook_from_forecast(forecast: Forecast, objective: Objective = "cost",
              for point in forecast.points]),
         known=np.array([point.known for point in forecast.points], dtype=bool),
         market_price_per_mwh=None if objective == "cost" else market,
+        carbon_g_per_kwh=None if all(value is None for value in carbon) else _carried(carbon),
     )
 
 

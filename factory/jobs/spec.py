@@ -136,6 +136,10 @@ class JobSpec(_Section):
     max_price_per_mwh: float | None = Field(
         None, description="Run only while the grid price is at or below this (price per MWh); unset: any."
     )
+    max_carbon_g_per_kwh: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Start only while the grid's carbon intensity is at or "
+        "below this (gCO2/kWh), unless waiting longer would miss the deadline; unset: any."
+    )
     max_retries: int = Field(0, ge=0, description="Restarts after a failure (preemptions do not count).")
     register_as: str | None = Field(None, description="Register the trained model under this name.")
     dataset: str | None = Field(None, description="The data the job trains on (a path or URI), recorded in "

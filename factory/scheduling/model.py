@@ -100,11 +100,17 @@ class PriceOutlook:
     price_per_mwh: np.ndarray  # what the policy minimises: the price, or an objective's series
     known: np.ndarray
     market_price_per_mwh: np.ndarray | None = None  # the price itself, when `price_per_mwh` is not it
+    carbon_g_per_kwh: np.ndarray | None = None  # the grid's carbon intensity, where the feed has it
 
     def price_now_per_mwh(self) -> float:
         """The market price of the current interval (a job's `max_price_per_mwh` is checked against it)."""
         prices = self.price_per_mwh if self.market_price_per_mwh is None else self.market_price_per_mwh
         return float(prices[0])
+
+    def carbon_now_g_per_kwh(self) -> float | None:
+        """The carbon intensity of the current interval (a job's `max_carbon_g_per_kwh` is checked against
+        it); None without carbon."""
+        return None if self.carbon_g_per_kwh is None else float(self.carbon_g_per_kwh[0])
 
     @property
     def end_s(self) -> float:

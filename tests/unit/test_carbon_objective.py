@@ -202,6 +202,9 @@ def test_the_live_scheduler_plans_on_the_objective_of_its_config() -> None:
     np.testing.assert_allclose(combined.price_per_mwh, [70, 70, 20, 20, 20, 20])
     # A job's max_price_per_mwh is about money: it is checked against the market price, not the carbon.
     assert (by_carbon.price_now_per_mwh(), by_cost.price_now_per_mwh()) == (10.0, 10.0)
+    # A job's max_carbon_g_per_kwh is checked against the feed's carbon, whatever the objective.
+    assert by_cost.carbon_now_g_per_kwh() == by_carbon.carbon_now_g_per_kwh() == 600.0
+    assert outlook_from_forecast(forecast(carbon=False)).carbon_now_g_per_kwh() is None
     with pytest.raises(ObjectiveError, match="objective is 'carbon' but the price feed has no carbon"):
         outlook_from_forecast(forecast(carbon=False), "carbon")
 

@@ -148,6 +148,33 @@ def test_a_deadline_that_forbids_waiting_starts_the_job_in_the_dear_hour(store: 
     assert runners.started() == [(job_id, 1)]
 
 
+def carbon_outlook(now_s: float, hourly_g_per_kwh: list[float]) -> PriceOutlook:
+    """A flat price and an hourly carbon intensity from the hour containing `now_s`."""
+    flat = outlook(now_s, [50.0] * len(hourly_g_per_kwh))
+    return PriceOutlook(flat.starts_s, HOUR, flat.price_per_mwh, flat.known,
+                        carbon_g_per_kwh=np.array(hourly_g_per_kwh, dtype=float))
+
+
+def test_a_job_with_a_carbon_ceiling_waits_for_cleaner_power_unless_its_deadline_forces_it(
+        store: SQLiteStore) -> None:
+    controller, runners = make(store, FifoPolicy())
+    clean = submit(controller, "clean", gpus=1, deadline_h=6, max_carbon_g_per_kwh=300)
+    forced = submit(controller, "forced", gpus=1, deadline_h=1.5, max_carbon_g_per_kwh=300)
+    anything = submit(controller, "anything", gpus=1, deadline_h=6)
+
+    controller.step(T0, CLUSTER, carbon_outlook(T0, [450, 450, 200, 200, 450, 450]))
+    waiting = store.get_job(clean)
+    assert waiting is not None and waiting.state == "WAITING"
+    assert waiting.reason == "carbon: the grid's carbon intensity (450 gCO2/kWh) is above its " \
+        "max_carbon_g_per_kwh (300)"
+    assert sorted(runners.started()) == sorted([(forced, 1), (anything, 1)])  # one cannot wait an hour
+
+    controller.step(T0 + HOUR, CLUSTER, carbon_outlook(T0 + HOUR, [450, 200, 200, 450, 450]))
+    assert (clean, 1) not in runners.started()
+    controller.step(T0 + 2 * HOUR, CLUSTER, carbon_outlook(T0 + 2 * HOUR, [200, 200, 450, 450]))
+    assert (clean, 1) in runners.started()
+
+
 def test_a_price_spike_pauses_a_running_job_which_resumes_as_a_new_attempt(store: SQLiteStore) -> None:
     controller, runners = make(store)
     job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
