@@ -40,7 +40,7 @@ from factory.control_plane import (
 from factory.errors import FactoryError
 from factory.jobs.accountant import Accountant
 from factory.jobs.controller import JobController, StepResult
-from factory.jobs.measured_power import PowerDrift
+from factory.jobs.measured_power import PowerDrift, fixed_load_w
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
 from factory.jobs.registration import Registrations
@@ -441,9 +441,14 @@ class SchedulerActor(ControlPlaneActor):
         self._drift.observe(nodes, self.config.scheduler.gpu_power_w)
         if not watched:
             return
-        facility_kw = facility_view(nodes, self.config.telemetry.pue, now_s).facility_power_w / 1000.0
+        pue = self.config.telemetry.pue
+        facility_kw = facility_view(nodes, pue, now_s).facility_power_w / 1000.0
         before = [(event.baseline_kw, event.ended) for event in watched]
         self._grid.observe(now_s, facility_kw)
+        fixed_w, fixed = fixed_load_w(self.store.list_jobs(["RUNNING", "PAUSING"]), now_s,
+                                      self.config.scheduler.gpu_power_w, self._price_interval_s or 3600.0,
+                                      self._drift)
+        self._grid.note_fixed_load(now_s, fixed_w * pue / 1000.0, fixed)  # why a target cannot be met
         after = [(self._grid.get(event.event_id).baseline_kw, self._grid.get(event.event_id).ended)
                  for event in watched]
         if after != before:

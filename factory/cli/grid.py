@@ -86,6 +86,9 @@ def events(config_path: str | None, address: str | None, as_json: bool) -> None:
                        _kw(v["target_now_kw"]), _kw(v["baseline_kw"]), _kw(v["max_kw"]),
                        _response(v),
                        {True: "yes", False: "NO", None: "-"}[v["complied"]]] for v in views]))
+    for view in views:
+        if view.get("unmet_reason"):
+            click.echo(f"{view['event_id']}: {view['unmet_reason']}")
 
 
 def _time(flag: str, text: str) -> float:

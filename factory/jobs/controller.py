@@ -36,11 +36,11 @@ import numpy as np
 from factory.jobs.runners import RunnerReport, Runners, RunnerStatus
 from factory.jobs.snapshot import (
     ClusterView,
+    deadline_forces,
     job_view,
     num_gpus,
     placement_of,
     ran_s,
-    remaining_s,
 )
 from factory.jobs.states import InvalidTransitionError, JobState, check_transition, predecessors
 from factory.jobs.stored import run_result, schedule_of, stored_spec
@@ -162,7 +162,7 @@ class JobController:
                 continue
             dirtiest = spec.max_carbon_g_per_kwh
             if dirtiest is not None and carbon_now is not None and carbon_now > dirtiest \
-                    and outlook is not None and not _deadline_forces(job, now_s, outlook.interval_s):
+                    and outlook is not None and not deadline_forces(job, now_s, outlook.interval_s):
                 self._wait(job, "carbon", f"the grid's carbon intensity ({carbon_now:.0f} gCO2/kWh) is above "
                            f"its max_carbon_g_per_kwh ({dirtiest:g})", now_s, result)
                 continue
@@ -321,11 +321,6 @@ def _is_number(value: object) -> bool:
 def new_job_id(name: str) -> str:
     """A short unique id that starts with the job's name, e.g. `resnet-3f9c2a1b`."""
     return f"{name[:40]}-{uuid.uuid4().hex[:8]}"
-
-
-def _deadline_forces(job: JobRow, now_s: float, interval_s: float) -> bool:
-    """Whether waiting one more price interval would leave the job too little time before its deadline."""
-    return job.deadline_s is not None and now_s + interval_s + remaining_s(job, now_s) > job.deadline_s
 
 
 def _grid_cap_w(now_s: float, outlook: PriceOutlook | None, cluster: ClusterView) -> np.ndarray | None:

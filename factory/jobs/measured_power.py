@@ -21,9 +21,11 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from factory.jobs.snapshot import deadline_forces, num_gpus, preemptible
+from factory.store import JobRow
 from factory.telemetry.models import NodeStatus
 
 SMOOTHING = 0.5  # weight of the newest sample in the running mean of the drift
@@ -59,6 +61,19 @@ class PowerDrift:
         """How many watts a budget of `budget_w` GPU watts is lowered by now."""
         corrected = self.budget_w(budget_w, margin_pct)
         return 0.0 if corrected is None else budget_w - corrected
+
+
+def fixed_load_w(running: Iterable[JobRow], now_s: float, nominal_gpu_w: float, interval_s: float,
+                 drift: PowerDrift) -> tuple[float, list[str]]:
+    """IT watts no pause can shed now, and what they are: the running jobs that cannot be paused or whose
+    deadline cannot move (at their nominal watts), and the measured draw above the busy GPUs' nominal
+    (idle GPUs, CPUs, inference endpoints) as 'other draw'."""
+    fixed = [job for job in running if not preemptible(job) or deadline_forces(job, now_s, interval_s)]
+    other_w = max(0.0, drift.it_w or 0.0)
+    names = sorted(job.name for job in fixed)
+    if other_w:
+        names.append("other draw (idle GPUs, CPUs, endpoints)")
+    return nominal_gpu_w * sum(num_gpus(job) for job in fixed) + other_w, names
 
 
 def _smoothed(mean_w: float | None, sample_w: float) -> float:

@@ -66,6 +66,11 @@ def remaining_s(job: JobRow, now_s: float) -> float:
     return max(estimate_s - ran_s(job, now_s), MIN_REMAINING_FRACTION * estimate_s, 1.0)
 
 
+def deadline_forces(job: JobRow, now_s: float, interval_s: float) -> bool:
+    """Whether waiting one more price interval would leave the job too little time before its deadline."""
+    return job.deadline_s is not None and now_s + interval_s + remaining_s(job, now_s) > job.deadline_s
+
+
 def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
     """The job as the policy sees it."""
     schedule = schedule_of(job)

@@ -74,6 +74,10 @@ class GridEvent(BaseModel):
     real_seconds_to_target: float | None = None
     late_over_target: bool = False  # a sample over the target after RESPONSE_S
     ended: bool = False
+    # Why the target could not be met, once the fixed load alone (jobs that cannot be paused or whose
+    # deadline cannot move, and the measured draw of everything else) was over it: kW at the meter, names.
+    fixed_load_kw: float | None = None
+    fixed_load: list[str] = Field(default_factory=list)
 
     def target_now_kw(self, latest_kw: float | None) -> float | None:
         """The target in kW (a reduction's from its baseline, else from `latest_kw`, the power now)."""
@@ -101,7 +105,16 @@ class GridEvent(BaseModel):
     def view(self, now_s: float, latest_kw: float | None = None) -> dict[str, Any]:
         """The event as `factory grid events --json` shows it."""
         return {**self.model_dump(mode="json"), "state": self.state(now_s),
-                "target_now_kw": self.target_now_kw(latest_kw), "complied": self.complied()}
+                "target_now_kw": self.target_now_kw(latest_kw), "complied": self.complied(),
+                "unmet_reason": self.unmet_reason(latest_kw)}
+
+    def unmet_reason(self, latest_kw: float | None = None) -> str | None:
+        """'the fixed load (jobs a, b; other draw) needs 2.38 kW at the meter, over the 1.83 kW target'."""
+        target_kw = self.target_now_kw(latest_kw)
+        if self.fixed_load_kw is None or target_kw is None:
+            return None
+        return (f"the fixed load ({'; '.join(self.fixed_load)}) needs {self.fixed_load_kw:.2f} kW at the "
+                f"meter, over the {target_kw:.2f} kW target")
 
 
 class GridEventBook:
@@ -204,6 +217,21 @@ class GridEventBook:
             if end_s > now_s and target_kw is not None:
                 kept.append((event.start_s, end_s, target_kw * 1000.0, event.created_s))
         return kept
+
+    def note_fixed_load(self, now_s: float, fixed_kw: float, names: list[str]) -> None:
+        """The fixed load now (kW at the meter; the jobs in it, and 'other draw'): kept on every event under
+        way whose target it exceeds, as the reason the target cannot be met (audited when its names change).
+        """
+        for event in list(self.events.values()):
+            target_kw = event.target_now_kw(self.latest_kw)
+            if event.state(now_s) != "active" or event.ended or target_kw is None or \
+                    fixed_kw <= target_kw + COMPLIANCE_EPS_KW:
+                continue
+            if event.fixed_load_kw is not None and event.fixed_load == names:
+                continue
+            self._save(event.model_copy(update={"fixed_load_kw": fixed_kw, "fixed_load": names}))
+            self._audit("grid.event_fixed_load", event.event_id, fixed_load_kw=fixed_kw, fixed_load=names,
+                        target_kw=target_kw)
 
     def target_now_kw(self) -> float | None:
         """The lowest target of the events under way now (None: none is)."""

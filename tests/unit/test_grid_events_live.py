@@ -91,6 +91,43 @@ def test_under_a_replay_the_response_is_judged_in_real_seconds(store: SQLiteStor
     assert done.complied() is complied
 
 
+def test_a_target_the_fixed_load_exceeds_names_it_as_the_reason_once(store: SQLiteStore) -> None:
+    clock = Clock()
+    book = book_on(store, clock)
+    event = book.add(T0, T0 + 3600, target_kw=1.0)
+    clock.now_s = T0 + 60
+    book.note_fixed_load(T0 + 60, 0.9, ["steady"])  # under the target: nothing to explain
+    assert book.get(event.event_id).unmet_reason() is None
+
+    for kw in (1.4, 1.5):  # the same load measured again: kept once, audited once
+        book.note_fixed_load(T0 + 120, kw, ["steady", "other draw (idle GPUs, CPUs, endpoints)"])
+    assert book.get(event.event_id).view(T0 + 120)["unmet_reason"] == (
+        "the fixed load (steady; other draw (idle GPUs, CPUs, endpoints)) needs 1.40 kW at the meter, over "
+        "the 1.00 kW target")
+    actions = [e.action for e in store.list_audit(action_prefix="grid")]
+    assert actions.count("grid.event_fixed_load") == 1
+
+
+def test_the_fixed_load_is_what_no_pause_can_shed(store: SQLiteStore) -> None:
+    from factory.jobs.controller import JobController
+    from factory.jobs.measured_power import PowerDrift, fixed_load_w
+    from factory.telemetry.models import NodeStatus
+
+    controller = JobController(store, MemoryRunners(), FifoPolicy(), gpu_power_w=700.0)
+    submit(controller, name="flexible", gpus=1, now_s=T0, deadline_h=12)
+    submit(controller, name="steady", gpus=1, now_s=T0, deadline_h=12, preemptible=False)
+    submit(controller, name="due", gpus=2, now_s=T0, estimate_s=3600.0, deadline_h=1.5)
+    controller.step(T0, ClusterView({"node-1": 4}), None)
+    drift = PowerDrift()
+    drift.observe([NodeStatus(node_id="node-1", state="alive", gpus=4, gpus_busy=4, gpu_power_w=2800.0,
+                              it_power_w=2950.0)], 700.0)  # 150 W of CPUs above the GPUs' nominal
+
+    fixed_w, names = fixed_load_w(store.list_jobs(["RUNNING"]), T0 + 60, 700.0, 3600.0, drift)
+
+    assert names == ["due", "steady", "other draw (idle GPUs, CPUs, endpoints)"]
+    assert fixed_w == pytest.approx(3 * 700.0 + 150.0)
+
+
 def test_a_cancelled_event_caps_nothing_from_then_on(store: SQLiteStore) -> None:
     clock = Clock()
     book = book_on(store, clock)
