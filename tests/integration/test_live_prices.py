@@ -29,6 +29,8 @@ from tests.integration.conftest import REPO_ROOT, cli_at, wait_until
 pytestmark = pytest.mark.integration
 HOUR_S = 3600.0
 SPEED = 120.0
+TICK_S = 1.0  # scheduler.tick_s: real seconds between decisions
+TICK_FACTORY_S = TICK_S * SPEED
 CHEAP, SPIKE = 10.0, 500.0
 
 
@@ -72,7 +74,7 @@ def client(cluster: Cluster,
         "state_dir": str(tmp / "state"),
         "clock": {"mode": "replay", "replay_start": "2024-07-01T00:00:00Z", "speed_factor": SPEED},
         "prices": {"source": "trace", "trace": {"paths": [str(tmp / "prices.csv")]}},
-        "scheduler": {"policy": "price-aware", "tick_s": 1},
+        "scheduler": {"policy": "price-aware", "tick_s": TICK_S},
     }))
     config = load_config(path, env={})
     lifecycle.up(config)
@@ -170,10 +172,14 @@ def test_a_price_spike_pauses_a_running_job_which_resumes_from_its_checkpoint(
     told = "\n".join(f"{utc_label(time_s)} {price_at(time_s):g}/MWh {state} {reason}"
                       for state, time_s, reason in timeline)
     for state, time_s, reason in timeline:
+        # A decision is made every tick (two factory minutes here) and at each hour's start, so one made
+        # in the last tick of an hour may already act for the next: a pause for the spike may come a
+        # minute before it, and that is the policy's choice, not a race the test may lose.
         if state == "PAUSING":
-            assert price_at(time_s) == SPIKE and reason.startswith("price:"), told
+            assert SPIKE in (price_at(time_s), price_at(time_s + TICK_FACTORY_S)), told
+            assert reason.startswith("price:"), told
         if state == "RUNNING":
-            assert price_at(time_s) == CHEAP, told
+            assert CHEAP in (price_at(time_s), price_at(time_s + TICK_FACTORY_S)), told
 
     # The step counter proves no work was repeated: each attempt starts where the last one stopped.
     log = client.logs(job_id, tail_lines=1000)
