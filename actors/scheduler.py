@@ -44,7 +44,7 @@ from factory.jobs.measured_power import PowerDrift, fixed_load_w
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
 from factory.jobs.registration import Registrations
-from factory.jobs.snapshot import ClusterView, outlook_from_forecast
+from factory.jobs.snapshot import ClusterView, num_gpus, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
@@ -63,6 +63,7 @@ from factory.version import __version__
 
 OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
 GRID_WATCH_AHEAD_S = 3600.0  # measure the facility this long before an event: its baseline
+DRIFT_FRESH_ROUNDS = 5  # a drift not measured for this many control rounds is unknown (nominal watts)
 
 
 class SchedulerActor(ControlPlaneActor):
@@ -110,6 +111,8 @@ class SchedulerActor(ControlPlaneActor):
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
             self._record_error(exc)
         self._stopping = self._run_every(settings.interval_s, self.reconcile, "control-loop")
+        if self._grid_feed is not None:  # its own thread: a slow feed never holds up the control rounds
+            threading.Thread(target=self._grid_feed_loop, name="grid-event-feed", daemon=True).start()
         self._scheduling_thread = threading.Thread(target=self._scheduling_loop, name="scheduling-loop",
                                                    daemon=True)
         self._scheduling_thread.start()
@@ -261,7 +264,10 @@ class SchedulerActor(ControlPlaneActor):
         self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
         self._metrics.export_queue(active, self.store.count_jobs([state.value for state in FINISHED]))
         self._metrics.export_grid_target(self._grid.target_now_kw())
-        self._metrics.export_power_drift(self._drift.it_w)
+        assert self.clock is not None
+        fresh = self._drift.fresh(self.clock.now_s(), DRIFT_FRESH_ROUNDS * self.config.scheduler.interval_s
+                                  * self.clock.spec().speed_factor)
+        self._metrics.export_power_drift(fresh.it_w)
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():
@@ -310,10 +316,12 @@ class SchedulerActor(ControlPlaneActor):
         # budget are kept on measured power: what the facility draws above the jobs' nominal watts is
         # kept free (factory.jobs.measured_power).
         pue, margin_pct = self.config.telemetry.pue, settings.power_margin_pct
-        events = [(start_s, end_s, self._drift.cap_w(target_w / pue, margin_pct), announced_s)
+        drift = self._drift.fresh(self.clock.now_s(), DRIFT_FRESH_ROUNDS * settings.interval_s
+                                  * self.clock.spec().speed_factor)
+        events = [(start_s, end_s, drift.cap_w(target_w / pue, margin_pct), announced_s)
                   for start_s, end_s, target_w, announced_s in self._grid.caps()]
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
-                           power_budget_w=self._drift.budget_w(settings.power_budget_w, margin_pct),
+                           power_budget_w=drift.budget_w(settings.power_budget_w, margin_pct),
                            quotas=dict(settings.quotas), grid_events=events)
 
     def reconcile(self) -> list[str]:
@@ -330,7 +338,6 @@ class SchedulerActor(ControlPlaneActor):
         for name in created:
             self.audit("actor.created", name, reason="node joined")
         self._read_grid_event_file()
-        self._poll_grid_event_feed()
         self._measure_power()
         if created or (down is not None and set(down) != self._known_down):
             self._known_down = set(down or ())
@@ -399,6 +406,13 @@ class SchedulerActor(ControlPlaneActor):
         if added:
             self.wake()
 
+    def _grid_feed_loop(self) -> None:
+        while not self._stopping.wait(1.0):  # the feed's own poll interval decides when to poll
+            try:
+                self._poll_grid_event_feed()
+            except Exception as exc:  # noqa: BLE001 - one bad poll never stops the feed
+                self._record_error(exc)
+
     def _poll_grid_event_feed(self) -> None:
         """Add the new events of `prices.grid_events_http` when a poll is due (a failure is `last_error`)."""
         if self._grid_feed is None:
@@ -423,32 +437,35 @@ class SchedulerActor(ControlPlaneActor):
         return None if self._grid_feed is None else self._grid_feed.status()
 
     def _measure_power(self) -> None:
-        """Measure the facility where a power budget or a near grid event needs it (each control round).
+        """Measure the facility where a power budget or a grid event needs it (each control round).
 
         The sample corrects the budget's and the events' caps for what the jobs' nominal watts miss,
-        and is what the events near, under way or just over are judged on.
+        and is what the events under way or just over are judged on (from an hour before each: its
+        baseline).
         """
         assert self.clock is not None
         now_s = self.clock.now_s()
-        watched = [event for event in self._grid.listed() if not event.ended and event.cancelled_s is None
-                   and event.start_s - GRID_WATCH_AHEAD_S <= now_s]
-        if not watched and self.config.scheduler.power_budget_w is None:
+        pending = [event for event in self._grid.listed() if not event.ended and event.cancelled_s is None]
+        if not pending and self.config.scheduler.power_budget_w is None:
             return
         answers = ask_telemetry(alive_node_ids(), "node_status").values()
         nodes = [answer for answer in answers if isinstance(answer, NodeStatus)]
         if not nodes:
             return
-        self._drift.observe(nodes, self.config.scheduler.gpu_power_w)
+        holding = self.store.list_jobs(["RUNNING", "PAUSING"])  # the jobs whose GPUs the plan counts
+        gpu_power_w = self.config.scheduler.gpu_power_w
+        self._drift.observe(nodes, gpu_power_w * sum(num_gpus(job) for job in holding), now_s)
+        watched = [event for event in pending if event.start_s - GRID_WATCH_AHEAD_S <= now_s]
         if not watched:
             return
         pue = self.config.telemetry.pue
         facility_kw = facility_view(nodes, pue, now_s).facility_power_w / 1000.0
+        interval_s = self._price_interval_s or 3600.0
+        fixed_w, fixed = fixed_load_w(holding, now_s, gpu_power_w, interval_s, self._drift)
         before = [(event.baseline_kw, event.ended) for event in watched]
-        self._grid.observe(now_s, facility_kw)
-        fixed_w, fixed = fixed_load_w(self.store.list_jobs(["RUNNING", "PAUSING"]), now_s,
-                                      self.config.scheduler.gpu_power_w, self._price_interval_s or 3600.0,
-                                      self._drift)
-        self._grid.note_fixed_load(now_s, fixed_w * pue / 1000.0, fixed)  # why a target cannot be met
+        with self._jobs_lock:  # a cancel or an add in between must not be overwritten by a stale copy
+            self._grid.observe(now_s, facility_kw)
+            self._grid.note_fixed_load(now_s, fixed_w * pue / 1000.0, fixed)  # why a target cannot be met
         after = [(self._grid.get(event.event_id).baseline_kw, self._grid.get(event.event_id).ended)
                  for event in watched]
         if after != before:

@@ -11,8 +11,11 @@ Invariants:
     draw before it runs is only its estimate.
   * A drift is followed within a few samples: each sample weighs `SMOOTHING` in the running mean, so
     four samples correct 94 % of a step.
-  * The busy GPUs and the power come from the same telemetry sample, so a job paused a moment ago
-    whose GPUs the meters still see busy is no drift.
+  * Nominal is the planned draw of the GPUs the factory's jobs hold (RUNNING or PAUSING), never of GPUs
+    the meters see busy for anything else: an inference endpoint's GPU, or another process's, is drift
+    the budget keeps free, since the plan never counts it. (A pause the meters have not seen yet is a
+    drift for a sample or two, halved by the smoothing.)
+  * A drift not measured for a while is unknown (`fresh`): the plan falls back to nominal watts.
   * The budget (`scheduler.power_budget_w`, GPU watts) is corrected by the GPUs' drift; a grid event's
     cap (IT watts: its target at the meter / PUE) by the IT drift, which includes CPU power.
   * Before the first sample nothing is corrected and no margin is taken.
@@ -37,15 +40,23 @@ class PowerDrift:
 
     gpu_w: float | None = None
     it_w: float | None = None
+    observed_s: float | None = None  # factory time of the last sample
 
-    def observe(self, nodes: Sequence[NodeStatus], nominal_gpu_w: float) -> None:
-        """Add one telemetry sample of every alive node (`nominal_gpu_w`: one busy GPU's planned draw)."""
+    def observe(self, nodes: Sequence[NodeStatus], nominal_w: float, now_s: float) -> None:
+        """Add one telemetry sample of every alive node, taken at `now_s` (factory time), against
+        `nominal_w`: the planned draw of the GPUs the factory's jobs hold."""
         alive = [node for node in nodes if node.state == "alive"]
         if not alive:
             return
-        nominal_w = nominal_gpu_w * sum(node.gpus_busy for node in alive)
         self.gpu_w = _smoothed(self.gpu_w, sum(node.gpu_power_w for node in alive) - nominal_w)
         self.it_w = _smoothed(self.it_w, sum(node.it_power_w for node in alive) - nominal_w)
+        self.observed_s = now_s
+
+    def fresh(self, now_s: float, max_age_s: float) -> PowerDrift:
+        """This drift if sampled within `max_age_s` (factory seconds) of `now_s`, else an unknown one."""
+        if self.observed_s is None or now_s - self.observed_s > max_age_s:
+            return PowerDrift()
+        return self
 
     def budget_w(self, budget_w: float | None, margin_pct: float) -> float | None:
         """The GPU power budget the plan may fill in nominal watts (None: no budget)."""

@@ -134,7 +134,8 @@ def outlook_from_forecast(forecast: Forecast, objective: Objective = "cost",
              for point in forecast.points]),
         known=np.array([point.known for point in forecast.points], dtype=bool),
         market_price_per_mwh=None if objective == "cost" else market,
-        carbon_g_per_kwh=None if all(value is None for value in carbon) else _carried(carbon),
+        # Unknown now (the feed has no carbon for this interval): no carbon gate, rather than a later value.
+        carbon_g_per_kwh=None if not carbon or carbon[0] is None else _carried(carbon),
     )
 
 

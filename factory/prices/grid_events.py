@@ -30,6 +30,7 @@ Invariants:
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -72,7 +73,7 @@ class GridEvent(BaseModel):
     max_kw: float | None = None
     seconds_to_target: float | None = None
     real_seconds_to_target: float | None = None
-    late_over_target: bool = False  # a sample over the target after RESPONSE_S
+    late_over_target: bool = False  # a sample over the target after RESPONSE_S or after one under it
     ended: bool = False
     # Why the target could not be met, once the fixed load alone (jobs that cannot be paused or whose
     # deadline cannot move, and the measured draw of everything else) was over it: kW at the meter, names.
@@ -220,14 +221,17 @@ class GridEventBook:
 
     def note_fixed_load(self, now_s: float, fixed_kw: float, names: list[str]) -> None:
         """The fixed load now (kW at the meter; the jobs in it, and 'other draw'): kept on every event under
-        way whose target it exceeds, as the reason the target cannot be met (audited when its names change).
-        """
+        way whose target it exceeds, as the reason the target could not be met (audited when its names
+        change; the largest kW is kept). It stays on the event once the load is under the target again:
+        the record of why the facility was over it then."""
         for event in list(self.events.values()):
             target_kw = event.target_now_kw(self.latest_kw)
             if event.state(now_s) != "active" or event.ended or target_kw is None or \
                     fixed_kw <= target_kw + COMPLIANCE_EPS_KW:
                 continue
             if event.fixed_load_kw is not None and event.fixed_load == names:
+                if fixed_kw > event.fixed_load_kw:  # the same load, measured higher: the largest is kept
+                    self._save(event.model_copy(update={"fixed_load_kw": fixed_kw}))
                 continue
             self._save(event.model_copy(update={"fixed_load_kw": fixed_kw, "fixed_load": names}))
             self._audit("grid.event_fixed_load", event.event_id, fixed_load_kw=fixed_kw, fixed_load=names,
@@ -278,9 +282,12 @@ def _measured(event: GridEvent, now_s: float, facility_kw: float, speed_factor: 
     under = facility_kw <= target_kw + COMPLIANCE_EPS_KW
     seconds_to_target, real_seconds_to_target = event.seconds_to_target, event.real_seconds_to_target
     since_start_real_s = (now_s - event.start_s) / speed_factor
+    # Over the target once it was under it, or once the response time is up: not complied (however
+    # short the event).
+    late_over = event.late_over_target or (not under and (seconds_to_target is not None
+                                                          or since_start_real_s > RESPONSE_S))
     if seconds_to_target is None and under:
         seconds_to_target, real_seconds_to_target = now_s - event.start_s, since_start_real_s
-    late_over = event.late_over_target or (not under and since_start_real_s > RESPONSE_S)
     intervals = [list(row) for row in event.intervals]
     slot_s = event.start_s + math.floor((now_s - event.start_s) / MEASURE_INTERVAL_S) * MEASURE_INTERVAL_S
     if intervals and intervals[-1][0] == slot_s:
@@ -327,7 +334,8 @@ def event_rows(records: Iterable[tuple[str, Mapping[str, Any]]],
                error: type[FactoryError] = GridEventError) -> list[EventRow]:
     """Grid events from records of the event file's fields (`read_event_file`), each with where it
     came from ("FILE:LINE", "URL event 3"); a bad one raises `error`, one line naming where and the
-    field. Values may be text or JSON numbers; an event without an id is `event-N`, N its place."""
+    field. Values may be text or JSON numbers; an event without an id gets one made of its times and
+    target (`event-<hash>`), the same wherever it is read."""
     events = []
     for where, record in records:
         row = {key: "" if value is None else str(value).strip() for key, value in record.items()}
@@ -362,6 +370,9 @@ def event_rows(records: Iterable[tuple[str, Mapping[str, Any]]],
         announced_s = at("announced") if notice else start_s
         if announced_s > start_s:
             raise error(f"{where}: announced {notice} is after the event's start")
-        events.append(EventRow(row.get("id") or f"event-{len(events) + 1}", start_s, end_s,
+        # Without an id, one made of what the event asks: the same event read again (in any place of a
+        # file or an answer) is the same event, and no two different ones share an id.
+        made_id = hashlib.sha256(f"{start_s}|{end_s}|{target_kw}|{reduce_pct}".encode()).hexdigest()[:10]
+        events.append(EventRow(row.get("id") or f"event-{made_id}", start_s, end_s,
                                target_kw, reduce_pct, announced_s, row.get("source") or ""))
     return events

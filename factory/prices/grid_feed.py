@@ -22,7 +22,7 @@ from factory.errors import PriceError
 from factory.price_config import GridEventFeedConfig
 from factory.prices.feed import FIRST_RETRY_S
 from factory.prices.grid_events import EventRow, GridEventError, event_rows
-from factory.prices.http import MISSING, get_json, url_description, walk
+from factory.prices.http import MISSING, get_json, scrubbed, url_description, walk
 
 
 class GridEventFeed:
@@ -46,9 +46,12 @@ class GridEventFeed:
             return None
         try:
             rows = self._events()
-        except PriceError as error:
+        except Exception as error:  # noqa: BLE001 - a failing feed must never stop the scheduler's thread
             self.consecutive_failures += 1
-            self.last_error = f"{self.description}: {error}"
+            # Only the feed's own errors are known to be free of credentials.
+            why = str(error) if isinstance(error, PriceError) else \
+                f"unexpected {type(error).__name__} while polling"
+            self.last_error = f"{self.description}: {why}"
             first_retry_s = min(self.config.poll_interval_s, FIRST_RETRY_S)
             delay_s = min(self.config.max_backoff_s, first_retry_s * 2 ** (self.consecutive_failures - 1))
             self._next_poll_s = self._monotonic() + delay_s
@@ -85,5 +88,4 @@ class GridEventFeed:
             return event_rows(((f"event {index}", item) for index, item in enumerate(items, start=1)),
                               GridEventError)
         except (PriceError, GridEventError) as error:
-            message = " ".join(str(error).split())  # one line, whatever came in
-            raise PriceError(message.replace(secret, "***") if secret else message) from None
+            raise PriceError(scrubbed(" ".join(str(error).split()), secret)) from None  # one line

@@ -44,6 +44,7 @@ _DAY_S = 86400
 _MAX_BODY_BYTES = 64 * 2**20  # far above any price API's answer; stops a runaway body filling memory
 _MILLISECONDS_FROM = 1e11  # Unix seconds reach 1e11 only in the year 5138: larger numbers are ms
 MISSING = object()
+SECRET_WORD_MIN = 8  # a word of a credential this long is masked on its own ('Bearer' is not)
 
 Record = tuple[float, float, float | None]
 """(start_s, price_per_mwh, carbon_g_per_kwh or None): one cached interval."""
@@ -104,7 +105,7 @@ class HttpPriceProvider(PriceProvider):
             fetched = self._parse(self._fetch(secret))
         except PriceError as exc:
             message = " ".join(f"{self.description}: {exc}".split())  # one line, whatever came in
-            raise PriceError(message.replace(secret, "***") if secret else message) from None
+            raise PriceError(scrubbed(message, secret)) from None
         except (ValueError, UnicodeError) as exc:  # http.client refusing the header value, mostly:
             # its message quotes the value, so only the variable is named.
             raise PriceError(f"{self.description}: {type(exc).__name__} building the request; is "
@@ -321,6 +322,17 @@ def get_json(url: str, timeout_s: float, auth_header: str = "Authorization",
         raise PriceError(f"not JSON (line {exc.lineno} column {exc.colno})") from None
     except UnicodeDecodeError:
         raise PriceError("not JSON (not UTF-8 text)") from None
+
+
+def scrubbed(message: str, secret: str | None) -> str:
+    """`message` with the credential masked: whole, and each word of it ('Bearer <token>' leaks no token)
+    long enough to be a secret rather than a word like 'Bearer'."""
+    if not secret:
+        return message
+    for part in sorted({secret, *(word for word in secret.split() if len(word) >= SECRET_WORD_MIN)},
+                       key=len, reverse=True):
+        message = message.replace(part, "***")
+    return message
 
 
 def url_description(url: str) -> str:

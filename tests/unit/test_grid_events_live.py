@@ -99,10 +99,10 @@ def test_a_target_the_fixed_load_exceeds_names_it_as_the_reason_once(store: SQLi
     book.note_fixed_load(T0 + 60, 0.9, ["steady"])  # under the target: nothing to explain
     assert book.get(event.event_id).unmet_reason() is None
 
-    for kw in (1.4, 1.5):  # the same load measured again: kept once, audited once
+    for kw in (1.5, 1.4):  # the same load measured again: kept once (its largest), audited once
         book.note_fixed_load(T0 + 120, kw, ["steady", "other draw (idle GPUs, CPUs, endpoints)"])
     assert book.get(event.event_id).view(T0 + 120)["unmet_reason"] == (
-        "the fixed load (steady; other draw (idle GPUs, CPUs, endpoints)) needs 1.40 kW at the meter, over "
+        "the fixed load (steady; other draw (idle GPUs, CPUs, endpoints)) needs 1.50 kW at the meter, over "
         "the 1.00 kW target")
     actions = [e.action for e in store.list_audit(action_prefix="grid")]
     assert actions.count("grid.event_fixed_load") == 1
@@ -120,12 +120,20 @@ def test_the_fixed_load_is_what_no_pause_can_shed(store: SQLiteStore) -> None:
     controller.step(T0, ClusterView({"node-1": 4}), None)
     drift = PowerDrift()
     drift.observe([NodeStatus(node_id="node-1", state="alive", gpus=4, gpus_busy=4, gpu_power_w=2800.0,
-                              it_power_w=2950.0)], 700.0)  # 150 W of CPUs above the GPUs' nominal
+                              it_power_w=2950.0)], 2800.0, T0)  # 150 W of CPUs above the GPUs' nominal
 
     fixed_w, names = fixed_load_w(store.list_jobs(["RUNNING"]), T0 + 60, 700.0, 3600.0, drift)
 
     assert names == ["due", "steady", "other draw (idle GPUs, CPUs, endpoints)"]
     assert fixed_w == pytest.approx(3 * 700.0 + 150.0)
+
+
+def test_a_short_event_back_over_its_target_after_reaching_it_is_not_complied(store: SQLiteStore) -> None:
+    book = book_on(store, Clock(), speed_factor=120.0)
+    event = book.add(T0, T0 + 3600, target_kw=50.0)  # 30 real seconds: all within the response time
+    for offset_s, kw in ((0, 60.0), (240, 40.0), (1200, 70.0), (3600, 40.0)):
+        book.observe(T0 + offset_s, kw)
+    assert book.get(event.event_id).complied() is False
 
 
 def test_a_cancelled_event_caps_nothing_from_then_on(store: SQLiteStore) -> None:

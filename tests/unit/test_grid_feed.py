@@ -113,6 +113,16 @@ def test_the_key_goes_in_its_header_and_never_into_an_error(server: FeedServer) 
     assert server.requests[-1]["X-Api-Key"] == "s3cr3t-key"
     assert "s3cr3t-key" not in (feed.last_error or "") and "s3cr3t-key" not in str(feed.status())
 
+    # A server that quotes the token back in an event (a field this feed names in its error): masked, also
+    # when the variable holds 'Bearer <token>' and only the token comes back.
+    bearer = GridEventFeed(GridEventFeedConfig(url=server.url, auth_env="DR_KEY"),
+                           env={"DR_KEY": "Bearer tok-0123456789"})
+    server.echo = False
+    server.serve([{"start": "tok-0123456789", "end": "2024-07-01T06:00:00Z", "target_kw": 1}])
+    assert bearer.poll_if_due() is None
+    assert "event 1: start" in (bearer.last_error or "") and "tok-0123456789" not in (bearer.last_error or "")
+    assert server.requests[-1]["Authorization"] == "Bearer tok-0123456789"
+
     unset = GridEventFeed(GridEventFeedConfig(url=server.url, auth_env="NOT_SET"), env={})
     assert unset.poll_if_due() is None
     assert "variable NOT_SET (prices.grid_events_http.auth_env) is not set" in (unset.last_error or "")

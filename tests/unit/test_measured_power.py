@@ -39,7 +39,7 @@ def test_before_any_sample_nothing_is_corrected_and_no_margin_taken() -> None:
 
 def test_idle_gpus_and_the_margin_are_kept_free_of_the_budget() -> None:
     drift = PowerDrift()
-    drift.observe([node(busy=2, gpu_w=2 * 700 + 2 * 75)], NOMINAL_W)
+    drift.observe([node(busy=2, gpu_w=2 * 700 + 2 * 75)], 2 * NOMINAL_W, T0)
     assert drift.gpu_w == pytest.approx(150.0)
     assert drift.budget_w(2100.0, 5.0) == pytest.approx(2100 * 0.95 - 150)
     assert drift.correction_w(2100.0, 5.0) == pytest.approx(2100 * 0.05 + 150)
@@ -49,29 +49,42 @@ def test_idle_gpus_and_the_margin_are_kept_free_of_the_budget() -> None:
 
 def test_a_draw_below_nominal_lends_the_budget_nothing() -> None:
     drift = PowerDrift()
-    drift.observe([node(busy=4, gpu_w=4 * 400)], NOMINAL_W)  # GPUs draw far less than planned
+    drift.observe([node(busy=4, gpu_w=4 * 400)], 4 * NOMINAL_W, T0)  # GPUs draw far less than planned
     assert drift.gpu_w < 0 and drift.budget_w(2100.0, 0.0) == 2100.0
 
 
 def test_cpu_power_counts_against_an_event_target_not_the_gpu_budget() -> None:
     drift = PowerDrift()
-    drift.observe([node(busy=1, gpu_w=700 + 3 * 75, cpu_w=300)], NOMINAL_W)
+    drift.observe([node(busy=1, gpu_w=700 + 3 * 75, cpu_w=300)], NOMINAL_W, T0)
     assert drift.budget_w(2000.0, 0.0) == pytest.approx(2000 - 225)
     assert drift.cap_w(2000.0, 0.0) == pytest.approx(2000 - 525)
 
 
 def test_a_step_in_the_drift_is_followed_within_four_samples() -> None:
     drift = PowerDrift()
-    drift.observe([node(busy=4, gpu_w=4 * 700)], NOMINAL_W)
+    drift.observe([node(busy=4, gpu_w=4 * 700)], 4 * NOMINAL_W, T0)
     assert drift.gpu_w == 0.0
     for _ in range(4):  # the GPUs now draw 800 W each: 400 W above nominal
-        drift.observe([node(busy=4, gpu_w=4 * 800)], NOMINAL_W)
+        drift.observe([node(busy=4, gpu_w=4 * 800)], 4 * NOMINAL_W, T0)
     assert drift.gpu_w == pytest.approx(400.0, rel=0.07)
+
+
+def test_a_gpu_busy_for_anything_but_a_factory_job_is_drift_the_budget_keeps_free() -> None:
+    drift = PowerDrift()  # two jobs' GPUs, an inference endpoint's GPU and an idle one
+    drift.observe([node(busy=3, gpu_w=3 * 700 + 75)], 2 * NOMINAL_W, T0)
+    assert drift.budget_w(2100.0, 0.0) == pytest.approx(2100 - 775)  # two 700 W jobs, not three
+
+
+def test_a_drift_not_measured_for_a_while_is_unknown() -> None:
+    drift = PowerDrift()
+    drift.observe([node(busy=0, gpu_w=4 * 75)], 0.0, T0)
+    assert drift.fresh(T0 + 10.0, 60.0).budget_w(2100.0, 5.0) == pytest.approx(2100 * 0.95 - 300)
+    assert drift.fresh(T0 + 61.0, 60.0).budget_w(2100.0, 5.0) == 2100.0  # nominal watts again
 
 
 def test_nodes_that_are_down_or_unreachable_are_no_sample() -> None:
     drift = PowerDrift()
-    drift.observe([node(busy=0, gpu_w=0.0, state="unreachable")], NOMINAL_W)
+    drift.observe([node(busy=0, gpu_w=0.0, state="unreachable")], 0.0, T0)
     assert drift.gpu_w is None
 
 
@@ -112,9 +125,10 @@ def facility_draw_w(store_path: Path, *, on_measured_power: bool, budget_w: floa
             busy = len(store.list_jobs(["RUNNING", "PAUSING"]))
             reading = node(busy=busy, gpu_w=draw_w(store, gpus, limit_w))
             if on_measured_power:
-                drift.observe([reading], NOMINAL_W)
+                drift.observe([reading], busy * NOMINAL_W, T0 + 60.0 * round_index)
+            fresh = drift.fresh(T0 + 60.0 * round_index, 300.0)
             controller.step(T0 + 60.0 * round_index, ClusterView({"node-a": 4},
-                            power_budget_w=drift.budget_w(budget_w, 5.0)), flat_outlook())
+                            power_budget_w=fresh.budget_w(budget_w, 5.0)), flat_outlook())
             for job_id, call_attempt in [(j, a) for call, j, a in runners.calls if call == "pause"]:
                 report = runners.live.get(job_id)
                 if report is not None and report.attempt == call_attempt and \
