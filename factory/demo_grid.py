@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from factory.cli.render import shorten
+from factory.cli.render import compact_times, shorten
 from factory.client import FactoryClient
 
 Echo = Callable[[str], None]
@@ -61,7 +61,7 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
             for event in events[seen.get(job_id, 0):]:
                 at = datetime.fromtimestamp(event.time_s, UTC)
                 echo(f"  {at:%H:%M} UTC  facility {facility_kw:4.2f} kW  {name:<11} {event.state:<8} "
-                     f"{shorten(event.reason, 90)}".rstrip())
+                     f"{shorten(compact_times(event.reason, at.date()), 90)}".rstrip())
             seen[job_id] = len(events)
 
     def until(condition: Callable[[], bool], what: str) -> bool:
