@@ -228,6 +228,8 @@ class SchedulerActor(ControlPlaneActor):
             outlook = self._outlook(now_s) if self._controller.policy.needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
             self._decide_again_s = result.decide_again_s
+            paused = {job_id: job.reason for job_id in result.paused if (job := self.store.get_job(job_id))}
+            self._grid.record_actions(now_s, paused, result.waiting)  # what was done for a grid event
             self._accountant.finished(job_id for job_id, state in result.finished.items()
                                       if JobState(state).is_finished)
         self._accountant.account_pending()  # energy, cost, carbon, waits, savings (factory.jobs.accounting)

@@ -133,6 +133,7 @@ class GridEventBook:
         self._speed_factor = speed_factor
         self._audit = audit
         self.latest_kw: float | None = None  # the last measured facility power
+        self._actions_audited: set[tuple[str, str, str]] = set()  # (event, job, action) in the audit log
         self.events: dict[str, GridEvent] = {
             record["event_id"]: GridEvent.model_validate(record) for record in store.list_grid_events()}
 
@@ -236,6 +237,22 @@ class GridEventBook:
             self._save(event.model_copy(update={"fixed_load_kw": fixed_kw, "fixed_load": names}))
             self._audit("grid.event_fixed_load", event.event_id, fixed_load_kw=fixed_kw, fixed_load=names,
                         target_kw=target_kw)
+
+    def record_actions(self, now_s: float, paused: Mapping[str, str], waiting: Mapping[str, str]) -> None:
+        """Audit what the scheduler did for the events under way (`grid.event_action`): each job paused
+        (`paused`: job id -> reason) or held back (`waiting`) for the power budget while one lasts, once
+        per event, job and action (after a restart an action may be audited once more)."""
+        active = [event.event_id for event in list(self.events.values())
+                  if event.state(now_s) == "active" and not event.ended]
+        for action, jobs in (("paused", paused), ("deferred", waiting)):
+            for job_id, reason in jobs.items():
+                if not reason.startswith("power budget"):
+                    continue
+                for event_id in active:
+                    if (event_id, job_id, action) not in self._actions_audited:
+                        self._actions_audited.add((event_id, job_id, action))
+                        self._audit("grid.event_action", event_id, taken=action, job_id=job_id,
+                                    reason=reason)
 
     def target_now_kw(self) -> float | None:
         """The lowest target of the events under way now (None: none is)."""

@@ -136,6 +136,21 @@ def test_a_short_event_back_over_its_target_after_reaching_it_is_not_complied(st
     assert book.get(event.event_id).complied() is False
 
 
+def test_what_the_scheduler_did_for_an_event_is_audited_once(store: SQLiteStore) -> None:
+    clock = Clock()
+    book = book_on(store, clock)
+    event = book.add(T0 + 60, T0 + 3600, target_kw=1.0)
+    held = {"late": "power budget: a grid event holds the GPUs to 0.71 kW now"}
+    book.record_actions(T0 + 30, {"flex": "power budget: running jobs draw 1.4 kW"}, held)  # not yet
+    for now_s in (T0 + 60, T0 + 120):  # the same wait told again: audited once
+        book.record_actions(now_s, {"flex": "power budget: running jobs draw 1.4 kW"} if now_s == T0 + 60
+                            else {}, {**held, "cheap": "price: cheap window at 03:00"})
+
+    actions = [(e.subject, e.detail["taken"], e.detail["job_id"])
+               for e in store.list_audit(action_prefix="grid") if e.action == "grid.event_action"]
+    assert actions == [(event.event_id, "paused", "flex"), (event.event_id, "deferred", "late")]
+
+
 def test_a_cancelled_event_caps_nothing_from_then_on(store: SQLiteStore) -> None:
     clock = Clock()
     book = book_on(store, clock)
