@@ -190,8 +190,11 @@ def test_a_grid_event_pauses_a_job_while_it_lasts_and_the_facility_is_measured(
     assert event["baseline_kw"] > 0 and event["max_kw"] > 0 and event["intervals"]  # measured, not assumed
     listed = cli(cluster, "grid", "events").stdout
     assert added["event_id"] in listed and "ended" in listed
-    actions = [e.action for e in client.audit_log(action_prefix="grid")]
-    assert {"grid.event_added", "grid.event_started"} <= set(actions)
+    audited = client.audit_log(action_prefix="grid")
+    assert {"grid.event_added", "grid.event_started"} <= {e.action for e in audited}
+    assert any(e.action == "grid.event_action" and e.detail["taken"] == "paused"
+               and e.detail["job_id"] == job_id and e.detail["reason"].startswith("power budget")
+               for e in audited), audited  # what was done for it
     client.cancel(job_id)
     wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free again")
 
