@@ -16,7 +16,14 @@ It prints:
   * the compliance cost: the jobs' accounted energy and cost with the event minus the same jobs'
     without it (the resumes' restarts and the work lost since each job's last checkpoint).
 
-    python bench/grid.py [--epochs 60] [--lead 15] [--event 60] [--reduce-pct 40]
+(b) The power budget on measured power: a factory whose simulated GPUs draw 800 W busy while the plan
+counts 700 W (`scheduler.gpu_power_w`), a 2.2 kW budget and three 1-GPU jobs. Nominal watts alone
+would run all three (2.1 kW planned, 2.4 kW drawn); it prints the jobs running and the measured GPU
+power, about once a second for `--budget-watch` seconds, and how many samples were over the budget
+(goal: none).
+
+    python bench/grid.py [--parts ab] [--epochs 60] [--lead 15] [--event 60] [--reduce-pct 40]
+                         [--budget-watch 60]
 
 It starts and stops its own Ray cluster (none may be running) and leaves nothing behind.
 """
@@ -59,7 +66,8 @@ def flat_prices(path: Path) -> Path:
     return path
 
 
-def up(tmp: Path, name: str) -> tuple[Any, Any]:
+def up(tmp: Path, name: str, scheduler: dict[str, Any] | None = None,
+       telemetry: dict[str, Any] | None = None) -> tuple[Any, Any]:
     from factory import lifecycle
     from factory.config import load_config
 
@@ -67,8 +75,8 @@ def up(tmp: Path, name: str) -> tuple[Any, Any]:
     path.write_text(yaml.safe_dump({
         "state_dir": str(tmp / name),
         "prices": {"source": "trace", "trace": {"paths": [str(flat_prices(tmp / "prices.csv"))]}},
-        "scheduler": {"policy": "fifo", "tick_s": 1.0, "interval_s": 1.0},
-        "telemetry": {"interval_s": 1.0},
+        "scheduler": {"policy": "fifo", "tick_s": 1.0, "interval_s": 1.0, **(scheduler or {})},
+        "telemetry": {"interval_s": 1.0, **(telemetry or {})},
     }))
     config = load_config(path, env={})
     return config, lifecycle.up(config).client
@@ -133,6 +141,47 @@ def run(tmp: Path, name: str, args: argparse.Namespace, with_event: bool) -> dic
     return outcome
 
 
+def budget_run(tmp: Path, args: argparse.Namespace) -> bool:
+    """(b) The power budget on measured power: GPUs that draw more than the plan's nominal watts."""
+    from factory import lifecycle
+
+    hot_w, nominal_w, budget_w = 800.0, 700.0, 2200.0
+    config, client = up(tmp, "budget", scheduler={"power_budget_w": budget_w, "gpu_power_w": nominal_w},
+                        telemetry={"simulated_busy_power_w": hot_w})
+    print(f"[budget] factory up; submitting {GPUS} jobs", file=sys.stderr, flush=True)
+    try:
+        job_ids = [client.submit(spec(f"budget-{index}", 100_000)) for index in range(GPUS)]
+        wait_until(lambda: sum(client.job(job_id).job.state == "RUNNING" for job_id in job_ids) >= 1,
+                   "a job runs")
+        samples = []  # (real seconds since the first start, GPU kW measured, jobs running)
+        started = time.monotonic()
+        while time.monotonic() - started < args.budget_watch:
+            gpu_w = sum(node.gpu_power_w for node in client.nodes() if node.state == "alive")
+            running = sum(client.job(job_id).job.state in ("RUNNING", "PAUSING") for job_id in job_ids)
+            samples.append((time.monotonic() - started, gpu_w / 1000.0, running))
+            time.sleep(SAMPLE_S)
+        waiting = [client.job(job_id).job.reason for job_id in job_ids
+                   if client.job(job_id).job.state == "WAITING"]
+        for job_id in job_ids:
+            client.cancel(job_id)
+    finally:
+        lifecycle.down(config)
+    over = [kw for _, kw, _ in samples if kw > budget_w / 1000.0 + 1e-6]
+    most = max(running for _, _, running in samples)
+    ok = not over
+    nominal_jobs = min(GPUS, int(budget_w // nominal_w))
+    print(f"(b) budget {budget_w / 1000:g} kW of GPU power; the plan counts {nominal_w:g} W per busy GPU, "
+          f"the simulated GPUs draw {hot_w:g} W busy and 75 W idle; {GPUS} jobs of one GPU:")
+    print(f"    nominal watts alone run {nominal_jobs} jobs: {nominal_jobs * hot_w / 1000:.2f} kW measured, "
+          "over the budget")
+    print(f"    on measured power: at most {most} running; measured GPU power max "
+          f"{max(kw for _, kw, _ in samples):.2f} kW over {len(samples)} samples in {args.budget_watch:g} s, "
+          f"{len(over)} over the budget  {'PASS' if ok else 'FAIL'}")
+    if waiting:
+        print(f"    the job held back: {waiting[0]}")
+    return ok
+
+
 def view(client: Any, event_id: str) -> dict[str, Any]:
     return next(event for event in client.grid_events() if event["event_id"] == event_id)
 
@@ -177,6 +226,9 @@ def main() -> None:
     parser.add_argument("--lead", type=float, default=15.0, help="seconds from adding the event to its start")
     parser.add_argument("--event", type=float, default=60.0, help="the event's length in seconds")
     parser.add_argument("--reduce-pct", type=float, default=40.0, help="the reduction asked for")
+    parser.add_argument("--budget-watch", type=float, default=60.0,
+                        help="(b) seconds of measured power to judge the budget on")
+    parser.add_argument("--parts", default="ab", help="which parts to run: a (the event), b (the budget)")
     args = parser.parse_args()
     started = time.perf_counter()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2 * GPUS, "num_gpus": GPUS})
@@ -184,12 +236,14 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="factory-bench-grid-") as directory:
             tmp = Path(directory)
-            with_event = run(tmp, "event", args, with_event=True)
-            without = run(tmp, "no-event", args, with_event=False)
+            if "a" in args.parts:
+                with_event = run(tmp, "event", args, with_event=True)
+                without = run(tmp, "no-event", args, with_event=False)
+            budget_ok = budget_run(tmp, args) if "b" in args.parts else True
     finally:
         ray.shutdown()
         cluster.shutdown()
-    ok = report(with_event, without, args)
+    ok = (report(with_event, without, args) if "a" in args.parts else True) and budget_ok
     verdict = "targets met" if ok else "targets NOT met"
     print(f"summary: {verdict}; total {time.perf_counter() - started:.0f} s")
 
