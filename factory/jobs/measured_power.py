@@ -36,7 +36,8 @@ SMOOTHING = 0.5  # weight of the newest sample in the running mean of the drift
 
 @dataclass
 class PowerDrift:
-    """The smoothed excess of measured power over the busy GPUs' nominal draw (W; None: no sample)."""
+    """The smoothed excess of measured power over the nominal draw of the GPUs the factory's jobs hold
+    (W; None: no sample)."""
 
     gpu_w: float | None = None
     it_w: float | None = None
@@ -68,16 +69,11 @@ class PowerDrift:
         """A grid event's cap on IT power, as nominal watts the plan may fill."""
         return _corrected(it_cap_w, self.it_w, margin_pct)
 
-    def correction_w(self, budget_w: float, margin_pct: float) -> float:
-        """How many watts a budget of `budget_w` GPU watts is lowered by now."""
-        corrected = self.budget_w(budget_w, margin_pct)
-        return 0.0 if corrected is None else budget_w - corrected
-
 
 def fixed_load_w(running: Iterable[JobRow], now_s: float, nominal_gpu_w: float, interval_s: float,
                  drift: PowerDrift) -> tuple[float, list[str]]:
     """IT watts no pause can shed now, and what they are: the running jobs that cannot be paused or whose
-    deadline cannot move (at their nominal watts), and the measured draw above the busy GPUs' nominal
+    deadline cannot move (at their nominal watts), and the measured draw above the jobs' nominal watts
     (idle GPUs, CPUs, inference endpoints) as 'other draw'."""
     fixed = [job for job in running if not preemptible(job) or deadline_forces(job, now_s, interval_s)]
     other_w = max(0.0, drift.it_w or 0.0)

@@ -26,7 +26,7 @@ JOB_METRICS = (
     MetricSpec("factory_grid_event_target_kw", "kW", (),
                "facility power target of the grid event under way (NaN: none)"),
     MetricSpec("factory_power_drift_w", "W", (),
-               "measured IT power above the busy GPUs' nominal draw, smoothed; kept free of the power "
+               "measured IT power above the nominal draw of the jobs' GPUs, smoothed; kept free of the "
                "budget and grid event caps (NaN before a sample)"),
 )
 _COUNTERS = {"factory_job_energy_kwh_total", "factory_job_cost_total", "factory_job_savings_total"}
