@@ -302,8 +302,9 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
         lines.append(f"offline optimum (LP lower bound): {bound}; share of its savings captured: {share}")
     for event in report.grid_events or ():
         met = "met" if event.complied else "NOT met"
+        why = f" ({event.unmet_reason})" if event.unmet_reason else ""
         lines.append(f"grid event {event.id} {event.start} to {event.end}: target {event.target_kw:,.1f} kW, "
-                     f"at most {event.max_kw:,.1f} kW drawn: {met}")
+                     f"at most {event.max_kw:,.1f} kW drawn: {met}{why}")
     if report.compliance_cost is not None:
         lines.append(f"cost of answering the grid: {report.compliance_cost:,.2f} {report.currency}")
     if report.uncovered_kwh > 0:

@@ -77,6 +77,7 @@ class Outcome:
     segment_end_s: np.ndarray
     segment_power_w: np.ndarray
     segment_busy_gpus: np.ndarray
+    segment_fixed_w: np.ndarray   # the power of the running jobs that cannot be paused (the fixed load)
     timeline_s: np.ndarray        # at each decision: time, jobs waiting, GPUs busy
     timeline_waiting: np.ndarray
     timeline_busy_gpus: np.ndarray
@@ -139,7 +140,7 @@ class _Run:
         needs_prices = self.policy.needs_prices
         interval_s = self.price_series.interval_s
         grid_start_s = self.price_series.start_s
-        segments: list[tuple[float, float, float, int]] = []
+        segments: list[tuple[float, float, float, int, float]] = []
         timeline: list[tuple[float, int, int]] = []
         next_arrival = 0
         now_s = self.submit_s[self.arrivals[0]] if self.arrivals else 0.0
@@ -193,7 +194,8 @@ class _Run:
             if self.running and step_s > 0:
                 power = sum(self.gpus[j] * self.power_w[j] for j in self.running)
                 busy = sum(self.gpus[j] for j in self.running)
-                segments.append((now_s, next_s, power, busy))
+                fixed = sum(self.gpus[j] * self.power_w[j] for j in self.running if not self.preemptible[j])
+                segments.append((now_s, next_s, power, busy, fixed))
                 for j in self.running:
                     self.remaining_s[j] -= step_s
                     self.run_s[j] += step_s
@@ -203,14 +205,15 @@ class _Run:
                 if j in self.running and self.remaining_s[j] <= DONE_EPS_S:
                     self._finish(j, now_s)
                     changed = True
-        seg = np.array(segments, dtype=float).reshape(-1, 4)
+        seg = np.array(segments, dtype=float).reshape(-1, 5)
         tl = np.array(timeline, dtype=float).reshape(-1, 3)
         return Outcome(
             policy=self.policy.name,
             finish_s=self.finish_s, first_start_s=self.first_start_s, run_s=self.run_s,
             preemptions=self.preemptions, infeasible=self.at_risk,
             segment_start_s=seg[:, 0], segment_end_s=seg[:, 1], segment_power_w=seg[:, 2],
-            segment_busy_gpus=seg[:, 3], timeline_s=tl[:, 0], timeline_waiting=tl[:, 1],
+            segment_busy_gpus=seg[:, 3], segment_fixed_w=seg[:, 4], timeline_s=tl[:, 0],
+            timeline_waiting=tl[:, 1],
             timeline_busy_gpus=tl[:, 2], decisions=decisions, wall_s=time.perf_counter() - wall_start,
         )
 

@@ -11,6 +11,8 @@ Nomenclature:
   max_kw -- the highest facility power while the event lasted (the simulator's power is piecewise
            constant: the GPUs of the running jobs at their `power_w`).
   complied -- max_kw <= target_kw (to a milliwatt).
+  unmet_reason -- why an event was not complied where the fixed load alone (the running jobs that
+           cannot be paused, at their power) was over its target; None otherwise.
 
 Invariants:
   * The policy sees an event only once it is announced; the simulator decides again at each event's
@@ -64,6 +66,7 @@ class GridEventReport(BaseModel):
     target_kw: float
     max_kw: float
     complied: bool
+    unmet_reason: str | None = None
 
 
 def load_grid_events(path: str | Path) -> GridEvents:
@@ -82,16 +85,23 @@ def load_grid_events(path: str | Path) -> GridEvents:
 
 
 def compliance(events: GridEvents, segment_start_s: np.ndarray, segment_end_s: np.ndarray,
-               segment_power_w: np.ndarray) -> list[GridEventReport]:
-    """Each event's target against the highest power the facility drew while it lasted."""
+               segment_power_w: np.ndarray,
+               segment_fixed_w: np.ndarray | None = None) -> list[GridEventReport]:
+    """Each event's target against the highest power the facility drew while it lasted, and the fixed
+    load (`segment_fixed_w`) named where it alone was over the target."""
     reports = []
     for i, event_id in enumerate(events.ids):
         start_s, end_s = float(events.start_s[i]), float(events.end_s[i])
         during = (segment_start_s < end_s) & (segment_end_s > start_s)
         max_kw = float(segment_power_w[during].max()) / 1000.0 if during.any() else 0.0
         target_kw = float(events.target_w[i]) / 1000.0
+        fixed_kw = float(segment_fixed_w[during].max()) / 1000.0 \
+            if segment_fixed_w is not None and during.any() else 0.0
+        unmet = (f"the fixed load (jobs that cannot be paused) needs {fixed_kw:.2f} kW, over the "
+                 f"{target_kw:.2f} kW target") if fixed_kw > target_kw + COMPLIANCE_EPS_KW else None
         reports.append(GridEventReport(id=event_id, start=_iso(start_s), end=_iso(end_s), target_kw=target_kw,
-                                       max_kw=max_kw, complied=max_kw <= target_kw + COMPLIANCE_EPS_KW))
+                                       max_kw=max_kw, complied=max_kw <= target_kw + COMPLIANCE_EPS_KW,
+                                       unmet_reason=unmet))
     return reports
 
 

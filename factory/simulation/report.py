@@ -20,7 +20,9 @@ Definitions:
                                infeasible; `carbon_kg` also without carbon data), `feasible`.
   grid_events               -- only with `--grid-events FILE`: per event `id`, `start`, `end` (ISO
                                8601), `target_kw`, `max_kw` (the highest facility power while it
-                               lasted) and `complied` (max_kw <= target_kw);
+                               lasted), `complied` (max_kw <= target_kw) and `unmet_reason` (the
+                               fixed load, where the jobs that cannot be paused alone were over the
+                               target; null otherwise);
   compliance_cost           -- with them: the policy's cost with the events minus the same run without.
   captured_share            -- only with `--optimum`: (baseline - ours) / (baseline - optimum) of the
                                objective's value (cost; carbon_kg; or cost + carbon priced per tonne),

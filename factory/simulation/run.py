@@ -226,7 +226,7 @@ def run_simulation(trace: JobTrace, prices: LoadedPrices,
     events, compliance_cost = None, None
     if settings.grid_events is not None:
         events = compliance(settings.grid_events, outcome.segment_start_s, outcome.segment_end_s,
-                            outcome.segment_power_w)
+                            outcome.segment_power_w, outcome.segment_fixed_w)
         _, unasked = run_policy(trace, prices, settings, settings.policy, grid_events=False)
         compliance_cost = report.cost - unasked.cost
 

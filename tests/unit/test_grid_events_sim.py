@@ -45,7 +45,7 @@ def test_the_facility_stays_under_the_target_while_the_event_lasts(flat: Path, p
 
     (event,) = report["grid_events"]
     assert event == {"id": "dr-1", "start": "2024-03-01T10:00:00+00:00", "end": "2024-03-01T12:00:00+00:00",
-                     "target_kw": 2.0, "max_kw": 2.0, "complied": True}
+                     "target_kw": 2.0, "max_kw": 2.0, "complied": True, "unmet_reason": None}
     assert report["deadline_misses"] == 0 and report["completed"] == 4
     assert report["preemptions"] >= 2  # two jobs paused for the event, resumed after it
     assert report["compliance_cost"] == pytest.approx(0.0, abs=1e-9)  # flat prices: the same energy
@@ -63,6 +63,8 @@ def test_a_fixed_load_above_the_target_is_reported_as_not_complied(flat: Path) -
                header="job_id,submit_s,duration_s,num_gpus,deadline_s,preemptible,power_w")
     (event,) = run(flat, "--grid-events", "events.csv")["grid_events"]
     assert event["max_kw"] == 4.0 and not event["complied"]  # nothing could be paused
+    assert event["unmet_reason"] == "the fixed load (jobs that cannot be paused) needs 4.00 kW, over the " \
+        "2.00 kW target"
 
 
 def test_the_summary_says_whether_each_event_was_met_and_what_it_cost(flat: Path) -> None:
