@@ -93,8 +93,8 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
         late = client.submit(grid_job("grid-late", 1, preemptible=True), submitted_by="demo")
         names[late] = "grid-late"
         target_kw = _view(client, event["event_id"])["target_now_kw"]
-        if until(lambda: client.facility().facility_power_w / 1000.0 <= target_kw,
-                 "the measured power is under the target"):
+        if target_kw is not None and until(lambda: client.facility().facility_power_w / 1000.0 <= target_kw,
+                                           "the measured power is under the target"):
             measured_kw = client.facility().facility_power_w / 1000.0
             echo(f"  {client.now():%H:%M} UTC  facility {measured_kw:4.2f} kW measured: under the "
                  f"{target_kw:.2f} kW target")
