@@ -22,7 +22,8 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     config = write_config(tmp_path / "factory.yaml", state_dir=tmp_path / "state",
                           ray={"num_cpus": 2, "num_gpus": None})
     run = make_runner(config, cwd=tmp_path)
-    result = run("demo", "--watch-s", "2")  # the README's Quick start runs it with defaults
+    # The README's Quick start runs it with defaults; on a loaded 2-core machine it takes 5-6 minutes.
+    result = run("demo", "--watch-s", "2", timeout=DEMO_TIMEOUT_S)
     out = result.stdout
     assert "Traceback" not in out + result.stderr
     assert "worker processes have been started" not in out + result.stderr  # no raylet notices
