@@ -266,10 +266,7 @@ class SchedulerActor(ControlPlaneActor):
         self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
         self._metrics.export_queue(active, self.store.count_jobs([state.value for state in FINISHED]))
         self._metrics.export_grid_target(self._grid.target_now_kw())
-        assert self.clock is not None
-        fresh = self._drift.fresh(self.clock.now_s(), DRIFT_FRESH_ROUNDS * self.config.scheduler.interval_s
-                                  * self.clock.spec().speed_factor)
-        self._metrics.export_power_drift(fresh.it_w)
+        self._metrics.export_power_drift(self._fresh_drift().it_w)
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():
@@ -318,13 +315,18 @@ class SchedulerActor(ControlPlaneActor):
         # budget are kept on measured power: what the facility draws above the jobs' nominal watts is
         # kept free (factory.jobs.measured_power).
         pue, margin_pct = self.config.telemetry.pue, settings.power_margin_pct
-        drift = self._drift.fresh(self.clock.now_s(), DRIFT_FRESH_ROUNDS * settings.interval_s
-                                  * self.clock.spec().speed_factor)
+        drift = self._fresh_drift()
         events = [(start_s, end_s, drift.cap_w(target_w / pue, margin_pct), announced_s)
                   for start_s, end_s, target_w, announced_s in self._grid.caps()]
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
                            power_budget_w=drift.budget_w(settings.power_budget_w, margin_pct),
                            quotas=dict(settings.quotas), grid_events=events)
+
+    def _fresh_drift(self) -> PowerDrift:
+        """The measured drift, unless no control round measured it for `DRIFT_FRESH_ROUNDS` (then unknown)."""
+        assert self.clock is not None
+        max_age_s = DRIFT_FRESH_ROUNDS * self.config.scheduler.interval_s * self.clock.spec().speed_factor
+        return self._drift.fresh(self.clock.now_s(), max_age_s)
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""

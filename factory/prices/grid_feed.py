@@ -22,7 +22,7 @@ from factory.errors import PriceError
 from factory.price_config import GridEventFeedConfig
 from factory.prices.feed import FIRST_RETRY_S
 from factory.prices.grid_events import EventRow, GridEventError, event_rows
-from factory.prices.http import MISSING, get_json, scrubbed, url_description, walk
+from factory.prices.http import MISSING, credential, get_json, scrubbed, url_description, walk
 
 
 class GridEventFeed:
@@ -71,12 +71,7 @@ class GridEventFeed:
                 "last_error": self.last_error}
 
     def _events(self) -> list[EventRow]:
-        secret = None
-        if self.config.auth_env:
-            secret = self._env.get(self.config.auth_env)
-            if not secret:
-                raise PriceError(f"environment variable {self.config.auth_env} "
-                                 "(prices.grid_events_http.auth_env) is not set or empty")
+        secret = credential(self._env, self.config.auth_env, "prices.grid_events_http.auth_env")
         try:
             document = get_json(self.config.url, self.config.timeout_s, self.config.auth_header, secret)
             items = walk(document, self.config.items_path)

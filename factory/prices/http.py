@@ -95,12 +95,10 @@ class HttpPriceProvider(PriceProvider):
         Raises:
             PriceError: One line naming the feed and what failed; the last good data is kept.
         """
-        secret = None
-        if self._config.auth_env:
-            secret = self._env.get(self._config.auth_env)
-            if not secret:
-                raise PriceError(f"{self.description}: environment variable {self._config.auth_env} "
-                                 "(prices.http.auth_env) is not set or empty")
+        try:
+            secret = credential(self._env, self._config.auth_env, "prices.http.auth_env")
+        except PriceError as exc:
+            raise PriceError(f"{self.description}: {exc}") from None
         try:
             fetched = self._parse(self._fetch(secret))
         except PriceError as exc:
@@ -322,6 +320,17 @@ def get_json(url: str, timeout_s: float, auth_header: str = "Authorization",
         raise PriceError(f"not JSON (line {exc.lineno} column {exc.colno})") from None
     except UnicodeDecodeError:
         raise PriceError("not JSON (not UTF-8 text)") from None
+
+
+def credential(env: Mapping[str, str], variable: str | None, field: str) -> str | None:
+    """The value of the environment variable a feed's `field` names (None: it names none); PriceError if
+    it is unset or empty. The value is never put in a message."""
+    if not variable:
+        return None
+    secret = env.get(variable)
+    if not secret:
+        raise PriceError(f"environment variable {variable} ({field}) is not set or empty")
+    return secret
 
 
 def scrubbed(message: str, secret: str | None) -> str:
