@@ -2,7 +2,8 @@
 
 The flag names and JSON keys are a contract (other tools read them): `--prices`, `--jobs`, `--gpus`,
 `--policy`, `--power-w`, `--forecast-hours`, `--preempt-overhead-s`, `--json`, `--default-slack`,
-`--plot`, `--optimum`, `--objective`, `--carbon-price-per-tonne`, `--carbon`, `--grid-events`; JSON keys as in
+`--plot`, `--optimum`, `--objective`, `--carbon-price-per-tonne`, `--carbon`, `--grid-events`,
+`--min-power-cap-pct`; JSON keys as in
 `factory.simulation.report`. Every float flag is finite.
 """
 
@@ -63,6 +64,9 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
               help="Demand-response events: a CSV of start, end (ISO 8601), target_kw [, id, announced]; the "
               "facility's power stays under each target while it lasts (JSON: `grid_events`, "
               "`compliance_cost`).")
+@click.option("--min-power-cap-pct", type=click.FloatRange(min=1, max=100), default=50.0, show_default=True,
+              help="During a grid event, cap running jobs' GPUs down to this share of their power before "
+              "pausing any (the simulated GPU's floor); 100 turns caps off (JSON: `capped_gpu_h`).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of price, power and queue over time.")
@@ -91,7 +95,7 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
              preempt_overhead_s: float, default_slack: float, gpus_per_node: int | None,
              power_budget_kw: float | None, quotas: tuple[str, ...], optimum: bool, objective: str,
              carbon_price_per_tonne: float | None, carbon_path: str | None, grid_events_path: str | None,
-             as_json: bool,
+             min_power_cap_pct: float, as_json: bool,
              plot_path: str | None, **columns: str | None) -> None:
     """Replay JOBS against PRICES through a policy; compare with fifo on the same input.
 
@@ -107,7 +111,8 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
 
     _finite(("--power-w", power_w), ("--forecast-hours", forecast_hours),
             ("--preempt-overhead-s", preempt_overhead_s), ("--default-slack", default_slack),
-            ("--power-budget-kw", power_budget_kw), ("--carbon-price-per-tonne", carbon_price_per_tonne))
+            ("--power-budget-kw", power_budget_kw), ("--carbon-price-per-tonne", carbon_price_per_tonne),
+            ("--min-power-cap-pct", min_power_cap_pct))
     if objective == "cost+carbon" and carbon_price_per_tonne is None:
         raise SimulationInputError("--objective cost+carbon needs --carbon-price-per-tonne (e.g. 100)")
     if objective != "cost+carbon" and carbon_price_per_tonne is not None:
@@ -122,6 +127,7 @@ def simulate(prices_path: str, jobs_path: str, gpus: int, policy: str, power_w: 
         power_budget_kw=power_budget_kw, quotas=_quotas(quotas), optimum=optimum,
         objective=objective, carbon_price_per_tonne=carbon_price_per_tonne,  # type: ignore[arg-type]
         grid_events=load_grid_events(grid_events_path) if grid_events_path else None,
+        min_power_cap_pct=min_power_cap_pct,
     )
     try:
         prices = load_prices(price_input)
@@ -307,6 +313,8 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
                      f"at most {event.max_kw:,.1f} kW drawn: {met}{why}")
     if report.compliance_cost is not None:
         lines.append(f"cost of answering the grid: {report.compliance_cost:,.2f} {report.currency}")
+    if report.capped_gpu_h:
+        lines.append(f"GPU power capped for {report.capped_gpu_h:,.1f} GPU-hours during grid events")
     if report.uncovered_kwh > 0:
         lines.append(f"note: {report.uncovered_kwh:,.1f} kWh ran after the price trace ended and was priced "
                      "at its last interval")

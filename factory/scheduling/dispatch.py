@@ -9,7 +9,9 @@ wait; `dispatch` decides who *can* run, in that order, and returns the decisions
     with preemptible jobs (a borrowed GPU must be reclaimable) or, for non-preemptible ones, from
     GPUs nobody is guaranteed. When a team within its guarantee has a job that does not fit, the
     borrowers' jobs are paused (latest ranked first) to make room: reclaim.
-  * backfill: a job that does not fit does not block smaller ones behind it.
+  * backfill: a job that does not fit does not block smaller ones behind it;
+  * during a grid event, running jobs the power budget would pause are capped instead where a cap is
+    enough (`power_caps.cap_before_pausing`).
 
 Invariants:
   * Running jobs the policy did not rank are paused only if preemptible; a non-preemptible job is
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from factory.scheduling.model import Decisions, JobView, Pause, Phase, Snapshot, Start, Wait, WaitReason
 from factory.scheduling.placement import FreeGpus
+from factory.scheduling.power_caps import cap_before_pausing
 
 Held = Mapping[str, tuple[WaitReason, str]]
 VICTIM_SCAN = 1000  # preemptible jobs looked at for the node where a gang displaces the fewest
@@ -86,8 +89,9 @@ def dispatch(
         if job.phase is not Phase.RUNNING and job.job_id not in ranked_ids:
             reason, detail = held.get(job.job_id, (WaitReason.PRIORITY, "not ranked by the policy"))
             waits.append(Wait(job.job_id, reason, detail))
-    return Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
-                     admitted=tuple(admitted), infeasible=tuple(infeasible))
+    decisions = Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
+                          admitted=tuple(admitted), infeasible=tuple(infeasible))
+    return cap_before_pausing(snapshot, decisions)
 
 
 class _State:

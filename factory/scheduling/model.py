@@ -140,6 +140,9 @@ class Snapshot:
     preempt_overhead_s: float = 0.0
     # Per interval of `prices`: the facility power a grid event allows (W; inf outside events). None: none.
     grid_cap_w: np.ndarray | None = None
+    # The lowest power cap every GPU accepts, as a share of a job's nominal watts per GPU: during a grid
+    # event, capping GPUs is a lever (`power_caps.cap_before_pausing`). None: GPUs are not capped.
+    min_cap_share: float | None = None
 
     def budget_per_interval_w(self) -> float | np.ndarray | None:
         """The power budget the plan keeps to: the facility's, lowered per interval by grid events.
@@ -149,6 +152,14 @@ class Snapshot:
         if self.grid_cap_w is None or np.isinf(self.grid_cap_w).all():
             return self.power_budget_w
         return np.minimum(self.grid_cap_w, math.inf if self.power_budget_w is None else self.power_budget_w)
+
+    def grid_cap_now_w(self) -> float | None:
+        """The power a grid event under way allows now, where it is below the facility's budget; else None."""
+        if self.grid_cap_w is None or not len(self.grid_cap_w):
+            return None
+        cap_w = float(self.grid_cap_w[0])
+        budget_w = math.inf if self.power_budget_w is None else self.power_budget_w
+        return cap_w if cap_w < budget_w else None
 
     def budget_now_w(self) -> float | None:
         """The power budget now (the current interval's: a grid event's target if lower); None: none."""
@@ -205,6 +216,8 @@ class Decisions:
     deadline cannot be met, reported now rather than discovered late. `decide_again_s`: the latest time
     the policy must be asked again even if nothing happens before (a waiting job's latest safe start that
     falls before the next price interval); None if the next event or interval boundary will do.
+    `power_caps_w`: (job, W per GPU) for each running job whose GPUs are capped until the next decision;
+    every other job's GPUs run at their default limit.
     """
 
     starts: tuple[Start, ...] = ()
@@ -213,6 +226,7 @@ class Decisions:
     admitted: tuple[str, ...] = ()
     infeasible: tuple[tuple[str, str], ...] = ()
     decide_again_s: float | None = None
+    power_caps_w: tuple[tuple[str, float], ...] = ()
 
 
 @runtime_checkable

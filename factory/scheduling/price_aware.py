@@ -368,7 +368,7 @@ def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
                                                                             WaitReason.CAPACITY)
     what = "power budget is" if reason is WaitReason.POWER_BUDGET else "GPUs are"
     crowded = f"the {what} planned for more urgent jobs now"
-    grid_cap_w = _grid_cap_now_w(snapshot)
+    grid_cap_w = snapshot.grid_cap_now_w()
     if reason is WaitReason.POWER_BUDGET and grid_cap_w is not None:
         crowded = f"a grid event holds the GPUs to {grid_cap_w / 1000:.2f} kW now"
     if not len(plan.intervals):
@@ -380,15 +380,6 @@ def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
     if reason is WaitReason.PRICE:
         return reason, f"cheap window at {_at(start_s)}"
     return reason, f"{crowded}; planned to run from {_at(start_s)}"
-
-
-def _grid_cap_now_w(snapshot: Snapshot) -> float | None:
-    """The GPU power a grid event under way allows now, where it is below the facility's budget."""
-    if snapshot.grid_cap_w is None or not len(snapshot.grid_cap_w):
-        return None
-    cap_w = float(snapshot.grid_cap_w[0])
-    budget_w = math.inf if snapshot.power_budget_w is None else snapshot.power_budget_w
-    return cap_w if cap_w < budget_w else None
 
 
 @functools.lru_cache(maxsize=65536)

@@ -16,6 +16,8 @@ Invariants:
   * Grid events (`factory.simulation.grid_events`) lower the power budget while they last: the
     policy sees each from its announcement (`Snapshot.grid_cap_w`), and decides again at every
     announcement, start and end.
+  * A job whose GPUs a decision caps (`Decisions.power_caps_w`, where `Cluster.min_cap_share` allows caps)
+    draws the cap and progresses at `throughput_share` of its speed until the next decision.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from factory.prices.series import IntervalSeries
 from factory.scheduling.model import JobView, Phase, Policy, PriceOutlook, Snapshot
 from factory.simulation.grid_events import GridEvents
 from factory.simulation.trace import JobTrace
+from factory.telemetry.backends.simulated import throughput_share
 
 DONE_EPS_S = 1e-6
 DAY_S = 86400.0
@@ -48,6 +51,7 @@ class Cluster:
     node_gpus: dict[str, int]
     power_budget_w: float | None = None
     quotas: dict[str, int] = field(default_factory=dict)
+    min_cap_share: float | None = None  # the lowest GPU power cap, as a share of nominal; None: no caps
 
     @classmethod
     def uniform(cls, gpus: int, gpus_per_node: int | None = None, **kwargs: object) -> Cluster:
@@ -83,6 +87,7 @@ class Outcome:
     timeline_busy_gpus: np.ndarray
     decisions: int
     wall_s: float
+    capped_gpu_s: float = 0.0     # GPU-seconds run under a power cap
 
 
 def simulate(trace: JobTrace, feed: PriceFeed, cluster: Cluster, policy: Policy, *,
@@ -109,6 +114,8 @@ class _Run:
         self.teams = [str(x) for x in trace.team]
         self.priorities = [int(x) for x in trace.priority]
         self.remaining_s = trace.duration_s.astype(float).copy()
+        self.cap_share = [1.0] * n  # of its nominal power, until the next decision
+        self.speed = [1.0] * n      # work done per second of run time (under a cap, less than 1)
         self.state = [WAITING] * n
         self.placement: list[tuple[tuple[str, int], ...]] = [()] * n
         self.admitted = [False] * n
@@ -149,6 +156,7 @@ class _Run:
         finishing: list[tuple[float, int]] = []  # heap of (finish time if uninterrupted, job)
         decide_again_s = math.inf  # when the policy asked to decide again (see `Decisions.decide_again_s`)
         next_event = 0  # the next grid event announcement, start or end
+        capped_gpu_s = 0.0
         while True:
             while next_event < len(self._event_times) and self._event_times[next_event] <= now_s + DONE_EPS_S:
                 next_event += 1
@@ -168,7 +176,7 @@ class _Run:
             if changed or needs_prices or now_s >= decide_again_s - DONE_EPS_S:
                 decide_again_s = self._decide(now_s, needs_prices)
                 decisions += 1
-                finishing = [(now_s + self.remaining_s[j], j) for j in self.running]
+                finishing = [(now_s + self.remaining_s[j] / self.speed[j], j) for j in self.running]
                 heapq.heapify(finishing)
                 busy = sum(self.gpus[j] for j in self.running)
                 timeline.append((now_s, len(self.active) - len(self.running), busy))
@@ -192,13 +200,15 @@ class _Run:
                                    "start (check --quota and --power-budget-kw against the jobs)")
             step_s = next_s - now_s
             if self.running and step_s > 0:
-                power = sum(self.gpus[j] * self.power_w[j] for j in self.running)
+                power = sum(self.gpus[j] * self.power_w[j] * self.cap_share[j] for j in self.running)
                 busy = sum(self.gpus[j] for j in self.running)
                 fixed = sum(self.gpus[j] * self.power_w[j] for j in self.running if not self.preemptible[j])
                 segments.append((now_s, next_s, power, busy, fixed))
                 for j in self.running:
-                    self.remaining_s[j] -= step_s
+                    self.remaining_s[j] -= step_s * self.speed[j]
                     self.run_s[j] += step_s
+                    if self.cap_share[j] < 1.0:
+                        capped_gpu_s += step_s * self.gpus[j]
             now_s = next_s
             while finishing and finishing[0][0] <= now_s + DONE_EPS_S:
                 _, j = heapq.heappop(finishing)
@@ -215,6 +225,7 @@ class _Run:
             segment_busy_gpus=seg[:, 3], segment_fixed_w=seg[:, 4], timeline_s=tl[:, 0],
             timeline_waiting=tl[:, 1],
             timeline_busy_gpus=tl[:, 2], decisions=decisions, wall_s=time.perf_counter() - wall_start,
+            capped_gpu_s=capped_gpu_s,
         )
 
     def _finish(self, j: int, now_s: float) -> None:
@@ -233,7 +244,8 @@ class _Run:
         outlook = self._outlook(now_s, views) if needs_prices else None
         snapshot = Snapshot(now_s=now_s, node_gpus=self.cluster.node_gpus, jobs=views, prices=outlook,
                             power_budget_w=self.cluster.power_budget_w, quotas=self.cluster.quotas,
-                            preempt_overhead_s=self.overhead_s, grid_cap_w=self._grid_cap_w(now_s, outlook))
+                            preempt_overhead_s=self.overhead_s, grid_cap_w=self._grid_cap_w(now_s, outlook),
+                            min_cap_share=self.cluster.min_cap_share)
         decisions = self.policy.decide(snapshot)
         index = {self.ids[j]: j for j in self.active}
         for job_id in decisions.admitted:
@@ -256,6 +268,12 @@ class _Run:
             self.state[j] = RUNNING
             self.placement[j] = start.placement
             self.running.add(j)
+        for j in self.running:
+            self.cap_share[j], self.speed[j] = 1.0, 1.0
+        for job_id, cap_w in decisions.power_caps_w:
+            j = index[job_id]
+            self.cap_share[j] = min(1.0, cap_w / self.power_w[j]) if self.power_w[j] > 0 else 1.0
+            self.speed[j] = throughput_share(self.cap_share[j], 1.0)
         return math.inf if decisions.decide_again_s is None else decisions.decide_again_s
 
     def _grid_cap_w(self, now_s: float, outlook: PriceOutlook | None) -> np.ndarray | None:

@@ -24,6 +24,8 @@ Definitions:
                                fixed load, where the jobs that cannot be paused alone were over the
                                target; null otherwise);
   compliance_cost           -- with them: the policy's cost with the events minus the same run without.
+  capped_gpu_h              -- with them: GPU-hours run under a power cap (`--min-power-cap-pct`: during an
+                               event, GPUs are capped before jobs are paused; 100 turns caps off).
   captured_share            -- only with `--optimum`: (baseline - ours) / (baseline - optimum) of the
                                objective's value (cost; carbon_kg; or cost + carbon priced per tonne),
                                the share of the LP's possible savings the policy made.
@@ -100,12 +102,14 @@ class SimulationReport(PolicyReport):
     captured_share: float | None = None
     grid_events: list[GridEventReport] | None = None
     compliance_cost: float | None = None
+    capped_gpu_h: float | None = None
 
     def to_json(self) -> dict:
         """The JSON object `factory simulate --json` prints.
 
         Every field, less `optimum` and `captured_share` when the bound was not asked for (with it,
-        both keys are there, null or not), and less `grid_events` and `compliance_cost` without events.
+        both keys are there, null or not), and less `grid_events`, `compliance_cost` and `capped_gpu_h`
+        without events.
         """
         data = self.model_dump(mode="json")
         if self.optimum is None:
@@ -114,6 +118,7 @@ class SimulationReport(PolicyReport):
         if self.grid_events is None:
             data.pop("grid_events")
             data.pop("compliance_cost")
+            data.pop("capped_gpu_h")
         return data
 
 

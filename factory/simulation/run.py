@@ -144,6 +144,7 @@ class SimulationSettings:
     objective: Objective = "cost"
     carbon_price_per_tonne: float | None = None
     grid_events: GridEvents | None = None
+    min_power_cap_pct: float = 50.0  # during a grid event, GPUs may be capped down to this (100: no caps)
 
 
 def load_job_trace(path: str | Path, settings: SimulationSettings, prices: LoadedPrices,
@@ -197,6 +198,7 @@ def run_policy(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettin
         settings.gpus, settings.gpus_per_node,
         power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
         quotas=dict(settings.quotas),
+        min_cap_share=settings.min_power_cap_pct / 100.0 if settings.min_power_cap_pct < 100.0 else None,
     )
     planning = prices.planning(settings.objective, settings.carbon_price_per_tonne)
     outcome = simulate(trace, planning.feed(settings.forecast_hours), cluster, make_policy(policy_name),
@@ -223,8 +225,9 @@ def run_simulation(trace: JobTrace, prices: LoadedPrices,
     def goal(cost: float | None, carbon_kg: float | None) -> float | None:
         return weigh(settings.objective, cost, carbon_kg, settings.carbon_price_per_tonne)
 
-    events, compliance_cost = None, None
+    events, compliance_cost, capped_gpu_h = None, None, None
     if settings.grid_events is not None:
+        capped_gpu_h = outcome.capped_gpu_s / 3600.0
         events = compliance(settings.grid_events, outcome.segment_start_s, outcome.segment_end_s,
                             outcome.segment_power_w, outcome.segment_fixed_w)
         _, unasked = run_policy(trace, prices, settings, settings.policy, grid_events=False)
@@ -239,7 +242,7 @@ def run_simulation(trace: JobTrace, prices: LoadedPrices,
         savings_pct=savings_pct(report.cost, baseline.cost), objective=settings.objective,
         carbon_savings_pct=None if report.carbon_kg is None or baseline.carbon_kg is None else
         savings_pct(report.carbon_kg, baseline.carbon_kg), optimum=optimum, captured_share=share,
-        grid_events=events, compliance_cost=compliance_cost)
+        grid_events=events, compliance_cost=compliance_cost, capped_gpu_h=capped_gpu_h)
 
 
 def solve_optimum(trace: JobTrace, prices: LoadedPrices, settings: SimulationSettings) -> OptimumReport:

@@ -1,12 +1,14 @@
 """Demand-response events in `factory simulate --grid-events`: the facility's power under each target.
 
 Four one-GPU jobs of 1 kW each start at 08:00 on flat prices (nothing to wait for); the grid asks for
-at most 2 kW from 10:00 to 12:00. Every job has a day of slack, so the policy can pause two of them.
+at most 2 kW from 10:00 to 12:00. Every job has a day of slack, so the policy can pause two of them, or
+(GPU power caps, on unless `--min-power-cap-pct 100`) cap all four at half their power.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +42,43 @@ def run(cwd: Path, *flags: str) -> dict:
 
 
 @pytest.mark.parametrize("policy", ["price-aware", "fifo"])
-def test_the_facility_stays_under_the_target_while_the_event_lasts(flat: Path, policy: str) -> None:
-    report = run(flat, "--grid-events", "events.csv", "--policy", policy)
+def test_the_facility_stays_under_the_target_by_pausing_where_caps_are_off(flat: Path, policy: str) -> None:
+    report = run(flat, "--grid-events", "events.csv", "--policy", policy, "--min-power-cap-pct", "100")
 
     (event,) = report["grid_events"]
     assert event == {"id": "dr-1", "start": "2024-03-01T10:00:00+00:00", "end": "2024-03-01T12:00:00+00:00",
                      "target_kw": 2.0, "max_kw": 2.0, "complied": True, "unmet_reason": None}
     assert report["deadline_misses"] == 0 and report["completed"] == 4
     assert report["preemptions"] >= 2  # two jobs paused for the event, resumed after it
+    assert report["capped_gpu_h"] == 0.0
     assert report["compliance_cost"] == pytest.approx(0.0, abs=1e-9)  # flat prices: the same energy
-    assert "grid_events" not in run(flat) and "compliance_cost" not in run(flat)
+    plain = run(flat)
+    assert "grid_events" not in plain and "compliance_cost" not in plain and "capped_gpu_h" not in plain
+
+
+@pytest.mark.parametrize("policy", ["price-aware", "fifo"])
+def test_gpu_caps_meet_the_target_before_any_job_is_paused(flat: Path, policy: str) -> None:
+    # 4 kW of jobs, a 2 kW target: every GPU capped at half its power meets it, and nobody pays a resume.
+    report = run(flat, "--grid-events", "events.csv", "--policy", policy)
+
+    (event,) = report["grid_events"]
+    assert event["max_kw"] == pytest.approx(2.0) and event["complied"]
+    assert report["preemptions"] == 0 and report["deadline_misses"] == 0 and report["completed"] == 4
+    assert report["capped_gpu_h"] == pytest.approx(4 * 2.0)  # four GPUs for the event's two hours
+    # Capped GPUs lose less speed than power (`throughput_share`): the same work takes less energy.
+    assert report["compliance_cost"] < 0
+    assert report["energy_kwh"] < run(flat, "--grid-events", "events.csv", "--policy", policy,
+                                      "--min-power-cap-pct", "100")["energy_kwh"]
+
+
+def test_jobs_that_do_not_fit_even_at_the_lowest_cap_are_paused(flat: Path) -> None:
+    (flat / "events.csv").write_text(EVENT.format(announced="2024-03-01T09:00:00Z").replace(",2,", ",1,"))
+    report = run(flat, "--grid-events", "events.csv")
+
+    (event,) = report["grid_events"]
+    assert event["max_kw"] == pytest.approx(1.0) and event["complied"]
+    assert report["preemptions"] == 2  # two paused; the other two capped at half their power
+    assert report["capped_gpu_h"] == pytest.approx(2 * 2.0)
 
 
 def test_an_event_without_notice_is_met_from_its_start(flat: Path) -> None:
@@ -73,7 +102,8 @@ def test_the_summary_says_whether_each_event_was_met_and_what_it_cost(flat: Path
     assert result.returncode == 0, result.stderr
     assert "grid event dr-1 2024-03-01T10:00:00+00:00 to 2024-03-01T12:00:00+00:00: target 2.0 kW, " \
            "at most 2.0 kW drawn: met" in result.stdout
-    assert "cost of answering the grid: 0.00 USD" in result.stdout
+    assert "cost of answering the grid: -0.12 USD" in result.stdout  # capped GPUs use less energy per step
+    assert "GPU power capped for 8.0 GPU-hours during grid events" in result.stdout
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -135,3 +165,24 @@ def test_an_event_that_caps_nothing_leaves_the_run_as_it_was() -> None:
     _, without = run_policy(trace, prices, SimulationSettings(gpus=4), "price-aware")
     _, with_event = run_policy(trace, prices, SimulationSettings(gpus=4, grid_events=late), "price-aware")
     assert with_event.cost == without.cost and with_event.preemptions == without.preemptions
+
+
+def test_caps_spare_the_fixed_load_and_keep_the_event_budget() -> None:
+    from factory.scheduling import FifoPolicy, JobView, Phase, Snapshot
+
+    def running(job_id: str, gpus: int, preemptible: bool) -> JobView:
+        return JobView(job_id, gpus, 700.0, 0.0, 3600.0, Phase.RUNNING, None, preemptible,
+                       placement=(("n", gpus),))
+
+    jobs = [running("fixed", 2, False), running("a", 2, True), running("b", 2, True)]
+    event = Snapshot(now_s=0.0, node_gpus={"n": 8}, jobs=jobs, grid_cap_w=np.array([2800.0]),
+                     min_cap_share=0.5)
+    decisions = FifoPolicy().decide(event)
+
+    assert decisions.pauses == ()  # 1.4 kW fixed + 2.8 kW capped to half = 2.8 kW
+    assert dict(decisions.power_caps_w) == {"a": 350.0, "b": 350.0}  # the fixed load runs uncapped
+    assert FifoPolicy().decide(replace(event, min_cap_share=None)).power_caps_w == ()  # no caps: pauses
+    assert [p.job_id for p in FifoPolicy().decide(replace(event, min_cap_share=None)).pauses] == ["b"]
+    # Outside an event, the facility's own budget is kept as before: by pausing.
+    standing = replace(event, grid_cap_w=None, power_budget_w=2800.0)
+    assert FifoPolicy().decide(standing).power_caps_w == ()

@@ -1,0 +1,58 @@
+"""GPU power caps as a lever during a grid event: cap running jobs before pausing any of them.
+
+Under a power limit a capped GPU keeps more work per watt than a paused one (its throughput falls less than
+its power: `factory.telemetry.backends.simulated.throughput_share`), and it pays no resume. So while a grid
+event holds the facility under a target, the levers are pulled in the order that costs least:
+
+  1. defer: queued jobs that do not fit wait (the policy plans them after the event);
+  2. cap: running preemptible jobs that the budget would pause keep running, every preemptible job's GPUs
+     capped at one share of their nominal watts, as long as that share is at least `min_cap_share`
+     (one share for all: the same watts buy the most throughput when spread evenly);
+  3. pause: only the jobs that do not fit even at the lowest cap are paused.
+
+Invariants:
+  * Only during a grid event (`Snapshot.grid_cap_now_w`); the facility's standing budget is kept as before.
+  * Jobs that cannot be paused are the fixed load: never capped (their deadline cannot move).
+  * Capped power (nominal watts x share) stays within the budget the dispatch kept to; no job starts here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from factory.scheduling.model import Decisions, Phase, Snapshot, WaitReason
+
+EPS_W = 1e-9
+
+
+def cap_before_pausing(snapshot: Snapshot, decisions: Decisions) -> Decisions:
+    """`decisions` with the jobs paused for the power budget kept running under caps where they fit."""
+    share_min = snapshot.min_cap_share
+    budget_w = snapshot.grid_cap_now_w()
+    if share_min is None or budget_w is None:
+        return decisions
+    budget_w = min(budget_w, snapshot.budget_now_w() or budget_w)
+    jobs = {job.job_id: job for job in snapshot.jobs}
+    paused = {pause.job_id for pause in decisions.pauses}
+    running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING and job.job_id not in paused]
+    running += [jobs[start.job_id] for start in decisions.starts]
+    fixed_w = sum(job.draw_w for job in running if not job.preemptible)
+    capped = [job for job in running if job.preemptible]
+    capped_w = sum(job.draw_w for job in capped)
+    kept: set[str] = set()
+    # The pauses the dispatch made last (the lowest ranked of the jobs the policy wanted running) come
+    # first when reversed: the highest ranked are kept first.
+    for pause in reversed(decisions.pauses):
+        job = jobs[pause.job_id]
+        if pause.reason is not WaitReason.POWER_BUDGET or not job.preemptible:
+            continue
+        if fixed_w + share_min * (capped_w + job.draw_w) <= budget_w + EPS_W:
+            kept.add(job.job_id)
+            capped.append(job)
+            capped_w += job.draw_w
+    if not kept:
+        return decisions
+    share = max(share_min, min(1.0, (budget_w - fixed_w) / capped_w))
+    caps = tuple((job.job_id, share * job.power_w) for job in capped) if share < 1.0 - EPS_W else ()
+    return replace(decisions, pauses=tuple(p for p in decisions.pauses if p.job_id not in kept),
+                   power_caps_w=caps)
