@@ -43,8 +43,9 @@ from factory.jobs.controller import JobController, StepResult
 from factory.jobs.measured_power import PowerDrift, fixed_load_w
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
+from factory.jobs.power_caps import PowerCapKeeper
 from factory.jobs.registration import Registrations
-from factory.jobs.snapshot import ClusterView, num_gpus, outlook_from_forecast
+from factory.jobs.snapshot import ClusterView, num_gpus, outlook_from_forecast, placement_of
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
@@ -106,6 +107,10 @@ class SchedulerActor(ControlPlaneActor):
         feed = self.config.prices.grid_events_http
         self._grid_feed = GridEventFeed(feed) if feed is not None else None
         self._drift = PowerDrift()  # measured power above the jobs' nominal draw: budgets keep it free
+        # GPU power caps as a grid lever: set on the nodes, recorded in the store, restored after a crash too.
+        self._caps = PowerCapKeeper(self.store,
+                                    lambda nodes, caps: ask_telemetry(nodes, "apply_power_caps", caps))
+        self._cap_share: float | None = None  # the lowest cap every GPU accepts, as a share of nominal
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
@@ -228,8 +233,11 @@ class SchedulerActor(ControlPlaneActor):
             outlook = self._outlook(now_s) if self._controller.policy.needs_prices else None
             result = self._controller.step(now_s, self._cluster_view(), outlook)
             self._decide_again_s = result.decide_again_s
+            self._keep_power_caps(result.power_caps_w)
             paused = {job_id: job.reason for job_id in result.paused if (job := self.store.get_job(job_id))}
-            self._grid.record_actions(now_s, paused, result.waiting)  # what was done for a grid event
+            capped = {job_id: f"power budget: its GPUs capped at {cap_w:.0f} W each"
+                      for job_id, cap_w in result.power_caps_w.items()}
+            self._grid.record_actions(now_s, paused, result.waiting, capped)  # what was done for an event
             self._accountant.finished(job_id for job_id, state in result.finished.items()
                                       if JobState(state).is_finished)
         self._accountant.account_pending()  # energy, cost, carbon, waits, savings (factory.jobs.accounting)
@@ -320,7 +328,17 @@ class SchedulerActor(ControlPlaneActor):
                   for start_s, end_s, target_w, announced_s in self._grid.caps()]
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
                            power_budget_w=drift.budget_w(settings.power_budget_w, margin_pct),
-                           quotas=dict(settings.quotas), grid_events=events)
+                           quotas=dict(settings.quotas), grid_events=events,
+                           min_cap_share=self._cap_share if settings.power_caps else None)
+
+    def _keep_power_caps(self, caps_w: dict[str, float]) -> None:
+        """Set the step's GPU caps on the nodes and restore the GPUs no job needs capped any more."""
+        running = self.store.list_jobs(["RUNNING"]) if caps_w else []
+        placements = {job.job_id: [node for node, _ in placement_of(job)] for job in running
+                      if job.job_id in caps_w}
+        self._caps.keep(caps_w, placements, alive_node_ids())
+        if self._caps.last_error:
+            self._record_error(f"power caps: {self._caps.last_error}")
 
     def _fresh_drift(self) -> PowerDrift:
         """The measured drift, unless no control round measured it for `DRIFT_FRESH_ROUNDS` (then unknown)."""
@@ -458,6 +476,7 @@ class SchedulerActor(ControlPlaneActor):
             return
         holding = self.store.list_jobs(["RUNNING", "PAUSING"])  # the jobs whose GPUs the plan counts
         gpu_power_w = self.config.scheduler.gpu_power_w
+        self._cap_share = PowerCapKeeper.min_cap_share(nodes, gpu_power_w)
         self._drift.observe(nodes, gpu_power_w * sum(num_gpus(job) for job in holding), now_s)
         watched = [event for event in pending if event.start_s - GRID_WATCH_AHEAD_S <= now_s]
         if not watched:
@@ -526,6 +545,8 @@ class SchedulerActor(ControlPlaneActor):
         self._loop_thread.join(timeout_s)
         self._scheduling_thread.join(timeout_s)
         self._registration_thread.join(timeout_s)
+        with self._jobs_lock:  # the agents stop with the factory: no GPU is left capped
+            self._caps.keep({}, {}, alive_node_ids())
         return not any(thread.is_alive() for thread in (self._loop_thread, self._scheduling_thread,
                                                          self._registration_thread))
 

@@ -20,7 +20,8 @@ from factory.errors import TelemetryError
 from factory.telemetry.attribution import RayWorkloads
 from factory.telemetry.backends.host import HostBackend
 from factory.telemetry.metrics import TelemetryMetrics
-from factory.telemetry.models import GpuStatus, JobEnergy, NodeStatus
+from factory.telemetry.models import GpuStatus, JobEnergy, NodeStatus, PowerCaps
+from factory.telemetry.power_caps import apply_job_caps
 from factory.telemetry.sampler import NodeSampler, NodeSnapshot
 from factory.telemetry.select import select_backend
 
@@ -78,6 +79,13 @@ class TelemetryActor(FactoryActor):
         """GPU energy attributed to a factory job (or Ray job) id on this node."""
         with self._lock:
             return self._sampler.job_energy(job_id)
+
+    def apply_power_caps(self, caps_by_job: dict[str, float]) -> PowerCaps:
+        """Cap the GPUs of these jobs (W per GPU) and restore every other GPU here; sample again at once."""
+        with self._lock:
+            caps = apply_job_caps(self._sampler.backend, self._node_id, self._latest().gpus, caps_by_job)
+        self._sample()  # power under the new limits shows now, not one interval later
+        return caps
 
     def _latest(self) -> NodeSnapshot:
         latest = self._sampler.latest

@@ -133,6 +133,10 @@ class SchedulerConfig(_Section):
         "event's target kept free beside the measured draw above the jobs' nominal watts "
         "(factory.jobs.measured_power)."
     )
+    power_caps: bool = Field(
+        True, description="During a grid event, cap running jobs' GPUs (down to the lowest limit every GPU "
+        "accepts) before pausing any (factory.scheduling.power_caps); restored when the job or event ends."
+    )
     policy: Literal["price-aware", "fifo", "priority"] = Field(
         "price-aware", description="The scheduling policy (the same code `factory simulate` measures)."
     )

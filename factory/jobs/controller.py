@@ -59,6 +59,7 @@ class StepResult:
     finished: dict[str, str] = field(default_factory=dict)  # job id -> terminal state or PAUSED
     waiting: dict[str, str] = field(default_factory=dict)   # job id -> reason
     decide_again_s: float | None = None  # the policy's `Decisions.decide_again_s`: step again by then
+    power_caps_w: dict[str, float] = field(default_factory=dict)  # running job -> its GPUs' cap (W each)
 
 
 class JobController:
@@ -139,7 +140,8 @@ class JobController:
         snapshot = Snapshot(now_s=now_s, node_gpus=node_gpus, jobs=views, prices=outlook,
                             power_budget_w=cluster.power_budget_w, quotas=dict(cluster.quotas),
                             preempt_overhead_s=self.preempt_overhead_s,
-                            grid_cap_w=_grid_cap_w(now_s, outlook, cluster))
+                            grid_cap_w=_grid_cap_w(now_s, outlook, cluster),
+                            min_cap_share=cluster.min_cap_share)
         decisions = self.policy.decide(snapshot)
         result.decide_again_s = decisions.decide_again_s
         jobs = self._judged(jobs, decisions.admitted, dict(decisions.infeasible))
@@ -170,6 +172,7 @@ class JobController:
         for wait in decisions.waits:
             self._wait(jobs[wait.job_id], str(wait.reason), wait.detail, now_s, result,
                        latest_safe_start_s=wait.latest_safe_start_s)
+        result.power_caps_w = dict(decisions.power_caps_w)
         return result
 
     # -- pieces ------------------------------------------------------------------------------------

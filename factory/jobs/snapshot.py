@@ -33,13 +33,15 @@ class ClusterView:
     """The GPUs the factory may schedule on (healthy nodes), its power budget and team quotas.
 
     `grid_events`: (start_s, end_s, target_w, announced_s) of the grid events that still cap the
-    jobs' planned power (`factory.scheduling.model.grid_caps_w`).
+    jobs' planned power (`factory.scheduling.model.grid_caps_w`). `min_cap_share`: the lowest GPU power
+    cap every node accepts, as a share of a GPU's nominal watts (None: caps are no lever).
     """
 
     node_gpus: Mapping[str, int]
     power_budget_w: float | None = None
     quotas: Mapping[str, int] = field(default_factory=dict)
     grid_events: Sequence[tuple[float, float, float, float]] = ()
+    min_cap_share: float | None = None
 
 
 def num_gpus(job: JobRow) -> int:

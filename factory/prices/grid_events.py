@@ -238,13 +238,15 @@ class GridEventBook:
             self._audit("grid.event_fixed_load", event.event_id, fixed_load_kw=fixed_kw, fixed_load=names,
                         target_kw=target_kw)
 
-    def record_actions(self, now_s: float, paused: Mapping[str, str], waiting: Mapping[str, str]) -> None:
+    def record_actions(self, now_s: float, paused: Mapping[str, str], waiting: Mapping[str, str],
+                       capped: Mapping[str, str] | None = None) -> None:
         """Audit what the scheduler did for the events under way (`grid.event_action`): each job paused
-        (`paused`: job id -> reason) or held back (`waiting`) for the power budget while one lasts, once
-        per event, job and action (after a restart an action may be audited once more)."""
+        (`paused`: job id -> reason), held back (`waiting`) or run with its GPUs capped (`capped`) for the
+        power budget while one lasts, once per event, job and action (after a restart an action may be
+        audited once more)."""
         active = [event.event_id for event in list(self.events.values())
                   if event.state(now_s) == "active" and not event.ended]
-        for action, jobs in (("paused", paused), ("deferred", waiting)):
+        for action, jobs in (("paused", paused), ("deferred", waiting), ("capped", capped or {})):
             for job_id, reason in jobs.items():
                 if not reason.startswith("power budget"):
                     continue

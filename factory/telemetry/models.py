@@ -107,6 +107,16 @@ class NodeStatus(BaseModel):
     energy_kwh: float = Field(0.0, description="GPU + CPU energy since the actor started.")
     energy_today_kwh: float = Field(0.0, description="Since factory-clock midnight UTC.")
     history_bytes: int = Field(0, description="Memory held by this node's sample history.")
+    power_cap_floor_w: float | None = Field(
+        None, description="The lowest power cap every GPU here accepts (W); None: GPUs cannot be capped.")
+
+
+class PowerCaps(BaseModel):
+    """What a node's agent left capped after applying the scheduler's caps (factory.telemetry.power_caps)."""
+
+    node_id: str
+    capped_w: dict[int, float] = Field(default_factory=dict, description="GPU index -> its limit (W).")
+    error: str | None = Field(None, description="GPUs that could not be capped, and why.")
 
 
 class FacilityView(BaseModel):

@@ -24,6 +24,7 @@ from factory.telemetry.backends.host import HostBackend
 from factory.telemetry.energy import J_PER_KWH, EnergyLedger, GpuEnergyMeter, factory_day
 from factory.telemetry.history import GpuHistory
 from factory.telemetry.models import OTHER, GpuReading, GpuStatus, HostReading, JobEnergy, NodeStatus
+from factory.telemetry.power_caps import cap_floor_w
 
 
 @dataclass
@@ -65,6 +66,7 @@ class NodeSampler:
         self._last_mono: float | None = None
         self._last_cpu_counter_j: float | None = None
         self.latest: NodeSnapshot | None = None
+        self.power_cap_floor_w = cap_floor_w(backend)
 
     @property
     def simulated(self) -> bool:
@@ -212,6 +214,7 @@ class NodeSampler:
             energy_kwh=(gpu_energy_j + self.cpu_energy_j) / J_PER_KWH,
             energy_today_kwh=self.ledger.by_day_j.get(factory_day(time_s), 0.0) / J_PER_KWH,
             history_bytes=sum(history.nbytes for history in self.histories),
+            power_cap_floor_w=self.power_cap_floor_w,
         )
 
     def _energy_by_job_kwh(self) -> dict[str, float]:
