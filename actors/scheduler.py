@@ -326,6 +326,10 @@ class SchedulerActor(ControlPlaneActor):
         drift = self._fresh_drift()
         events = [(start_s, end_s, drift.cap_w(target_w / pue, margin_pct), announced_s)
                   for start_s, end_s, target_w, announced_s in self._grid.caps()]
+        if events and settings.power_caps and self._cap_share is None:  # not measured yet (a restart)
+            nodes = [answer for answer in ask_telemetry(alive_node_ids(), "node_status").values()
+                     if isinstance(answer, NodeStatus)]
+            self._cap_share = PowerCapKeeper.min_cap_share(nodes, settings.gpu_power_w)
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
                            power_budget_w=drift.budget_w(settings.power_budget_w, margin_pct),
                            quotas=dict(settings.quotas), grid_events=events,
@@ -477,7 +481,9 @@ class SchedulerActor(ControlPlaneActor):
         holding = self.store.list_jobs(["RUNNING", "PAUSING"])  # the jobs whose GPUs the plan counts
         gpu_power_w = self.config.scheduler.gpu_power_w
         self._cap_share = PowerCapKeeper.min_cap_share(nodes, gpu_power_w)
-        self._drift.observe(nodes, gpu_power_w * sum(num_gpus(job) for job in holding), now_s)
+        # What the plan counts them to draw: nominal watts, or a capped job's cap.
+        planned_w = sum(num_gpus(job) * self._caps.caps_w.get(job.job_id, gpu_power_w) for job in holding)
+        self._drift.observe(nodes, planned_w, now_s)
         watched = [event for event in pending if event.start_s - GRID_WATCH_AHEAD_S <= now_s]
         if not watched:
             return

@@ -2,11 +2,12 @@
 
 After the live-training story (the replay's morning is flat-priced, so no job here waits for a price),
 two jobs train on 3 of the 4 simulated GPUs: `grid-flex` (2 GPUs, preemptible) and `grid-steady`
-(1 GPU, not preemptible: the fixed load). The utility then asks for 40 % less than the facility's
+(1 GPU, not preemptible: the fixed load). The utility then asks for 25 % less than the facility's
 measured power for two and a half hours, starting ten factory minutes later
-(`client.add_grid_event`). At the start the scheduler pauses `grid-flex` at its next checkpoint,
-since its 1.4 kW do not fit under the target beside the fixed load, and `grid-late`, submitted once
-that pause is asked for, waits for the power budget. When the event ends both run. The chapter
+(`client.add_grid_event`). At the start the scheduler caps the GPUs of `grid-flex` (its 1.4 kW do not
+fit under the target beside the fixed load, but capped to a little over half they do: a cap costs less
+than a pause), and `grid-late`, submitted once the cap is set, waits for the power budget. When the
+event ends the caps are restored and both run. The chapter
 prints the jobs' transitions with the facility's measured power, then the event's outcome as
 `factory grid events` has it: baseline, target, the seconds from the start until measured power was
 under the target (real ones: no replay speeds up a checkpoint) and whether the facility complied.
@@ -24,7 +25,7 @@ from factory.cli.render import compact_times, shorten
 from factory.client import FactoryClient
 
 Echo = Callable[[str], None]
-REDUCE_PCT = 40.0
+REDUCE_PCT = 25.0  # the GPUs go down to half their power: grid-flex at a cap fits beside the fixed load
 # Factory seconds: from adding the event to its start, and its length (75 real seconds: longer than the
 # 60 s a response may take, so that staying under the target afterwards is judged too).
 LEAD_S, EVENT_S = 600.0, 2.5 * 3600.0
@@ -87,9 +88,13 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
         echo(f"  grid event {event['event_id']}: {start:%H:%M}-{end:%H:%M} UTC, {REDUCE_PCT:g} % under the "
              "power measured just before it starts")
         flex = next(job_id for job_id, name in names.items() if name == "grid-flex")
-        if not until(lambda: client.job(flex).job.state in ("PAUSING", "PAUSED", "WAITING"),
-                     "grid-flex is paused for the event"):
+        if not until(lambda: bool(capped_w(client, flex)) or client.job(flex).job.state != "RUNNING",
+                     "grid-flex is capped (or paused) for the event"):
             return
+        caps = capped_w(client, flex)
+        if caps:
+            echo(f"  {client.now():%H:%M} UTC  grid-flex trains on: its {len(caps)} GPUs capped at "
+                 f"{max(caps):.0f} W each for the event")
         late = client.submit(grid_job("grid-late", 1, preemptible=True), submitted_by="demo")
         names[late] = "grid-late"
         target_kw = _view(client, event["event_id"])["target_now_kw"]
@@ -101,13 +106,24 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
         if not until(lambda: _view(client, event["event_id"])["complied"] is not None,
                      "the event is over and judged"):
             return
-        until(lambda: training(flex) and training(late), "grid-flex resumes and grid-late starts")
+        if until(lambda: training(flex) and training(late) and not capped_w(client, flex),
+                 "grid-flex's caps are restored and grid-late starts"):
+            echo(f"  {client.now():%H:%M} UTC  the event is over: grid-flex's GPUs are back at their full "
+                 "limit")
         echo(outcome_line(_view(client, event["event_id"])))
     finally:
         for job_id in names:
             if client.job(job_id).job.state not in ("CANCELLED", "SUCCEEDED", "FAILED"):
                 client.cancel(job_id, cancelled_by="demo")
         echo("The chapter's jobs are cancelled. `factory grid events` lists events and their outcomes.")
+
+
+def capped_w(client: FactoryClient, job_id: str) -> list[float]:
+    """The power limits of the job's GPUs that are below the facility's highest (its GPUs' default)."""
+    gpus = client.gpus()
+    full_w = max((gpu.power_limit_w or 0.0 for gpu in gpus), default=0.0)
+    return [gpu.power_limit_w for gpu in gpus if job_id in gpu.consumers and gpu.power_limit_w is not None
+            and gpu.power_limit_w < 0.99 * full_w]
 
 
 def _view(client: FactoryClient, event_id: str) -> dict[str, Any]:

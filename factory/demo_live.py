@@ -7,11 +7,12 @@ real second (an hour in 30 s) from 2024-07-01 00:00 UTC, and a generated price t
 `factory.demo_grid`, and ordinary days around it). Its state lives in
 `<state_dir>/live-demo/`, wiped at the start so the replay always starts at midnight.
 
-Three jobs of the shipped regression example are submitted at midnight:
-  * `nlp-large` (2 GPUs, 2 h, due in 6 h) waits for the cheap hour, is paused through the spike
+Three jobs of the shipped regression example are submitted at midnight (on a slow machine a few
+factory minutes later: their deadlines are times of day, so the story does not move with that delay):
+  * `nlp-large` (2 GPUs, 2 h, due at 06:00) waits for the cheap hour, is paused through the spike
     and resumes from its checkpoint in the next cheap hour;
-  * `vision-small` (1 GPU, 0.6 h, due in 3 h) waits for the cheap hour;
-  * `ops-urgent` (1 GPU, 0.5 h, due in 80 min) cannot wait for the cheap hour (it could run only 24 of its
+  * `vision-small` (1 GPU, 0.6 h, due at 03:00) waits for the cheap hour;
+  * `ops-urgent` (1 GPU, 0.5 h, due at 01:20) cannot wait for the cheap hour (it could run only 20 of its
     30 minutes in it) and starts at once, in the dear hour. Its deadline leaves room for a slow machine:
     at 120x a real second is two factory minutes and Ray Train's start-up alone takes 10-20 real seconds,
     so its run takes 35-70 factory minutes however short its estimate.
@@ -100,14 +101,15 @@ def live_config(base: FactoryConfig) -> FactoryConfig:
 
 def jobs() -> list[dict[str, Any]]:
     """The three jobs of the story (see the module docstring)."""
-    def job(name: str, team: str, workers: int, hours: float, deadline: str, epochs: int) -> dict[str, Any]:
+    def job(name: str, team: str, workers: int, hours: float, due: timedelta, epochs: int) -> dict[str, Any]:
         return {"name": name, "team": team, "kind": "train", "train_loop": REGRESSION, "num_workers": workers,
                 "gpus_per_worker": 1, "cpus_per_worker": 1, "estimated_duration_s": hours * 3600,
-                "deadline": deadline, "preemptible": True, "config": {"epochs": epochs},
+                "deadline": (LIVE_START + due).isoformat(), "preemptible": True, "config": {"epochs": epochs},
                 "register_as": f"{team}-regressor", "predictor": PREDICTOR}
 
-    return [job("nlp-large", "nlp", 2, 2.0, "6h", 24), job("vision-small", "vision", 1, 0.6, "3h", 4),
-            job("ops-urgent", "ops", 1, 0.5, "80m", 2)]
+    return [job("nlp-large", "nlp", 2, 2.0, timedelta(hours=6), 24),
+            job("vision-small", "vision", 1, 0.6, timedelta(hours=3), 4),
+            job("ops-urgent", "ops", 1, 0.5, timedelta(minutes=80), 2)]
 
 
 def chapter_live(base: FactoryConfig, echo: Echo, grid_heading: str | None = None) -> None:

@@ -11,7 +11,8 @@ Invariants:
     draw before it runs is only its estimate.
   * A drift is followed within a few samples: each sample weighs `SMOOTHING` in the running mean, so
     four samples correct 94 % of a step.
-  * Nominal is the planned draw of the GPUs the factory's jobs hold (RUNNING or PAUSING), never of GPUs
+  * Nominal is the planned draw of the GPUs the factory's jobs hold (RUNNING or PAUSING; a job whose GPUs
+    are capped for a grid event at its cap, so that the cap's saving does not hide other draw), never of GPUs
     the meters see busy for anything else: an inference endpoint's GPU, or another process's, is drift
     the budget keeps free, since the plan never counts it. (A pause the meters have not seen yet is a
     drift for a sample or two, halved by the smoothing.)

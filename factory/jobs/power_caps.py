@@ -37,6 +37,7 @@ class PowerCapKeeper:
             node: {int(index): float(limit_w) for index, limit_w in gpus.items()}
             for node, gpus in recorded.items()}
         self.last_error: str | None = None
+        self.caps_w: dict[str, float] = {}  # the caps last asked for: job -> W per GPU
 
     @staticmethod
     def min_cap_share(nodes: Sequence[NodeStatus], nominal_w: float) -> float | None:
@@ -50,6 +51,7 @@ class PowerCapKeeper:
              alive: Collection[str]) -> dict[str, dict[int, float]]:
         """Cap the GPUs of the jobs in `caps_w` (placed on `placements[job]` nodes), restore every other GPU
         this factory capped; return what each node was left capped with."""
+        self.caps_w = dict(caps_w)
         wanted = {node for job in caps_w for node in placements.get(job, ())}
         nodes = sorted((wanted | set(self.capped_w)) & set(alive))
         capped = {node: gpus for node, gpus in self.capped_w.items() if node in alive}

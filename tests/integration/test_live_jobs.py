@@ -199,6 +199,41 @@ def test_a_grid_event_pauses_a_job_while_it_lasts_and_the_facility_is_measured(
     wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free again")
 
 
+def test_an_event_a_cap_can_meet_caps_the_gpus_and_a_restarted_scheduler_restores_them(
+        cluster: Cluster, client: factory.client.FactoryClient) -> None:
+    def limits_w() -> dict[int, float | None]:
+        return {gpu.index: gpu.power_limit_w for gpu in client.gpus()}
+
+    job_id = client.submit(spec("capped", config={"epochs": 500}))  # 2 GPUs: 1.4 kW planned
+    wait_until(lambda: "step" in client.job(job_id).job.progress, "the job reports a first epoch")
+    assert set(limits_w().values()) == {700.0}
+    now_s = client.clock().now_s()
+    added = client.add_grid_event(now_s + 120, now_s + 1500, target_kw=1.6, source="test")
+
+    # 1.6 kW at the meter is 1.14 kW of GPUs at PUE 1.4: both GPUs capped at about 0.55 kW keep it
+    # training, where pausing would cost a resume.
+    wait_until(lambda: all(limit is not None and limit < 700.0 for limit in limits_w().values()),
+               "the job's GPUs are capped for the event")
+    assert client.job(job_id).job.state == "RUNNING"
+    capped_w = max(limit for limit in limits_w().values() if limit is not None)
+    assert 350.0 <= capped_w <= 1143.0 / 2  # within the simulated GPUs' range, under the target
+    wait_until(lambda: client.facility().facility_power_w <= 1600.0, "measured power is under the target")
+
+    # The scheduler crashes while the GPUs are capped; its successor finds the caps in the store and, once
+    # the event is over, restores them.
+    ray.kill(ray.get_actor(SCHEDULER, namespace=NAMESPACE), no_restart=False)
+    wait_until(lambda: next(v for v in client.grid_events() if v["event_id"] == added["event_id"])["state"]
+               == "ended", "the event is over")
+    wait_until(lambda: set(limits_w().values()) == {700.0}, "the caps are restored after the event")
+    assert "PAUSING" not in states(client, job_id)  # capped, never paused
+    event = next(v for v in client.grid_events() if v["event_id"] == added["event_id"])
+    assert event["complied"] is True, event
+    assert any(e.action == "grid.event_action" and e.detail["taken"] == "capped"
+               and e.detail["job_id"] == job_id for e in client.audit_log(action_prefix="grid"))
+    client.cancel(job_id)
+    wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free again")
+
+
 def test_an_event_from_the_utilitys_http_feed_is_added_once(
         cluster: Cluster, client: factory.client.FactoryClient, event_feed: FeedServer) -> None:
     now_s = client.clock().now_s()
