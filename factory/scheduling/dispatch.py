@@ -44,13 +44,15 @@ def dispatch(
     may_preempt: MayPreempt | None = None,
     admitted: Sequence[str] = (),
     infeasible: Sequence[tuple[str, str]] = (),
+    may_cap: Callable[[JobView], bool] | None = None,
 ) -> Decisions:
     """Start, keep or pause jobs so that `ranked` runs as far as the constraints allow.
 
     `held`: the reason for each job the policy does not want running now (price, priority).
     `may_preempt(job, victim)`: whether `job` may pause the running `victim` to make room; the
     caller guarantees it is monotone in the victim's rank (if it refuses the lowest-ranked running
-    job, it refuses every other).
+    job, it refuses every other). `may_cap(job)`: whether a running job the policy keeps may run slower
+    under a power cap during a grid event (None: any preemptible one; see `power_caps`).
     """
     state = _State(snapshot, ranked)
     pauses: list[Pause] = []
@@ -91,7 +93,7 @@ def dispatch(
             waits.append(Wait(job.job_id, reason, detail))
     decisions = Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
                           admitted=tuple(admitted), infeasible=tuple(infeasible))
-    return cap_before_pausing(snapshot, decisions)
+    return cap_before_pausing(snapshot, decisions, may_cap)
 
 
 class _State:

@@ -5,27 +5,33 @@ its power: `factory.telemetry.backends.simulated.throughput_share`), and it pays
 event holds the facility under a target, the levers are pulled in the order that costs least:
 
   1. defer: queued jobs that do not fit wait (the policy plans them after the event);
-  2. cap: running preemptible jobs that the budget would pause keep running, every preemptible job's GPUs
-     capped at one share of their nominal watts, as long as that share is at least `min_cap_share`
-     (one share for all: the same watts buy the most throughput when spread evenly);
+  2. cap: running preemptible jobs that the budget would pause keep running, their GPUs and those of every
+     running job the policy allows to slow down (`may_cap`) capped at one share of their nominal watts, as
+     long as that share is at least `min_cap_share` (one share for all: the same watts buy the most
+     throughput when spread evenly);
   3. pause: only the jobs that do not fit even at the lowest cap are paused.
 
 Invariants:
   * Only during a grid event (`Snapshot.grid_cap_now_w`); the facility's standing budget is kept as before.
-  * Jobs that cannot be paused are the fixed load: never capped (their deadline cannot move).
+  * Jobs that cannot be paused are the fixed load: never capped (their deadline cannot move); neither is a
+    job the policy needs at full speed (`may_cap` refuses it: with price-aware, one due now), since its
+    plan counts on its whole speed. A job the budget would pause may always be capped instead: a cap
+    slows it, a pause stops it.
   * Capped power (nominal watts x share) stays within the budget the dispatch kept to; no job starts here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
-from factory.scheduling.model import Decisions, Phase, Snapshot, WaitReason
+from factory.scheduling.model import Decisions, JobView, Phase, Snapshot, WaitReason
 
 EPS_W = 1e-9
 
 
-def cap_before_pausing(snapshot: Snapshot, decisions: Decisions) -> Decisions:
+def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
+                       may_cap: Callable[[JobView], bool] | None = None) -> Decisions:
     """`decisions` with the jobs paused for the power budget kept running under caps where they fit."""
     share_min = snapshot.min_cap_share
     budget_w = snapshot.grid_cap_now_w()
@@ -36,8 +42,9 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions) -> Decisions:
     paused = {pause.job_id for pause in decisions.pauses}
     running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING and job.job_id not in paused]
     running += [jobs[start.job_id] for start in decisions.starts]
-    fixed_w = sum(job.draw_w for job in running if not job.preemptible)
-    capped = [job for job in running if job.preemptible]
+    cappable = [job.preemptible and (may_cap is None or may_cap(job)) for job in running]
+    fixed_w = sum(job.draw_w for job, cap in zip(running, cappable, strict=True) if not cap)
+    capped = [job for job, cap in zip(running, cappable, strict=True) if cap]
     capped_w = sum(job.draw_w for job in capped)
     kept: set[str] = set()
     # The pauses the dispatch made last (the lowest ranked of the jobs the policy wanted running) come

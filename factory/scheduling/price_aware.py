@@ -128,7 +128,7 @@ class PriceAwarePolicy:
             return job.job_id in due and victim.job_id not in due
 
         decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
-                             infeasible=infeasible)
+                             infeasible=infeasible, may_cap=lambda job: job.job_id not in due)
         waits = tuple(_with_latest_start(wait, promise, deadlines) for wait in decisions.waits)
         # A job paused now must be resumed by its latest safe start too (`Reservation.pausable`).
         resumes = [promise.latest_start_s.get(pause.job_id) for pause in decisions.pauses]
@@ -318,9 +318,14 @@ def _past_a_sliver(snapshot: Snapshot) -> Snapshot:
     first_end_s = float(outlook.starts_s[0]) + outlook.interval_s
     if first_end_s - snapshot.now_s > MIN_SLICE_S or len(outlook.starts_s) < 2:  # as `room > MIN_SLICE_S`
         return snapshot
+    def later(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[1:]
+
+    # Every per-interval series moves on with the prices: the events' caps, the market price, the carbon.
     rest = PriceOutlook(outlook.starts_s[1:], outlook.interval_s, outlook.price_per_mwh[1:],
-                        outlook.known[1:])
-    return replace(snapshot, now_s=first_end_s, prices=rest)
+                        outlook.known[1:], market_price_per_mwh=later(outlook.market_price_per_mwh),
+                        carbon_g_per_kwh=later(outlook.carbon_g_per_kwh))
+    return replace(snapshot, now_s=first_end_s, prices=rest, grid_cap_w=later(snapshot.grid_cap_w))
 
 
 def _urgency(request: PlanRequest, promise: Reservation) -> tuple[float, float, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,3 +187,45 @@ def test_caps_spare_the_fixed_load_and_keep_the_event_budget() -> None:
     # Outside an event, the facility's own budget is kept as before: by pausing.
     standing = replace(event, grid_cap_w=None, power_budget_w=2800.0)
     assert FifoPolicy().decide(standing).power_caps_w == ()
+
+
+def flat_outlook(now_s: float, hours: int = 48) -> Any:
+    from factory.scheduling.model import PriceOutlook
+
+    starts = now_s - now_s % HOUR_S + HOUR_S * np.arange(hours)
+    return PriceOutlook(starts, HOUR_S, np.full(hours, 50.0), np.ones(hours, dtype=bool),
+                        carbon_g_per_kwh=np.full(hours, 300.0))
+
+
+def test_price_aware_caps_only_what_can_slow_down_not_a_job_due_now() -> None:
+    from factory.scheduling import FifoPolicy, JobView, Phase, PriceAwarePolicy, Snapshot
+
+    now_s = T0 + 10 * HOUR_S
+    due = JobView("due", 2, 700.0, T0, 3 * HOUR_S, Phase.RUNNING, now_s + 3 * HOUR_S + 60, True,
+                  placement=(("n", 2),), admitted=True)  # a minute of slack: it needs its full speed
+    flex = JobView("flex", 2, 700.0, T0, HOUR_S, Phase.RUNNING, now_s + 40 * HOUR_S, True,
+                   placement=(("n", 2),), admitted=True)
+    caps = np.full(48, np.inf)
+    caps[:2] = 2100.0  # 2.8 kW running, 2.1 kW allowed for two hours
+    event = Snapshot(now_s=now_s, node_gpus={"n": 8}, jobs=[due, flex], prices=flat_outlook(now_s),
+                     grid_cap_w=caps, min_cap_share=0.5)
+
+    aware = PriceAwarePolicy().decide(event)
+    assert aware.pauses == () and dict(aware.power_caps_w) == {"flex": 350.0}  # due keeps 1.4 kW
+    fifo = FifoPolicy().decide(event)  # fifo knows no deadlines: both slow down alike
+    assert fifo.pauses == () and dict(fifo.power_caps_w) == {"due": 525.0, "flex": 525.0}
+
+
+def test_a_decision_in_the_last_seconds_of_an_interval_keeps_the_events_caps_in_step() -> None:
+    # It plans from the next interval: the caps (and carbon, and market price) move on with the prices,
+    # which once raised an IndexError on 15-minute markets.
+    from factory.scheduling import JobView, Phase, PriceAwarePolicy, Snapshot
+
+    now_s = T0 + 10 * HOUR_S + HOUR_S - 0.5
+    jobs = [JobView(f"j{i}", 1, 1000.0, T0, 4 * HOUR_S, Phase.RUNNING, now_s + 30 * HOUR_S, True,
+                    placement=(("n", 1),), admitted=True) for i in range(4)]
+    caps = np.full(48, np.inf)
+    caps[1:3] = 2000.0  # from the next interval on
+    decisions = PriceAwarePolicy().decide(Snapshot(now_s=now_s, node_gpus={"n": 4}, jobs=jobs,
+                                                   prices=flat_outlook(now_s), grid_cap_w=caps))
+    assert len(decisions.pauses) == 2  # 2 kW from the next interval, which this decision plans from
