@@ -40,12 +40,12 @@ from factory.control_plane import (
 from factory.errors import FactoryError
 from factory.jobs.accountant import Accountant
 from factory.jobs.controller import JobController, StepResult
-from factory.jobs.measured_power import PowerDrift, fixed_load_w
+from factory.jobs.facility_power import FacilityPower
+from factory.jobs.measured_power import fixed_load_w
 from factory.jobs.metrics import JobMetrics
 from factory.jobs.policy import live_policy
-from factory.jobs.power_caps import PowerCapKeeper
 from factory.jobs.registration import Registrations
-from factory.jobs.snapshot import ClusterView, num_gpus, outlook_from_forecast, placement_of
+from factory.jobs.snapshot import ClusterView, outlook_from_forecast
 from factory.jobs.spec import parse_job_spec, spec_hash
 from factory.jobs.states import FINISHED, JobState
 from factory.jobs.submission import ClusterCapacity, validate_for_submission
@@ -64,7 +64,6 @@ from factory.version import __version__
 
 OUTLOOK_MIN_H, OUTLOOK_MAX_H = 24.0, 7 * 24.0
 GRID_WATCH_AHEAD_S = 3600.0  # measure the facility this long before an event: its baseline
-DRIFT_FRESH_ROUNDS = 5  # a drift not measured for this many control rounds is unknown (nominal watts)
 
 
 class SchedulerActor(ControlPlaneActor):
@@ -106,11 +105,9 @@ class SchedulerActor(ControlPlaneActor):
         self._grid_file_stamp: int | None = None  # the event file as last read (its mtime)
         feed = self.config.prices.grid_events_http
         self._grid_feed = GridEventFeed(feed) if feed is not None else None
-        self._drift = PowerDrift()  # measured power above the jobs' nominal draw: budgets keep it free
-        # GPU power caps as a grid lever: set on the nodes, recorded in the store, restored after a crash too.
-        self._caps = PowerCapKeeper(self.store,
+        # Measured drift and GPU power caps (set on the nodes, recorded in the store, restored after a crash).
+        self._power = FacilityPower(settings, self.config.telemetry.pue, self.store, self._read_nodes,
                                     lambda nodes, caps: ask_telemetry(nodes, "apply_power_caps", caps))
-        self._cap_share: float | None = None  # the lowest cap every GPU accepts, as a share of nominal
         try:  # at once, so that `factory nodes` right after `up` reflects this cluster
             self._track_nodes()
         except Exception as exc:  # noqa: BLE001 - the control loop tries again
@@ -274,7 +271,8 @@ class SchedulerActor(ControlPlaneActor):
         self._runners.keep_warm = bool(active)  # a warm runner waits for the next job to start
         self._metrics.export_queue(active, self.store.count_jobs([state.value for state in FINISHED]))
         self._metrics.export_grid_target(self._grid.target_now_kw())
-        self._metrics.export_power_drift(self._fresh_drift().it_w)
+        self._metrics.export_power_drift(self._power.fresh_drift(self.clock.now_s(),
+                                                                 self.clock.spec().speed_factor).it_w)
 
     def _scheduling_loop(self) -> None:
         while not self._stopping.is_set():
@@ -316,39 +314,23 @@ class SchedulerActor(ControlPlaneActor):
             return outlook_from_forecast(forecast)
 
     def _cluster_view(self) -> ClusterView:
-        settings = self.config.scheduler
+        assert self.clock is not None
         node_gpus = {node["NodeID"]: int(node.get("Resources", {}).get("GPU", 0))
                      for node in ray.nodes() if node["Alive"]}
-        # A grid event's target is facility power at the meter: IT power may be it / PUE. Both it and the
-        # budget are kept on measured power: what the facility draws above the jobs' nominal watts is
-        # kept free (factory.jobs.measured_power).
-        pue, margin_pct = self.config.telemetry.pue, settings.power_margin_pct
-        drift = self._fresh_drift()
-        events = [(start_s, end_s, drift.cap_w(target_w / pue, margin_pct), announced_s)
-                  for start_s, end_s, target_w, announced_s in self._grid.caps()]
-        if events and settings.power_caps and self._cap_share is None:  # not measured yet (a restart)
-            nodes = [answer for answer in ask_telemetry(alive_node_ids(), "node_status").values()
-                     if isinstance(answer, NodeStatus)]
-            self._cap_share = PowerCapKeeper.min_cap_share(nodes, settings.gpu_power_w)
-        return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
-                           power_budget_w=drift.budget_w(settings.power_budget_w, margin_pct),
-                           quotas=dict(settings.quotas), grid_events=events,
-                           min_cap_share=self._cap_share if settings.power_caps else None)
+        return self._power.cluster_view(node_gpus, self._grid.caps(), self.clock.now_s(),
+                                        self.clock.spec().speed_factor)
 
     def _keep_power_caps(self, caps_w: dict[str, float]) -> None:
         """Set the step's GPU caps on the nodes and restore the GPUs no job needs capped any more."""
         running = self.store.list_jobs(["RUNNING"]) if caps_w else []
-        placements = {job.job_id: [node for node, _ in placement_of(job)] for job in running
-                      if job.job_id in caps_w}
-        self._caps.keep(caps_w, placements, alive_node_ids())
-        if self._caps.last_error:
-            self._record_error(f"power caps: {self._caps.last_error}")
+        error = self._power.keep_caps(caps_w, running, alive_node_ids())
+        if error:
+            self._record_error(f"power caps: {error}")
 
-    def _fresh_drift(self) -> PowerDrift:
-        """The measured drift, unless no control round measured it for `DRIFT_FRESH_ROUNDS` (then unknown)."""
-        assert self.clock is not None
-        max_age_s = DRIFT_FRESH_ROUNDS * self.config.scheduler.interval_s * self.clock.spec().speed_factor
-        return self._drift.fresh(self.clock.now_s(), max_age_s)
+    def _read_nodes(self) -> list[NodeStatus]:
+        """Every alive node's latest telemetry (those whose agent answered)."""
+        return [answer for answer in ask_telemetry(alive_node_ids(), "node_status").values()
+                if isinstance(answer, NodeStatus)]
 
     def reconcile(self) -> list[str]:
         """Run one control step: track nodes, give new ones an agent; return the agents created."""
@@ -474,23 +456,19 @@ class SchedulerActor(ControlPlaneActor):
         pending = [event for event in self._grid.listed() if not event.ended and event.cancelled_s is None]
         if not pending and self.config.scheduler.power_budget_w is None:
             return
-        answers = ask_telemetry(alive_node_ids(), "node_status").values()
-        nodes = [answer for answer in answers if isinstance(answer, NodeStatus)]
+        nodes = self._read_nodes()
         if not nodes:
             return
         holding = self.store.list_jobs(["RUNNING", "PAUSING"])  # the jobs whose GPUs the plan counts
-        gpu_power_w = self.config.scheduler.gpu_power_w
-        self._cap_share = PowerCapKeeper.min_cap_share(nodes, gpu_power_w)
-        # What the plan counts them to draw: nominal watts, or a capped job's cap.
-        planned_w = sum(num_gpus(job) * self._caps.caps_w.get(job.job_id, gpu_power_w) for job in holding)
-        self._drift.observe(nodes, planned_w, now_s)
+        self._power.measure(nodes, holding, now_s)
         watched = [event for event in pending if event.start_s - GRID_WATCH_AHEAD_S <= now_s]
         if not watched:
             return
         pue = self.config.telemetry.pue
         facility_kw = facility_view(nodes, pue, now_s).facility_power_w / 1000.0
         interval_s = self._price_interval_s or 3600.0
-        fixed_w, fixed = fixed_load_w(holding, now_s, gpu_power_w, interval_s, self._drift)
+        fixed_w, fixed = fixed_load_w(holding, now_s, self.config.scheduler.gpu_power_w, interval_s,
+                                      self._power.drift)
         before = [(event.baseline_kw, event.ended) for event in watched]
         with self._jobs_lock:  # a cancel or an add in between must not be overwritten by a stale copy
             self._grid.observe(now_s, facility_kw)
@@ -552,7 +530,7 @@ class SchedulerActor(ControlPlaneActor):
         self._scheduling_thread.join(timeout_s)
         self._registration_thread.join(timeout_s)
         with self._jobs_lock:  # the agents stop with the factory: no GPU is left capped
-            self._caps.keep({}, {}, alive_node_ids())
+            self._power.keep_caps({}, [], alive_node_ids())
         return not any(thread.is_alive() for thread in (self._loop_thread, self._scheduling_thread,
                                                          self._registration_thread))
 

@@ -92,9 +92,11 @@ class Nodes:
 
     def ask(self, nodes: list[str], caps: dict[str, float]) -> dict[str, Any]:
         self.asked.append(nodes)
-        return {node: "no answer" if node in self.silent else
-                apply_job_caps(self.backends[node], node, statuses(self.backends[node], self.holders[node]), caps)
-                for node in nodes}
+        def answer(node: str) -> Any:
+            backend = self.backends[node]
+            return apply_job_caps(backend, node, statuses(backend, self.holders[node]), caps)
+
+        return {node: "no answer" if node in self.silent else answer(node) for node in nodes}
 
     def limits(self, node: str) -> list[float | None]:
         return [gpu.power_limit_w for gpu in self.backends[node].read()]
@@ -130,3 +132,40 @@ def test_a_node_that_left_loses_its_record(store: SQLiteStore) -> None:
     keeper = PowerCapKeeper(store, nodes.ask)
     keeper.keep({"b": 500.0}, {"b": ["n2"]}, ["n1", "n2"])
     assert keeper.keep({}, {}, ["n1"]) == {} and store.get_actor_state(STATE_NAME) == {"nodes": {}}
+
+
+def test_the_facility_power_manager_plans_on_measured_power_and_reads_the_cap_floor_once(
+        store: SQLiteStore) -> None:
+    from factory.config import SchedulerConfig
+    from factory.jobs.facility_power import FacilityPower
+
+    runners = MemoryRunners()
+    controller = JobController(store, runners, FifoPolicy(), gpu_power_w=700.0)
+    job = submit(controller, name="flex", gpus=2, now_s=T0)
+    controller.step(T0, ClusterView({"n1": 4}), None)
+    node = NodeStatus(node_id="n1", state="alive", gpus=4, gpu_power_w=1400.0 + 2 * 75.0,
+                      it_power_w=1400.0 + 2 * 75.0, power_cap_floor_w=350.0)
+    reads: list[int] = []
+
+    def read_nodes() -> list[NodeStatus]:
+        reads.append(1)
+        return [node]
+
+    power = FacilityPower(SchedulerConfig(gpu_power_w=700.0), 1.4, store, read_nodes, Nodes().ask)
+    assert power.cluster_view({"n1": 4}, [], T0, 1.0).min_cap_share is None and reads == []  # no event
+    event = [(T0, T0 + 3600, 1400.0, T0)]  # 1.4 kW at the meter: 1 kW of IT power at PUE 1.4
+    view = power.cluster_view({"n1": 4, "cpu-only": 0}, event, T0, 1.0)
+    assert view.min_cap_share == 0.5 and reads == [1]  # read once, before the first step of an event
+    assert view.grid_events[0][2] == pytest.approx(1000.0) and view.node_gpus == {"n1": 4}  # no sample yet
+
+    power.measure([node], store.list_jobs(["RUNNING"]), T0)  # idle GPUs draw 150 W above the plan
+    # less the 5 % margin and the drift
+    assert power.cluster_view({"n1": 4}, event, T0, 1.0).grid_events[0][2] == pytest.approx(950.0 - 150.0)
+    power.caps.caps_w = {job: 500.0}  # capped: the plan counts 1 kW for it, so the idle draw still shows
+    capped = node.model_copy(update={"gpu_power_w": 1000.0 + 150.0, "it_power_w": 1000.0 + 150.0})
+    for _ in range(4):
+        power.measure([capped], store.list_jobs(["RUNNING"]), T0)
+    assert power.drift.it_w == pytest.approx(150.0)
+    assert power.fresh_drift(T0 + 11.0, 1.0).it_w is None  # five 2-second rounds without a sample
+    off = FacilityPower(SchedulerConfig(power_caps=False), 1.4, store, read_nodes, Nodes().ask)
+    assert off.cluster_view({"n1": 4}, event, T0, 1.0).min_cap_share is None
