@@ -35,12 +35,12 @@ from factory.prices.models import (
     PriceHistory,
     PriceNow,
 )
+from factory.prices.poll import PollSchedule
 from factory.prices.provider import PriceProvider
 from factory.prices.series import IntervalSeries, utc_label
 
 FORECAST_METHOD = ("known prices up to the market's horizon; beyond it the median of the same time "
                    "of day on the {days} most recent known days, band = their min..max")
-FIRST_RETRY_S = 5.0
 
 
 class PriceFeed:
@@ -54,14 +54,19 @@ class PriceFeed:
         self.currency = config.currency
         self.unit = f"{config.currency}/MWh"
         self.forecast_days = config.forecast_days
-        self.max_backoff_s = config.http.max_backoff_s
-        self._monotonic = monotonic
-        self._next_poll_s = monotonic()
-        self._last_success_s: float | None = None
-        self.consecutive_failures = 0
-        self.last_error: str | None = None
+        self.schedule = PollSchedule(config.http.max_backoff_s, monotonic)
 
     # -- polling -------------------------------------------------------------------------------
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed polls since the last answer."""
+        return self.schedule.consecutive_failures
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last poll failed (one line, never a credential), or why the data is not fresh."""
+        return self.schedule.last_error
 
     @property
     def polled(self) -> bool:
@@ -71,29 +76,23 @@ class PriceFeed:
     def poll_if_due(self) -> bool | None:
         """Poll the provider if its time has come: True on success, False on failure, None if not due."""
         interval_s = self.provider.poll_interval_s
-        now_s = self._monotonic()
-        if interval_s is None or now_s < self._next_poll_s:
+        if interval_s is None or not self.schedule.due():
             return None
         try:
             self.provider.refresh()
         except Exception as exc:  # noqa: BLE001 - a failing feed must never stop the actor
-            self.consecutive_failures += 1
             # Only the provider's own errors are known to be free of credentials.
-            self.last_error = (str(exc) if isinstance(exc, PriceError) else
-                               f"{self.provider.description}: unexpected {type(exc).__name__} while polling")
-            first_retry_s = min(interval_s, FIRST_RETRY_S)
-            delay_s = min(self.max_backoff_s, first_retry_s * 2 ** (self.consecutive_failures - 1))
-            self._next_poll_s = self._monotonic() + delay_s
+            why = str(exc) if isinstance(exc, PriceError) else \
+                f"{self.provider.description}: unexpected {type(exc).__name__} while polling"
+            self.schedule.failed(why, interval_s)
             return False
-        self.consecutive_failures = 0
-        self.last_error = None
-        self._last_success_s = self._next_poll_s = self._monotonic()
-        self._next_poll_s += interval_s
+        self.schedule.succeeded(interval_s)
         return True
 
     def mark_restored(self) -> None:
         """Data came from the store after a restart: stale until the first successful poll."""
-        self.last_error = self.last_error or "restored from the store after a restart; not polled yet"
+        restored = "restored from the store after a restart; not polled yet"
+        self.schedule.last_error = self.last_error or restored
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -207,7 +206,7 @@ class PriceFeed:
         if span is not None:
             probe_s = min(max(now_s, span[0]), span[1] - 1e-6)
             interval_s = self.provider.price(probe_s, probe_s + 1e-6).interval_s
-        next_poll_in_s = None if not self.polled else max(0.0, self._next_poll_s - self._monotonic())
+        next_poll_in_s = None if not self.polled else self.schedule.next_poll_in_s()
         notes = self.provider.notes() + (self.carbon_provider.notes() if self.carbon_provider else [])
         return FeedStatus(
             kind=self.provider.kind, source=self.provider.description, stale=stale, age_s=age_s,
@@ -255,10 +254,10 @@ class PriceFeed:
         reasons = []
         age_s: float | None = 0.0
         if self.polled:
-            age_s = None if self._last_success_s is None else self._monotonic() - self._last_success_s
-            if self.last_error is not None or self._last_success_s is None:
-                reasons.append(f"feed not answering: {self.last_error}" if self.last_error
-                               else "not polled yet")
+            age_s = self.schedule.age_s()
+            reason = self.schedule.stale_reason()
+            if reason is not None:
+                reasons.append(reason)
         if span is not None and now_s >= span[1]:
             reasons.append(f"the series ends at {utc_label(span[1])}")
             # A feed that answers but publishes nothing new is as old as its newest interval.

@@ -6,7 +6,8 @@ The SchedulerActor polls it every control round when due and adds each event onc
 Invariants (the price feed's rules, `factory.prices.feed`):
   * A failing feed never raises out of `poll_if_due`: it counts the failure, keeps `last_error` (one
     line, never the credential) and retries after a delay that doubles from `FIRST_RETRY_S` up to
-    `max_backoff_s`. The events it gave before stay in the book.
+    `max_backoff_s` (`factory.prices.poll.PollSchedule`, as the price feed). The events it gave before stay
+    in the book.
   * An answer is checked whole before any event of it is used: one bad event refuses the answer.
   * The feed is stale, and says why, before its first answer and while its last poll failed.
 """
@@ -20,9 +21,9 @@ from typing import Any
 
 from factory.errors import PriceError
 from factory.price_config import GridEventFeedConfig
-from factory.prices.feed import FIRST_RETRY_S
 from factory.prices.grid_events import EventRow, GridEventError, event_rows
 from factory.prices.http import MISSING, credential, get_json, scrubbed, url_description, walk
+from factory.prices.poll import PollSchedule
 
 
 class GridEventFeed:
@@ -33,41 +34,38 @@ class GridEventFeed:
         self.config = config
         self.description = f"grid event feed {url_description(config.url)}"
         self._env = os.environ if env is None else env
-        self._monotonic = monotonic
-        self._next_poll_s = monotonic()
-        self._last_success_s: float | None = None
-        self.consecutive_failures = 0
-        self.last_error: str | None = None
+        self.schedule = PollSchedule(config.max_backoff_s, monotonic)
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed polls since the last answer."""
+        return self.schedule.consecutive_failures
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last poll failed (one line, never the credential); None after an answer."""
+        return self.schedule.last_error
 
     def poll_if_due(self) -> list[EventRow] | None:
         """The events of a poll made now if one was due and answered; None otherwise (see `last_error`)."""
-        now_s = self._monotonic()
-        if now_s < self._next_poll_s:
+        if not self.schedule.due():
             return None
         try:
             rows = self._events()
         except Exception as error:  # noqa: BLE001 - a failing feed must never stop the scheduler's thread
-            self.consecutive_failures += 1
             # Only the feed's own errors are known to be free of credentials.
             why = str(error) if isinstance(error, PriceError) else \
                 f"unexpected {type(error).__name__} while polling"
-            self.last_error = f"{self.description}: {why}"
-            first_retry_s = min(self.config.poll_interval_s, FIRST_RETRY_S)
-            delay_s = min(self.config.max_backoff_s, first_retry_s * 2 ** (self.consecutive_failures - 1))
-            self._next_poll_s = self._monotonic() + delay_s
+            self.schedule.failed(f"{self.description}: {why}", self.config.poll_interval_s)
             return None
-        self.consecutive_failures, self.last_error = 0, None
-        self._last_success_s = self._monotonic()
-        self._next_poll_s = self._last_success_s + self.config.poll_interval_s
+        self.schedule.succeeded(self.config.poll_interval_s)
         return rows
 
     def status(self) -> dict[str, Any]:
         """Where the events come from, whether the feed is stale and why, and the age of its last answer."""
-        age_s = None if self._last_success_s is None else self._monotonic() - self._last_success_s
-        reason = (f"feed not answering: {self.last_error}" if self.last_error is not None
-                  else "not polled yet" if self._last_success_s is None else None)
+        reason = self.schedule.stale_reason()
         return {"source": self.description, "stale": reason is not None, "stale_reason": reason,
-                "age_s": age_s, "consecutive_failures": self.consecutive_failures,
+                "age_s": self.schedule.age_s(), "consecutive_failures": self.consecutive_failures,
                 "last_error": self.last_error}
 
     def _events(self) -> list[EventRow]:
