@@ -35,7 +35,7 @@ from factory.prices.models import (
     PriceHistory,
     PriceNow,
 )
-from factory.prices.poll import PollSchedule
+from factory.prices.poll import Polled, PollSchedule
 from factory.prices.provider import PriceProvider
 from factory.prices.series import IntervalSeries, utc_label
 
@@ -43,7 +43,7 @@ FORECAST_METHOD = ("known prices up to the market's horizon; beyond it the media
                    "of day on the {days} most recent known days, band = their min..max")
 
 
-class PriceFeed:
+class PriceFeed(Polled):
     """A price provider (and optional carbon provider) with staleness, retries and the horizon rule."""
 
     def __init__(self, provider: PriceProvider, config: PricesConfig,
@@ -57,16 +57,6 @@ class PriceFeed:
         self.schedule = PollSchedule(config.http.max_backoff_s, monotonic)
 
     # -- polling -------------------------------------------------------------------------------
-
-    @property
-    def consecutive_failures(self) -> int:
-        """Failed polls since the last answer."""
-        return self.schedule.consecutive_failures
-
-    @property
-    def last_error(self) -> str | None:
-        """Why the last poll failed (one line, never a credential), or why the data is not fresh."""
-        return self.schedule.last_error
 
     @property
     def polled(self) -> bool:

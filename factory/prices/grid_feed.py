@@ -23,10 +23,10 @@ from factory.errors import PriceError
 from factory.price_config import GridEventFeedConfig
 from factory.prices.grid_events import EventRow, GridEventError, event_rows
 from factory.prices.http import MISSING, credential, get_json, scrubbed, url_description, walk
-from factory.prices.poll import PollSchedule
+from factory.prices.poll import Polled, PollSchedule
 
 
-class GridEventFeed:
+class GridEventFeed(Polled):
     """Polls `config.url` for events (see the module docstring)."""
 
     def __init__(self, config: GridEventFeedConfig, env: Mapping[str, str] | None = None,
@@ -35,16 +35,6 @@ class GridEventFeed:
         self.description = f"grid event feed {url_description(config.url)}"
         self._env = os.environ if env is None else env
         self.schedule = PollSchedule(config.max_backoff_s, monotonic)
-
-    @property
-    def consecutive_failures(self) -> int:
-        """Failed polls since the last answer."""
-        return self.schedule.consecutive_failures
-
-    @property
-    def last_error(self) -> str | None:
-        """Why the last poll failed (one line, never the credential); None after an answer."""
-        return self.schedule.last_error
 
     def poll_if_due(self) -> list[EventRow] | None:
         """The events of a poll made now if one was due and answered; None otherwise (see `last_error`)."""

@@ -57,3 +57,19 @@ class PollSchedule:
         if self.last_error is not None:
             return f"feed not answering: {self.last_error}"
         return "not polled yet" if self.last_success_s is None else None
+
+
+class Polled:
+    """A feed that polls on a `PollSchedule`: its failures and last error, read from the schedule."""
+
+    schedule: PollSchedule
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed polls since the last answer."""
+        return self.schedule.consecutive_failures
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last poll failed (one line, never a credential); None after an answer."""
+        return self.schedule.last_error
