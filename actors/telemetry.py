@@ -84,7 +84,11 @@ class TelemetryActor(FactoryActor):
         """Cap the GPUs of these jobs (W per GPU) and restore every other GPU here; sample again at once."""
         with self._lock:
             caps = apply_job_caps(self._sampler.backend, self._node_id, self._latest().gpus, caps_by_job)
-        self._sample()  # power under the new limits shows now, not one interval later
+        if caps.changed:
+            try:
+                self._sample()  # power under the new limits shows now, not one interval later
+            except Exception as exc:  # noqa: BLE001 - the limits are set; the next tick samples them
+                self._record_error(exc)
         return caps
 
     def _latest(self) -> NodeSnapshot:

@@ -40,11 +40,13 @@ class FacilityPower:
         self.drift = PowerDrift()  # measured power above the plan's draw: budgets keep it free
         self.caps = PowerCapKeeper(store, ask_caps)
         self.cap_share: float | None = None  # the lowest cap every GPU accepts, as a share of nominal
+        self._floor_read = False  # cap_share is known (None included: no caps here), not merely unset
 
     def measure(self, nodes: Sequence[NodeStatus], holding: Iterable[JobRow], now_s: float) -> None:
         """One sample of every node against what the plan counts the jobs holding GPUs to draw."""
         nominal_w = self.settings.gpu_power_w
         self.cap_share = PowerCapKeeper.min_cap_share(nodes, nominal_w)
+        self._floor_read = True
         planned_w = sum(num_gpus(job) * self.caps.caps_w.get(job.job_id, nominal_w) for job in holding)
         self.drift.observe(nodes, planned_w, now_s)
 
@@ -60,8 +62,9 @@ class FacilityPower:
         margin_pct = settings.power_margin_pct
         events = [(start_s, end_s, drift.cap_w(target_w / self.pue, margin_pct), announced_s)
                   for start_s, end_s, target_w, announced_s in grid_caps]
-        if events and settings.power_caps and self.cap_share is None:  # not measured yet (a restart)
+        if events and settings.power_caps and not self._floor_read:  # not measured yet (a restart)
             self.cap_share = PowerCapKeeper.min_cap_share(self._read_nodes(), settings.gpu_power_w)
+            self._floor_read = True
         return ClusterView({node: gpus for node, gpus in node_gpus.items() if gpus > 0},
                            power_budget_w=drift.budget_w(settings.power_budget_w, margin_pct),
                            quotas=dict(settings.quotas), grid_events=events,

@@ -2,15 +2,18 @@
 
 Each control step's `Decisions.power_caps_w` (W per GPU, for running jobs) is sent to the agent of every
 node that holds a capped job's GPUs or still has a GPU this factory capped; each agent caps its GPUs held by
-those jobs and restores the others (`factory.telemetry.power_caps`). What each node was left with is recorded
-in the store (actor state `power-caps`), written after every change, so that a scheduler restarted after a
-crash still knows which nodes to put right: a GPU capped for a job that ended, or for an event that ended,
-is restored by the next step.
+those jobs and restores the others (`factory.telemetry.power_caps`). Which nodes may have capped GPUs is
+recorded in the store (actor state `power-caps`) before any agent is asked (write ahead: a node about to be
+capped is recorded with no GPUs yet), and what each node answered it was left with after, so that a
+scheduler restarted after a crash, or after an answer that never came, still knows which nodes to put right:
+a GPU capped for a job that ended, or for an event that ended, is restored by the next step.
 
 Invariants:
   * No caps wanted and none recorded: no agent is asked anything.
   * A node that does not answer keeps its record, so it is asked again next step; a node not alive any more
-    loses it (its GPUs leave the factory's hands with it).
+    loses it (its GPUs leave the factory's hands with it; one that comes back under a new Ray node id is
+    not known to have been capped).
+  * A node leaves the record only on an answer that it has no GPU capped.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class PowerCapKeeper:
         capped = {node: gpus for node, gpus in self.capped_w.items() if node in alive}
         errors = []
         if nodes:
+            for node in nodes:
+                capped.setdefault(node, {})
+            self._save(capped)  # written ahead: each node asked stays recorded until it answers
             for node, answer in self._ask(nodes, dict(caps_w)).items():
                 if not isinstance(answer, PowerCaps):
                     errors.append(f"node {node}: no answer ({answer})")
@@ -67,9 +73,13 @@ class PowerCapKeeper:
                 if answer.capped_w:
                     capped[node] = dict(answer.capped_w)
         self.last_error = "; ".join(errors) or None
-        if capped != self.capped_w:
-            self.store.put_actor_state(STATE_NAME, {"nodes": {
-                node: {str(index): limit_w for index, limit_w in gpus.items()}
-                for node, gpus in capped.items()}})
-            self.capped_w = capped
+        self._save(capped)
         return capped
+
+    def _save(self, capped: dict[str, dict[int, float]]) -> None:
+        """Record what each node may have capped, if it changed."""
+        if capped == self.capped_w:
+            return
+        self.store.put_actor_state(STATE_NAME, {"nodes": {
+            node: {str(index): limit_w for index, limit_w in gpus.items()} for node, gpus in capped.items()}})
+        self.capped_w = {node: dict(gpus) for node, gpus in capped.items()}

@@ -18,10 +18,12 @@ Invariants:
     plan counts on its whole speed. A job the budget would pause may always be capped instead: a cap
     slows it, a pause stops it.
   * Capped power (nominal watts x share) stays within the budget the dispatch kept to; no job starts here.
+  * A job is kept running only on GPUs no job started by the same dispatch took: the starts come first.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -46,6 +48,12 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
     fixed_w = sum(job.draw_w for job, cap in zip(running, cappable, strict=True) if not cap)
     capped = [job for job, cap in zip(running, cappable, strict=True) if cap]
     capped_w = sum(job.draw_w for job in capped)
+    # GPUs free once the decisions are carried out: a paused job may be kept only where its own still are.
+    free = Counter(snapshot.free_gpus())
+    for pause in decisions.pauses:
+        free.update(dict(jobs[pause.job_id].placement))
+    for start in decisions.starts:
+        free.subtract(dict(start.placement))
     kept: set[str] = set()
     # The pauses the dispatch made last (the lowest ranked of the jobs the policy wanted running) come
     # first when reversed: the highest ranked are kept first.
@@ -53,7 +61,10 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
         job = jobs[pause.job_id]
         if pause.reason is not WaitReason.POWER_BUDGET or not job.preemptible:
             continue
+        if any(free[node] < gpus for node, gpus in job.placement):
+            continue  # a job started by this dispatch took its GPUs
         if fixed_w + share_min * (capped_w + job.draw_w) <= budget_w + EPS_W:
+            free.subtract(dict(job.placement))
             kept.add(job.job_id)
             capped.append(job)
             capped_w += job.draw_w

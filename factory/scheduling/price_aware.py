@@ -325,7 +325,23 @@ def _past_a_sliver(snapshot: Snapshot) -> Snapshot:
     rest = PriceOutlook(outlook.starts_s[1:], outlook.interval_s, outlook.price_per_mwh[1:],
                         outlook.known[1:], market_price_per_mwh=later(outlook.market_price_per_mwh),
                         carbon_g_per_kwh=later(outlook.carbon_g_per_kwh))
-    return replace(snapshot, now_s=first_end_s, prices=rest, grid_cap_w=later(snapshot.grid_cap_w))
+    return replace(snapshot, now_s=first_end_s, prices=rest,
+                   grid_cap_w=_caps_from_boundary(snapshot.grid_cap_w))
+
+
+def _caps_from_boundary(caps_w: np.ndarray | None) -> np.ndarray | None:
+    """The events' caps per interval as seen from the end of the current one.
+
+    The next interval's cap counts an event that starts anywhere within it, which is not under way at the
+    boundary yet: the interval from the boundary keeps the looser of the two, and the decision due at the
+    event's start (the simulator and the live scheduler both decide then) applies it. Nothing is paused
+    before an event starts.
+    """
+    if caps_w is None or len(caps_w) < 2:
+        return None if caps_w is None else caps_w[1:]
+    rest = np.array(caps_w[1:], dtype=float)
+    rest[0] = max(float(caps_w[0]), float(caps_w[1]))
+    return rest
 
 
 def _urgency(request: PlanRequest, promise: Reservation) -> tuple[float, float, str]:

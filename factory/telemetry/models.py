@@ -116,7 +116,8 @@ class PowerCaps(BaseModel):
 
     node_id: str
     capped_w: dict[int, float] = Field(default_factory=dict, description="GPU index -> its limit (W).")
-    error: str | None = Field(None, description="GPUs that could not be capped, and why.")
+    error: str | None = Field(None, description="GPUs that could not be capped (or restored), and why.")
+    changed: bool = Field(False, description="Whether any GPU's limit was written.")
 
 
 class FacilityView(BaseModel):

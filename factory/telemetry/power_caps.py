@@ -7,14 +7,16 @@ devices read, so a restarted agent or scheduler puts a GPU capped before its cra
 
 Invariants:
   * Only a GPU whose limit differs from the one wanted is written (a write needs root on NVML, and costs).
-  * A GPU that cannot be capped is named in the answer's error; the others are still set.
+  * A GPU that cannot be capped is named in the answer's error; the others are still set. A GPU whose
+    limit could not be restored is answered as still capped (at the limit it reads), so that the
+    scheduler keeps asking.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from factory.errors import TelemetryError
+from factory.errors import DeviceNotSupportedError, TelemetryError
 from factory.telemetry.backends.base import GpuBackend
 from factory.telemetry.models import GpuStatus, PowerCaps
 
@@ -36,6 +38,7 @@ def apply_job_caps(backend: GpuBackend | None, node_id: str, gpus: Sequence[GpuS
     """Set each GPU's limit to the cap of the job holding it (the lowest, if several), else its default."""
     capped: dict[int, float] = {}
     errors: list[str] = []
+    changed = False
     for gpu in gpus:
         wanted = min((caps_by_job[job] for job in gpu.consumers if job in caps_by_job), default=None)
         try:
@@ -45,12 +48,19 @@ def apply_job_caps(backend: GpuBackend | None, node_id: str, gpus: Sequence[GpuS
             target_w = default_w if wanted is None else wanted
             if gpu.power_limit_w is None or abs(gpu.power_limit_w - target_w) > TOLERANCE_W:
                 set_w = backend.set_power_limit_w(gpu.index, wanted)
+                changed = True
             else:
                 set_w = gpu.power_limit_w
-        except TelemetryError as error:
+        except DeviceNotSupportedError as error:  # never capped here: nothing to restore either
             if wanted is not None:
                 errors.append(f"GPU {gpu.index}: {error}")
             continue
+        except TelemetryError as error:
+            errors.append(f"GPU {gpu.index}: {error}" if wanted is not None else
+                          f"GPU {gpu.index}: its limit could not be restored: {error}")
+            if wanted is None and gpu.power_limit_w is not None:
+                capped[gpu.index] = gpu.power_limit_w  # as far as anyone knows, still capped: ask again
+            continue
         if set_w < default_w - TOLERANCE_W:
             capped[gpu.index] = set_w
-    return PowerCaps(node_id=node_id, capped_w=capped, error="; ".join(errors) or None)
+    return PowerCaps(node_id=node_id, capped_w=capped, error="; ".join(errors) or None, changed=changed)

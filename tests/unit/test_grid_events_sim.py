@@ -217,15 +217,41 @@ def test_price_aware_caps_only_what_can_slow_down_not_a_job_due_now() -> None:
 
 
 def test_a_decision_in_the_last_seconds_of_an_interval_keeps_the_events_caps_in_step() -> None:
-    # It plans from the next interval: the caps (and carbon, and market price) move on with the prices,
-    # which once raised an IndexError on 15-minute markets.
+    # It plans from the next interval when the caps are the same on both sides of the boundary (the caps
+    # move on with the prices, which once raised an IndexError on 15-minute markets), and from now when
+    # an event starts in the next interval: nothing is paused before an event starts.
     from factory.scheduling import JobView, Phase, PriceAwarePolicy, Snapshot
 
     now_s = T0 + 10 * HOUR_S + HOUR_S - 0.5
     jobs = [JobView(f"j{i}", 1, 1000.0, T0, 4 * HOUR_S, Phase.RUNNING, now_s + 30 * HOUR_S, True,
                     placement=(("n", 1),), admitted=True) for i in range(4)]
-    caps = np.full(48, np.inf)
-    caps[1:3] = 2000.0  # from the next interval on
-    decisions = PriceAwarePolicy().decide(Snapshot(now_s=now_s, node_gpus={"n": 4}, jobs=jobs,
-                                                   prices=flat_outlook(now_s), grid_cap_w=caps))
-    assert len(decisions.pauses) == 2  # 2 kW from the next interval, which this decision plans from
+
+    def pauses(caps: np.ndarray) -> int:
+        snapshot = Snapshot(now_s=now_s, node_gpus={"n": 4}, jobs=jobs, prices=flat_outlook(now_s),
+                            grid_cap_w=caps)
+        return len(PriceAwarePolicy().decide(snapshot).pauses)
+
+    under_way = np.full(48, np.inf)
+    under_way[:3] = 2000.0
+    assert pauses(under_way) == 2  # 2 kW now and after the boundary
+    starting = np.full(48, np.inf)
+    starting[1:3] = 2000.0  # an event that starts somewhere in the next interval
+    assert pauses(starting) == 0
+
+
+def test_a_job_is_never_kept_under_a_cap_on_gpus_a_start_took() -> None:
+    # A (1 GPU) and B (2 GPUs) run on a 3-GPU node, C (1 GPU) waits; the event allows 1.5 kW. Pausing B
+    # lets C start on one of its GPUs; keeping B too (all three at half power would fit the 1.5 kW)
+    # would put four GPUs' worth of jobs on three GPUs.
+    from factory.scheduling import FifoPolicy, JobView, Phase, Snapshot
+
+    a = JobView("a", 1, 700.0, 0.0, 3600.0, Phase.RUNNING, None, True, placement=(("n", 1),))
+    b = JobView("b", 2, 700.0, 1.0, 3600.0, Phase.RUNNING, None, True, placement=(("n", 2),))
+    c = JobView("c", 1, 700.0, 2.0, 3600.0)
+    decisions = FifoPolicy().decide(Snapshot(now_s=10.0, node_gpus={"n": 3}, jobs=[a, b, c],
+                                             grid_cap_w=np.array([1500.0]), min_cap_share=0.5))
+
+    held = sum(job.num_gpus for job in (a, b, c) if job.job_id not in {p.job_id for p in decisions.pauses}
+               and (job.phase is Phase.RUNNING or job.job_id in {s.job_id for s in decisions.starts}))
+    assert held <= 3, decisions
+    assert [p.job_id for p in decisions.pauses] == ["b"] and [s.job_id for s in decisions.starts] == ["c"]

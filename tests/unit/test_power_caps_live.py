@@ -57,7 +57,9 @@ def test_an_agent_caps_the_gpus_of_capped_jobs_and_restores_every_other() -> Non
     backend.set_power_limit_w(3, 400.0)  # capped for a job that has ended meanwhile
     caps = apply_job_caps(backend, "n1", statuses(backend, {0: "a", 1: "a", 2: "b"}), {"a": 420.0, "z": 1.0})
 
-    assert caps == PowerCaps(node_id="n1", capped_w={0: 420.0, 1: 420.0})
+    assert caps == PowerCaps(node_id="n1", capped_w={0: 420.0, 1: 420.0}, changed=True)
+    again = apply_job_caps(backend, "n1", statuses(backend, {0: "a", 1: "a", 2: "b"}), {"a": 420.0})
+    assert again.capped_w == caps.capped_w and not again.changed  # nothing written twice
     assert [gpu.power_limit_w for gpu in backend.read()] == [420.0, 420.0, 700.0, 700.0]
     assert [gpu.power_w for gpu in backend.read()][:3] == [420.0, 420.0, 700.0]  # power follows the cap
     # Asked again with nothing capped (the event is over): every GPU back at its default.
@@ -169,3 +171,44 @@ def test_the_facility_power_manager_plans_on_measured_power_and_reads_the_cap_fl
     assert power.fresh_drift(T0 + 11.0, 1.0).it_w is None  # five 2-second rounds without a sample
     off = FacilityPower(SchedulerConfig(power_caps=False), 1.4, store, read_nodes, Nodes().ask)
     assert off.cluster_view({"n1": 4}, event, T0, 1.0).min_cap_share is None
+
+
+def test_a_limit_that_cannot_be_restored_keeps_its_node_on_the_record(store: SQLiteStore) -> None:
+    from factory.errors import DeviceError
+
+    class Stuck(SimulatedGpuBackend):
+        refuse = False
+
+        def set_power_limit_w(self, index: int, watts: float | None) -> float:
+            if self.refuse:
+                raise DeviceError(f"GPU {index} refused (not permitted)")
+            return super().set_power_limit_w(index, watts)
+
+    nodes = Nodes()
+    stuck = Stuck(2, usage=lambda: {})
+    nodes.backends["n1"] = stuck
+    keeper = PowerCapKeeper(store, nodes.ask)
+    keeper.keep({"a": 400.0}, {"a": ["n1"]}, ["n1", "n2"])
+    stuck.refuse = True  # the event is over, but the driver refuses to restore the limit
+    keeper.keep({}, {}, ["n1", "n2"])
+    assert nodes.limits("n1")[0] == 400.0 and keeper.capped_w == {"n1": {0: 400.0}}
+    assert keeper.last_error is not None and "its limit could not be restored" in keeper.last_error
+    stuck.refuse = False
+    keeper.keep({}, {}, ["n1", "n2"])
+    assert nodes.limits("n1") == [700.0, 700.0] and keeper.capped_w == {}
+
+
+def test_a_node_is_recorded_before_it_is_asked_so_a_lost_answer_is_put_right(store: SQLiteStore) -> None:
+    nodes = Nodes()
+    recorded_when_asked: list[Any] = []
+
+    def ask_then_crash(node_ids: list[str], caps: dict[str, float]) -> dict[str, Any]:
+        recorded_when_asked.append(store.get_actor_state(STATE_NAME))
+        nodes.ask(node_ids, caps)  # the agent caps its GPUs ...
+        raise RuntimeError("the scheduler died before the answer came")
+
+    with pytest.raises(RuntimeError):
+        PowerCapKeeper(store, ask_then_crash).keep({"a": 400.0}, {"a": ["n1"]}, ["n1", "n2"])
+    assert recorded_when_asked == [{"nodes": {"n1": {}}}] and nodes.limits("n1")[0] == 400.0
+    PowerCapKeeper(store, nodes.ask).keep({}, {}, ["n1", "n2"])  # its successor: nothing wanted now
+    assert nodes.limits("n1") == [700.0, 700.0] and store.get_actor_state(STATE_NAME) == {"nodes": {}}
