@@ -2,12 +2,14 @@
 
 After the live-training story (the replay's morning is flat-priced, so no job here waits for a price),
 two jobs train on 3 of the 4 simulated GPUs: `grid-flex` (2 GPUs, preemptible) and `grid-steady`
-(1 GPU, not preemptible: the fixed load). The utility then asks for 25 % less than the facility's
-measured power for two and a half hours, starting ten factory minutes later
-(`client.add_grid_event`). At the start the scheduler caps the GPUs of `grid-flex` (its 1.4 kW do not
-fit under the target beside the fixed load, but capped to a little over half they do: a cap costs less
-than a pause), and `grid-late`, submitted once the cap is set, waits for the power budget. When the
-event ends the caps are restored and both run. The chapter
+(1 GPU, not preemptible: the fixed load). The utility then asks for less than the facility's measured
+power for two and a half hours, starting ten factory minutes later (`client.add_grid_event`): about
+23 % less, the share that capping `grid-flex` can shed with room to spare (taken from the power measured
+then, so that a host whose CPUs draw more is asked for a share it can meet the same way). At the start
+the scheduler caps the GPUs of `grid-flex` (its 1.4 kW do not fit under the target beside the fixed load,
+but capped to a little over half they do: a cap costs less than a pause), and `grid-late`, submitted once
+the cap is set, waits for the power budget. When the event ends the caps are restored and both run. The
+chapter
 prints the jobs' transitions with the facility's measured power, then the event's outcome as
 `factory grid events` has it: baseline, target, the seconds from the start until measured power was
 under the target (real ones: no replay speeds up a checkpoint) and whether the facility complied.
@@ -23,9 +25,11 @@ from typing import Any
 
 from factory.cli.render import compact_times, shorten
 from factory.client import FactoryClient
+from factory.telemetry.backends.simulated import MIN_LIMIT_SHARE
 
 Echo = Callable[[str], None]
-REDUCE_PCT = 25.0  # the GPUs go down to half their power: grid-flex at a cap fits beside the fixed load
+FLEX_GPUS = 2
+SHED_SHARE = 0.7  # of what capping grid-flex's GPUs to their floor sheds: the event asks for this much
 # Factory seconds: from adding the event to its start, and its length (75 real seconds: longer than the
 # 60 s a response may take, so that staying under the target afterwards is judged too).
 LEAD_S, EVENT_S = 600.0, 2.5 * 3600.0
@@ -46,10 +50,10 @@ def grid_job(name: str, gpus: int, *, preemptible: bool) -> dict[str, Any]:
 
 def show_grid_event(client: FactoryClient, echo: Echo) -> None:
     """Run the chapter (see the module docstring) on the live factory `client` reaches."""
-    echo(f"Two jobs train; then the utility asks for {REDUCE_PCT:g} % less power for "
-         f"{EVENT_S / 3600:g} hours "
-         f"(`factory grid event add --reduce-pct {REDUCE_PCT:g}`).")
-    names = {client.submit(grid_job("grid-flex", 2, preemptible=True), submitted_by="demo"): "grid-flex",
+    echo(f"Two jobs train; then the utility asks for less power for {EVENT_S / 3600:g} hours "
+         "(`factory grid event add --reduce-pct P`).")
+    flex_spec = grid_job("grid-flex", FLEX_GPUS, preemptible=True)
+    names = {client.submit(flex_spec, submitted_by="demo"): "grid-flex",
              client.submit(grid_job("grid-steady", 1, preemptible=False), submitted_by="demo"): "grid-steady"}
     seen: dict[str, int] = {}
     deadline = time.monotonic() + TIMEOUT_S
@@ -81,11 +85,12 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
     try:
         if not until(lambda: all(training(job_id) for job_id in names), "both jobs train"):
             return
+        reduce_pct = sheddable_pct(client)
         now_s = client.clock().now_s()
-        event = client.add_grid_event(now_s + LEAD_S, now_s + LEAD_S + EVENT_S, reduce_pct=REDUCE_PCT,
+        event = client.add_grid_event(now_s + LEAD_S, now_s + LEAD_S + EVENT_S, reduce_pct=reduce_pct,
                                       source="demo", created_by="demo")
         start, end = (datetime.fromtimestamp(t, UTC) for t in (event["start_s"], event["end_s"]))
-        echo(f"  grid event {event['event_id']}: {start:%H:%M}-{end:%H:%M} UTC, {REDUCE_PCT:g} % under the "
+        echo(f"  grid event {event['event_id']}: {start:%H:%M}-{end:%H:%M} UTC, {reduce_pct:g} % under the "
              "power measured just before it starts")
         flex = next(job_id for job_id, name in names.items() if name == "grid-flex")
         if not until(lambda: bool(capped_w(client, flex)) or client.job(flex).job.state != "RUNNING",
@@ -116,6 +121,14 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
             if client.job(job_id).job.state not in ("CANCELLED", "SUCCEEDED", "FAILED"):
                 client.cancel(job_id, cancelled_by="demo")
         echo("The chapter's jobs are cancelled. `factory grid events` lists events and their outcomes.")
+
+
+def sheddable_pct(client: FactoryClient) -> float:
+    """The reduction (% of the facility's power now) that capping grid-flex sheds with room to spare."""
+    facility = client.facility()
+    gpu_power_kw = client.info()["config"]["scheduler"]["gpu_power_w"] / 1000.0
+    shed_kw = SHED_SHARE * (1.0 - MIN_LIMIT_SHARE) * FLEX_GPUS * gpu_power_kw * facility.pue
+    return float(round(100.0 * shed_kw / max(facility.facility_power_w / 1000.0, shed_kw)))
 
 
 def capped_w(client: FactoryClient, job_id: str) -> list[float]:

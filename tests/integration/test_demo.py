@@ -93,7 +93,7 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
     answers = [line for line in served.splitlines() if line.strip().startswith("POST http://")]
     assert len(answers) == 3 and all('"model": "nlp-regressor:1", "prediction": {"y": ' in a for a in answers)
     assert "job: " in card and "team nlp" in card and " kWh " in card and "sha256" in card
-    # The grid chapter: an event 25 % under the measured power caps the preemptible job's GPUs rather
+    # The grid chapter: an event ~23 % under the measured power caps the preemptible job's GPUs rather
     # than pausing it, never touches the fixed load; a job submitted during it waits; measured power goes
     # under the target in time; the caps are restored after it.
     grid = out[out.index("== 7. Answering the grid"):]

@@ -200,7 +200,17 @@ def test_a_grid_event_pauses_a_job_while_it_lasts_and_the_facility_is_measured(
 
 
 def test_an_event_a_cap_can_meet_caps_the_gpus_and_a_restarted_scheduler_restores_them(
-        cluster: Cluster, client: factory.client.FactoryClient) -> None:
+        cluster: Cluster, client: factory.client.FactoryClient, config: FactoryConfig) -> None:
+    from factory.jobs.power_caps import STATE_NAME
+    from factory.store import open_store
+
+    def recorded() -> dict[str, Any]:  # what the scheduler's successor reads back: the GPUs left capped
+        store = open_store(config.store_path)
+        try:
+            return (store.get_actor_state(STATE_NAME) or {}).get("nodes", {})
+        finally:
+            store.close()
+
     def limits_w() -> dict[int, float | None]:
         return {gpu.index: gpu.power_limit_w for gpu in client.gpus()}
 
@@ -217,6 +227,8 @@ def test_an_event_a_cap_can_meet_caps_the_gpus_and_a_restarted_scheduler_restore
     assert client.job(job_id).job.state == "RUNNING"
     capped_w = max(limit for limit in limits_w().values() if limit is not None)
     assert 350.0 <= capped_w <= 1143.0 / 2  # within the simulated GPUs' range, under the target
+    wait_until(lambda: any(gpus for gpus in recorded().values()), "the capped GPUs are in the store")
+    assert sorted(int(index) for gpus in recorded().values() for index in gpus) == [0, 1]
     wait_until(lambda: client.facility().facility_power_w <= 1600.0, "measured power is under the target")
 
     # The scheduler crashes while the GPUs are capped; its successor finds the caps in the store and, once
@@ -225,6 +237,7 @@ def test_an_event_a_cap_can_meet_caps_the_gpus_and_a_restarted_scheduler_restore
     wait_until(lambda: next(v for v in client.grid_events() if v["event_id"] == added["event_id"])["state"]
                == "ended", "the event is over")
     wait_until(lambda: set(limits_w().values()) == {700.0}, "the caps are restored after the event")
+    wait_until(lambda: recorded() == {}, "the record says nothing is capped any more")
     assert "PAUSING" not in states(client, job_id)  # capped, never paused
     event = next(v for v in client.grid_events() if v["event_id"] == added["event_id"])
     assert event["complied"] is True, event
