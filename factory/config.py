@@ -56,6 +56,11 @@ class RayConfig(_Section):
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local head; unset: detected.")
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(8265, ge=1, le=65535)
+    worker_niceness: int = Field(
+        0, ge=0, le=19, description="Niceness of the worker processes of a local head `factory up` starts "
+        "(the factory's actors and its jobs' training). Ray's own default, 15, makes them yield to any "
+        "other busy process on the machine; 15 restores it."
+    )
     actor_restart_wait_s: float = Field(
         60.0, ge=0, description="How long the CLI, the SDK and the demo wait for a factory actor that Ray "
         "is restarting before giving up (one line naming the actor); 0: fail at once."
