@@ -4,7 +4,9 @@ Under a power limit a capped GPU keeps more work per watt than a paused one (its
 its power: `factory.telemetry.backends.simulated.throughput_share`), and it pays no resume. So while a grid
 event holds the facility under a target, the levers are pulled in the order that costs least:
 
-  1. defer: queued jobs that do not fit wait (the policy plans them after the event);
+  1. defer: queued jobs that do not fit wait (the policy plans them after the event), and so does a job the
+     dispatch would start in the room of a running job it pauses, where capping keeps that one running:
+     a start the policy may put off (`may_cap`: not due) never costs a running job its run;
   2. cap: running preemptible jobs that the budget would pause keep running, their GPUs and those of every
      running job the policy allows to slow down (`may_cap`) capped at one share of their nominal watts, as
      long as that share is at least `min_cap_share` (one share for all: the same watts buy the most
@@ -18,7 +20,9 @@ Invariants:
     plan counts on its whole speed. A job the budget would pause may always be capped instead: a cap
     slows it, a pause stops it.
   * Capped power (nominal watts x share) stays within the budget the dispatch kept to; no job starts here.
-  * A job is kept running only on GPUs no job started by the same dispatch took: the starts come first.
+  * A job is kept running only on GPUs no job started by the same dispatch took: the starts the policy
+    needs (due ones) come first; the others are put off (turned into waits) only if that keeps a paused
+    job running, and never start under deeper caps than the running jobs need.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-from factory.scheduling.model import Decisions, JobView, Phase, Snapshot, WaitReason
+from factory.scheduling.model import Decisions, JobView, Phase, Snapshot, Wait, WaitReason
 
 EPS_W = 1e-9
 
@@ -42,8 +46,11 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
     budget_w = min(budget_w, snapshot.budget_now_w() or budget_w)
     jobs = {job.job_id: job for job in snapshot.jobs}
     paused = {pause.job_id for pause in decisions.pauses}
+    # Starts the policy may put off (not due) are left out at first: a running job comes before them.
+    deferrable = [start for start in decisions.starts if may_cap is None or may_cap(jobs[start.job_id])]
+    put_off = {start.job_id for start in deferrable}
     running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING and job.job_id not in paused]
-    running += [jobs[start.job_id] for start in decisions.starts]
+    running += [jobs[start.job_id] for start in decisions.starts if start.job_id not in put_off]
     cappable = [job.preemptible and (may_cap is None or may_cap(job)) for job in running]
     fixed_w = sum(job.draw_w for job, cap in zip(running, cappable, strict=True) if not cap)
     capped = [job for job, cap in zip(running, cappable, strict=True) if cap]
@@ -53,7 +60,8 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
     for pause in decisions.pauses:
         free.update(dict(jobs[pause.job_id].placement))
     for start in decisions.starts:
-        free.subtract(dict(start.placement))
+        if start.job_id not in put_off:
+            free.subtract(dict(start.placement))
     kept: set[str] = set()
     # The pauses the dispatch made last (the lowest ranked of the jobs the policy wanted running) come
     # first when reversed: the highest ranked are kept first.
@@ -70,7 +78,21 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
             capped_w += job.draw_w
     if not kept:
         return decisions
+    # The starts put off run only where they fit beside the kept jobs without deepening anyone's cap.
+    starts = [start for start in decisions.starts if start.job_id not in put_off]
+    waits = list(decisions.waits)
+    for start in deferrable:
+        job = jobs[start.job_id]
+        fits_gpus = all(free[node] >= gpus for node, gpus in start.placement)
+        if fits_gpus and fixed_w + capped_w + job.draw_w <= budget_w + EPS_W:
+            free.subtract(dict(start.placement))
+            starts.append(start)
+            fixed_w += job.draw_w  # uncapped: it took only room the kept jobs did not need
+        else:
+            waits.append(Wait(job.job_id, WaitReason.POWER_BUDGET,
+                              f"a grid event holds the GPUs to {budget_w / 1000:.2f} kW now; the running "
+                              "jobs keep it under caps"))
     share = max(share_min, min(1.0, (budget_w - fixed_w) / capped_w))
     caps = tuple((job.job_id, share * job.power_w) for job in capped) if share < 1.0 - EPS_W else ()
-    return replace(decisions, pauses=tuple(p for p in decisions.pauses if p.job_id not in kept),
-                   power_caps_w=caps)
+    return replace(decisions, starts=tuple(starts), waits=tuple(waits),
+                   pauses=tuple(p for p in decisions.pauses if p.job_id not in kept), power_caps_w=caps)

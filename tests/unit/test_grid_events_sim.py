@@ -242,16 +242,48 @@ def test_a_decision_in_the_last_seconds_of_an_interval_keeps_the_events_caps_in_
 def test_a_job_is_never_kept_under_a_cap_on_gpus_a_start_took() -> None:
     # A (1 GPU) and B (2 GPUs) run on a 3-GPU node, C (1 GPU) waits; the event allows 1.5 kW. Pausing B
     # lets C start on one of its GPUs; keeping B too (all three at half power would fit the 1.5 kW)
-    # would put four GPUs' worth of jobs on three GPUs.
+    # would put four GPUs' worth of jobs on three GPUs. A start the policy needs (here: one fifo may not
+    # put off) keeps its GPUs; one it may put off waits instead, and B keeps running under a cap.
     from factory.scheduling import FifoPolicy, JobView, Phase, Snapshot
+    from factory.scheduling.dispatch import dispatch
 
     a = JobView("a", 1, 700.0, 0.0, 3600.0, Phase.RUNNING, None, True, placement=(("n", 1),))
     b = JobView("b", 2, 700.0, 1.0, 3600.0, Phase.RUNNING, None, True, placement=(("n", 2),))
     c = JobView("c", 1, 700.0, 2.0, 3600.0)
-    decisions = FifoPolicy().decide(Snapshot(now_s=10.0, node_gpus={"n": 3}, jobs=[a, b, c],
-                                             grid_cap_w=np.array([1500.0]), min_cap_share=0.5))
+    event = Snapshot(now_s=10.0, node_gpus={"n": 3}, jobs=[a, b, c], grid_cap_w=np.array([1500.0]),
+                     min_cap_share=0.5)
+    for may_cap, paused, started in ((lambda job: job.job_id != "c", ["b"], ["c"]), (None, [], [])):
+        decisions = dispatch(event, [a, b, c], {}, may_cap=may_cap)
 
-    held = sum(job.num_gpus for job in (a, b, c) if job.job_id not in {p.job_id for p in decisions.pauses}
-               and (job.phase is Phase.RUNNING or job.job_id in {s.job_id for s in decisions.starts}))
-    assert held <= 3, decisions
-    assert [p.job_id for p in decisions.pauses] == ["b"] and [s.job_id for s in decisions.starts] == ["c"]
+        held = sum(job.num_gpus for job in (a, b, c) if job.job_id not in {p.job_id for p in decisions.pauses}
+                   and (job.phase is Phase.RUNNING or job.job_id in {s.job_id for s in decisions.starts}))
+        assert held <= 3, decisions
+        assert [p.job_id for p in decisions.pauses] == paused, decisions
+        assert [s.job_id for s in decisions.starts] == started, decisions
+    assert dict(decisions.power_caps_w) == pytest.approx({"a": 500.0, "b": 500.0})  # 1.5 kW over three GPUs
+    assert [(w.job_id, w.reason.value) for w in decisions.waits] == [("c", "power budget")]
+    assert FifoPolicy().decide(event).starts == ()  # fifo puts a queued job off for a running one
+
+
+def test_a_job_that_can_wait_never_costs_a_running_job_its_run_during_an_event() -> None:
+    # The demo's grid chapter: a fixed 1-GPU job and a preemptible 2-GPU job run on 4 GPUs when an event
+    # allows 1.52 kW; a third job, due in 12 hours, arrives. Capping the running job to half keeps the
+    # facility under the target; starting the newcomer instead would pause it. The newcomer waits.
+    from factory.scheduling import JobView, Phase, PriceAwarePolicy, Snapshot
+
+    now_s = T0 + 5 * HOUR_S
+    fixed = JobView("steady", 1, 700.0, T0, 2 * HOUR_S, Phase.RUNNING, now_s + 12 * HOUR_S, False,
+                    placement=(("n", 1),), admitted=True)
+    flex = JobView("flex", 2, 700.0, T0, 1.25 * HOUR_S, Phase.RUNNING, now_s + 11 * HOUR_S, True,
+                   placement=(("n", 2),), admitted=True)
+    late = JobView("late", 1, 700.0, now_s, 2 * HOUR_S, Phase.QUEUED, now_s + 12 * HOUR_S, True)
+    caps = np.full(48, np.inf)
+    caps[:2] = 1520.0
+    decisions = PriceAwarePolicy().decide(Snapshot(
+        now_s=now_s, node_gpus={"n": 4}, jobs=[fixed, flex, late], prices=flat_outlook(now_s),
+        grid_cap_w=caps, min_cap_share=0.5))
+
+    assert decisions.pauses == () and decisions.starts == (), decisions
+    assert dict(decisions.power_caps_w) == pytest.approx({"flex": 410.0})  # (1.52 - 0.7) kW over 2 GPUs
+    wait = next(w for w in decisions.waits if w.job_id == "late")
+    assert wait.reason.value == "power budget" and "grid event" in wait.detail, wait
