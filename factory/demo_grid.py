@@ -3,17 +3,16 @@
 After the live-training story (the replay's morning is flat-priced, so no job here waits for a price),
 two jobs train on 3 of the 4 simulated GPUs: `grid-flex` (2 GPUs, preemptible) and `grid-steady`
 (1 GPU, not preemptible: the fixed load). The utility then asks for less than the facility's measured
-power for two and a half hours, starting ten factory minutes later (`client.add_grid_event`): about
-23 % less, the share that capping `grid-flex` can shed with room to spare (taken from the power measured
-then, so that a host whose CPUs draw more is asked for a share it can meet the same way). At the start
-the scheduler caps the GPUs of `grid-flex` (its 1.4 kW do not fit under the target beside the fixed load,
-but capped to a little over half they do: a cap costs less than a pause), and `grid-late`, submitted once
-the cap is set, waits for the power budget. When the event ends the caps are restored and both run. The
-chapter
-prints the jobs' transitions with the facility's measured power, then the event's outcome as
-`factory grid events` has it: baseline, target, the seconds from the start until measured power was
-under the target (real ones: no replay speeds up a checkpoint) and whether the facility complied.
-The jobs are long; the chapter cancels them.
+power for 75 real seconds (an hour and a quarter of the live replay), starting five real seconds later
+(`client.add_grid_event`): about 23 % less, the share that capping `grid-flex` can shed with room to spare
+(taken from the power measured then, so that a host whose CPUs draw more is asked for a share it can meet
+the same way). At the start the scheduler caps the GPUs of `grid-flex` (its 1.4 kW do not fit under the
+target beside the fixed load, but capped to a little over half they do: a cap costs less than a pause),
+and `grid-late`, submitted once the cap is set, waits for the power budget. When the event ends the caps
+are restored and both run. The chapter prints the jobs' transitions with the facility's measured power,
+then the event's outcome as `factory grid events` has it: baseline, target, the seconds from the start
+until measured power was under the target (real ones: no replay speeds up a checkpoint) and whether the
+facility complied. The jobs are long; the chapter cancels them.
 """
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ from factory.telemetry.backends.simulated import MIN_LIMIT_SHARE
 Echo = Callable[[str], None]
 FLEX_GPUS = 2
 SHED_SHARE = 0.7  # of what capping grid-flex's GPUs to their floor sheds: the event asks for this much
-# Factory seconds: from adding the event to its start, and its length (75 real seconds: longer than the
-# 60 s a response may take, so that staying under the target afterwards is judged too).
-LEAD_S, EVENT_S = 600.0, 2.5 * 3600.0
+# Real seconds, whatever the replay's speed: from adding the event to its start, and its length (longer
+# than the 60 s a response may take, so that staying under the target afterwards is judged too).
+LEAD_REAL_S, EVENT_REAL_S = 5.0, 75.0
 TIMEOUT_S = 300.0  # real seconds for the whole chapter
 REGRESSION = "factory.examples.regression:train_loop_per_worker"
 
@@ -50,7 +49,9 @@ def grid_job(name: str, gpus: int, *, preemptible: bool) -> dict[str, Any]:
 
 def show_grid_event(client: FactoryClient, echo: Echo) -> None:
     """Run the chapter (see the module docstring) on the live factory `client` reaches."""
-    echo(f"Two jobs train; then the utility asks for less power for {EVENT_S / 3600:g} hours "
+    speed = client.clock().speed_factor
+    lead_s, event_s = LEAD_REAL_S * speed, EVENT_REAL_S * speed  # factory seconds
+    echo(f"Two jobs train; then the utility asks for less power for {event_s / 3600:g} hours "
          "(`factory grid event add --reduce-pct P`).")
     flex_spec = grid_job("grid-flex", FLEX_GPUS, preemptible=True)
     names = {client.submit(flex_spec, submitted_by="demo"): "grid-flex",
@@ -87,7 +88,7 @@ def show_grid_event(client: FactoryClient, echo: Echo) -> None:
             return
         reduce_pct = sheddable_pct(client)
         now_s = client.clock().now_s()
-        event = client.add_grid_event(now_s + LEAD_S, now_s + LEAD_S + EVENT_S, reduce_pct=reduce_pct,
+        event = client.add_grid_event(now_s + lead_s, now_s + lead_s + event_s, reduce_pct=reduce_pct,
                                       source="demo", created_by="demo")
         start, end = (datetime.fromtimestamp(t, UTC) for t in (event["start_s"], event["end_s"]))
         echo(f"  grid event {event['event_id']}: {start:%H:%M}-{end:%H:%M} UTC, {reduce_pct:g} % under the "

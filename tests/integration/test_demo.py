@@ -139,7 +139,7 @@ def test_up_with_an_unusable_state_dir_fails_in_one_line_and_starts_nothing(
     assert probe.returncode != 0  # no Ray head was left behind
 
 
-DEMO_TIMEOUT_S = 900.0
+DEMO_TIMEOUT_S = 1200.0
 KILL_SCHEDULER = (
     "import ray\n"
     "from factory.control_plane import SCHEDULER\n"
