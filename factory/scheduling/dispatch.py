@@ -65,6 +65,7 @@ def dispatch(
 
     starts: list[Start] = []
     waits: list[Wait] = []
+    preempting: set[str] = set()  # jobs started in room taken from others: their starts stand
     for job in ranked:
         if job.phase is Phase.RUNNING:
             continue
@@ -80,6 +81,7 @@ def dispatch(
                     pauses.append(Pause(victim.job_id, *why))
                     state.release(victim)
                 placement = state.fit(job)
+                preempting.add(job.job_id)
         if placement is None:
             waits.append(state.wait_for_room(job))
             continue
@@ -93,7 +95,7 @@ def dispatch(
             waits.append(Wait(job.job_id, reason, detail))
     decisions = Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
                           admitted=tuple(admitted), infeasible=tuple(infeasible))
-    return cap_before_pausing(snapshot, decisions, may_cap)
+    return cap_before_pausing(snapshot, decisions, may_cap, rank=state.rank, must_start=preempting)
 
 
 class _State:

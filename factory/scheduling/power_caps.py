@@ -4,9 +4,10 @@ Under a power limit a capped GPU keeps more work per watt than a paused one (its
 its power: `factory.telemetry.backends.simulated.throughput_share`), and it pays no resume. So while a grid
 event holds the facility under a target, the levers are pulled in the order that costs least:
 
-  1. defer: queued jobs that do not fit wait (the policy plans them after the event), and so does a job the
-     dispatch would start in the room of a running job it pauses, where capping keeps that one running:
-     a start the policy may put off (`may_cap`: not due) never costs a running job its run;
+  1. defer: queued jobs that do not fit wait (the policy plans them after the event); and while a running
+     job is kept under a cap, a job the policy may put off (`may_cap`: not due), ranked below that job,
+     starts only if it fits uncapped beside the kept jobs: a start that can wait never costs a running
+     job its run, nor deepens the caps of the jobs running;
   2. cap: running preemptible jobs that the budget would pause keep running, their GPUs and those of every
      running job the policy allows to slow down (`may_cap`) capped at one share of their nominal watts, as
      long as that share is at least `min_cap_share` (one share for all: the same watts buy the most
@@ -20,15 +21,16 @@ Invariants:
     plan counts on its whole speed. A job the budget would pause may always be capped instead: a cap
     slows it, a pause stops it.
   * Capped power (nominal watts x share) stays within the budget the dispatch kept to; no job starts here.
-  * A job is kept running only on GPUs no job started by the same dispatch took: the starts the policy
-    needs (due ones) come first; the others are put off (turned into waits) only if that keeps a paused
-    job running, and never start under deeper caps than the running jobs need.
+  * A job is kept running only on GPUs no job started by the same dispatch took: the starts that stand
+    come first (those the policy may not put off, those ranked above every job paused for the power
+    budget, and those that preempted a job to get their room: their victims stay paused). The others are
+    looked at after the paused jobs are kept; each that does not fit uncapped becomes a power-budget wait.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
 from factory.scheduling.model import Decisions, JobView, Phase, Snapshot, Wait, WaitReason
@@ -37,8 +39,13 @@ EPS_W = 1e-9
 
 
 def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
-                       may_cap: Callable[[JobView], bool] | None = None) -> Decisions:
-    """`decisions` with the jobs paused for the power budget kept running under caps where they fit."""
+                       may_cap: Callable[[JobView], bool] | None = None, *,
+                       rank: Mapping[str, int] | None = None, must_start: Collection[str] = ()) -> Decisions:
+    """`decisions` with the jobs paused for the power budget kept running under caps where they fit.
+
+    `rank`: the dispatch's ranking (job id -> position; a job the policy did not rank counts as above
+    every start); `must_start`: starts that took room from preempted jobs.
+    """
     share_min = snapshot.min_cap_share
     budget_w = snapshot.grid_cap_now_w()
     if share_min is None or budget_w is None:
@@ -46,8 +53,16 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
     budget_w = min(budget_w, snapshot.budget_now_w() or budget_w)
     jobs = {job.job_id: job for job in snapshot.jobs}
     paused = {pause.job_id for pause in decisions.pauses}
-    # Starts the policy may put off (not due) are left out at first: a running job comes before them.
-    deferrable = [start for start in decisions.starts if may_cap is None or may_cap(jobs[start.job_id])]
+    # Starts the policy may put off (not due), ranked below a job paused for the power budget, are left out
+    # at first: that running job comes before them.
+    position = rank or {}
+    budget_paused = [position.get(pause.job_id, -1) for pause in decisions.pauses
+                     if pause.reason is WaitReason.POWER_BUDGET and jobs[pause.job_id].preemptible]
+    highest_paused = min(budget_paused, default=None)
+    deferrable = [] if highest_paused is None else [
+        start for start in decisions.starts
+        if start.job_id not in must_start and (may_cap is None or may_cap(jobs[start.job_id]))
+        and position.get(start.job_id, len(position)) > highest_paused]
     put_off = {start.job_id for start in deferrable}
     running = [job for job in snapshot.jobs if job.phase is Phase.RUNNING and job.job_id not in paused]
     running += [jobs[start.job_id] for start in decisions.starts if start.job_id not in put_off]

@@ -78,7 +78,7 @@ def test_power_over_the_target_after_the_response_time_is_not_complied(store: SQ
 @pytest.mark.parametrize(("real_response_s", "complied"), [(30.0, True), (90.0, False)])
 def test_under_a_replay_the_response_is_judged_in_real_seconds(store: SQLiteStore, real_response_s: float,
                                                                complied: bool) -> None:
-    speed = 120.0  # the demo's replay: a real second is two factory minutes
+    speed = 120.0  # a fast replay: a real second is two factory minutes
     book = book_on(store, Clock(), speed_factor=speed)
     event = book.add(T0, T0 + 6 * 3600, target_kw=50.0)
     book.observe(T0, 60.0)

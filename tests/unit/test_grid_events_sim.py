@@ -242,8 +242,9 @@ def test_a_decision_in_the_last_seconds_of_an_interval_keeps_the_events_caps_in_
 def test_a_job_is_never_kept_under_a_cap_on_gpus_a_start_took() -> None:
     # A (1 GPU) and B (2 GPUs) run on a 3-GPU node, C (1 GPU) waits; the event allows 1.5 kW. Pausing B
     # lets C start on one of its GPUs; keeping B too (all three at half power would fit the 1.5 kW)
-    # would put four GPUs' worth of jobs on three GPUs. A start the policy needs (here: one fifo may not
-    # put off) keeps its GPUs; one it may put off waits instead, and B keeps running under a cap.
+    # would put four GPUs' worth of jobs on three GPUs. A start the policy needs (a due job: `may_cap`
+    # refuses it), or one ranked above B (priority), keeps its GPUs; one it may put off waits instead, and
+    # B keeps running under a cap.
     from factory.scheduling import FifoPolicy, JobView, Phase, Snapshot
     from factory.scheduling.dispatch import dispatch
 
@@ -252,8 +253,10 @@ def test_a_job_is_never_kept_under_a_cap_on_gpus_a_start_took() -> None:
     c = JobView("c", 1, 700.0, 2.0, 3600.0)
     event = Snapshot(now_s=10.0, node_gpus={"n": 3}, jobs=[a, b, c], grid_cap_w=np.array([1500.0]),
                      min_cap_share=0.5)
-    for may_cap, paused, started in ((lambda job: job.job_id != "c", ["b"], ["c"]), (None, [], [])):
-        decisions = dispatch(event, [a, b, c], {}, may_cap=may_cap)
+    for ranked, may_cap, paused, started in (([a, b, c], lambda job: job.job_id != "c", ["b"], ["c"]),
+                                             ([a, c, b], None, ["b"], ["c"]),
+                                             ([a, b, c], None, [], [])):
+        decisions = dispatch(event, ranked, {}, may_cap=may_cap)
 
         held = sum(job.num_gpus for job in (a, b, c) if job.job_id not in {p.job_id for p in decisions.pauses}
                    and (job.phase is Phase.RUNNING or job.job_id in {s.job_id for s in decisions.starts}))
@@ -263,6 +266,22 @@ def test_a_job_is_never_kept_under_a_cap_on_gpus_a_start_took() -> None:
     assert dict(decisions.power_caps_w) == pytest.approx({"a": 500.0, "b": 500.0})  # 1.5 kW over three GPUs
     assert [(w.job_id, w.reason.value) for w in decisions.waits] == [("c", "power budget")]
     assert FifoPolicy().decide(event).starts == ()  # fifo puts a queued job off for a running one
+
+
+def test_a_start_that_preempted_a_job_stands_when_a_paused_job_is_kept_under_a_cap() -> None:
+    # On a full 4-GPU node the event pauses B (2 GPUs) for the budget; P (priority 5, 3 GPUs) then preempts
+    # L for its third GPU. P's start stands (L paid its pause for it) and no GPU is held twice.
+    from factory.scheduling import JobView, Phase, PriorityPolicy, Snapshot
+
+    fixed = JobView("fixed", 1, 700.0, 0.0, 3600.0, Phase.RUNNING, None, False, placement=(("n", 1),))
+    low = JobView("low", 1, 700.0, 0.0, 3600.0, Phase.RUNNING, None, True, placement=(("n", 1),))
+    b = JobView("b", 2, 700.0, 1.0, 3600.0, Phase.RUNNING, None, True, placement=(("n", 2),))
+    p = JobView("p", 3, 300.0, 2.0, 3600.0, priority=5)
+    decisions = PriorityPolicy().decide(Snapshot(now_s=10.0, node_gpus={"n": 4}, jobs=[fixed, low, b, p],
+                                                 grid_cap_w=np.array([2000.0]), min_cap_share=0.5))
+
+    assert [s.job_id for s in decisions.starts] == ["p"], decisions
+    assert {pause.job_id for pause in decisions.pauses} == {"low", "b"}, decisions
 
 
 def test_a_job_that_can_wait_never_costs_a_running_job_its_run_during_an_event() -> None:
@@ -286,4 +305,4 @@ def test_a_job_that_can_wait_never_costs_a_running_job_its_run_during_an_event()
     assert decisions.pauses == () and decisions.starts == (), decisions
     assert dict(decisions.power_caps_w) == pytest.approx({"flex": 410.0})  # (1.52 - 0.7) kW over 2 GPUs
     wait = next(w for w in decisions.waits if w.job_id == "late")
-    assert wait.reason.value == "power budget" and "grid event" in wait.detail, wait
+    assert wait.reason.value == "power budget" and "the running jobs keep it under caps" in wait.detail, wait
