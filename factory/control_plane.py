@@ -190,16 +190,19 @@ class NamedActor:
         """`handle.<method>.remote(*args, **kwargs)`'s answer, or one `FactoryError` line (see `call_actor`).
 
         A call lost with the actor's old process is sent again; a call that waits in the queue of an
-        actor Ray is restarting is waited for further, not sent twice. A mutating method takes a
-        `request_id` (in `kwargs`), so that a resent call returns what the lost one did; one that has
-        none and must not act twice passes `resend_if_lost=False`: a lost call is then an error that
-        says so (it may or may not have acted), and the caller looks before trying again.
+        actor Ray is restarting, or has restarted since it was sent, is waited for further, not sent
+        twice. A mutating method takes a `request_id` (in `kwargs`), so that a resent call returns what
+        the lost one did; one that has none and must not act twice passes `resend_if_lost=False`: a lost
+        call is then an error that says so (it may or may not have acted), and the caller looks before
+        trying again.
         """
         who = f"the factory's '{self.name}' actor"
         in_flight: list[ray.ObjectRef] = []
+        restarts_when_sent: list[int | None] = []
 
         def attempt(wait_s: float) -> Any:
             if not in_flight:
+                restarts_when_sent[:] = [ray_compat.actor_restarts(self.handle)]
                 in_flight.append(getattr(self.handle, method).remote(*args, **kwargs))
             try:
                 return call_actor(in_flight[0], who, wait_s)
@@ -212,7 +215,15 @@ class NamedActor:
                 self.handle = get_actor(self.name)  # a `ClusterError` if it is gone for good
                 raise
             except ActorTimeoutError:
-                if ray_compat.actor_state(self.handle) not in COMING_BACK:
+                # Unanswered and the actor restarted since the call was sent (Ray queues it again on the
+                # new process, whose constructor reloads the store first) or is restarting now: a
+                # restart to ride out, not a live actor too busy to answer.
+                # Once per restart: a restarted actor that then leaves the call unanswered is a timeout.
+                restarts_now = ray_compat.actor_restarts(self.handle)
+                restarted = None not in (restarts_now, restarts_when_sent[0]) and \
+                    restarts_now > restarts_when_sent[0]
+                restarts_when_sent[:] = [restarts_now]
+                if not restarted and ray_compat.actor_state(self.handle) not in COMING_BACK:
                     raise
                 raise ActorRestartingError(f"{who} is restarting") from None
 

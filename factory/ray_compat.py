@@ -84,10 +84,21 @@ def actor_state(handle: Any) -> str | None:
     it reads from is reached directly here, through the actor id that handles keep private. Falls back
     to None when the helper is gone or the GCS does not answer.
     """
+    info = _actor_info(handle)
+    return str(info["State"]) if info and "State" in info else None
+
+
+def actor_restarts(handle: Any) -> int | None:
+    """How many times Ray has restarted the handle's actor so far, or None if it cannot tell."""
+    info = _actor_info(handle)
+    return int(info["NumRestarts"]) if info and "NumRestarts" in info else None
+
+
+def _actor_info(handle: Any) -> dict[str, Any] | None:
+    """The GCS's actor-table entry of the handle's actor (see `actor_state`); None if unreachable."""
     try:
         from ray._private.state import state
 
-        info = state.actor_table(handle._actor_id.hex())
+        return state.actor_table(handle._actor_id.hex()) or None
     except Exception:  # noqa: BLE001 - another Ray, no connection: the caller decides without it
         return None
-    return str(info["State"]) if info and "State" in info else None

@@ -195,20 +195,27 @@ def _named(sent: list[tuple]) -> object:
     return actor
 
 
-def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The first answer is lost with the actor's old process (Ray cannot say whether it acted).
+def _answers_in_turn(monkeypatch: pytest.MonkeyPatch, outcomes: list[object]) -> list[object]:
+    """Make each try of a call get the next of `outcomes` (an exception is raised); return the list, which
+    the test may refill."""
     from factory import control_plane
 
-    answers = iter([control_plane.ActorRestartingError("restarting"), "done"])
-
     def answer(ref: object, who: str, wait_s: float) -> object:
-        value = next(answers)
+        value = outcomes.pop(0)
         if isinstance(value, Exception):
             raise value
         return value
 
     monkeypatch.setattr(control_plane, "call_actor", answer)
     monkeypatch.setattr(control_plane, "RETRY_PAUSE_S", 0.0)
+    return outcomes
+
+
+def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first answer is lost with the actor's old process (Ray cannot say whether it acted).
+    from factory import control_plane
+
+    answers = _answers_in_turn(monkeypatch, [control_plane.ActorRestartingError("restarting"), "done"])
     sent: list[tuple] = []
     actor = _named(sent)
     monkeypatch.setattr(control_plane, "get_actor", lambda name: actor.handle)
@@ -216,11 +223,34 @@ def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: py
     assert actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-1") == "done"
     assert [kwargs["request_id"] for _, kwargs in sent] == ["r-1", "r-1"]
     # A rollback has none: sent twice it would roll back twice, so a lost one is an error that says so.
-    answers = iter([control_plane.ActorRestartingError("restarting"), "done"])
+    answers[:] = [control_plane.ActorRestartingError("restarting"), "done"]
     sent.clear()
     with pytest.raises(ClusterError, match="may or may not have taken effect"):
         actor.call("rollback", "nlp", timeout_s=1.0, resend_if_lost=False)
     assert len(sent) == 1
+
+
+def test_a_call_unanswered_across_a_restart_is_waited_for_not_a_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The submit waits its turn; meanwhile Ray restarts the actor, which is alive again (reloading its store)
+    # by the time the wait runs out. That is a restart to ride out, on the same call (no second send).
+    from factory import ray_compat
+
+    restarts = [0, 1]  # when sent; at the timeout
+    answers = _answers_in_turn(monkeypatch, [
+        ActorTimeoutError("the factory's 'serving' actor did not answer within 1 s"), "done"])
+    monkeypatch.setattr(ray_compat, "actor_restarts", lambda handle: restarts.pop(0))
+    monkeypatch.setattr(ray_compat, "actor_state", lambda handle: "ALIVE")
+    sent: list[tuple] = []
+    actor = _named(sent)
+    assert actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-1") == "done"
+    assert len(sent) == 1
+
+    # Without a restart, an unanswered call to a live actor is the caller's timeout at once.
+    restarts[:] = [1, 1]
+    answers[:] = [ActorTimeoutError("the factory's 'serving' actor did not answer within 1 s"), "done"]
+    with pytest.raises(ActorTimeoutError, match="within 1 s"):
+        actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-2")
 
 
 def test_waiting_for_a_restarted_actor_ends_at_the_restart_wait_however_long_the_calls_timeout() -> None:
