@@ -149,8 +149,10 @@ class SchedulerActor(ControlPlaneActor):
                        kind=job.kind, spec_hash=job.spec_hash)
             return job.model_dump(mode="json")
 
-        with self._jobs_lock:
-            row = self.store.once(request_id, "job.submit", now_s, insert)
+        # Not under `_jobs_lock`: an insert of a QUEUED job cannot clash with a control step (which sees it
+        # next step), and a step may hold the lock for a while, starting a runner process per job; a submit
+        # waiting for that timed out on a slow machine. The store serialises the transactions itself.
+        row = self.store.once(request_id, "job.submit", now_s, insert)
         self._runners.keep_warm = True  # warm a runner while the job waits
         self.wake()
         return row

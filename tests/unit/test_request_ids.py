@@ -313,6 +313,25 @@ def test_a_cancel_with_a_request_id_used_for_a_submit_is_refused_and_cancels_not
     assert scheduler.cancel_job("job-a", "cli:alice", request_id="req-2")["state"] == "CANCELLED"
 
 
+def test_a_submit_is_answered_while_a_control_step_holds_the_jobs(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A step starting runners may hold the jobs for a minute on a slow machine; a submit only inserts a
+    # QUEUED job (the next step sees it), so it does not wait for that step, and its request acts once.
+    scheduler = bare_scheduler(store)
+    scheduler._runners = SimpleNamespace(keep_warm=False)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
+    spec = {"name": "hello", "kind": "command", "entrypoint": "python -c pass", "estimated_duration_s": 10,
+            "deadline": "30d"}
+
+    with ThreadPoolExecutor(1) as pool, scheduler._jobs_lock:  # a control step in progress
+        row = pool.submit(scheduler.submit_job, spec, "cli:alice", request_id="req-9").result(timeout=10.0)
+        again = pool.submit(scheduler.submit_job, spec, "cli:alice", request_id="req-9").result(timeout=10.0)
+
+    assert row["state"] == "QUEUED" and again["job_id"] == row["job_id"]
+    assert [job.job_id for job in store.list_jobs()] == [row["job_id"]]
+    assert scheduler._runners.keep_warm  # a runner is warmed for the waiting job
+
+
 class _Handle:
     """An actor handle whose `method` acts at once on `target`, noting each call's request id."""
 
