@@ -198,12 +198,14 @@ class NamedActor:
         """
         who = f"the factory's '{self.name}' actor"
         in_flight: list[ray.ObjectRef] = []
-        restarts_when_sent: list[int | None] = []
+        life_when_sent: list[tuple[str | None, int | None]] = []  # the actor's (state, restarts) then
+        tries = [0]
 
         def attempt(wait_s: float) -> Any:
             if not in_flight:
-                restarts_when_sent[:] = [ray_compat.actor_restarts(self.handle)]
+                life_when_sent[:] = [ray_compat.actor_life(self.handle)]
                 in_flight.append(getattr(self.handle, method).remote(*args, **kwargs))
+            tries[0] += 1
             try:
                 return call_actor(in_flight[0], who, wait_s)
             except ActorRestartingError:
@@ -215,17 +217,19 @@ class NamedActor:
                 self.handle = get_actor(self.name)  # a `ClusterError` if it is gone for good
                 raise
             except ActorTimeoutError:
-                # Unanswered and the actor restarted since the call was sent (Ray queues it again on the
-                # new process, whose constructor reloads the store first) or is restarting now: a
-                # restart to ride out, not a live actor too busy to answer.
-                # Once per restart: a restarted actor that then leaves the call unanswered is a timeout.
-                restarts_now = ray_compat.actor_restarts(self.handle)
-                restarted = None not in (restarts_now, restarts_when_sent[0]) and \
-                    restarts_now > restarts_when_sent[0]
-                restarts_when_sent[:] = [restarts_now]
-                if not restarted and ray_compat.actor_state(self.handle) not in COMING_BACK:
-                    raise
-                raise ActorRestartingError(f"{who} is restarting") from None
+                state_now, restarts_now = ray_compat.actor_life(self.handle)
+                if state_now in COMING_BACK:
+                    raise ActorRestartingError(f"{who} is restarting") from None
+                # Alive again, but it was restarting when the call was sent (Ray held the call until the
+                # new process was up; its constructor reloads the store and its first step may hold the
+                # jobs a while), or it restarted since: on the first wait, a restart to ride out (within
+                # its bound from now on), not a live actor too busy to answer.
+                state_then, restarts_then = life_when_sent[0]
+                restarted = state_then in COMING_BACK or (
+                    restarts_then is not None and restarts_now is not None and restarts_now > restarts_then)
+                if tries[0] == 1 and restarted and state_now != "DEAD":
+                    raise ActorRestartingError(f"{who} restarted while the call waited") from None
+                raise
 
         return ride_out_restart(attempt, self.name, timeout_s, self.restart_wait_s)
 

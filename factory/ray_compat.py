@@ -84,21 +84,23 @@ def actor_state(handle: Any) -> str | None:
     it reads from is reached directly here, through the actor id that handles keep private. Falls back
     to None when the helper is gone or the GCS does not answer.
     """
-    info = _actor_info(handle)
-    return str(info["State"]) if info and "State" in info else None
+    return actor_life(handle)[0]
 
 
-def actor_restarts(handle: Any) -> int | None:
-    """How many times Ray has restarted the handle's actor so far, or None if it cannot tell."""
-    info = _actor_info(handle)
-    return int(info["NumRestarts"]) if info and "NumRestarts" in info else None
+def actor_life(handle: Any) -> tuple[str | None, int | None]:
+    """The actor's state (as `actor_state`) and how many restarts Ray has begun for it, in one GCS query.
 
-
-def _actor_info(handle: Any) -> dict[str, Any] | None:
-    """The GCS's actor-table entry of the handle's actor (see `actor_state`); None if unreachable."""
+    Ray counts a restart when the actor enters RESTARTING, not once it is ALIVE again. Either is None
+    when the GCS does not say (see `actor_state`).
+    """
     try:
         from ray._private.state import state
 
-        return state.actor_table(handle._actor_id.hex()) or None
+        info = state.actor_table(handle._actor_id.hex())
     except Exception:  # noqa: BLE001 - another Ray, no connection: the caller decides without it
-        return None
+        return None, None
+    if not info:
+        return None, None
+    restarts = info.get("NumRestarts")
+    return (str(info["State"]) if "State" in info else None,
+            int(restarts) if restarts is not None else None)

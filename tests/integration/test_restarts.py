@@ -24,7 +24,7 @@ from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import REGISTRY, SCHEDULER, get_actor
 from factory.jobs.states import JobState
-from factory.ray_compat import actor_state
+from factory.ray_compat import actor_life, actor_state
 
 pytestmark = pytest.mark.integration
 JOBS = 50
@@ -146,9 +146,9 @@ def test_submits_during_restarts_each_create_one_job_that_runs_once(
 
 
 def test_the_private_actor_table_still_tells_whether_an_actor_lives(cluster: Cluster) -> None:
-    """Pins `ray_compat.actor_state` on this Ray: riding out a restart asks it whether the actor of a
-    call that is still queued is restarting. If Ray moved it, the unit tests' fallback (None) would hide
-    that; this fails instead."""
+    """Pins `ray_compat.actor_state` and `actor_life` on this Ray: riding out a restart asks them whether the
+    actor of a call still unanswered is restarting, or restarted since the call was sent. If Ray moved
+    them, the unit tests' fallback (None) would hide that; this fails instead."""
 
     @ray.remote(num_cpus=0, max_restarts=1)
     class Probe:
@@ -157,7 +157,12 @@ def test_the_private_actor_table_still_tells_whether_an_actor_lives(cluster: Clu
 
     probe = Probe.remote()  # type: ignore[attr-defined]
     assert ray.get(probe.ping.remote(), timeout=60) == 1
-    assert actor_state(probe) == "ALIVE"
+    assert actor_life(probe) == ("ALIVE", 0)
+    ray.kill(probe, no_restart=False)  # restarted by Ray: counted from the restart's start
+    deadline = time.monotonic() + 60
+    while actor_life(probe) != ("ALIVE", 1) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert actor_life(probe) == ("ALIVE", 1)
     ray.kill(probe, no_restart=True)
     deadline = time.monotonic() + 60
     while actor_state(probe) != "DEAD" and time.monotonic() < deadline:

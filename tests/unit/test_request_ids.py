@@ -230,27 +230,44 @@ def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: py
     assert len(sent) == 1
 
 
+@pytest.mark.parametrize(("sent", "timed_out"), [
+    (("ALIVE", 0), ("ALIVE", 1)),       # Ray restarted the actor while the call waited its turn
+    (("RESTARTING", 1), ("ALIVE", 1)),  # sent while it restarted: Ray held it for the new process
+], ids=["restarted-meanwhile", "sent-while-restarting"])
 def test_a_call_unanswered_across_a_restart_is_waited_for_not_a_timeout(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # The submit waits its turn; meanwhile Ray restarts the actor, which is alive again (reloading its store)
-    # by the time the wait runs out. That is a restart to ride out, on the same call (no second send).
+        monkeypatch: pytest.MonkeyPatch, sent: tuple[str, int], timed_out: tuple[str, int]) -> None:
+    # The actor is alive again (reloading its store) by the time the first wait runs out: a restart to ride
+    # out, on the same call (no second send).
     from factory import ray_compat
 
-    restarts = [0, 1]  # when sent; at the timeout
-    answers = _answers_in_turn(monkeypatch, [
-        ActorTimeoutError("the factory's 'serving' actor did not answer within 1 s"), "done"])
-    monkeypatch.setattr(ray_compat, "actor_restarts", lambda handle: restarts.pop(0))
-    monkeypatch.setattr(ray_compat, "actor_state", lambda handle: "ALIVE")
-    sent: list[tuple] = []
-    actor = _named(sent)
+    lives = [sent, timed_out]
+    unanswered = ActorTimeoutError("the factory's 'serving' actor did not answer within 1 s")
+    _answers_in_turn(monkeypatch, [unanswered, "done"])
+    monkeypatch.setattr(ray_compat, "actor_life", lambda handle: lives.pop(0))
+    sent_calls: list[tuple] = []
+    actor = _named(sent_calls)
     assert actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-1") == "done"
-    assert len(sent) == 1
+    assert len(sent_calls) == 1
 
-    # Without a restart, an unanswered call to a live actor is the caller's timeout at once.
-    restarts[:] = [1, 1]
-    answers[:] = [ActorTimeoutError("the factory's 'serving' actor did not answer within 1 s"), "done"]
-    with pytest.raises(ActorTimeoutError, match="within 1 s"):
-        actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-2")
+
+def test_a_call_to_a_live_actor_times_out_and_a_restart_is_ridden_out_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory import ray_compat
+
+    unanswered = ActorTimeoutError("the factory's 'serving' actor did not answer within 1 s")
+    actor = _named([])
+    # No restart (or a GCS that does not say): the caller's own timeout, at once.
+    for lives in ([("ALIVE", 1), ("ALIVE", 1)], [(None, None), (None, None)]):
+        _answers_in_turn(monkeypatch, [unanswered, "done"])
+        monkeypatch.setattr(ray_compat, "actor_life", lambda handle, lives=lives: lives.pop(0))
+        with pytest.raises(ActorTimeoutError, match="within 1 s"):
+            actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-2")
+    # Sent while restarting, then unanswered for the whole restart wait too: one timeout naming the restart.
+    lives = [("RESTARTING", 1), ("ALIVE", 1), ("ALIVE", 1)]
+    _answers_in_turn(monkeypatch, [unanswered, unanswered])
+    monkeypatch.setattr(ray_compat, "actor_life", lambda handle: lives.pop(0))
+    with pytest.raises(ActorTimeoutError, match="came back but did not answer within 60 s of its restart"):
+        actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-3")
 
 
 def test_waiting_for_a_restarted_actor_ends_at_the_restart_wait_however_long_the_calls_timeout() -> None:
