@@ -24,8 +24,7 @@ import factory.client
 from factory import lifecycle
 from factory.config import FactoryConfig, load_config
 from factory.control_plane import RUNNER_PREFIX, SCHEDULER, named_actors
-from factory.errors import FactoryError
-from factory.jobs.states import JobState
+from factory.jobs.states import InvalidTransitionError, JobState
 from factory.ray_cluster import NAMESPACE
 from tests.integration.conftest import REPO_ROOT, cli_at, scrape_metrics, wait_until
 from tests.price_server import FeedServer
@@ -84,7 +83,7 @@ def no_job_left_unfinished(client: factory.client.FactoryClient) -> Iterator[Non
     for job_id in left:
         try:
             client.cancel(job_id)
-        except FactoryError:  # finished in between
+        except InvalidTransitionError:  # finished in between
             pass
     if left:
         wait_until(lambda: ray.available_resources().get("GPU", 0) == 2, "the GPUs are free after the test")
@@ -187,7 +186,8 @@ def test_a_grid_event_pauses_a_job_while_it_lasts_and_the_facility_is_measured(
     job_id = client.submit(spec("flexible", config={"epochs": 500}))  # 2 GPUs: 1.4 kW planned
     wait_until(lambda: "step" in client.job(job_id).job.progress, "the job reports a first epoch")
     now_s = client.clock().now_s()  # factory time runs 60 times real time here
-    start, end = (datetime.fromtimestamp(now_s + offset_s, UTC).isoformat() for offset_s in (180, 1200))
+    # 15 real seconds ahead: the CLI that adds it starts Python and joins Ray first, slowly on a busy machine.
+    start, end = (datetime.fromtimestamp(now_s + offset_s, UTC).isoformat() for offset_s in (900, 2100))
     added = json.loads(cli(cluster, "grid", "event", "add", "--start", start, "--end", end,
                            "--target-kw", "1", "--source", "test", "--json").stdout)
     assert (added["state"], added["target_kw"], added["source"]) == ("scheduled", 1.0, "test")
