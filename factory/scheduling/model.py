@@ -48,6 +48,11 @@ class WaitReason(StrEnum):
     PRIORITY = "priority"
 
 
+def grid_event_hold(cap_w: float) -> str:
+    """Why a job waits while a grid event caps the facility: 'a grid event holds the GPUs to 1.52 kW now'."""
+    return f"a grid event holds the GPUs to {cap_w / 1000:.2f} kW now"
+
+
 @dataclass(frozen=True, slots=True)
 class JobView:
     """One job as a policy sees it. `power_w` is per GPU; `deadline_s` is absolute (None: none)."""

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
-from factory.scheduling.model import Decisions, JobView, Phase, Snapshot, Wait, WaitReason
+from factory.scheduling.model import Decisions, JobView, Phase, Snapshot, Wait, WaitReason, grid_event_hold
 
 EPS_W = 1e-9
 
@@ -105,8 +105,7 @@ def cap_before_pausing(snapshot: Snapshot, decisions: Decisions,
             fixed_w += job.draw_w  # uncapped: it took only room the kept jobs did not need
         else:
             waits.append(Wait(job.job_id, WaitReason.POWER_BUDGET,
-                              f"a grid event holds the GPUs to {budget_w / 1000:.2f} kW now; the running "
-                              "jobs keep it under caps"))
+                              f"{grid_event_hold(budget_w)}; the running jobs keep it under caps"))
     share = max(share_min, min(1.0, (budget_w - fixed_w) / capped_w))
     caps = tuple((job.job_id, share * job.power_w) for job in capped) if share < 1.0 - EPS_W else ()
     return replace(decisions, starts=tuple(starts), waits=tuple(waits),

@@ -47,6 +47,7 @@ from factory.scheduling.model import (
     Snapshot,
     Wait,
     WaitReason,
+    grid_event_hold,
 )
 from factory.scheduling.plan import (
     AT_RISK,
@@ -391,7 +392,7 @@ def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
     crowded = f"the {what} planned for more urgent jobs now"
     grid_cap_w = snapshot.grid_cap_now_w()
     if reason is WaitReason.POWER_BUDGET and grid_cap_w is not None:
-        crowded = f"a grid event holds the GPUs to {grid_cap_w / 1000:.2f} kW now"
+        crowded = grid_event_hold(grid_cap_w)
     if not len(plan.intervals):
         if reason is WaitReason.PRICE:
             return reason, "no room is planned for it before its deadline"
