@@ -95,9 +95,14 @@ class GridEvent(BaseModel):
             return "scheduled"
         return "active" if now_s < self.end_s else "ended"
 
-    def complied(self) -> bool | None:
-        """Whether the facility met the event (see the module docstring); None until it is known."""
-        if not self.ended or self.max_kw is None:
+    def complied(self, now_s: float | None = None) -> bool | None:
+        """Whether the facility met the event (see the module docstring); None until it is known.
+
+        Known once the event is over: marked ended by the first measurement after its end, or, given
+        `now_s`, once its end has passed (no later sample counts, so the outcome is the same).
+        """
+        over = self.ended or (now_s is not None and self.state(now_s) == "ended")
+        if not over or self.max_kw is None:
             return None
         response_s = self.real_seconds_to_target if self.real_seconds_to_target is not None \
             else self.seconds_to_target  # an event measured before real seconds were kept
@@ -106,7 +111,7 @@ class GridEvent(BaseModel):
     def view(self, now_s: float, latest_kw: float | None = None) -> dict[str, Any]:
         """The event as `factory grid events --json` shows it."""
         return {**self.model_dump(mode="json"), "state": self.state(now_s),
-                "target_now_kw": self.target_now_kw(latest_kw), "complied": self.complied(),
+                "target_now_kw": self.target_now_kw(latest_kw), "complied": self.complied(now_s),
                 "unmet_reason": self.unmet_reason(latest_kw)}
 
     def unmet_reason(self, latest_kw: float | None = None) -> str | None:

@@ -66,6 +66,20 @@ def test_an_event_is_stored_measured_and_judged_and_survives_a_restart(store: SQ
     assert actions == ["grid.event_added", "grid.event_started", "grid.event_ended"]
 
 
+def test_an_event_is_judged_as_soon_as_its_end_has_passed(store: SQLiteStore) -> None:
+    # The next measurement marks it ended a control round later; a user (or the caps restored at its end)
+    # may look before that, and sees its outcome already.
+    clock = Clock()
+    book = book_on(store, clock)
+    event = book.add(T0, T0 + 600, target_kw=50.0)
+    for offset_s, kw in ((0, 60.0), (20, 40.0), (590, 45.0)):
+        book.observe(T0 + offset_s, kw)
+    assert book.get(event.event_id).view(T0 + 595)["complied"] is None  # still under way
+    view = book.get(event.event_id).view(T0 + 601)
+    assert (view["state"], view["complied"]) == ("ended", True)
+    assert not book.get(event.event_id).ended  # not yet marked: nothing measured since the end
+
+
 def test_power_over_the_target_after_the_response_time_is_not_complied(store: SQLiteStore) -> None:
     clock = Clock()
     book = book_on(store, clock)
