@@ -10,9 +10,10 @@
 
 Invariants:
   * Write ahead, then act. A crash between the two is repaired by the next step: a job written as
-    RUNNING whose runner never started reports nothing and is set back to PAUSED (then restarted),
-    a job written as PAUSING is asked again; `Runners.start` is idempotent per attempt, so nothing
-    runs twice.
+    RUNNING that no runner was confirmed to take (`runner_confirmed`) is handed over again as the same
+    attempt, a job written as PAUSING is asked again; `Runners.start` is idempotent per attempt, so
+    nothing runs twice. Only a confirmed run whose runner reports nothing was lost (its node or
+    process died): it is set back to PAUSED, to resume from its checkpoint as a new attempt.
   * Every transition is allowed by `factory.jobs.states`; a stale one (the job moved meanwhile, e.g.
     it was cancelled) is refused by the store and skipped.
   * No I/O of its own beyond the store and the runners; the clock is the caller's `now_s`.
@@ -189,6 +190,8 @@ class JobController:
                 else:
                     self.runners.cancel(job_id)
                 continue
+            if not schedule_of(job).runner_confirmed:  # a runner took it, unnoted by a stopped scheduler
+                job = self._confirm_runner(job)
             if report.progress and report.progress != job.progress:
                 fields: dict[str, Any] = {"progress": report.progress}
                 if not report.status.is_over:  # a run that ended says nothing about its restart alone
@@ -216,10 +219,43 @@ class JobController:
                 self.runners.release(job_id)
                 result.finished[job_id] = target
         for job in jobs.values():
-            if JobState(job.state).holds_gpus and job.job_id not in reports and \
-                    self._paused(job, "its runner is gone (node lost or process died); resumes from its "
-                                 "latest checkpoint", now_s, self._closing_run(job, now_s)):
+            if not JobState(job.state).holds_gpus or job.job_id in reports:
+                continue
+            if job.state == JobState.RUNNING and not schedule_of(job).runner_confirmed \
+                    and self._handed_over_again(job):
+                continue
+            if self._paused(job, "its runner is gone (node lost or process died); resumes from its "
+                            "latest checkpoint", now_s, self._closing_run(job, now_s)):
                 result.finished[job.job_id] = JobState.PAUSED
+
+    def _hand_over(self, job: JobRow, placement: tuple[tuple[str, int], ...]) -> None:
+        """Start the job's current attempt on a runner, then record that a runner took it.
+
+        The RUNNING transition is written first (write ahead, then act): a scheduler that stops in between
+        leaves the run unconfirmed, and the next one hands it over again (`_handed_over_again`) rather
+        than taking it for a run whose runner was lost."""
+        self.runners.start(job, job.attempt, placement)
+        self._confirm_runner(job)
+
+    def _handed_over_again(self, job: JobRow) -> bool:
+        """Hand over a run written ahead but never confirmed taken, as the same attempt (idempotent: a
+        runner that took it meanwhile is left alone). False if no runner could take it."""
+        try:
+            self._hand_over(job, placement_of(job))
+        except Exception:  # noqa: BLE001 - such a run is resumed as a new attempt, like a lost one
+            return False
+        return True
+
+    def _confirm_runner(self, job: JobRow) -> JobRow:
+        """Record that a runner took the job's current run (`runner_confirmed`); the job as now stored."""
+        with self.store.transaction():  # re-read: a cancel may have closed the run meanwhile
+            current = self.store.get_job(job.job_id) or job
+            if current.attempt == job.attempt and JobState(current.state).holds_gpus \
+                    and not schedule_of(current).runner_confirmed:
+                schedule = {**current.schedule, "runner_confirmed": True}
+                self.store.update_job(job.job_id, schedule=schedule)
+                current = current.model_copy(update={"schedule": schedule})
+        return current
 
     def _stop_if_stuck(self, job: JobRow, now_s: float, result: StepResult) -> None:
         """A job asked to pause that has not checkpointed within `pause_timeout_s` is stopped."""
@@ -271,14 +307,15 @@ class JobController:
     def _start(self, job: JobRow, placement: tuple[tuple[str, int], ...], now_s: float, reason: str,
                result: StepResult) -> None:
         attempt = job.attempt + 1
-        schedule = {key: value for key, value in job.schedule.items() if key != "latest_safe_start_s"}
+        schedule = {key: value for key, value in job.schedule.items()
+                    if key not in ("latest_safe_start_s", "runner_confirmed")}
         schedule |= {"placement": [list(p) for p in placement], "started_s": now_s}
         if schedule_of(job).run_s > 0:  # a resume: measure what it costs (`_resume_measured`)
             schedule["resuming_from_step"] = run_result(job).step
         if self._move(job, JobState.RUNNING, reason, now_s, attempt=attempt, schedule=schedule):
             started = self.store.get_job(job.job_id)
             assert started is not None
-            self.runners.start(started, attempt, placement)
+            self._hand_over(started, placement)
             result.started.append(job.job_id)
 
     def _wait(self, job: JobRow, category: str, detail: str, now_s: float, result: StepResult,
@@ -303,7 +340,8 @@ class JobController:
         if not JobState(job.state).holds_gpus or started_s is None:
             return {}
         schedule = {key: value for key, value in job.schedule.items()
-                    if key not in ("started_s", "placement", "pausing_s", "resuming_from_step")}
+                    if key not in ("started_s", "placement", "pausing_s", "resuming_from_step",
+                                   "runner_confirmed")}
         runs = [*schedule.get("runs", []), [started_s, now_s, num_gpus(job)]]
         return {"schedule": {**schedule, "run_s": ran_s(job, now_s), "runs": runs}}
 

@@ -106,6 +106,9 @@ class JobSchedule(BaseModel):
       run_s              -- run time of the job's finished runs (factory seconds on its GPUs).
       started_s          -- start of the current run, while RUNNING or PAUSING.
       placement          -- ((node, gpus), ...) of the current run, while RUNNING or PAUSING.
+      runner_confirmed   -- a runner took the current run (its start returned, or it reported the run).
+                            Until then the run is only written ahead: a scheduler that stopped between
+                            the write and the hand-over hands it over again, as the same attempt.
       runs               -- ((start_s, end_s, gpus), ...) of the finished runs (its consumption profile).
       latest_safe_start_s -- while WAITING: the latest start that still meets its deadline given every
                             job admitted before it (the price-aware policy's reservation plan).
@@ -128,6 +131,7 @@ class JobSchedule(BaseModel):
     run_s: float = 0.0
     started_s: float | None = None
     placement: tuple[tuple[str, int], ...] = ()
+    runner_confirmed: bool = False
     runs: tuple[tuple[float, float, int], ...] = ()
     latest_safe_start_s: float | None = None
     pausing_s: float | None = None

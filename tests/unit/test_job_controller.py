@@ -254,6 +254,47 @@ def test_a_restarted_scheduler_reattaches_without_starting_anything_twice(store:
     assert [job.state for job in store.list_jobs()] == ["RUNNING", "RUNNING"]
 
 
+class SchedulerKilled(BaseException):
+    """The scheduler's process dies (Ray kills it): nothing after this line of the step runs."""
+
+
+class DyingOnHandOver(MemoryRunners):
+    """Runners whose scheduler is killed while handing a run over: before, or just after, a runner took it."""
+
+    def __init__(self, live: dict[str, RunnerReport], taken: bool) -> None:
+        super().__init__()
+        self.live, self.taken = live, taken
+
+    def start(self, job: JobRow, attempt: int, placement: tuple[tuple[str, int], ...]) -> None:
+        if self.taken:
+            super().start(job, attempt, placement)
+        raise SchedulerKilled
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["before-a-runner-took-it", "after-a-runner-took-it"])
+def test_a_scheduler_killed_while_starting_a_job_leaves_it_to_run_once_as_that_attempt(
+        store: SQLiteStore, taken: bool) -> None:
+    survivors = MemoryRunners()  # the runners (named actors) outlive the scheduler
+    dying = JobController(store, DyingOnHandOver(survivors.live, taken), FifoPolicy(), gpu_power_w=700.0)
+    job_id = submit(dying)
+    with pytest.raises(SchedulerKilled):
+        dying.step(T0, CLUSTER, None)
+    written = store.get_job(job_id)
+    assert written is not None and written.state == "RUNNING" and written.attempt == 1  # written ahead
+
+    restarted = JobController(store, survivors, FifoPolicy(), gpu_power_w=700.0)
+    restarted.step(T0 + 5, CLUSTER, None)
+    restarted.step(T0 + 10, CLUSTER, None)
+    assert survivors.live[job_id].attempt == 1  # the same run: nothing paused, nothing started twice
+    assert survivors.started() == ([] if taken else [(job_id, 1)])
+    assert timeline(store, job_id) == ["QUEUED", "RUNNING"]
+
+    survivors.live.clear()  # only now is its runner lost (its node died): resumed as a new attempt
+    assert restarted.step(T0 + 300, CLUSTER, None).finished == {job_id: "PAUSED"}
+    assert survivors.live[job_id].attempt == 2
+    assert timeline(store, job_id) == ["QUEUED", "RUNNING", "PAUSING", "PAUSED", "RUNNING"]
+
+
 def test_a_job_needing_no_gpu_runs_at_once_and_a_price_cap_holds_a_job(store: SQLiteStore) -> None:
     controller, runners = make(store)
     cpu_only = submit(controller, "cpu", gpus=0)
