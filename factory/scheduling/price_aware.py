@@ -15,8 +15,10 @@ Each decision has two parts:
    so waiting for a cheap hour happens only inside a job's slack. A running job is kept running ahead of
    queued ones (a queued job that is not due never displaces it) and is paused only when the saving on
    published prices beats its resume overhead by `pause_margin` (`Planner._run_or_pause`), at most
-   `max_pauses_per_day` times a day for price, and (with a resume overhead) never while the plan is short of
-   room: a resume redoes work, which late or due jobs need the GPUs for.
+   `max_pauses_per_day` times a day for price, only with `pause_guard_intervals` of slack to spare after a
+   resume past the current interval (`Reservation.price_pausable`: a resume that slips one interval, its
+   room taken by a newcomer or a gang, must not make it late), and (with a resume overhead) never while the
+   plan is short of room: a resume redoes work, which late or due jobs need the GPUs for.
 
 A job planned for later waits for `price` only if it had room now; one whose room went to more urgent jobs
 waits for `capacity` (or `power budget`), so the reason users see is the true one; each waiting admitted
@@ -71,6 +73,7 @@ ARRIVAL_SLACK = 0.2     # price plan: finish this fraction of the run time early
 RESERVE_MARGIN = 0.05   # reservation plan: the same, for the latest safe starts
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
+PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume past the current interval
 DAY_S = 86400.0
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
@@ -89,6 +92,7 @@ class PriceAwarePolicy:
     reserve_margin: float = RESERVE_MARGIN
     pause_margin: float = PAUSE_MARGIN
     max_pauses_per_day: int = MAX_PAUSES_PER_DAY
+    pause_guard_intervals: float = PAUSE_GUARD_INTERVALS
     name: str = "price-aware"
     needs_prices: bool = True
 
@@ -180,7 +184,8 @@ class PriceAwarePolicy:
                     continue
             bookings.append(Booking(job, needed_s, deadline_s, job.admitted, resume_s))
         return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.budget_per_interval_w(), pinned,
-                       bookings, self.reserve_margin, unbroken, running)
+                       bookings, self.reserve_margin, unbroken, running,
+                       price_pause_guard_s=self.pause_guard_intervals * float(snapshot.prices.interval_s))
 
     def _runs_unbroken(self, job: JobView, default_overhead_s: float) -> bool:
         """Whether a job, once started, will not be paused until it ends (see `_kept_running`)."""
@@ -234,7 +239,8 @@ class PriceAwarePolicy:
             return PlanRequest(job, needed_s, deadline_s, tier, None, held_unbroken=True)
         # A resume redoes work: while the plan is short of room (a job is late, or must start now), a pause
         # for price would take GPU time those jobs need, so none is made.
-        may_pause = tier == RUNNING and job.pauses_today < self.max_pauses_per_day and \
+        may_pause = tier == RUNNING and job_id in promise.price_pausable and \
+            job.pauses_today < self.max_pauses_per_day and \
             math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
         # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see

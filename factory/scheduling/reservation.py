@@ -81,8 +81,13 @@ class Reservation:
     their earliest finish (inf: not within the outlook). `unbroken_now`: queued non-preemptible jobs that
     may start now without breaking the plan (they run unbroken from now). `pausable`: running preemptible
     jobs that, paused now, could still be placed (resume overhead included) without being due now; their
-    `latest_start_s` is then the latest safe resume. A short admitted job's `latest_start_s` is its
-    deadline less its run time (the latest it could still finish from, alone).
+    `latest_start_s` is then the latest safe resume. `price_pausable` (a subset of `pausable`): those with a
+    resume after the current interval from which they would finish `price_pause_guard_s` before their
+    deadline (an unbroken run in the room the plan leaves): only they may be paused for price. A pause for
+    a due job is a promise kept; a pause for price is a bet, and one that leaves no room for the resume to
+    slip (a later arrival or a gang that does not pack takes its room) turns a saving into a missed
+    deadline. A short admitted job's `latest_start_s` is its deadline less its run time (the latest it could
+    still finish from, alone).
     """
 
     latest_start_s: dict[str, float] = field(default_factory=dict)
@@ -92,6 +97,7 @@ class Reservation:
     unbroken_now: set[str] = field(default_factory=set)
     pausable: set[str] = field(default_factory=set)
     urgent: set[str] = field(default_factory=set)
+    price_pausable: set[str] = field(default_factory=set)
     fluid: bool = False  # from `fluid_latest_starts`: an optimistic bound (its short jobs are late for sure)
 
 
@@ -256,14 +262,15 @@ class CapacityBook:
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
             pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
             margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = (),
-            running: Sequence[Booking] = ()) -> Reservation:
+            running: Sequence[Booking] = (), price_pause_guard_s: float = 0.0) -> Reservation:
     """The reservation plan of the module docstring.
 
     `pinned`: (running job, remaining s), held from now: non-preemptible ones, and preemptible ones reported
     infeasible. `running`: running preemptible jobs, held from now too (kept running, they pay no resume),
     each with `needed_s` = remaining + its resume overhead, checked for `Reservation.pausable`.
     `unbroken`: (queued non-preemptible job, run time s) to check for `Reservation.unbroken_now`, booked or
-    not (a job reported infeasible is not).
+    not (a job reported infeasible is not). `price_pause_guard_s`: how late a job paused for price must still
+    be able to resume (`Reservation.price_pausable`).
     """
     held = [*pinned, *((b.job, b.job.remaining_s) for b in running)]
     if len(bookings) > EXACT_JOBS:
@@ -272,6 +279,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         result.unbroken_now = {job.job_id for job, _ in unbroken}  # not checked at this scale
         interval_end_s = float(outlook.starts_s[0]) + float(outlook.interval_s)
         result.pausable = {b.job.job_id for b in running if b.deadline_s - b.needed_s >= interval_end_s}
+        result.price_pausable = {b.job.job_id for b in running
+                                 if b.deadline_s - b.needed_s - price_pause_guard_s >= interval_end_s}
         return result
     plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running)
     admitted = sorted((b for b in bookings if b.admitted), key=_latest_first)
@@ -344,6 +353,12 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         if start is not None:  # asked without its own booking in the way
             book.book(job, start, booking.needed_s, sign=-1.0)
             pausable = book.resumable_at(job, start) and job.job_id not in best.short
+            # Paused for price, it must have a resume after this interval that may slip by the guard
+            # (see `Reservation.price_pausable`).
+            if pausable:
+                guarded = book.latest(job, booking.needed_s, booking.deadline_s - price_pause_guard_s)
+                if guarded is not None and guarded >= book.now_slots:
+                    result.price_pausable.add(job.job_id)
             if pausable or not best.running_held:
                 book.book(job, start, booking.needed_s)
         if best.running_held and not pausable:

@@ -136,6 +136,22 @@ def test_a_pause_must_save_more_than_its_resume_costs() -> None:
     assert not _pause_decision(float("inf"), now_price=10**6)  # a resume that never ends: never
 
 
+def test_a_pause_for_price_leaves_its_resume_an_interval_to_slip() -> None:
+    # "train" (3 h) runs at 100/MWh; the next three hours cost 10. With its deadline at T0+5h, paused now it
+    # could resume as late as T0+2h, an hour after the cheap hours begin: it is paused. With its deadline at
+    # T0+4h its one resume is at T0+1h, and one slipped hour (a newcomer or a gang that takes the room) makes
+    # it late: it runs on through the dear hour. Without the guard it was paused.
+    def paused_for_price(deadline_h: float, guard: float = 1.0) -> bool:
+        train = running("train", (("n0", 1),), hours=3, deadline_s=T0 + deadline_h * HOUR)
+        snap = snapshot([train], [100, 10, 10, 10, 100, 100, 100, 100])
+        return "train" in paused(PriceAwarePolicy(pause_guard_intervals=guard).decide(snap))
+
+    assert paused_for_price(5.0)
+    assert not paused_for_price(4.0)
+    assert paused_for_price(4.0, guard=0.0)
+    assert PriceAwarePolicy().pause_guard_intervals == 1.0
+
+
 def test_a_job_paused_max_pauses_per_day_is_not_paused_again_that_day() -> None:
     assert _pause_decision(0.0, pauses_today=2)
     assert not _pause_decision(0.0, pauses_today=3)

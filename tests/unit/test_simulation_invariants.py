@@ -310,8 +310,9 @@ def cost_tolerance(scenario: Scenario) -> float:
                           aligned=True))
 def test_a_lone_job_with_an_exact_forecast_costs_the_offline_optimum(scenario: Scenario) -> None:
     # On whole intervals the cheapest schedule is reachable by decisions at interval starts (given as many
-    # pauses a day as it takes: the cap trades that cost for fewer interruptions).
-    uncapped = PriceAwarePolicy(max_pauses_per_day=10**6)
+    # pauses a day as it takes: the cap trades that cost for fewer interruptions; and pauses without an
+    # interval to spare: the guard trades that cost for a resume that may slip).
+    uncapped = PriceAwarePolicy(max_pauses_per_day=10**6, pause_guard_intervals=0.0)
     outcome, _ = scenario.run("price-aware", forecast_hours=scenario.days * 24 + 24, policy=uncapped)
     optimum = offline_optimum(scenario.trace, scenario.prices.price, time_zero_s=T0,
                               gpus=scenario.cluster.total_gpus)
