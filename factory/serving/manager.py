@@ -108,9 +108,10 @@ class EndpointManager:
         the same again and records the request once: one endpoint, one history entry, one audit event.
         """
         with self.apply_lock:
-            done = self._done(request_id, "endpoint.deploy")
+            done = self.store.request_done(request_id, "endpoint.deploy")
             if done is not None:
-                return self.endpoints.get(done.name, done)
+                recorded = Endpoint.model_validate(done.result)
+                return self.endpoints.get(recorded.name, recorded)
             ref = parse_ref(ref_text)
             row = self.servable(ref)
             now_s = self._now_s()
@@ -129,65 +130,45 @@ class EndpointManager:
             self.store.once(request_id, "endpoint.deploy", now_s, recorded_with_its_effect)
         return endpoint
 
-    def canary(self, name: str, version: int, percent: float, set_by: str = "",
-               request_id: str | None = None) -> Endpoint:
-        """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency.
-
-        A `request_id` that took effect changes nothing and answers with the endpoint as it is now.
-        """
+    def canary(self, name: str, version: int, percent: float, set_by: str = "") -> Endpoint:
+        """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency."""
         check_percent(percent)  # before the endpoint: a bad share is the first thing to fix
         with self.apply_lock:
-            done = self._done(request_id, "endpoint.canary")
-            if done is not None:
-                return self.endpoints.get(done.name, done)
             current = self.endpoint(name)
             endpoint = current.with_canary(version, percent, self._now_s())
             self.servable(ModelRef(current.model, version=version))
             self._change(current, endpoint)
             with self._stats_lock:
                 self._canary_marks[name] = self._totals(name).mark()
-            self._record(request_id, "endpoint.canary", endpoint, lambda: self._audit(
-                "endpoint.canary", name, actor=set_by or None, version=version, percent=percent,
-                stable_version=endpoint.stable_version))
+            self._audit("endpoint.canary", name, actor=set_by or None, version=version, percent=percent,
+                        stable_version=endpoint.stable_version)
         return endpoint
 
-    def rollback(self, name: str, rolled_back_by: str = "", request_id: str | None = None) -> Endpoint:
+    def rollback(self, name: str, rolled_back_by: str = "") -> Endpoint:
         """Take the canary out; without one, return to the version served before the current one.
 
         An endpoint that follows an alias moves the alias back too (first: if it cannot move, nothing
-        changed), so the alias and the endpoint keep agreeing. A `request_id` that took effect rolls
-        nothing back again (sent twice, a rollback would otherwise go back two versions).
+        changed), so the alias and the endpoint keep agreeing.
         """
         with self.apply_lock:
-            done = self._done(request_id, "endpoint.rollback")
-            if done is not None:
-                return self.endpoints.get(done.name, done)
             current = self.endpoint(name)
             endpoint = current.rolled_back(rolled_back_by, self._now_s())
-            actor = rolled_back_by or None
             if current.canary_version is not None:
                 self._change(current, endpoint)
-                self._record(request_id, "endpoint.rollback", endpoint, lambda: self._audit(
-                    "endpoint.rolled_back", name, actor=actor, version=current.canary_version, canary=True))
+                self._audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
+                            version=current.canary_version, canary=True)
                 return endpoint
             if current.follows:
                 self._move_alias(current.model, current.follows, endpoint.stable_version,
                                  rolled_back_by or "serving")
             self._change(current, endpoint)
-            self._record(request_id, "endpoint.rollback", endpoint, lambda: self._audit(
-                "endpoint.rolled_back", name, actor=actor, from_version=current.stable_version,
-                version=endpoint.stable_version))
+            self._audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
+                        from_version=current.stable_version, version=endpoint.stable_version)
         return endpoint
 
-    def undeploy(self, name: str, undeployed_by: str = "", request_id: str | None = None) -> Endpoint:
-        """Stop serving endpoint `name` and forget it; the endpoint as it was.
-
-        A `request_id` that took effect answers with the endpoint it undeployed, and does nothing.
-        """
+    def undeploy(self, name: str, undeployed_by: str = "") -> Endpoint:
+        """Stop serving endpoint `name` and forget it."""
         with self.apply_lock:
-            done = self._done(request_id, "endpoint.undeploy")
-            if done is not None:
-                return done
             endpoint = self.endpoint(name)
             del self.endpoints[name]
             self._persist()
@@ -195,8 +176,7 @@ class EndpointManager:
             with self._stats_lock:
                 self._stats.pop(name, None)
                 self._canary_marks.pop(name, None)
-            self._record(request_id, "endpoint.undeploy", endpoint, lambda: self._audit(
-                "endpoint.undeployed", name, actor=undeployed_by or None, ref=endpoint.ref))
+            self._audit("endpoint.undeployed", name, actor=undeployed_by or None, ref=endpoint.ref)
         return endpoint
 
     def take_down(self) -> list[str]:
@@ -344,22 +324,6 @@ class EndpointManager:
             self.backend.delete(name)
         except Exception as error:  # noqa: BLE001 - best effort after a failed deploy
             self._record_error(error)
-
-    def _done(self, request_id: str | None, action: str) -> Endpoint | None:
-        """The endpoint as the request `request_id` left it, if that request took effect; else None."""
-        done = self.store.request_done(request_id, action)
-        return None if done is None else Endpoint.model_validate(done.result)
-
-    def _record(self, request_id: str | None, action: str, endpoint: Endpoint,
-                write: Callable[[], Any]) -> None:
-        """Write the change's audit event (`write`) with the request's record, in one transaction
-        (`StateStore.once`). The endpoint was stored and Serve told before, outside it: Serve takes
-        minutes, too long to hold the store's write lock."""
-        def recorded() -> dict[str, Any]:
-            write()
-            return endpoint.model_dump(mode="json")
-
-        self.store.once(request_id, action, self._now_s(), recorded)
 
     def _persist(self) -> None:
         self.store.replace_endpoints({name: e.model_dump(mode="json") for name, e in self.endpoints.items()})
