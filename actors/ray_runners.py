@@ -45,6 +45,8 @@ class RayRunners:
         self._spares: dict[str, Any] = {}    # name -> an idle runner (created here or found idle)
         # Whether jobs are waiting or running: spares are kept only then (an idle factory keeps none).
         self.keep_warm = False
+        # Whether the last `reports()` heard from every runner that may run a job (see the port).
+        self.all_answered = True
 
     # -- the port ----------------------------------------------------------------------------------
 
@@ -64,6 +66,11 @@ class RayRunners:
                 ray.get(runner.assign.remote(job.model_dump(mode="json"), attempt), timeout=60.0)
             except RayActorError:
                 continue
+            except GetTimeoutError:
+                # Its assign may still run once the runner is up: killed, it cannot run this attempt beside
+                # the runner the next step hands it to (the run is written ahead, not confirmed).
+                ray.kill(runner, no_restart=True)
+                raise
             self._handles[job.job_id] = runner
             break
         else:
@@ -88,6 +95,7 @@ class RayRunners:
     def reports(self) -> dict[str, RunnerReport]:  # noqa: D102
         reports: dict[str, RunnerReport] = {}
         handles: dict[str, Any] = {}
+        all_answered = True
         for name, handle, answer in self._ask_all():
             if answer is None:  # dead
                 self._spares.pop(name, None)
@@ -95,6 +103,8 @@ class RayRunners:
                 stale = next((job_id for job_id, known in self._handles.items() if known == handle), None)
                 if stale is not None and stale in self._last:
                     reports[stale], handles[stale] = self._last[stale], handle
+                elif name not in self._spares:  # not known idle: it may run a job nobody here knows of
+                    all_answered = False
             elif answer["job_id"] is None:
                 self._spares[name] = handle
             else:
@@ -103,7 +113,7 @@ class RayRunners:
                 handles[job_id] = handle
                 reports[job_id] = RunnerReport(job_id, int(answer["attempt"]), RunnerStatus(answer["status"]),
                                                dict(answer["progress"]), str(answer["error"]))
-        self._last, self._handles = reports, handles
+        self._last, self._handles, self.all_answered = reports, handles, all_answered
         self.keep_spares()
         return dict(reports)
 

@@ -11,9 +11,10 @@
 Invariants:
   * Write ahead, then act. A crash between the two is repaired by the next step: a job written as
     RUNNING that no runner was confirmed to take (`runner_confirmed`) is handed over again as the same
-    attempt, a job written as PAUSING is asked again; `Runners.start` is idempotent per attempt, so
-    nothing runs twice. Only a confirmed run whose runner reports nothing was lost (its node or
-    process died): it is set back to PAUSED, to resume from its checkpoint as a new attempt.
+    attempt (unless a runner did not answer: `Runners.all_answered`), a job written as PAUSING is asked
+    again; `Runners.start` is idempotent per attempt, so no attempt runs twice. A confirmed run whose
+    runner reports nothing was lost (its node or process died), and so is an unconfirmed one that cannot
+    be handed over: it is set back to PAUSED, to resume from its checkpoint as a new attempt.
   * Every transition is allowed by `factory.jobs.states`; a stale one (the job moved meanwhile, e.g.
     it was cancelled) is refused by the store and skipped.
   * No I/O of its own beyond the store and the runners; the clock is the caller's `now_s`.
@@ -221,8 +222,11 @@ class JobController:
         for job in jobs.values():
             if not JobState(job.state).holds_gpus or job.job_id in reports:
                 continue
+            # Handed over again only if every runner answered: a silent one may have taken the run after
+            # all, and two runners must never run one attempt. Otherwise it is taken as lost (below): a new
+            # attempt, and a silent runner of the old one is cancelled once it reports.
             if job.state == JobState.RUNNING and not schedule_of(job).runner_confirmed \
-                    and self._handed_over_again(job):
+                    and getattr(self.runners, "all_answered", True) and self._handed_over_again(job):
                 continue
             if self._paused(job, "its runner is gone (node lost or process died); resumes from its "
                             "latest checkpoint", now_s, self._closing_run(job, now_s)):

@@ -8,7 +8,10 @@ Invariants every implementation keeps:
     exists is left alone (a scheduler that restarts re-issues what it wrote ahead, and nothing
     starts twice). A runner of an older attempt is cancelled first.
   * `reports()` covers every runner that exists, including ones that finished and were not yet
-    `release`d; a job with no report has no runner (never started, or lost with its node).
+    `release`d; a job with no report has no runner (never started, or lost with its node). An
+    implementation that may not hear from every runner in time sets `all_answered` False after such a
+    `reports()`: a job with no report may then have a silent runner, so the scheduler does not hand its
+    run to a second one (without the attribute, every runner answered).
   * `release(job_id)` forgets a finished runner; the scheduler calls it only after it has written
     the outcome to the store.
 """

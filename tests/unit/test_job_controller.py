@@ -295,6 +295,23 @@ def test_a_scheduler_killed_while_starting_a_job_leaves_it_to_run_once_as_that_a
     assert timeline(store, job_id) == ["QUEUED", "RUNNING", "PAUSING", "PAUSED", "RUNNING"]
 
 
+def test_a_run_written_ahead_is_not_handed_to_a_second_runner_while_a_runner_is_silent(
+        store: SQLiteStore) -> None:
+    survivors = MemoryRunners()
+    dying = JobController(store, DyingOnHandOver(survivors.live, taken=False), FifoPolicy(),
+                          gpu_power_w=700.0)
+    job_id = submit(dying)
+    with pytest.raises(SchedulerKilled):
+        dying.step(T0, CLUSTER, None)
+    survivors.all_answered = False  # type: ignore[attr-defined] # a silent runner may hold the run
+
+    JobController(store, survivors, FifoPolicy(), gpu_power_w=700.0).step(T0 + 5, CLUSTER, None)
+    # Taken as lost: a new attempt (a silent runner of attempt 1 is cancelled once it reports), never a
+    # second runner of attempt 1.
+    assert survivors.started() == [(job_id, 2)]
+    assert timeline(store, job_id) == ["QUEUED", "RUNNING", "PAUSING", "PAUSED", "RUNNING"]
+
+
 def test_a_job_needing_no_gpu_runs_at_once_and_a_price_cap_holds_a_job(store: SQLiteStore) -> None:
     controller, runners = make(store)
     cpu_only = submit(controller, "cpu", gpus=0)
