@@ -226,7 +226,7 @@ class JobController:
             # all, and two runners must never run one attempt. Otherwise it is taken as lost (below): a new
             # attempt, and a silent runner of the old one is cancelled once it reports.
             if job.state == JobState.RUNNING and not schedule_of(job).runner_confirmed \
-                    and getattr(self.runners, "all_answered", True) and self._handed_over_again(job):
+                    and self.runners.all_answered and self._handed_over_again(job):
                 continue
             if self._paused(job, "its runner is gone (node lost or process died); resumes from its "
                             "latest checkpoint", now_s, self._closing_run(job, now_s)):

@@ -8,10 +8,9 @@ Invariants every implementation keeps:
     exists is left alone (a scheduler that restarts re-issues what it wrote ahead, and nothing
     starts twice). A runner of an older attempt is cancelled first.
   * `reports()` covers every runner that exists, including ones that finished and were not yet
-    `release`d; a job with no report has no runner (never started, or lost with its node). An
-    implementation that may not hear from every runner in time sets `all_answered` False after such a
-    `reports()`: a job with no report may then have a silent runner, so the scheduler does not hand its
-    run to a second one (without the attribute, every runner answered).
+    `release`d; a job with no report has no runner (never started, or lost with its node), unless
+    `all_answered` is False after it: a runner did not answer in time, so a job with no report may
+    have a silent runner, and the scheduler does not hand its run to a second one.
   * `release(job_id)` forgets a finished runner; the scheduler calls it only after it has written
     the outcome to the store.
 """
@@ -54,6 +53,8 @@ class RunnerReport:
 
 class Runners(Protocol):
     """Starts, pauses and cancels the runners of jobs; see the module docstring for the invariants."""
+
+    all_answered: bool  # whether the last `reports()` heard from every runner that may run a job
 
     def start(self, job: JobRow, attempt: int, placement: tuple[tuple[str, int], ...]) -> None:
         """Start (or resume from its latest checkpoint) `job` as attempt number `attempt`."""
