@@ -9,7 +9,7 @@ being answered throughout.
 
 Replicas send their request counts (`report`); `endpoints()` shows them per endpoint and version.
 Every change is audited: `endpoint.deployed`, `endpoint.rolled`, `endpoint.canary`,
-`endpoint.rolled_back`, `endpoint.undeployed`.
+`endpoint.rolled_back`, `endpoint.undeployed`, and a user's change Serve refused, `endpoint.refused`.
 """
 
 from __future__ import annotations
@@ -137,17 +137,18 @@ class ServingActor(ControlPlaneActor):
         """Create or update the endpoint of the model `ref_text` names (`EndpointManager.deploy`)."""
         return self.manager.view(self.manager.deploy(ref_text, route, replicas, deployed_by, request_id))
 
-    def canary(self, name: str, version: int, percent: float, set_by: str = "") -> dict[str, Any]:
+    def canary(self, name: str, version: int, percent: float, set_by: str = "",
+               request_id: str | None = None) -> dict[str, Any]:
         """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency."""
-        return self.manager.view(self.manager.canary(name, version, percent, set_by))
+        return self.manager.view(self.manager.canary(name, version, percent, set_by, request_id))
 
-    def rollback(self, name: str, rolled_back_by: str = "") -> dict[str, Any]:
+    def rollback(self, name: str, rolled_back_by: str = "", request_id: str | None = None) -> dict[str, Any]:
         """Take the canary out; without one, return to the version served before the current one."""
-        return self.manager.view(self.manager.rollback(name, rolled_back_by))
+        return self.manager.view(self.manager.rollback(name, rolled_back_by, request_id))
 
-    def undeploy(self, name: str, undeployed_by: str = "") -> dict[str, Any]:
+    def undeploy(self, name: str, undeployed_by: str = "", request_id: str | None = None) -> dict[str, Any]:
         """Delete the endpoint from Serve and forget it."""
-        return self.manager.undeploy(name, undeployed_by).model_dump()
+        return self.manager.undeploy(name, undeployed_by, request_id).model_dump()
 
     def take_down(self) -> list[str]:
         """Delete the endpoints from Serve but keep them in the store; return their names.

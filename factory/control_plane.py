@@ -185,16 +185,13 @@ class NamedActor:
         self.restart_wait_s = restart_wait_s
         self.handle: ActorHandle = get_actor(name)
 
-    def call(self, method: str, *args: Any, timeout_s: float, resend_if_lost: bool = True,
-             **kwargs: Any) -> Any:
+    def call(self, method: str, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
         """`handle.<method>.remote(*args, **kwargs)`'s answer, or one `FactoryError` line (see `call_actor`).
 
         A call lost with the actor's old process is sent again; a call that waits in the queue of an
         actor Ray is restarting, or has restarted since it was sent, is waited for further, not sent
-        twice. A mutating method takes a `request_id` (in `kwargs`), so that a resent call returns what
-        the lost one did; one that has none and must not act twice passes `resend_if_lost=False`: a lost
-        call is then an error that says so (it may or may not have acted), and the caller looks before
-        trying again.
+        twice. Every mutating method takes a `request_id` (in `kwargs`), so that a resent call returns
+        what the lost one did instead of acting twice.
         """
         who = f"the factory's '{self.name}' actor"
         in_flight: list[ray.ObjectRef] = []
@@ -209,10 +206,6 @@ class NamedActor:
             try:
                 return call_actor(in_flight[0], who, wait_s)
             except ActorRestartingError:
-                if not resend_if_lost:
-                    raise ClusterError(f"{who} restarted while doing '{method}', which may or may not "
-                                       "have taken effect; look (`factory status`, `factory endpoints`) "
-                                       "before trying again") from None
                 in_flight.clear()
                 self.handle = get_actor(self.name)  # a `ClusterError` if it is gone for good
                 raise

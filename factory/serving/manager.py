@@ -6,7 +6,8 @@ an endpoint to Ray Serve, delete one, read the replicas' states), forwards its c
 
 One `update()` round:
   * re-applies the endpoints loaded at start until each succeeds (the actor may have died between
-    storing a change and applying it, or Serve lost the app);
+    storing a change and applying it, or Serve lost the app), and deletes from Serve the endpoints
+    whose undeploy was stored but not seen done (the actor died before Serve's delete);
   * follows aliases: an endpoint deployed as NAME@ALIAS rolls to the version the alias points at;
     promoting a canary's version completes the canary;
   * judges canaries on the requests counted since each began (`judge_canary`) and rolls a failing
@@ -16,6 +17,10 @@ One `update()` round:
 Invariants:
   * Write ahead, then act: an endpoint's new state is stored before the backend is told. If the
     backend refuses, the previous state is stored and applied again (a new endpoint is deleted).
+  * A user's canary, rollback or undeploy is written ahead together with its request's record and its
+    audit event, in one transaction: a resend after a restart finds the record and does not act
+    twice (a rollback would otherwise go back two versions). If Serve refuses, the record is dropped
+    and the refusal audited (`endpoint.refused`) in the transaction that restores the endpoint.
   * The store is written only when an endpoint's state changed.
   * A version the backend refused for an alias-following endpoint is audited once and not tried
     again until the alias moves elsewhere (`sync` still reports it).
@@ -27,6 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from factory.config import ServingConfig
@@ -42,8 +48,10 @@ from factory.serving.endpoints import (
 )
 from factory.serving.predictor import load_predictor_class
 from factory.serving.stats import EndpointTotals, combined, summary
-from factory.store import ModelVersionRow, StateStore
+from factory.store import ModelVersionRow, RequestRecord, StateStore
 
+# Where the names of endpoints undeployed in the store but not yet deleted from Serve are kept.
+UNDEPLOYING_STATE = "serving.undeploying"
 # How a listing shows an endpoint Serve does not report (not started yet, or lost).
 UNKNOWN_REPLICAS = {"status": "UNKNOWN", "replicas": 0, "running": 0}
 
@@ -59,6 +67,20 @@ class ServeBackend(Protocol):
 
     def replica_states(self) -> dict[str, dict[str, Any]]:
         """{endpoint: {"status", "replicas", "running"}} for what Serve runs now; {} if unknown."""
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """A user's change to an endpoint, kept with the endpoint's write-ahead: its request and audit event.
+
+    `action` names the request (`endpoint.canary`); `audit_action` and `detail` the audit event.
+    """
+
+    action: str
+    request_id: str | None
+    audit_action: str
+    actor: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class EndpointManager:
@@ -92,6 +114,7 @@ class EndpointManager:
         self._to_reconcile = set(self.endpoints)  # re-applied by the first rounds (a restart)
         self._refused: dict[str, tuple[int, str]] = {}  # endpoint -> (alias target refused, why)
         self._updating: set[str] = set()  # endpoints whose change Serve is applying now
+        self._undeploying: set[str] = set((store.get_actor_state(UNDEPLOYING_STATE) or {}).get("names", []))
 
     # -- commands ------------------------------------------------------------------------------------
 
@@ -130,53 +153,76 @@ class EndpointManager:
             self.store.once(request_id, "endpoint.deploy", now_s, recorded_with_its_effect)
         return endpoint
 
-    def canary(self, name: str, version: int, percent: float, set_by: str = "") -> Endpoint:
-        """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency."""
+    def canary(self, name: str, version: int, percent: float, set_by: str = "",
+               request_id: str | None = None) -> Endpoint:
+        """Send `percent` of endpoint `name`'s requests to `version`, watched for errors and latency.
+
+        A `request_id` that took effect changes nothing and answers with the endpoint as it is now.
+        """
         check_percent(percent)  # before the endpoint: a bad share is the first thing to fix
         with self.apply_lock:
+            done = self._done(request_id, "endpoint.canary")
+            if done is not None:
+                return self._as_it_is_now(done)
             current = self.endpoint(name)
             endpoint = current.with_canary(version, percent, self._now_s())
             self.servable(ModelRef(current.model, version=version))
-            self._change(current, endpoint)
+            self._change(current, endpoint, UserChange(
+                "endpoint.canary", request_id, "endpoint.canary", set_by or None,
+                {"version": version, "percent": percent, "stable_version": endpoint.stable_version}))
             with self._stats_lock:
                 self._canary_marks[name] = self._totals(name).mark()
-            self._audit("endpoint.canary", name, actor=set_by or None, version=version, percent=percent,
-                        stable_version=endpoint.stable_version)
         return endpoint
 
-    def rollback(self, name: str, rolled_back_by: str = "") -> Endpoint:
+    def rollback(self, name: str, rolled_back_by: str = "", request_id: str | None = None) -> Endpoint:
         """Take the canary out; without one, return to the version served before the current one.
 
         An endpoint that follows an alias moves the alias back too (first: if it cannot move, nothing
-        changed), so the alias and the endpoint keep agreeing.
+        changed), so the alias and the endpoint keep agreeing. A `request_id` that took effect rolls
+        nothing back again: resent after a restart, a rollback goes back one version, not two.
         """
         with self.apply_lock:
+            done = self._done(request_id, "endpoint.rollback")
+            if done is not None:
+                return self._as_it_is_now(done)
             current = self.endpoint(name)
             endpoint = current.rolled_back(rolled_back_by, self._now_s())
             if current.canary_version is not None:
-                self._change(current, endpoint)
-                self._audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
-                            version=current.canary_version, canary=True)
-                return endpoint
-            if current.follows:
-                self._move_alias(current.model, current.follows, endpoint.stable_version,
-                                 rolled_back_by or "serving")
-            self._change(current, endpoint)
-            self._audit("endpoint.rolled_back", name, actor=rolled_back_by or None,
-                        from_version=current.stable_version, version=endpoint.stable_version)
+                detail: dict[str, Any] = {"version": current.canary_version, "canary": True}
+            else:
+                detail = {"from_version": current.stable_version, "version": endpoint.stable_version}
+                if current.follows:
+                    self._move_alias(current.model, current.follows, endpoint.stable_version,
+                                     rolled_back_by or "serving")
+            self._change(current, endpoint, UserChange(
+                "endpoint.rollback", request_id, "endpoint.rolled_back", rolled_back_by or None, detail))
         return endpoint
 
-    def undeploy(self, name: str, undeployed_by: str = "") -> Endpoint:
-        """Stop serving endpoint `name` and forget it."""
+    def undeploy(self, name: str, undeployed_by: str = "", request_id: str | None = None) -> Endpoint:
+        """Stop serving endpoint `name` and forget it; the endpoint as it was.
+
+        The removal is stored with the request's record, the audit event and a note that Serve has yet
+        to delete it, before Serve is told; if a restart comes between, the first round (or the
+        request's resend) deletes it. A `request_id` that took effect answers with the endpoint it
+        undeployed.
+        """
         with self.apply_lock:
+            done = self._done(request_id, "endpoint.undeploy")
+            if done is not None:
+                if done.name in self._undeploying and done.name not in self.endpoints:
+                    self._delete_from_serve(done.name)  # the restart came before Serve's delete
+                return done
             endpoint = self.endpoint(name)
             del self.endpoints[name]
-            self._persist()
-            self.backend.delete(name)
+            with self.store.transaction():
+                self._persist()
+                self._write_ahead(endpoint, UserChange("endpoint.undeploy", request_id, "endpoint.undeployed",
+                                                       undeployed_by or None, {"ref": endpoint.ref}))
+                self._mark_undeploying(name, True)
+            self._delete_from_serve(name)  # if it fails, the next round tries again
             with self._stats_lock:
                 self._stats.pop(name, None)
                 self._canary_marks.pop(name, None)
-            self._audit("endpoint.undeployed", name, actor=undeployed_by or None, ref=endpoint.ref)
         return endpoint
 
     def take_down(self) -> list[str]:
@@ -221,6 +267,7 @@ class EndpointManager:
         are still followed and judged.
         """
         with self.apply_lock:
+            self._finish_undeploys()
             for name in sorted(self._to_reconcile):
                 self._each(name, self._reconcile)
             for name in list(self.endpoints):
@@ -244,6 +291,32 @@ class EndpointManager:
     def _reconcile(self, endpoint: Endpoint) -> None:
         self.backend.apply(endpoint)  # an app that did not change is a no-op for Serve
         self._to_reconcile.discard(endpoint.name)
+
+    def _finish_undeploys(self) -> None:
+        """Delete from Serve the endpoints whose undeploy was stored but not seen done (a restart came
+        before Serve's delete), unless deployed again since. Only those: Serve may also run apps of the
+        factory's model server that the factory does not manage (`factory deploy --export`)."""
+        for name in sorted(self._undeploying):
+            if name in self.endpoints:  # deployed again since: Serve runs what is stored
+                self._mark_undeploying(name, False)
+                continue
+            try:
+                self._delete_from_serve(name)
+            except Exception as error:  # noqa: BLE001 - tried again next round
+                self._record_error(f"endpoint '{name}': undeployed, but Serve's delete failed: "
+                                   f"{summary_line(error)}")
+
+    def _delete_from_serve(self, name: str) -> None:
+        self.backend.delete(name)
+        self._mark_undeploying(name, False)
+
+    def _mark_undeploying(self, name: str, undeploying: bool) -> None:
+        """Note (or forget) that `name`'s undeploy is stored but Serve's delete not seen done."""
+        if undeploying:
+            self._undeploying.add(name)
+        else:
+            self._undeploying.discard(name)
+        self.store.put_actor_state(UNDEPLOYING_STATE, {"names": sorted(self._undeploying)})
 
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
         """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported)."""
@@ -288,24 +361,28 @@ class EndpointManager:
 
     # -- changing ------------------------------------------------------------------------------------
 
-    def _change(self, current: Endpoint | None, endpoint: Endpoint) -> None:
-        """Store `endpoint`, then apply it; if Serve refuses, store (and apply) `current` again.
+    def _change(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None = None) -> None:
+        """Store `endpoint` (with `change`'s request and audit event), then apply it; if Serve refuses,
+        store (and apply) `current` again, dropping `change`'s request and auditing the refusal.
 
         The endpoint reads as `updating` from before its new state is visible until Serve serves it.
         """
         self._updating.add(endpoint.name)
         try:
-            self._change_now(current, endpoint)
+            self._change_now(current, endpoint, change)
         finally:
             self._updating.discard(endpoint.name)
 
-    def _change_now(self, current: Endpoint | None, endpoint: Endpoint) -> None:
+    def _change_now(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None) -> None:
         self.endpoints[endpoint.name] = endpoint
-        if endpoint != current:
-            self._persist()
+        with self.store.transaction():
+            if endpoint != current:
+                self._persist()
+            if change is not None:
+                self._write_ahead(endpoint, change)
         try:
             self.backend.apply(endpoint)
-        except FactoryError:
+        except FactoryError as refusal:
             if current is None:
                 del self.endpoints[endpoint.name]
                 self._delete_quietly(endpoint.name)
@@ -315,9 +392,42 @@ class EndpointManager:
                     self.backend.apply(current)
                 except FactoryError as error:
                     self._record_error(error)
-            if endpoint != current:
-                self._persist()
+            with self.store.transaction():
+                if endpoint != current:
+                    self._persist()
+                if change is not None:
+                    self._undo(endpoint, change, refusal)
             raise
+
+    def _write_ahead(self, endpoint: Endpoint, change: UserChange) -> None:
+        """`change`'s request record and audit event; inside the transaction that stores `endpoint`."""
+        if change.request_id is not None:
+            self.store.record_request(RequestRecord(
+                request_id=change.request_id, action=change.action,
+                result=endpoint.model_dump(mode="json"), time_s=self._now_s()))
+        self._audit(change.audit_action, endpoint.name, actor=change.actor, **change.detail)
+
+    def _undo(self, endpoint: Endpoint, change: UserChange, refusal: FactoryError) -> None:
+        """Serve refused `change`: a retry acts again, and the audit log says it did not happen."""
+        if change.request_id is not None:
+            self.store.forget_request(change.request_id)
+        self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,
+                    reason=summary_line(refusal))
+
+    def _done(self, request_id: str | None, action: str) -> Endpoint | None:
+        """The endpoint as the request `request_id` left it, if that request took effect; else None."""
+        done = self.store.request_done(request_id, action)
+        return None if done is None else Endpoint.model_validate(done.result)
+
+    def _as_it_is_now(self, done: Endpoint) -> Endpoint:
+        """The endpoint a request that took effect changed, as it is now: Serve runs it before the
+        answer (a resend after a restart comes before the first round re-applied it)."""
+        endpoint = self.endpoints.get(done.name)
+        if endpoint is None:
+            return done
+        if endpoint.name in self._to_reconcile:
+            self._reconcile(endpoint)
+        return endpoint
 
     def _delete_quietly(self, name: str) -> None:
         try:

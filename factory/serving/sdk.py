@@ -26,20 +26,22 @@ class ServingClient:
         return self._call("deploy", ref, route, replicas, deployed_by, timeout_s=DEPLOY_TIMEOUT_S,
                           request_id=request_id or new_request_id())
 
-    def canary(self, name: str, version: int, percent: float, set_by: str = "") -> dict[str, Any]:
+    def canary(self, name: str, version: int, percent: float, set_by: str = "",
+               request_id: str | None = None) -> dict[str, Any]:
         """Send `percent` of endpoint `name`'s requests to `version` (rolled back if it misbehaves)."""
         return self._call("canary", name, version, percent, set_by, timeout_s=DEPLOY_TIMEOUT_S,
-                          resend_if_lost=False)
+                          request_id=request_id or new_request_id())
 
-    def rollback(self, name: str, rolled_back_by: str = "") -> dict[str, Any]:
-        """Drop the canary, or return to the previous version."""
+    def rollback(self, name: str, rolled_back_by: str = "", request_id: str | None = None) -> dict[str, Any]:
+        """Drop the canary, or return to the previous version (once per `request_id`: resent after a
+        restart, it does not roll back twice)."""
         return self._call("rollback", name, rolled_back_by, timeout_s=DEPLOY_TIMEOUT_S,
-                          resend_if_lost=False)  # sent twice, it would roll back twice
+                          request_id=request_id or new_request_id())
 
-    def undeploy(self, name: str, undeployed_by: str = "") -> dict[str, Any]:
-        """Delete the endpoint."""
+    def undeploy(self, name: str, undeployed_by: str = "", request_id: str | None = None) -> dict[str, Any]:
+        """Delete the endpoint; the endpoint as it was."""
         return self._call("undeploy", name, undeployed_by, timeout_s=DEPLOY_TIMEOUT_S,
-                          resend_if_lost=False)
+                          request_id=request_id or new_request_id())
 
     def endpoints(self) -> list[dict[str, Any]]:
         """Every endpoint: route, URL, versions and split, replicas, request rate, p50/p99, error rate."""
@@ -57,6 +59,5 @@ class ServingClient:
         """Delete every endpoint from Serve, keeping it for the next `factory up`; their names."""
         return self._call("take_down", timeout_s=DEPLOY_TIMEOUT_S)
 
-    def _call(self, method: str, *args: Any, timeout_s: float, resend_if_lost: bool = True,
-              **kwargs: Any) -> Any:
-        return self._actor.call(method, *args, timeout_s=timeout_s, resend_if_lost=resend_if_lost, **kwargs)
+    def _call(self, method: str, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
+        return self._actor.call(method, *args, timeout_s=timeout_s, **kwargs)

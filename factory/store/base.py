@@ -228,6 +228,14 @@ class StateStore(ABC):
     def record_request(self, record: RequestRecord) -> None:
         """Keep a request's id and result; call it inside the transaction of the mutation's effect."""
 
+    @abstractmethod
+    def forget_request(self, request_id: str) -> None:
+        """Drop a request's record (no error if absent): its effect, written ahead, was undone.
+
+        Call it inside the transaction that undoes the effect, so a retry acts again exactly when
+        nothing of the first attempt is left.
+        """
+
     def request_done(self, request_id: str | None, action: str) -> RequestRecord | None:
         """The record of `request_id` if its `action` took effect; None without an id or before it did.
 

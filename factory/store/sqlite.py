@@ -244,6 +244,10 @@ class SQLiteStore(StateStore):
                           (record.request_id, record.action, json.dumps(record.result, sort_keys=True),
                            record.time_s))
 
+    def forget_request(self, request_id: str) -> None:  # noqa: D102
+        with self.transaction():
+            self._execute("DELETE FROM requests WHERE request_id = ?", (request_id,))
+
     # -- jobs ----------------------------------------------------------------------------------------
 
     def insert_job(self, job: JobRow, reason: str = "submitted") -> JobEvent:  # noqa: D102

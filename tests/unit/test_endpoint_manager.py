@@ -33,15 +33,23 @@ class FakeServe:
         self.deleted: list[str] = []
         self.refuse: set[int] = set()  # stable versions Serve cannot run
         self.stored_when_applied: list[dict[str, Any]] = []
+        self.running: set[str] = set()  # the apps Serve runs
+        self.die_in: set[str] = set()  # "apply", "delete": the actor's process dies while Serve does it
 
     def apply(self, endpoint: Endpoint) -> None:
         self.stored_when_applied.append(self.store.list_endpoints().get(endpoint.name, {}))
         if endpoint.stable_version in self.refuse:
             raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}': replicas crashed")
+        self.running.add(endpoint.name)
+        if "apply" in self.die_in:  # Serve goes on applying; the actor that asked is gone
+            raise KeyboardInterrupt
         self.applied.append((endpoint.name, endpoint.stable_version, endpoint.canary_version))
 
     def delete(self, name: str) -> None:
+        if "delete" in self.die_in:  # killed before Serve was asked
+            raise KeyboardInterrupt
         self.deleted.append(name)
+        self.running.discard(name)
 
     def replica_states(self) -> dict[str, dict[str, Any]]:
         return {name: {"status": "RUNNING", "replicas": 1, "running": 1} for name, _, _ in self.applied}
@@ -324,6 +332,79 @@ def test_take_down_stops_serving_but_keeps_the_endpoints_and_undeploy_forgets(se
     assert setup.store.list_endpoints() == {} and setup.actions()[-1] == "endpoint.undeployed"
     with pytest.raises(EndpointNotFoundError, match="no endpoint 'reg' \\(endpoints: none\\)"):
         manager.canary("reg", 1, 5.0)
+
+
+def test_a_rollback_resent_after_a_restart_during_serves_apply_goes_back_one_version(setup: Setup) -> None:
+    for _ in range(3):
+        setup.register()
+    manager = setup.manager()
+    for version in (1, 2, 3):
+        manager.deploy(f"reg:{version}")
+    setup.serve.die_in.add("apply")
+    with pytest.raises(KeyboardInterrupt):
+        manager.rollback("reg", "cli:ops", request_id="req-rollback")
+    setup.serve.die_in.clear()
+
+    restarted = setup.manager()  # the client rides out the restart: it sends the same request again
+    resent = restarted.rollback("reg", "cli:ops", request_id="req-rollback")
+
+    assert resent.stable_version == 2 and setup.store.list_endpoints()["reg"]["stable_version"] == 2
+    assert setup.serve.applied[-1] == ("reg", 2, None)  # Serve runs it before the resend is answered
+    assert setup.actions() == ["endpoint.deployed"] * 3 + ["endpoint.rolled_back"]
+    assert restarted.rollback("reg", "cli:ops", request_id="req-again").stable_version == 1  # a new call
+
+
+def test_a_canary_serve_refuses_is_undone_with_its_request_and_the_refusal_audited(setup: Setup) -> None:
+    setup.register(), setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    setup.serve.refuse.add(1)  # the canary's replicas crash
+
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.canary("reg", 2, 10.0, "cli:alice", request_id="req-canary")
+
+    assert setup.store.list_endpoints()["reg"]["canary_version"] is None
+    assert setup.store.find_request("req-canary") is None  # a retry acts again
+    assert setup.actions() == ["endpoint.deployed", "endpoint.canary", "endpoint.refused"]
+    refused = setup.store.list_audit(action_prefix="endpoint.refused")[0]
+    assert refused.detail["change"] == "endpoint.canary" and "replicas crashed" in refused.detail["reason"]
+    setup.serve.refuse.clear()
+    assert manager.canary("reg", 2, 10.0, request_id="req-canary").canary_version == 2
+
+
+def test_an_undeploy_cut_by_a_restart_before_serves_delete_is_deleted_from_serve_after_it(
+        setup: Setup) -> None:
+    setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    setup.serve.die_in.add("delete")
+    with pytest.raises(KeyboardInterrupt):
+        manager.undeploy("reg", "cli:ops", request_id="req-undeploy")
+    setup.serve.die_in.clear()
+    assert setup.store.list_endpoints() == {} and setup.serve.running == {"reg"}  # stored, not done
+
+    setup.manager().update()  # the restarted actor's first round, before any resend
+
+    assert setup.serve.running == set() and setup.serve.deleted == ["reg"]
+    gone = setup.manager().undeploy("reg", "cli:ops", request_id="req-undeploy")  # the resend
+    assert gone.name == "reg" and setup.serve.deleted == ["reg"]  # nothing left to delete
+    assert setup.actions() == ["endpoint.deployed", "endpoint.undeployed"]  # acted once
+
+
+def test_a_restart_deletes_only_the_apps_the_factory_undeployed(setup: Setup) -> None:
+    setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    setup.serve.running.add("exported")  # `serve deploy` of an exported config: not the factory's
+    setup.serve.die_in.add("delete")
+    with pytest.raises(KeyboardInterrupt):
+        manager.undeploy("reg", request_id="req-undeploy")
+    setup.serve.die_in.clear()
+
+    setup.manager().deploy("reg:1")  # deployed again before the restarted actor's first round
+    setup.manager().update()
+
+    assert setup.serve.running == {"reg", "exported"} and setup.serve.deleted == []
 
 
 def test_a_view_shows_the_request_rate_over_the_window_on_the_monotonic_clock(setup: Setup) -> None:

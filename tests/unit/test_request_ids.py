@@ -211,23 +211,33 @@ def _answers_in_turn(monkeypatch: pytest.MonkeyPatch, outcomes: list[object]) ->
     return outcomes
 
 
-def test_a_call_lost_in_a_restart_is_resent_only_if_that_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_call_lost_in_a_restart_is_resent_with_its_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
     # The first answer is lost with the actor's old process (Ray cannot say whether it acted).
     from factory import control_plane
 
-    answers = _answers_in_turn(monkeypatch, [control_plane.ActorRestartingError("restarting"), "done"])
+    _answers_in_turn(monkeypatch, [control_plane.ActorRestartingError("restarting"), "done"])
     sent: list[tuple] = []
     actor = _named(sent)
     monkeypatch.setattr(control_plane, "get_actor", lambda name: actor.handle)
-    # A deploy carries a request id: sent again, it returns what the lost one did.
-    assert actor.call("deploy", "m@prod", timeout_s=1.0, request_id="r-1") == "done"
+    # Sent again with the same id, it returns what the lost one did (the actor's `once`).
+    assert actor.call("rollback", "nlp", timeout_s=1.0, request_id="r-1") == "done"
     assert [kwargs["request_id"] for _, kwargs in sent] == ["r-1", "r-1"]
-    # A rollback has none: sent twice it would roll back twice, so a lost one is an error that says so.
-    answers[:] = [control_plane.ActorRestartingError("restarting"), "done"]
-    sent.clear()
-    with pytest.raises(ClusterError, match="may or may not have taken effect"):
-        actor.call("rollback", "nlp", timeout_s=1.0, resend_if_lost=False)
-    assert len(sent) == 1
+
+
+@pytest.mark.parametrize("method", ["deploy", "canary", "rollback", "undeploy"])
+def test_every_mutating_serving_call_of_the_sdk_carries_a_request_id(
+        monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    from factory.serving.sdk import ServingClient
+
+    calls: list[dict[str, Any]] = []
+    client = ServingClient.__new__(ServingClient)
+    client._actor = SimpleNamespace(  # type: ignore[assignment]
+        call=lambda name, *args, **kwargs: calls.append(kwargs))
+    arguments = {"deploy": ("reg:1",), "canary": ("reg", 2, 10.0), "rollback": ("reg",), "undeploy": ("reg",)}
+    getattr(client, method)(*arguments[method])
+    getattr(client, method)(*arguments[method])
+    ids = [kwargs["request_id"] for kwargs in calls]
+    assert all(ids) and ids[0] != ids[1]  # one per call, kept across its resends (above)
 
 
 @pytest.mark.parametrize(("sent", "timed_out"), [
@@ -459,3 +469,28 @@ def test_a_deploy_with_a_request_id_used_for_another_action_is_refused_and_deplo
         serving.deploy("reg:1", request_id="req-1")
 
     assert serving.applied == [] and serving.manager.endpoints == {}  # type: ignore[attr-defined]
+
+
+def test_a_canary_rollback_or_undeploy_resent_after_it_took_effect_acts_once(
+        serving: ServingActor, monkeypatch: pytest.MonkeyPatch) -> None:
+    deleted: list[str] = []
+    monkeypatch.setattr(serving.serve, "delete", deleted.append)
+    for version in (1, 2, 3):
+        serving.deploy(f"reg:{version}", deployed_by="cli:alice")
+
+    for _ in range(2):  # the second is the client's resend: the first answer was lost in a restart
+        canary = serving.canary("reg", 2, 10.0, "cli:alice", request_id="req-canary")
+    assert canary["canary_version"] == 2
+    serving.rollback("reg", "cli:ops", request_id="req-drop-canary")  # takes the canary out
+    for _ in range(2):
+        rolled = serving.rollback("reg", "cli:ops", request_id="req-rollback")
+    assert rolled["stable_version"] == 2  # back one version, not two
+    for _ in range(2):
+        gone = serving.undeploy("reg", "cli:ops", request_id="req-undeploy")
+    # The resend asks Serve to delete it again (a restart may have come before Serve's delete), but
+    # the endpoint is forgotten and audited once.
+    assert gone["name"] == "reg" and set(deleted) == {"reg"} and serving.manager.endpoints == {}
+
+    actions = [event.action for event in serving.store.list_audit(action_prefix="endpoint")]
+    assert actions == ["endpoint.deployed"] * 3 + ["endpoint.canary", "endpoint.rolled_back",
+                                                    "endpoint.rolled_back", "endpoint.undeployed"]
