@@ -58,7 +58,8 @@ class RayServe:
     def delete(self, name: str) -> None:
         from ray import serve
 
-        serve.delete(name)
+        if name in serve.status().applications:  # none while Serve is not running (a fresh cluster)
+            serve.delete(name)
 
     def replica_states(self) -> dict[str, dict[str, Any]]:
         from ray import serve

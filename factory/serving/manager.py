@@ -46,12 +46,15 @@ from factory.serving.endpoints import (
     deployed,
     judge_canary,
 )
+from factory.serving.notes import StoredNotes
 from factory.serving.predictor import load_predictor_class
 from factory.serving.stats import EndpointTotals, combined, summary
 from factory.store import ModelVersionRow, RequestRecord, StateStore
 
-# Where the names of endpoints undeployed in the store but not yet deleted from Serve are kept.
+# Notes of work written ahead (`StoredNotes`): endpoints undeployed in the store but not yet deleted from
+# Serve; endpoints whose followed alias must still be moved to their stable version (a rollback), by whom.
 UNDEPLOYING_STATE = "serving.undeploying"
+ALIAS_MOVES_STATE = "serving.alias_moves"
 # How a listing shows an endpoint Serve does not report (not started yet, or lost).
 UNKNOWN_REPLICAS = {"status": "UNKNOWN", "replicas": 0, "running": 0}
 
@@ -73,7 +76,8 @@ class ServeBackend(Protocol):
 class UserChange:
     """A user's change to an endpoint, kept with the endpoint's write-ahead: its request and audit event.
 
-    `action` names the request (`endpoint.canary`); `audit_action` and `detail` the audit event.
+    `action` names the request (`endpoint.canary`); `audit_action` and `detail` the audit event;
+    `leads_alias`: the alias the endpoint follows moves to its new version too (a rollback).
     """
 
     action: str
@@ -81,6 +85,7 @@ class UserChange:
     audit_action: str
     actor: str | None
     detail: dict[str, Any] = field(default_factory=dict)
+    leads_alias: bool = False
 
 
 class EndpointManager:
@@ -114,7 +119,8 @@ class EndpointManager:
         self._to_reconcile = set(self.endpoints)  # re-applied by the first rounds (a restart)
         self._refused: dict[str, tuple[int, str]] = {}  # endpoint -> (alias target refused, why)
         self._updating: set[str] = set()  # endpoints whose change Serve is applying now
-        self._undeploying: set[str] = set((store.get_actor_state(UNDEPLOYING_STATE) or {}).get("names", []))
+        self._undeploying = StoredNotes(store, UNDEPLOYING_STATE)
+        self._alias_moves = StoredNotes(store, ALIAS_MOVES_STATE)  # followed aliases to move: no following
 
     # -- commands ------------------------------------------------------------------------------------
 
@@ -163,7 +169,7 @@ class EndpointManager:
         with self.apply_lock:
             done = self._done(request_id, "endpoint.canary")
             if done is not None:
-                return self._as_it_is_now(done)
+                return self._as_it_is_now(done, "endpoint.canary")
             current = self.endpoint(name)
             endpoint = current.with_canary(version, percent, self._now_s())
             self.servable(ModelRef(current.model, version=version))
@@ -177,25 +183,25 @@ class EndpointManager:
     def rollback(self, name: str, rolled_back_by: str = "", request_id: str | None = None) -> Endpoint:
         """Take the canary out; without one, return to the version served before the current one.
 
-        An endpoint that follows an alias moves the alias back too (first: if it cannot move, nothing
-        changed), so the alias and the endpoint keep agreeing. A `request_id` that took effect rolls
-        nothing back again: resent after a restart, a rollback goes back one version, not two.
+        An endpoint that follows an alias moves the alias back too, after the rollback is stored (with a
+        note that the move is due, so a restart finishes it) and before Serve is told; if the alias
+        cannot move, or Serve refuses, the rollback is undone, the alias included. So the alias and the
+        endpoint keep agreeing. A `request_id` that took effect rolls nothing back again: resent after a
+        restart, a rollback goes back one version, not two.
         """
         with self.apply_lock:
             done = self._done(request_id, "endpoint.rollback")
             if done is not None:
-                return self._as_it_is_now(done)
+                return self._as_it_is_now(done, "endpoint.rollback")
             current = self.endpoint(name)
             endpoint = current.rolled_back(rolled_back_by, self._now_s())
             if current.canary_version is not None:
                 detail: dict[str, Any] = {"version": current.canary_version, "canary": True}
             else:
                 detail = {"from_version": current.stable_version, "version": endpoint.stable_version}
-                if current.follows:
-                    self._move_alias(current.model, current.follows, endpoint.stable_version,
-                                     rolled_back_by or "serving")
             self._change(current, endpoint, UserChange(
-                "endpoint.rollback", request_id, "endpoint.rolled_back", rolled_back_by or None, detail))
+                "endpoint.rollback", request_id, "endpoint.rolled_back", rolled_back_by or None, detail,
+                leads_alias=current.canary_version is None and current.follows is not None))
         return endpoint
 
     def undeploy(self, name: str, undeployed_by: str = "", request_id: str | None = None) -> Endpoint:
@@ -214,15 +220,24 @@ class EndpointManager:
                 return done
             endpoint = self.endpoint(name)
             del self.endpoints[name]
-            with self.store.transaction():
-                self._persist()
-                self._write_ahead(endpoint, UserChange("endpoint.undeploy", request_id, "endpoint.undeployed",
-                                                       undeployed_by or None, {"ref": endpoint.ref}))
-                self._mark_undeploying(name, True)
-            self._delete_from_serve(name)  # if it fails, the next round tries again
+            try:
+                with self.store.transaction():
+                    self._persist()
+                    self._write_ahead(endpoint, UserChange(
+                        "endpoint.undeploy", request_id, "endpoint.undeployed", undeployed_by or None,
+                        {"ref": endpoint.ref}))
+                    self._undeploying.put(name)
+            except BaseException:
+                self.endpoints[name] = endpoint  # nothing was stored
+                raise
             with self._stats_lock:
                 self._stats.pop(name, None)
                 self._canary_marks.pop(name, None)
+            try:
+                self._delete_from_serve(name)
+            except Exception as error:  # noqa: BLE001 - it is undeployed; the next round deletes it
+                self._record_error(f"endpoint '{name}': undeployed, but Serve's delete failed (the "
+                                   f"factory tries again): {summary_line(error)}")
         return endpoint
 
     def take_down(self) -> list[str]:
@@ -268,6 +283,10 @@ class EndpointManager:
         """
         with self.apply_lock:
             self._finish_undeploys()
+            for name in self._alias_moves:
+                if name not in self.endpoints:
+                    self._alias_moves.drop(name)  # undeployed since: it leads nothing
+                self._each(name, self._move_followed_alias)
             for name in sorted(self._to_reconcile):
                 self._each(name, self._reconcile)
             for name in list(self.endpoints):
@@ -296,9 +315,9 @@ class EndpointManager:
         """Delete from Serve the endpoints whose undeploy was stored but not seen done (a restart came
         before Serve's delete), unless deployed again since. Only those: Serve may also run apps of the
         factory's model server that the factory does not manage (`factory deploy --export`)."""
-        for name in sorted(self._undeploying):
+        for name in self._undeploying:
             if name in self.endpoints:  # deployed again since: Serve runs what is stored
-                self._mark_undeploying(name, False)
+                self._undeploying.drop(name)
                 continue
             try:
                 self._delete_from_serve(name)
@@ -308,19 +327,24 @@ class EndpointManager:
 
     def _delete_from_serve(self, name: str) -> None:
         self.backend.delete(name)
-        self._mark_undeploying(name, False)
+        self._undeploying.drop(name)
 
-    def _mark_undeploying(self, name: str, undeploying: bool) -> None:
-        """Note (or forget) that `name`'s undeploy is stored but Serve's delete not seen done."""
-        if undeploying:
-            self._undeploying.add(name)
-        else:
-            self._undeploying.discard(name)
-        self.store.put_actor_state(UNDEPLOYING_STATE, {"names": sorted(self._undeploying)})
+    def _move_followed_alias(self, endpoint: Endpoint) -> None:
+        """Move the alias `endpoint` follows to its stable version (noted in `_alias_moves`), then drop
+        the note. An alias already there is not moved again (a restart may have come after the move)."""
+        if endpoint.follows is not None:
+            aliases = self.store.model_aliases(endpoint.model).get(endpoint.model, {})
+            if aliases.get(endpoint.follows) != endpoint.stable_version:
+                self._move_alias(endpoint.model, endpoint.follows, endpoint.stable_version,
+                                 self._alias_moves.get(endpoint.name) or "serving")
+        self._alias_moves.drop(endpoint.name)
 
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
-        """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported)."""
-        if endpoint.follows is None:
+        """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported).
+
+        An endpoint whose alias must still be moved to it (`_alias_moves`) leads its alias: not followed.
+        """
+        if endpoint.follows is None or endpoint.name in self._alias_moves:
             return
         version = self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
         if version in (None, endpoint.stable_version):
@@ -375,32 +399,58 @@ class EndpointManager:
 
     def _change_now(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None) -> None:
         self.endpoints[endpoint.name] = endpoint
-        with self.store.transaction():
-            if endpoint != current:
-                self._persist()
-            if change is not None:
-                self._write_ahead(endpoint, change)
         try:
-            self.backend.apply(endpoint)
-        except FactoryError as refusal:
-            if current is None:
-                del self.endpoints[endpoint.name]
-                self._delete_quietly(endpoint.name)
-            else:
-                self.endpoints[endpoint.name] = current
-                try:
-                    self.backend.apply(current)
-                except FactoryError as error:
-                    self._record_error(error)
             with self.store.transaction():
                 if endpoint != current:
                     self._persist()
                 if change is not None:
-                    self._undo(endpoint, change, refusal)
+                    self._write_ahead(endpoint, change)
+        except BaseException:
+            self._keep_in_memory(endpoint.name, current)  # nothing was stored
+            raise
+        serve_told = False
+        try:
+            if change is not None and change.leads_alias:
+                self._move_followed_alias(endpoint)
+            serve_told = True
+            self.backend.apply(endpoint)
+        except FactoryError as refusal:
+            self._undo_change(current, endpoint, change, refusal, serve_told)
             raise
 
+    def _undo_change(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None,
+                     refusal: FactoryError, serve_told: bool) -> None:
+        """The registry or Serve refused `endpoint`: store `current` again (dropping `change`'s request and
+        auditing the refusal), then move the alias back and, if Serve was told, apply `current`; written
+        before acted on, as every change."""
+        self._keep_in_memory(endpoint.name, current)
+        with self.store.transaction():
+            if endpoint != current:
+                self._persist()
+            if change is not None:
+                self._undo(endpoint, change, refusal)
+        if current is None:
+            self._delete_quietly(endpoint.name)
+            return
+        try:
+            if change is not None and change.leads_alias:
+                self._move_followed_alias(current)  # back where it was, if it had moved
+            if serve_told:
+                self.backend.apply(current)
+        except FactoryError as error:  # the next rounds try again (`_alias_moves`, `_to_reconcile`)
+            self._to_reconcile.add(current.name)
+            self._record_error(error)
+
+    def _keep_in_memory(self, name: str, endpoint: Endpoint | None) -> None:
+        if endpoint is None:
+            self.endpoints.pop(name, None)
+        else:
+            self.endpoints[name] = endpoint
+
     def _write_ahead(self, endpoint: Endpoint, change: UserChange) -> None:
-        """`change`'s request record and audit event; inside the transaction that stores `endpoint`."""
+        """`change`'s request record, audit event and alias note, in the transaction storing `endpoint`."""
+        if change.leads_alias:
+            self._alias_moves.put(endpoint.name, change.actor or "serving")
         if change.request_id is not None:
             self.store.record_request(RequestRecord(
                 request_id=change.request_id, action=change.action,
@@ -408,7 +458,10 @@ class EndpointManager:
         self._audit(change.audit_action, endpoint.name, actor=change.actor, **change.detail)
 
     def _undo(self, endpoint: Endpoint, change: UserChange, refusal: FactoryError) -> None:
-        """Serve refused `change`: a retry acts again, and the audit log says it did not happen."""
+        """`change` was refused: a retry acts again, the audit log says it was undone, and an alias it
+        moved is due to move back (`_alias_moves`: the endpoint's stored state is `current` again)."""
+        if change.leads_alias:
+            self._alias_moves.put(endpoint.name, change.actor or "serving")
         if change.request_id is not None:
             self.store.forget_request(change.request_id)
         self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,
@@ -419,14 +472,22 @@ class EndpointManager:
         done = self.store.request_done(request_id, action)
         return None if done is None else Endpoint.model_validate(done.result)
 
-    def _as_it_is_now(self, done: Endpoint) -> Endpoint:
-        """The endpoint a request that took effect changed, as it is now: Serve runs it before the
-        answer (a resend after a restart comes before the first round re-applied it)."""
+    def _as_it_is_now(self, done: Endpoint, action: str) -> Endpoint:
+        """The endpoint a request that took effect changed, as it is now: its alias moved and Serve running
+        it before the answer (a resend after a restart may come before the first round finished them)."""
         endpoint = self.endpoints.get(done.name)
         if endpoint is None:
             return done
-        if endpoint.name in self._to_reconcile:
-            self._reconcile(endpoint)
+        try:
+            if endpoint.name in self._alias_moves:
+                self._move_followed_alias(endpoint)
+            if endpoint.name in self._to_reconcile:
+                self._reconcile(endpoint)
+        except FactoryError as error:
+            raise FactoryError(
+                f"endpoint '{endpoint.name}': the {action.removeprefix('endpoint.')} took effect, but "
+                f"{summary_line(error)}; the factory keeps trying, so do not send it again "
+                "(`factory endpoints` shows the endpoint)") from None
         return endpoint
 
     def _delete_quietly(self, name: str) -> None:

@@ -32,13 +32,15 @@ class FakeServe:
         self.applied: list[tuple[str, int, int | None]] = []  # (endpoint, stable, canary)
         self.deleted: list[str] = []
         self.refuse: set[int] = set()  # stable versions Serve cannot run
+        self.refuse_canaries: set[int] = set()  # canary versions Serve cannot run
+        self.fail_deletes = False  # Serve's delete fails (its controller is busy)
         self.stored_when_applied: list[dict[str, Any]] = []
         self.running: set[str] = set()  # the apps Serve runs
         self.die_in: set[str] = set()  # "apply", "delete": the actor's process dies while Serve does it
 
     def apply(self, endpoint: Endpoint) -> None:
         self.stored_when_applied.append(self.store.list_endpoints().get(endpoint.name, {}))
-        if endpoint.stable_version in self.refuse:
+        if endpoint.stable_version in self.refuse or endpoint.canary_version in self.refuse_canaries:
             raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}': replicas crashed")
         self.running.add(endpoint.name)
         if "apply" in self.die_in:  # Serve goes on applying; the actor that asked is gone
@@ -48,6 +50,8 @@ class FakeServe:
     def delete(self, name: str) -> None:
         if "delete" in self.die_in:  # killed before Serve was asked
             raise KeyboardInterrupt
+        if self.fail_deletes:
+            raise RuntimeError("the Serve controller did not answer")
         self.deleted.append(name)
         self.running.discard(name)
 
@@ -358,17 +362,18 @@ def test_a_canary_serve_refuses_is_undone_with_its_request_and_the_refusal_audit
     setup.register(), setup.register()
     manager = setup.manager()
     manager.deploy("reg:1")
-    setup.serve.refuse.add(1)  # the canary's replicas crash
+    setup.serve.refuse_canaries.add(2)  # the canary's replicas crash
 
     with pytest.raises(FactoryError, match="replicas crashed"):
         manager.canary("reg", 2, 10.0, "cli:alice", request_id="req-canary")
 
     assert setup.store.list_endpoints()["reg"]["canary_version"] is None
+    assert setup.serve.applied[-1] == ("reg", 1, None)  # Serve runs the stable version alone again
     assert setup.store.find_request("req-canary") is None  # a retry acts again
     assert setup.actions() == ["endpoint.deployed", "endpoint.canary", "endpoint.refused"]
     refused = setup.store.list_audit(action_prefix="endpoint.refused")[0]
     assert refused.detail["change"] == "endpoint.canary" and "replicas crashed" in refused.detail["reason"]
-    setup.serve.refuse.clear()
+    setup.serve.refuse_canaries.clear()
     assert manager.canary("reg", 2, 10.0, request_id="req-canary").canary_version == 2
 
 
@@ -389,6 +394,93 @@ def test_an_undeploy_cut_by_a_restart_before_serves_delete_is_deleted_from_serve
     gone = setup.manager().undeploy("reg", "cli:ops", request_id="req-undeploy")  # the resend
     assert gone.name == "reg" and setup.serve.deleted == ["reg"]  # nothing left to delete
     assert setup.actions() == ["endpoint.deployed", "endpoint.undeployed"]  # acted once
+
+
+def test_a_refused_rollback_is_undone_in_the_store_before_serve_is_told_to_go_back(setup: Setup) -> None:
+    for _ in range(3):
+        setup.register()
+    manager = setup.manager()
+    for version in (1, 2, 3):
+        manager.deploy(f"reg:{version}")
+    setup.serve.refuse.add(2)
+    setup.serve.die_in.add("apply")  # the actor dies while Serve goes back to v3
+
+    with pytest.raises(KeyboardInterrupt):
+        manager.rollback("reg", "cli:ops", request_id="req-rollback")
+
+    assert setup.store.list_endpoints()["reg"]["stable_version"] == 3
+    assert setup.store.find_request("req-rollback") is None
+    assert setup.actions() == ["endpoint.deployed"] * 3 + ["endpoint.rolled_back", "endpoint.refused"]
+
+
+def test_a_resend_whose_change_serve_now_refuses_says_it_took_effect_and_not_to_send_it_again(
+        setup: Setup) -> None:
+    for _ in range(3):
+        setup.register()
+    manager = setup.manager()
+    for version in (1, 2, 3):
+        manager.deploy(f"reg:{version}")
+    setup.serve.die_in.add("apply")
+    with pytest.raises(KeyboardInterrupt):
+        manager.rollback("reg", "cli:ops", request_id="req-rollback")
+    setup.serve.die_in.clear()
+    setup.serve.refuse.add(2)  # after the restart, Serve cannot run v2 after all
+
+    with pytest.raises(FactoryError, match="the rollback took effect, but .*replicas crashed.*do not send it "
+                                           "again"):
+        setup.manager().rollback("reg", "cli:ops", request_id="req-rollback")
+    assert setup.store.list_endpoints()["reg"]["stable_version"] == 2  # as asked; the rounds keep trying
+
+
+def test_a_rollback_of_an_alias_follower_cut_before_its_alias_moved_is_finished_not_reversed(
+        setup: Setup) -> None:
+    following_production_rolled_to_v2(setup)
+    crashing = setup.manager()
+
+    def die(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    crashing._move_alias = die  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        crashing.rollback("reg", "cli:ops", request_id="req-rollback")
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 2  # not moved yet
+
+    restarted = setup.manager()
+    restarted.update()  # the first round moves the alias rather than following it back to v2
+    resent = restarted.rollback("reg", "cli:ops", request_id="req-rollback")
+
+    assert resent.stable_version == 1 and setup.store.model_aliases("reg")["reg"]["production"] == 1
+    assert setup.alias_moves == [("reg", "production", 1, "cli:ops")]
+    restarted.update()
+    assert restarted.endpoint("reg").stable_version == 1
+
+
+def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    setup.serve.refuse.add(1)
+
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.rollback("reg", "cli:ops")
+
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 2
+    assert [move[2] for move in setup.alias_moves] == [1, 2]
+    assert manager.endpoint("reg").stable_version == 2 and setup.serve.applied[-1] == ("reg", 2, None)
+
+
+def test_an_undeploy_whose_serve_delete_fails_is_done_and_deleted_by_a_later_round_or_resend(
+        setup: Setup) -> None:
+    setup.register()
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    setup.serve.fail_deletes = True
+
+    gone = manager.undeploy("reg", "cli:ops", request_id="req-undeploy")
+    assert gone.name == "reg" and "Serve's delete failed" in setup.errors[-1]
+    assert setup.store.list_endpoints() == {} and setup.serve.running == {"reg"}
+
+    setup.serve.fail_deletes = False
+    manager.undeploy("reg", "cli:ops", request_id="req-undeploy")  # the resend finishes it
+    assert setup.serve.running == set() and setup.actions() == ["endpoint.deployed", "endpoint.undeployed"]
 
 
 def test_a_restart_deletes_only_the_apps_the_factory_undeployed(setup: Setup) -> None:
