@@ -338,12 +338,17 @@ def test_take_down_stops_serving_but_keeps_the_endpoints_and_undeploy_forgets(se
         manager.canary("reg", 1, 5.0)
 
 
-def test_a_rollback_resent_after_a_restart_during_serves_apply_goes_back_one_version(setup: Setup) -> None:
-    for _ in range(3):
-        setup.register()
+def deployed_three_versions(setup: Setup) -> EndpointManager:
+    """A manager whose endpoint 'reg' was deployed at v1, then v2, then v3 (history [1, 2])."""
     manager = setup.manager()
     for version in (1, 2, 3):
+        setup.register()
         manager.deploy(f"reg:{version}")
+    return manager
+
+
+def test_a_rollback_resent_after_a_restart_during_serves_apply_goes_back_one_version(setup: Setup) -> None:
+    manager = deployed_three_versions(setup)
     setup.serve.die_in.add("apply")
     with pytest.raises(KeyboardInterrupt):
         manager.rollback("reg", "cli:ops", request_id="req-rollback")
@@ -397,11 +402,7 @@ def test_an_undeploy_cut_by_a_restart_before_serves_delete_is_deleted_from_serve
 
 
 def test_a_refused_rollback_is_undone_in_the_store_before_serve_is_told_to_go_back(setup: Setup) -> None:
-    for _ in range(3):
-        setup.register()
-    manager = setup.manager()
-    for version in (1, 2, 3):
-        manager.deploy(f"reg:{version}")
+    manager = deployed_three_versions(setup)
     setup.serve.refuse.add(2)
     setup.serve.die_in.add("apply")  # the actor dies while Serve goes back to v3
 
@@ -415,11 +416,7 @@ def test_a_refused_rollback_is_undone_in_the_store_before_serve_is_told_to_go_ba
 
 def test_a_resend_whose_change_serve_now_refuses_says_it_took_effect_and_not_to_send_it_again(
         setup: Setup) -> None:
-    for _ in range(3):
-        setup.register()
-    manager = setup.manager()
-    for version in (1, 2, 3):
-        manager.deploy(f"reg:{version}")
+    manager = deployed_three_versions(setup)
     setup.serve.die_in.add("apply")
     with pytest.raises(KeyboardInterrupt):
         manager.rollback("reg", "cli:ops", request_id="req-rollback")
