@@ -165,10 +165,11 @@ class PriceAwarePolicy:
                     continue
                 # Held from now too; the plan checks whether it may be paused and resumed in time.
                 needed_s = job.remaining_s + resume_s
-                if deadline_s > outlook_end_s:
-                    needed_s = max(job.remaining_s, needed_s - (deadline_s - outlook_end_s))
+                beyond_s = max(0.0, deadline_s - outlook_end_s)
+                if beyond_s > 0.0:
+                    needed_s = max(job.remaining_s, needed_s - beyond_s)
                     deadline_s = outlook_end_s
-                running.append(Booking(job, needed_s, deadline_s, True, resume_s))
+                running.append(Booking(job, needed_s, deadline_s, True, resume_s, beyond_s))
                 continue
             needed_s = job.remaining_s + resume_s if job.phase is paused_phase else job.remaining_s
             # One that will not be paused once started, or one judged late already (never paused either),
@@ -215,12 +216,14 @@ class PriceAwarePolicy:
         elif job_id in promise.short:
             # The plan found it no room, but it may still finish if it runs from now: the plan's order is a
             # heuristic (several GPUs, unbroken bookings), so rather than being written off as late the job
-            # runs ahead of jobs not yet due, and preempts flexible ones once it must start in this interval.
+            # runs ahead of jobs not yet due, and preempts flexible ones once it must start: at its latest
+            # start alone, asked for (`_decide_again_s`), not at the start of the interval that holds it.
+            # The plan counts whole intervals, so it cannot see that a job paused then for it, with less
+            # left to run, still makes its own deadline; paused at the interval's start it may not.
             latest_alone_s = deadline_s - needed_s
-            assert snapshot.prices is not None
             if promise.fluid or latest_alone_s < now_s - 1e-6:
                 tier = AT_RISK
-            elif latest_alone_s < float(snapshot.prices.starts_s[0]) + snapshot.prices.interval_s:
+            elif latest_alone_s < now_s + MIN_SLICE_S:
                 tier = DUE
             else:
                 tier = DUE_SOON

@@ -65,6 +65,9 @@ class Booking(NamedTuple):
     deadline_s: float
     admitted: bool
     resume_s: float = math.inf  # what a resume costs it; finite: it may be booked in pieces if need be
+    # How far its true deadline lies past `deadline_s` (booked up to the outlook's end: only the part that
+    # must run inside it is `needed_s`); slack there also lets a resume slip (`Reservation.price_pausable`).
+    beyond_outlook_s: float = 0.0
 
 
 @dataclass
@@ -279,8 +282,9 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         result.unbroken_now = {job.job_id for job, _ in unbroken}  # not checked at this scale
         interval_end_s = float(outlook.starts_s[0]) + float(outlook.interval_s)
         result.pausable = {b.job.job_id for b in running if b.deadline_s - b.needed_s >= interval_end_s}
-        result.price_pausable = {b.job.job_id for b in running
-                                 if b.deadline_s - b.needed_s - price_pause_guard_s >= interval_end_s}
+        result.price_pausable = {
+            b.job.job_id for b in running
+            if b.deadline_s - b.needed_s - _guard_s(b, price_pause_guard_s) >= interval_end_s}
         return result
     plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running)
     admitted = sorted((b for b in bookings if b.admitted), key=_latest_first)
@@ -356,7 +360,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
             # Paused for price, it must have a resume after this interval that may slip by the guard
             # (see `Reservation.price_pausable`).
             if pausable:
-                guarded = book.latest(job, booking.needed_s, booking.deadline_s - price_pause_guard_s)
+                guarded = book.latest(job, booking.needed_s,
+                                      booking.deadline_s - _guard_s(booking, price_pause_guard_s))
                 if guarded is not None and guarded >= book.now_slots:
                     result.price_pausable.add(job.job_id)
             if pausable or not best.running_held:
@@ -367,6 +372,11 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
             result.pausable.add(job.job_id)
             result.latest_start_s[job.job_id] = float(book.start_s[start])
     return result
+
+
+def _guard_s(booking: Booking, price_pause_guard_s: float) -> float:
+    """The guard a pause for price must leave inside the outlook: what the slack past it does not give."""
+    return max(0.0, price_pause_guard_s - booking.beyond_outlook_s)
 
 
 @dataclass

@@ -102,19 +102,30 @@ def test_the_plan_finds_room_for_every_admitted_job_when_an_order_exists() -> No
     assert all(plan.latest_start_s[b.job.job_id] + b.needed_s <= b.deadline_s for b in bookings)
 
 
-def test_a_job_the_plan_leaves_short_runs_now_if_it_can_still_make_its_deadline() -> None:
-    # Three GPUs, all busy. "q1" (3 h, due in 3.25 h) can only make it by starting now: it pauses "r1",
-    # which has 4 h of slack, rather than wait as a late job for room the plan promised to others.
-    jobs = [running("r0", (("n0", 1),), hours=4, deadline_s=T0 + 6 * HOUR),
-            running("r1", (("n0", 1),), hours=3, deadline_s=T0 + 7 * HOUR),
-            running("r2", (("n0", 1),), hours=4, deadline_s=T0 + 4.5 * HOUR),
-            job("q0", hours=3, deadline_s=T0 + 4 * HOUR, admitted=True),
-            job("q1", hours=3, deadline_s=T0 + 3.25 * HOUR, admitted=True)]
+def test_a_job_the_plan_leaves_short_preempts_at_its_latest_start_and_still_makes_its_deadline() -> None:
+    # Three GPUs, all busy. "q1" (3 h, due in 3.25 h) finds no room in the plan, but can still make it if it
+    # starts within 15 min: rather than wait as a late job for room the plan promised to others, it pauses
+    # "r1", which has 4 h of slack. It does so at its latest start, asked for, not at once: paused later, a
+    # job has less left to run (see SHORT_JOB_STARTED_AT_THE_HOURS_START in the invariants).
+    def jobs(elapsed_s: float) -> list:
+        return [running("r0", (("n0", 1),), hours=4 - elapsed_s / HOUR, deadline_s=T0 + 6 * HOUR),
+                running("r1", (("n0", 1),), hours=3 - elapsed_s / HOUR, deadline_s=T0 + 7 * HOUR),
+                running("r2", (("n0", 1),), hours=4 - elapsed_s / HOUR, deadline_s=T0 + 4.5 * HOUR),
+                job("q0", hours=3, deadline_s=T0 + 4 * HOUR, admitted=True),
+                job("q1", hours=3, deadline_s=T0 + 3.25 * HOUR, admitted=True)]
+
     prices = [10, 50, 50, 10, 10, 100] + [50] * 24
-    decisions = PriceAwarePolicy().decide(snapshot(jobs, prices, nodes={"n0": 3}))
-    assert set(started(decisions)) == {"q1"} and set(paused(decisions)) == {"r1"}
+    decisions = PriceAwarePolicy().decide(snapshot(jobs(0.0), prices, nodes={"n0": 3}))
+    assert started(decisions) == {} and paused(decisions) == {}
+    assert decisions.decide_again_s == T0 + 0.25 * HOUR
+    assert detail(decisions, "q1").endswith(f"latest safe start {utc_label(T0 + 0.25 * HOUR)}")
     # "q0" may wait an hour: it is told so, by a start that still meets its deadline.
     assert detail(decisions, "q0").endswith(f"latest safe start {utc_label(T0 + HOUR)}")
+
+    then = T0 + 0.25 * HOUR
+    decisions = PriceAwarePolicy().decide(snapshot(jobs(0.25 * HOUR), prices, now_s=then, nodes={"n0": 3}))
+    assert "q1" in started(decisions) and "r1" in paused(decisions)
+    assert "r2" not in paused(decisions)  # due at 4.5 h with 3.75 h left: no slack to give
 
 
 def _pause_decision(overhead_s: float, now_price: float = 50.0, pauses_today: int = 0,

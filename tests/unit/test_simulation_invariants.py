@@ -385,6 +385,19 @@ POWER_HELD_FROM_THE_START = scenario_of(
               + [(0.0, 600.0, 1, 300.0, False, 0.0, "", 0)] * 2),
     two_days_at_zero_but(HOUR / 4, {}))
 
+# Eight GPUs, flat prices. job-5 (one GPU, unbroken, 8940 s, due 36780 s) was admitted, then found no room
+# in the plan (it counts whole intervals): its latest start alone, 27840 s, lies in the hour from 25200 s.
+# Started at 25200 s, it paused job-1 (seven GPUs, 4380 s left, due 33180 s), whose resume then waited
+# for job-0's GPU until 28860 s: job-1 ended 1 min late. Started at 27840 s, job-1 has 1740 s left and
+# every job is on time. Found by hypothesis after the pause guard landed.
+SHORT_JOB_STARTED_AT_THE_HOURS_START = scenario_of(
+    Cluster({"node-0": 8}),
+    job_trace([(11820.0, 17040.0, 1, 21300.0, True, 0.0, "", 0),
+               (9180.0, 19200.0, 7, 24000.0, True, 0.0, "", 0),
+               (11880.0, 1200.0, 1, 1200.0, False, 0.0, "", 0)]
+              + [(0.0, 600.0, 1, 300.0, False, 0.0, "", 0)] * 2
+              + [(1020.0, 8940.0, 1, 35760.0, False, 300.0, "B", 0)]),
+    IntervalSeries(T0, HOUR, np.array([0.0] * 9 + [-1.0] + [0.0] * 62)), days=3)
 
 def test_a_job_freeing_gpus_within_the_hour_leaves_room_for_a_wider_admitted_job() -> None:
     scenario = SHARED_CHEAP_HOUR
@@ -410,6 +423,7 @@ def test_an_unbroken_job_planned_first_does_not_push_an_admitted_job_past_its_de
 @example(scenario=NEWCOMER_OVER_AN_ADMITTED_JOB)
 @example(scenario=POWER_HELD_FROM_THE_START)
 @example(scenario=PAUSED_FOR_A_NEWCOMER_INSIDE_THE_HOUR)
+@example(scenario=SHORT_JOB_STARTED_AT_THE_HOURS_START)
 @given(scenario=scenarios(one_node=True, overhead=False, quotas=False))
 def test_price_aware_with_an_exact_forecast_meets_every_deadline_it_admitted(scenario: Scenario) -> None:
     exact_hours = scenario.days * 24 + 24
