@@ -97,7 +97,7 @@ class Endpoint(BaseModel):
         """By hand: the canary taken out; without one, the version served before the current one again.
 
         An endpoint that follows an alias must move the alias back to the new `stable_version` too (the
-        caller does, first), so that the alias and the endpoint keep agreeing.
+        caller does, once the rollback is stored), so that the alias and the endpoint keep agreeing.
         """
         who = by or "a user"
         if self.canary_version is not None:

@@ -52,7 +52,8 @@ from factory.serving.stats import EndpointTotals, combined, summary
 from factory.store import ModelVersionRow, RequestRecord, StateStore
 
 # Notes of work written ahead (`StoredNotes`): endpoints undeployed in the store but not yet deleted from
-# Serve; endpoints whose followed alias must still be moved to their stable version (a rollback), by whom.
+# Serve; endpoints whose followed alias must still be moved to their stable version (a rollback): by whom,
+# and from which version (moved only if it still points there: a move made since by a user stands).
 UNDEPLOYING_STATE = "serving.undeploying"
 ALIAS_MOVES_STATE = "serving.alias_moves"
 # How a listing shows an endpoint Serve does not report (not started yet, or lost).
@@ -120,7 +121,7 @@ class EndpointManager:
         self._refused: dict[str, tuple[int, str]] = {}  # endpoint -> (alias target refused, why)
         self._updating: set[str] = set()  # endpoints whose change Serve is applying now
         self._undeploying = StoredNotes(store, UNDEPLOYING_STATE)
-        self._alias_moves = StoredNotes(store, ALIAS_MOVES_STATE)  # followed aliases to move: no following
+        self._alias_moves = StoredNotes(store, ALIAS_MOVES_STATE)  # aliases to move before following
 
     # -- commands ------------------------------------------------------------------------------------
 
@@ -184,10 +185,11 @@ class EndpointManager:
         """Take the canary out; without one, return to the version served before the current one.
 
         An endpoint that follows an alias moves the alias back too, after the rollback is stored (with a
-        note that the move is due, so a restart finishes it) and before Serve is told; if the alias
-        cannot move, or Serve refuses, the rollback is undone, the alias included. So the alias and the
-        endpoint keep agreeing. A `request_id` that took effect rolls nothing back again: resent after a
-        restart, a rollback goes back one version, not two.
+        note that the move is due, so a restart finishes it) and before Serve is told. If the registry
+        does not answer, Serve still rolls back and the watch rounds finish the move (the endpoint leads
+        its alias meanwhile); if Serve refuses, the rollback is undone, the alias included. So the alias
+        and the endpoint keep agreeing. A `request_id` that took effect rolls nothing back again: resent
+        after a restart, a rollback goes back one version, not two.
         """
         with self.apply_lock:
             done = self._done(request_id, "endpoint.rollback")
@@ -216,7 +218,7 @@ class EndpointManager:
             done = self._done(request_id, "endpoint.undeploy")
             if done is not None:
                 if done.name in self._undeploying and done.name not in self.endpoints:
-                    self._delete_from_serve(done.name)  # the restart came before Serve's delete
+                    self._try_delete_from_serve(done.name)  # the restart came before Serve's delete
                 return done
             endpoint = self.endpoint(name)
             del self.endpoints[name]
@@ -233,11 +235,7 @@ class EndpointManager:
             with self._stats_lock:
                 self._stats.pop(name, None)
                 self._canary_marks.pop(name, None)
-            try:
-                self._delete_from_serve(name)
-            except Exception as error:  # noqa: BLE001 - it is undeployed; the next round deletes it
-                self._record_error(f"endpoint '{name}': undeployed, but Serve's delete failed (the "
-                                   f"factory tries again): {summary_line(error)}")
+            self._try_delete_from_serve(name)
         return endpoint
 
     def take_down(self) -> list[str]:
@@ -286,7 +284,6 @@ class EndpointManager:
             for name in self._alias_moves:
                 if name not in self.endpoints:
                     self._alias_moves.drop(name)  # undeployed since: it leads nothing
-                self._each(name, self._move_followed_alias)
             for name in sorted(self._to_reconcile):
                 self._each(name, self._reconcile)
             for name in list(self.endpoints):
@@ -318,33 +315,51 @@ class EndpointManager:
         for name in self._undeploying:
             if name in self.endpoints:  # deployed again since: Serve runs what is stored
                 self._undeploying.drop(name)
-                continue
-            try:
-                self._delete_from_serve(name)
-            except Exception as error:  # noqa: BLE001 - tried again next round
-                self._record_error(f"endpoint '{name}': undeployed, but Serve's delete failed: "
-                                   f"{summary_line(error)}")
+            else:
+                self._try_delete_from_serve(name)
 
-    def _delete_from_serve(self, name: str) -> None:
-        self.backend.delete(name)
+    def _try_delete_from_serve(self, name: str) -> None:
+        """Serve's delete of the undeployed endpoint `name`, then its note dropped; a failure is recorded
+        and the note kept, so the next round tries again."""
+        try:
+            self.backend.delete(name)
+        except Exception as error:  # noqa: BLE001 - it is undeployed; the next round deletes it
+            self._record_error(f"endpoint '{name}': undeployed, but Serve's delete failed (the factory "
+                               f"tries again): {summary_line(error)}")
+            return
         self._undeploying.drop(name)
 
+    def _note_alias_move(self, endpoint: Endpoint, by: str | None, from_version: int | None) -> None:
+        """Note that `endpoint`'s alias must move to its stable version, if it still points at
+        `from_version` (inside the transaction that stores `endpoint`)."""
+        self._alias_moves.put(endpoint.name, {"by": by or "serving", "from_version": from_version})
+
+    def _alias_version(self, endpoint: Endpoint) -> int | None:
+        assert endpoint.follows is not None
+        return self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
+
     def _move_followed_alias(self, endpoint: Endpoint) -> None:
-        """Move the alias `endpoint` follows to its stable version (noted in `_alias_moves`), then drop
-        the note. An alias already there is not moved again (a restart may have come after the move)."""
-        if endpoint.follows is not None:
-            aliases = self.store.model_aliases(endpoint.model).get(endpoint.model, {})
-            if aliases.get(endpoint.follows) != endpoint.stable_version:
-                self._move_alias(endpoint.model, endpoint.follows, endpoint.stable_version,
-                                 self._alias_moves.get(endpoint.name) or "serving")
+        """Do the alias move noted for `endpoint` (`_note_alias_move`), then drop the note.
+
+        Not moved if the alias is there already (a restart may have come after the move), nor if it
+        points at neither version: a user moved it since, and the endpoint follows that move instead.
+        A registry that does not answer raises; the note stays for the next round.
+        """
+        note = self._alias_moves.get(endpoint.name)
+        if note is not None and endpoint.follows is not None and \
+                self._alias_version(endpoint) == note["from_version"] != endpoint.stable_version:
+            self._move_alias(endpoint.model, endpoint.follows, endpoint.stable_version, note["by"])
         self._alias_moves.drop(endpoint.name)
 
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
         """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported).
 
-        An endpoint whose alias must still be moved to it (`_alias_moves`) leads its alias: not followed.
+        An endpoint whose alias must still be moved to it (`_alias_moves`) leads it: the move is done
+        first (if it cannot be, nothing is followed), so a round never undoes a rollback.
         """
-        if endpoint.follows is None or endpoint.name in self._alias_moves:
+        if endpoint.name in self._alias_moves:
+            self._move_followed_alias(endpoint)
+        if endpoint.follows is None:
             return
         version = self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
         if version in (None, endpoint.stable_version):
@@ -408,21 +423,22 @@ class EndpointManager:
         except BaseException:
             self._keep_in_memory(endpoint.name, current)  # nothing was stored
             raise
-        serve_told = False
-        try:
-            if change is not None and change.leads_alias:
+        if change is not None and change.leads_alias:
+            try:
                 self._move_followed_alias(endpoint)
-            serve_told = True
+            except FactoryError as error:  # noted: the rounds move it; Serve rolls back meanwhile
+                self._record_error(f"endpoint '{endpoint.name}': its alias '{endpoint.follows}' is not moved "
+                                   f"back yet (the factory tries again): {summary_line(error)}")
+        try:
             self.backend.apply(endpoint)
         except FactoryError as refusal:
-            self._undo_change(current, endpoint, change, refusal, serve_told)
+            self._undo_change(current, endpoint, change, refusal)
             raise
 
     def _undo_change(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None,
-                     refusal: FactoryError, serve_told: bool) -> None:
-        """The registry or Serve refused `endpoint`: store `current` again (dropping `change`'s request and
-        auditing the refusal), then move the alias back and, if Serve was told, apply `current`; written
-        before acted on, as every change."""
+                     refusal: FactoryError) -> None:
+        """Serve refused `endpoint`: store `current` again (dropping `change`'s request and auditing the
+        refusal), then move the alias back and apply `current`; written before acted on, as every change."""
         self._keep_in_memory(endpoint.name, current)
         with self.store.transaction():
             if endpoint != current:
@@ -435,8 +451,7 @@ class EndpointManager:
         try:
             if change is not None and change.leads_alias:
                 self._move_followed_alias(current)  # back where it was, if it had moved
-            if serve_told:
-                self.backend.apply(current)
+            self.backend.apply(current)
         except FactoryError as error:  # the next rounds try again (`_alias_moves`, `_to_reconcile`)
             self._to_reconcile.add(current.name)
             self._record_error(error)
@@ -450,7 +465,7 @@ class EndpointManager:
     def _write_ahead(self, endpoint: Endpoint, change: UserChange) -> None:
         """`change`'s request record, audit event and alias note, in the transaction storing `endpoint`."""
         if change.leads_alias:
-            self._alias_moves.put(endpoint.name, change.actor or "serving")
+            self._note_alias_move(endpoint, change.actor, self._alias_version(endpoint))
         if change.request_id is not None:
             self.store.record_request(RequestRecord(
                 request_id=change.request_id, action=change.action,
@@ -460,8 +475,8 @@ class EndpointManager:
     def _undo(self, endpoint: Endpoint, change: UserChange, refusal: FactoryError) -> None:
         """`change` was refused: a retry acts again, the audit log says it was undone, and an alias it
         moved is due to move back (`_alias_moves`: the endpoint's stored state is `current` again)."""
-        if change.leads_alias:
-            self._alias_moves.put(endpoint.name, change.actor or "serving")
+        if change.leads_alias:  # back from the version it was moved to, if it was
+            self._note_alias_move(endpoint, change.actor, endpoint.stable_version)
         if change.request_id is not None:
             self.store.forget_request(change.request_id)
         self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,

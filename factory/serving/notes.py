@@ -8,16 +8,17 @@ finds the note and the next watch round finishes the work.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from factory.store import StateStore
 
 
 class StoredNotes:
-    """{endpoint name: detail} under actor-state key `key`; every change is written through."""
+    """{endpoint name: detail (JSON)} under actor-state key `key`; every change is written through."""
 
     def __init__(self, store: StateStore, key: str) -> None:
         self._store, self._key = store, key
-        self._notes: dict[str, str] = dict((store.get_actor_state(key) or {}).get("notes", {}))
+        self._notes: dict[str, dict[str, Any]] = dict((store.get_actor_state(key) or {}).get("notes", {}))
 
     def __contains__(self, name: object) -> bool:
         return name in self._notes
@@ -29,11 +30,11 @@ class StoredNotes:
     def __len__(self) -> int:
         return len(self._notes)
 
-    def get(self, name: str, default: str = "") -> str:
-        return self._notes.get(name, default)
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._notes.get(name)
 
-    def put(self, name: str, detail: str = "") -> None:
-        self._notes[name] = detail
+    def put(self, name: str, detail: dict[str, Any] | None = None) -> None:
+        self._notes[name] = dict(detail or {})
         self._write()
 
     def drop(self, name: str) -> None:

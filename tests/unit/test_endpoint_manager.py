@@ -294,18 +294,27 @@ def test_a_rollback_of_an_alias_follower_moves_the_alias_back_first(setup: Setup
     assert manager.endpoint("reg").stable_version == 1
 
 
-def test_a_rollback_whose_alias_cannot_move_changes_nothing(setup: Setup) -> None:
+def test_a_rollback_whose_alias_cannot_move_yet_is_served_and_the_move_finished_by_a_round(
+        setup: Setup) -> None:
     manager = following_production_rolled_to_v2(setup)
-    applied = list(setup.serve.applied)
+    move_alias = manager._move_alias
 
     def unreachable(*_: object) -> None:
         raise FactoryError("the factory's 'registry' actor did not answer")
 
     manager._move_alias = unreachable  # type: ignore[method-assign]
-    with pytest.raises(FactoryError, match="registry"):
-        manager.rollback("reg")
+    rolled = manager.rollback("reg", "cli:ops")  # serving the old version matters most in a rollback
 
-    assert manager.endpoint("reg").stable_version == 2 and setup.serve.applied == applied
+    assert rolled.stable_version == 1 and setup.serve.applied[-1] == ("reg", 1, None)
+    assert "alias 'production' is not moved back yet" in setup.errors[-1]
+    manager.update()  # the registry still does not answer: the endpoint leads its alias, not follows it
+    assert manager.endpoint("reg").stable_version == 1
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 2
+
+    manager._move_alias = move_alias  # type: ignore[method-assign]
+    manager.update()
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 1
+    assert manager.endpoint("reg").stable_version == 1
 
 
 def test_after_a_restart_stored_endpoints_are_reapplied_until_serve_takes_them(setup: Setup) -> None:
@@ -429,9 +438,35 @@ def test_a_resend_whose_change_serve_now_refuses_says_it_took_effect_and_not_to_
     assert setup.store.list_endpoints()["reg"]["stable_version"] == 2  # as asked; the rounds keep trying
 
 
-def test_a_rollback_of_an_alias_follower_cut_before_its_alias_moved_is_finished_not_reversed(
-        setup: Setup) -> None:
+@pytest.mark.parametrize("moved", [False, True], ids=["before-the-move", "after-the-move"])
+def test_a_rollback_of_an_alias_follower_cut_by_a_restart_is_finished_not_reversed(
+        setup: Setup, moved: bool) -> None:
     following_production_rolled_to_v2(setup)
+    crashing = setup.manager()
+
+    def die(model: str, alias: str, version: int, by: str) -> None:
+        if moved:  # the registry moved it; the actor died before it heard so
+            setup.alias_moves.append((model, alias, version, by))
+            setup.registry.set_alias(model, alias, version, by)
+        raise KeyboardInterrupt
+
+    crashing._move_alias = die  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        crashing.rollback("reg", "cli:ops", request_id="req-rollback")
+
+    restarted = setup.manager()
+    restarted.update()  # the first round moves the alias (if need be) rather than follow it back to v2
+    resent = restarted.rollback("reg", "cli:ops", request_id="req-rollback")
+
+    assert resent.stable_version == 1 and setup.store.model_aliases("reg")["reg"]["production"] == 1
+    assert setup.alias_moves == [("reg", "production", 1, "cli:ops")]  # once
+    restarted.update()
+    assert restarted.endpoint("reg").stable_version == 1
+
+
+def test_a_promote_made_before_a_cut_rollbacks_alias_move_is_followed_not_undone(setup: Setup) -> None:
+    following_production_rolled_to_v2(setup)
+    setup.register()  # v3
     crashing = setup.manager()
 
     def die(*_: object) -> None:
@@ -440,16 +475,12 @@ def test_a_rollback_of_an_alias_follower_cut_before_its_alias_moved_is_finished_
     crashing._move_alias = die  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         crashing.rollback("reg", "cli:ops", request_id="req-rollback")
-    assert setup.store.model_aliases("reg")["reg"]["production"] == 2  # not moved yet
+    setup.registry.set_alias("reg", "production", 3, "cli:alice")  # `factory promote`, before the round
 
-    restarted = setup.manager()
-    restarted.update()  # the first round moves the alias rather than following it back to v2
-    resent = restarted.rollback("reg", "cli:ops", request_id="req-rollback")
+    setup.manager().update()
 
-    assert resent.stable_version == 1 and setup.store.model_aliases("reg")["reg"]["production"] == 1
-    assert setup.alias_moves == [("reg", "production", 1, "cli:ops")]
-    restarted.update()
-    assert restarted.endpoint("reg").stable_version == 1
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 3 and setup.alias_moves == []
+    assert setup.manager().endpoint("reg").stable_version == 3
 
 
 def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) -> None:
@@ -475,6 +506,8 @@ def test_an_undeploy_whose_serve_delete_fails_is_done_and_deleted_by_a_later_rou
     assert gone.name == "reg" and "Serve's delete failed" in setup.errors[-1]
     assert setup.store.list_endpoints() == {} and setup.serve.running == {"reg"}
 
+    again = manager.undeploy("reg", "cli:ops", request_id="req-undeploy")  # a resend while it still fails
+    assert again.name == "reg" and setup.serve.running == {"reg"}
     setup.serve.fail_deletes = False
     manager.undeploy("reg", "cli:ops", request_id="req-undeploy")  # the resend finishes it
     assert setup.serve.running == set() and setup.actions() == ["endpoint.deployed", "endpoint.undeployed"]
