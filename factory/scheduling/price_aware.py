@@ -165,11 +165,12 @@ class PriceAwarePolicy:
                     continue
                 # Held from now too; the plan checks whether it may be paused and resumed in time.
                 needed_s = job.remaining_s + resume_s
-                beyond_s = max(0.0, deadline_s - outlook_end_s)
-                if beyond_s > 0.0:
-                    needed_s = max(job.remaining_s, needed_s - beyond_s)
-                    deadline_s = outlook_end_s
-                running.append(Booking(job, needed_s, deadline_s, True, resume_s, beyond_s))
+                slack_past_s = 0.0  # slack past the outlook's end that booking only part of it left
+                if deadline_s > outlook_end_s:
+                    booked_s = max(job.remaining_s, needed_s - (deadline_s - outlook_end_s))
+                    slack_past_s = deadline_s - outlook_end_s - (needed_s - booked_s)
+                    needed_s, deadline_s = booked_s, outlook_end_s
+                running.append(Booking(job, needed_s, deadline_s, True, resume_s, slack_past_s))
                 continue
             needed_s = job.remaining_s + resume_s if job.phase is paused_phase else job.remaining_s
             # One that will not be paused once started, or one judged late already (never paused either),
@@ -218,12 +219,19 @@ class PriceAwarePolicy:
             # heuristic (several GPUs, unbroken bookings), so rather than being written off as late the job
             # runs ahead of jobs not yet due, and preempts flexible ones once it must start: at its latest
             # start alone, asked for (`_decide_again_s`), not at the start of the interval that holds it.
-            # The plan counts whole intervals, so it cannot see that a job paused then for it, with less
-            # left to run, still makes its own deadline; paused at the interval's start it may not.
-            latest_alone_s = deadline_s - needed_s
-            if promise.fluid or latest_alone_s < now_s - 1e-6:
+            # The plan counts whole intervals, so it cannot see that a job paused later for it, with less
+            # left to run, still makes its own deadline where one paused at the interval's start may not.
+            # Late only if that start passed before this interval: the decision asked for may come a little
+            # after it (the live scheduler wakes just after the time asked), and must still preempt.
+            # One whose latest start is in the interval's last slice cannot be asked for then: due now.
+            latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide again then
+            assert snapshot.prices is not None
+            interval_start_s = float(snapshot.prices.starts_s[0])
+            interval_end_s = interval_start_s + snapshot.prices.interval_s
+            if promise.fluid or latest_alone_s < interval_start_s - 1e-6:
                 tier = AT_RISK
-            elif latest_alone_s < now_s + MIN_SLICE_S:
+            elif latest_alone_s < now_s + MIN_SLICE_S or \
+                    interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s:
                 tier = DUE
             else:
                 tier = DUE_SOON

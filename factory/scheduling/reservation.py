@@ -65,8 +65,9 @@ class Booking(NamedTuple):
     deadline_s: float
     admitted: bool
     resume_s: float = math.inf  # what a resume costs it; finite: it may be booked in pieces if need be
-    # How far its true deadline lies past `deadline_s` (booked up to the outlook's end: only the part that
-    # must run inside it is `needed_s`); slack there also lets a resume slip (`Reservation.price_pausable`).
+    # Slack past `deadline_s` (the outlook's end, when its true deadline lies beyond: `needed_s` is then only
+    # the part that must run inside it), beyond what leaving the rest out already took: it also lets a
+    # resume slip (`Reservation.price_pausable`).
     beyond_outlook_s: float = 0.0
 
 
