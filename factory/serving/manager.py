@@ -52,8 +52,8 @@ from factory.serving.stats import EndpointTotals, combined, summary
 from factory.store import ModelVersionRow, RequestRecord, StateStore
 
 # Notes of work written ahead (`StoredNotes`): endpoints undeployed in the store but not yet deleted from
-# Serve; endpoints whose followed alias must still be moved to their stable version (a rollback): by whom,
-# and from which version (moved only if it still points there: a move made since by a user stands).
+# Serve; endpoints whose followed alias must still be moved (a rollback, or its undoing): by whom, from
+# which version to which (moved only if it still points at the first: a move made since by a user stands).
 UNDEPLOYING_STATE = "serving.undeploying"
 ALIAS_MOVES_STATE = "serving.alias_moves"
 # How a listing shows an endpoint Serve does not report (not started yet, or lost).
@@ -329,10 +329,11 @@ class EndpointManager:
             return
         self._undeploying.drop(name)
 
-    def _note_alias_move(self, endpoint: Endpoint, by: str | None, from_version: int | None) -> None:
-        """Note that `endpoint`'s alias must move to its stable version, if it still points at
-        `from_version` (inside the transaction that stores `endpoint`)."""
-        self._alias_moves.put(endpoint.name, {"by": by or "serving", "from_version": from_version})
+    def _note_alias_move(self, name: str, by: str | None, from_version: int | None, to_version: int) -> None:
+        """Note that the alias endpoint `name` follows must move to `to_version` if it still points at
+        `from_version` (inside the transaction that stores the endpoint)."""
+        self._alias_moves.put(name, {"by": by or "serving", "from_version": from_version,
+                                     "to_version": to_version})
 
     def _alias_version(self, endpoint: Endpoint) -> int | None:
         assert endpoint.follows is not None
@@ -347,8 +348,8 @@ class EndpointManager:
         """
         note = self._alias_moves.get(endpoint.name)
         if note is not None and endpoint.follows is not None and \
-                self._alias_version(endpoint) == note["from_version"] != endpoint.stable_version:
-            self._move_alias(endpoint.model, endpoint.follows, endpoint.stable_version, note["by"])
+                self._alias_version(endpoint) == note["from_version"] != note["to_version"]:
+            self._move_alias(endpoint.model, endpoint.follows, note["to_version"], note["by"])
         self._alias_moves.drop(endpoint.name)
 
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
@@ -423,6 +424,8 @@ class EndpointManager:
         except BaseException:
             self._keep_in_memory(endpoint.name, current)  # nothing was stored
             raise
+        noted = self._alias_moves.get(endpoint.name) if change is not None and change.leads_alias else None
+        alias_before = None if noted is None else noted["from_version"]
         if change is not None and change.leads_alias:
             try:
                 self._move_followed_alias(endpoint)
@@ -432,11 +435,11 @@ class EndpointManager:
         try:
             self.backend.apply(endpoint)
         except FactoryError as refusal:
-            self._undo_change(current, endpoint, change, refusal)
+            self._undo_change(current, endpoint, change, refusal, alias_before)
             raise
 
     def _undo_change(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None,
-                     refusal: FactoryError) -> None:
+                     refusal: FactoryError, alias_before: int | None = None) -> None:
         """Serve refused `endpoint`: store `current` again (dropping `change`'s request and auditing the
         refusal), then move the alias back and apply `current`; written before acted on, as every change."""
         self._keep_in_memory(endpoint.name, current)
@@ -444,7 +447,7 @@ class EndpointManager:
             if endpoint != current:
                 self._persist()
             if change is not None:
-                self._undo(endpoint, change, refusal)
+                self._undo(endpoint, change, refusal, alias_before)
         if current is None:
             self._delete_quietly(endpoint.name)
             return
@@ -465,18 +468,20 @@ class EndpointManager:
     def _write_ahead(self, endpoint: Endpoint, change: UserChange) -> None:
         """`change`'s request record, audit event and alias note, in the transaction storing `endpoint`."""
         if change.leads_alias:
-            self._note_alias_move(endpoint, change.actor, self._alias_version(endpoint))
+            self._note_alias_move(endpoint.name, change.actor, self._alias_version(endpoint),
+                                  endpoint.stable_version)
         if change.request_id is not None:
             self.store.record_request(RequestRecord(
                 request_id=change.request_id, action=change.action,
                 result=endpoint.model_dump(mode="json"), time_s=self._now_s()))
         self._audit(change.audit_action, endpoint.name, actor=change.actor, **change.detail)
 
-    def _undo(self, endpoint: Endpoint, change: UserChange, refusal: FactoryError) -> None:
+    def _undo(self, endpoint: Endpoint, change: UserChange, refusal: FactoryError,
+              alias_before: int | None) -> None:
         """`change` was refused: a retry acts again, the audit log says it was undone, and an alias it
-        moved is due to move back (`_alias_moves`: the endpoint's stored state is `current` again)."""
-        if change.leads_alias:  # back from the version it was moved to, if it was
-            self._note_alias_move(endpoint, change.actor, endpoint.stable_version)
+        moved is due to move back to where it pointed before (`alias_before`)."""
+        if change.leads_alias and alias_before is not None:  # back, if it was moved
+            self._note_alias_move(endpoint.name, change.actor, endpoint.stable_version, alias_before)
         if change.request_id is not None:
             self.store.forget_request(change.request_id)
         self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,

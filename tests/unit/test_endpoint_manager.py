@@ -495,6 +495,22 @@ def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) ->
     assert manager.endpoint("reg").stable_version == 2 and setup.serve.applied[-1] == ("reg", 2, None)
 
 
+def test_a_refused_rollback_puts_the_alias_back_where_it_pointed_not_at_the_endpoints_version(
+        setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    setup.register()  # v3, which Serve cannot run
+    setup.serve.refuse.update({1, 3})
+    setup.registry.set_alias("reg", "production", 3, "cli:alice")
+    manager.update()  # refused: the endpoint stays at v2, the alias at v3
+
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.rollback("reg", "cli:ops")
+
+    assert manager.endpoint("reg").stable_version == 2
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 3  # as the user left it
+    assert [move[2] for move in setup.alias_moves] == [1, 3]
+
+
 def test_an_undeploy_whose_serve_delete_fails_is_done_and_deleted_by_a_later_round_or_resend(
         setup: Setup) -> None:
     setup.register()
