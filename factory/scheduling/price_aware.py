@@ -71,6 +71,9 @@ FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every dec
 # bench/scheduler_matrix.py, which reports on 2016-2018, ERCOT and CAISO); see bench/README.md.
 ARRIVAL_SLACK = 0.2     # price plan: finish this fraction of the run time early when sharing a window
 RESERVE_MARGIN = 0.05   # reservation plan: the same, for the latest safe starts
+# How late (factory seconds) a decision may come after the latest start it asked for and still count as
+# on time: the live scheduler wakes just after the time asked, plus a step's own run time.
+SHORT_START_LAG_S = 60.0
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
 PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume past the current interval
@@ -221,14 +224,15 @@ class PriceAwarePolicy:
             # start alone, asked for (`_decide_again_s`), not at the start of the interval that holds it.
             # The plan counts whole intervals, so it cannot see that a job paused later for it, with less
             # left to run, still makes its own deadline where one paused at the interval's start may not.
-            # Late only if that start passed before this interval: the decision asked for may come a little
-            # after it (the live scheduler wakes just after the time asked), and must still preempt.
+            # Late only if that start passed more than `SHORT_START_LAG_S` ago: the decision asked for may
+            # come a little after it (the live scheduler wakes just after the time asked), and must still
+            # preempt; one later than that is late, and waits as late jobs do.
             # One whose latest start is in the interval's last slice cannot be asked for then: due now.
             latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide again then
             assert snapshot.prices is not None
             interval_start_s = float(snapshot.prices.starts_s[0])
             interval_end_s = interval_start_s + snapshot.prices.interval_s
-            if promise.fluid or latest_alone_s < interval_start_s - 1e-6:
+            if promise.fluid or latest_alone_s < max(interval_start_s, now_s - SHORT_START_LAG_S) - 1e-6:
                 tier = AT_RISK
             elif latest_alone_s < now_s + MIN_SLICE_S or \
                     interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s:

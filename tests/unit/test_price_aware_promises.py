@@ -127,6 +127,11 @@ def test_a_job_the_plan_leaves_short_preempts_at_its_latest_start_and_still_make
     in_the_hour = replace(snapshot(jobs(then - T0), nodes={"n0": 3}, now_s=then), prices=outlook(prices, T0))
     decisions = PriceAwarePolicy().decide(in_the_hour)
     assert "q1" in started(decisions) and "r1" in paused(decisions)
+    # Asked ten minutes after its latest start, it is late whatever happens: it takes nobody's GPUs.
+    late = T0 + 0.25 * HOUR + 600.0
+    in_the_hour = replace(snapshot(jobs(late - T0), nodes={"n0": 3}, now_s=late), prices=outlook(prices, T0))
+    decisions = PriceAwarePolicy().decide(in_the_hour)
+    assert "q1" not in started(decisions) and "r1" not in paused(decisions)
     assert "r2" not in paused(decisions)  # due at 4.5 h with 3.75 h left: no slack to give
 
 
