@@ -138,10 +138,9 @@ class EndpointManager:
         the same again and records the request once: one endpoint, one history entry, one audit event.
         """
         with self.apply_lock:
-            done = self.store.request_done(request_id, "endpoint.deploy")
+            done = self._done(request_id, "endpoint.deploy")
             if done is not None:
-                recorded = Endpoint.model_validate(done.result)
-                return self.endpoints.get(recorded.name, recorded)
+                return self.endpoints.get(done.name, done)
             ref = parse_ref(ref_text)
             row = self.servable(ref)
             now_s = self._now_s()
@@ -362,7 +361,7 @@ class EndpointManager:
             self._move_followed_alias(endpoint)
         if endpoint.follows is None:
             return
-        version = self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
+        version = self._alias_version(endpoint)
         if version in (None, endpoint.stable_version):
             return
         refused = self._refused.get(endpoint.name)
@@ -424,9 +423,9 @@ class EndpointManager:
         except BaseException:
             self._keep_in_memory(endpoint.name, current)  # nothing was stored
             raise
-        noted = self._alias_moves.get(endpoint.name) if change is not None and change.leads_alias else None
-        alias_before = None if noted is None else noted["from_version"]
+        alias_before = None  # where the alias pointed before a rollback moves it (its note says)
         if change is not None and change.leads_alias:
+            alias_before = self._alias_moves.get(endpoint.name)["from_version"]  # type: ignore[index]
             try:
                 self._move_followed_alias(endpoint)
             except FactoryError as error:  # noted: the rounds move it; Serve rolls back meanwhile
