@@ -81,10 +81,11 @@ class RegistryActor(ControlPlaneActor):
             return self.store.once(request_id, "model.register", self._now_s(), commit)
 
     def set_alias(self, name: str, alias: str, version: int, set_by: str = "",
-                  request_id: str | None = None) -> dict[str, Any]:
-        """Move `alias` of `name` to `version`; audit it. A `request_id` that took effect moves nothing."""
+                  request_id: str | None = None, if_last_change: int | None = None) -> dict[str, Any]:
+        """Move `alias` of `name` to `version`; audit it. A `request_id` that took effect moves nothing;
+        with `if_last_change`, only an alias not moved since that change moves (else `AliasMovedError`)."""
         def move() -> dict[str, Any]:
-            change = self.registry.set_alias(name, alias, int(version), set_by)
+            change = self.registry.set_alias(name, alias, int(version), set_by, if_last_change)
             self.audit("model.alias", alias_ref(name, alias), actor=set_by or None, version=change.version,
                        from_version=change.from_version)
             return change.model_dump(mode="json")

@@ -188,9 +188,9 @@ class ServingActor(ControlPlaneActor):
         """A replica's cumulative request counts per version (sent every `report_interval_s`)."""
         self.manager.report(endpoint, replica_id, counts)
 
-    def _move_alias(self, model: str, alias: str, version: int, by: str) -> None:
+    def _move_alias(self, model: str, alias: str, version: int, by: str, if_last_change: int | None) -> None:
         # Through the registry actor, so the move is audited there and its cache sees it.
-        call_actor(get_actor(REGISTRY).set_alias.remote(model, alias, version, by),
+        call_actor(get_actor(REGISTRY).set_alias.remote(model, alias, version, by, None, if_last_change),
                    f"the factory's '{REGISTRY}' actor", 30.0)
 
     def _now_s(self) -> float:

@@ -24,6 +24,10 @@ class StoreError(FactoryError):
     """The durable state store cannot be opened, migrated or written."""
 
 
+class AliasMovedError(StoreError):
+    """A conditional alias move found the alias moved since the condition was read; nothing changed."""
+
+
 class SchemaTooNewError(StoreError):
     """The store was written by a newer factory whose schema this version does not know."""
 

@@ -51,13 +51,15 @@ class ModelRegistry:
             size_bytes=staged.size_bytes, description=description, tags=tags, lineage=lineage or {},
             registered_s=self._now_s(), registered_by=registered_by, serving=dict(serving or {})))
 
-    def set_alias(self, name: str, alias: str, version: int, set_by: str = "") -> AliasChange:
-        """Point `alias` at `version` of `name` (which must exist)."""
+    def set_alias(self, name: str, alias: str, version: int, set_by: str = "",
+                  if_last_change: int | None = None) -> AliasChange:
+        """Point `alias` at `version` of `name` (which must exist); with `if_last_change`, only if the
+        alias's latest move is still that one (`StateStore.set_model_alias`)."""
         check_alias(alias)
         if version < 1:
             raise ModelNotFoundError(f"model '{name}': versions start at 1, not {version}")
         self.resolve(ModelRef(name, version=version))
-        return self.store.set_model_alias(name, alias, version, self._now_s(), set_by)
+        return self.store.set_model_alias(name, alias, version, self._now_s(), set_by, if_last_change)
 
     # -- reading -------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from factory.config import ServingConfig
-from factory.errors import FactoryError, summary_line
+from factory.errors import AliasMovedError, FactoryError, summary_line
 from factory.registry.catalog import ModelRegistry
 from factory.registry.refs import ModelRef, alias_ref, parse_ref, version_ref
 from factory.serving.endpoints import (
@@ -95,12 +95,13 @@ class EndpointManager:
     def __init__(self, store: StateStore, registry: ModelRegistry, backend: ServeBackend,
                  settings: ServingConfig, *, now_s: Callable[[], float],
                  audit: Callable[..., int], record_error: Callable[[BaseException | str], None],
-                 move_alias: Callable[[str, str, int, str], None],
+                 move_alias: Callable[[str, str, int, str, int | None], None],
                  monotonic_s: Callable[[], float] = time.monotonic) -> None:
         """`now_s` is factory time (stamps and audit); `monotonic_s` real time (request-stat windows).
 
-        `move_alias(model, alias, version, by)` moves a registry alias (the registry actor does it, so
-        the move is audited and its followers see it); `audit(action, subject, actor=None, **detail)`.
+        `move_alias(model, alias, version, by, if_last_change)` moves a registry alias if its latest move
+        is still the change `if_last_change`, else raises `AliasMovedError` (the registry actor does it,
+        so the move is audited and its followers see it); `audit(action, subject, actor=None, **detail)`.
         """
         self.store = store
         self.registry = registry
@@ -328,11 +329,18 @@ class EndpointManager:
             return
         self._undeploying.drop(name)
 
-    def _note_alias_move(self, name: str, by: str | None, from_version: int | None, to_version: int) -> None:
-        """Note that the alias endpoint `name` follows must move to `to_version` if it still points at
-        `from_version` (inside the transaction that stores the endpoint)."""
-        self._alias_moves.put(name, {"by": by or "serving", "from_version": from_version,
-                                     "to_version": to_version})
+    def _note_alias_move(self, endpoint: Endpoint, by: str | None, from_version: int | None,
+                         to_version: int) -> None:
+        """Note that the alias `endpoint` follows must move to `to_version` if it still points at
+        `from_version` and nobody moved it since (inside the transaction that stores the endpoint).
+
+        The note keeps the alias's latest change (`after_change`), not only its version: a user who
+        promotes the alias away and back to `from_version` meanwhile has the last word.
+        """
+        assert endpoint.follows is not None
+        self._alias_moves.put(endpoint.name, {
+            "by": by or "serving", "from_version": from_version, "to_version": to_version,
+            "after_change": self.store.last_alias_change(endpoint.model, endpoint.follows)})
 
     def _alias_version(self, endpoint: Endpoint) -> int | None:
         assert endpoint.follows is not None
@@ -341,14 +349,18 @@ class EndpointManager:
     def _move_followed_alias(self, endpoint: Endpoint) -> None:
         """Do the alias move noted for `endpoint` (`_note_alias_move`), then drop the note.
 
-        Not moved if the alias is there already (a restart may have come after the move), nor if it
-        points at neither version: a user moved it since, and the endpoint follows that move instead.
-        A registry that does not answer raises; the note stays for the next round.
+        Not moved if the alias is there already (a restart may have come after the move), nor if a user
+        moved it since the note (the registry compares the alias's latest change): the endpoint follows
+        that move instead. A registry that does not answer raises; the note stays for the next round.
         """
         note = self._alias_moves.get(endpoint.name)
         if note is not None and endpoint.follows is not None and \
                 self._alias_version(endpoint) == note["from_version"] != note["to_version"]:
-            self._move_alias(endpoint.model, endpoint.follows, note["to_version"], note["by"])
+            try:
+                self._move_alias(endpoint.model, endpoint.follows, note["to_version"], note["by"],
+                                 note.get("after_change"))
+            except AliasMovedError:
+                pass  # a user's move since the note has the last word
         self._alias_moves.drop(endpoint.name)
 
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
@@ -467,7 +479,7 @@ class EndpointManager:
     def _write_ahead(self, endpoint: Endpoint, change: UserChange) -> None:
         """`change`'s request record, audit event and alias note, in the transaction storing `endpoint`."""
         if change.leads_alias:
-            self._note_alias_move(endpoint.name, change.actor, self._alias_version(endpoint),
+            self._note_alias_move(endpoint, change.actor, self._alias_version(endpoint),
                                   endpoint.stable_version)
         if change.request_id is not None:
             self.store.record_request(RequestRecord(
@@ -480,7 +492,7 @@ class EndpointManager:
         """`change` was refused: a retry acts again, the audit log says it was undone, and an alias it
         moved is due to move back to where it pointed before (`alias_before`)."""
         if change.leads_alias and alias_before is not None:  # back, if it was moved
-            self._note_alias_move(endpoint.name, change.actor, endpoint.stable_version, alias_before)
+            self._note_alias_move(endpoint, change.actor, endpoint.stable_version, alias_before)
         if change.request_id is not None:
             self.store.forget_request(change.request_id)
         self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,

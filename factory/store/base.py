@@ -325,8 +325,16 @@ class StateStore(ABC):
 
     @abstractmethod
     def set_model_alias(self, name: str, alias: str, version: int, time_s: float,
-                        set_by: str = "") -> AliasChange:
-        """Point `alias` of `name` at `version` and record the move, in one transaction."""
+                        set_by: str = "", if_last_change: int | None = None) -> AliasChange:
+        """Point `alias` of `name` at `version` and record the move, in one transaction.
+
+        With `if_last_change` (an id from `last_alias_change`), a compare-and-set: the move is made only
+        if the alias's latest recorded move is still that one, else `AliasMovedError` and nothing changes.
+        """
+
+    @abstractmethod
+    def last_alias_change(self, name: str, alias: str) -> int:
+        """The id of the latest recorded move of `alias` of `name`; 0 if it was never moved."""
 
     @abstractmethod
     def model_aliases(self, name: str | None = None) -> dict[str, dict[str, int]]:

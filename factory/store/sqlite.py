@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from factory.errors import SchemaTooNewError, StoreError
+from factory.errors import AliasMovedError, SchemaTooNewError, StoreError
 from factory.store.base import (
     AliasChange,
     AuditEvent,
@@ -348,8 +348,11 @@ class SQLiteStore(StateStore):
         return [_version_row(row) for row in rows]
 
     def set_model_alias(self, name: str, alias: str, version: int, time_s: float,  # noqa: D102
-                        set_by: str = "") -> AliasChange:
+                        set_by: str = "", if_last_change: int | None = None) -> AliasChange:
         with self.transaction():
+            if if_last_change is not None and self.last_alias_change(name, alias) != if_last_change:
+                raise AliasMovedError(f"model '{name}': alias '{alias}' was moved since (by another "
+                                      "change); this conditional move is not made")
             previous = self._query_one("SELECT version FROM model_aliases WHERE name = ? AND alias = ?",
                                        (name, alias))
             self._execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) "
@@ -362,6 +365,11 @@ class SQLiteStore(StateStore):
                 "INSERT INTO model_alias_history (name, alias, from_version, version, time_s, set_by) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (name, alias, change.from_version, version, time_s, set_by))
             return change.model_copy(update={"id": int(cursor.lastrowid)})
+
+    def last_alias_change(self, name: str, alias: str) -> int:  # noqa: D102
+        row = self._query_one("SELECT MAX(id) FROM model_alias_history WHERE name = ? AND alias = ?",
+                              (name, alias))
+        return 0 if row is None or row[0] is None else int(row[0])
 
     def model_aliases(self, name: str | None = None) -> dict[str, dict[str, int]]:  # noqa: D102
         sql, params = "SELECT name, alias, version FROM model_aliases", ()

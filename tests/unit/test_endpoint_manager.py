@@ -85,9 +85,9 @@ class Setup:
             return self.store.append_audit(AuditEvent(time_s=self.clocks.factory_s, actor=actor or "serving",
                                                       action=action, subject=subject, detail=detail))
 
-        def move_alias(model: str, alias: str, version: int, by: str) -> None:
+        def move_alias(model: str, alias: str, version: int, by: str, if_last_change: int | None) -> None:
+            self.registry.set_alias(model, alias, version, by, if_last_change)
             self.alias_moves.append((model, alias, version, by))
-            self.registry.set_alias(model, alias, version, by)
 
         return EndpointManager(self.store, self.registry, self.serve, self.settings,
                                now_s=lambda: self.clocks.factory_s, audit=audit,
@@ -444,10 +444,10 @@ def test_a_rollback_of_an_alias_follower_cut_by_a_restart_is_finished_not_revers
     following_production_rolled_to_v2(setup)
     crashing = setup.manager()
 
-    def die(model: str, alias: str, version: int, by: str) -> None:
+    def die(model: str, alias: str, version: int, by: str, if_last_change: int | None) -> None:
         if moved:  # the registry moved it; the actor died before it heard so
             setup.alias_moves.append((model, alias, version, by))
-            setup.registry.set_alias(model, alias, version, by)
+            setup.registry.set_alias(model, alias, version, by, if_last_change)
         raise KeyboardInterrupt
 
     crashing._move_alias = die  # type: ignore[method-assign]
@@ -464,7 +464,9 @@ def test_a_rollback_of_an_alias_follower_cut_by_a_restart_is_finished_not_revers
     assert restarted.endpoint("reg").stable_version == 1
 
 
-def test_a_promote_made_before_a_cut_rollbacks_alias_move_is_followed_not_undone(setup: Setup) -> None:
+def a_rollback_cut_before_its_alias_move(setup: Setup) -> None:
+    """Production at v2 followed by endpoint `reg`, v3 registered; a rollback stored, its alias move noted
+    but not made (the actor died first)."""
     following_production_rolled_to_v2(setup)
     setup.register()  # v3
     crashing = setup.manager()
@@ -475,12 +477,27 @@ def test_a_promote_made_before_a_cut_rollbacks_alias_move_is_followed_not_undone
     crashing._move_alias = die  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         crashing.rollback("reg", "cli:ops", request_id="req-rollback")
+
+
+def test_a_promote_made_before_a_cut_rollbacks_alias_move_is_followed_not_undone(setup: Setup) -> None:
+    a_rollback_cut_before_its_alias_move(setup)
     setup.registry.set_alias("reg", "production", 3, "cli:alice")  # `factory promote`, before the round
 
     setup.manager().update()
 
     assert setup.store.model_aliases("reg")["reg"]["production"] == 3 and setup.alias_moves == []
     assert setup.manager().endpoint("reg").stable_version == 3
+
+
+def test_a_promote_away_and_back_before_a_cut_rollbacks_alias_move_is_not_overridden(setup: Setup) -> None:
+    a_rollback_cut_before_its_alias_move(setup)
+    setup.registry.set_alias("reg", "production", 3, "cli:alice")  # away and back: the alias points
+    setup.registry.set_alias("reg", "production", 2, "cli:alice")  # where the rollback's note found it
+
+    setup.manager().update()
+
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 2 and setup.alias_moves == []
+    assert setup.manager().endpoint("reg").stable_version == 2
 
 
 def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) -> None:

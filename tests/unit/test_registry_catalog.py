@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from factory.errors import FactoryError
+from factory.errors import AliasMovedError, FactoryError
 from factory.registry.artifacts import check_state_dict, from_hot_payload, hot_payload, load_state_dict_file
 from factory.registry.cache import HotCache
 from factory.registry.catalog import ModelNotFoundError, ModelRegistry
@@ -95,6 +95,26 @@ def test_an_alias_moves_atomically_and_keeps_its_history(registry: ModelRegistry
     assert registry.resolve(ModelRef("mnist", alias="production")).version == 2  # unchanged
     with pytest.raises(ModelRefError, match="reserved"):
         registry.set_alias("mnist", "latest", 1)
+
+
+def test_a_conditional_alias_move_is_made_only_if_nobody_moved_the_alias_since(
+        registry: ModelRegistry, tmp_path: Path) -> None:
+    for index in range(3):
+        register(registry, a_model_dir(tmp_path / str(index), str(index)))
+    assert registry.store.last_alias_change("mnist", "production") == 0  # never moved
+    seen = registry.set_alias("mnist", "production", 2).id
+    registry.set_alias("mnist", "staging", 3)  # another alias's move is no move of this one
+    assert registry.store.last_alias_change("mnist", "production") == seen
+    registry.set_alias("mnist", "production", 3, set_by="cli:alice")
+    registry.set_alias("mnist", "production", 2, set_by="cli:alice")  # away and back: same version
+
+    with pytest.raises(AliasMovedError, match="alias 'production' was moved since"):
+        registry.set_alias("mnist", "production", 1, if_last_change=seen)
+
+    assert registry.resolve(ModelRef("mnist", alias="production")).version == 2  # nothing changed
+    assert len(registry.store.model_alias_history("mnist")) == 4
+    latest = registry.store.last_alias_change("mnist", "production")
+    assert registry.set_alias("mnist", "production", 1, if_last_change=latest).version == 1
 
 
 def test_unknown_names_versions_and_aliases_are_one_line_errors(registry: ModelRegistry,
