@@ -90,10 +90,31 @@ class RayServe:
     def _ensure_started(self) -> None:
         if self._started:
             return
+        import ray
         from ray import serve
 
-        serve.start(http_options=self.http_options())
+        try:
+            serve.start(http_options=self.http_options())
+        except (ray.exceptions.RayActorError, TimeoutError):
+            # On a busy machine Serve's controller may find its HTTP proxy slow to start and replace it,
+            # waiting longer for each new one: the proxy `serve.start` waited for died, and the controller
+            # is up. Serve's own answer to a slow start, so the factory waits for the next proxy too.
+            self._wait_for_proxies(time.monotonic() + SERVE_APPLY_TIMEOUT_S)
         self._started = True
+
+    def _wait_for_proxies(self, deadline_s: float) -> None:
+        """Until every HTTP proxy of Serve is healthy; past `deadline_s` (monotonic) an error."""
+        from ray import serve
+
+        while True:
+            proxies = {node: str(getattr(status, "value", status))
+                       for node, status in serve.status().proxies.items()}
+            if proxies and all(status == "HEALTHY" for status in proxies.values()):
+                return
+            if time.monotonic() > deadline_s:
+                raise FactoryError(f"Serve's HTTP proxy did not start within {SERVE_APPLY_TIMEOUT_S:.0f} s "
+                                   f"(proxies: {proxies or 'none'}); see the Serve page of the Ray dashboard")
+            time.sleep(0.5)
 
     def _wait_running(self, endpoint: Endpoint) -> None:
         """Until Serve runs the endpoint's new state; a failure or `SERVE_APPLY_TIMEOUT_S` is an error."""

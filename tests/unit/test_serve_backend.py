@@ -1,0 +1,62 @@
+"""The factory's Serve backend rides out Serve replacing an HTTP proxy that was slow to start.
+
+Serve's controller gives a new proxy a few readiness checks (5 s each, longer for each replacement) and
+replaces one that misses them; on a busy machine the proxy `serve.start` waits for can die that way.
+Serve itself is faked here (fault injection): the live path is tests/integration/test_serving.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import ray
+from ray import serve
+
+import actors.serving
+from actors.serving import RayServe
+from factory.config import ServingConfig
+from factory.errors import FactoryError
+
+
+class FakeServe:
+    """`serve.start` whose proxy died waiting; `serve.status` showing the proxies in `statuses`, in turn."""
+
+    def __init__(self, *statuses: dict[str, str]) -> None:
+        self.statuses, self.starts = list(statuses), 0
+
+    def start(self, **_: Any) -> None:
+        self.starts += 1
+        raise ray.exceptions.ActorDiedError()  # the proxy it waited for was replaced
+
+    def status(self) -> SimpleNamespace:
+        proxies = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return SimpleNamespace(proxies=proxies, applications={})
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServe:
+    fake = FakeServe({}, {"node-1": "STARTING"}, {"node-1": "UNHEALTHY"}, {"node-1": "HEALTHY"})
+    monkeypatch.setattr(serve, "start", fake.start)
+    monkeypatch.setattr(serve, "status", fake.status)
+    monkeypatch.setattr(actors.serving.time, "sleep", lambda _s: None)
+    return fake
+
+
+def test_a_proxy_replaced_while_serve_starts_is_waited_for_not_an_error(fake: FakeServe) -> None:
+    backend = RayServe(ServingConfig())
+
+    backend._ensure_started()
+    backend._ensure_started()  # started once
+
+    assert fake.starts == 1 and fake.statuses == [{"node-1": "HEALTHY"}]
+
+
+def test_a_proxy_that_never_comes_up_is_one_error_naming_serve(fake: FakeServe,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.statuses = [{"node-1": "STARTING"}]
+    monkeypatch.setattr(actors.serving, "SERVE_APPLY_TIMEOUT_S", -1.0)  # the bound has passed
+
+    with pytest.raises(FactoryError, match=r"Serve's HTTP proxy did not start .*node-1.*STARTING"):
+        RayServe(ServingConfig())._ensure_started()
