@@ -10,6 +10,7 @@ The tests run in file order and leave the endpoint `reg` as the next one expects
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
 import threading
@@ -206,6 +207,10 @@ class Load:
             except OSError as error:  # a refused or reset connection is a failed request too
                 self.answers.append((time.monotonic(), 0, repr(error)))
 
+    def count(self, model: str, after: float = -math.inf) -> int:
+        """Answers from `model` (`NAME:V`) received after `after` (monotonic s)."""
+        return sum(1 for when, _, answered_by in list(self.answers) if answered_by == model and when > after)
+
     def __enter__(self) -> Load:
         for thread in self._threads:
             thread.start()
@@ -221,10 +226,12 @@ def test_promoting_the_alias_rolls_the_endpoint_under_load_without_a_failed_requ
         client: factory.client.FactoryClient, address: str) -> None:
     url = endpoint(client)["url"]
     with Load(url) as load:
-        time.sleep(1.5)
+        # Counted answers, not seconds: a busy machine answers fewer requests per second.
+        wait_until(lambda: load.count("reg:1") > 10, "requests answered by v1 before the promote")
         shown = cli_at(address, "promote", "reg", "2", "--alias", "production").stdout
         promoted_at = time.monotonic()
-        time.sleep(1.5)
+        wait_until(lambda: load.count("reg:2", after=promoted_at + 0.1) > 10,
+                   "requests answered by v2 after the promote")
     assert "endpoint reg: v2 100%" in shown
     failed = [answer for answer in load.answers if answer[1] != 200]
     assert not failed, f"{len(failed)} of {len(load.answers)} requests failed: {failed[:5]}"
