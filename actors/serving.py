@@ -25,6 +25,7 @@ from factory.errors import FactoryError, summary_line
 from factory.registry.catalog import ModelRegistry
 from factory.registry.refs import parse_ref, version_ref
 from factory.registry.storage import ArtifactStorage
+from factory.serving.backend import ServeUnavailableError
 from factory.serving.endpoints import Endpoint, check_route, default_route
 from factory.serving.manager import EndpointManager
 
@@ -95,25 +96,35 @@ class RayServe:
 
         try:
             serve.start(http_options=self.http_options())
-        except (ray.exceptions.RayActorError, TimeoutError):
+        except (ray.exceptions.RayActorError, TimeoutError) as error:
+            if getattr(error, "actor_init_failed", False):  # a proxy that cannot start (its port?)
+                raise ServeUnavailableError(
+                    f"Serve's HTTP proxy could not start: {summary_line(error)}") from None
             # On a busy machine Serve's controller may find its HTTP proxy slow to start and replace it,
             # waiting longer for each new one: the proxy `serve.start` waited for died, and the controller
             # is up. Serve's own answer to a slow start, so the factory waits for the next proxy too.
-            self._wait_for_proxies(time.monotonic() + SERVE_APPLY_TIMEOUT_S)
+            self._wait_for_proxies(time.monotonic() + SERVE_APPLY_TIMEOUT_S, error)
         self._started = True
 
-    def _wait_for_proxies(self, deadline_s: float) -> None:
-        """Until every HTTP proxy of Serve is healthy; past `deadline_s` (monotonic) an error."""
+    def _wait_for_proxies(self, deadline_s: float, first_error: BaseException) -> None:
+        """Until every HTTP proxy of Serve is healthy; past `deadline_s` (monotonic) ServeUnavailableError."""
         from ray import serve
 
+        seen = f"serve.start: {summary_line(first_error)}"
         while True:
-            proxies = {node: str(getattr(status, "value", status))
-                       for node, status in serve.status().proxies.items()}
-            if proxies and all(status == "HEALTHY" for status in proxies.values()):
-                return
+            try:
+                proxies = {node: str(getattr(status, "value", status))
+                           for node, status in serve.status().proxies.items()}
+            except Exception as error:  # noqa: BLE001 - Serve may be between proxies: ask again
+                seen = f"serve.status: {summary_line(error)}"
+            else:
+                if proxies and all(status == "HEALTHY" for status in proxies.values()):
+                    return
+                seen = f"proxies {proxies or 'none'}"
             if time.monotonic() > deadline_s:
-                raise FactoryError(f"Serve's HTTP proxy did not start within {SERVE_APPLY_TIMEOUT_S:.0f} s "
-                                   f"(proxies: {proxies or 'none'}); see the Serve page of the Ray dashboard")
+                raise ServeUnavailableError(
+                    f"Serve's HTTP proxy did not start within {SERVE_APPLY_TIMEOUT_S:.0f} s ({seen}); the "
+                    "change is stored and applied once Serve is up: see the Serve page of the Ray dashboard")
             time.sleep(0.5)
 
     def _wait_running(self, endpoint: Endpoint) -> None:
@@ -209,10 +220,12 @@ class ServingActor(ControlPlaneActor):
         """A replica's cumulative request counts per version (sent every `report_interval_s`)."""
         self.manager.report(endpoint, replica_id, counts)
 
-    def _move_alias(self, model: str, alias: str, version: int, by: str, if_last_change: int | None) -> None:
+    def _move_alias(self, model: str, alias: str, version: int, by: str, if_last_change: int | None) -> int:
         # Through the registry actor, so the move is audited there and its cache sees it.
-        call_actor(get_actor(REGISTRY).set_alias.remote(model, alias, version, by, None, if_last_change),
-                   f"the factory's '{REGISTRY}' actor", 30.0)
+        registry = get_actor(REGISTRY)
+        change = call_actor(registry.set_alias.remote(model, alias, version, by, None, if_last_change),
+                            f"the factory's '{REGISTRY}' actor", 30.0)
+        return int(change["id"])
 
     def _now_s(self) -> float:
         assert self.clock is not None

@@ -33,12 +33,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from factory.config import ServingConfig
 from factory.errors import AliasMovedError, FactoryError, summary_line
 from factory.registry.catalog import ModelRegistry
 from factory.registry.refs import ModelRef, alias_ref, parse_ref, version_ref
+from factory.serving.backend import ServeBackend, ServeUnavailableError
 from factory.serving.endpoints import (
     Endpoint,
     EndpointNotFoundError,
@@ -53,24 +54,12 @@ from factory.store import ModelVersionRow, RequestRecord, StateStore
 
 # Notes of work written ahead (`StoredNotes`): endpoints undeployed in the store but not yet deleted from
 # Serve; endpoints whose followed alias must still be moved (a rollback, or its undoing): by whom, from
-# which version to which (moved only if it still points at the first: a move made since by a user stands).
+# which version to which, after which alias change (moved only if none came since: a user's move stands).
 UNDEPLOYING_STATE = "serving.undeploying"
 ALIAS_MOVES_STATE = "serving.alias_moves"
 # How a listing shows an endpoint Serve does not report (not started yet, or lost).
 UNKNOWN_REPLICAS = {"status": "UNKNOWN", "replicas": 0, "running": 0}
-
-
-class ServeBackend(Protocol):
-    """What the manager needs from Ray Serve."""
-
-    def apply(self, endpoint: Endpoint) -> None:
-        """Serve `endpoint` as it is now, returning once Serve runs it; FactoryError if it cannot."""
-
-    def delete(self, name: str) -> None:
-        """Stop serving the endpoint `name` (nothing if it is not served)."""
-
-    def replica_states(self) -> dict[str, dict[str, Any]]:
-        """{endpoint: {"status", "replicas", "running"}} for what Serve runs now; {} if unknown."""
+MOVE_UNKNOWN = -1  # an alias change whose answer was lost: it may have been made
 
 
 @dataclass(frozen=True)
@@ -95,13 +84,14 @@ class EndpointManager:
     def __init__(self, store: StateStore, registry: ModelRegistry, backend: ServeBackend,
                  settings: ServingConfig, *, now_s: Callable[[], float],
                  audit: Callable[..., int], record_error: Callable[[BaseException | str], None],
-                 move_alias: Callable[[str, str, int, str, int | None], None],
+                 move_alias: Callable[[str, str, int, str, int | None], int],
                  monotonic_s: Callable[[], float] = time.monotonic) -> None:
         """`now_s` is factory time (stamps and audit); `monotonic_s` real time (request-stat windows).
 
         `move_alias(model, alias, version, by, if_last_change)` moves a registry alias if its latest move
-        is still the change `if_last_change`, else raises `AliasMovedError` (the registry actor does it,
-        so the move is audited and its followers see it); `audit(action, subject, actor=None, **detail)`.
+        is still the change `if_last_change`, else raises `AliasMovedError`, and returns the id of the
+        change it made (the registry actor does it, so the move is audited and its followers see it);
+        `audit(action, subject, actor=None, **detail)`.
         """
         self.store = store
         self.registry = registry
@@ -330,38 +320,43 @@ class EndpointManager:
         self._undeploying.drop(name)
 
     def _note_alias_move(self, endpoint: Endpoint, by: str | None, from_version: int | None,
-                         to_version: int) -> None:
+                         to_version: int, after_change: int | None = None) -> None:
         """Note that the alias `endpoint` follows must move to `to_version` if it still points at
-        `from_version` and nobody moved it since (inside the transaction that stores the endpoint).
+        `from_version` and nobody moved it since the change `after_change` (default: its latest now);
+        inside the transaction that stores the endpoint.
 
-        The note keeps the alias's latest change (`after_change`), not only its version: a user who
-        promotes the alias away and back to `from_version` meanwhile has the last word.
+        The note keeps the alias's change, not only its version: a user who promotes the alias away and
+        back to `from_version` meanwhile has the last word.
         """
         assert endpoint.follows is not None
-        self._alias_moves.put(endpoint.name, {
-            "by": by or "serving", "from_version": from_version, "to_version": to_version,
-            "after_change": self.store.last_alias_change(endpoint.model, endpoint.follows)})
+        if after_change is None:
+            after_change = self.store.last_alias_change(endpoint.model, endpoint.follows)
+        self._alias_moves.put(endpoint.name, {"by": by or "serving", "from_version": from_version,
+                                              "to_version": to_version, "after_change": after_change})
 
     def _alias_version(self, endpoint: Endpoint) -> int | None:
         assert endpoint.follows is not None
         return self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
 
-    def _move_followed_alias(self, endpoint: Endpoint) -> None:
-        """Do the alias move noted for `endpoint` (`_note_alias_move`), then drop the note.
+    def _move_followed_alias(self, endpoint: Endpoint) -> int | None:
+        """Do the alias move noted for `endpoint` (`_note_alias_move`), then drop the note; return the id
+        of the alias change made (None: none was).
 
         Not moved if the alias is there already (a restart may have come after the move), nor if a user
         moved it since the note (the registry compares the alias's latest change): the endpoint follows
         that move instead. A registry that does not answer raises; the note stays for the next round.
         """
         note = self._alias_moves.get(endpoint.name)
+        made = None
         if note is not None and endpoint.follows is not None and \
                 self._alias_version(endpoint) == note["from_version"] != note["to_version"]:
             try:
-                self._move_alias(endpoint.model, endpoint.follows, note["to_version"], note["by"],
-                                 note.get("after_change"))
+                made = self._move_alias(endpoint.model, endpoint.follows, note["to_version"], note["by"],
+                                        note.get("after_change"))
             except AliasMovedError:
                 pass  # a user's move since the note has the last word
         self._alias_moves.drop(endpoint.name)
+        return made
 
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
         """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported).
@@ -385,6 +380,8 @@ class EndpointManager:
         try:
             self.servable(ModelRef(endpoint.model, version=version))
             self._change(endpoint, updated)
+        except ServeUnavailableError:
+            raise  # no verdict on the version: stored, and applied by the rounds once Serve is up
         except FactoryError as error:  # refused once, audited; tried again when the alias moves
             self._refused[endpoint.name] = (version, str(error))
             self._audit("endpoint.roll_refused", endpoint.name, version=version, reason=str(error))
@@ -436,21 +433,27 @@ class EndpointManager:
             self._keep_in_memory(endpoint.name, current)  # nothing was stored
             raise
         alias_before = None  # where the alias pointed before a rollback moves it (its note says)
+        moved = None  # the alias change the rollback made (MOVE_UNKNOWN: its answer was lost)
         if change is not None and change.leads_alias:
             alias_before = self._alias_moves.get(endpoint.name)["from_version"]  # type: ignore[index]
             try:
-                self._move_followed_alias(endpoint)
+                moved = self._move_followed_alias(endpoint)
             except FactoryError as error:  # noted: the rounds move it; Serve rolls back meanwhile
+                moved = MOVE_UNKNOWN
                 self._record_error(f"endpoint '{endpoint.name}': its alias '{endpoint.follows}' is not moved "
                                    f"back yet (the factory tries again): {summary_line(error)}")
         try:
             self.backend.apply(endpoint)
+        except ServeUnavailableError:
+            self._to_reconcile.add(endpoint.name)  # stored as asked: the rounds apply it once Serve is up
+            raise
         except FactoryError as refusal:
-            self._undo_change(current, endpoint, change, refusal, alias_before)
+            self._undo_change(current, endpoint, change, refusal, alias_before, moved)
             raise
 
     def _undo_change(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None,
-                     refusal: FactoryError, alias_before: int | None = None) -> None:
+                     refusal: FactoryError, alias_before: int | None = None,
+                     moved: int | None = None) -> None:
         """Serve refused `endpoint`: store `current` again (dropping `change`'s request and auditing the
         refusal), then move the alias back and apply `current`; written before acted on, as every change."""
         self._keep_in_memory(endpoint.name, current)
@@ -458,7 +461,7 @@ class EndpointManager:
             if endpoint != current:
                 self._persist()
             if change is not None:
-                self._undo(endpoint, change, refusal, alias_before)
+                self._undo(endpoint, change, refusal, alias_before, moved)
         if current is None:
             self._delete_quietly(endpoint.name)
             return
@@ -488,11 +491,13 @@ class EndpointManager:
         self._audit(change.audit_action, endpoint.name, actor=change.actor, **change.detail)
 
     def _undo(self, endpoint: Endpoint, change: UserChange, refusal: FactoryError,
-              alias_before: int | None) -> None:
+              alias_before: int | None, moved: int | None) -> None:
         """`change` was refused: a retry acts again, the audit log says it was undone, and an alias it
-        moved is due to move back to where it pointed before (`alias_before`)."""
-        if change.leads_alias and alias_before is not None:  # back, if it was moved
-            self._note_alias_move(endpoint, change.actor, endpoint.stable_version, alias_before)
+        moved (the change `moved`) is due to move back to where it pointed before (`alias_before`),
+        unless a user moved it since: only the rollback's own move is undone."""
+        if change.leads_alias and alias_before is not None and moved is not None:
+            self._note_alias_move(endpoint, change.actor, endpoint.stable_version, alias_before,
+                                  None if moved == MOVE_UNKNOWN else moved)
         if change.request_id is not None:
             self.store.forget_request(change.request_id)
         self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,

@@ -6,7 +6,7 @@ Serve (write ahead, restore on refusal) are decided here; the actor only hands i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from factory.config import ServingConfig
 from factory.errors import FactoryError
 from factory.registry.catalog import ModelRegistry
 from factory.registry.storage import ArtifactStorage
+from factory.serving.backend import ServeUnavailableError
 from factory.serving.endpoints import Endpoint, EndpointNotFoundError
 from factory.serving.manager import EndpointManager
 from factory.serving.stats import empty_counts, record
@@ -37,9 +38,15 @@ class FakeServe:
         self.stored_when_applied: list[dict[str, Any]] = []
         self.running: set[str] = set()  # the apps Serve runs
         self.die_in: set[str] = set()  # "apply", "delete": the actor's process dies while Serve does it
+        self.down = False  # Serve itself is not up (its HTTP proxy did not start)
+        self.while_applying: list[Callable[[], None]] = []  # what happens meanwhile, one per apply
 
     def apply(self, endpoint: Endpoint) -> None:
         self.stored_when_applied.append(self.store.list_endpoints().get(endpoint.name, {}))
+        if self.while_applying:
+            self.while_applying.pop(0)()
+        if self.down:
+            raise ServeUnavailableError("Serve's HTTP proxy did not start within 300 s")
         if endpoint.stable_version in self.refuse or endpoint.canary_version in self.refuse_canaries:
             raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}': replicas crashed")
         self.running.add(endpoint.name)
@@ -85,9 +92,10 @@ class Setup:
             return self.store.append_audit(AuditEvent(time_s=self.clocks.factory_s, actor=actor or "serving",
                                                       action=action, subject=subject, detail=detail))
 
-        def move_alias(model: str, alias: str, version: int, by: str, if_last_change: int | None) -> None:
-            self.registry.set_alias(model, alias, version, by, if_last_change)
+        def move_alias(model: str, alias: str, version: int, by: str, if_last_change: int | None) -> int:
+            change = self.registry.set_alias(model, alias, version, by, if_last_change)
             self.alias_moves.append((model, alias, version, by))
+            return change.id
 
         return EndpointManager(self.store, self.registry, self.serve, self.settings,
                                now_s=lambda: self.clocks.factory_s, audit=audit,
@@ -498,6 +506,38 @@ def test_a_promote_away_and_back_before_a_cut_rollbacks_alias_move_is_not_overri
 
     assert setup.store.model_aliases("reg")["reg"]["production"] == 2 and setup.alias_moves == []
     assert setup.manager().endpoint("reg").stable_version == 2
+
+
+def test_a_refused_rollback_leaves_a_promote_made_while_serve_applied_it(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    setup.serve.refuse.add(1)
+    # While Serve tries v1, a user promotes v1 themselves: the alias's last word is theirs.
+    setup.serve.while_applying.append(lambda: setup.registry.set_alias("reg", "production", 1, "cli:alice"))
+
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.rollback("reg", "cli:ops")
+
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 1
+    assert setup.alias_moves == [("reg", "production", 1, "cli:ops")]  # the rollback's own, not undone
+    assert manager.endpoint("reg").stable_version == 2
+
+
+def test_serve_not_up_is_no_verdict_on_a_change_which_the_rounds_apply_once_it_is(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    setup.serve.down = True
+
+    with pytest.raises(ServeUnavailableError):
+        manager.rollback("reg", "cli:ops", request_id="req-rollback")
+    setup.register()  # v3
+    setup.registry.set_alias("reg", "production", 3)
+    manager.update()  # Serve is still down: the alias's v3 is not taken for refused
+
+    assert manager.endpoint("reg").stable_version == 3
+    assert not [action for action in setup.actions() if "refused" in action]  # neither change was
+    setup.serve.down = False
+    manager.update()
+    assert setup.serve.applied[-1] == ("reg", 3, None)
+    assert manager.rollback("reg", "cli:ops", request_id="req-rollback").name == "reg"  # a resend: done
 
 
 def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) -> None:

@@ -17,27 +17,32 @@ from ray import serve
 import actors.serving
 from actors.serving import RayServe
 from factory.config import ServingConfig
-from factory.errors import FactoryError
+from factory.serving.backend import ServeUnavailableError
 
 
 class FakeServe:
-    """`serve.start` whose proxy died waiting; `serve.status` showing the proxies in `statuses`, in turn."""
+    """`serve.start` whose proxy died waiting; `serve.status` showing the proxies in `statuses`, in turn
+    (an exception there is raised: Serve between two proxies)."""
 
-    def __init__(self, *statuses: dict[str, str]) -> None:
+    def __init__(self, *statuses: dict[str, str] | Exception) -> None:
         self.statuses, self.starts = list(statuses), 0
+        self.start_error: Exception = ray.exceptions.ActorDiedError()  # its proxy was replaced
 
     def start(self, **_: Any) -> None:
         self.starts += 1
-        raise ray.exceptions.ActorDiedError()  # the proxy it waited for was replaced
+        raise self.start_error
 
     def status(self) -> SimpleNamespace:
         proxies = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if isinstance(proxies, Exception):
+            raise proxies
         return SimpleNamespace(proxies=proxies, applications={})
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServe:
-    fake = FakeServe({}, {"node-1": "STARTING"}, {"node-1": "UNHEALTHY"}, {"node-1": "HEALTHY"})
+    fake = FakeServe({}, {"node-1": "STARTING"}, ray.exceptions.RayActorError(), {"node-1": "UNHEALTHY"},
+                     {"node-1": "HEALTHY"})
     monkeypatch.setattr(serve, "start", fake.start)
     monkeypatch.setattr(serve, "status", fake.status)
     monkeypatch.setattr(actors.serving.time, "sleep", lambda _s: None)
@@ -58,5 +63,14 @@ def test_a_proxy_that_never_comes_up_is_one_error_naming_serve(fake: FakeServe,
     fake.statuses = [{"node-1": "STARTING"}]
     monkeypatch.setattr(actors.serving, "SERVE_APPLY_TIMEOUT_S", -1.0)  # the bound has passed
 
-    with pytest.raises(FactoryError, match=r"Serve's HTTP proxy did not start .*node-1.*STARTING"):
+    with pytest.raises(ServeUnavailableError, match=r"Serve's HTTP proxy did not start .*node-1.*STARTING"):
         RayServe(ServingConfig())._ensure_started()
+
+
+def test_a_proxy_that_fails_to_construct_is_an_error_at_once(fake: FakeServe) -> None:
+    fake.start_error = ray.exceptions.ActorDiedError.from_task_error(
+        ray.exceptions.RayTaskError("ProxyActor.__init__", "Traceback ...", OSError("port 8000 in use")))
+
+    with pytest.raises(ServeUnavailableError, match="could not start"):
+        RayServe(ServingConfig())._ensure_started()
+    assert len(fake.statuses) == 5  # not waited for
