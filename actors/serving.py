@@ -41,6 +41,7 @@ class RayServe:
 
     def apply(self, endpoint: Endpoint) -> None:
         """`serve.run` the endpoint's replicas and wait until Serve runs them (or says it cannot)."""
+        import ray
         from ray import serve
         from ray.serve.api import RunTarget
 
@@ -51,6 +52,9 @@ class RayServe:
         try:
             serve.run_many([RunTarget(build(args), name=endpoint.name, route_prefix=endpoint.route)],
                            wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        except (ray.exceptions.RayActorError, TimeoutError) as error:  # Serve's controller or proxy is down
+            self._started = False  # so the next apply waits for Serve to be up again
+            raise ServeUnavailableError(f"Serve is not up: {summary_line(error)}") from None
         except Exception as error:  # noqa: BLE001 - Serve's reasons come in many types
             raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}' ({endpoint.ref}): "
                                f"{summary_line(error)}") from None
@@ -94,6 +98,7 @@ class RayServe:
         import ray
         from ray import serve
 
+        seen = "serve.start"
         try:
             serve.start(http_options=self.http_options())
         except (ray.exceptions.RayActorError, TimeoutError) as error:
@@ -103,14 +108,16 @@ class RayServe:
             # On a busy machine Serve's controller may find its HTTP proxy slow to start and replace it,
             # waiting longer for each new one: the proxy `serve.start` waited for died, and the controller
             # is up. Serve's own answer to a slow start, so the factory waits for the next proxy too.
-            self._wait_for_proxies(time.monotonic() + SERVE_APPLY_TIMEOUT_S, error)
+            seen = f"serve.start: {summary_line(error)}"
+        # Also when `serve.start` returned: it does not wait for proxies when Serve was started before.
+        self._wait_for_proxies(time.monotonic() + SERVE_APPLY_TIMEOUT_S, seen)
         self._started = True
 
-    def _wait_for_proxies(self, deadline_s: float, first_error: BaseException) -> None:
-        """Until every HTTP proxy of Serve is healthy; past `deadline_s` (monotonic) ServeUnavailableError."""
+    def _wait_for_proxies(self, deadline_s: float, seen: str) -> None:
+        """Until a proxy of Serve is healthy and none is starting; past `deadline_s` (monotonic)
+        ServeUnavailableError, saying what was `seen` last."""
         from ray import serve
 
-        seen = f"serve.start: {summary_line(first_error)}"
         while True:
             try:
                 proxies = {node: str(getattr(status, "value", status))
@@ -118,22 +125,28 @@ class RayServe:
             except Exception as error:  # noqa: BLE001 - Serve may be between proxies: ask again
                 seen = f"serve.status: {summary_line(error)}"
             else:
-                if proxies and all(status == "HEALTHY" for status in proxies.values()):
+                statuses = set(proxies.values())
+                if "HEALTHY" in statuses and "STARTING" not in statuses:
                     return
                 seen = f"proxies {proxies or 'none'}"
             if time.monotonic() > deadline_s:
-                raise ServeUnavailableError(
-                    f"Serve's HTTP proxy did not start within {SERVE_APPLY_TIMEOUT_S:.0f} s ({seen}); the "
-                    "change is stored and applied once Serve is up: see the Serve page of the Ray dashboard")
+                raise ServeUnavailableError(f"Serve's HTTP proxy did not start within "
+                                            f"{SERVE_APPLY_TIMEOUT_S:.0f} s ({seen}); see the Serve page "
+                                            "of the Ray dashboard")
             time.sleep(0.5)
 
     def _wait_running(self, endpoint: Endpoint) -> None:
         """Until Serve runs the endpoint's new state; a failure or `SERVE_APPLY_TIMEOUT_S` is an error."""
+        import ray
         from ray import serve
 
         deadline = time.monotonic() + SERVE_APPLY_TIMEOUT_S
         while True:
-            app = serve.status().applications.get(endpoint.name)
+            try:
+                app = serve.status().applications.get(endpoint.name)
+            except ray.exceptions.RayActorError as error:  # Serve's controller went away meanwhile
+                self._started = False
+                raise ServeUnavailableError(f"Serve is not up: {summary_line(error)}") from None
             status = str(getattr(app.status, "value", app.status)) if app is not None else "MISSING"
             if status == "RUNNING":
                 return

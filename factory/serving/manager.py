@@ -29,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -36,9 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import ServingConfig
-from factory.errors import AliasMovedError, FactoryError, summary_line
+from factory.errors import FactoryError, summary_line
 from factory.registry.catalog import ModelRegistry
 from factory.registry.refs import ModelRef, alias_ref, parse_ref, version_ref
+from factory.serving.alias_moves import MOVE_UNKNOWN, FollowedAliasMoves, MoveAlias
 from factory.serving.backend import ServeBackend, ServeUnavailableError
 from factory.serving.endpoints import (
     Endpoint,
@@ -53,13 +55,10 @@ from factory.serving.stats import EndpointTotals, combined, summary
 from factory.store import ModelVersionRow, RequestRecord, StateStore
 
 # Notes of work written ahead (`StoredNotes`): endpoints undeployed in the store but not yet deleted from
-# Serve; endpoints whose followed alias must still be moved (a rollback, or its undoing): by whom, from
-# which version to which, after which alias change (moved only if none came since: a user's move stands).
+# Serve. (Alias moves a rollback owes: `FollowedAliasMoves`.)
 UNDEPLOYING_STATE = "serving.undeploying"
-ALIAS_MOVES_STATE = "serving.alias_moves"
 # How a listing shows an endpoint Serve does not report (not started yet, or lost).
 UNKNOWN_REPLICAS = {"status": "UNKNOWN", "replicas": 0, "running": 0}
-MOVE_UNKNOWN = -1  # an alias change whose answer was lost: it may have been made
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class EndpointManager:
     def __init__(self, store: StateStore, registry: ModelRegistry, backend: ServeBackend,
                  settings: ServingConfig, *, now_s: Callable[[], float],
                  audit: Callable[..., int], record_error: Callable[[BaseException | str], None],
-                 move_alias: Callable[[str, str, int, str, int | None], int],
+                 move_alias: MoveAlias,
                  monotonic_s: Callable[[], float] = time.monotonic) -> None:
         """`now_s` is factory time (stamps and audit); `monotonic_s` real time (request-stat windows).
 
@@ -100,7 +99,6 @@ class EndpointManager:
         self._now_s = now_s
         self._audit = audit
         self._record_error = record_error
-        self._move_alias = move_alias
         self._monotonic_s = monotonic_s
         self.endpoints: dict[str, Endpoint] = {
             name: Endpoint.model_validate(value) for name, value in store.list_endpoints().items()}
@@ -112,7 +110,7 @@ class EndpointManager:
         self._refused: dict[str, tuple[int, str]] = {}  # endpoint -> (alias target refused, why)
         self._updating: set[str] = set()  # endpoints whose change Serve is applying now
         self._undeploying = StoredNotes(store, UNDEPLOYING_STATE)
-        self._alias_moves = StoredNotes(store, ALIAS_MOVES_STATE)  # aliases to move before following
+        self._aliases = FollowedAliasMoves(store, move_alias)  # aliases to move before following
 
     # -- commands ------------------------------------------------------------------------------------
 
@@ -139,7 +137,7 @@ class EndpointManager:
             endpoint = deployed(current, list(self.endpoints.values()), model=ref.name, follows=ref.alias,
                                 version=row.version, route=route, replicas=replicas, by=deployed_by,
                                 now_s=now_s)
-            self._change(current, endpoint)
+            down = self._change_even_if_serve_is_down(current, endpoint)
 
             def recorded_with_its_effect() -> dict[str, Any]:
                 self._persist()
@@ -148,6 +146,8 @@ class EndpointManager:
                 return endpoint.model_dump(mode="json")
 
             self.store.once(request_id, "endpoint.deploy", now_s, recorded_with_its_effect)
+        if down is not None:
+            raise down
         return endpoint
 
     def canary(self, name: str, version: int, percent: float, set_by: str = "",
@@ -271,9 +271,9 @@ class EndpointManager:
         """
         with self.apply_lock:
             self._finish_undeploys()
-            for name in self._alias_moves:
+            for name in self._aliases:
                 if name not in self.endpoints:
-                    self._alias_moves.drop(name)  # undeployed since: it leads nothing
+                    self._aliases.drop(name)  # undeployed since: it leads nothing
             for name in sorted(self._to_reconcile):
                 self._each(name, self._reconcile)
             for name in list(self.endpoints):
@@ -319,56 +319,17 @@ class EndpointManager:
             return
         self._undeploying.drop(name)
 
-    def _note_alias_move(self, endpoint: Endpoint, by: str | None, from_version: int | None,
-                         to_version: int, after_change: int | None = None) -> None:
-        """Note that the alias `endpoint` follows must move to `to_version` if it still points at
-        `from_version` and nobody moved it since the change `after_change` (default: its latest now);
-        inside the transaction that stores the endpoint.
-
-        The note keeps the alias's change, not only its version: a user who promotes the alias away and
-        back to `from_version` meanwhile has the last word.
-        """
-        assert endpoint.follows is not None
-        if after_change is None:
-            after_change = self.store.last_alias_change(endpoint.model, endpoint.follows)
-        self._alias_moves.put(endpoint.name, {"by": by or "serving", "from_version": from_version,
-                                              "to_version": to_version, "after_change": after_change})
-
-    def _alias_version(self, endpoint: Endpoint) -> int | None:
-        assert endpoint.follows is not None
-        return self.store.model_aliases(endpoint.model).get(endpoint.model, {}).get(endpoint.follows)
-
-    def _move_followed_alias(self, endpoint: Endpoint) -> int | None:
-        """Do the alias move noted for `endpoint` (`_note_alias_move`), then drop the note; return the id
-        of the alias change made (None: none was).
-
-        Not moved if the alias is there already (a restart may have come after the move), nor if a user
-        moved it since the note (the registry compares the alias's latest change): the endpoint follows
-        that move instead. A registry that does not answer raises; the note stays for the next round.
-        """
-        note = self._alias_moves.get(endpoint.name)
-        made = None
-        if note is not None and endpoint.follows is not None and \
-                self._alias_version(endpoint) == note["from_version"] != note["to_version"]:
-            try:
-                made = self._move_alias(endpoint.model, endpoint.follows, note["to_version"], note["by"],
-                                        note.get("after_change"))
-            except AliasMovedError:
-                pass  # a user's move since the note has the last word
-        self._alias_moves.drop(endpoint.name)
-        return made
-
     def _follow_alias(self, endpoint: Endpoint, report_refused: bool = False) -> None:
         """Roll `endpoint` to where its alias points; a target refused before is skipped (or reported).
 
-        An endpoint whose alias must still be moved to it (`_alias_moves`) leads it: the move is done
+        An endpoint whose alias must still be moved to it (`FollowedAliasMoves`) leads it: the move is done
         first (if it cannot be, nothing is followed), so a round never undoes a rollback.
         """
-        if endpoint.name in self._alias_moves:
-            self._move_followed_alias(endpoint)
+        if endpoint.name in self._aliases:
+            self._aliases.make(endpoint)
         if endpoint.follows is None:
             return
-        version = self._alias_version(endpoint)
+        version = self._aliases.version(endpoint)
         if version in (None, endpoint.stable_version):
             return
         refused = self._refused.get(endpoint.name)
@@ -379,9 +340,7 @@ class EndpointManager:
         updated = endpoint.with_stable(version, self._now_s())
         try:
             self.servable(ModelRef(endpoint.model, version=version))
-            self._change(endpoint, updated)
-        except ServeUnavailableError:
-            raise  # no verdict on the version: stored, and applied by the rounds once Serve is up
+            down = self._change_even_if_serve_is_down(endpoint, updated)
         except FactoryError as error:  # refused once, audited; tried again when the alias moves
             self._refused[endpoint.name] = (version, str(error))
             self._audit("endpoint.roll_refused", endpoint.name, version=version, reason=str(error))
@@ -389,6 +348,8 @@ class EndpointManager:
         self._audit("endpoint.rolled", endpoint.name, from_version=endpoint.stable_version, version=version,
                     reason=f"{alias_ref(endpoint.model, endpoint.follows)} moved to v{version}",
                     canary_completed=endpoint.canary_version == version)
+        if down is not None:
+            raise down
 
     def _judge(self, endpoint: Endpoint) -> None:
         if endpoint.canary_version is None:
@@ -403,9 +364,11 @@ class EndpointManager:
             return
         updated = endpoint.without_canary(f"v{endpoint.canary_version}: {reason}", self._now_s(),
                                           automatic=True)
-        self._change(endpoint, updated)
+        down = self._change_even_if_serve_is_down(endpoint, updated)
         self._audit("endpoint.rolled_back", endpoint.name, version=endpoint.canary_version, canary=True,
                     automatic=True, reason=reason)
+        if down is not None:
+            raise down
 
     # -- changing ------------------------------------------------------------------------------------
 
@@ -431,25 +394,42 @@ class EndpointManager:
                     self._write_ahead(endpoint, change)
         except BaseException:
             self._keep_in_memory(endpoint.name, current)  # nothing was stored
+            with contextlib.suppress(Exception):  # nor an alias note (a failing store raises below anyway)
+                self._aliases.reload()
             raise
         alias_before = None  # where the alias pointed before a rollback moves it (its note says)
         moved = None  # the alias change the rollback made (MOVE_UNKNOWN: its answer was lost)
         if change is not None and change.leads_alias:
-            alias_before = self._alias_moves.get(endpoint.name)["from_version"]  # type: ignore[index]
+            alias_before = self._aliases.from_version(endpoint.name)
             try:
-                moved = self._move_followed_alias(endpoint)
+                moved = self._aliases.make(endpoint)
             except FactoryError as error:  # noted: the rounds move it; Serve rolls back meanwhile
                 moved = MOVE_UNKNOWN
                 self._record_error(f"endpoint '{endpoint.name}': its alias '{endpoint.follows}' is not moved "
                                    f"back yet (the factory tries again): {summary_line(error)}")
         try:
             self.backend.apply(endpoint)
-        except ServeUnavailableError:
-            self._to_reconcile.add(endpoint.name)  # stored as asked: the rounds apply it once Serve is up
-            raise
+        except ServeUnavailableError as error:  # no verdict: the change stands
+            self._to_reconcile.add(endpoint.name)
+            raise ServeUnavailableError(
+                f"{summary_line(error)}; endpoint '{endpoint.name}' is stored as asked and the factory "
+                "applies it once Serve is up: do not send the change again") from None
         except FactoryError as refusal:
             self._undo_change(current, endpoint, change, refusal, alias_before, moved)
             raise
+        except Exception:
+            self._to_reconcile.add(endpoint.name)  # no verdict from Serve either: the rounds apply it again
+            raise
+
+    def _change_even_if_serve_is_down(self, current: Endpoint | None,
+                                      endpoint: Endpoint) -> ServeUnavailableError | None:
+        """`_change`, but Serve being down is returned, not raised: the change stands (stored, applied by
+        the rounds once Serve is up), so the caller records it before raising that."""
+        try:
+            self._change(current, endpoint)
+        except ServeUnavailableError as error:
+            return error
+        return None
 
     def _undo_change(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None,
                      refusal: FactoryError, alias_before: int | None = None,
@@ -467,9 +447,9 @@ class EndpointManager:
             return
         try:
             if change is not None and change.leads_alias:
-                self._move_followed_alias(current)  # back where it was, if it had moved
+                self._aliases.make(current)  # back where it was, if it had moved
             self.backend.apply(current)
-        except FactoryError as error:  # the next rounds try again (`_alias_moves`, `_to_reconcile`)
+        except FactoryError as error:  # the next rounds try again (`_aliases`, `_to_reconcile`)
             self._to_reconcile.add(current.name)
             self._record_error(error)
 
@@ -482,8 +462,8 @@ class EndpointManager:
     def _write_ahead(self, endpoint: Endpoint, change: UserChange) -> None:
         """`change`'s request record, audit event and alias note, in the transaction storing `endpoint`."""
         if change.leads_alias:
-            self._note_alias_move(endpoint, change.actor, self._alias_version(endpoint),
-                                  endpoint.stable_version)
+            self._aliases.note(endpoint, change.actor, self._aliases.version(endpoint),
+                               endpoint.stable_version)
         if change.request_id is not None:
             self.store.record_request(RequestRecord(
                 request_id=change.request_id, action=change.action,
@@ -496,8 +476,8 @@ class EndpointManager:
         moved (the change `moved`) is due to move back to where it pointed before (`alias_before`),
         unless a user moved it since: only the rollback's own move is undone."""
         if change.leads_alias and alias_before is not None and moved is not None:
-            self._note_alias_move(endpoint, change.actor, endpoint.stable_version, alias_before,
-                                  None if moved == MOVE_UNKNOWN else moved)
+            self._aliases.note(endpoint, change.actor, endpoint.stable_version, alias_before,
+                               None if moved == MOVE_UNKNOWN else moved)
         if change.request_id is not None:
             self.store.forget_request(change.request_id)
         self._audit("endpoint.refused", endpoint.name, actor=change.actor, change=change.audit_action,
@@ -515,8 +495,8 @@ class EndpointManager:
         if endpoint is None:
             return done
         try:
-            if endpoint.name in self._alias_moves:
-                self._move_followed_alias(endpoint)
+            if endpoint.name in self._aliases:
+                self._aliases.make(endpoint)
             if endpoint.name in self._to_reconcile:
                 self._reconcile(endpoint)
         except FactoryError as error:

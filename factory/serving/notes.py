@@ -18,7 +18,12 @@ class StoredNotes:
 
     def __init__(self, store: StateStore, key: str) -> None:
         self._store, self._key = store, key
-        self._notes: dict[str, dict[str, Any]] = dict((store.get_actor_state(key) or {}).get("notes", {}))
+        self.reload()
+
+    def reload(self) -> None:
+        """The notes as the store holds them (after a transaction that wrote one was rolled back)."""
+        self._notes: dict[str, dict[str, Any]] = dict(
+            (self._store.get_actor_state(self._key) or {}).get("notes", {}))
 
     def __contains__(self, name: object) -> bool:
         return name in self._notes

@@ -6,6 +6,7 @@ Serve (write ahead, restore on refusal) are decided here; the actor only hands i
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -305,12 +306,12 @@ def test_a_rollback_of_an_alias_follower_moves_the_alias_back_first(setup: Setup
 def test_a_rollback_whose_alias_cannot_move_yet_is_served_and_the_move_finished_by_a_round(
         setup: Setup) -> None:
     manager = following_production_rolled_to_v2(setup)
-    move_alias = manager._move_alias
+    move_alias = manager._aliases.move_alias
 
     def unreachable(*_: object) -> None:
         raise FactoryError("the factory's 'registry' actor did not answer")
 
-    manager._move_alias = unreachable  # type: ignore[method-assign]
+    manager._aliases.move_alias = unreachable  # type: ignore[assignment]
     rolled = manager.rollback("reg", "cli:ops")  # serving the old version matters most in a rollback
 
     assert rolled.stable_version == 1 and setup.serve.applied[-1] == ("reg", 1, None)
@@ -319,7 +320,7 @@ def test_a_rollback_whose_alias_cannot_move_yet_is_served_and_the_move_finished_
     assert manager.endpoint("reg").stable_version == 1
     assert setup.store.model_aliases("reg")["reg"]["production"] == 2
 
-    manager._move_alias = move_alias  # type: ignore[method-assign]
+    manager._aliases.move_alias = move_alias  # type: ignore[assignment]
     manager.update()
     assert setup.store.model_aliases("reg")["reg"]["production"] == 1
     assert manager.endpoint("reg").stable_version == 1
@@ -458,7 +459,7 @@ def test_a_rollback_of_an_alias_follower_cut_by_a_restart_is_finished_not_revers
             setup.registry.set_alias(model, alias, version, by, if_last_change)
         raise KeyboardInterrupt
 
-    crashing._move_alias = die  # type: ignore[method-assign]
+    crashing._aliases.move_alias = die  # type: ignore[assignment]
     with pytest.raises(KeyboardInterrupt):
         crashing.rollback("reg", "cli:ops", request_id="req-rollback")
 
@@ -482,7 +483,7 @@ def a_rollback_cut_before_its_alias_move(setup: Setup) -> None:
     def die(*_: object) -> None:
         raise KeyboardInterrupt
 
-    crashing._move_alias = die  # type: ignore[method-assign]
+    crashing._aliases.move_alias = die  # type: ignore[assignment]
     with pytest.raises(KeyboardInterrupt):
         crashing.rollback("reg", "cli:ops", request_id="req-rollback")
 
@@ -538,6 +539,62 @@ def test_serve_not_up_is_no_verdict_on_a_change_which_the_rounds_apply_once_it_i
     manager.update()
     assert setup.serve.applied[-1] == ("reg", 3, None)
     assert manager.rollback("reg", "cli:ops", request_id="req-rollback").name == "reg"  # a resend: done
+
+
+def test_a_refused_rollback_whose_alias_move_a_user_overtook_moves_no_alias_back(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    setup.serve.refuse.add(1)
+    move_alias = manager._aliases.move_alias
+
+    def promoted_first(*move: Any) -> int:  # a user's promote lands between the note and the move
+        manager._aliases.move_alias = move_alias  # type: ignore[assignment]
+        setup.registry.set_alias("reg", "production", 1, "cli:alice")
+        return move_alias(*move)  # refused: the alias moved since the note
+
+    manager._aliases.move_alias = promoted_first  # type: ignore[assignment]
+    with pytest.raises(FactoryError, match="replicas crashed"):
+        manager.rollback("reg", "cli:ops")
+
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 1 and setup.alias_moves == []
+    assert manager.endpoint("reg").stable_version == 2
+
+
+def test_a_rollback_whose_write_ahead_fails_leaves_no_alias_move_behind(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = following_production_rolled_to_v2(setup)
+
+    def locked(*_: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(setup.store, "record_request", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        manager.rollback("reg", "cli:ops", request_id="req-rollback")
+    monkeypatch.undo()
+    manager.update()  # nothing was stored: no alias to move, nothing to follow
+
+    assert setup.store.model_aliases("reg")["reg"]["production"] == 2 and setup.alias_moves == []
+    assert manager.endpoint("reg").stable_version == 2
+
+
+def test_a_deploy_and_a_canary_judged_while_serve_is_down_are_recorded_and_applied_later(
+        setup: Setup) -> None:
+    setup.register(), setup.register(), setup.register("other")
+    manager = setup.manager()
+    manager.deploy("reg:1")
+    manager.canary("reg", 2, 10.0, set_by="cli:alice")
+    setup.serve.down = True
+
+    with pytest.raises(ServeUnavailableError, match="stored as asked .* do not send the change again"):
+        manager.deploy("other:1", request_id="req-deploy")
+    manager.report("reg", "replica-a", {"reg:1": counts(40), "reg:2": counts(40, errors=40)})
+    manager.update()  # the canary fails: rolled back in the store and audited; Serve is told once up
+
+    assert setup.actions()[-2:] == ["endpoint.deployed", "endpoint.rolled_back"]
+    assert manager.deploy("other:1", request_id="req-deploy").name == "other"  # a resend: done already
+    assert setup.actions().count("endpoint.deployed") == 2
+    setup.serve.down = False
+    manager.update()
+    assert {("other", 1, None), ("reg", 1, None)} <= set(setup.serve.applied[-2:])
 
 
 def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) -> None:

@@ -18,6 +18,7 @@ import actors.serving
 from actors.serving import RayServe
 from factory.config import ServingConfig
 from factory.serving.backend import ServeUnavailableError
+from factory.serving.endpoints import Endpoint
 
 
 class FakeServe:
@@ -26,11 +27,12 @@ class FakeServe:
 
     def __init__(self, *statuses: dict[str, str] | Exception) -> None:
         self.statuses, self.starts = list(statuses), 0
-        self.start_error: Exception = ray.exceptions.ActorDiedError()  # its proxy was replaced
+        self.start_error: Exception | None = ray.exceptions.ActorDiedError()  # its proxy was replaced
 
     def start(self, **_: Any) -> None:
         self.starts += 1
-        raise self.start_error
+        if self.start_error is not None:
+            raise self.start_error
 
     def status(self) -> SimpleNamespace:
         proxies = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
@@ -74,3 +76,28 @@ def test_a_proxy_that_fails_to_construct_is_an_error_at_once(fake: FakeServe) ->
     with pytest.raises(ServeUnavailableError, match="could not start"):
         RayServe(ServingConfig())._ensure_started()
     assert len(fake.statuses) == 5  # not waited for
+
+
+def test_serve_started_before_is_waited_for_too(fake: FakeServe) -> None:
+    fake.start_error = None  # `serve.start` finds Serve's controller and returns without waiting
+
+    RayServe(ServingConfig())._ensure_started()
+
+    assert fake.statuses == [{"node-1": "HEALTHY"}]  # it waited for the proxy all the same
+
+
+def test_serve_gone_during_a_deploy_is_serve_down_not_a_refusal(fake: FakeServe,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.start_error, fake.statuses = None, [{"node-1": "HEALTHY"}]
+
+    def controller_gone(*_: Any, **__: Any) -> None:
+        raise ray.exceptions.ActorDiedError()
+
+    monkeypatch.setattr(serve, "run_many", controller_gone)
+    backend = RayServe(ServingConfig())
+    endpoint = Endpoint(name="reg", model="reg", route="/models/reg", stable_version=1, created_s=0.0,
+                        updated_s=0.0)
+
+    with pytest.raises(ServeUnavailableError, match="Serve is not up"):
+        backend.apply(endpoint)
+    assert not backend._started  # the next apply waits for Serve again
