@@ -144,7 +144,7 @@ class RayServe:
         while True:
             try:
                 app = serve.status().applications.get(endpoint.name)
-            except ray.exceptions.RayActorError as error:  # Serve's controller went away meanwhile
+            except (ray.exceptions.RayActorError, TimeoutError) as error:  # Serve's controller went away
                 self._started = False
                 raise ServeUnavailableError(f"Serve is not up: {summary_line(error)}") from None
             status = str(getattr(app.status, "value", app.status)) if app is not None else "MISSING"

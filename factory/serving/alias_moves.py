@@ -84,6 +84,9 @@ class FollowedAliasMoves:
     def drop(self, name: str) -> None:
         self._notes.drop(name)
 
-    def reload(self) -> None:
-        """Read the notes back from the store (after a transaction that wrote one was rolled back)."""
-        self._notes.reload()
+    def copy(self) -> dict[str, dict[str, Any]]:
+        """The notes as they are now (`StoredNotes.copy`), to `restore` if a transaction rolls back."""
+        return self._notes.copy()
+
+    def restore(self, notes: dict[str, dict[str, Any]]) -> None:
+        self._notes.restore(notes)

@@ -29,7 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -386,6 +385,7 @@ class EndpointManager:
 
     def _change_now(self, current: Endpoint | None, endpoint: Endpoint, change: UserChange | None) -> None:
         self.endpoints[endpoint.name] = endpoint
+        notes = self._aliases.copy()
         try:
             with self.store.transaction():
                 if endpoint != current:
@@ -394,8 +394,7 @@ class EndpointManager:
                     self._write_ahead(endpoint, change)
         except BaseException:
             self._keep_in_memory(endpoint.name, current)  # nothing was stored
-            with contextlib.suppress(Exception):  # nor an alias note (a failing store raises below anyway)
-                self._aliases.reload()
+            self._aliases.restore(notes)  # nor an alias note
             raise
         alias_before = None  # where the alias pointed before a rollback moves it (its note says)
         moved = None  # the alias change the rollback made (MOVE_UNKNOWN: its answer was lost)
@@ -417,9 +416,12 @@ class EndpointManager:
         except FactoryError as refusal:
             self._undo_change(current, endpoint, change, refusal, alias_before, moved)
             raise
-        except Exception:
-            self._to_reconcile.add(endpoint.name)  # no verdict from Serve either: the rounds apply it again
-            raise
+        except Exception as error:  # no verdict from Serve either: the change stands, as above
+            self._to_reconcile.add(endpoint.name)
+            raise ServeUnavailableError(
+                f"Serve did not answer ({type(error).__name__}: {summary_line(error)}); endpoint "
+                f"'{endpoint.name}' is stored as asked and the factory applies it once Serve does: do not "
+                "send the change again") from error
 
     def _change_even_if_serve_is_down(self, current: Endpoint | None,
                                       endpoint: Endpoint) -> ServeUnavailableError | None:

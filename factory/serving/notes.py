@@ -18,12 +18,15 @@ class StoredNotes:
 
     def __init__(self, store: StateStore, key: str) -> None:
         self._store, self._key = store, key
-        self.reload()
+        self._notes: dict[str, dict[str, Any]] = dict((store.get_actor_state(key) or {}).get("notes", {}))
 
-    def reload(self) -> None:
-        """The notes as the store holds them (after a transaction that wrote one was rolled back)."""
-        self._notes: dict[str, dict[str, Any]] = dict(
-            (self._store.get_actor_state(self._key) or {}).get("notes", {}))
+    def copy(self) -> dict[str, dict[str, Any]]:
+        """The notes as they are now, for `restore`."""
+        return dict(self._notes)
+
+    def restore(self, notes: dict[str, dict[str, Any]]) -> None:
+        """Go back to `notes` (a `copy`) in memory only: after a transaction that wrote some rolled back."""
+        self._notes = dict(notes)
 
     def __contains__(self, name: object) -> bool:
         return name in self._notes

@@ -39,13 +39,15 @@ class FakeServe:
         self.stored_when_applied: list[dict[str, Any]] = []
         self.running: set[str] = set()  # the apps Serve runs
         self.die_in: set[str] = set()  # "apply", "delete": the actor's process dies while Serve does it
-        self.down = False  # Serve itself is not up (its HTTP proxy did not start)
+        self.down: bool | Exception = False  # Serve is not up (its HTTP proxy did not start), or this
         self.while_applying: list[Callable[[], None]] = []  # what happens meanwhile, one per apply
 
     def apply(self, endpoint: Endpoint) -> None:
         self.stored_when_applied.append(self.store.list_endpoints().get(endpoint.name, {}))
         if self.while_applying:
             self.while_applying.pop(0)()
+        if isinstance(self.down, Exception):
+            raise self.down
         if self.down:
             raise ServeUnavailableError("Serve's HTTP proxy did not start within 300 s")
         if endpoint.stable_version in self.refuse or endpoint.canary_version in self.refuse_canaries:
@@ -595,6 +597,21 @@ def test_a_deploy_and_a_canary_judged_while_serve_is_down_are_recorded_and_appli
     setup.serve.down = False
     manager.update()
     assert {("other", 1, None), ("reg", 1, None)} <= set(setup.serve.applied[-2:])
+
+
+def test_an_alias_followed_while_serve_fails_unexpectedly_is_audited_and_applied_later(setup: Setup) -> None:
+    manager = following_production_rolled_to_v2(setup)
+    setup.register()  # v3
+    setup.serve.down = RuntimeError("the Serve controller did not answer")
+    setup.registry.set_alias("reg", "production", 3)
+
+    manager.update()
+
+    assert "Serve did not answer (RuntimeError" in setup.errors[-1] and "stored as asked" in setup.errors[-1]
+    assert setup.actions()[-1] == "endpoint.rolled" and manager.endpoint("reg").stable_version == 3
+    setup.serve.down = False
+    manager.update()
+    assert setup.serve.applied[-1] == ("reg", 3, None)
 
 
 def test_a_rollback_serve_refuses_moves_the_followed_alias_back(setup: Setup) -> None:
