@@ -72,10 +72,10 @@ import pandas as pd
 # The policy parameters `--tune` chooses among: {PriceAwarePolicy field: values}. Keys the policy does not
 # have (any more) are ignored with a note; fields left out keep their defaults. `no_deadline_window_s` and
 # `max_pauses_per_day` are not tuned: every job here has a deadline, and the pause cap is a user setting.
-# `arrival_slack`, `reserve_margin` and `pause_margin` were chosen earlier on a grid of their own
-# (bench/README.md); this grid chose `pause_guard_intervals` with them at those values.
+# `arrival_slack`, `reserve_margin`, `pause_margin` and `pause_guard_intervals` were chosen earlier on grids
+# of their own (bench/README.md); this grid chose `forecast_shrink` with them at those values.
 PARAMETER_GRID: dict[str, list[float]] = {
-    "pause_guard_intervals": [0.0, 1.0, 2.0],
+    "forecast_shrink": [0.0, 0.5, 0.75, 1.0],
 }
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

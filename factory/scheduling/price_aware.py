@@ -77,6 +77,7 @@ SHORT_START_LAG_S = 60.0
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
 PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume past the current interval
+FORECAST_SHRINK = 0.5   # how far estimated prices are pulled toward the known mean (0: as forecast, 1: flat)
 DAY_S = 86400.0
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
@@ -96,6 +97,7 @@ class PriceAwarePolicy:
     pause_margin: float = PAUSE_MARGIN
     max_pauses_per_day: int = MAX_PAUSES_PER_DAY
     pause_guard_intervals: float = PAUSE_GUARD_INTERVALS
+    forecast_shrink: float = FORECAST_SHRINK
     name: str = "price-aware"
     needs_prices: bool = True
 
@@ -104,7 +106,7 @@ class PriceAwarePolicy:
         """Reserve the promises, plan the rest over the outlook, run what is due or planned now."""
         if snapshot.prices is None:
             raise FactoryError("the price-aware policy needs a price outlook in the snapshot")
-        snapshot = _past_a_sliver(snapshot)
+        snapshot = _shrink_forecast(_past_a_sliver(snapshot), self.forecast_shrink)
         now_s = snapshot.now_s
         overhead_s = snapshot.preempt_overhead_s
         deadlines = {job.job_id: self._deadline_s(job, now_s, overhead_s) for job in snapshot.jobs}
@@ -349,6 +351,32 @@ def _past_a_sliver(snapshot: Snapshot) -> Snapshot:
                         carbon_g_per_kwh=later(outlook.carbon_g_per_kwh))
     return replace(snapshot, now_s=first_end_s, prices=rest,
                    grid_cap_w=_caps_from_boundary(snapshot.grid_cap_w))
+
+
+def _shrink_forecast(snapshot: Snapshot, shrink: float) -> Snapshot:
+    """The snapshot with the outlook's estimated (not known) values pulled `shrink` of the way toward the
+    mean of its known ones: `mean + (1 - shrink) * (estimate - mean)`.
+
+    An estimate past the known horizon repeats recent days' shape (`factory.prices.forecast`), and on a
+    market the policy has not seen that shape is often wrong by more than its swing: planned on as if it
+    were published, a job with a long window waits for an estimated cheap hour that never comes and ends
+    in a dear one. Shrinking toward the known mean keeps the estimate's ordering (cheap nights stay
+    cheaper) and weakens how much it pulls work past the prices that are certain. Known values, the
+    market price and the carbon series used for per-job limits are left as they are; an outlook with
+    nothing known, or nothing estimated, is returned unchanged.
+    """
+    outlook = snapshot.prices
+    assert outlook is not None
+    known = outlook.known.astype(bool, copy=False)
+    if shrink == 0.0 or known.all() or not known.any():
+        return snapshot
+    values = np.asarray(outlook.price_per_mwh, dtype=np.float64).copy()
+    mean = float(np.nanmean(values[known])) if np.isfinite(values[known]).any() else math.nan
+    if not math.isfinite(mean):
+        return snapshot
+    estimated = ~known
+    values[estimated] = mean + (1.0 - shrink) * (values[estimated] - mean)
+    return replace(snapshot, prices=replace(outlook, price_per_mwh=values))
 
 
 def _caps_from_boundary(caps_w: np.ndarray | None) -> np.ndarray | None:
