@@ -11,7 +11,9 @@ Each decision has two parts:
    and runs as soon as it can without taking anything from the admitted jobs. The plan finishes each job
    `reserve_margin` x its run time early when it can, which keeps room for jobs not yet arrived.
 2. **The price** (`plan.Planner`). Jobs that are not due are planned into the cheapest intervals before
-   their deadline (least laxity first) and run now exactly when their plan includes the current interval;
+   their deadline (least laxity first) and run now exactly when their plan includes the current interval
+   (prices past the known horizon are estimates, planned on pulled `forecast_shrink` of the way toward the
+   known prices' mean: `_shrink_forecast`);
    so waiting for a cheap hour happens only inside a job's slack. A running job is kept running ahead of
    queued ones (a queued job that is not due never displaces it) and is paused only when the saving on
    published prices beats its resume overhead by `pause_margin` (`Planner._run_or_pause`), at most
@@ -100,6 +102,11 @@ class PriceAwarePolicy:
     forecast_shrink: float = FORECAST_SHRINK
     name: str = "price-aware"
     needs_prices: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.forecast_shrink <= 1.0:  # also refuses NaN
+            raise FactoryError(f"forecast_shrink must be between 0 and 1 (0: estimates as forecast, 1: the "
+                               f"known mean), got {self.forecast_shrink}")
 
     @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:

@@ -449,6 +449,40 @@ def test_a_decision_leaves_the_garbage_collector_as_it_found_it(policy: object) 
         assert gc.isenabled()
 
 
+def _known_day_then_estimates(known_cheap_hour: int, estimated_cheap_hour: int) -> PriceOutlook:
+    """48 hours: the first 24 published (50, one hour at 30), the next 24 estimated (50, one hour at 25)."""
+    values = np.full(48, 50.0)
+    values[known_cheap_hour], values[estimated_cheap_hour] = 30.0, 25.0
+    return PriceOutlook(T0 + HOUR * np.arange(48), HOUR, values, np.arange(48) < 24)
+
+
+@pytest.mark.parametrize(("shrink", "window_hour"), [(0.0, 27), (PriceAwarePolicy.forecast_shrink, 3)])
+def test_a_published_cheap_hour_beats_an_estimate_only_a_little_cheaper(shrink: float,
+                                                                        window_hour: int) -> None:
+    # The estimate past the published day (25) is only a little under the published cheap hour (30): taken
+    # as it is (shrink 0) the job waits a day for it; pulled toward the published mean it waits for 03:00.
+    snap = Snapshot(T0, {"n0": 1}, [job("train", deadline_s=T0 + 40 * HOUR)],
+                    prices=_known_day_then_estimates(3, 27))
+    decisions = PriceAwarePolicy(forecast_shrink=shrink).decide(snap)
+    assert started(decisions) == {}
+    assert f"cheap window at {utc_label(T0 + window_hour * HOUR)}" in detail(decisions, "train")
+
+
+def test_an_estimate_far_below_the_published_prices_still_draws_the_job() -> None:
+    snap = Snapshot(T0, {"n0": 1}, [job("train", deadline_s=T0 + 40 * HOUR)],
+                    prices=_known_day_then_estimates(3, 27))
+    assert snap.prices is not None
+    snap.prices.price_per_mwh[27] = -100.0  # shrunk halfway it is still far under 30
+    decisions = PriceAwarePolicy().decide(snap)
+    assert f"cheap window at {utc_label(T0 + 27 * HOUR)}" in detail(decisions, "train")
+
+
+@pytest.mark.parametrize("shrink", [-0.1, 1.5, float("nan")])
+def test_a_forecast_shrink_outside_zero_to_one_is_refused(shrink: float) -> None:
+    with pytest.raises(FactoryError, match="forecast_shrink"):
+        PriceAwarePolicy(forecast_shrink=shrink)
+
+
 def test_a_decision_just_before_a_price_boundary_does_not_pause_running_jobs() -> None:
     # Half a second of the hour is left (a job finished just then): at flat prices nothing is gained
     # by pausing, and with a resume overhead it would cost 300 s and, here, the deadline.

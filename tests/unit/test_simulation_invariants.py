@@ -435,6 +435,22 @@ def test_price_aware_with_an_exact_forecast_meets_every_deadline_it_admitted(sce
         for i in np.flatnonzero(late)}
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios(one_node=True, overhead=False, quotas=False),
+       shrink=st.sampled_from([0.0, PriceAwarePolicy.forecast_shrink, 1.0]))
+def test_price_aware_meets_every_deadline_it_admitted_on_estimated_prices_too(scenario: Scenario,
+                                                                              shrink: float) -> None:
+    # Prices known 12 h ahead, estimated beyond and pulled toward the known mean by `shrink`: the promise
+    # rests on the reservation plan, which reads no price, so no estimate may break it.
+    policy = PriceAwarePolicy(forecast_shrink=shrink)
+    outcome, _ = scenario.run("price-aware", forecast_hours=12, policy=policy)
+    due_s = T0 + scenario.trace.submit_s + scenario.trace.deadline_s
+    late = (outcome.finish_s > due_s + 1e-3) & ~outcome.infeasible
+    assert not late.any(), {
+        str(scenario.trace.job_id[i]): f"{(outcome.finish_s[i] - due_s[i]) / 60:.1f} min late"
+        for i in np.flatnonzero(late)}
+
+
 @pytest.mark.parametrize("arrival_slack", [0.0, PriceAwarePolicy.arrival_slack])
 def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_deadline(
         arrival_slack: float) -> None:
