@@ -53,8 +53,7 @@ class RayServe:
             serve.run_many([RunTarget(build(args), name=endpoint.name, route_prefix=endpoint.route)],
                            wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
         except (ray.exceptions.RayActorError, TimeoutError) as error:  # Serve's controller or proxy is down
-            self._started = False  # so the next apply waits for Serve to be up again
-            raise ServeUnavailableError(f"Serve is not up: {summary_line(error)}") from None
+            raise self._serve_down(error) from None
         except Exception as error:  # noqa: BLE001 - Serve's reasons come in many types
             raise FactoryError(f"Serve could not deploy endpoint '{endpoint.name}' ({endpoint.ref}): "
                                f"{summary_line(error)}") from None
@@ -91,6 +90,11 @@ class RayServe:
         # The proxy's own timeout backs the replicas' (`request_timeout_s`, answered as 504 with an id).
         return {"host": self.settings.http_host, "port": self.settings.http_port,
                 "request_timeout_s": self.settings.request_timeout_s + 10}
+
+    def _serve_down(self, error: BaseException) -> ServeUnavailableError:
+        """The error for Serve's controller or proxy gone; the next apply waits for Serve to be up again."""
+        self._started = False
+        return ServeUnavailableError(f"Serve is not up: {summary_line(error)}")
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -145,8 +149,7 @@ class RayServe:
             try:
                 app = serve.status().applications.get(endpoint.name)
             except (ray.exceptions.RayActorError, TimeoutError) as error:  # Serve's controller went away
-                self._started = False
-                raise ServeUnavailableError(f"Serve is not up: {summary_line(error)}") from None
+                raise self._serve_down(error) from None
             status = str(getattr(app.status, "value", app.status)) if app is not None else "MISSING"
             if status == "RUNNING":
                 return

@@ -409,19 +409,19 @@ class EndpointManager:
         try:
             self.backend.apply(endpoint)
         except ServeUnavailableError as error:  # no verdict: the change stands
-            self._to_reconcile.add(endpoint.name)
-            raise ServeUnavailableError(
-                f"{summary_line(error)}; endpoint '{endpoint.name}' is stored as asked and the factory "
-                "applies it once Serve is up: do not send the change again") from None
+            raise self._stands(endpoint.name, summary_line(error)) from None
         except FactoryError as refusal:
             self._undo_change(current, endpoint, change, refusal, alias_before, moved)
             raise
         except Exception as error:  # no verdict from Serve either: the change stands, as above
-            self._to_reconcile.add(endpoint.name)
-            raise ServeUnavailableError(
-                f"Serve did not answer ({type(error).__name__}: {summary_line(error)}); endpoint "
-                f"'{endpoint.name}' is stored as asked and the factory applies it once Serve does: do not "
-                "send the change again") from error
+            raise self._stands(endpoint.name, f"Serve did not answer ({type(error).__name__}: "
+                                              f"{summary_line(error)})") from error
+
+    def _stands(self, name: str, cause: str) -> ServeUnavailableError:
+        """Serve gave no verdict on endpoint `name`'s stored change: the rounds apply it once Serve is up."""
+        self._to_reconcile.add(name)
+        return ServeUnavailableError(f"{cause}; endpoint '{name}' is stored as asked and the factory applies "
+                                     "it once Serve is up: do not send the change again")
 
     def _change_even_if_serve_is_down(self, current: Endpoint | None,
                                       endpoint: Endpoint) -> ServeUnavailableError | None:
