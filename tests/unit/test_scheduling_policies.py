@@ -456,7 +456,7 @@ def _known_day_then_estimates(known_cheap_hour: int, estimated_cheap_hour: int) 
     return PriceOutlook(T0 + HOUR * np.arange(48), HOUR, values, np.arange(48) < 24)
 
 
-@pytest.mark.parametrize(("shrink", "window_hour"), [(0.0, 27), (PriceAwarePolicy.forecast_shrink, 3)])
+@pytest.mark.parametrize(("shrink", "window_hour"), [(0.0, 27), (0.5, 3), (1.0, 3)])
 def test_a_published_cheap_hour_beats_an_estimate_only_a_little_cheaper(shrink: float,
                                                                         window_hour: int) -> None:
     # The estimate past the published day (25) is only a little under the published cheap hour (30): taken
@@ -473,7 +473,7 @@ def test_an_estimate_far_below_the_published_prices_still_draws_the_job() -> Non
                     prices=_known_day_then_estimates(3, 27))
     assert snap.prices is not None
     snap.prices.price_per_mwh[27] = -100.0  # shrunk halfway it is still far under 30
-    decisions = PriceAwarePolicy().decide(snap)
+    decisions = PriceAwarePolicy(forecast_shrink=0.5).decide(snap)
     assert f"cheap window at {utc_label(T0 + 27 * HOUR)}" in detail(decisions, "train")
 
 
