@@ -376,12 +376,15 @@ def _shrink_forecast(snapshot: Snapshot, shrink: float) -> Snapshot:
     """
     outlook = snapshot.prices
     assert outlook is not None
-    known = outlook.known.astype(bool, copy=False)
-    if shrink == 0.0 or known.all() or not known.any():
+    if shrink == 0.0:
         return snapshot
-    values = np.asarray(outlook.price_per_mwh, dtype=np.float64).copy()
-    mean = float(np.nanmean(values[known])) if np.isfinite(values[known]).any() else math.nan
-    if not math.isfinite(mean):
+    known = outlook.known.astype(bool, copy=False)
+    if known.all() or not known.any():
+        return snapshot
+    values = np.array(outlook.price_per_mwh, dtype=np.float64)  # a copy: outlooks are shared and cached
+    known_values = values[known]
+    mean = float(np.nanmean(known_values)) if np.isfinite(known_values).any() else math.nan
+    if not math.isfinite(mean):  # no finite known value to shrink toward
         return snapshot
     estimated = ~known
     values[estimated] = mean + (1.0 - shrink) * (values[estimated] - mean)

@@ -415,13 +415,13 @@ class EndpointManager:
             raise
         except Exception as error:  # no verdict from Serve either: the change stands, as above
             raise self._stands(endpoint.name, f"Serve did not answer ({type(error).__name__}: "
-                                              f"{summary_line(error)})") from error
+                                              f"{summary_line(error)})", until="Serve does") from error
 
-    def _stands(self, name: str, cause: str) -> ServeUnavailableError:
-        """Serve gave no verdict on endpoint `name`'s stored change: the rounds apply it once Serve is up."""
+    def _stands(self, name: str, cause: str, until: str = "Serve is up") -> ServeUnavailableError:
+        """Serve gave no verdict on endpoint `name`'s stored change: the rounds apply it `until` then."""
         self._to_reconcile.add(name)
         return ServeUnavailableError(f"{cause}; endpoint '{name}' is stored as asked and the factory applies "
-                                     "it once Serve is up: do not send the change again")
+                                     f"it once {until}: do not send the change again")
 
     def _change_even_if_serve_is_down(self, current: Endpoint | None,
                                       endpoint: Endpoint) -> ServeUnavailableError | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -475,6 +476,25 @@ def test_an_estimate_far_below_the_published_prices_still_draws_the_job() -> Non
     snap.prices.price_per_mwh[27] = -100.0  # shrunk halfway it is still far under 30
     decisions = PriceAwarePolicy(forecast_shrink=0.5).decide(snap)
     assert f"cheap window at {utc_label(T0 + 27 * HOUR)}" in detail(decisions, "train")
+
+
+def test_shrinking_moves_only_the_estimates_and_leaves_the_callers_outlook_alone() -> None:
+    from factory.scheduling.price_aware import _shrink_forecast
+
+    prices = PriceOutlook(T0 + HOUR * np.arange(4), HOUR, np.array([10.0, 30.0, 0.0, 60.0]),
+                          np.array([True, True, False, False]), market_price_per_mwh=np.full(4, 5.0),
+                          carbon_g_per_kwh=np.full(4, 300.0))
+    snap = Snapshot(T0, {"n0": 1}, [], prices=prices)
+    shrunk = _shrink_forecast(snap, 0.5).prices
+    assert shrunk is not None
+    assert shrunk.price_per_mwh.tolist() == [10.0, 30.0, 10.0, 40.0]  # the known mean is 20
+    assert _shrink_forecast(snap, 1.0).prices.price_per_mwh.tolist() == [10.0, 30.0, 20.0, 20.0]
+    assert prices.price_per_mwh.tolist() == [10.0, 30.0, 0.0, 60.0]  # outlooks are shared: not written
+    assert shrunk.market_price_per_mwh is prices.market_price_per_mwh
+    assert shrunk.carbon_g_per_kwh is prices.carbon_g_per_kwh and shrunk.known is prices.known
+    for known in (np.ones(4, bool), np.zeros(4, bool)):  # nothing to shrink, or nothing to shrink toward
+        whole = replace(snap, prices=replace(prices, known=known))
+        assert _shrink_forecast(whole, 1.0) is whole
 
 
 @pytest.mark.parametrize("shrink", [-0.1, 1.5, float("nan")])
