@@ -418,7 +418,7 @@ class EndpointManager:
                                               f"{summary_line(error)})", until="Serve does") from error
 
     def _stands(self, name: str, cause: str, until: str = "Serve is up") -> ServeUnavailableError:
-        """Serve gave no verdict on endpoint `name`'s stored change: the rounds apply it `until` then."""
+        """Serve gave no verdict on endpoint `name`'s stored change: the rounds apply it once `until`."""
         self._to_reconcile.add(name)
         return ServeUnavailableError(f"{cause}; endpoint '{name}' is stored as asked and the factory applies "
                                      f"it once {until}: do not send the change again")
