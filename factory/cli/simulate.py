@@ -277,6 +277,7 @@ def _summary(report, gpus: int, forecast_hours: float, files: list[str],  # noqa
         ("completed", f"{report.completed}/{report.jobs}", f"{base.completed}/{base.jobs}"),
         ("deadline misses", str(report.deadline_misses), str(base.deadline_misses)),
         ("infeasible at admission", str(report.infeasible_at_admission), str(base.infeasible_at_admission)),
+        ("missed promises", str(report.missed_promises), str(base.missed_promises)),
         ("mean JCT", hours(report.mean_jct_s), hours(base.mean_jct_s)),
         ("p95 JCT", hours(report.p95_jct_s), hours(base.p95_jct_s)),
         ("mean wait", hours(report.mean_wait_s), hours(base.mean_wait_s)),

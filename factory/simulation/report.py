@@ -79,6 +79,9 @@ class PolicyReport(BaseModel):
     preemptions: int
     wall_s: float
     infeasible_at_admission: int
+    # Deadline misses (unfinished included) of jobs admitted as feasible: promises broken, which a policy
+    # that keeps its promises never has (jobs reported infeasible at admission were told, and are not).
+    missed_promises: int
     uncovered_kwh: float
     decisions: int
     pauses_per_job: PausesPerJob
@@ -141,7 +144,9 @@ def summarize(outcome: Outcome, trace: JobTrace, *, time_zero_s: float, total_gp
         mean_wait_s=_mean(wait_s),
         gpu_utilization=busy_gpu_s / (total_gpus * span_s) if span_s > 0 else 0.0,
         preemptions=int(outcome.preemptions.sum()), wall_s=outcome.wall_s,
-        infeasible_at_admission=int(outcome.infeasible.sum()), uncovered_kwh=uncovered_kwh,
+        infeasible_at_admission=int(outcome.infeasible.sum()),
+        missed_promises=int(((late | ~done) & ~outcome.infeasible.astype(bool)).sum()),
+        uncovered_kwh=uncovered_kwh,
         decisions=outcome.decisions, pauses_per_job=pauses_per_job(outcome.preemptions),
     )
 

@@ -188,6 +188,23 @@ def test_a_late_non_preemptible_job_longer_than_a_day_still_runs(tmp_path: Path)
     report = json.loads(result.stdout)
     assert report["completed"] == 1 and report["infeasible_at_admission"] == 1
     assert report["preemptions"] == 0
+    # It was told at submission, so its miss is not a broken promise (fifo told it too).
+    assert report["deadline_misses"] == 1 and report["missed_promises"] == 0
+    assert report["baseline"]["deadline_misses"] == 1 and report["baseline"]["missed_promises"] == 0
+
+
+def test_a_job_admitted_as_feasible_that_misses_is_a_broken_promise(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv", days=3)
+    # fifo admits the short job (it could finish alone) and then runs it after the 10 h one: late.
+    write_jobs(tmp_path / "jobs.csv", ["long,0,36000,1,72000,false", "short,60,3600,1,7200,true"],
+               CONTRACT + ",deadline_s,preemptible")
+
+    result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1", "--json", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    fifo = json.loads(result.stdout)["baseline"]
+    assert fifo["infeasible_at_admission"] == 0
+    assert fifo["deadline_misses"] == fifo["missed_promises"] == 1
 
 
 
