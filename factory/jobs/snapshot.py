@@ -91,6 +91,7 @@ def job_view(job: JobRow, now_s: float, gpu_power_w: float) -> JobView:
         placement=placement_of(job) if phase is Phase.RUNNING else (),
         admitted=schedule.admitted, at_risk=schedule.at_risk,
         pauses_today=pauses_since(job, now_s - DAY_S), resume_overhead_s=learnt_resume_overhead_s(job),
+        started_s=schedule.started_s if phase is Phase.RUNNING else None,
     )
 
 

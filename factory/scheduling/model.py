@@ -73,6 +73,7 @@ class JobView:
     at_risk: bool = False
     pauses_today: int = 0  # times it was paused in the last 24 h (the pause cap of `price-aware`)
     resume_overhead_s: float | None = None  # learnt from its own resumes; None: `Snapshot.preempt_overhead_s`
+    started_s: float | None = None  # when its current run began (running; None: not running, or not known)
 
     @property
     def worker_gpus(self) -> int:

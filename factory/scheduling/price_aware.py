@@ -17,10 +17,11 @@ Each decision has two parts:
    so waiting for a cheap hour happens only inside a job's slack. A running job is kept running ahead of
    queued ones (a queued job that is not due never displaces it) and is paused only when the saving on
    published prices beats its resume overhead by `pause_margin` (`Planner._run_or_pause`), at most
-   `max_pauses_per_day` times a day for price, only with `pause_guard_intervals` of slack to spare after a
-   resume past the current interval (`Reservation.price_pausable`: a resume that slips one interval, its
-   room taken by a newcomer or a gang, must not make it late), and (with a resume overhead) never while the
-   plan is short of room: a resume redoes work, which late or due jobs need the GPUs for.
+   `max_pauses_per_day` times a day for price, never in the price interval it (re)started in (it ran on
+   these very prices), only with `pause_guard_intervals` of slack to spare after a resume past the current
+   interval (`Reservation.price_pausable`: a resume that slips one interval, its room taken by a newcomer
+   or a gang, must not make it late), and (with a resume overhead) never while the plan is short of room:
+   a resume redoes work, which late or due jobs need the GPUs for.
 
 A job planned for later waits for `price` only if it had room now; one whose room went to more urgent jobs
 waits for `capacity` (or `power budget`), so the reason users see is the true one; each waiting admitted
@@ -265,8 +266,12 @@ class PriceAwarePolicy:
             return PlanRequest(job, needed_s, deadline_s, tier, None, held_unbroken=True)
         # A resume redoes work: while the plan is short of room (a job is late, or must start now), a pause
         # for price would take GPU time those jobs need, so none is made.
+        # A job started in the current price interval ran on these very prices: it is not paused for price
+        # before the next one (else the order jobs are planned in makes it start and stop on one price).
+        started_s = job.started_s
         may_pause = tier == RUNNING and job_id in promise.price_pausable and \
             job.pauses_today < self.max_pauses_per_day and \
+            (started_s is None or started_s < float(snapshot.prices.starts_s[0]) - 1e-6) and \
             math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
         # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see

@@ -122,6 +122,7 @@ class _Run:
         self.at_risk = np.zeros(n, dtype=bool)
         self.finish_s = np.full(n, np.nan)
         self.first_start_s = np.full(n, np.nan)
+        self.run_start_s = np.full(n, np.nan)  # when the current run began
         self.run_s = np.zeros(n)
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.pause_times_s: list[list[float]] = [[] for _ in range(n)]  # for the pause cap (last 24 h)
@@ -265,6 +266,7 @@ class _Run:
                 self.remaining_s[j] += self.overhead_s
             if math.isnan(self.first_start_s[j]):
                 self.first_start_s[j] = now_s
+            self.run_start_s[j] = now_s
             self.state[j] = RUNNING
             self.placement[j] = start.placement
             self.running.add(j)
@@ -296,7 +298,9 @@ class _Run:
             submit_s=float(self.submit_s[j]), remaining_s=max(0.0, float(self.remaining_s[j])),
             phase=phase, deadline_s=float(self.deadline_s[j]), preemptible=self.preemptible[j],
             team=self.teams[j], priority=self.priorities[j], placement=self.placement[j],
-            admitted=self.admitted[j], at_risk=bool(self.at_risk[j]), pauses_today=self._pauses_today(j, now_s),
+            admitted=self.admitted[j], at_risk=bool(self.at_risk[j]),
+            pauses_today=self._pauses_today(j, now_s),
+            started_s=float(self.run_start_s[j]) if state == RUNNING else None,
         )
 
     def _pauses_today(self, j: int, now_s: float) -> int:

@@ -421,6 +421,8 @@ def test_the_policys_pauses_are_counted_and_only_those_of_the_last_day_hold_a_jo
     job_id = submit(controller, estimate_s=2 * HOUR, deadline_h=10)
     controller.step(T0, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
     assert policy.view(job_id).pauses_today == 0
+    controller.step(T0 + 600, CLUSTER, outlook(T0, [10, 500, 500, 10, 10, 90, 90, 90, 90, 90]))
+    assert policy.view(job_id).started_s == T0  # its run began at the first step (the price-pause rule)
     spike_s = T0 + HOUR
     controller.step(spike_s, CLUSTER, outlook(spike_s, [500, 500, 10, 10, 90, 90, 90, 90, 90]))
     pausing = store.get_job(job_id)
