@@ -267,11 +267,12 @@ class PriceAwarePolicy:
         # A resume redoes work: while the plan is short of room (a job is late, or must start now), a pause
         # for price would take GPU time those jobs need, so none is made.
         # A job started in the current price interval ran on these very prices: it is not paused for price
-        # before the next one (else the order jobs are planned in makes it start and stop on one price).
+        # before the next one (else the order jobs are planned in makes it start and stop on one price). One
+        # started in the last sliver before it was planned on it too (`_past_a_sliver`).
         started_s = job.started_s
         may_pause = tier == RUNNING and job_id in promise.price_pausable and \
             job.pauses_today < self.max_pauses_per_day and \
-            (started_s is None or started_s < float(snapshot.prices.starts_s[0]) - 1e-6) and \
+            (started_s is None or started_s < float(snapshot.prices.starts_s[0]) - MIN_SLICE_S) and \
             math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
         pause_option_s = job.remaining_s + overhead_s if may_pause else None
         # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see

@@ -116,12 +116,14 @@ def test_a_running_preemptible_job_is_paused_through_expensive_hours_when_pausin
     assert utc_label(T0 + 3 * HOUR) in detail(decisions, "train")
 
 
-@pytest.mark.parametrize(("started_s", "pauses"), [(T0 + 600, False), (T0 - 600, True), (None, True)])
+@pytest.mark.parametrize(("started_s", "pauses"), [(T0 + 600, False), (T0, False), (T0 - 0.5, False),
+                                                   (T0 - 600, True), (None, True)])
 def test_a_job_started_in_the_current_price_interval_is_not_paused_for_price_in_it(
         started_s: float | None, pauses: bool) -> None:
     # The same job as above, 20 minutes into the hour: started in this hour, it ran on these very prices
-    # (another job's place in the plan, not the price, would stop it); started in an earlier hour, or when
-    # the start is unknown, it is paused through the dear hours.
+    # (another job's place in the plan, not the price, would stop it), as in the last second before it (a
+    # decision then plans on this hour); started in an earlier hour, or when the start is unknown, it is
+    # paused through the dear hours.
     now_s = T0 + 1200
     train = running("train", (("n0", 1),), hours=2, deadline_s=T0 + 6 * HOUR, started_s=started_s)
     prices = PriceOutlook(T0 + HOUR * np.arange(6), HOUR, np.array(EXPENSIVE_NEXT, float), np.ones(6, bool))
