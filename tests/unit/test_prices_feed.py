@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from factory.errors import PriceDataError, PriceError
 from factory.price_config import HttpFeedConfig, PricesConfig
 from factory.prices.feed import PriceFeed
 from factory.prices.http import HttpPriceProvider
 from factory.prices.models import ConsumptionInterval
-from factory.prices.series import IntervalSeries
+from factory.prices.series import IntervalSeries, utc_label
 from factory.prices.sources import build_provider
 from factory.prices.tariff import TariffProvider, load_tariff
 from factory.prices.trace import LoadedTrace, TraceProvider
@@ -267,3 +270,34 @@ def test_the_repository_config_points_at_the_illustrative_tariff_and_works_witho
     assert feed.provider.kind == "tariff" and "Illustrative" in feed.provider.description
     assert config.prices.tariff_path == REPO_ROOT / "factory" / "prices" / "tariffs" / "illustrative.yaml"
     assert feed.price(T0).unit == "USD/MWh"
+
+
+def _strftime_label(time_s: float) -> str:
+    """What `utc_label` must equal: `datetime`'s own text, its rounding to microseconds included."""
+    try:
+        moment = datetime.fromtimestamp(time_s, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return f"{time_s:.0f} (Unix seconds)"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if moment.second else "%Y-%m-%d %H:%M UTC")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-1e6, 4e9),
+    # Whole seconds and a hair around them, where rounding to microseconds moves the second shown.
+    st.builds(lambda whole, hair: whole + hair, st.integers(-10**6, 4 * 10**9).map(float),
+              st.sampled_from([0.0, 5e-7, -5e-7, 4.999e-7, -4.999e-7, 5.0001e-7, 1e-6, -1e-6, 0.5, -0.5])),
+))
+def test_utc_label_is_datetimes_text(time_s: float) -> None:
+    """A message's time reads as `datetime` writes it, however it is computed (the fast path caches per
+    minute): whole minutes without seconds, other times with them, times out of range as Unix seconds."""
+    assert utc_label(time_s) == _strftime_label(time_s)
+
+
+def test_utc_label_examples() -> None:
+    assert utc_label(T0) == "2024-07-01 00:00 UTC"
+    assert utc_label(T0 + 3725.0) == "2024-07-01 01:02:05 UTC"
+    assert utc_label(T0 - 0.4) == "2024-06-30 23:59:59 UTC"
+    assert utc_label(T0 + 59.9999996) == "2024-07-01 00:01 UTC"  # rounds to the next whole minute
+    assert utc_label(math.inf) == "inf (Unix seconds)"
