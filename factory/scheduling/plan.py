@@ -119,6 +119,9 @@ class Planner:
         self.now_position = int((self.order == 0).nonzero()[0][0])  # the current interval's, in `order`
         self.free_gpu_s = total_gpus * self.usable_s  # GPU-seconds, for what is planned where
         self.capacity_gpu_s = self.free_gpu_s.copy()
+        # The first interval where a job planned so far holds GPU-seconds (len: none), kept by `reserve`:
+        # `free_gpu_s < capacity_gpu_s - EPS_S` there and nowhere before it.
+        self.first_shared = len(starts)
         self.arrival_slack = arrival_slack
         self.pause_margin = pause_margin
         self.max_pauses_per_day = max_pauses_per_day
@@ -299,15 +302,21 @@ class Planner:
         """
         if plan.seconds is None or not len(plan.intervals):
             return
-        self.free_gpu_s[plan.intervals] -= job.num_gpus * plan.seconds
-        fits = self.free_gpus_at_start[plan.intervals] >= job.num_gpus
+        intervals = plan.intervals
+        self.free_gpu_s[intervals] -= job.num_gpus * plan.seconds
+        if int(intervals[0]) < self.first_shared:  # (intervals ascend: no other can move it earlier)
+            shared = intervals[self.free_gpu_s[intervals] < self.capacity_gpu_s[intervals] - EPS_S]
+            if len(shared):
+                self.first_shared = min(self.first_shared, int(shared[0]))
+        fits = self.free_gpus_at_start[intervals] >= job.num_gpus
         if self.power_budget_w is not None:
-            fits &= self.free_power_at_start_w[plan.intervals] >= job.draw_w - EPS_S
-        if plan.intervals[0] == 0:
+            fits &= self.free_power_at_start_w[intervals] >= job.draw_w - EPS_S
+        if intervals[0] == 0:
             fits[0] = plan.runs_now
-        held_from_start = plan.intervals[fits]
+        held_from_start = intervals[fits]
         self.free_gpus_at_start[held_from_start] -= job.num_gpus
-        self.free_power_at_start_w[held_from_start] -= job.draw_w
+        if self.power_budget_w is not None:  # (without one, every interval's free watts stay infinite)
+            self.free_power_at_start_w[held_from_start] -= job.draw_w
         last = int(plan.intervals[-1])
         held_later = plan.intervals[~fits].tolist() if not fits.all() else []
         for interval in held_later:
@@ -351,8 +360,7 @@ class Planner:
 
     def _shared_before(self, deadline_s: float) -> bool:
         """Whether any job planned so far uses GPUs before `deadline_s`."""
-        last = int(self.effective_start_s.searchsorted(deadline_s))
-        return bool((self.free_gpu_s[:last] < self.capacity_gpu_s[:last] - EPS_S).any())
+        return self.first_shared < int(self.effective_start_s.searchsorted(deadline_s))
 
     def _choose(self, request: PlanRequest) -> JobPlan:
         """The plan `request`'s tier calls for, in the room left; reserves nothing."""
@@ -546,4 +554,9 @@ def _run_bounds(chosen: np.ndarray) -> tuple[list[int], list[int]]:
 
 def _runs(intervals: np.ndarray) -> int:
     """Unbroken runs of consecutive intervals in a plan (each one after the first is a pause and a resume)."""
-    return 1 + int(((intervals[1:] - intervals[:-1]) > 1).sum()) if len(intervals) else 0
+    count = len(intervals)
+    if not count:
+        return 0
+    if int(intervals[-1]) - int(intervals[0]) + 1 == count:  # ascending and distinct: one unbroken run
+        return 1
+    return 1 + int(((intervals[1:] - intervals[:-1]) > 1).sum())

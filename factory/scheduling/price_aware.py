@@ -121,7 +121,7 @@ class PriceAwarePolicy:
         overhead_s = snapshot.preempt_overhead_s
         deadlines = {job.job_id: self._deadline_s(job, now_s, overhead_s) for job in snapshot.jobs}
         promise = self._reserve(snapshot, deadlines)
-        requests = [self._request(job, snapshot, deadlines[job.job_id], promise) for job in snapshot.jobs]
+        requests = self._requests(snapshot, deadlines, promise)
         ordered, plans, borrowing = self._plan(snapshot, requests, promise)
 
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
@@ -129,14 +129,14 @@ class PriceAwarePolicy:
         held: dict[str, tuple[WaitReason, str]] = {}
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
-            if plan.runs_now:
-                ranked.append(job)
-            elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
-                held[job.job_id] = _RECLAIMED
-            elif plan is _NOT_PLANNED:
+            if plan is _NOT_PLANNED:  # (queued jobs of a long queue's tail: looked at first)
                 held[job.job_id] = _CROWDED_OUT
             elif plan is _HELD_UNBROKEN:
                 held[job.job_id] = _UNBROKEN
+            elif plan.runs_now:
+                ranked.append(job)
+            elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
+                held[job.job_id] = _RECLAIMED
             else:
                 held[job.job_id] = _held(plan, snapshot)
         newcomers = [job.job_id for job in snapshot.jobs if not job.admitted]
@@ -216,75 +216,92 @@ class PriceAwarePolicy:
         """
         return job.at_risk or self._runs_unbroken(job, default_overhead_s)
 
-    def _request(self, job: JobView, snapshot: Snapshot, deadline_s: float, promise: Reservation) -> PlanRequest:
-        now_s = snapshot.now_s
-        overhead_s = snapshot.preempt_overhead_s if job.resume_overhead_s is None else job.resume_overhead_s
-        # job.needed_s(...), inlined: this runs for every job of the queue
-        needed_s = job.remaining_s + overhead_s if job.phase is Phase.PAUSED else job.remaining_s
-        job_id = job.job_id
-        if job.phase is Phase.RUNNING:
-            # Only a job the reservation plan found pausable may be paused (for price, or to make room for
-            # a job that must start now); any other keeps running, since each pause adds its resume to the
-            # work left (see `_kept_running`, and `Reservation.pausable`).
-            tier = RUNNING if job_id in promise.pausable else PINNED
-        elif job.at_risk or job_id in promise.infeasible:
-            tier = AT_RISK  # late whatever happens: as soon as possible, in what the promises leave
-        elif job_id in promise.short:
-            # The plan found it no room, but it may still finish if it runs from now: the plan's order is a
-            # heuristic (several GPUs, unbroken bookings), so rather than being written off as late the job
-            # runs ahead of jobs not yet due, and preempts flexible ones once it must start: at its latest
-            # start alone, asked for (`_decide_again_s`), not at the start of the interval that holds it.
-            # The plan counts whole intervals, so it cannot see that a job paused later for it, with less
-            # left to run, still makes its own deadline where one paused at the interval's start may not.
-            # Late only if that start passed more than `SHORT_START_LAG_S` ago: the decision asked for may
-            # come a little after it (the live scheduler wakes just after the time asked), and must still
-            # preempt; one later than that is late, and waits as late jobs do.
-            # One whose latest start is in the interval's last slice cannot be asked for then: due now.
-            latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide again then
-            assert snapshot.prices is not None
-            interval_start_s = float(snapshot.prices.starts_s[0])
-            interval_end_s = interval_start_s + snapshot.prices.interval_s
-            if promise.fluid or latest_alone_s < max(interval_start_s, now_s - SHORT_START_LAG_S) - 1e-6:
-                tier = AT_RISK
-            elif latest_alone_s < now_s + MIN_SLICE_S or \
-                    interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s:
-                tier = DUE
-            else:
-                tier = DUE_SOON
-        elif job_id in promise.urgent:
-            tier = DUE
-        elif job_id in promise.due:
-            tier = DUE_SOON
-        elif now_s + needed_s > deadline_s + 1e-6:
-            tier = AT_RISK  # too late whatever happens: as soon as possible
-        else:
-            tier = FLEXIBLE
-        if tier >= AT_RISK and job_id not in promise.unbroken_now and \
-                (tier == AT_RISK or self._runs_unbroken(job, snapshot.preempt_overhead_s)):
-            # Started now it would run unbroken (a late job is never paused) over room promised to admitted
-            # jobs: it waits, until it is due or that room is free.
-            return PlanRequest(job, needed_s, deadline_s, tier, None, held_unbroken=True)
+    def _requests(self, snapshot: Snapshot, deadlines: Mapping[str, float],
+                  promise: Reservation) -> list[PlanRequest]:
+        """Each job's request to the planner: its tier, what it needs by when, whether it may be paused.
+
+        (One loop with the decision's constants bound once, not a call per job: this runs for every job of
+        a long queue.)
+        """
+        assert snapshot.prices is not None
+        now_s, default_overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
+        interval_start_s = float(snapshot.prices.starts_s[0])
+        interval_end_s = interval_start_s + snapshot.prices.interval_s
+        running_phase, paused_phase = Phase.RUNNING, Phase.PAUSED
+        infeasible, short, urgent, due = promise.infeasible, promise.short, promise.urgent, promise.due
+        pausable, price_pausable = promise.pausable, promise.price_pausable
+        unbroken_now = promise.unbroken_now
+        short_starts_late_s = max(interval_start_s, now_s - SHORT_START_LAG_S) - 1e-6
         # A resume redoes work: while the plan is short of room (a job is late, or must start now), a pause
-        # for price would take GPU time those jobs need, so none is made.
-        # A job started in the current price interval ran on these very prices: it is not paused for price
-        # before the next one (else the order jobs are planned in makes it start and stop on one price). One
-        # started in the last sliver before it was planned on it too (`_past_a_sliver`).
-        started_s = job.started_s
-        may_pause = tier == RUNNING and job_id in promise.price_pausable and \
-            job.pauses_today < self.max_pauses_per_day and \
-            (started_s is None or started_s < float(snapshot.prices.starts_s[0]) - MIN_SLICE_S) and \
-            math.isfinite(overhead_s) and not (overhead_s > 0 and (promise.short or promise.urgent))
-        pause_option_s = job.remaining_s + overhead_s if may_pause else None
-        # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see
-        # `Planner._fewer_runs`) unless the plan has jobs short of room: waiting spends slack they may need.
-        resume_s = overhead_s if math.isfinite(overhead_s) and not promise.short else 0.0
-        return PlanRequest(job, needed_s, deadline_s, tier, pause_option_s, resume_s=resume_s)
+        # for price would take GPU time those jobs need, so none is made (with a resume overhead).
+        plan_short = bool(short or urgent)
+        requests = []
+        for job in snapshot.jobs:
+            job_id = job.job_id
+            deadline_s = deadlines[job_id]
+            overhead_s = default_overhead_s if job.resume_overhead_s is None else job.resume_overhead_s
+            needed_s = job.remaining_s + overhead_s if job.phase is paused_phase else job.remaining_s
+            if job.phase is running_phase:
+                # Only a job the reservation plan found pausable may be paused (for price, or to make room
+                # for a job that must start now); any other keeps running, since each pause adds its resume
+                # to the work left (see `_kept_running`, and `Reservation.pausable`).
+                tier = RUNNING if job_id in pausable else PINNED
+            elif job.at_risk or job_id in infeasible:
+                tier = AT_RISK  # late whatever happens: as soon as possible, in what the promises leave
+            elif job_id in short:
+                # The plan found it no room, but it may still finish if it runs from now: the plan's order
+                # is a heuristic (several GPUs, unbroken bookings), so rather than being written off as late
+                # the job runs ahead of jobs not yet due, and preempts flexible ones once it must start: at
+                # its latest start alone, asked for (`_decide_again_s`), not at the start of the interval
+                # that holds it. The plan counts whole intervals, so it cannot see that a job paused later
+                # for it, with less left to run, still makes its own deadline where one paused at the
+                # interval's start may not.
+                # Late only if that start passed more than `SHORT_START_LAG_S` ago: the decision asked for
+                # may come a little after it (the live scheduler wakes just after the time asked), and must
+                # still preempt; one later than that is late, and waits as late jobs do.
+                # One whose latest start is in the interval's last slice cannot be asked for then: due now.
+                latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide then
+                if promise.fluid or latest_alone_s < short_starts_late_s:
+                    tier = AT_RISK
+                elif latest_alone_s < now_s + MIN_SLICE_S or \
+                        interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s:
+                    tier = DUE
+                else:
+                    tier = DUE_SOON
+            elif job_id in urgent:
+                tier = DUE
+            elif job_id in due:
+                tier = DUE_SOON
+            elif now_s + needed_s > deadline_s + 1e-6:
+                tier = AT_RISK  # too late whatever happens: as soon as possible
+            else:
+                tier = FLEXIBLE
+            if tier >= AT_RISK and job_id not in unbroken_now and \
+                    (tier == AT_RISK or not job.preemptible or job.remaining_s < overhead_s):
+                # Started now it would run unbroken (a late job is never paused; see `_runs_unbroken`) over
+                # room promised to admitted jobs: it waits, until it is due or that room is free.
+                requests.append(PlanRequest(job, needed_s, deadline_s, tier, None, True))
+                continue
+            # A job started in the current price interval ran on these very prices: it is not paused for
+            # price before the next one (else the order jobs are planned in makes it start and stop on one
+            # price). One started in the last sliver before it was planned on it too (`_past_a_sliver`).
+            finite = math.isfinite(overhead_s)
+            pause_option_s = None
+            if tier == RUNNING and job_id in price_pausable and job.pauses_today < self.max_pauses_per_day \
+                    and (job.started_s is None or job.started_s < interval_start_s - MIN_SLICE_S) and finite \
+                    and not (overhead_s > 0 and plan_short):
+                pause_option_s = job.remaining_s + overhead_s
+            # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see
+            # `Planner._fewer_runs`) unless the plan has jobs short of room: waiting spends slack they need.
+            resume_s = overhead_s if finite and not short else 0.0
+            requests.append(PlanRequest(job, needed_s, deadline_s, tier, pause_option_s, False, resume_s))
+        return requests
 
     def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
               promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:
         """Plan every request in tier order; also returns the jobs that borrow beyond their team's guarantee.
 
-        The order returned is the planning order, then the jobs held unbroken (`_request`), which take no
+        The order returned is the planning order, then the jobs held unbroken (`_requests`), which take no
         room now and so need no place in it: a long queue of late jobs is not sorted (unless teams have
         quotas, where every job counts towards its team's guarantee in order).
         """
@@ -292,7 +309,7 @@ class PriceAwarePolicy:
         held = [] if snapshot.quotas else [r for r in requests if r.held_unbroken]
         if held:
             requests = [r for r in requests if not r.held_unbroken]
-        keys = [(r.tier, *_urgency(r, promise)) for r in requests]
+        keys = _urgency_keys(requests, promise)
         if snapshot.quotas:
             # A team's guarantee outranks keeping another team's borrowing job running: running and
             # flexible jobs form one group, inside which jobs within their team's guarantee go first.
@@ -310,7 +327,7 @@ class PriceAwarePolicy:
         position = 0  # among the jobs that may start now
         exhausted = False  # once nothing is left now, nothing will be (plans only take room)
         for request in ordered:
-            if request.held_unbroken:  # it may not start now (see `_request`), so it takes no room now
+            if request.held_unbroken:  # it may not start now (see `_requests`), so it takes no room now
                 plans[request.job.job_id] = _HELD_UNBROKEN
                 continue
             position += 1
@@ -412,17 +429,22 @@ def _caps_from_boundary(caps_w: np.ndarray | None) -> np.ndarray | None:
     return rest
 
 
-def _urgency(request: PlanRequest, promise: Reservation) -> tuple[float, float, str]:
-    """(laxity, deadline, id): least laxity first; due jobs by their latest safe start (the order their
-    reservations begin in, so that one started early never takes the room of one due before it); at-risk
-    jobs by how long they have been due.
+def _urgency_keys(requests: list[PlanRequest], promise: Reservation) -> list[tuple[int, float, float, str]]:
+    """Each request's planning key (tier, laxity, deadline, id): least laxity first within a tier; due jobs by
+    their latest safe start (the order their reservations begin in, so that one started early never takes
+    the room of one due before it); at-risk jobs by how long they have been due.
     """
-    if request.tier == DUE or request.tier == DUE_SOON:
-        return (promise.latest_start_s.get(request.job.job_id, -math.inf), request.deadline_s,
-                request.job.job_id)
-    laxity_s = request.deadline_s - request.job.submit_s if request.tier == AT_RISK else \
-        request.deadline_s - request.needed_s
-    return (laxity_s, request.deadline_s, request.job.job_id)
+    latest_start_s = promise.latest_start_s
+    keys = []
+    for request in requests:  # (one loop, not a call per request: this runs for every job of the queue)
+        tier, deadline_s, job = request.tier, request.deadline_s, request.job
+        if tier == DUE or tier == DUE_SOON:
+            keys.append((tier, latest_start_s.get(job.job_id, -math.inf), deadline_s, job.job_id))
+        elif tier == AT_RISK:
+            keys.append((tier, deadline_s - job.submit_s, deadline_s, job.job_id))
+        else:
+            keys.append((tier, deadline_s - request.needed_s, deadline_s, job.job_id))
+    return keys
 
 
 def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
