@@ -25,9 +25,11 @@ The plan (`reserve`):
   3. if step 2 leaves an admitted job without room, the plan is redone without margins, with running
      jobs movable (paused and resumed in time), then up to four times with every job left short so far
      placed first (the backward order is exact on one GPU, a heuristic with several), and the plan
-     leaving the fewest short is kept; those still not placed are `short`, booked last, as soon as
-     possible in what the others leave (the policy runs one that could still finish from now ahead of
-     jobs not yet due; the others are late, and run before flexible jobs only);
+     leaving the fewest short is kept (a running job such a plan moves must be `pausable`: one that is
+     not keeps running in the room the plan gave others, so it is held from now and the plan redone);
+     those still not placed are `short`, booked last, as soon as possible in what the others leave (the
+     policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
+     and run before flexible jobs only);
   4. newcomers, smallest first (more of them fit), each as late as it fits in what the admitted jobs
      left: a newcomer that finds no room before its deadline is infeasible, and told its earliest finish
      (as soon as possible in that room).
@@ -54,6 +56,7 @@ from factory.scheduling.model import JobView, PriceOutlook, budget_array_w
 EPS_S = 1e-6
 SLOT_S = 900.0  # the plan's time step within a price interval (at most)
 SHORT_FIRST_ROUNDS = 4  # rounds with the jobs left short so far placed first (each may leave others short)
+KEPT_ROUNDS = 3  # plans made again with the running jobs a plan moved but may not pause held from now
 EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
 
 
@@ -287,11 +290,30 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
             b.job.job_id for b in running
             if b.deadline_s - b.needed_s - _guard_s(b, price_pause_guard_s) >= interval_end_s}
         return result
-    plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running)
     admitted = sorted((b for b in bookings if b.admitted), key=_latest_first)
     # Newcomers take what the admitted jobs leave, smallest first: when not all of them fit, more of them do.
     newcomers = sorted((b for b in bookings if not b.admitted),
                        key=lambda b: (b.job.num_gpus * b.needed_s, -b.deadline_s, b.job.job_id))
+    kept: frozenset[str] = frozenset()
+    for attempt in range(KEPT_ROUNDS + 1):
+        plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running, kept)
+        best = _best_round(plan, admitted, newcomers, margin_fraction, movable=attempt < KEPT_ROUNDS)
+        result = _outcome(best, bookings, admitted, newcomers, unbroken, running, price_pause_guard_s)
+        # A plan with running jobs movable counts on pausing those it booked later: their room went to
+        # others (a newcomer admitted, a job due now). One that may not be paused after all (it could not
+        # be resumed in time: `pausable`) keeps running in that room, and the promises made in it would
+        # be broken: it is held from now and the plan made again (at the last attempt, none is movable).
+        refused = {b.job.job_id for b in running if best.placed.get(b.job.job_id, 0) > 0} - result.pausable
+        if best.running_held or not refused:
+            return result
+        kept = kept | refused
+    raise AssertionError("unreachable: the last attempt holds every running job")
+
+
+def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequence[Booking],
+                margin_fraction: float, movable: bool) -> _Round:
+    """The round that leaves the fewest admitted jobs short, then the fewest newcomers out (step 3 of the
+    module docstring); with running jobs movable only if `movable`."""
     best = plan.round(admitted, newcomers, margin_fraction, running_held=True)
     if best.short or best.turned_away:
         # Some job found no room. The margins may have taken it (plan again without them); a running job
@@ -300,7 +322,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         # with those that this leaves short first too).
         # The plan that leaves the fewest admitted jobs short, then the fewest newcomers out, is kept.
         first = set(best.short)
-        rounds = [(True, False), (False, False)] + [(False, True)] * SHORT_FIRST_ROUNDS
+        rounds = [(True, False), (False, False)] + [(False, True)] * SHORT_FIRST_ROUNDS if movable else \
+            [(True, False)] + [(True, True)] * SHORT_FIRST_ROUNDS
         for running_held, short_first in rounds:
             again = plan.round(admitted, newcomers, 0.0, running_held, first=first if short_first else set())
             if (len(again.short), len(again.turned_away)) < (len(best.short), len(best.turned_away)):
@@ -311,6 +334,14 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     if best.short:  # they will be late: booked last, as soon as possible in what the others leave
         best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short,
                           first=best.first - best.short)
+    return best
+
+
+def _outcome(best: _Round, bookings: Sequence[Booking], admitted: Sequence[Booking],
+             newcomers: Sequence[Booking], unbroken: Sequence[tuple[JobView, float]],
+             running: Sequence[Booking], price_pause_guard_s: float) -> Reservation:
+    """What the chosen round promises: latest starts, due and short jobs, infeasible newcomers, and which
+    queued jobs may start unbroken and which running ones may be paused (answered in `best.book`)."""
     book, placed = best.book, best.placed
     result = Reservation(short=set(best.short))
     for booking in newcomers:
@@ -402,6 +433,7 @@ class _Planning:
     power_budget_w: float | np.ndarray | None
     pinned: Sequence[tuple[JobView, float]]
     running: Sequence[Booking]
+    kept: frozenset[str] = frozenset()  # running jobs held from now even when running jobs are movable
 
     def round(self, admitted: Sequence[Booking], newcomers: Sequence[Booking], margin_fraction: float,
               running_held: bool, last: set[str] = frozenset(), first: set[str] = frozenset()) -> _Round:
@@ -418,7 +450,8 @@ class _Planning:
         order = list(admitted)
         # Running jobs held from now: all of them, or (movable) those that a pause would make late anyway.
         held = self.running if running_held else \
-            [b for b in self.running if self.now_s + b.needed_s > b.deadline_s + EPS_S]
+            [b for b in self.running
+             if self.now_s + b.needed_s > b.deadline_s + EPS_S or b.job.job_id in self.kept]
         for booking in held:
             book.take(booking.job, 0, booking.job.remaining_s)
         if not running_held:
