@@ -211,17 +211,26 @@ class Planner:
 
     # -- one job -------------------------------------------------------------------------------
 
-    def cheapest(self, job: JobView, needed_s: float, deadline_s: float, *,
-                 without_now: bool = False, with_now: bool = False) -> JobPlan:
-        """The cheapest intervals with room before `deadline_s` that add up to `needed_s`."""
+    def room_before(self, job: JobView, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds `job` can run in each interval before `deadline_s`, in price order (`self.order`), and the
+        positions with room (`cheapest`'s candidates). Valid until the next `reserve`."""
         usable = np.minimum(self.sorted_usable_s, deadline_s - self.sorted_start_s)
         room = self._room_s(job, self.order, usable)
-        candidates = (room > MIN_SLICE_S).nonzero()[0]
+        return room, (room > MIN_SLICE_S).nonzero()[0]
+
+    def cheapest(self, job: JobView, needed_s: float, deadline_s: float, *,
+                 without_now: bool = False, with_now: bool = False,
+                 room: tuple[np.ndarray, np.ndarray] | None = None) -> JobPlan:
+        """The cheapest intervals with room before `deadline_s` that add up to `needed_s`.
+
+        `room`: `room_before(job, deadline_s)`, when the caller has it (nothing reserved since).
+        """
+        room_s, candidates = room if room is not None else self.room_before(job, deadline_s)
         now = self.now_position
-        if (without_now or with_now) and room[now] > MIN_SLICE_S:
+        if (without_now or with_now) and room_s[now] > MIN_SLICE_S:
             others = candidates[candidates != now]
             candidates = np.concatenate(([now], others)) if with_now else others
-        return self._take(job, candidates, room, self.order, self.sorted_price, needed_s)
+        return self._take(job, candidates, room_s, self.order, self.sorted_price, needed_s)
 
     def earliest(self, job: JobView, needed_s: float, deadline_s: float = math.inf) -> JobPlan:
         """Intervals with room from now on, until `needed_s` is covered (as soon as possible).
@@ -435,18 +444,19 @@ class Planner:
         reason to stop a job.
         """
         job = request.job
+        room = self.room_before(job, request.deadline_s)  # its plans below share it: none reserves anything
         if request.pause_option_s is None:
-            return self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
-        free_plan = self.cheapest(job, request.needed_s, request.deadline_s)
+            return self.cheapest(job, request.needed_s, request.deadline_s, with_now=True, room=room)
+        free_plan = self.cheapest(job, request.needed_s, request.deadline_s, room=room)
         if free_plan.runs_now:
             return free_plan  # its cheapest plan keeps it running anyway (one plan, not three: a long queue)
         pauses_left = self.pauses_left(job, request.deadline_s)
-        keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True)
+        keep = self.cheapest(job, request.needed_s, request.deadline_s, with_now=True, room=room)
         if not free_plan.covered or not keep.runs_now or pauses_left < 1:
             return keep
         keep = self.within_runs(job, keep, request.needed_s, request.deadline_s, pauses_left + 1,
                                 keep_now=True) or keep
-        paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True)
+        paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True, room=room)
         paused = self.within_runs(job, paused, request.pause_option_s, request.deadline_s, pauses_left)
         if paused is None or not paused.covered:
             return keep  # it could not finish, or not within the pauses the cap leaves
