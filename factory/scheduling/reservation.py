@@ -25,8 +25,9 @@ The plan (`reserve`):
   3. if step 2 leaves an admitted job without room, the plan is redone without margins, with running
      jobs movable (paused and resumed in time), then up to four times with every job left short so far
      placed first (the backward order is exact on one GPU, a heuristic with several), and the plan
-     leaving the fewest short is kept (a running job such a plan moves must be `pausable`: one that is
-     not keeps running in the room the plan gave others, so it is held from now and the plan redone);
+     leaving the fewest short is kept (a running job such a plan pauses now must be `pausable`: one that
+     is not keeps running in the room the plan gave others, so it is held from now and the plan redone,
+     at most `KEPT_ROUNDS` times, then with every running job held);
      those still not placed are `short`, booked last, as soon as possible in what the others leave (the
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
      and run before flexible jobs only);
@@ -56,7 +57,7 @@ from factory.scheduling.model import JobView, PriceOutlook, budget_array_w
 EPS_S = 1e-6
 SLOT_S = 900.0  # the plan's time step within a price interval (at most)
 SHORT_FIRST_ROUNDS = 4  # rounds with the jobs left short so far placed first (each may leave others short)
-KEPT_ROUNDS = 3  # plans made again with the running jobs a plan moved but may not pause held from now
+KEPT_ROUNDS = 3  # attempts with running jobs movable (those a plan moved but may not pause then held)
 EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
 
 
@@ -299,11 +300,12 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running, kept)
         best = _best_round(plan, admitted, newcomers, margin_fraction, movable=attempt < KEPT_ROUNDS)
         result = _outcome(best, bookings, admitted, newcomers, unbroken, running, price_pause_guard_s)
-        # A plan with running jobs movable counts on pausing those it booked later: their room went to
-        # others (a newcomer admitted, a job due now). One that may not be paused after all (it could not
-        # be resumed in time: `pausable`) keeps running in that room, and the promises made in it would
-        # be broken: it is held from now and the plan made again (at the last attempt, none is movable).
-        refused = {b.job.job_id for b in running if best.placed.get(b.job.job_id, 0) > 0} - result.pausable
+        # A plan with running jobs movable counts on pausing now those it booked later (or left out): their
+        # room went to others (a newcomer admitted, a job due now). One that may not be paused after all (it
+        # could not be resumed in time: `pausable`) keeps running in that room, and the promises made in it
+        # would be broken: it is held from now and the plan made again (after `KEPT_ROUNDS` attempts with
+        # running jobs movable, one with every running job held).
+        refused = best.moved - result.pausable
         if best.running_held or not refused:
             return result
         kept = kept | refused
@@ -421,6 +423,9 @@ class _Round:
     turned_away: set[str]    # newcomers without room
     running_held: bool
     first: set[str]          # the bookings placed before the others
+    # Running jobs this round pauses now: movable ones booked after slot 0, or not booked at all (one booked
+    # from slot 0 runs on now; a later gap in its pieces is a later decision's pause).
+    moved: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -454,8 +459,8 @@ class _Planning:
              if self.now_s + b.needed_s > b.deadline_s + EPS_S or b.job.job_id in self.kept]
         for booking in held:
             book.take(booking.job, 0, booking.job.remaining_s)
+        held_ids = {b.job.job_id for b in held}
         if not running_held:
-            held_ids = {b.job.job_id for b in held}
             order = sorted([*order, *(b for b in self.running if b.job.job_id not in held_ids)],
                            key=_latest_first)
         if first:  # these first (as late as they fit), then the others
@@ -472,7 +477,9 @@ class _Planning:
                 if start is not None:
                     book.take(booking.job, start, booking.needed_s)
                     placed[booking.job.job_id] = start
-        return _Round(book, placed, short, turned_away, running_held, set(first))
+        moved = {b.job.job_id for b in self.running
+                 if b.job.job_id not in held_ids and placed.get(b.job.job_id) != 0}
+        return _Round(book, placed, short, turned_away, running_held, set(first), moved)
 
 
 def _latest_first(booking: Booking) -> tuple[float, float, str]:
