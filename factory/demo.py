@@ -183,7 +183,8 @@ def chapter_scheduling(client: FactoryClient, echo: Echo, watch_s: float) -> Non
          "submission, through the policies the scheduler runs (prices as this factory's feed shows them):")
     for name, report in reports.items():
         echo(f"  {name:<12} {report.cost:6.2f} {forecast.currency}  {report.energy_kwh:5.1f} kWh  "
-             f"deadline misses {report.deadline_misses} (promises broken {report.missed_promises})  mean wait {report.mean_wait_s / 3600:4.1f} h  "
+             f"deadline misses {report.deadline_misses} (promises broken {report.missed_promises})  "
+             f"mean wait {report.mean_wait_s / 3600:4.1f} h  "
              f"preemptions {report.preemptions}")
     fifo, aware = reports["fifo"].cost, reports["price-aware"].cost
     saved = (fifo - aware) / abs(fifo) * 100 if fifo else 0.0

@@ -51,7 +51,7 @@ def test_demo_brings_the_factory_up_shows_it_and_ends_cleanly(
              if line.startswith(("  fifo ", "  price-aware "))}
     assert set(costs) == {"fifo", "price-aware"}
     assert float(costs["price-aware"][1]) < float(costs["fifo"][1])  # the tariff's cheap hours are used
-    assert costs["price-aware"][2] == costs["fifo"][2]  # the same kWh, only moved in time
+    assert costs["price-aware"][3] == costs["fifo"][3]  # the same kWh, only moved in time
     assert all(row[row.index("misses") + 1] == "0" for row in costs.values())
     assert all(row[row.index("broken") + 1] == "0)" for row in costs.values())  # every admitted job on time
     assert "price-aware saves" in out and "factory simulate --prices" in out
