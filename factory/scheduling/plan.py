@@ -326,8 +326,8 @@ class Planner:
         self.free_gpus_at_start[held_from_start] -= job.num_gpus
         if self.power_budget_w is not None:  # (without one, every interval's free watts stay infinite)
             self.free_power_at_start_w[held_from_start] -= job.draw_w
-        last = int(plan.intervals[-1])
-        held_later = plan.intervals[~fits].tolist() if not fits.all() else []
+        last = int(intervals[-1])
+        held_later = intervals[~fits].tolist() if not fits.all() else []
         for interval in held_later:
             later_s = plan.later_start_s if interval == 0 else self._later_s(interval, job.num_gpus)
             if later_s is None:  # planned there by GPU-seconds alone (a power budget): from its start

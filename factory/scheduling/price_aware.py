@@ -277,9 +277,9 @@ class PriceAwarePolicy:
             else:
                 tier = FLEXIBLE
             if tier >= AT_RISK and job_id not in unbroken_now and \
-                    (tier == AT_RISK or not job.preemptible or job.remaining_s < overhead_s):
-                # Started now it would run unbroken (a late job is never paused; see `_runs_unbroken`) over
-                # room promised to admitted jobs: it waits, until it is due or that room is free.
+                    (tier == AT_RISK or self._runs_unbroken(job, default_overhead_s)):
+                # Started now it would run unbroken (a late job is never paused) over room promised to
+                # admitted jobs: it waits, until it is due or that room is free.
                 requests.append(PlanRequest(job, needed_s, deadline_s, tier, None, True))
                 continue
             # A job started in the current price interval ran on these very prices: it is not paused for

@@ -26,8 +26,8 @@ The plan (`reserve`):
      jobs movable (paused and resumed in time), then up to four times with every job left short so far
      placed first (the backward order is exact on one GPU, a heuristic with several), and the plan
      leaving the fewest short is kept (a running job such a plan pauses now must be `pausable`: one that
-     is not keeps running in the room the plan gave others, so it is held from now and the plan redone,
-     at most `KEPT_ROUNDS` times, then with every running job held);
+     is not keeps running in the room the plan gave others, so it is held from now and the plan redone:
+     `KEPT_ROUNDS` attempts with running jobs movable at most, then one with every running job held);
      those still not placed are `short`, booked last, as soon as possible in what the others leave (the
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
      and run before flexible jobs only);
