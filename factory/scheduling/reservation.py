@@ -28,12 +28,14 @@ The plan (`reserve`):
      leaving the fewest short is kept (a running job such a plan pauses now must be `pausable`: one that
      is not keeps running in the room the plan gave others, so it is held from now and the plan redone:
      `KEPT_ROUNDS` attempts with running jobs movable at most, then one with every running job held);
-     those still not placed are `short`, booked last, as soon as possible in what the others leave (the
+     those still not placed are `short`, booked as soon as possible in what the others leave (the
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
      and run before flexible jobs only);
   4. newcomers, smallest first (more of them fit), each as late as it fits in what the admitted jobs
-     left: a newcomer that finds no room before its deadline is infeasible, and told its earliest finish
-     (as soon as possible in that room).
+     left, short ones included: a newcomer that finds no room before its deadline is infeasible, and told
+     its earliest finish (as soon as possible in that room). A promise made before outranks a new one: room
+     a short job needs to finish as early as it can is not promised to a newcomer, which would make the
+     short job later still.
 
 Invariants:
   * Pure numpy on the price outlook's grid (prices play no part); no I/O, deterministic.
@@ -333,7 +335,7 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
             if not best.short and not best.turned_away:
                 break
             first |= again.short  # those the order left short go first next time
-    if best.short:  # they will be late: booked last, as soon as possible in what the others leave
+    if best.short:  # likely late: as soon as possible in what the other admitted jobs leave, before newcomers
         best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short,
                           first=best.first - best.short)
     return best
@@ -442,8 +444,8 @@ class _Planning:
 
     def round(self, admitted: Sequence[Booking], newcomers: Sequence[Booking], margin_fraction: float,
               running_held: bool, last: set[str] = frozenset(), first: set[str] = frozenset()) -> _Round:
-        """Admitted bookings as late as they fit (`first` before the others), then newcomers in what they
-        leave, then `last` (admitted jobs already known to be short) as soon as possible in what is left.
+        """Admitted bookings as late as they fit (`first` before the others), then `last` (admitted jobs
+        already known to be short) as soon as possible in what is left, then newcomers in what they leave.
 
         `running_held`: running preemptible jobs hold their GPUs from now (kept running), else they are
         booked like the admitted ones (paused now and resumed in time, their resume overhead included),
@@ -470,13 +472,13 @@ class _Planning:
         for booking in order:
             if booking.job.job_id not in last and _place(book, booking, placed, margin_fraction) is None:
                 short.add(booking.job.job_id)
-        turned_away = {b.job.job_id for b in newcomers if _place(book, b, placed, margin_fraction) is None}
         for booking in order:
             if booking.job.job_id in last:
                 start = book.earliest(booking.job, booking.needed_s)
                 if start is not None:
                     book.take(booking.job, start, booking.needed_s)
                     placed[booking.job.job_id] = start
+        turned_away = {b.job.job_id for b in newcomers if _place(book, b, placed, margin_fraction) is None}
         moved = {b.job.job_id for b in self.running
                  if b.job.job_id not in held_ids and placed.get(b.job.job_id) != 0}
         return _Round(book, placed, short, turned_away, running_held, set(first), moved)

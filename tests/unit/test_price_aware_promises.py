@@ -91,6 +91,19 @@ def test_a_newcomer_that_cannot_make_it_is_told_its_earliest_finish_at_admission
         "late": f"cannot finish before {utc_label(T0 + 1.5 * HOUR)}: earliest finish {utc_label(T0 + 3 * HOUR)}"}
 
 
+def test_a_newcomer_is_not_promised_room_an_admitted_job_left_short_needs() -> None:
+    # One GPU held for 1 more hour by an unbroken job. "kept", admitted earlier, needs 1 h by 1.75 h: the plan
+    # finds it no room (it will be late), but it runs first, from 1 h. "new" (1 h by 2 h) would fit in that
+    # very hour: admitting it would push "kept" later still, breaking a promise to keep a new one, so "new"
+    # is told it cannot make it, with the finish the room after "kept" gives it.
+    busy = running("busy", (("n0", 1),), hours=1, deadline_s=T0 + 5 * HOUR, preemptible=False)
+    kept = Booking(job("kept", hours=1, admitted=True), HOUR, T0 + 1.75 * HOUR, True, 0.0)
+    new = Booking(job("new", hours=1), HOUR, T0 + 2 * HOUR, False, 0.0)
+    plan = reserve(outlook([50] * 8), T0, 1, None, [(busy, HOUR)], [kept, new], 0.0)
+    assert plan.short == {"kept"}
+    assert plan.infeasible == {"new": T0 + 3 * HOUR}
+
+
 def test_the_plan_finds_room_for_every_admitted_job_when_an_order_exists() -> None:
     # Two GPUs, everything due within 5.5 h. Latest deadline first, "c" (3 h, due 5 h) and "a" take the late
     # hours, and "b" or "d" (both due 3.5 h) find no room; placed first, the ones left short fit, and so do
