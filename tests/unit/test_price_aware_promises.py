@@ -104,6 +104,24 @@ def test_a_newcomer_is_not_promised_room_an_admitted_job_left_short_needs() -> N
     assert plan.infeasible == {"new": T0 + 3 * HOUR}
 
 
+def test_a_late_unbroken_job_is_counted_once_when_running_jobs_are_weighed_for_a_pause() -> None:
+    # Five GPUs: one held by an unbroken job, two by running jobs with an hour of slack, two free now. "a"
+    # (admitted) is booked in the second hour. "late", a non-preemptible newcomer that cannot make its
+    # deadline, may start now on one free GPU. Both running jobs may then be paused: the second hour has
+    # room for both to resume. (Counted twice, "late" took the other free GPU as well, and the second
+    # hour had room for one.)
+    fixed = running("fixed", (("n0", 1),), hours=4, deadline_s=T0 + 10 * HOUR, preemptible=False)
+    first, second = (running(name, (("n0", 1),), hours=1, deadline_s=T0 + 2 * HOUR) for name in ("r1", "r2"))
+    a = Booking(job("a", hours=1, admitted=True), HOUR, T0 + 2 * HOUR, True, 0.0)
+    late_job = job("late", hours=3, deadline_s=T0 + HOUR, preemptible=False)
+    late = Booking(late_job, 3 * HOUR, T0 + HOUR, False)
+    plan = reserve(outlook([50] * 8), T0, 5, None, [(fixed, 4 * HOUR)], [a, late], 0.0,
+                   unbroken=[(late_job, 3 * HOUR)],
+                   running=[Booking(r, HOUR, T0 + 2 * HOUR, True, 0.0) for r in (first, second)])
+    assert "late" in plan.infeasible and plan.unbroken_now == {"late"}
+    assert plan.pausable == {"r1", "r2"}
+
+
 def test_the_plan_finds_room_for_every_admitted_job_when_an_order_exists() -> None:
     # Two GPUs, everything due within 5.5 h. Latest deadline first, "c" (3 h, due 5 h) and "a" take the late
     # hours, and "b" or "d" (both due 3.5 h) find no room; placed first, the ones left short fit, and so do
