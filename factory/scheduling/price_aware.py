@@ -8,8 +8,11 @@ Each decision has two parts:
    it runs now, before anything else, and may preempt flexible jobs to get its GPUs. A newcomer is admitted
    only if the plan has room for it before its deadline given every job already admitted; otherwise it is
    told at once ("cannot finish before 09:00: earliest finish 11:20"), reported in `Decisions.infeasible`,
-   and runs as soon as it can without taking anything from the admitted jobs. The plan finishes each job
-   `reserve_margin` x its run time early when it can, which keeps room for jobs not yet arrived.
+   and runs as soon as it can without taking anything from the admitted jobs. So is a newcomer that fits
+   only where the next plan might not find room for an earlier promise ("cannot be promised to finish
+   before 09:00 without putting an earlier promise at risk": `Reservation.puts_at_risk`). The plan
+   finishes each job `reserve_margin` x its run time early when it can, which keeps room for jobs not yet
+   arrived.
 2. **The price** (`plan.Planner`). Jobs that are not due are planned into the cheapest intervals before
    their deadline (least laxity first) and run now exactly when their plan includes the current interval
    (prices past the known horizon are estimates; `forecast_shrink`, off by default, pulls them toward the
@@ -140,7 +143,8 @@ class PriceAwarePolicy:
             else:
                 held[job.job_id] = _held(plan, snapshot)
         newcomers = [job.job_id for job in snapshot.jobs if not job.admitted]
-        infeasible = [(job_id, _cannot_finish(deadlines[job_id], promise.infeasible[job_id]))
+        infeasible = [(job_id, _cannot_finish(deadlines[job_id], promise.infeasible[job_id],
+                                              job_id in promise.puts_at_risk))
                       for job_id in newcomers if job_id in promise.infeasible]
         due = {r.job.job_id for r in requests if r.tier <= DUE}  # kept running, or must start now
 
@@ -499,10 +503,15 @@ def _at(time_s: float) -> str:
     return utc_label(time_s)
 
 
-def _cannot_finish(deadline_s: float, earliest_finish_s: float) -> str:
-    """The admission message of a newcomer the reservation plan has no room for."""
+def _cannot_finish(deadline_s: float, earliest_finish_s: float, puts_at_risk: bool = False) -> str:
+    """The admission message of a newcomer the reservation plan has no room for, or (`puts_at_risk`) one
+    whose promise would put an earlier one at risk (`Reservation.puts_at_risk`: its earliest finish, in the
+    room the promises leave, may come before its deadline, and is not promised)."""
     earliest = "not within the price outlook" if math.isinf(earliest_finish_s) else \
         utc_label(earliest_finish_s)
+    if puts_at_risk:
+        return (f"cannot be promised to finish before {utc_label(deadline_s)} without putting an earlier "
+                f"promise at risk: earliest finish {earliest}, not promised")
     return f"cannot finish before {utc_label(deadline_s)}: earliest finish {earliest}"
 
 

@@ -36,6 +36,12 @@ The plan (`reserve`):
      its earliest finish (as soon as possible in that room). A promise made before outranks a new one: the
      room a short job is booked in (its earliest unbroken run) is not promised to a newcomer, which would
      make the short job later still. (Within one plan: the next decision plans again from scratch.)
+  5. promises the next plan keeps: the newcomers step 4 admitted are planned again as admitted jobs
+     (latest deadline first, as the next decision will). With several GPUs that order is a heuristic, and
+     it may find no room for a job that the order above did (a wide job, or a tie, blocks it). A newcomer
+     whose admission leaves an admitted job short there that was not short before is not promised (one
+     by one, smallest first): it is told that a promise to it would put another at risk, with its earliest
+     finish in the room the promises leave, and runs as soon as it can (`Reservation.puts_at_risk`).
 
 Invariants:
   * Pure numpy on the price outlook's grid (prices play no part); no I/O, deterministic.
@@ -97,7 +103,9 @@ class Reservation:
     a due job is a promise kept; a pause for price is a bet, and one that leaves no room for the resume to
     slip (a later arrival or a gang that does not pack takes its room) turns a saving into a missed
     deadline. A short admitted job's `latest_start_s` is its deadline less its run time (the latest it could
-    still finish from, alone).
+    still finish from, alone). `puts_at_risk` (a subset of `infeasible`): newcomers that fit, but whose
+    promise the next plan may not keep without leaving an earlier one short (step 5); their earliest finish
+    may come before their deadline, and is not promised.
     """
 
     latest_start_s: dict[str, float] = field(default_factory=dict)
@@ -108,6 +116,7 @@ class Reservation:
     pausable: set[str] = field(default_factory=set)
     urgent: set[str] = field(default_factory=set)
     price_pausable: set[str] = field(default_factory=set)
+    puts_at_risk: set[str] = field(default_factory=set)
     fluid: bool = False  # from `fluid_latest_starts`: an optimistic bound (its short jobs are late for sure)
 
 
@@ -301,6 +310,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     for attempt in range(KEPT_ROUNDS + 1):
         plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running, kept)
         best = _best_round(plan, admitted, newcomers, margin_fraction, movable=attempt < KEPT_ROUNDS)
+        _keep_promises_the_next_plan_keeps(plan, best, admitted, newcomers, margin_fraction,
+                                           movable=attempt < KEPT_ROUNDS)
         result = _outcome(best, bookings, admitted, newcomers, unbroken, running, price_pause_guard_s)
         # A plan with running jobs movable counts on pausing now those it booked later (or left out): their
         # room went to others (a newcomer admitted, a job due now). One that may not be paused after all (it
@@ -341,13 +352,46 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
     return best
 
 
+def _keep_promises_the_next_plan_keeps(plan: _Planning, best: _Round, admitted: Sequence[Booking],
+                                       newcomers: Sequence[Booking], margin_fraction: float,
+                                       movable: bool) -> None:
+    """Turn away the newcomers `best` admitted whose promise the next plan may not keep (step 5 of the
+    module docstring): their bookings are given back and they join `best.turned_away` and `best.puts_at_risk`.
+
+    The next decision plans every admitted job again, latest deadline first; with several GPUs that order
+    may find no room where newcomers placed after the admitted jobs found some, and the job it leaves short
+    is an earlier promise broken for a new one. Checked at this instant (arrivals and releases to come are
+    unknown); one extra round when every accepted newcomer passes, one per newcomer otherwise.
+    """
+    accepted = [b for b in newcomers if b.job.job_id not in best.turned_away]
+    if not accepted:
+        return
+    short_before = set(best.short)
+
+    def keeps_promises(promised: list[Booking]) -> bool:
+        order = sorted([*admitted, *promised], key=_latest_first)
+        return not _best_round(plan, order, [], margin_fraction, movable).short - short_before
+
+    if keeps_promises(accepted):
+        return
+    promised: list[Booking] = []
+    for booking in accepted:  # smallest first (`reserve`'s order): when not all of them fit, more of them do
+        if keeps_promises([*promised, booking]):
+            promised.append(booking)
+            continue
+        job_id = booking.job.job_id
+        best.book.book(booking.job, best.placed.pop(job_id), booking.needed_s, sign=-1.0)
+        best.turned_away.add(job_id)
+        best.puts_at_risk.add(job_id)
+
+
 def _outcome(best: _Round, bookings: Sequence[Booking], admitted: Sequence[Booking],
              newcomers: Sequence[Booking], unbroken: Sequence[tuple[JobView, float]],
              running: Sequence[Booking], price_pause_guard_s: float) -> Reservation:
     """What the chosen round promises: latest starts, due and short jobs, infeasible newcomers, and which
     queued jobs may start unbroken and which running ones may be paused (answered in `best.book`)."""
     book, placed = best.book, best.placed
-    result = Reservation(short=set(best.short))
+    result = Reservation(short=set(best.short), puts_at_risk=set(best.puts_at_risk))
     for booking in newcomers:
         if booking.job.job_id in best.turned_away:
             result.infeasible[booking.job.job_id] = book.earliest_finish_s(booking.job, booking.needed_s)
@@ -434,6 +478,7 @@ class _Round:
     # Running jobs this round pauses now: movable ones booked after slot 0, or not booked at all (one booked
     # from slot 0 runs on now; a later gap in its pieces is a later decision's pause).
     moved: set[str] = field(default_factory=set)
+    puts_at_risk: set[str] = field(default_factory=set)  # newcomers turned away to keep earlier promises
 
 
 @dataclass

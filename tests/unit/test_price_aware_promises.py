@@ -104,6 +104,60 @@ def test_a_newcomer_is_not_promised_room_an_admitted_job_left_short_needs() -> N
     assert plan.infeasible == {"new": T0 + 3 * HOUR}
 
 
+QUARTER = HOUR / 4
+
+
+def _quarters(name: str, gpus: int, work_q: int, slack_q: int, admitted: bool) -> Booking:
+    """A queued job of `work_q` quarter-hours due `work_q + slack_q` quarter-hours from T0, as a booking."""
+    deadline_s = T0 + (work_q + slack_q) * QUARTER
+    return Booking(job(name, gpus=gpus, hours=work_q / 4, deadline_s=deadline_s, admitted=admitted),
+                   work_q * QUARTER, deadline_s, admitted, 0.0)
+
+
+def _admitted_now(booking: Booking) -> Booking:
+    return booking._replace(job=replace(booking.job, admitted=True), admitted=True)
+
+
+def test_a_newcomer_whose_promise_would_put_an_earlier_one_at_risk_is_not_promised() -> None:
+    # Two GPUs. "wide" (both GPUs, 30 min by 1.5 h) takes the last half hour; "a" (30 min) and "b" (45 min),
+    # both due at 1.25 h, fit before it, and "new" (30 min by 1.25 h) in the half hour "a" leaves free.
+    # But the next decision plans every admitted job latest deadline first: "a" and "new" (tied) take the
+    # hour before "wide", and "b" finds no room: admitting "new" would break the promise made to "b".
+    admitted = [_quarters("a", 1, 2, 3, True), _quarters("b", 1, 3, 2, True),
+                _quarters("wide", 2, 2, 4, True)]
+    new = _quarters("new", 1, 2, 3, False)
+    plan = reserve(outlook([50] * 8), T0, 2, None, [], [*admitted, new], 0.0)
+    assert plan.short == set() and plan.puts_at_risk == {"new"} and "new" in plan.infeasible
+    next_plan = reserve(outlook([50] * 8), T0, 2, None, [], [*admitted, _admitted_now(new)], 0.0)
+    assert next_plan.short == {"b"}  # what a promise to "new" would have cost
+    # The user is told why, and when the job may finish (it runs as soon as the promises leave room).
+    jobs = [b.job for b in [*admitted, new]]
+    decisions = PriceAwarePolicy().decide(snapshot(jobs, [50] * 8, nodes={"n0": 2}))
+    assert dict(decisions.infeasible)["new"].startswith(
+        f"cannot be promised to finish before {utc_label(new.deadline_s)} without putting an earlier "
+        "promise at risk: earliest finish ")
+
+
+@settings(max_examples=300, deadline=None)
+@example(gpus=2, admitted_specs=[(1, 2, 3), (1, 3, 2), (2, 2, 4)], newcomer_specs=[(1, 2, 3)])
+@given(gpus=st.integers(1, 3),
+       admitted_specs=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 8), st.integers(0, 8)),
+                               min_size=1, max_size=4),
+       newcomer_specs=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 8), st.integers(0, 8)),
+                               min_size=1, max_size=3))
+def test_the_newcomers_a_plan_admits_leave_no_earlier_promise_short_when_planned_again(
+        gpus: int, admitted_specs: list[tuple[int, int, int]],
+        newcomer_specs: list[tuple[int, int, int]]) -> None:
+    """A plan that keeps every admitted job is still kept when planned again with its newcomers admitted."""
+    admitted = [_quarters(f"a{k}", min(g, gpus), w, s, True) for k, (g, w, s) in enumerate(admitted_specs)]
+    newcomers = [_quarters(f"n{k}", min(g, gpus), w, s, False) for k, (g, w, s) in enumerate(newcomer_specs)]
+    plan = reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *newcomers], 0.0)
+    if plan.short:
+        return  # an admitted job is short already: which one may change with the order (nothing promised)
+    accepted = [_admitted_now(b) for b in newcomers if b.job.job_id not in plan.infeasible]
+    assert reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *accepted], 0.0).short == set()
+
+
 def test_a_late_unbroken_job_is_counted_once_when_running_jobs_are_weighed_for_a_pause() -> None:
     # Five GPUs: one held by an unbroken job, two by running jobs with an hour of slack, two free now. "a"
     # (admitted) is booked in the second hour. "late", a non-preemptible newcomer that cannot make its
