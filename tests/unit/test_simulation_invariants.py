@@ -321,14 +321,39 @@ def test_a_lone_job_with_an_exact_forecast_costs_the_offline_optimum(scenario: S
     assert abs(cost - optimum.cost) <= cost_tolerance(scenario), (cost, optimum.cost)
 
 
+def _four_days_at_zero_but(prices: dict[int, float]) -> IntervalSeries:
+    values = np.zeros(96)
+    values[list(prices)] = list(prices.values())
+    return IntervalSeries(T0, HOUR, values)
+
+
+# Found by the property below (one 300 W job on one GPU, no resume overhead) with the pause guard on
+# (`pause_guard_intervals`, an hour): a plan whose later run ends within the guard of the deadline, which
+# no pause for price may reach, so the job ran through the dear hour the plan skipped and cost more than
+# fifo. Planning only runs the guard lets a job reach was measured and not kept (bench/README.md).
+# Running at 47 h with 1 h 1 min left to run after it, due at 51 h: paused for the 1.0 hour, planned for 48 h
+# and 50 h, it could not be paused at 49 h (a resume at 50 h finishes later than 50 h): a minute at 61.0.
+PAUSED_INTO_A_PLAN_THE_GUARD_FORBIDS = scenario_of(
+    Cluster({"node-0": 1}), job_trace([(162120.0, 10740.0, 1, 21480.0, True, 300.0, "", 0)]),
+    _four_days_at_zero_but({47: 1.0, 49: 61.0}), days=4)
+# Queued at 53 h, 2 h 11 min of work due at 57 h 22 min: planned for 54 h, 55 h and 57 h, it started at 54 h
+# and could not be paused at 56 h: 11 minutes at 6.0.
+STARTED_INTO_A_PLAN_THE_GUARD_FORBIDS = scenario_of(
+    Cluster({"node-0": 1}), job_trace([(190800.0, 7860.0, 1, 15720.0, True, 300.0, "", 0)]),
+    _four_days_at_zero_but({53: 1.0, 56: 6.0}), days=4)
+
+
 @EXAMPLES
+@example(scenario=PAUSED_INTO_A_PLAN_THE_GUARD_FORBIDS)
+@example(scenario=STARTED_INTO_A_PLAN_THE_GUARD_FORBIDS)
 @given(scenario=scenarios(max_jobs=1, one_node=True, quotas=False, overhead=False))
 def test_a_lone_job_with_an_exact_forecast_costs_between_the_optimum_and_starting_at_once(
         scenario: Scenario) -> None:
     exact_hours = scenario.days * 24 + 24
     # Uncapped: with `max_pauses_per_day` 3 hypothesis found a lone job whose capped pauses left it dearer
-    # than running at once (a known gap of issue 19, in the closing note).
-    uncapped = PriceAwarePolicy(max_pauses_per_day=10**6)
+    # than running at once (a known gap of issue 19, in the closing note). Unguarded: so did the pause guard
+    # (the two examples above): both trade cost for fewer interruptions or a resume that may slip.
+    uncapped = PriceAwarePolicy(max_pauses_per_day=10**6, pause_guard_intervals=0.0)
     outcome, _ = scenario.run("price-aware", forecast_hours=exact_hours, policy=uncapped)
     baseline, _ = scenario.run("fifo", forecast_hours=exact_hours)
     optimum = offline_optimum(scenario.trace, scenario.prices.price, time_zero_s=T0,
