@@ -140,6 +140,9 @@ def test_a_newcomer_whose_promise_would_put_an_earlier_one_at_risk_is_not_promis
 
 @settings(max_examples=300, deadline=None)
 @example(gpus=2, admitted_specs=[(1, 2, 3), (1, 3, 2), (2, 2, 4)], newcomer_specs=[(1, 2, 3)])
+@example(gpus=3, admitted_specs=[],  # 13 newcomers: some turned away, by bisection
+         newcomer_specs=[(1, 3, 5), (2, 4, 8), (1, 4, 5), (2, 3, 4), (2, 1, 4), (1, 4, 8), (2, 1, 2),
+                         (2, 2, 1), (2, 3, 2), (2, 3, 2), (2, 1, 3), (2, 1, 6), (2, 2, 2)])
 @given(gpus=st.integers(1, 3),
        admitted_specs=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 8), st.integers(0, 8)),
                                min_size=1, max_size=4),
