@@ -32,10 +32,10 @@ from tests.unit.test_simulation_invariants import (
     EXAMPLES,
     Recording,
     Scenario,
+    days_at_zero_but,
     job_trace,
     scenario_of,
     scenarios,
-    two_days_at_zero_but,
 )
 
 EXPENSIVE_NEXT = [50, 100, 100, 10, 10, 50, 50, 50]  # now 50, two dear hours, two cheap ones
@@ -307,7 +307,7 @@ def test_a_job_booked_after_a_run_that_is_paused_instead_still_starts_by_its_lat
     # to decide again at 12:45 (found by hypothesis: it started at 13:00, 15 min after its promise).
     rows = [(0, 8640, 5, 86400, False), (13020, 12660, 5, 50640, False), (20280, 12240, 5, 48960, True),
             (0, 19860, 5, 198600, False)]
-    prices = two_days_at_zero_but(HOUR, {10: 1.0, 11: 1.0, 13: 1.0})
+    prices = days_at_zero_but(HOUR, {10: 1.0, 11: 1.0, 13: 1.0})
     scenario = scenario_of(Cluster({"node-0": 5}), job_trace(rows), prices, days=2)
     assert _held_past_their_promise(scenario) == {}
 

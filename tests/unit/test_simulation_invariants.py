@@ -152,8 +152,8 @@ def scenario_of(cluster: Cluster, trace: JobTrace, price: IntervalSeries, overhe
     return Scenario(cluster, trace, LoadedPrices(loaded, price, None, "USD"), overhead_s, days)
 
 
-def two_days_at_zero_but(interval_s: float, prices: dict[int, float]) -> IntervalSeries:
-    values = np.zeros(int(2 * 86400 / interval_s))
+def days_at_zero_but(interval_s: float, prices: dict[int, float], days: int = 2) -> IntervalSeries:
+    values = np.zeros(int(days * 86400 / interval_s))
     values[list(prices)] = list(prices.values())
     return IntervalSeries(T0, interval_s, values)
 
@@ -170,7 +170,7 @@ SHARED_CHEAP_HOUR = scenario_of(
     Cluster({"node-0": 2}),
     job_trace([(9000.0, 780.0, 1, 900.0, True), (1620.0, 13560.0, 2, 16980.0, True),
                (9300.0, 1500.0, 1, 6000.0, True)]),
-    two_days_at_zero_but(HOUR, {4: -11.0}))
+    days_at_zero_but(HOUR, {4: -11.0}))
 # One GPU, 15-minute prices. When job-1 arrives at 27720 s (too tight: it is reported infeasible), job-0
 # has 480 s left (due 36300 s) and the unbroken job-2 must start by 31260 s: job-0 then job-2 meets both.
 # Re-planned first (less laxity), job-2 took the cheapest unbroken run, which starts now: job-0 was
@@ -180,7 +180,7 @@ NON_PREEMPTIBLE_IN_THE_WAY = scenario_of(
     Cluster({"node-0": 1}),
     job_trace([(16500.0, 6600.0, 1, 19800.0, True), (27720.0, 5460.0, 1, 8220.0, True),
                (4620.0, 8880.0, 1, 35520.0, False)]),
-    two_days_at_zero_but(HOUR / 4, {11: 103.0, 18: 118.0, 19: 111.0, 20: 137.0, 21: 131.0, 22: 141.0,
+    days_at_zero_but(HOUR / 4, {11: 103.0, 18: 118.0, 19: 111.0, 20: 137.0, 21: 131.0, 22: 141.0,
                                     23: 134.0}))
 
 # One GPU, flat prices. job-4 (5.15 h, due at 21.0 h) runs from 15.62 h, behind late unbroken jobs. At
@@ -194,7 +194,7 @@ PAUSED_FOR_A_NEWCOMER_INSIDE_THE_HOUR = scenario_of(
                (60, 11520, 1, 5760, False), (38520, 18540, 1, 37080, True, 0.0, "A", 0),
                (240, 600, 1, 300, False), (0, 600, 1, 300, False), (0, 600, 1, 300, False),
                (59460, 15360, 1, 30720, True, 700.0, "B", 0)]),
-    two_days_at_zero_but(HOUR, {}))
+    days_at_zero_but(HOUR, {}))
 
 
 # -- what every decision must respect ------------------------------------------------------------------
@@ -321,12 +321,6 @@ def test_a_lone_job_with_an_exact_forecast_costs_the_offline_optimum(scenario: S
     assert abs(cost - optimum.cost) <= cost_tolerance(scenario), (cost, optimum.cost)
 
 
-def _four_days_at_zero_but(prices: dict[int, float]) -> IntervalSeries:
-    values = np.zeros(96)
-    values[list(prices)] = list(prices.values())
-    return IntervalSeries(T0, HOUR, values)
-
-
 # Found by the property below (one 300 W job on one GPU, no resume overhead) with the pause guard on
 # (`pause_guard_intervals`, an hour): a plan whose later run ends within the guard of the deadline, which
 # no pause for price may reach, so the job ran through the dear hour the plan skipped and cost more than
@@ -335,12 +329,12 @@ def _four_days_at_zero_but(prices: dict[int, float]) -> IntervalSeries:
 # and 50 h, it could not be paused at 49 h (a resume at 50 h finishes later than 50 h): a minute at 61.0.
 PAUSED_INTO_A_PLAN_THE_GUARD_FORBIDS = scenario_of(
     Cluster({"node-0": 1}), job_trace([(162120.0, 10740.0, 1, 21480.0, True, 300.0, "", 0)]),
-    _four_days_at_zero_but({47: 1.0, 49: 61.0}), days=4)
+    days_at_zero_but(HOUR, {47: 1.0, 49: 61.0}, days=4), days=4)
 # Queued at 53 h, 2 h 11 min of work due at 57 h 22 min: planned for 54 h, 55 h and 57 h, it started at 54 h
 # and could not be paused at 56 h: 11 minutes at 6.0.
 STARTED_INTO_A_PLAN_THE_GUARD_FORBIDS = scenario_of(
     Cluster({"node-0": 1}), job_trace([(190800.0, 7860.0, 1, 15720.0, True, 300.0, "", 0)]),
-    _four_days_at_zero_but({53: 1.0, 56: 6.0}), days=4)
+    days_at_zero_but(HOUR, {53: 1.0, 56: 6.0}, days=4), days=4)
 
 
 @EXAMPLES
@@ -386,7 +380,7 @@ UNBROKEN_AT_RISK_IN_THE_WAY = scenario_of(
                (0.0, 600.0, 1, 300.0, False), (0.0, 600.0, 1, 300.0, False),
                (0.0, 6780.0, 1, 3420.0, False), (0.0, 600.0, 1, 300.0, False),
                (0.0, 600.0, 1, 300.0, False), (14040.0, 1320.0, 1, 5280.0, False)]),
-    two_days_at_zero_but(HOUR, {}))
+    days_at_zero_but(HOUR, {}))
 # Five GPUs. job-8 has 3780 s left, due 86580 s; job-0 arrives at 61260 s needing all five GPUs for
 # 21600 s, without slack. GPU-seconds said job-8 could still use the last hour in full (job-0 takes
 # only 60 s of it), but job-0 holds every GPU from its start until 82860 s: job-8 ended 1 min late.
@@ -406,7 +400,7 @@ NEWCOMER_OVER_AN_ADMITTED_JOB = scenario_of(
     job_trace([(18000.0, 3420.0, 1, 4320.0, False, 0.0, "", 0), (0.0, 600.0, 1, 300.0, False, 0.0, "", 0),
                (18240.0, 10800.0, 1, 10800.0, False, 0.0, "", 0),
                (0.0, 13560.0, 2, 54240.0, False, 0.0, "", 0), (0.0, 7500.0, 2, 30000.0, False, 0.0, "", 0)]),
-    two_days_at_zero_but(HOUR / 4, dict.fromkeys([24, 25, 26, 27, 32, 33, 34, 35, 56, 57, 58, 59], -1.0)))
+    days_at_zero_but(HOUR / 4, dict.fromkeys([24, 25, 26, 27, 32, 33, 34, 35, 56, 57, 58, 59], -1.0)))
 # Two GPUs, a 1000 W budget, two 700 W jobs that cannot run together. Power was counted in
 # watt-seconds per interval, so job-0 (admitted at 22620 s, due 35340 s) was planned beside job-4's
 # last minute in an interval whose budget job-4 holds from its start: job-0 ended 1 min late.
@@ -416,7 +410,7 @@ POWER_HELD_FROM_THE_START = scenario_of(
               + [(0.0, 600.0, 1, 300.0, False, 0.0, "", 0)] * 3
               + [(3660.0, 21600.0, 1, 10800.0, False, 700.0, "", 0)]
               + [(0.0, 600.0, 1, 300.0, False, 0.0, "", 0)] * 2),
-    two_days_at_zero_but(HOUR / 4, {}))
+    days_at_zero_but(HOUR / 4, {}))
 
 # Eight GPUs, flat prices. job-5 (one GPU, unbroken, 8940 s, due 36780 s) was admitted, then found no room
 # in the plan (it counts whole intervals): its latest start alone, 27840 s, lies in the hour from 25200 s.
