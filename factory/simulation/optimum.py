@@ -1,10 +1,11 @@
 """The offline optimum: a lower bound on the energy cost of a job trace, as a linear program.
 
 The optimum knows every price and every job in advance, may pause and resume any job at any point
-(no pause overhead) and ignores gang scheduling and placement: a job only has to receive its
-`duration_s` of run time, somewhere inside its window, without the cluster's GPUs (or its power
-budget) being exceeded on average over any price interval. No real scheduler can do better, so its
-cost is a lower bound for the cost of any policy replayed by the simulator on the same inputs.
+and ignores gang scheduling and placement: a job only has to receive its `duration_s` of run time
+(plus `preempt_overhead_s` for each resume, below), somewhere inside its window, without the
+cluster's GPUs (or its power budget) being exceeded on average over any price interval. No real
+scheduler that keeps every deadline can do better, so its cost is a lower bound for the cost of any
+such schedule the simulator replays on the same inputs.
 
 The linear program (solved with scipy's HiGHS, `scipy.optimize.linprog(method="highs")`):
 
@@ -16,6 +17,22 @@ The linear program (solved with scipy's HiGHS, `scipy.optimize.linprog(method="h
     power        sum_j num_gpus[j] * power_w[j] * x[j,k] <= power_budget_w * interval_s
                                                                               (only with a budget)
     minimise     sum_jk price[k] * num_gpus[j] * power_w[j] * x[j,k] / 3.6e9
+
+With a resume overhead o (`preempt_overhead_s`, as the simulator charges it: each resume first redoes
+o seconds of work, on the job's GPUs at its power), each job also gets a rise r[j,k] per variable and
+a count of resumes z[j]:
+
+    rise         r[j,k] >= (x[j,k] - x[j,k-1]) / interval_s,  r >= 0          (x[j,k-1] = 0 before the
+                                                                              job's first interval)
+    resumes      z[j] >= sum_k r[j,k] - 1,  z >= 0
+    demand       sum_k x[j,k] = duration_s[j] + o * z[j]                      (in place of the above)
+
+Why this is still a lower bound: a real schedule's run time in interval k, as a fraction of the
+interval, rises in total by at most 1 per unbroken run (a run's fraction climbs from 0 to at most 1
+and falls back once), so its runs number at least sum_k r[j,k] and its resumes at least that minus
+the first start. Runs that start and stop inside one interval are not seen, and two jobs sharing
+a GPU by halves of every interval pay no resume: both only lower the bound. Without an overhead
+these variables are left out and the program is the one above.
                  (or, given an `objective` series, that series in place of the price: e.g. the
                  carbon intensity, to bound the carbon a schedule must emit; `cost` stays the
                  price of the schedule found)
@@ -90,17 +107,22 @@ class _Program:
 
 def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: float, gpus: int,
                     power_budget_w: float | None = None, carbon: IntervalSeries | None = None,
-                    objective: IntervalSeries | None = None) -> Optimum:
+                    objective: IntervalSeries | None = None, preempt_overhead_s: float = 0.0) -> Optimum:
     """The cheapest schedule of `trace` on `prices` with `gpus` GPUs (and optionally a power budget).
 
     With `objective` (per MWh, e.g. `factory.prices.objective.signal_series`), the schedule that
     minimises it instead, sampled at each price interval's midpoint (its edge values beyond its ends);
-    the result's `cost` and `carbon_kg` are that schedule's.
+    the result's `cost` and `carbon_kg` are that schedule's. With `preempt_overhead_s`, each resume
+    costs that much run time (the module docstring's rise and resume rows).
 
     Raises:
-        ValueError: a job's window starts before or ends after the price series.
+        ValueError: a job's window starts before or ends after the price series, or the overhead is
+            negative or not finite.
         ImportError: scipy is not installed.
     """
+    if not 0.0 <= preempt_overhead_s < math.inf:  # (also refuses NaN)
+        raise ValueError(f"preempt_overhead_s must be a finite number of seconds >= 0, "
+                         f"got {preempt_overhead_s}")
     try:
         from scipy import sparse
         from scipy.optimize import linprog
@@ -137,6 +159,10 @@ def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: flo
     a_ub = sparse.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.tile(columns, len(rows)))),
                              shape=(len(used) * len(rows), count))
     b_ub = np.concatenate(bounds)
+    upper_all = upper
+    if preempt_overhead_s > 0:
+        a_eq, a_ub, b_ub, upper_all = _with_resumes(program, len(trace), preempt_overhead_s / step,
+                                                    a_eq, a_ub, b_ub, upper)
 
     # Objective: currency per unit of y, normalised so that HiGHS's tolerances are meaningful.
     mwh_per_y = watts * step / WS_PER_MWH
@@ -145,17 +171,19 @@ def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: flo
     if objective is not None:
         goal_per_y = _sampled(objective, prices, program.interval) * mwh_per_y
     scale = float(np.max(np.abs(goal_per_y))) or 1.0
+    goal = np.zeros(len(upper_all))
+    goal[:count] = goal_per_y / scale  # (rises and resumes cost nothing in themselves: their run time does)
 
     started = time.perf_counter()
-    result = linprog(goal_per_y / scale, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
-                     bounds=np.column_stack([np.zeros(count), upper]), method="highs")
+    result = linprog(goal, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+                     bounds=np.column_stack([np.zeros(len(upper_all)), upper_all]), method="highs")
     solve_s = time.perf_counter() - started
 
     if result.status != 0 or result.x is None:
         return Optimum(cost=math.nan, energy_kwh=math.nan, carbon_kg=None, status=str(result.message),
                        solve_s=solve_s, variables=count, extended_windows=program.extended, feasible=False)
 
-    y = np.clip(result.x, 0.0, None)
+    y = np.clip(result.x[:count], 0.0, None)
     energy_kwh_per_var = y * step * watts / WS_PER_KWH
     return Optimum(
         cost=float(cost_per_y @ y),
@@ -164,6 +192,40 @@ def offline_optimum(trace: JobTrace, prices: IntervalSeries, *, time_zero_s: flo
         status="optimal", solve_s=solve_s, variables=count, extended_windows=program.extended,
         feasible=True,
     )
+
+
+def _with_resumes(program: _Program, jobs: int, overhead: float, a_eq, a_ub, b_ub: np.ndarray,
+                  upper: np.ndarray) -> tuple:
+    """The program with the rise and resume rows of the module docstring (`overhead` in intervals).
+
+    Columns: y (as before), then r (one per y), then z (one per job); each job's y are consecutive
+    intervals, so the previous column of the same job is the previous interval.
+    """
+    from scipy import sparse
+
+    count = len(program.job)
+    columns = np.arange(count)
+    first = np.ones(count, dtype=bool)
+    first[1:] = program.job[1:] != program.job[:-1]
+    later = np.flatnonzero(~first)
+    # rise: y[k] - y[k-1] - r[k] <= 0
+    rise = sparse.csr_matrix(
+        (np.concatenate([np.ones(count), -np.ones(len(later)), -np.ones(count)]),
+         (np.concatenate([columns, later, columns]), np.concatenate([columns, later - 1, count + columns]))),
+        shape=(count, 2 * count + jobs))
+    # resumes: sum_k r[j,k] - z[j] <= 1
+    each_job = np.arange(jobs)
+    resumes = sparse.csr_matrix(
+        (np.concatenate([np.ones(count), -np.ones(jobs)]),
+         (np.concatenate([program.job, each_job]), np.concatenate([count + columns, 2 * count + each_job]))),
+        shape=(jobs, 2 * count + jobs))
+    capacity = sparse.hstack([a_ub, sparse.csr_matrix((a_ub.shape[0], count + jobs))])
+    # demand: sum_k y[j,k] - overhead * z[j] = duration
+    demand = sparse.hstack([a_eq, sparse.csr_matrix((jobs, count)), sparse.identity(jobs) * -overhead])
+    a_ub = sparse.vstack([capacity, rise, resumes]).tocsr()
+    b_ub = np.concatenate([b_ub, np.zeros(count), np.ones(jobs)])
+    upper = np.concatenate([upper, np.full(count + jobs, np.inf)])
+    return demand.tocsr(), a_ub, b_ub, upper
 
 
 def _variables(trace: JobTrace, prices: IntervalSeries, time_zero_s: float) -> _Program:

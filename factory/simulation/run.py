@@ -272,7 +272,8 @@ def solve_optimum(trace: JobTrace, prices: LoadedPrices, settings: SimulationSet
             trace, prices.price, time_zero_s=prices.time_zero_s, gpus=settings.gpus,
             power_budget_w=None if settings.power_budget_kw is None else settings.power_budget_kw * 1000.0,
             carbon=prices.carbon, objective=None if settings.objective == "cost" else
-            signal_series(settings.objective, prices.price, prices.carbon, settings.carbon_price_per_tonne))
+            signal_series(settings.objective, prices.price, prices.carbon, settings.carbon_price_per_tonne),
+            preempt_overhead_s=settings.preempt_overhead_s)
     except ImportError:
         raise SimulationInputError(f"--optimum: {SCIPY_MISSING}") from None
     except ValueError as exc:

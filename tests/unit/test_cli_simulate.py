@@ -234,6 +234,24 @@ def test_optimum_adds_the_lp_bound_and_the_share_of_its_savings_captured(inputs:
     assert f"{optimum['cost']:,.2f} USD" in bound and f"{report['captured_share']:.3f}" in bound
 
 
+def test_the_optimum_charges_the_resumes_it_makes(tmp_path: Path) -> None:
+    write_prices(tmp_path / "prices.csv")
+    # 7 h of work due in two days: six cheap hours a night, so the bound resumes it the next night, and with
+    # a 1 h resume overhead that night's run is an hour longer.
+    write_jobs(tmp_path / "jobs.csv", ["long,0,25200,1,172800"])
+
+    def report(overhead_s: str) -> dict:
+        result = simulate("--prices", "prices.csv", "--jobs", "jobs.csv", "--gpus", "1", "--json",
+                          "--optimum", "--preempt-overhead-s", overhead_s, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    free, charged = report("0"), report("3600")
+    assert free["optimum"]["cost"] < charged["optimum"]["cost"]
+    assert charged["deadline_misses"] == 0
+    assert charged["optimum"]["cost"] <= charged["cost"] + 1e-9  # still a lower bound
+
+
 def test_an_infeasible_optimum_is_an_answer_with_null_cost_and_share(tmp_path: Path) -> None:
     write_prices(tmp_path / "prices.csv")
     # Two 10 h jobs due 10 h after submit on one GPU: no schedule meets both deadlines.

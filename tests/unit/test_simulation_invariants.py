@@ -496,3 +496,28 @@ def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_dea
         # The slack costs little: the newcomer runs at once, the others still mostly in the cheap hours.
         assert outcome.first_start_s[2] == T0 + 5 * HOUR
         assert min(outcome.first_start_s[:2]) >= T0 + 3 * HOUR
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios(budget=False, max_jobs=6))
+def test_no_schedule_that_keeps_every_deadline_costs_less_than_the_optimum_with_its_resumes(
+        scenario: Scenario) -> None:
+    # The LP charges each resume its overhead only as far as a relaxation can (optimum.py): it must stay a
+    # lower bound on every schedule the simulator replays with that overhead, pauses and resumes included.
+    # (Without a power budget: a capped GPU's energy is not the LP's.)
+    free = offline_optimum(scenario.trace, scenario.prices.price, time_zero_s=T0,
+                           gpus=scenario.cluster.total_gpus)
+    charged = offline_optimum(scenario.trace, scenario.prices.price, time_zero_s=T0,
+                              gpus=scenario.cluster.total_gpus, preempt_overhead_s=scenario.overhead_s)
+    tolerance = cost_tolerance(scenario)
+    assert charged.feasible == free.feasible
+    if not charged.feasible:
+        return
+    if scenario.prices.price.values.min() >= 0:  # (below zero, redoing work after a resume can pay)
+        assert charged.cost >= free.cost - tolerance
+    trace = scenario.trace
+    window_end_s = T0 + trace.submit_s + np.maximum(trace.deadline_s, trace.duration_s)
+    for name in ("fifo", "price-aware"):
+        outcome, _ = scenario.run(name)
+        if np.all(outcome.finish_s <= window_end_s + 1e-6):  # (the LP's windows: it keeps every deadline)
+            assert charged.cost <= cost_of(scenario, outcome) + tolerance, (name, charged.cost)

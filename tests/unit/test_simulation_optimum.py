@@ -173,3 +173,41 @@ def test_the_optimum_is_no_dearer_than_running_everything_at_submit():
     baseline = run_at_submit_cost(trace, prices)
     assert result.cost <= baseline + 1e-9
     assert result.cost < baseline  # random prices leave room to shift load
+
+
+def test_a_pause_that_pays_for_its_resume_is_charged_the_resume():
+    # 1.5 h of work, cheap hours at 0 and 2 h: the first hour at 0 h, then a resume (half an hour redone)
+    # and the last half hour at 2 h fill the cheap hour at 2 h: 2 kWh at 5, not 1.5 kWh as without resumes.
+    trace, prices = make_trace([0], [1.5], [4]), hourly([5, 100, 5, 100])
+    free = solve(trace, prices)
+    assert free.cost == pytest.approx(0.0075) and free.energy_kwh == pytest.approx(1.5)
+    charged = solve(trace, prices, preempt_overhead_s=1800.0)
+    assert charged.feasible
+    assert charged.cost == pytest.approx(0.010)
+    assert charged.energy_kwh == pytest.approx(2.0)
+
+
+def test_a_resume_dearer_than_its_saving_lifts_the_bound_but_never_above_the_best_schedule():
+    # 2 h of work, cheap hours at 0 and 2 h, 1 h per resume. Without resumes the bound takes both cheap hours
+    # (0.02). Paused over the dear hour the job would redo an hour in the dearest one (0.12), so the best
+    # schedule runs the first two hours unbroken (0.04). The bound charges resumes as rises of the job's share
+    # of an interval, and a pause and resume inside one interval is no rise: it may stay below 0.04, but it
+    # must charge the resume that two separate cheap hours need.
+    trace, prices = make_trace([0], [2], [4]), hourly([10, 30, 10, 100])
+    free = solve(trace, prices).cost
+    charged = solve(trace, prices, preempt_overhead_s=3600.0).cost
+    assert free == pytest.approx(0.02)
+    assert free + 1e-9 < charged <= 0.04 + 1e-9
+
+
+def test_no_resume_is_charged_to_a_job_that_needs_none():
+    trace = make_trace([0, 1], [2, 1], [4, 3])
+    prices = hourly([40, 10, 10, 10, 50])
+    assert solve(trace, prices, gpus=2, preempt_overhead_s=3600.0).cost == \
+        pytest.approx(solve(trace, prices, gpus=2).cost)
+
+
+@pytest.mark.parametrize("overhead_s", [-1.0, math.inf, math.nan])
+def test_an_overhead_that_is_not_a_finite_number_of_seconds_is_refused(overhead_s):
+    with pytest.raises(ValueError, match="preempt_overhead_s must be a finite number of seconds >= 0"):
+        solve(make_trace([0], [1], [2]), hourly([50, 10]), preempt_overhead_s=overhead_s)
