@@ -17,6 +17,9 @@ The linear program (solved with scipy's HiGHS, `scipy.optimize.linprog(method="h
     power        sum_j num_gpus[j] * power_w[j] * x[j,k] <= power_budget_w * interval_s
                                                                               (only with a budget)
     minimise     sum_jk price[k] * num_gpus[j] * power_w[j] * x[j,k] / 3.6e9
+                 (or, given an `objective` series, that series in place of the price: e.g. the
+                 carbon intensity, to bound the carbon a schedule must emit; `cost` stays the
+                 price of the schedule found)
 
 With a resume overhead o (`preempt_overhead_s`, as the simulator charges it: each resume first redoes
 o seconds of work, on the job's GPUs at its power), each job also gets a rise r[j,k] per variable and
@@ -32,10 +35,8 @@ interval, rises in total by at most 1 per unbroken run (a run's fraction climbs 
 and falls back once), so its runs number at least sum_k r[j,k] and its resumes at least that minus
 the first start. Runs that start and stop inside one interval are not seen, and two jobs sharing
 a GPU by halves of every interval pay no resume: both only lower the bound. Without an overhead
-these variables are left out and the program is the one above.
-                 (or, given an `objective` series, that series in place of the price: e.g. the
-                 carbon intensity, to bound the carbon a schedule must emit; `cost` stays the
-                 price of the schedule found)
+these variables are left out and the program is the one above. Below zero prices a schedule may
+also resume more often than it must, to redo work in the cheapest hours: z may exceed its bound.
 
 Internally x is expressed in units of `interval_s` (a fraction of the interval, 0..1) and the
 objective is normalised, so HiGHS sees numbers near 1; the reported cost is recomputed from the
