@@ -91,7 +91,8 @@ LATEST_START_DAY = 290    # of the year: the longest cell (8 GPUs, gangs, load 0
 POWER_W = 700.0
 GANG_GPUS = (1, 2, 4, 8)  # GPUs of PAI size class 1..4
 GANG_NODE_GPUS = 8
-LP_MAX_VARIABLES = 2_000_000  # a larger LP is skipped (captured nan); pai_1k's cells stay under 100,000
+LP_MAX_VARIABLES = 2_000_000  # x variables; a larger LP is skipped (captured nan); pai_1k's cells stay under
+#                                100,000 (with a resume overhead the LP has about twice as many columns)
 TARGET_WORST, TARGET_MEDIAN = 0.90, 0.95
 NO_GAP = 1e-9
 
@@ -282,10 +283,11 @@ def measure(cell: Cell, prices: Any, jobs: pd.DataFrame, *, seed: int, params: d
             optimum = offline_optimum(trace, window.price, time_zero_s=zero_s, gpus=cluster.total_gpus,
                                       preempt_overhead_s=cell.overhead_s)
             result["optimum"] = {"cost": optimum.cost, "feasible": optimum.feasible, "status": optimum.status,
-                                 "variables": optimum.variables, **watch.read()}
+                                 "variables": optimum.variables}
             if cell.overhead_s > 0:  # the bound before resumes were charged, for comparison with old tables
                 free = offline_optimum(trace, window.price, time_zero_s=zero_s, gpus=cluster.total_gpus)
                 result["optimum"]["cost_free_resumes"] = free.cost if free.feasible else math.nan
+            result["optimum"].update(watch.read())
     return result
 
 

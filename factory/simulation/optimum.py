@@ -3,9 +3,10 @@
 The optimum knows every price and every job in advance, may pause and resume any job at any point
 and ignores gang scheduling and placement: a job only has to receive its `duration_s` of run time
 (plus `preempt_overhead_s` for each resume, below), somewhere inside its window, without the
-cluster's GPUs (or its power budget) being exceeded on average over any price interval. No real
-scheduler that keeps every deadline can do better, so its cost is a lower bound for the cost of any
-such schedule the simulator replays on the same inputs.
+cluster's GPUs (or its power budget) being exceeded on average over any price interval, each GPU at
+its job's power. No real scheduler that keeps every deadline can do better, so its cost is a lower
+bound for the cost of any such schedule the simulator replays on the same inputs without power caps
+(a capped GPU does more work per joule, which the program does not model).
 
 The linear program (solved with scipy's HiGHS, `scipy.optimize.linprog(method="highs")`):
 
@@ -59,8 +60,9 @@ Invariants:
     first job that leaves it: the optimum never guesses a price.
   * The matrices are built with vectorised numpy over all job-interval pairs at once (no Python loop),
     so a year of 15-minute intervals and ten thousand jobs builds in seconds.
-  * An infeasible program (too few GPUs, a job wider than the cluster, too small a power budget) is
-    an answer, not an error: `feasible=False`, `cost=nan`, and `status` carries the solver's message.
+  * An infeasible program (too few GPUs, a job wider than the cluster, too small a power budget, resume
+    overheads that leave no room before a deadline) is an answer, not an error: `feasible=False`,
+    `cost=nan`, and `status` carries the solver's message.
   * `carbon_kg` is None without a carbon series, or when an interval the optimum uses has no
     carbon value; never a partial sum.
 """

@@ -510,7 +510,7 @@ def test_no_schedule_that_keeps_every_deadline_costs_less_than_the_optimum_with_
     charged = offline_optimum(scenario.trace, scenario.prices.price, time_zero_s=T0,
                               gpus=scenario.cluster.total_gpus, preempt_overhead_s=scenario.overhead_s)
     tolerance = cost_tolerance(scenario)
-    assert charged.feasible == free.feasible
+    assert free.feasible or not charged.feasible  # (resumes that do not fit fail only the charged one)
     if not charged.feasible:
         return
     if scenario.prices.price.values.min() >= 0:  # (below zero, redoing work after a resume can pay)
