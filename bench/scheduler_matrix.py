@@ -300,9 +300,9 @@ def row_of(cell: Cell, params: dict[str, float], base: dict[str, Any],
     if error:
         return {**row, "error": error, "captured": math.nan}
     fifo, optimum, policy = base["fifo"], base["optimum"], aware["price-aware"]
-    captured = _share(fifo["cost"], policy["cost"], optimum["cost"] if optimum["feasible"] else math.nan)
-    free = _share(fifo["cost"], policy["cost"], optimum.get("cost_free_resumes", optimum["cost"])) \
-        if optimum["feasible"] else math.nan
+    bound = optimum["cost"] if optimum["feasible"] else math.nan
+    captured = _share(fifo["cost"], policy["cost"], bound)
+    free = _share(fifo["cost"], policy["cost"], optimum.get("cost_free_resumes", bound))
     seconds = {key: fifo[key] + optimum[key] + policy[key] for key in ("wall_s", "cpu_s")}
     return {**row, "captured": captured, "captured_free_resumes": free, "fifo": fifo, "price-aware": policy,
             "optimum": optimum, **seconds}

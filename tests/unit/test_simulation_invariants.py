@@ -181,7 +181,7 @@ NON_PREEMPTIBLE_IN_THE_WAY = scenario_of(
     job_trace([(16500.0, 6600.0, 1, 19800.0, True), (27720.0, 5460.0, 1, 8220.0, True),
                (4620.0, 8880.0, 1, 35520.0, False)]),
     days_at_zero_but(HOUR / 4, {11: 103.0, 18: 118.0, 19: 111.0, 20: 137.0, 21: 131.0, 22: 141.0,
-                                    23: 134.0}))
+                                23: 134.0}))
 
 # One GPU, flat prices. job-4 (5.15 h, due at 21.0 h) runs from 15.62 h, behind late unbroken jobs. At
 # 16.52 h job-8 arrives; the plan lets it run its first 14 min now (in pieces: resumes are free) and
