@@ -43,7 +43,7 @@ from factory.scheduling import FifoPolicy, PriceAwarePolicy, PriorityPolicy
 from factory.scheduling.model import JobView, Phase, PriceOutlook, Snapshot
 from factory.simulation.jobs import JobColumns
 from factory.simulation.optimum import offline_optimum
-from factory.simulation.report import PolicyReport
+from factory.simulation.report import PolicyReport, captured_share
 from factory.simulation.run import (
     LoadedPrices,
     PriceInput,
@@ -130,9 +130,9 @@ def part1(args: argparse.Namespace) -> list[tuple[str, bool]]:
                 _, report = run_policy(trace, prices, run_settings, policy)
                 reports[label] = report
             fifo_cost = reports["fifo"].cost
-            gap = fifo_cost - optimum.cost
             for label, report in reports.items():
-                captured = (fifo_cost - report.cost) / gap if optimum.feasible and gap > 1e-9 else math.nan
+                share = captured_share(report.cost, fifo_cost, optimum.cost if optimum.feasible else None)
+                captured = math.nan if share is None else share
                 verdict = ""
                 if label == "price-aware":
                     ok = captured >= TARGET_CAPTURED and report.deadline_misses == 0

@@ -94,7 +94,6 @@ GANG_NODE_GPUS = 8
 LP_MAX_VARIABLES = 2_000_000  # x variables; a larger LP is skipped (captured nan); pai_1k's cells stay under
 #                                100,000 (with a resume overhead the LP has about twice as many columns)
 TARGET_WORST, TARGET_MEDIAN = 0.90, 0.95
-NO_GAP = 1e-9
 
 
 @dataclass(frozen=True)
@@ -309,9 +308,11 @@ def row_of(cell: Cell, params: dict[str, float], base: dict[str, Any],
 
 
 def _share(fifo_cost: float, policy_cost: float, bound_cost: float) -> float:
-    """(fifo - policy) / (fifo - bound); nan without a bound or where there is nothing to save."""
-    gap = fifo_cost - bound_cost
-    return (fifo_cost - policy_cost) / gap if math.isfinite(bound_cost) and gap > NO_GAP else math.nan
+    """`report.captured_share` of the policy against fifo and the bound, nan where it has none."""
+    from factory.simulation.report import captured_share
+
+    share = captured_share(policy_cost, fifo_cost, bound_cost)
+    return math.nan if share is None else share
 
 
 # -- running cells in worker processes ---------------------------------------------------------------
