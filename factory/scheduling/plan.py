@@ -309,34 +309,38 @@ class Planner:
         Its GPUs are held from each interval's start (or from when they are free, `_later_s`) to its
         end, except in the interval where it finishes: freed from then.
         """
-        if plan.seconds is None or not len(plan.intervals):
+        intervals, seconds = plan.intervals, plan.seconds
+        if seconds is None or not len(intervals):
             return
-        intervals = plan.intervals
-        self.free_gpu_s[intervals] -= job.num_gpus * plan.seconds
-        if int(intervals[0]) < self.first_shared:  # (intervals ascend: no other can move it earlier)
+        gpus = job.num_gpus
+        first, last = int(intervals[0]), int(intervals[-1])
+        self.free_gpu_s[intervals] -= gpus * seconds
+        if first < self.first_shared:  # (intervals ascend: no other can move it earlier)
             shared = intervals[self.free_gpu_s[intervals] < self.capacity_gpu_s[intervals] - EPS_S]
             if len(shared):
                 self.first_shared = min(self.first_shared, int(shared[0]))
-        fits = self.free_gpus_at_start[intervals] >= job.num_gpus
+        fits = self.free_gpus_at_start[intervals] >= gpus
         if self.power_budget_w is not None:
             fits &= self.free_power_at_start_w[intervals] >= job.draw_w - EPS_S
-        if intervals[0] == 0:
-            fits[0] = plan.runs_now
-        held_from_start = intervals[fits]
-        self.free_gpus_at_start[held_from_start] -= job.num_gpus
+        if first == 0:
+            fits[0] = plan.later_start_s is None  # (`runs_now`: the plan starts in the current interval)
+        # (Most plans fit from each interval's start: then no mask is applied, a plan per job of the queue.)
+        all_fit = bool(fits.all())
+        held_from_start = intervals if all_fit else intervals[fits]
+        self.free_gpus_at_start[held_from_start] -= gpus
         if self.power_budget_w is not None:  # (without one, every interval's free watts stay infinite)
             self.free_power_at_start_w[held_from_start] -= job.draw_w
-        last = int(intervals[-1])
-        held_later = intervals[~fits].tolist() if not fits.all() else []
+        held_later = [] if all_fit else intervals[~fits].tolist()
         for interval in held_later:
-            later_s = plan.later_start_s if interval == 0 else self._later_s(interval, job.num_gpus)
+            later_s = plan.later_start_s if interval == 0 else self._later_s(interval, gpus)
             if later_s is None:  # planned there by GPU-seconds alone (a power budget): from its start
                 later_s = 0.0
-            self.later_starts.setdefault(interval, []).append((later_s, job.num_gpus))
-        if plan.covered and plan.seconds[-1] < self.usable_s[last] - EPS_S:
+            self.later_starts.setdefault(interval, []).append((later_s, gpus))
+        last_s = float(seconds[-1])
+        if plan.covered and last_s < self.usable_s[last] - EPS_S:
             # It finishes within its last interval: that ends a run, so a decision follows.
-            start_s = 0.0 if fits[-1] else self.later_starts[last][-1][0]
-            self.releases.setdefault(last, []).append((start_s + float(plan.seconds[-1]), job.num_gpus))
+            start_s = 0.0 if all_fit or fits[-1] else self.later_starts[last][-1][0]
+            self.releases.setdefault(last, []).append((start_s + last_s, gpus))
             self.has_releases[last] = True
         if self._later_cache:  # what `_later_s` knew of the intervals this job now holds is stale
             for interval in self._later_cache.keys() & {*held_from_start.tolist(), *held_later}:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -125,11 +125,11 @@ class PriceAwarePolicy:
         deadlines = {job.job_id: self._deadline_s(job, now_s, overhead_s) for job in snapshot.jobs}
         promise = self._reserve(snapshot, deadlines)
         requests = self._requests(snapshot, deadlines, promise)
-        ordered, plans, borrowing = self._plan(snapshot, requests, promise)
+        ordered, plans, borrowing, held_unbroken = self._plan(snapshot, requests, promise)
 
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
-        held: dict[str, tuple[WaitReason, str]] = {}
+        held: dict[str, tuple[WaitReason, str]] = dict.fromkeys(held_unbroken, _UNBROKEN)
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
             if plan is _NOT_PLANNED:  # (queued jobs of a long queue's tail: looked at first)
@@ -153,7 +153,7 @@ class PriceAwarePolicy:
 
         decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
                              infeasible=infeasible, may_cap=lambda job: job.job_id not in due)
-        waits = tuple(_with_latest_start(wait, promise, deadlines) for wait in decisions.waits)
+        waits = _with_latest_starts(decisions.waits, promise, deadlines)
         # A job paused now must be resumed by its latest safe start too (`Reservation.pausable`).
         resumes = [promise.latest_start_s.get(pause.job_id) for pause in decisions.pauses]
         return replace(decisions, waits=waits, decide_again_s=_decide_again_s(
@@ -302,15 +302,16 @@ class PriceAwarePolicy:
         return requests
 
     def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
-              promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str]]:
-        """Plan every request in tier order; also returns the jobs that borrow beyond their team's guarantee.
+              promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str], list[str]]:
+        """Plan every request in tier order: the requests in planning order, their plans, the jobs that
+        borrow beyond their team's guarantee, and the jobs held unbroken (`_requests`).
 
-        The order returned is the planning order, then the jobs held unbroken (`_requests`), which take no
-        room now and so need no place in it: a long queue of late jobs is not sorted (unless teams have
-        quotas, where every job counts towards its team's guarantee in order).
+        Those take no room now and so need no plan and no place in the order: a long queue of late jobs is
+        not sorted (unless teams have quotas, where every job counts towards its team's guarantee in order,
+        and they are planned as `_HELD_UNBROKEN`).
         """
         assert snapshot.prices is not None
-        held = [] if snapshot.quotas else [r for r in requests if r.held_unbroken]
+        held = [] if snapshot.quotas else [r.job.job_id for r in requests if r.held_unbroken]
         if held:
             requests = [r for r in requests if not r.held_unbroken]
         keys = _urgency_keys(requests, promise)
@@ -327,7 +328,7 @@ class PriceAwarePolicy:
                           snapshot.budget_per_interval_w(),
                           self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
-        plans: dict[str, JobPlan] = dict.fromkeys((r.job.job_id for r in held), _HELD_UNBROKEN)
+        plans: dict[str, JobPlan] = {}
         position = 0  # among the jobs that may start now
         exhausted = False  # once nothing is left now, nothing will be (plans only take room)
         for request in ordered:
@@ -344,7 +345,7 @@ class PriceAwarePolicy:
                 plans[request.job.job_id] = _NOT_PLANNED
                 continue
             plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
-        return ordered + held, plans, borrowing
+        return ordered, plans, borrowing, held
 
 
 def _guaranteed_first(requests: list[PlanRequest], keys: list[tuple],
@@ -515,16 +516,24 @@ def _cannot_finish(deadline_s: float, earliest_finish_s: float, puts_at_risk: bo
     return f"cannot finish before {utc_label(deadline_s)}: earliest finish {earliest}"
 
 
-def _with_latest_start(wait: Wait, promise: Reservation, deadlines: Mapping[str, float]) -> Wait:
-    """The wait with the job's latest safe start (and, for a price wait, its deadline) in its reason."""
-    latest_s = promise.latest_start_s.get(wait.job_id)
-    if latest_s is None:
-        return wait
-    if wait.reason is WaitReason.PRICE:
-        detail = f"{wait.detail}; latest safe start {_at(latest_s)}; deadline {_at(deadlines[wait.job_id])}"
-    else:
-        detail = _with_start(wait.detail, latest_s)
-    return Wait(wait.job_id, wait.reason, detail, latest_s)
+def _with_latest_starts(waits: Sequence[Wait], promise: Reservation,
+                        deadlines: Mapping[str, float]) -> tuple[Wait, ...]:
+    """Each wait with the job's latest safe start (and, for a price wait, its deadline) in its reason.
+
+    (One loop, not a call per wait: a long queue's every job waits.)
+    """
+    latest_start_s, price = promise.latest_start_s, WaitReason.PRICE
+    out = []
+    for wait in waits:
+        latest_s = latest_start_s.get(wait.job_id)
+        if latest_s is None:
+            out.append(wait)
+        elif wait.reason is price:
+            out.append(Wait(wait.job_id, price, f"{wait.detail}; latest safe start {_at(latest_s)}; "
+                                                f"deadline {_at(deadlines[wait.job_id])}", latest_s))
+        else:
+            out.append(Wait(wait.job_id, wait.reason, _with_start(wait.detail, latest_s), latest_s))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=65536)
