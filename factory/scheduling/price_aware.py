@@ -264,11 +264,14 @@ class PriceAwarePolicy:
                 # may come a little after it (the live scheduler wakes just after the time asked), and must
                 # still preempt; one later than that is late, and waits as late jobs do.
                 # One whose latest start is in the interval's last slice cannot be asked for then: due now.
+                # Due only if its start now keeps the other promises (`Reservation.rescuable`); else it runs
+                # in the room they leave, a job late by the plan not making others late too.
                 latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide then
                 if promise.fluid or latest_alone_s < short_starts_late_s:
                     tier = AT_RISK
-                elif latest_alone_s < now_s + MIN_SLICE_S or \
-                        interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s:
+                elif (latest_alone_s < now_s + MIN_SLICE_S or
+                      interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s) and \
+                        job_id in promise.rescuable:
                     tier = DUE
                 else:
                     tier = DUE_SOON

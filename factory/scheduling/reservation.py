@@ -30,7 +30,10 @@ The plan (`reserve`):
      `KEPT_ROUNDS` attempts with running jobs movable at most, then one with every running job held);
      those still not placed are `short`, booked as soon as possible in what the others leave (the
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
-     and run before flexible jobs only);
+     and run before flexible jobs only). A short job whose latest start alone falls in the current
+     interval may take room from running jobs only if that keeps the other promises: held from now, it
+     leaves no admitted job short that the plan did not (`rescuable`; else a job already late by the plan
+     would make others late too: an 8-GPU job on one node of 8 pausing eight 1-GPU jobs for 16 hours);
   4. newcomers, smallest first (more of them fit), each as late as it fits in what the admitted jobs
      left, short ones included: a newcomer that finds no room before its deadline is infeasible, and told
      its earliest finish (as soon as possible in that room). A promise made before outranks a new one: the
@@ -56,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import NamedTuple
 
@@ -69,6 +72,7 @@ SHORT_FIRST_ROUNDS = 4  # rounds with the jobs left short so far placed first (e
 KEPT_ROUNDS = 3  # attempts with running jobs movable (those a plan moved but may not pause then held)
 EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
 ONE_BY_ONE_NEWCOMERS = 8  # newcomers checked one by one against the next plan (more: by bisection)
+RESCUE_CHECKS = 8  # short jobs due now checked one by one for `rescuable` (more: rescuable, unchecked)
 
 
 class Booking(NamedTuple):
@@ -95,8 +99,10 @@ class Reservation:
     booked from now, or booked in room that running jobs hold now); the others are due at a release
     later in the interval, which is a decision. `short`: admitted jobs the plan found no room for (by the
     exact plan's order, a heuristic with several GPUs, one may still make it if it runs from now; by the
-    fluid bound, late for sure). `infeasible`: newcomers that cannot finish before their deadline, with
-    their earliest finish (inf: not within the outlook). `unbroken_now`: queued non-preemptible jobs that
+    fluid bound, late for sure). `rescuable` (a subset of `short`): those due now alone whose start now, in
+    room the plan gave others, leaves no other admitted job short (see `_rescuable`); only they may preempt.
+    `infeasible`: newcomers that cannot finish before their deadline, with their earliest finish (inf: not
+    within the outlook). `unbroken_now`: queued non-preemptible jobs that
     may start now without breaking the plan (they run unbroken from now). `pausable`: running preemptible
     jobs that, paused now, could still be placed (resume overhead included) without being due now; their
     `latest_start_s` is then the latest safe resume. `price_pausable` (a subset of `pausable`): those with a
@@ -120,6 +126,7 @@ class Reservation:
     price_pausable: set[str] = field(default_factory=set)
     puts_at_risk: set[str] = field(default_factory=set)
     fluid: bool = False  # from `fluid_latest_starts`: an optimistic bound (its short jobs are late for sure)
+    rescuable: set[str] = field(default_factory=set)
 
 
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
@@ -164,6 +171,8 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         # running jobs movable, one with every running job held).
         refused = best.moved - result.pausable
         if best.running_held or not refused:
+            result.rescuable = _rescuable(plan, best, admitted, margin_fraction,
+                                          float(outlook.starts_s[0]) + float(outlook.interval_s))
             return result
         kept = kept | refused
     raise AssertionError("unreachable: the last attempt holds every running job")
@@ -194,6 +203,30 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
         best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short,
                           first=best.first - best.short)
     return best
+
+
+def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], margin_fraction: float,
+               interval_end_s: float) -> set[str]:
+    """The short jobs of `best` whose latest start alone falls before `interval_end_s` and that may start now
+    in room the plan gave others (step 3 of the module docstring).
+
+    Each is held from now (as a pinned job) and the other admitted jobs planned again, running jobs movable
+    as a start now would move them: it is rescuable if that leaves no admitted job short that `best` did not.
+    Most urgent first, each rescue held for the next (so that starting all of them still holds); past
+    `RESCUE_CHECKS` of them in one decision, the rest are rescuable unchecked (a plan per job is the cost).
+    """
+    candidates = sorted((b for b in admitted if b.job.job_id in best.short
+                         and b.deadline_s - b.needed_s < interval_end_s),
+                        key=lambda b: (b.deadline_s - b.needed_s, b.job.job_id))
+    rescued: set[str] = set()
+    pinned = list(plan.pinned)
+    for booking in candidates[:RESCUE_CHECKS]:
+        held_from_now = replace(plan, pinned=[*pinned, (booking.job, booking.needed_s)])
+        others = [b for b in admitted if b.job.job_id != booking.job.job_id and b.job.job_id not in rescued]
+        if not _best_round(held_from_now, others, [], margin_fraction, movable=True).short - best.short:
+            rescued.add(booking.job.job_id)
+            pinned.append((booking.job, booking.needed_s))
+    return rescued | {b.job.job_id for b in candidates[RESCUE_CHECKS:]}
 
 
 def _keep_promises_the_next_plan_keeps(plan: _Planning, best: _Round, admitted: Sequence[Booking],

@@ -194,13 +194,15 @@ def test_the_plan_finds_room_for_every_admitted_job_when_an_order_exists() -> No
 def test_a_job_the_plan_leaves_short_preempts_at_its_latest_start_and_still_makes_its_deadline() -> None:
     # Three GPUs, all busy. "q1" (3 h, due in 3.25 h) finds no room in the plan, but can still make it if it
     # starts within 15 min: rather than wait as a late job for room the plan promised to others, it pauses
-    # "r1", which has 4 h of slack. It does so at its latest start, asked for, not at once: paused later, a
-    # job has less left to run (see SHORT_JOB_STARTED_AT_THE_HOURS_START in the invariants).
+    # "r1", which has 4 h of slack, as "q0" (2 h, due in 4 h) still finds room after it (a rescue that left
+    # another promise short is refused: the test below). It does so at its latest start, asked for, not at
+    # once: paused later, a job has less left to run (see SHORT_JOB_STARTED_AT_THE_HOURS_START in the
+    # invariants).
     def jobs(elapsed_s: float) -> list:
         return [running("r0", (("n0", 1),), hours=4 - elapsed_s / HOUR, deadline_s=T0 + 6 * HOUR),
                 running("r1", (("n0", 1),), hours=3 - elapsed_s / HOUR, deadline_s=T0 + 7 * HOUR),
                 running("r2", (("n0", 1),), hours=4 - elapsed_s / HOUR, deadline_s=T0 + 4.5 * HOUR),
-                job("q0", hours=3, deadline_s=T0 + 4 * HOUR, admitted=True),
+                job("q0", hours=2, deadline_s=T0 + 4 * HOUR, admitted=True),
                 job("q1", hours=3, deadline_s=T0 + 3.25 * HOUR, admitted=True)]
 
     prices = [10, 50, 50, 10, 10, 100] + [50] * 24
@@ -209,8 +211,8 @@ def test_a_job_the_plan_leaves_short_preempts_at_its_latest_start_and_still_make
     start_by_s = T0 + 0.25 * HOUR
     assert decisions.decide_again_s == start_by_s
     assert detail(decisions, "q1").endswith(f"latest safe start {utc_label(T0 + 0.25 * HOUR)}")
-    # "q0" may wait an hour: it is told so, by a start that still meets its deadline.
-    assert detail(decisions, "q0").endswith(f"latest safe start {utc_label(T0 + HOUR)}")
+    # "q0" may wait two hours: it is told so, by a start that still meets its deadline.
+    assert detail(decisions, "q0").endswith(f"latest safe start {utc_label(T0 + 2 * HOUR)}")
 
     then = start_by_s + 1.0  # the live scheduler wakes a little after the time asked: still due, not late
     in_the_hour = replace(snapshot(jobs(then - T0), nodes={"n0": 3}, now_s=then), prices=outlook(prices, T0))
@@ -222,6 +224,27 @@ def test_a_job_the_plan_leaves_short_preempts_at_its_latest_start_and_still_make
     decisions = PriceAwarePolicy().decide(in_the_hour)
     assert "q1" not in started(decisions) and "r1" not in paused(decisions)
     assert "r2" not in paused(decisions)  # due at 4.5 h with 3.75 h left: no slack to give
+
+
+def test_a_job_the_plan_leaves_short_takes_no_room_whose_loss_would_make_another_promise_late() -> None:
+    # One node of two GPUs, both busy for 2 h. The gang "g" (both GPUs, 3 h, due in 3 h) finds no room in the
+    # plan, which books it after "q" (3 h, due in 5 h): so "r1" (2 h left, due in 4.5 h) may be paused now
+    # and resumed in time. Started now for its own deadline, "g" would hold both GPUs for 3 h: "r1" and "q"
+    # late, a job already late by the plan making promised ones late too (in the matrix, an 8-GPU job paused
+    # eight 1-GPU jobs for 16 h). It waits in the room the promises leave. Without "q", and with 7 h to its
+    # deadline, "r1" can give way: then "g" starts and pauses both running jobs.
+    def decide(r1_deadline_h: float, with_q: bool) -> Decisions:
+        jobs = [running("r1", (("n0", 1),), hours=2, deadline_s=T0 + r1_deadline_h * HOUR),
+                running("r2", (("n0", 1),), hours=2, deadline_s=T0 + 8 * HOUR),
+                job("g", gpus=2, hours=3, deadline_s=T0 + 3 * HOUR, admitted=True, gpus_per_worker=2)]
+        if with_q:
+            jobs.append(job("q", hours=3, deadline_s=T0 + 5 * HOUR, admitted=True))
+        return PriceAwarePolicy().decide(snapshot(jobs, [50] * 30, nodes={"n0": 2}))
+
+    kept = decide(r1_deadline_h=4.5, with_q=True)
+    assert started(kept) == {} and paused(kept) == {}
+    rescued = decide(r1_deadline_h=7, with_q=False)
+    assert started(rescued) == {"g": (("n0", 2),)} and set(paused(rescued)) == {"r1", "r2"}
 
 
 def _pause_decision(overhead_s: float, now_price: float = 50.0, pauses_today: int = 0,
