@@ -32,8 +32,9 @@ The plan (`reserve`):
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
      and run before flexible jobs only). A short job whose latest start alone falls in the current
      interval may take room from running jobs only if that keeps the other promises: held from now, it
-     leaves no admitted job short that the plan did not (`rescuable`; else a job already late by the plan
-     would make others late too: an 8-GPU job on one node of 8 pausing eight 1-GPU jobs for 16 hours);
+     fits beside the running jobs that may not be paused and leaves no promise short that the plan did
+     not (`rescuable`; else a job already late by the plan would make others late too: an 8-GPU job on
+     one node of 8 pausing eight 1-GPU jobs for 16 hours);
   4. newcomers, smallest first (more of them fit), each as late as it fits in what the admitted jobs
      left, short ones included: a newcomer that finds no room before its deadline is infeasible, and told
      its earliest finish (as soon as possible in that room). A promise made before outranks a new one: the
@@ -100,7 +101,7 @@ class Reservation:
     later in the interval, which is a decision. `short`: admitted jobs the plan found no room for (by the
     exact plan's order, a heuristic with several GPUs, one may still make it if it runs from now; by the
     fluid bound, late for sure). `rescuable` (a subset of `short`): those due now alone whose start now, in
-    room the plan gave others, leaves no other admitted job short (see `_rescuable`); only they may preempt.
+    room the plan gave others, leaves no other promise short (see `_rescuable`); only they may preempt.
     `infeasible`: newcomers that cannot finish before their deadline, with their earliest finish (inf: not
     within the outlook). `unbroken_now`: queued non-preemptible jobs that
     may start now without breaking the plan (they run unbroken from now). `pausable`: running preemptible
@@ -171,7 +172,7 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         # running jobs movable, one with every running job held).
         refused = best.moved - result.pausable
         if best.running_held or not refused:
-            result.rescuable = _rescuable(plan, best, admitted, margin_fraction,
+            result.rescuable = _rescuable(plan, best, admitted, newcomers, result.pausable, margin_fraction,
                                           float(outlook.starts_s[0]) + float(outlook.interval_s))
             return result
         kept = kept | refused
@@ -205,27 +206,39 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
     return best
 
 
-def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], margin_fraction: float,
-               interval_end_s: float) -> set[str]:
+def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newcomers: Sequence[Booking],
+               pausable: set[str], margin_fraction: float, interval_end_s: float) -> set[str]:
     """The short jobs of `best` whose latest start alone falls before `interval_end_s` and that may start now
     in room the plan gave others (step 3 of the module docstring).
 
-    Each is held from now (as a pinned job) and the other admitted jobs planned again, running jobs movable
-    as a start now would move them: it is rescuable if that leaves no admitted job short that `best` did not.
-    Most urgent first, each rescue held for the next (so that starting all of them still holds); past
-    `RESCUE_CHECKS` of them in one decision, the rest are rescuable unchecked (a plan per job is the cost).
+    Each is held from now (as a pinned job) and the other promises planned again (the admitted jobs and the
+    newcomers `best` admits), running jobs movable as a start now would move them, but for those that may
+    not be paused (not `pausable`: dispatch keeps them running): it is rescuable if it fits beside those now
+    and that plan leaves no job short that `best` did not. Most urgent first, each rescue held for the next
+    (so that starting all of them still holds); past `RESCUE_CHECKS` of them in one decision, the rest are
+    rescuable unchecked (a plan per job is the cost).
     """
     candidates = sorted((b for b in admitted if b.job.job_id in best.short
                          and b.deadline_s - b.needed_s < interval_end_s),
                         key=lambda b: (b.deadline_s - b.needed_s, b.job.job_id))
+    if not candidates:
+        return set()
+    promised = sorted([*admitted, *(b._replace(admitted=True) for b in newcomers
+                                    if b.job.job_id not in best.turned_away)], key=_latest_first)
+    kept = plan.kept | {b.job.job_id for b in plan.running if b.job.job_id not in pausable}
+    held_gpus = sum(job.num_gpus for job, _ in plan.pinned) + \
+        sum(b.job.num_gpus for b in plan.running if b.job.job_id in kept)
     rescued: set[str] = set()
     pinned = list(plan.pinned)
     for booking in candidates[:RESCUE_CHECKS]:
-        held_from_now = replace(plan, pinned=[*pinned, (booking.job, booking.needed_s)])
-        others = [b for b in admitted if b.job.job_id != booking.job.job_id and b.job.job_id not in rescued]
+        if held_gpus + booking.job.num_gpus > plan.total_gpus:
+            continue  # it could not start now: GPUs that stay busy hold its room
+        held_from_now = replace(plan, pinned=[*pinned, (booking.job, booking.needed_s)], kept=frozenset(kept))
+        others = [b for b in promised if b.job.job_id != booking.job.job_id and b.job.job_id not in rescued]
         if not _best_round(held_from_now, others, [], margin_fraction, movable=True).short - best.short:
             rescued.add(booking.job.job_id)
             pinned.append((booking.job, booking.needed_s))
+            held_gpus += booking.job.num_gpus
     return rescued | {b.job.job_id for b in candidates[RESCUE_CHECKS:]}
 
 

@@ -161,6 +161,32 @@ def test_the_newcomers_a_plan_admits_leave_no_earlier_promise_short_when_planned
     assert reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *accepted], 0.0).short == set()
 
 
+@settings(max_examples=200, deadline=None)
+# Rescues are rare among queued jobs alone (the plan has tried each short job first already): two found.
+@example(gpus=2, admitted_specs=[(1, 4, 5), (2, 8, 5), (1, 3, 2), (2, 4, 1), (1, 3, 1)], newcomer_specs=[])
+@example(gpus=2, admitted_specs=[(1, 7, 5), (1, 8, 6), (2, 1, 1), (2, 7, 2), (1, 6, 3)],
+         newcomer_specs=[(1, 3, 6)])
+@given(gpus=st.integers(1, 3),
+       admitted_specs=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 8), st.integers(0, 8)),
+                               min_size=1, max_size=5),
+       newcomer_specs=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 8), st.integers(0, 8)),
+                               max_size=2))
+def test_short_jobs_started_as_rescuable_leave_no_other_promise_short(
+        gpus: int, admitted_specs: list[tuple[int, int, int]],
+        newcomer_specs: list[tuple[int, int, int]]) -> None:
+    """The short jobs a plan finds `rescuable`, started now, leave no job short that the plan did not."""
+    admitted = [_quarters(f"a{k}", min(g, gpus), w, s, True) for k, (g, w, s) in enumerate(admitted_specs)]
+    newcomers = [_quarters(f"n{k}", min(g, gpus), w, s, False) for k, (g, w, s) in enumerate(newcomer_specs)]
+    plan = reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *newcomers], 0.0)
+    assert plan.rescuable <= plan.short
+    if not plan.rescuable:
+        return
+    started_now = [(b.job, b.needed_s) for b in admitted if b.job.job_id in plan.rescuable]
+    promised = [b for b in admitted if b.job.job_id not in plan.rescuable] + \
+        [_admitted_now(b) for b in newcomers if b.job.job_id not in plan.infeasible]
+    assert reserve(outlook([50] * 8), T0, gpus, None, started_now, promised, 0.0).short <= plan.short
+
+
 def test_a_late_unbroken_job_is_counted_once_when_running_jobs_are_weighed_for_a_pause() -> None:
     # Five GPUs: one held by an unbroken job, two by running jobs with an hour of slack, two free now. "a"
     # (admitted) is booked in the second hour. "late", a non-preemptible newcomer that cannot make its
@@ -194,10 +220,10 @@ def test_the_plan_finds_room_for_every_admitted_job_when_an_order_exists() -> No
 def test_a_job_the_plan_leaves_short_preempts_at_its_latest_start_and_still_makes_its_deadline() -> None:
     # Three GPUs, all busy. "q1" (3 h, due in 3.25 h) finds no room in the plan, but can still make it if it
     # starts within 15 min: rather than wait as a late job for room the plan promised to others, it pauses
-    # "r1", which has 4 h of slack, as "q0" (2 h, due in 4 h) still finds room after it (a rescue that left
-    # another promise short is refused: the test below). It does so at its latest start, asked for, not at
-    # once: paused later, a job has less left to run (see SHORT_JOB_STARTED_AT_THE_HOURS_START in the
-    # invariants).
+    # "r1", which has 4 h of slack, as "q0" (2 h, due in 4 h) still finds room beside it (a rescue that
+    # would leave another promise short is refused: the test below). It does so at its latest start, asked
+    # for, not at once: paused later, a job has less left to run (see SHORT_JOB_STARTED_AT_THE_HOURS_START
+    # in the invariants).
     def jobs(elapsed_s: float) -> list:
         return [running("r0", (("n0", 1),), hours=4 - elapsed_s / HOUR, deadline_s=T0 + 6 * HOUR),
                 running("r1", (("n0", 1),), hours=3 - elapsed_s / HOUR, deadline_s=T0 + 7 * HOUR),
@@ -231,20 +257,16 @@ def test_a_job_the_plan_leaves_short_takes_no_room_whose_loss_would_make_another
     # plan, which books it after "q" (3 h, due in 5 h): so "r1" (2 h left, due in 4.5 h) may be paused now
     # and resumed in time. Started now for its own deadline, "g" would hold both GPUs for 3 h: "r1" and "q"
     # late, a job already late by the plan making promised ones late too (in the matrix, an 8-GPU job paused
-    # eight 1-GPU jobs for 16 h). It waits in the room the promises leave. Without "q", and with 7 h to its
-    # deadline, "r1" can give way: then "g" starts and pauses both running jobs.
-    def decide(r1_deadline_h: float, with_q: bool) -> Decisions:
-        jobs = [running("r1", (("n0", 1),), hours=2, deadline_s=T0 + r1_deadline_h * HOUR),
-                running("r2", (("n0", 1),), hours=2, deadline_s=T0 + 8 * HOUR),
-                job("g", gpus=2, hours=3, deadline_s=T0 + 3 * HOUR, admitted=True, gpus_per_worker=2)]
-        if with_q:
-            jobs.append(job("q", hours=3, deadline_s=T0 + 5 * HOUR, admitted=True))
-        return PriceAwarePolicy().decide(snapshot(jobs, [50] * 30, nodes={"n0": 2}))
-
-    kept = decide(r1_deadline_h=4.5, with_q=True)
-    assert started(kept) == {} and paused(kept) == {}
-    rescued = decide(r1_deadline_h=7, with_q=False)
-    assert started(rescued) == {"g": (("n0", 2),)} and set(paused(rescued)) == {"r1", "r2"}
+    # eight 1-GPU jobs for 16 h). It waits in the room the promises leave. (The test above has a rescue that
+    # keeps every promise: "q1" pauses "r1".)
+    jobs = [running("r1", (("n0", 1),), hours=2, deadline_s=T0 + 4.5 * HOUR),
+            running("r2", (("n0", 1),), hours=2, deadline_s=T0 + 8 * HOUR),
+            job("g", gpus=2, hours=3, deadline_s=T0 + 3 * HOUR, admitted=True, gpus_per_worker=2),
+            job("q", hours=3, deadline_s=T0 + 5 * HOUR, admitted=True)]
+    snap = snapshot(jobs, [50] * 30, nodes={"n0": 2})
+    decisions = PriceAwarePolicy().decide(snap)
+    assert started(decisions) == {} and paused(decisions) == {}
+    assert "g" in waiting(decisions)
 
 
 def _pause_decision(overhead_s: float, now_price: float = 50.0, pauses_today: int = 0,
