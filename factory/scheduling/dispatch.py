@@ -10,13 +10,19 @@ wait; `dispatch` decides who *can* run, in that order, and returns the decisions
     GPUs nobody is guaranteed. When a team within its guarantee has a job that does not fit, the
     borrowers' jobs are paused (latest ranked first) to make room: reclaim.
   * backfill: a job that does not fit does not block smaller ones behind it;
+  * moves (`may_move`, off by default): a job of one worker that fits in the free GPUs' total but on no
+    node (a gang of 8 on two nodes of 8 with 4 free on each) gets a node by moving running jobs to free
+    GPUs on other nodes: each is paused at a checkpoint and resumed there at once, paying one resume
+    overhead but not waiting (the fewest moves, on one of the `MOVE_SCAN_NODES` nodes nearest to room);
   * during a grid event, running jobs the power budget would pause are capped instead where a cap is
     enough (`power_caps.cap_before_pausing`).
 
 Invariants:
   * Running jobs the policy did not rank are paused only if preemptible; a non-preemptible job is
     never paused, by any rule.
-  * Victims of a preemption or reclaim are paused only if the job they make room for then starts.
+  * Victims of a preemption or reclaim, and moved jobs, are paused only if the job they make room for
+    then starts; a moved job is started elsewhere in the same decisions (live, it resumes once its
+    checkpoint is written).
   * Cost is O(jobs ranked x GPUs per node) plus the victims examined; a job that cannot preempt
     anything costs O(1) beyond its placement attempt.
 """
@@ -26,13 +32,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import islice
 
 from factory.scheduling.model import Decisions, JobView, Pause, Phase, Snapshot, Start, Wait, WaitReason
-from factory.scheduling.placement import FreeGpus
+from factory.scheduling.placement import FreeGpus, Placement
 from factory.scheduling.power_caps import cap_before_pausing
 
 Held = Mapping[str, tuple[WaitReason, str]]
 VICTIM_SCAN = 1000  # preemptible jobs looked at for the node where a gang displaces the fewest
+MOVE_SCAN_NODES = 16  # nodes nearest to room looked at for moves that give a job of one worker a node
 MayPreempt = Callable[[JobView, JobView], bool]
 
 
@@ -45,6 +53,7 @@ def dispatch(
     admitted: Sequence[str] = (),
     infeasible: Sequence[tuple[str, str]] = (),
     may_cap: Callable[[JobView], bool] | None = None,
+    may_move: MayPreempt | None = None,
 ) -> Decisions:
     """Start, keep or pause jobs so that `ranked` runs as far as the constraints allow.
 
@@ -53,6 +62,8 @@ def dispatch(
     caller guarantees it is monotone in the victim's rank (if it refuses the lowest-ranked running
     job, it refuses every other). `may_cap(job)`: whether a running job the policy keeps may run slower
     under a power cap during a grid event (None: any preemptible one; see `power_caps`).
+    `may_move(job, mover)`: whether the running preemptible `mover` may be moved to another node (paused
+    and resumed there at once) to give `job` room on one node (None: no job is moved).
     """
     state = _State(snapshot, ranked)
     pauses: list[Pause] = []
@@ -74,6 +85,19 @@ def dispatch(
             waits.append(Wait(job.job_id, WaitReason.QUOTA, blocked))
             continue
         placement = state.fit(job)
+        if placement is None and may_move is not None:
+            moves = state.find_moves(job, may_move)
+            for mover, to in moves:
+                pauses.append(Pause(mover.job_id, WaitReason.CAPACITY,
+                                    f"moved to {', '.join(node for node, _ in to)} to make room for job "
+                                    f"{job.job_id} on one node"))
+                starts.append(Start(mover.job_id, to))
+                state.release(mover)
+                state.hold(mover, to)
+                preempting.add(mover.job_id)
+            if moves:
+                placement = state.fit(job)
+                preempting.add(job.job_id)
         if placement is None:
             victims = state.find_victims(job, may_preempt)
             if victims is not None:
@@ -117,6 +141,7 @@ class _State:
         self.released: set[str] = set()
         # Sorted once: a dispatch may look for victims for every one of 100,000 queued jobs.
         unranked = len(self.rank)
+        self._movable_by_node: dict[str, list[JobView]] | None = None  # built on the first `find_moves`
         self._preemptible_by_rank = sorted((job for job in self.running if job.preemptible),
                                            key=lambda job: -self.rank.get(job.job_id, unranked))
 
@@ -255,6 +280,58 @@ class _State:
         for victim in best:
             self._set_free(victim, False)
         return best if fits else None
+
+    def find_moves(self, job: JobView, may_move: MayPreempt) -> list[tuple[JobView, Placement]]:
+        """For a job of one worker that the free GPUs hold in total but no node does: running jobs to move
+        to free GPUs on other nodes, and where, so that it fits on one; the fewest moves found (none: no
+        such moves, or no need).
+
+        Nodes nearest to room first (`FreeGpus.nodes_short_of`), at most `MOVE_SCAN_NODES` of them; on
+        each, a mover that alone makes the room (the smallest) before the others (the largest first).
+        """
+        if job.num_gpus != job.worker_gpus or self.free.total < job.num_gpus or \
+                self.power_w + job.draw_w > self.budget_w + 1e-9:
+            return []
+        if self._movable_by_node is None:
+            self._movable_by_node = {}
+            for running in self.running:
+                if running.preemptible and len(running.placement) == 1:
+                    self._movable_by_node.setdefault(running.placement[0][0], []).append(running)
+        best: list[tuple[JobView, Placement]] = []
+        for node in list(islice(self.free.nodes_short_of(job.num_gpus), MOVE_SCAN_NODES)):
+            missing = job.num_gpus - self.free[node]
+            movers = [mover for mover in self._movable_by_node.get(node, ())
+                      if mover.job_id not in self.released and may_move(job, mover)]
+            if sum(mover.num_gpus for mover in movers) < missing:
+                continue
+            movers.sort(key=lambda mover: (mover.num_gpus < missing,
+                                           mover.num_gpus if mover.num_gpus >= missing else -mover.num_gpus))
+            moves = self._moves_off(node, movers, missing)
+            if moves and (not best or len(moves) < len(best)):
+                best = moves
+                if len(best) == 1:
+                    break
+        return best
+
+    def _moves_off(self, node: str, movers: Sequence[JobView], missing: int
+                   ) -> list[tuple[JobView, Placement]]:
+        """Movers (in order) taken off `node` to free GPUs elsewhere until `missing` GPUs are free on it,
+        with where each goes; none if they cannot all be placed. A trial: nothing changes."""
+        blocked = ((node, self.free[node]),)  # its free GPUs are no place for a mover
+        self.free.take(blocked)
+        moves: list[tuple[JobView, Placement]] = []
+        for mover in movers:
+            if missing <= 0:
+                break
+            to = self.free.place(mover.num_gpus, mover.worker_gpus)
+            if to is not None:
+                self.free.take(to)
+                moves.append((mover, to))
+                missing -= mover.num_gpus
+        for _, to in moves:
+            self.free.give_back(to)
+        self.free.give_back(blocked)
+        return moves if missing <= 0 else []
 
     def _needed(self, job: JobView, chosen: list[tuple[JobView, tuple[WaitReason, str]]]
                 ) -> list[tuple[JobView, tuple[WaitReason, str]]]:

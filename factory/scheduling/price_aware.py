@@ -26,6 +26,10 @@ Each decision has two parts:
    or a gang, must not make it late), and (with a resume overhead) never while the plan is short of room:
    a resume redoes work, which late or due jobs need the GPUs for.
 
+The plan counts GPUs, not nodes: a job of one worker that the free GPUs hold in total but no node does
+gets a node by moving running jobs elsewhere (`dispatch`'s `may_move`: paused and resumed at once), if
+each moved job still meets its deadline with the resume, and with a resume overhead only for a job due now.
+
 A job planned for later waits for `price` only if it had room now; one whose room went to more urgent jobs
 waits for `capacity` (or `power budget`), so the reason users see is the true one; each waiting admitted
 job's reason names its cheap window, its latest safe start and its deadline.
@@ -151,8 +155,14 @@ class PriceAwarePolicy:
         def may_preempt(job: JobView, victim: JobView) -> bool:  # monotone: pinned and due jobs rank first
             return job.job_id in due and victim.job_id not in due
 
+        def may_move(job: JobView, mover: JobView) -> bool:  # a move costs the mover one resume
+            resume_s = mover.overhead_s(overhead_s)
+            in_time = mover.deadline_s is None or now_s + mover.remaining_s + resume_s <= mover.deadline_s
+            return in_time and (resume_s <= 0.0 or job.job_id in due)
+
         decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
-                             infeasible=infeasible, may_cap=lambda job: job.job_id not in due)
+                             infeasible=infeasible, may_cap=lambda job: job.job_id not in due,
+                             may_move=may_move)
         waits = _with_latest_starts(decisions.waits, promise, deadlines)
         # A job paused now must be resumed by its latest safe start too (`Reservation.pausable`).
         resumes = [promise.latest_start_s.get(pause.job_id) for pause in decisions.pauses]

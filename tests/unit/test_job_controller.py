@@ -570,3 +570,36 @@ def test_a_step_asks_to_decide_again_at_a_latest_safe_start_inside_the_hour(stor
     result = controller.step(T0 + HOUR, CLUSTER, outlook(T0 + HOUR, [90.0, 90.0, 10.0] + [90.0] * 12))
     assert store.get_job(cheap_later).state == "WAITING"  # type: ignore[union-attr]
     assert result.decide_again_s is None
+
+
+def test_a_job_moved_for_a_gang_pauses_at_its_checkpoint_and_resumes_on_the_other_node(
+        store: SQLiteStore) -> None:
+    two_nodes = ClusterView({"node-a": 8, "node-b": 8})
+    controller, runners = make(store)
+    flat = [50.0] * 30
+    # Nine single-GPU jobs: best fit packs eight on node-a, the ninth goes to node-b.
+    small = [submit(controller, f"small{i}", gpus=1, estimate_s=4 * HOUR, deadline_h=24) for i in range(9)]
+    controller.step(T0, two_nodes, outlook(T0, flat))
+    placement = {job_id: store.get_job(job_id).schedule["placement"] for job_id in small}  # type: ignore[union-attr]
+    lone = next(job_id for job_id, where in placement.items() if where == [["node-b", 1]])
+    leaving = next(job_id for job_id, where in placement.items() if where == [["node-a", 1]])
+    runners.finish(leaving, RunnerStatus.SUCCEEDED, step=10)  # node-a: 1 free, node-b: 7 free
+
+    # An 8-GPU job of one worker that must start now to meet its deadline.
+    now_s = T0 + 600
+    gang = submit(controller, "gang", gpus=8, estimate_s=6 * HOUR, deadline_h=6.1, now_s=now_s)
+    result = controller.step(now_s, two_nodes, outlook(now_s, flat))
+    assert result.paused == [lone]
+    moving = store.get_job(lone)
+    assert moving is not None and moving.state == "PAUSING"
+    assert moving.reason.startswith("capacity: moved to node-a to make room for job " + gang)
+    running_gang = store.get_job(gang)
+    assert running_gang is not None and running_gang.state == "RUNNING"
+    assert running_gang.schedule["placement"] == [["node-b", 8]]
+
+    # Once its checkpoint is written, the next step resumes it where it was moved.
+    runners.finish(lone, RunnerStatus.PAUSED, step=20)
+    controller.step(now_s + 60, two_nodes, outlook(now_s + 60, flat))
+    resumed = store.get_job(lone)
+    assert resumed is not None and (resumed.state, resumed.attempt) == ("RUNNING", 2)
+    assert resumed.schedule["placement"] == [["node-a", 1]]

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from factory.errors import FactoryError
 from factory.prices.series import utc_label
@@ -565,3 +567,84 @@ def test_a_preempting_gang_leaves_running_a_low_ranked_job_whose_gpus_it_cannot_
     decisions = dispatch(snap, [gang, fixed, y, x], {}, may_preempt=lambda j, v: j.job_id == "gang")
     assert started(decisions) == {"gang": (("n0", 4), ("n1", 4))}
     assert set(paused(decisions)) == {"y"}
+
+
+# -- moves: a node for a job of one worker -------------------------------------------------------------
+
+
+def _scattered(gang_hours: float, gang_deadline_h: float, running_deadline_h: float = 24.0) -> list[JobView]:
+    """Two nodes of 8 with 8 GPUs free in all but not on one: 7 single-GPU jobs on n0 leave 1, one on n1
+    leaves 7 (each with 4 h left); an admitted 8-GPU job of one worker waits."""
+    deadline_s = T0 + running_deadline_h * HOUR
+    return [*(running(f"r{i}", (("n0", 1),), hours=4, deadline_s=deadline_s) for i in range(7)),
+            running("lone", (("n1", 1),), hours=4, deadline_s=deadline_s),
+            job("gang", gpus=8, hours=gang_hours, deadline_s=T0 + gang_deadline_h * HOUR, admitted=True)]
+
+
+def test_a_due_gang_gets_a_node_by_moving_a_running_job_not_by_waiting_on_scattered_gpus() -> None:
+    # Due now (8 h of work, 8 h to its deadline), the gang fits only if `lone` moves to n0's free GPU.
+    decisions = PriceAwarePolicy().decide(snapshot(_scattered(8, 8), [50] * 24, nodes={"n0": 8, "n1": 8}))
+    assert started(decisions) == {"gang": (("n1", 8),), "lone": (("n0", 1),)}
+    assert paused(decisions) == {"lone": WaitReason.CAPACITY}  # paused at a checkpoint, resumed on n0
+    assert "moved to n0 to make room for job gang" in detail(decisions, "lone")
+    # fifo moves nobody: the gang waits for a node to empty.
+    fifo = FifoPolicy().decide(snapshot(_scattered(8, 8), nodes={"n0": 8, "n1": 8}))
+    assert "gang" not in started(fifo) and paused(fifo) == {}
+
+
+def test_a_job_is_not_moved_when_its_resume_would_make_it_late() -> None:
+    # With a 1 h resume, every running job (4 h left, 4.5 h to its deadline) would finish late if moved.
+    decisions = PriceAwarePolicy().decide(snapshot(_scattered(8, 8, running_deadline_h=4.5), [50] * 24,
+                                                   nodes={"n0": 8, "n1": 8}, preempt_overhead_s=HOUR))
+    assert paused(decisions) == {}
+    assert "gang" not in started(decisions)
+
+
+@pytest.mark.parametrize("overhead_h", [0.0, 1.0])
+def test_moves_that_cost_a_resume_are_made_only_for_a_job_due_now(overhead_h: float) -> None:
+    # The gang has a day of slack and now is the cheapest hour: it would run now, but need not.
+    jobs = _scattered(2, 26)
+    decisions = PriceAwarePolicy().decide(snapshot(jobs, [10] + [90] * 27, nodes={"n0": 8, "n1": 8},
+                                                   preempt_overhead_s=overhead_h * HOUR))
+    moved = "lone" in paused(decisions)
+    assert moved == (overhead_h == 0.0)
+    assert ("gang" in started(decisions)) == moved
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([4, 8]), min_size=2, max_size=4),
+       st.lists(st.tuples(st.integers(0, 3), st.sampled_from([1, 1, 2, 4])), max_size=12),
+       st.lists(st.sampled_from([1, 2, 4, 8]), min_size=1, max_size=3))
+def test_moves_keep_every_node_within_its_gpus_and_every_moved_job_running(
+        node_sizes: list[int], running_specs: list[tuple[int, int]], queued_gpus: list[int]) -> None:
+    nodes = {f"n{i}": size for i, size in enumerate(node_sizes)}
+    used = dict.fromkeys(nodes, 0)
+    jobs: list[JobView] = []
+    for i, (node_index, gpus) in enumerate(running_specs):
+        node = f"n{node_index % len(nodes)}"
+        if used[node] + gpus <= nodes[node]:
+            used[node] += gpus
+            jobs.append(running(f"r{i}", ((node, gpus),), hours=4, deadline_s=T0 + 24 * HOUR))
+    jobs += [job(f"q{i}", gpus=gpus, hours=8, deadline_s=T0 + 8 * HOUR, admitted=True)
+             for i, gpus in enumerate(queued_gpus)]
+    snap = snapshot(jobs, [50] * 24, nodes=nodes)
+    decisions = PriceAwarePolicy().decide(snap)
+    views = {view.job_id: view for view in jobs}
+    load = dict.fromkeys(nodes, 0)
+    pauses = paused(decisions)
+    for view in jobs:
+        if view.phase is Phase.RUNNING and view.job_id not in pauses:
+            for node, gpus in view.placement:
+                load[node] += gpus
+    for job_id, placement in started(decisions).items():
+        assert sum(g for _, g in placement) == views[job_id].num_gpus
+        for node, gpus in placement:
+            load[node] += gpus
+    assert all(load[node] <= nodes[node] for node in nodes), (load, nodes)
+    starts = started(decisions)
+    queued_nodes = {node for job_id, placement in starts.items() if views[job_id].phase is Phase.QUEUED
+                    for node, _ in placement}
+    for job_id in pauses.keys() & starts.keys():  # a move: to another node, for a job started where it was
+        (old_node, _), = views[job_id].placement
+        assert old_node not in dict(starts[job_id])
+        assert old_node in queued_nodes
