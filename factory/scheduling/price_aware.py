@@ -214,9 +214,13 @@ class PriceAwarePolicy:
                 if needed_s <= 0:
                     continue
             bookings.append(Booking(job, needed_s, deadline_s, job.admitted, resume_s))
+        interval_start_s = float(snapshot.prices.starts_s[0])
+        due_alone = functools.partial(_due_alone, now_s=now_s, interval_start_s=interval_start_s,
+                                      interval_end_s=interval_start_s + float(snapshot.prices.interval_s))
         return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.budget_per_interval_w(), pinned,
                        bookings, self.reserve_margin, unbroken, running,
-                       price_pause_guard_s=self.pause_guard_intervals * float(snapshot.prices.interval_s))
+                       price_pause_guard_s=self.pause_guard_intervals * float(snapshot.prices.interval_s),
+                       due_alone=due_alone)
 
     def _runs_unbroken(self, job: JobView, default_overhead_s: float) -> bool:
         """Whether a job, once started, will not be paused until it ends (see `_kept_running`)."""
@@ -240,7 +244,6 @@ class PriceAwarePolicy:
         assert snapshot.prices is not None
         now_s, default_overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
         interval_start_s = float(snapshot.prices.starts_s[0])
-        interval_end_s = interval_start_s + snapshot.prices.interval_s
         running_phase, paused_phase = Phase.RUNNING, Phase.PAUSED
         infeasible, short, urgent, due = promise.infeasible, promise.short, promise.urgent, promise.due
         pausable, price_pausable = promise.pausable, promise.price_pausable
@@ -270,18 +273,14 @@ class PriceAwarePolicy:
                 # that holds it. The plan counts whole intervals, so it cannot see that a job paused later
                 # for it, with less left to run, still makes its own deadline where one paused at the
                 # interval's start may not.
-                # Late only if that start passed more than `SHORT_START_LAG_S` ago: the decision asked for
-                # may come a little after it (the live scheduler wakes just after the time asked), and must
-                # still preempt; one later than that is late, and waits as late jobs do.
-                # One whose latest start is in the interval's last slice cannot be asked for then: due now.
-                # Due only if its start now keeps the other promises (`Reservation.rescuable`); else it runs
-                # in the room they leave, a job late by the plan not making others late too.
+                # Late once that start passed more than `SHORT_START_LAG_S` ago (`_due_alone`).
+                # Due only if its start now keeps the other promises (`Reservation.rescuable`, a subset of the
+                # short jobs `_due_alone` finds due now); else it runs in the room they leave, a job late by
+                # the plan not making others late too.
                 latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide then
                 if promise.fluid or latest_alone_s < short_starts_late_s:
                     tier = AT_RISK
-                elif (latest_alone_s < now_s + MIN_SLICE_S or
-                      interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s) and \
-                        job_id in promise.rescuable:
+                elif job_id in promise.rescuable:
                     tier = DUE
                 else:
                     tier = DUE_SOON
@@ -473,6 +472,21 @@ def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
     pause_s = None if request.pause_option_s is None else max(0.0, request.pause_option_s - after_s)
     return request._replace(needed_s=max(0.0, request.needed_s - after_s), deadline_s=outlook_end_s,
                             pause_option_s=pause_s)
+
+
+def _due_alone(latest_alone_s: float, *, now_s: float, interval_start_s: float,
+               interval_end_s: float) -> bool:
+    """Whether a short job (one the reservation plan found no room for) must start now to finish alone.
+
+    Its latest start alone is near now: the decision asked for at that start (`_decide_again_s`) may come a
+    little after it (the live scheduler wakes just after the time asked), so one that passed at most
+    `SHORT_START_LAG_S` ago is due, not late; or it lies in the interval's last slice, where no decision can
+    be asked for (`_past_a_sliver`).
+    """
+    if latest_alone_s < max(interval_start_s, now_s - SHORT_START_LAG_S) - 1e-6:
+        return False  # late: it waits as late jobs do
+    in_last_slice = interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s
+    return latest_alone_s < now_s + MIN_SLICE_S or in_last_slice
 
 
 def _decide_again_s(latest_starts: list[float | None], snapshot: Snapshot) -> float | None:

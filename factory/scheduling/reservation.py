@@ -59,7 +59,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import NamedTuple
@@ -133,7 +133,8 @@ class Reservation:
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
             pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
             margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = (),
-            running: Sequence[Booking] = (), price_pause_guard_s: float = 0.0) -> Reservation:
+            running: Sequence[Booking] = (), price_pause_guard_s: float = 0.0,
+            due_alone: Callable[[float], bool] | None = None) -> Reservation:
     """The reservation plan of the module docstring.
 
     `pinned`: (running job, remaining s), held from now: non-preemptible ones, and preemptible ones reported
@@ -141,7 +142,9 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     each with `needed_s` = remaining + its resume overhead, checked for `Reservation.pausable`.
     `unbroken`: (queued non-preemptible job, run time s) to check for `Reservation.unbroken_now`, booked or
     not (a job reported infeasible is not). `price_pause_guard_s`: how late a job paused for price must still
-    be able to resume (`Reservation.price_pausable`).
+    be able to resume (`Reservation.price_pausable`). `due_alone(latest start alone)`: whether a short job
+    must start now to finish alone, so is checked for `Reservation.rescuable` (None: a latest start alone
+    before the current interval ends).
     """
     held = [*pinned, *((b.job, b.job.remaining_s) for b in running)]
     if len(bookings) > EXACT_JOBS:
@@ -172,8 +175,9 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         # running jobs movable, one with every running job held).
         refused = best.moved - result.pausable
         if best.running_held or not refused:
+            due_now = due_alone or _before(float(outlook.starts_s[0]) + outlook.interval_s)
             result.rescuable = _rescuable(plan, best, admitted, newcomers, result.pausable, margin_fraction,
-                                          float(outlook.starts_s[0]) + float(outlook.interval_s))
+                                          due_now)
             return result
         kept = kept | refused
     raise AssertionError("unreachable: the last attempt holds every running job")
@@ -207,8 +211,8 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
 
 
 def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newcomers: Sequence[Booking],
-               pausable: set[str], margin_fraction: float, interval_end_s: float) -> set[str]:
-    """The short jobs of `best` whose latest start alone falls before `interval_end_s` and that may start now
+               pausable: set[str], margin_fraction: float, due_alone: Callable[[float], bool]) -> set[str]:
+    """The short jobs of `best` due now alone (`due_alone` of their latest start alone) that may start now
     in room the plan gave others (step 3 of the module docstring).
 
     Each is held from now (as a pinned job) and the other promises planned again (the admitted jobs and the
@@ -218,13 +222,12 @@ def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newco
     (so that starting all of them still holds); past `RESCUE_CHECKS` of them in one decision, the rest are
     rescuable unchecked (a plan per job is the cost).
     """
-    candidates = sorted((b for b in admitted if b.job.job_id in best.short
-                         and b.deadline_s - b.needed_s < interval_end_s),
+    candidates = sorted((b for b in admitted
+                         if b.job.job_id in best.short and due_alone(b.deadline_s - b.needed_s)),
                         key=lambda b: (b.deadline_s - b.needed_s, b.job.job_id))
     if not candidates:
         return set()
-    promised = sorted([*admitted, *(b._replace(admitted=True) for b in newcomers
-                                    if b.job.job_id not in best.turned_away)], key=_latest_first)
+    promised = _as_promised(admitted, [b for b in newcomers if b.job.job_id not in best.turned_away])
     kept = plan.kept | {b.job.job_id for b in plan.running if b.job.job_id not in pausable}
     held_gpus = sum(job.num_gpus for job, _ in plan.pinned) + \
         sum(b.job.num_gpus for b in plan.running if b.job.job_id in kept)
@@ -265,8 +268,8 @@ def _keep_promises_the_next_plan_keeps(plan: _Planning, best: _Round, admitted: 
     short_before = set(best.short)
 
     def keeps_promises(promised: Sequence[Booking]) -> bool:
-        order = sorted([*admitted, *promised], key=_latest_first)
-        return not _best_round(plan, order, [], margin_fraction, movable).short - short_before
+        return not _best_round(plan, _as_promised(admitted, promised), [], margin_fraction,
+                               movable).short - short_before
 
     if keeps_promises(accepted):
         return
@@ -445,6 +448,17 @@ class _Planning:
         moved = {b.job.job_id for b in self.running
                  if b.job.job_id not in held_ids and placed.get(b.job.job_id) != 0}
         return _Round(book, placed, short, turned_away, running_held, set(first), moved)
+
+
+def _before(end_s: float) -> Callable[[float], bool]:
+    """`due_alone` by default: a latest start alone before `end_s` (the current interval's end)."""
+    return lambda latest_alone_s: latest_alone_s < end_s
+
+
+def _as_promised(admitted: Sequence[Booking], accepted: Sequence[Booking]) -> list[Booking]:
+    """The admitted jobs and the newcomers `accepted` now, as the next decision plans them: all admitted,
+    latest deadline first."""
+    return sorted([*admitted, *accepted], key=_latest_first)
 
 
 def _latest_first(booking: Booking) -> tuple[float, float, str]:

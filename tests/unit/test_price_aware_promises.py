@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from factory.prices.series import utc_label
 from factory.scheduling import PriceAwarePolicy
 from factory.scheduling.model import Decisions, Snapshot, WaitReason
-from factory.scheduling.reservation import Booking, reserve
+from factory.scheduling.reservation import Booking, Reservation, reserve
 from factory.simulation.engine import Cluster
 from tests.unit.test_scheduling_policies import (
     HOUR,
@@ -114,6 +114,18 @@ def _quarters(name: str, gpus: int, work_q: int, slack_q: int, admitted: bool) -
                    work_q * QUARTER, deadline_s, admitted, 0.0)
 
 
+Spec = tuple[int, int, int]  # (GPUs, quarter-hours of work, quarter-hours of slack)
+
+
+def _small_plan(gpus: int, admitted_specs: list[Spec], newcomer_specs: list[Spec]
+                ) -> tuple[list[Booking], list[Booking], Reservation]:
+    """Admitted jobs and newcomers (`Spec`s) on `gpus` GPUs (none wider than the cluster), and their plan
+    over 8 flat hours from T0."""
+    admitted = [_quarters(f"a{k}", min(g, gpus), w, s, True) for k, (g, w, s) in enumerate(admitted_specs)]
+    newcomers = [_quarters(f"n{k}", min(g, gpus), w, s, False) for k, (g, w, s) in enumerate(newcomer_specs)]
+    return admitted, newcomers, reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *newcomers], 0.0)
+
+
 def _admitted_now(booking: Booking) -> Booking:
     return booking._replace(job=replace(booking.job, admitted=True), admitted=True)
 
@@ -152,9 +164,7 @@ def test_the_newcomers_a_plan_admits_leave_no_earlier_promise_short_when_planned
         gpus: int, admitted_specs: list[tuple[int, int, int]],
         newcomer_specs: list[tuple[int, int, int]]) -> None:
     """A plan that keeps every admitted job is still kept when planned again with its newcomers admitted."""
-    admitted = [_quarters(f"a{k}", min(g, gpus), w, s, True) for k, (g, w, s) in enumerate(admitted_specs)]
-    newcomers = [_quarters(f"n{k}", min(g, gpus), w, s, False) for k, (g, w, s) in enumerate(newcomer_specs)]
-    plan = reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *newcomers], 0.0)
+    admitted, newcomers, plan = _small_plan(gpus, admitted_specs, newcomer_specs)
     if plan.short:
         return  # an admitted job is short already: which one may change with the order (nothing promised)
     accepted = [_admitted_now(b) for b in newcomers if b.job.job_id not in plan.infeasible]
@@ -175,9 +185,7 @@ def test_short_jobs_started_as_rescuable_leave_no_other_promise_short(
         gpus: int, admitted_specs: list[tuple[int, int, int]],
         newcomer_specs: list[tuple[int, int, int]]) -> None:
     """The short jobs a plan finds `rescuable`, started now, leave no job short that the plan did not."""
-    admitted = [_quarters(f"a{k}", min(g, gpus), w, s, True) for k, (g, w, s) in enumerate(admitted_specs)]
-    newcomers = [_quarters(f"n{k}", min(g, gpus), w, s, False) for k, (g, w, s) in enumerate(newcomer_specs)]
-    plan = reserve(outlook([50] * 8), T0, gpus, None, [], [*admitted, *newcomers], 0.0)
+    admitted, newcomers, plan = _small_plan(gpus, admitted_specs, newcomer_specs)
     assert plan.rescuable <= plan.short
     if not plan.rescuable:
         return
