@@ -21,10 +21,11 @@ Invariants:
   * Running jobs the policy did not rank are paused only if preemptible; a non-preemptible job is
     never paused, by any rule.
   * Victims of a preemption or reclaim, and moved jobs, are paused only if the job they make room for
-    then starts; a moved job is started elsewhere in the same decisions (live, it resumes once its
-    checkpoint is written).
+    then starts; a moved job is started elsewhere in the same decisions (live, where a pause waits for a
+    checkpoint, that start is refused and the next decision sees the job paused).
   * Cost is O(jobs ranked x GPUs per node) plus the victims examined; a job that cannot preempt
-    anything costs O(1) beyond its placement attempt.
+    anything costs O(1) beyond its placement attempt, and one that may move others at most
+    `MOVE_SCAN_NODES` nodes' running jobs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import islice
 
 from factory.scheduling.model import Decisions, JobView, Pause, Phase, Snapshot, Start, Wait, WaitReason
 from factory.scheduling.placement import FreeGpus, Placement
@@ -298,7 +298,7 @@ class _State:
                 if running.preemptible and len(running.placement) == 1:
                     self._movable_by_node.setdefault(running.placement[0][0], []).append(running)
         best: list[tuple[JobView, Placement]] = []
-        for node in list(islice(self.free.nodes_short_of(job.num_gpus), MOVE_SCAN_NODES)):
+        for node in self.free.nodes_short_of(job.num_gpus, MOVE_SCAN_NODES):
             missing = job.num_gpus - self.free[node]
             movers = [mover for mover in self._movable_by_node.get(node, ())
                       if mover.job_id not in self.released and may_move(job, mover)]

@@ -8,7 +8,7 @@ Ties go to the node that entered its bucket first: deterministic for a given inp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 Placement = tuple[tuple[str, int], ...]
 
@@ -62,13 +62,19 @@ class FreeGpus:
         for node, gpus in placement:
             self._move(node, gpus)
 
-    def nodes_short_of(self, gpus: int) -> Iterator[str]:
-        """Nodes large enough for a worker of `gpus` that lack free GPUs for it, the fewest missing first
-        (lazily: callers stop early; no change to the free counts while it is iterated)."""
+    def nodes_short_of(self, gpus: int, limit: int) -> list[str]:
+        """Nodes large enough for a worker of `gpus` that lack free GPUs for it, the fewest missing first,
+        among the first `limit` nodes looked at (smaller ones count too: the cost stays bounded)."""
+        nodes: list[str] = []
+        looked = 0
         for count in range(min(gpus, self._largest + 1) - 1, -1, -1):
             for node in self._buckets[count]:
+                if looked >= limit:
+                    return nodes
+                looked += 1
                 if self._capacity[node] >= gpus:
-                    yield node
+                    nodes.append(node)
+        return nodes
 
     def _best_fit(self, gpus: int) -> str | None:
         for count in range(gpus, self._largest + 1):

@@ -5,6 +5,7 @@ Decisions on hand-built snapshots (no simulator), then properties over random si
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from factory.prices.series import utc_label
 from factory.scheduling import PriceAwarePolicy
 from factory.scheduling.model import Decisions, Snapshot, WaitReason
+from factory.scheduling.price_aware import SHORT_START_LAG_S, _due_alone
 from factory.scheduling.reservation import Booking, Reservation, reserve
 from factory.simulation.engine import Cluster
 from tests.unit.test_scheduling_policies import (
@@ -467,3 +469,15 @@ def test_a_newcomer_admitted_as_feasible_starts_by_its_latest_safe_start(
     """At admission, a newcomer whose latest safe start is now runs now, or was told it cannot make it."""
     now_s, decisions = _mid_hour_decision(now_min, gpus, running_jobs[:gpus], newcomers)
     assert _admitted_but_waiting_past_their_start(now_s, decisions) == {}
+
+
+def test_a_short_job_is_due_alone_only_near_its_latest_start_or_in_the_intervals_last_slice() -> None:
+    """`_due_alone`, the one rule for which short jobs are checked for a rescue and made due: at its latest
+    start alone (up to `SHORT_START_LAG_S` after it: the decision asked for may come late), or in the
+    interval's last slice (no decision can be asked for there); late before that, not yet due after."""
+    hour_end_s = T0 + HOUR
+    due = functools.partial(_due_alone, now_s=T0 + 600, interval_start_s=T0, interval_end_s=hour_end_s)
+    assert due(T0 + 600) and due(T0 + 600 - SHORT_START_LAG_S)
+    assert not due(T0 + 600 - SHORT_START_LAG_S - 1)  # late: it waits as late jobs do
+    assert not due(T0 + 1200)  # later in the interval: a decision is asked for then
+    assert due(hour_end_s - 0.5) and not due(hour_end_s)  # the last slice; the next interval

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from factory.errors import FactoryError
@@ -612,6 +612,7 @@ def test_moves_that_cost_a_resume_are_made_only_for_a_job_due_now(overhead_h: fl
 
 
 @settings(max_examples=200, deadline=None)
+@example([8, 8], [(0, 1)] * 7 + [(1, 1)], [8])  # one move: the job on n1 to n0's free GPU
 @given(st.lists(st.sampled_from([4, 8]), min_size=2, max_size=4),
        st.lists(st.tuples(st.integers(0, 3), st.sampled_from([1, 1, 2, 4])), max_size=12),
        st.lists(st.sampled_from([1, 2, 4, 8]), min_size=1, max_size=3))
@@ -644,7 +645,9 @@ def test_moves_keep_every_node_within_its_gpus_and_every_moved_job_running(
     starts = started(decisions)
     queued_nodes = {node for job_id, placement in starts.items() if views[job_id].phase is Phase.QUEUED
                     for node, _ in placement}
-    for job_id in pauses.keys() & starts.keys():  # a move: to another node, for a job started where it was
+    moves = {p.job_id for p in decisions.pauses if p.detail.startswith("moved to")}
+    assert moves == pauses.keys() & starts.keys()  # every moved job is started again, and only those
+    for job_id in moves:  # to another node, for a job started where it was
         (old_node, _), = views[job_id].placement
         assert old_node not in dict(starts[job_id])
         assert old_node in queued_nodes

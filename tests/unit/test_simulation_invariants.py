@@ -197,6 +197,16 @@ PAUSED_FOR_A_NEWCOMER_INSIDE_THE_HOUR = scenario_of(
     days_at_zero_but(HOUR, {}))
 
 
+# Two nodes of 2 GPUs. job-0 and job-1 start on node-0, job-2 (at 6 min) on node-1; job-1 ends at 30 min,
+# leaving one GPU free on each node. job-3 (2 GPUs, one worker) arrives at 36 min due at once: price-aware
+# moves a running job to the other node to give it one (a pause and a start of the same job in one
+# decision), and every deadline is met.
+MOVED_FOR_A_JOB_OF_ONE_WORKER = scenario_of(
+    Cluster({"node-0": 2, "node-1": 2}),
+    job_trace([(0, 4 * HOUR, 1, 8 * HOUR, True), (0, HOUR / 2, 1, 8 * HOUR, True),
+               (0.1 * HOUR, 4 * HOUR, 1, 8 * HOUR, True), (0.6 * HOUR, HOUR, 2, HOUR, True)]),
+    days_at_zero_but(HOUR, {}))
+
 # -- what every decision must respect ------------------------------------------------------------------
 
 
@@ -207,10 +217,14 @@ def check_decision(snapshot: Snapshot, decisions: Decisions) -> None:
     started = {s.job_id: s.placement for s in decisions.starts}
     waiting = [w.job_id for w in decisions.waits]
     kept = {job_id for job_id, job in jobs.items() if job.phase is Phase.RUNNING and job_id not in paused}
+    # A running job both paused and started is moved (`dispatch`'s `may_move`): to another node.
+    moved = paused & started.keys()
+    assert all(not {node for node, _ in started[job_id]} & {node for node, _ in jobs[job_id].placement}
+               for job_id in moved), "a moved job stayed on its node"
     # Every job has exactly one fate, and pauses and starts name jobs in the right phase.
-    assert Counter([*kept, *paused, *started, *waiting]) == Counter(list(jobs))
+    assert Counter([*kept, *paused, *(set(started) - moved), *waiting]) == Counter(list(jobs))
     assert all(jobs[job_id].phase is Phase.RUNNING for job_id in paused)
-    assert all(jobs[job_id].phase is not Phase.RUNNING for job_id in started)
+    assert all(jobs[job_id].phase is not Phase.RUNNING for job_id in set(started) - moved)
     assert not any(not jobs[job_id].preemptible for job_id in paused), "a non-preemptible job was paused"
 
     placements = {job_id: jobs[job_id].placement for job_id in kept} | started
@@ -260,6 +274,7 @@ def check_outcome(scenario: Scenario, outcome: Outcome) -> None:
 
 @pytest.mark.parametrize("policy_name", POLICY_NAMES)
 @EXAMPLES
+@example(scenario=MOVED_FOR_A_JOB_OF_ONE_WORKER)
 @given(scenario=scenarios())
 def test_every_policy_respects_capacity_power_quotas_and_runs_every_job_to_completion(
         policy_name: str, scenario: Scenario) -> None:
