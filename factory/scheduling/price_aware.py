@@ -75,7 +75,7 @@ from factory.scheduling.plan import (
     Planner,
     PlanRequest,
 )
-from factory.scheduling.reservation import Booking, Reservation, reserve
+from factory.scheduling.reservation import SHORT_START_LAG_S, Booking, Reservation, reserve
 
 _NO_INTERVALS = np.empty(0, dtype=np.int64)
 FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
@@ -83,9 +83,6 @@ FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every dec
 # bench/scheduler_matrix.py, which reports on 2016-2018, ERCOT and CAISO); see bench/README.md.
 ARRIVAL_SLACK = 0.2     # price plan: finish this fraction of the run time early when sharing a window
 RESERVE_MARGIN = 0.05   # reservation plan: the same, for the latest safe starts
-# How late (factory seconds) a decision may come after the latest start it asked for and still count as
-# on time: the live scheduler wakes just after the time asked, plus a step's own run time.
-SHORT_START_LAG_S = 60.0
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
 PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume past the current interval
@@ -216,13 +213,9 @@ class PriceAwarePolicy:
                 if needed_s <= 0:
                     continue
             bookings.append(Booking(job, needed_s, deadline_s, job.admitted, resume_s))
-        interval_start_s = float(snapshot.prices.starts_s[0])
-        due_alone = functools.partial(_due_alone, now_s=now_s, interval_start_s=interval_start_s,
-                                      interval_end_s=interval_start_s + float(snapshot.prices.interval_s))
         return reserve(snapshot.prices, now_s, snapshot.total_gpus, snapshot.budget_per_interval_w(), pinned,
                        bookings, self.reserve_margin, unbroken, running,
-                       price_pause_guard_s=self.pause_guard_intervals * float(snapshot.prices.interval_s),
-                       due_alone=due_alone)
+                       price_pause_guard_s=self.pause_guard_intervals * float(snapshot.prices.interval_s))
 
     def _runs_unbroken(self, job: JobView, default_overhead_s: float) -> bool:
         """Whether a job, once started, will not be paused until it ends (see `_kept_running`)."""
@@ -277,10 +270,10 @@ class PriceAwarePolicy:
                 # that holds it. The plan counts whole intervals, so it cannot see that a job paused later
                 # for it, with less left to run, still makes its own deadline where one paused at the
                 # interval's start may not.
-                # Late once that start passed more than `SHORT_START_LAG_S` ago (`_due_alone`).
+                # Late once that start passed more than `SHORT_START_LAG_S` ago (`reservation.due_alone`).
                 # Due only if its start now keeps the other promises (`Reservation.rescuable`, a subset of the
-                # short jobs `_due_alone` finds due now); else it runs in the room they leave, a job late by
-                # the plan not making others late too.
+                # short jobs `reservation.due_alone` finds due now); else it runs in the room they leave, a
+                # job late by the plan not making others late too.
                 latest_alone_s = deadline_s - needed_s  # its `latest_start_s`: a wait asks to decide then
                 if promise.fluid or latest_alone_s < short_starts_late_s:
                     tier = AT_RISK
@@ -476,21 +469,6 @@ def _within(request: PlanRequest, outlook_end_s: float) -> PlanRequest:
     pause_s = None if request.pause_option_s is None else max(0.0, request.pause_option_s - after_s)
     return request._replace(needed_s=max(0.0, request.needed_s - after_s), deadline_s=outlook_end_s,
                             pause_option_s=pause_s)
-
-
-def _due_alone(latest_alone_s: float, *, now_s: float, interval_start_s: float,
-               interval_end_s: float) -> bool:
-    """Whether a short job (one the reservation plan found no room for) must start now to finish alone.
-
-    Its latest start alone is near now: the decision asked for at that start (`_decide_again_s`) may come a
-    little after it (the live scheduler wakes just after the time asked), so one that passed at most
-    `SHORT_START_LAG_S` ago is due, not late; or it lies in the interval's last slice, where no decision can
-    be asked for (`_past_a_sliver`).
-    """
-    if latest_alone_s < max(interval_start_s, now_s - SHORT_START_LAG_S) - 1e-6:
-        return False  # late: it waits as late jobs do
-    in_last_slice = interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s
-    return latest_alone_s < now_s + MIN_SLICE_S or in_last_slice
 
 
 def _decide_again_s(latest_starts: list[float | None], snapshot: Snapshot) -> float | None:

@@ -30,8 +30,8 @@ The plan (`reserve`):
      `KEPT_ROUNDS` attempts with running jobs movable at most, then one with every running job held);
      those still not placed are `short`, booked as soon as possible in what the others leave (the
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
-     and run before flexible jobs only). A short job whose latest start alone falls in the current
-     interval may take room from running jobs only if that keeps the other promises: held from now, it
+     and run before flexible jobs only). A short job that must start now to finish alone (`due_alone`)
+     may take room from running jobs only if that keeps the other promises: held from now, it
      fits beside the running jobs that may not be paused and leaves no promise short that the plan did
      not (`rescuable`; else a job already late by the plan would make others late too: an 8-GPU job on
      one node of 8 pausing eight 1-GPU jobs for 16 hours);
@@ -59,7 +59,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import NamedTuple
@@ -68,12 +68,16 @@ import numpy as np
 
 from factory.scheduling.capacity import EPS_S, CapacityBook
 from factory.scheduling.model import JobView, PriceOutlook
+from factory.scheduling.plan import MIN_SLICE_S
 
 SHORT_FIRST_ROUNDS = 4  # rounds with the jobs left short so far placed first (each may leave others short)
 KEPT_ROUNDS = 3  # attempts with running jobs movable (those a plan moved but may not pause then held)
 EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
 ONE_BY_ONE_NEWCOMERS = 8  # newcomers checked one by one against the next plan (more: by bisection)
 RESCUE_CHECKS = 8  # short jobs due now checked one by one for `rescuable` (more: rescuable, unchecked)
+# How late (factory seconds) a decision may come after the latest start it asked for and still count as
+# on time: the live scheduler wakes just after the time asked, plus a step's own run time.
+SHORT_START_LAG_S = 60.0
 
 
 class Booking(NamedTuple):
@@ -133,8 +137,7 @@ class Reservation:
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
             pinned: Sequence[tuple[JobView, float]], bookings: Sequence[Booking],
             margin_fraction: float, unbroken: Sequence[tuple[JobView, float]] = (),
-            running: Sequence[Booking] = (), price_pause_guard_s: float = 0.0,
-            due_alone: Callable[[float], bool] | None = None) -> Reservation:
+            running: Sequence[Booking] = (), price_pause_guard_s: float = 0.0) -> Reservation:
     """The reservation plan of the module docstring.
 
     `pinned`: (running job, remaining s), held from now: non-preemptible ones, and preemptible ones reported
@@ -142,9 +145,7 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     each with `needed_s` = remaining + its resume overhead, checked for `Reservation.pausable`.
     `unbroken`: (queued non-preemptible job, run time s) to check for `Reservation.unbroken_now`, booked or
     not (a job reported infeasible is not). `price_pause_guard_s`: how late a job paused for price must still
-    be able to resume (`Reservation.price_pausable`). `due_alone(latest start alone)`: whether a short job
-    must start now to finish alone, so is checked for `Reservation.rescuable` (None: a latest start alone
-    before the current interval ends).
+    be able to resume (`Reservation.price_pausable`).
     """
     held = [*pinned, *((b.job, b.job.remaining_s) for b in running)]
     if len(bookings) > EXACT_JOBS:
@@ -175,9 +176,7 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
         # running jobs movable, one with every running job held).
         refused = best.moved - result.pausable
         if best.running_held or not refused:
-            due_now = due_alone or _before(float(outlook.starts_s[0]) + outlook.interval_s)
-            result.rescuable = _rescuable(plan, best, admitted, newcomers, result.pausable, margin_fraction,
-                                          due_now)
+            result.rescuable = _rescuable(plan, best, admitted, newcomers, result.pausable, margin_fraction)
             return result
         kept = kept | refused
     raise AssertionError("unreachable: the last attempt holds every running job")
@@ -211,7 +210,7 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
 
 
 def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newcomers: Sequence[Booking],
-               pausable: set[str], margin_fraction: float, due_alone: Callable[[float], bool]) -> set[str]:
+               pausable: set[str], margin_fraction: float) -> set[str]:
     """The short jobs of `best` due now alone (`due_alone` of their latest start alone) that may start now
     in room the plan gave others (step 3 of the module docstring).
 
@@ -222,8 +221,11 @@ def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newco
     (so that starting all of them still holds); past `RESCUE_CHECKS` of them in one decision, the rest are
     rescuable unchecked (a plan per job is the cost).
     """
-    candidates = sorted((b for b in admitted
-                         if b.job.job_id in best.short and due_alone(b.deadline_s - b.needed_s)),
+    start_s = float(plan.outlook.starts_s[0])
+    end_s = start_s + float(plan.outlook.interval_s)
+    candidates = sorted((b for b in admitted if b.job.job_id in best.short
+                         and due_alone(b.deadline_s - b.needed_s, now_s=plan.now_s, interval_start_s=start_s,
+                                       interval_end_s=end_s)),
                         key=lambda b: (b.deadline_s - b.needed_s, b.job.job_id))
     if not candidates:
         return set()
@@ -450,9 +452,19 @@ class _Planning:
         return _Round(book, placed, short, turned_away, running_held, set(first), moved)
 
 
-def _before(end_s: float) -> Callable[[float], bool]:
-    """`due_alone` by default: a latest start alone before `end_s` (the current interval's end)."""
-    return lambda latest_alone_s: latest_alone_s < end_s
+def due_alone(latest_alone_s: float, *, now_s: float, interval_start_s: float,
+              interval_end_s: float) -> bool:
+    """Whether a short job (one the plan found no room for) must start now to finish alone: the one rule for
+    which short jobs are checked for `Reservation.rescuable` and which of those the policy makes due.
+
+    Its latest start alone is near now: the decision asked for at that start may come a little after it
+    (the live scheduler wakes just after the time asked), so one that passed at most `SHORT_START_LAG_S`
+    ago is due, not late; or it lies in the interval's last slice, where no decision can be asked for.
+    """
+    if latest_alone_s < max(interval_start_s, now_s - SHORT_START_LAG_S) - EPS_S:
+        return False  # late: it waits as late jobs do
+    in_last_slice = interval_end_s - MIN_SLICE_S <= latest_alone_s < interval_end_s
+    return latest_alone_s < now_s + MIN_SLICE_S or in_last_slice
 
 
 def _as_promised(admitted: Sequence[Booking], accepted: Sequence[Booking]) -> list[Booking]:

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from factory.prices.series import utc_label
 from factory.scheduling import PriceAwarePolicy
 from factory.scheduling.model import Decisions, Snapshot, WaitReason
-from factory.scheduling.price_aware import SHORT_START_LAG_S, _due_alone
-from factory.scheduling.reservation import Booking, Reservation, reserve
+from factory.scheduling.reservation import SHORT_START_LAG_S, Booking, Reservation, due_alone, reserve
 from factory.simulation.engine import Cluster
 from tests.unit.test_scheduling_policies import (
     HOUR,
@@ -174,10 +173,11 @@ def test_the_newcomers_a_plan_admits_leave_no_earlier_promise_short_when_planned
 
 
 @settings(max_examples=200, deadline=None)
-# Rescues are rare among queued jobs alone (the plan has tried each short job first already): two found.
-@example(gpus=2, admitted_specs=[(1, 4, 5), (2, 8, 5), (1, 3, 2), (2, 4, 1), (1, 3, 1)], newcomer_specs=[])
-@example(gpus=2, admitted_specs=[(1, 7, 5), (1, 8, 6), (2, 1, 1), (2, 7, 2), (1, 6, 3)],
-         newcomer_specs=[(1, 3, 6)])
+# Rescues are rare among queued jobs alone (the plan has tried each short job first already, and only one
+# with no slack is due now alone): two found.
+@example(gpus=2, admitted_specs=[(1, 3, 8), (1, 2, 0), (2, 5, 2), (2, 7, 0), (2, 6, 8)], newcomer_specs=[])
+@example(gpus=2, admitted_specs=[(1, 3, 0), (1, 7, 1), (1, 5, 2), (2, 2, 3), (2, 6, 1)],
+         newcomer_specs=[(1, 6, 8), (1, 3, 7)])
 @given(gpus=st.integers(1, 3),
        admitted_specs=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 8), st.integers(0, 8)),
                                min_size=1, max_size=5),
@@ -472,11 +472,11 @@ def test_a_newcomer_admitted_as_feasible_starts_by_its_latest_safe_start(
 
 
 def test_a_short_job_is_due_alone_only_near_its_latest_start_or_in_the_intervals_last_slice() -> None:
-    """`_due_alone`, the one rule for which short jobs are checked for a rescue and made due: at its latest
+    """`due_alone`, the one rule for which short jobs are checked for a rescue and made due: at its latest
     start alone (up to `SHORT_START_LAG_S` after it: the decision asked for may come late), or in the
     interval's last slice (no decision can be asked for there); late before that, not yet due after."""
     hour_end_s = T0 + HOUR
-    due = functools.partial(_due_alone, now_s=T0 + 600, interval_start_s=T0, interval_end_s=hour_end_s)
+    due = functools.partial(due_alone, now_s=T0 + 600, interval_start_s=T0, interval_end_s=hour_end_s)
     assert due(T0 + 600) and due(T0 + 600 - SHORT_START_LAG_S)
     assert not due(T0 + 600 - SHORT_START_LAG_S - 1)  # late: it waits as late jobs do
     assert not due(T0 + 1200)  # later in the interval: a decision is asked for then
