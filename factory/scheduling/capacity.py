@@ -164,6 +164,11 @@ class CapacityBook:
         ok = self._ok(job, start + 1)
         return bool(np.any(~ok[:-1] & ok[1:]))  # room frees up at or before its booking: a decision
 
+    def room_from_now(self, job: JobView) -> int:
+        """How many slots from now the job's GPUs and watts stay free: up to the first slot without room."""
+        blocked = np.flatnonzero(~self._ok(job, self.count))
+        return int(blocked[0]) if len(blocked) else self.count
+
     def shared_before(self, deadline_s: float) -> bool:
         """Whether any job holds GPUs in the slots that start before `deadline_s`."""
         last = int(np.searchsorted(self.start_s, deadline_s))

@@ -95,6 +95,8 @@ _HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _CROWDED_OUT = (WaitReason.CAPACITY, "the GPUs are planned for more urgent jobs now")
 _UNBROKEN = (WaitReason.CAPACITY, "an unbroken run from now would take GPUs promised to admitted jobs; it "
              "starts once they leave it room")
+_NO_RESUME_ROOM = (WaitReason.CAPACITY, "started now, it could be paused for a job due before its "
+                   "reservation, and its resume would find no room; it starts at its reservation")
 _RECLAIMED = (WaitReason.QUOTA, "its borrowed GPUs were reclaimed for a team within its guarantee")
 
 
@@ -133,12 +135,13 @@ class PriceAwarePolicy:
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
         held: dict[str, tuple[WaitReason, str]] = dict.fromkeys(held_unbroken, _UNBROKEN)
+        held.update(dict.fromkeys(promise.no_resume_room.intersection(held), _NO_RESUME_ROOM))
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
             if plan is _NOT_PLANNED:  # (queued jobs of a long queue's tail: looked at first)
                 held[job.job_id] = _CROWDED_OUT
             elif plan is _HELD_UNBROKEN:
-                held[job.job_id] = _UNBROKEN
+                held[job.job_id] = _NO_RESUME_ROOM if job.job_id in promise.no_resume_room else _UNBROKEN
             elif plan.runs_now:
                 ranked.append(job)
             elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
@@ -289,10 +292,12 @@ class PriceAwarePolicy:
                 tier = AT_RISK  # too late whatever happens: as soon as possible
             else:
                 tier = FLEXIBLE
-            if tier >= AT_RISK and job_id not in unbroken_now and \
+            if tier == FLEXIBLE and job_id in promise.no_resume_room or \
+                    tier >= AT_RISK and job_id not in unbroken_now and \
                     (tier == AT_RISK or self._runs_unbroken(job, default_overhead_s)):
                 # Started now it would run unbroken (a late job is never paused) over room promised to
-                # admitted jobs: it waits, until it is due or that room is free.
+                # admitted jobs: it waits, until it is due or that room is free. So does a flexible job that,
+                # started now and paused for a due job, would find no room for its resume.
                 requests.append(PlanRequest(job, needed_s, deadline_s, tier, None, True))
                 continue
             # A job started in the current price interval ran on these very prices: it is not paused for

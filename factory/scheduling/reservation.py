@@ -27,7 +27,9 @@ The plan (`reserve`):
      placed first (the backward order is exact on one GPU, a heuristic with several), and the plan
      leaving the fewest short is kept (a running job such a plan pauses now must be `pausable`: one that
      is not keeps running in the room the plan gave others, so it is held from now and the plan redone:
-     `KEPT_ROUNDS` attempts with running jobs movable at most, then one with every running job held);
+     `KEPT_ROUNDS` attempts with running jobs movable at most, then one with every running job held; they
+     are asked latest deadline first, each one refused held from now before the next is asked, so that a
+     plan that moved three jobs where one pause makes the room holds two, not all three);
      those still not placed are `short`, booked as soon as possible in what the others leave (the
      policy runs one that could still finish from now ahead of jobs not yet due; the others are late,
      and run before flexible jobs only). A short job that must start now to finish alone (`due_alone`)
@@ -118,7 +120,10 @@ class Reservation:
     deadline. A short admitted job's `latest_start_s` is its deadline less its run time (the latest it could
     still finish from, alone). `puts_at_risk` (a subset of `infeasible`): newcomers that fit, but whose
     promise the next plan may not keep without leaving an earlier one short (step 5); their earliest finish
-    may come before their deadline, and is not promised.
+    may come before their deadline, and is not promised. `no_resume_room`: queued or paused preemptible jobs
+    booked after this interval that may not start before their reservation: paused for a due job in the
+    meantime, the resume their booking does not hold would find no room (only where a resume costs; see
+    `_refuse_early_starts_without_resume_room`).
     """
 
     latest_start_s: dict[str, float] = field(default_factory=dict)
@@ -132,6 +137,7 @@ class Reservation:
     puts_at_risk: set[str] = field(default_factory=set)
     fluid: bool = False  # from `fluid_latest_starts`: an optimistic bound (its short jobs are late for sure)
     rescuable: set[str] = field(default_factory=set)
+    no_resume_room: set[str] = field(default_factory=set)
 
 
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
@@ -345,6 +351,8 @@ def _outcome(best: _Round, bookings: Sequence[Booking], admitted: Sequence[Booki
             book.book(job, start, booked_s.get(job.job_id, needed_s))
     # May a running job be paused now and still finish in time once resumed? Asked one job after the other,
     # latest deadline first, each answer kept in the book: so that pausing all of them at once still holds.
+    # One refused keeps running: held from now for those asked after (else, of three moved where one pause
+    # makes room, each finds room to restart in the others' GPUs and all three are held: rand24's pai-0860).
     for booking in sorted(running, key=_latest_first):
         job = booking.job
         if best.running_held:
@@ -363,14 +371,47 @@ def _outcome(best: _Round, bookings: Sequence[Booking], admitted: Sequence[Booki
                                       booking.deadline_s - _guard_s(booking, price_pause_guard_s))
                 if guarded is not None and guarded >= book.now_slots:
                     result.price_pausable.add(job.job_id)
-            if pausable or not best.running_held:
+            if pausable:
                 book.book(job, start, booking.needed_s)
-        if best.running_held and not pausable:
+        if not pausable and (best.running_held or start is not None):
             book.take(job, 0, job.remaining_s)  # kept running after all
         if pausable:
             result.pausable.add(job.job_id)
             result.latest_start_s[job.job_id] = float(book.start_s[start])
+    _refuse_early_starts_without_resume_room(best, bookings, result)
     return result
+
+
+def _refuse_early_starts_without_resume_room(best: _Round, bookings: Sequence[Booking],
+                                             result: Reservation) -> None:
+    """Fill `Reservation.no_resume_room`: preemptible jobs booked after this interval that may not start now.
+
+    Started before its reservation (a cheap hour now), a job runs while its GPUs are free in the plan, is
+    paused at the first slot they are promised to another, and resumes with its overhead, which its booking
+    does not hold. It may start now only if it fits unbroken from now, or what it has left then, a resume
+    added, still fits before its deadline (resumed at a decision). Asked latest deadline first, each answer
+    kept in the book, so that starting all of them still holds; only where a resume costs.
+    """
+    book, placed = best.book, best.placed
+    asked = [b for b in bookings if b.job.preemptible and 0.0 < b.resume_s < math.inf
+             and placed.get(b.job.job_id, -1) >= book.now_slots
+             and b.job.job_id not in best.short and b.job.job_id not in result.unbroken_now]
+    for booking in sorted(asked, key=_latest_first):
+        job, start = booking.job, placed[booking.job.job_id]
+        pieces = book.pieces.get(job.job_id)
+        book.book(job, start, booking.needed_s, sign=-1.0)  # asked without its own booking in the way
+        paused_at = book.room_from_now(job)
+        if paused_at < book.count and not book.unbroken_fits_now(job, booking.needed_s):
+            left_s = booking.needed_s - float(book.start_s[paused_at] - book.start_s[0]) + booking.resume_s
+            resume = book.latest(job, left_s, booking.deadline_s)
+            if resume is not None and resume >= paused_at and book.resumable_at(job, resume):
+                book.take_slots(job, 0, paused_at)
+                book.take(job, resume, left_s)
+                continue
+            result.no_resume_room.add(job.job_id)
+        if pieces is not None:
+            book.pieces[job.job_id] = pieces
+        book.book(job, start, booking.needed_s)
 
 
 def _guard_s(booking: Booking, price_pause_guard_s: float) -> float:
