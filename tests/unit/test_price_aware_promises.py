@@ -518,3 +518,21 @@ def test_a_short_job_is_due_alone_only_near_its_latest_start_or_in_the_intervals
     assert not due(T0 + 600 - SHORT_START_LAG_S - 1)  # late: it waits as late jobs do
     assert not due(T0 + 1200)  # later in the interval: a decision is asked for then
     assert due(hour_end_s - 0.5) and not due(hour_end_s)  # the last slice; the next interval
+
+
+def test_a_job_without_room_to_resume_after_an_early_start_waits_for_its_reservation_and_says_why() -> None:
+    # Two GPUs, four hours at a negative price, 1 h resumes. Asked latest deadline first, "j0" (2 h, due at
+    # 4:00) and "j1" (2 h, due at 3:30) may each start early: paused where their GPUs are promised, both
+    # still resume in time. With both of them early, "j2" (1 h, due at 3:00, booked from 1:00) would find no
+    # room for its resume if paused, so it waits for its reservation rather than start now (found by a
+    # seeded search).
+    jobs = [job("j0", hours=2, deadline_s=T0 + 4 * HOUR, admitted=True),
+            job("j1", hours=2, deadline_s=T0 + 3.5 * HOUR, admitted=True),
+            job("j2", hours=1, deadline_s=T0 + 3 * HOUR, admitted=True)]
+    snap = replace(snapshot(jobs, [-20, -20, -20, -20, 100, 5, 100, 100], nodes={"n0": 2}),
+                   preempt_overhead_s=HOUR)
+    decisions = PriceAwarePolicy().decide(snap)
+    assert set(started(decisions)) == {"j0", "j1"}
+    assert waiting(decisions)["j2"] is WaitReason.CAPACITY
+    assert detail(decisions, "j2").startswith("started now, it could be paused for a job due before its "
+                                              "reservation, and its resume would find no room")
