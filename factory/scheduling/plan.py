@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -348,8 +349,12 @@ class Planner:
 
     # -- a request -----------------------------------------------------------------------------
 
-    def plan(self, request: PlanRequest) -> JobPlan:
-        """Plan one request (by its tier's rule) and reserve what it gets."""
+    def plan(self, request: PlanRequest,
+             may_start_now: Callable[[str], bool] | None = None) -> JobPlan | None:
+        """Plan one request (by its tier's rule) and reserve what it gets.
+
+        `may_start_now(job_id)`, asked only if the plan starts the job now: False leaves it unplanned (None).
+        """
         job = request.job
         if request.needed_s <= EPS_S:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
@@ -366,6 +371,8 @@ class Planner:
         if len(plan.intervals) and int(plan.intervals[0]) == 0 and not self.fits_now(job):
             later_s = self._later_s(0, job.num_gpus) if self.later_allowed else None
             plan = replace(plan, later_start_s=later_s)  # the current interval, later
+        if may_start_now is not None and plan.runs_now and not may_start_now(job.job_id):
+            return None
         # Choosing a plan changes no room, so this still sees what the jobs before this one left it.
         crowded_now = None if plan.runs_now else self._crowded_now(job, request.needed_s)
         self.reserve(job, plan)

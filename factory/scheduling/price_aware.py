@@ -95,7 +95,7 @@ _HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _CROWDED_OUT = (WaitReason.CAPACITY, "the GPUs are planned for more urgent jobs now")
 _UNBROKEN = (WaitReason.CAPACITY, "an unbroken run from now would take GPUs promised to admitted jobs; it "
              "starts once they leave it room")
-_NO_RESUME_ROOM = (WaitReason.CAPACITY, "started now, it could be paused for a job due before its "
+_NO_RESUME_ROOM = (WaitReason.CAPACITY, "run now, it could be paused for a job due before its "
                    "reservation, and its resume would find no room; it starts at its reservation")
 _RECLAIMED = (WaitReason.QUOTA, "its borrowed GPUs were reclaimed for a team within its guarantee")
 
@@ -135,13 +135,15 @@ class PriceAwarePolicy:
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
         held: dict[str, tuple[WaitReason, str]] = dict.fromkeys(held_unbroken, _UNBROKEN)
-        held.update(dict.fromkeys(promise.no_resume_room.intersection(held), _NO_RESUME_ROOM))
+        early_starts = promise.early_starts
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
             if plan is _NOT_PLANNED:  # (queued jobs of a long queue's tail: looked at first)
                 held[job.job_id] = _CROWDED_OUT
             elif plan is _HELD_UNBROKEN:
-                held[job.job_id] = _NO_RESUME_ROOM if job.job_id in promise.no_resume_room else _UNBROKEN
+                held[job.job_id] = _UNBROKEN if early_starts is None else \
+                    _NO_RESUME_ROOM if job.job_id in early_starts.refused else \
+                    _CROWDED_OUT if job.job_id in early_starts.crowded else _UNBROKEN
             elif plan.runs_now:
                 ranked.append(job)
             elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
@@ -292,12 +294,10 @@ class PriceAwarePolicy:
                 tier = AT_RISK  # too late whatever happens: as soon as possible
             else:
                 tier = FLEXIBLE
-            if tier == FLEXIBLE and job_id in promise.no_resume_room or \
-                    tier >= AT_RISK and job_id not in unbroken_now and \
+            if tier >= AT_RISK and job_id not in unbroken_now and \
                     (tier == AT_RISK or self._runs_unbroken(job, default_overhead_s)):
                 # Started now it would run unbroken (a late job is never paused) over room promised to
-                # admitted jobs: it waits, until it is due or that room is free. So does a flexible job that,
-                # started now and paused for a due job, would find no room for its resume.
+                # admitted jobs: it waits, until it is due or that room is free.
                 requests.append(PlanRequest(job, needed_s, deadline_s, tier, None, True))
                 continue
             # A job started in the current price interval ran on these very prices: it is not paused for
@@ -343,6 +343,7 @@ class PriceAwarePolicy:
                           self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
+        early_starts = promise.early_starts
         position = 0  # among the jobs that may start now
         exhausted = False  # once nothing is left now, nothing will be (plans only take room)
         for request in ordered:
@@ -358,7 +359,13 @@ class PriceAwarePolicy:
                 # of 100,000 costs what the GPUs can start). Its promise is the reservation plan's.
                 plans[request.job.job_id] = _NOT_PLANNED
                 continue
-            plans[request.job.job_id] = planner.plan(_within(request, outlook_end_s))
+            # A flexible job the plan runs before its reservation needs room to resume if a due job pauses
+            # it (`early_starts`): asked here, in the order dispatch starts jobs, for those that run now.
+            job_id = request.job.job_id
+            asked = early_starts is not None and request.tier == FLEXIBLE and early_starts.asks(job_id)
+            may_start_now = early_starts.may_start if asked else None
+            plan = planner.plan(_within(request, outlook_end_s), may_start_now)
+            plans[job_id] = _HELD_UNBROKEN if plan is None else plan
         return ordered, plans, borrowing, held
 
 

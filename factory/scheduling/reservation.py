@@ -69,6 +69,7 @@ from typing import NamedTuple
 import numpy as np
 
 from factory.scheduling.capacity import EPS_S, CapacityBook
+from factory.scheduling.early_starts import Candidate, EarlyStarts
 from factory.scheduling.model import JobView, PriceOutlook
 from factory.scheduling.plan import MIN_SLICE_S
 
@@ -120,10 +121,8 @@ class Reservation:
     deadline. A short admitted job's `latest_start_s` is its deadline less its run time (the latest it could
     still finish from, alone). `puts_at_risk` (a subset of `infeasible`): newcomers that fit, but whose
     promise the next plan may not keep without leaving an earlier one short (step 5); their earliest finish
-    may come before their deadline, and is not promised. `no_resume_room`: queued or paused preemptible jobs
-    booked after this interval that may not start before their reservation: paused for a due job in the
-    meantime, the resume their booking does not hold would find no room (only where a resume costs; see
-    `_refuse_early_starts_without_resume_room`).
+    may come before their deadline, and is not promised. `early_starts`: whether a job booked after this
+    interval may start now, before its reservation (asked in planning order: `early_starts.EarlyStarts`).
     """
 
     latest_start_s: dict[str, float] = field(default_factory=dict)
@@ -137,7 +136,7 @@ class Reservation:
     puts_at_risk: set[str] = field(default_factory=set)
     fluid: bool = False  # from `fluid_latest_starts`: an optimistic bound (its short jobs are late for sure)
     rescuable: set[str] = field(default_factory=set)
-    no_resume_room: set[str] = field(default_factory=set)
+    early_starts: EarlyStarts | None = None  # None: every job may start early (the fluid bound)
 
 
 def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w: float | np.ndarray | None,
@@ -361,6 +360,7 @@ def _outcome(best: _Round, bookings: Sequence[Booking], admitted: Sequence[Booki
         else:
             start = placed.get(job.job_id)
         pausable = False
+        pieces = book.pieces.get(job.job_id)
         if start is not None:  # asked without its own booking in the way
             book.book(job, start, booking.needed_s, sign=-1.0)
             pausable = book.resumable_at(job, start) and job.job_id not in best.short
@@ -372,46 +372,21 @@ def _outcome(best: _Round, bookings: Sequence[Booking], admitted: Sequence[Booki
                 if guarded is not None and guarded >= book.now_slots:
                     result.price_pausable.add(job.job_id)
             if pausable:
+                if pieces is not None:  # (giving a booking back forgets its pieces)
+                    book.pieces[job.job_id] = pieces
                 book.book(job, start, booking.needed_s)
         if not pausable and (best.running_held or start is not None):
             book.take(job, 0, job.remaining_s)  # kept running after all
         if pausable:
             result.pausable.add(job.job_id)
             result.latest_start_s[job.job_id] = float(book.start_s[start])
-    _refuse_early_starts_without_resume_room(best, bookings, result)
+    result.early_starts = EarlyStarts(book, {
+        b.job.job_id: Candidate(b.job, placed[b.job.job_id], b.needed_s, b.deadline_s, b.resume_s)
+        for b in bookings if b.job.preemptible and 0.0 < b.resume_s < math.inf
+        and b.job.remaining_s >= b.resume_s  # (one with less left is never paused: see `unbroken_now`)
+        and placed.get(b.job.job_id, -1) >= book.now_slots
+        and b.job.job_id not in best.short and b.job.job_id not in result.unbroken_now})
     return result
-
-
-def _refuse_early_starts_without_resume_room(best: _Round, bookings: Sequence[Booking],
-                                             result: Reservation) -> None:
-    """Fill `Reservation.no_resume_room`: preemptible jobs booked after this interval that may not start now.
-
-    Started before its reservation (a cheap hour now), a job runs while its GPUs are free in the plan, is
-    paused at the first slot they are promised to another, and resumes with its overhead, which its booking
-    does not hold. It may start now only if it fits unbroken from now, or what it has left then, a resume
-    added, still fits before its deadline (resumed at a decision). Asked latest deadline first, each answer
-    kept in the book, so that starting all of them still holds; only where a resume costs.
-    """
-    book, placed = best.book, best.placed
-    asked = [b for b in bookings if b.job.preemptible and 0.0 < b.resume_s < math.inf
-             and placed.get(b.job.job_id, -1) >= book.now_slots
-             and b.job.job_id not in best.short and b.job.job_id not in result.unbroken_now]
-    for booking in sorted(asked, key=_latest_first):
-        job, start = booking.job, placed[booking.job.job_id]
-        pieces = book.pieces.get(job.job_id)
-        book.book(job, start, booking.needed_s, sign=-1.0)  # asked without its own booking in the way
-        paused_at = book.room_from_now(job)
-        if paused_at < book.count and not book.unbroken_fits_now(job, booking.needed_s):
-            left_s = booking.needed_s - float(book.start_s[paused_at] - book.start_s[0]) + booking.resume_s
-            resume = book.latest(job, left_s, booking.deadline_s)
-            if resume is not None and resume >= paused_at and book.resumable_at(job, resume):
-                book.take_slots(job, 0, paused_at)
-                book.take(job, resume, left_s)
-                continue
-            result.no_resume_room.add(job.job_id)
-        if pieces is not None:
-            book.pieces[job.job_id] = pieces
-        book.book(job, start, booking.needed_s)
 
 
 def _guard_s(booking: Booking, price_pause_guard_s: float) -> float:

@@ -488,10 +488,13 @@ def test_a_job_started_before_its_reservation_must_have_room_to_resume_after_a_p
                 resume_h * HOUR)
     plan = reserve(outlook([50] * 8), T0, 1, None, [], [f, d], 0.0)
     assert plan.latest_start_s == {"f": T0 + 2.25 * HOUR, "d": T0 + 1.25 * HOUR} and plan.due == set()
-    assert ("f" not in plan.no_resume_room) == may_start_now
-    # The answers hold together: where "f" may start now, "d" may not as well (with 1 h resumes, "d" started
-    # now beside an early "f" would leave one of them late); else "d" started now ends before "f" needs it.
-    assert ("d" in plan.no_resume_room) == (resume_h == 1.0)
+    assert plan.early_starts is not None
+    assert plan.early_starts.may_start("f") == may_start_now
+    # The answers hold together: where "f" starts early, "d" finds no room now (one GPU); else "d", started
+    # now, ends before "f" needs the GPU.
+    assert plan.early_starts.may_start("d") == (not may_start_now or resume_h == 0.0)
+    assert plan.early_starts.refused == (set() if may_start_now else {"f"})
+    assert plan.early_starts.crowded == ({"d"} if resume_h == 1.0 else set())
 
 
 @settings(max_examples=300, deadline=None)
@@ -521,18 +524,17 @@ def test_a_short_job_is_due_alone_only_near_its_latest_start_or_in_the_intervals
 
 
 def test_a_job_without_room_to_resume_after_an_early_start_waits_for_its_reservation_and_says_why() -> None:
-    # Two GPUs, four hours at a negative price, 1 h resumes. Asked latest deadline first, "j0" (2 h, due at
-    # 4:00) and "j1" (2 h, due at 3:30) may each start early: paused where their GPUs are promised, both
-    # still resume in time. With both of them early, "j2" (1 h, due at 3:00, booked from 1:00) would find no
-    # room for its resume if paused, so it waits for its reservation rather than start now (found by a
-    # seeded search).
-    jobs = [job("j0", hours=2, deadline_s=T0 + 4 * HOUR, admitted=True),
-            job("j1", hours=2, deadline_s=T0 + 3.5 * HOUR, admitted=True),
-            job("j2", hours=1, deadline_s=T0 + 3 * HOUR, admitted=True)]
-    snap = replace(snapshot(jobs, [-20, -20, -20, -20, 100, 5, 100, 100], nodes={"n0": 2}),
-                   preempt_overhead_s=HOUR)
+    # One GPU, 2 h resumes. "j1" (2 h, due at 4:00) waits for the cheap hours at 1:00-3:00, where the
+    # reservation plan books it, and "j0" (3 h, due at 6:00) from 3:00. The price plan would run "j0" now:
+    # "j1" would pause it at 1:00, and it would resume at 3:00 with 2 h left plus a 2 h resume, ending at
+    # 7:00, past its deadline. It waits for its reservation instead, told why (found by a seeded search).
+    jobs = [job("j0", hours=3, deadline_s=T0 + 6 * HOUR, admitted=True),
+            job("j1", hours=2, deadline_s=T0 + 4 * HOUR, admitted=True)]
+    snap = replace(snapshot(jobs, [50, 5, -20, 10, 50, 50, -20, -20], nodes={"n0": 1}),
+                   preempt_overhead_s=2 * HOUR)
     decisions = PriceAwarePolicy().decide(snap)
-    assert set(started(decisions)) == {"j0", "j1"}
-    assert waiting(decisions)["j2"] is WaitReason.CAPACITY
-    assert detail(decisions, "j2").startswith("started now, it could be paused for a job due before its "
+    assert started(decisions) == {}
+    assert waiting(decisions) == {"j0": WaitReason.CAPACITY, "j1": WaitReason.PRICE}
+    assert detail(decisions, "j0").startswith("run now, it could be paused for a job due before its "
                                               "reservation, and its resume would find no room")
+    assert detail(decisions, "j0").endswith(f"latest safe start {utc_label(T0 + 3 * HOUR)}")
