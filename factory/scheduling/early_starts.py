@@ -11,7 +11,9 @@ Invariants:
     each answer kept in the book: so that starting all of those allowed still holds.
   * A job not asked keeps its reservation in the book; one allowed holds its early run and its resume
     instead; one refused keeps its reservation and is listed in `refused` (no room to resume) or
-    `crowded` (no room now: the GPUs are the plan's for others now).
+    `crowded` (no room now: the GPUs are the plan's for others now), or in neither (with less left than
+    a resume when paused, it would not be paused: an unbroken run from now takes room promised to
+    others).
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ class EarlyStarts:
             return True
         paused_at = book.room_from_now(job)
         ran_s = float(book.start_s[paused_at] - book.start_s[0]) if paused_at < book.count else 0.0
+        # With less left than a resume by then, it is never paused (`PriceAwarePolicy._runs_unbroken`): it
+        # would run on into the room promised to another, so only an unbroken run from now would do.
+        pausable_then = job.remaining_s - ran_s >= candidate.resume_s
         left_s = candidate.needed_s - ran_s + candidate.resume_s
-        resume = book.latest(job, left_s, candidate.deadline_s)
+        resume = book.latest(job, left_s, candidate.deadline_s) if pausable_then else None
         if paused_at > 0 and resume is not None and resume >= paused_at and book.resumable_at(job, resume):
             book.take_slots(job, 0, paused_at)
             book.take(job, resume, left_s)
@@ -67,5 +72,8 @@ class EarlyStarts:
         if pieces is not None:
             book.pieces[job_id] = pieces
         book.book(job, candidate.start, candidate.needed_s)
-        (self.refused if paused_at > 0 else self.crowded).add(job_id)
+        if paused_at == 0:
+            self.crowded.add(job_id)
+        elif pausable_then:
+            self.refused.add(job_id)
         return False

@@ -473,15 +473,17 @@ def test_a_plan_that_moved_more_running_jobs_than_a_due_job_needs_pauses_the_one
     assert set(started(decisions)) == {"q"} and set(paused(decisions)) == plan.pausable
 
 
-@pytest.mark.parametrize(("resume_h", "may_start_now"), [(0.0, True), (1.0, True), (2.0, False)])
+@pytest.mark.parametrize(("resume_h", "may_start_now"),
+                         [(0.0, True), (1.0, True), (1.5, False), (2.0, False)])
 def test_a_job_started_before_its_reservation_must_have_room_to_resume_after_a_pause(
         resume_h: float, may_start_now: bool) -> None:
     # One GPU. "d" (1 h, due at 2:15) is booked from 1:15, "f" (3 h, due at 5:15) from 2:15: the GPU is idle
     # until 1:15, and a cheap hour now may start "f" early. At 1:15 "d" pauses it, and it resumes with 1:45
-    # left plus its resume overhead, in the 3 h before its deadline: with a 2 h overhead that is 3:45, and a
-    # promise (the plan's "f" from 2:15) breaks. With no overhead an early start only finishes work sooner.
-    # (In the matrix, a flexible job started early and paused for a due one made PJM 2015 rand22's pai-0193
-    # and pai-0334 late, with 1 h resumes.)
+    # left plus its resume overhead, in the 3 h before its deadline: with a 1.5 h overhead that is 3:15, and
+    # a promise (the plan's "f" from 2:15) breaks. With a 2 h overhead it has less left than a resume: it is
+    # never paused, and runs on into the hour promised to "d". With no overhead an early start only
+    # finishes work sooner. (In the matrix, a flexible job started early and paused for a due one made PJM
+    # 2015 rand22's pai-0193 and pai-0334 late, with 1 h resumes.)
     f = Booking(job("f", hours=3, deadline_s=T0 + 5.25 * HOUR, admitted=True), 3 * HOUR, T0 + 5.25 * HOUR,
                 True, resume_h * HOUR)
     d = Booking(job("d", hours=1, deadline_s=T0 + 2.25 * HOUR, admitted=True), HOUR, T0 + 2.25 * HOUR, True,
@@ -492,8 +494,8 @@ def test_a_job_started_before_its_reservation_must_have_room_to_resume_after_a_p
     assert plan.early_starts.may_start("f") == may_start_now
     # The answers hold together: where "f" starts early, "d" finds no room now (one GPU); else "d", started
     # now, ends before "f" needs the GPU.
-    assert plan.early_starts.may_start("d") == (not may_start_now or resume_h == 0.0)
-    assert plan.early_starts.refused == (set() if may_start_now else {"f"})
+    assert plan.early_starts.may_start("d") == (resume_h != 1.0)
+    assert plan.early_starts.refused == ({"f"} if resume_h == 1.5 else set())  # (else: too short to pause)
     assert plan.early_starts.crowded == ({"d"} if resume_h == 1.0 else set())
 
 
@@ -538,3 +540,16 @@ def test_a_job_without_room_to_resume_after_an_early_start_waits_for_its_reserva
     assert detail(decisions, "j0").startswith("run now, it could be paused for a job due before its "
                                               "reservation, and its resume would find no room")
     assert detail(decisions, "j0").endswith(f"latest safe start {utc_label(T0 + 3 * HOUR)}")
+
+
+def test_a_job_too_short_to_pause_by_the_time_its_room_is_promised_does_not_start_early() -> None:
+    # One GPU, 1 h resumes, a cheap start. "d" (1 h, due at 3:00) is booked from 2:00, "f" (2.5 h, due at
+    # 7:00) from 4:30. Started now, "f" would have 0.5 h left at 2:00: less than a resume, so it is never
+    # paused, runs on into the hour promised to "d", and "d" ends late. It waits instead (a reviewer's case).
+    jobs = [job("f", hours=2.5, deadline_s=T0 + 7 * HOUR, admitted=True),
+            job("d", hours=1, deadline_s=T0 + 3 * HOUR, admitted=True)]
+    snap = replace(snapshot(jobs, [10, 10, 5, 100, 100, 100, 100, 50], nodes={"n0": 1}),
+                   preempt_overhead_s=HOUR)
+    decisions = PriceAwarePolicy().decide(snap)
+    assert started(decisions) == {}
+    assert detail(decisions, "f").startswith("an unbroken run from now would take GPUs promised")
