@@ -20,7 +20,8 @@ Nomenclature:
 Order (each job is planned in what the earlier ones left):
   1. running non-preemptible jobs, pinned from now;
   2. admitted jobs and jobs not yet admitted, least laxity first: a job that must run now gets now,
-     the flexible ones get the cheap intervals that remain. A job whose window other jobs already
+     the flexible ones get the cheap intervals that remain (where they compete for room, `price_aware`
+     plans them together instead, by `joint_plan`, and reserves each plan with `place`). A job whose window other jobs already
      use is planned to finish `arrival_slack` x its run time early, if it can (that slack is room for
      jobs not yet arrived), else to its deadline. A new job whose plan covers its run time before
      its deadline is admitted feasible, otherwise it is reported infeasible at admission;
@@ -368,6 +369,15 @@ class Planner:
                     plan = None
         if plan is None:
             plan = self._choose(request)
+        return self.place(request, plan, may_start_now)
+
+    def place(self, request: PlanRequest, plan: JobPlan,
+              may_start_now: Callable[[str], bool] | None = None) -> JobPlan | None:
+        """Reserve `plan`, chosen for `request` in the room left now (by `plan`, or `joint_plan`).
+
+        `may_start_now(job_id)`, asked only if the plan starts the job now: False leaves it unplanned (None).
+        """
+        job = request.job
         if len(plan.intervals) and int(plan.intervals[0]) == 0 and not self.fits_now(job):
             later_s = self._later_s(0, job.num_gpus) if self.later_allowed else None
             plan = replace(plan, later_start_s=later_s)  # the current interval, later

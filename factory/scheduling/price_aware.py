@@ -16,15 +16,17 @@ Each decision has two parts:
 2. **The price** (`plan.Planner`). Jobs that are not due are planned into the cheapest intervals before
    their deadline (least laxity first) and run now exactly when their plan includes the current interval
    (prices past the known horizon are estimates; `forecast_shrink`, off by default, pulls them toward the
-   known prices' mean: `_shrink_forecast`);
-   so waiting for a cheap hour happens only inside a job's slack. A running job is kept running ahead of
-   queued ones (a queued job that is not due never displaces it) and is paused only when the saving on
-   published prices beats its resume overhead by `pause_margin` (`Planner._run_or_pause`), at most
-   `max_pauses_per_day` times a day for price, never in the price interval it (re)started in (it ran on
-   these very prices), only with `pause_guard_intervals` of slack to spare after a resume past the current
-   interval (`Reservation.price_pausable`: a resume that slips one interval, its room taken by a newcomer
-   or a gang, must not make it late), and (with a resume overhead) never while the plan is short of room:
-   a resume redoes work, which late or due jobs need the GPUs for.
+   known prices' mean: `_shrink_forecast`); so waiting for a cheap hour happens only inside a job's slack.
+   Where the flexible jobs compete for room, they are planned together instead, by one linear program
+   (`joint_plan`, keeping `joint_margin` of each later interval for jobs not yet arrived), so that a cheap
+   hour goes to the job that needs it most. A running job is kept running ahead of queued ones (a queued
+   job that is not due never displaces it) and is paused only when the saving on published prices beats its
+   resume overhead by `pause_margin` (`Planner._run_or_pause`), at most `max_pauses_per_day` times a day
+   for price, never in the price interval it (re)started in (it ran on these very prices), only with
+   `pause_guard_intervals` of slack to spare after a resume past the current interval
+   (`Reservation.price_pausable`: a resume that slips one interval, its room taken by a newcomer or a gang,
+   must not make it late), and (with a resume overhead) never while the plan is short of room: a resume
+   redoes work, which late or due jobs need the GPUs for.
 
 The plan counts GPUs, not nodes: a job of one worker that the free GPUs hold in total but no node does
 gets a node by moving running jobs elsewhere (`dispatch`'s `may_move`: paused and resumed elsewhere in the
@@ -53,6 +55,7 @@ from factory.errors import FactoryError
 from factory.prices.series import utc_label
 from factory.scheduling.dispatch import dispatch
 from factory.scheduling.gc_pause import cyclic_gc_paused
+from factory.scheduling.joint_plan import joint_applies, plan_jointly
 from factory.scheduling.model import (
     Decisions,
     JobView,
@@ -89,6 +92,7 @@ PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume pas
 # How far estimates past the known horizon are pulled toward the known mean (0: as forecast, 1: flat). The
 # tuning half chose 1.0 (bench/README.md); the reported half broke more promises with it, so it stays off.
 FORECAST_SHRINK = 0.0
+JOINT_MARGIN = 0.15  # joint plan of the flexible jobs: share of each later interval kept for arrivals
 DAY_S = 86400.0
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
@@ -111,10 +115,14 @@ class PriceAwarePolicy:
     max_pauses_per_day: int = MAX_PAUSES_PER_DAY
     pause_guard_intervals: float = PAUSE_GUARD_INTERVALS
     forecast_shrink: float = FORECAST_SHRINK
+    joint_margin: float | None = JOINT_MARGIN  # None: the flexible jobs are planned one by one (greedily)
     name: str = "price-aware"
     needs_prices: bool = True
 
     def __post_init__(self) -> None:
+        if self.joint_margin is not None and not 0.0 <= self.joint_margin < 1.0:  # also refuses NaN
+            raise FactoryError(f"joint_margin must be at least 0 and below 1 (the share of each later "
+                               f"interval kept for jobs not yet arrived), or None, got {self.joint_margin}")
         if not 0.0 <= self.forecast_shrink <= 1.0:  # also refuses NaN
             raise FactoryError(f"forecast_shrink must be between 0 and 1 (0: estimates as forecast, 1: the "
                                f"known mean), got {self.forecast_shrink}")
@@ -344,6 +352,13 @@ class PriceAwarePolicy:
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
         early_starts = promise.early_starts
+        # The flexible jobs (last in the order without quotas) are planned together where the program says
+        # what the cluster will do (`joint_plan`): after every other job, in the order it starts them.
+        flexible = [] if snapshot.quotas or self.joint_margin is None or len(ordered) > FULL_PLAN_JOBS else \
+            [r for r in ordered if r.tier == FLEXIBLE]
+        joint = joint_applies(planner, flexible, snapshot.preempt_overhead_s)
+        if joint:
+            ordered = [r for r in ordered if r.tier != FLEXIBLE]
         position = 0  # among the jobs that may start now
         exhausted = False  # once nothing is left now, nothing will be (plans only take room)
         for request in ordered:
@@ -366,6 +381,19 @@ class PriceAwarePolicy:
             may_start_now = early_starts.may_start if asked else None
             plan = planner.plan(_within(request, outlook_end_s), may_start_now)
             plans[job_id] = _HELD_UNBROKEN if plan is None else plan
+        if joint:  # in what the other tiers left, in the program's order (most of the current interval first)
+            assert self.joint_margin is not None
+            within = [_within(r, outlook_end_s) for r in flexible]
+            pairs = plan_jointly(planner, within, self.joint_margin) or [(r, None) for r in within]
+            by_id = {r.job.job_id: r for r in flexible}
+            for request, joint_plan in pairs:  # (a solver that failed leaves them to the greedy plan)
+                job_id = request.job.job_id
+                asked = early_starts is not None and early_starts.asks(job_id)
+                may_start_now = early_starts.may_start if asked else None
+                plan = planner.plan(request, may_start_now) if joint_plan is None else \
+                    planner.place(request, joint_plan, may_start_now)
+                plans[job_id] = _HELD_UNBROKEN if plan is None else plan
+                ordered.append(by_id[job_id])
         return ordered, plans, borrowing, held
 
 

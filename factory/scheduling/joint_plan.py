@@ -1,0 +1,204 @@
+"""The flexible jobs' price plan solved jointly: one linear program over the room the other tiers left.
+
+The greedy planner (`Planner.cheapest`) gives each flexible job in turn, least laxity first, the cheapest
+intervals still free. A job planned early may take a cheap interval that a later one needed more, and the
+later one then runs in a dear interval it could have avoided. Here the flexible jobs of a decision are
+planned together, by the program `simulation.optimum` solves offline, but from now, over the outlook and
+in what the jobs planned before them left:
+
+    variables  x[j,k]  seconds job j runs in interval k:  0 <= x[j,k] <= room[j,k]
+               u[j]    seconds of j's work left unplanned:  u[j] >= 0
+    demand     sum_k x[j,k] + u[j] = needed_s[j]                               for every job j
+    capacity   sum_j gpus[j] * x[j,k] <= free_gpu_s[k] * (1 - margin_k)        for every interval k
+    minimise   sum_jk (price[k] + TIE * P * k * urgency[j]) * draw_w[j] * x[j,k]
+               + PENALTY * P * sum_j draw_w[j] * u[j]
+
+(P: the dearest price's magnitude; urgency[j] = interval_s / max(interval_s, laxity[j]).)
+
+`room[j,k]` is the planner's own (`Planner.room_before`: the job's GPUs free at the interval's start, or from
+when jobs finishing in it free them, up to its deadline), so each plan is one the greedy planner could
+have made for that job alone. `margin_k`: `capacity_margin` of every interval after the current one is kept
+for jobs not yet arrived (the greedy plan's `arrival_slack` does that by finishing jobs early); the current
+interval's arrivals are decided with it, so it is not held back.
+
+Invariants:
+  * Used only where the program says what the cluster will do (`joint_applies`): at most `MAX_JOBS` jobs,
+    each of one GPU (a wider job needs its GPUs at once, on nodes, which GPU-seconds do not see: measured on
+    the tuning half, planning gangs this way broke promises), preemptible (the program may split a job's
+    run time anywhere), without a resume overhead (the program charges none); no power budget, no quotas.
+    Elsewhere, and where the jobs do not compete for room (each one's cheapest intervals are then the best
+    plan), the caller plans them one by one as before.
+  * The same arrival slack as the greedy plan: a job finishes `arrival_slack` x its run time early where it
+    can (room for jobs not yet arrived, with the margin).
+  * Deterministic: HiGHS on the same input gives the same plan. Ties go to the earlier interval (`TIE`), the
+    more so the less laxity a job has, so that among equal prices the least laxity runs first, as in the
+    greedy order.
+  * If the room left cannot hold every job's work, the margin gives way first; if it still cannot, the
+    greedy plan decides who is left short (least laxity last).
+  * Cost: one HiGHS solve of (jobs x intervals in their windows) variables, only where jobs compete.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sparse
+from scipy.optimize import linprog
+
+from factory.scheduling.plan import EPS_S, MIN_DRAW_W, MIN_SLICE_S, JobPlan, Planner, PlanRequest
+
+MAX_JOBS = 200  # flexible jobs in one program (beyond it the greedy plan: the decision time's bound)
+PENALTY = 1e4   # per watt-second of work left unplanned, in units of the dearest price's
+TIE = 1e-4      # per interval index, as a share of the dearest price: ties to the earlier interval
+
+
+def joint_applies(planner: Planner, requests: list[PlanRequest], default_overhead_s: float) -> bool:
+    """Whether the program says what the cluster will do with these requests (the module's invariants).
+
+    `default_overhead_s`: a job's resume overhead where it has not learnt its own.
+    """
+    return 0 < len(requests) <= MAX_JOBS and planner.power_budget_w is None and all(
+        r.job.num_gpus == 1 and r.job.preemptible and not r.held_unbroken and
+        r.job.overhead_s(default_overhead_s) <= 0 for r in requests)
+
+
+def plan_jointly(planner: Planner, requests: list[PlanRequest],
+                 capacity_margin: float) -> list[tuple[PlanRequest, JobPlan]] | None:
+    """Each request's plan, in the order to place them: those that start now first. Only where
+    `joint_applies`. None where the greedy plan is to decide: the jobs do not compete for room (each one's
+    cheapest intervals are then the best plan), nothing can start now (the program could change no decision),
+    the room left cannot hold every job's work (the greedy order decides who is left short: least laxity
+    last), or the solver fails.
+    """
+    latest_s = max(r.deadline_s for r in requests)
+    if sum(r.job.num_gpus for r in requests) <= planner.free_gpus_at_start[
+            planner.effective_start_s < latest_s].min(initial=math.inf):
+        return None  # every job fits beside every other wherever it likes: one by one is as good
+    free_now = int(planner.free_gpus_now + EPS_S)
+    if free_now < 1 and not planner.has_releases[0]:
+        return None
+    # The arrival slack gives way before the jobs here are left short, as it does in the greedy plan.
+    attempts = [(capacity_margin, True), (0.0, True), (0.0, False)]
+    for margin, with_slack in attempts:
+        program = _Program(planner, requests, with_slack)
+        seconds = program.solve(margin)
+        if seconds is None:
+            return None
+        if program.all_planned(seconds):
+            break
+    else:
+        return None
+    # The current interval in whole GPUs: the jobs that need most of it start now and run through it (or to
+    # their end), the others not before the next decision. (The program splits an interval's GPU-seconds
+    # freely; the cluster cannot run two jobs by halves of one GPU.)
+    share_now = program.share_now(seconds)
+    ranked = sorted(range(len(requests)), key=lambda j: (-share_now[j], program.laxity_s[j],
+                                                         requests[j].job.job_id))
+    starting = [j for j in ranked[:free_now] if share_now[j] > EPS_S]
+    if not program.whole_now(seconds, starting):
+        seconds = program.solve(margin, starting=starting)
+        if seconds is None or not program.all_planned(seconds):
+            return None
+    plans = [program.plan_of(j, seconds) for j in range(len(requests))]
+    # Keep to the pause cap as the greedy plan does (a job started on scattered hours is paused at each gap).
+    for j in starting:
+        request, plan = requests[j], plans[j]
+        pauses_left = planner.pauses_left(request.job, request.deadline_s)
+        plans[j] = planner.within_runs(request.job, plan, request.needed_s, request.deadline_s,
+                                       pauses_left + 1, keep_now=True) or plan
+    first = set(starting)
+    order = starting + [j for j in ranked if j not in first]
+    return [(requests[j], plans[j]) for j in order]
+
+
+class _Program:
+    """The linear program of the module docstring, for `requests` in what `planner` has left."""
+
+    def __init__(self, planner: Planner, requests: list[PlanRequest], with_slack: bool) -> None:
+        self.planner, self.requests = planner, requests
+        price, usable = planner.price, planner.usable_s
+        price_scale = max(float(np.abs(price).max()), 1.0)
+        self.scale = scale = planner.outlook.interval_s  # seconds in intervals: numbers near 1 for HiGHS
+        now_s = float(planner.effective_start_s[0])
+        in_interval_order = np.argsort(planner.order)  # `room_before` answers in price order
+        demand_rows, capacity_rows, gpus, upper, cost, owner, interval = [], [], [], [], [], [], []
+        self.laxity_s = [r.deadline_s - now_s - r.needed_s for r in requests]
+        for j, request in enumerate(requests):
+            job = request.job
+            deadline_s = request.deadline_s
+            if with_slack:  # as the greedy plan (`arrival_slack`): finish early where it can, for arrivals
+                early_s = deadline_s - planner.arrival_slack * request.needed_s
+                deadline_s = early_s if early_s >= now_s + request.needed_s else deadline_s
+            room_s = planner.room_before(job, deadline_s)[0][in_interval_order]
+            draw = max(job.draw_w, MIN_DRAW_W) / price_scale  # (a job drawing nothing still wants its work)
+            urgency = scale / max(scale, self.laxity_s[j])
+            for k in np.flatnonzero(room_s > EPS_S).tolist():
+                demand_rows.append(j)
+                capacity_rows.append(k)
+                gpus.append(job.num_gpus)
+                upper.append(room_s[k])
+                # Ties to the earlier interval, the more so the less laxity the job has (as the greedy order).
+                cost.append((price[k] + TIE * price_scale * k * urgency) * draw)
+                owner.append(j)
+                interval.append(k)
+            demand_rows.append(j)  # u[j], in no capacity row
+            capacity_rows.append(0)
+            gpus.append(0)
+            upper.append(np.inf)
+            cost.append(PENALTY * draw * price_scale)
+            owner.append(j)
+            interval.append(-1)
+        count = len(cost)
+        columns = np.arange(count)
+        self.owner, self.interval = np.array(owner), np.array(interval)
+        self.unplanned = self.interval < 0
+        self.upper = np.array(upper)
+        self.cost = np.array(cost)
+        self.capacity = sparse.csr_matrix((np.array(gpus, dtype=float), (capacity_rows, columns)),
+                                          shape=(len(usable), count))
+        self.demand = sparse.csr_matrix((np.ones(count), (demand_rows, columns)),
+                                        shape=(len(requests), count))
+        self.needed_s = np.array([r.needed_s for r in requests])
+
+    def solve(self, margin: float, starting: list[int] | None = None) -> np.ndarray | None:
+        """Seconds of each column (None if the solver fails); `starting`: jobs that run all of now they can,
+        every other job none of it."""
+        free_gpu_s = np.maximum(0.0, self.planner.free_gpu_s)
+        free_gpu_s[1:] *= 1.0 - margin
+        lower, upper = np.zeros(len(self.cost)), self.upper.copy()
+        if starting is not None:
+            now = self.interval == 0
+            upper[now & ~np.isin(self.owner, starting)] = 0.0
+            for j in starting:
+                column = np.flatnonzero(now & (self.owner == j))
+                lower[column] = min(float(upper[column[0]]), float(self.needed_s[j]))
+        result = linprog(self.cost, A_ub=self.capacity, b_ub=free_gpu_s / self.scale, A_eq=self.demand,
+                         b_eq=self.needed_s / self.scale,
+                         bounds=np.column_stack([lower, upper]) / self.scale, method="highs")
+        return result.x * self.scale if result.status == 0 else None
+
+    def all_planned(self, seconds: np.ndarray) -> bool:
+        return not (seconds[self.unplanned] > MIN_SLICE_S).any()
+
+    def share_now(self, seconds: np.ndarray) -> np.ndarray:
+        """Each job's run time now as a share of what it could run now (0: none, 1: all of it)."""
+        share = np.zeros(len(self.requests))
+        for column in np.flatnonzero(self.interval == 0).tolist():
+            j = int(self.owner[column])
+            share[j] = seconds[column] / max(min(float(self.upper[column]), float(self.needed_s[j])), EPS_S)
+        return share
+
+    def whole_now(self, seconds: np.ndarray, starting: list[int]) -> bool:
+        """Whether the solution already runs `starting` through now and nobody else now."""
+        share = self.share_now(seconds)
+        others = np.ones(len(share), dtype=bool)
+        others[starting] = False
+        return bool((share[starting] >= 1.0 - 1e-6).all() and (share[others] <= EPS_S).all())
+
+    def plan_of(self, j: int, seconds: np.ndarray) -> JobPlan:
+        mine = (self.owner == j) & ~self.unplanned & (seconds > EPS_S)
+        intervals, used_s = self.interval[mine], seconds[mine]  # ascending: columns made in interval order
+        covered = float(used_s.sum()) >= self.needed_s[j] - MIN_SLICE_S
+        return JobPlan(self.requests[j].job.job_id, intervals.astype(np.int64), covered,
+                       float(self.planner.price[intervals] @ used_s), seconds=used_s)

@@ -1,0 +1,123 @@
+"""The flexible jobs planned together (`joint_plan`): a cheap hour goes to the job that needs it most.
+
+Two GPUs; two cheap hours, then a dear one. "now" (1 h) must run in the first hour; "short" (1 h) may
+run in either cheap hour; "long" (2 h) may run until the dear hour ends. Planned one by one, least laxity
+first, "short" takes the first cheap hour beside "now" and "long" is left the dear one; planned together,
+"long" runs in both cheap hours and "short" in the second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from factory.errors import FactoryError
+from factory.scheduling import PriceAwarePolicy
+from factory.scheduling.joint_plan import MAX_JOBS, joint_applies, plan_jointly
+from factory.scheduling.model import Decisions
+from factory.scheduling.plan import FLEXIBLE, Planner, PlanRequest
+from tests.unit.test_scheduling_policies import HOUR, T0, job, outlook, snapshot, started
+
+PRICES = [10.0, 10.0, 90.0]
+JOBS = [job("now", hours=1, deadline_s=T0 + HOUR), job("short", hours=1, deadline_s=T0 + 2 * HOUR),
+        job("long", hours=2, deadline_s=T0 + 3 * HOUR)]
+
+
+def _requests() -> list[PlanRequest]:
+    return [PlanRequest(j, j.remaining_s, j.deadline_s or 0.0, FLEXIBLE) for j in JOBS]
+
+
+def _cost(plans: list) -> float:
+    """Price x GPU-hours of every plan (each job has one GPU)."""
+    return sum(float(np.dot(np.asarray(PRICES)[plan.intervals], plan.seconds)) / HOUR for plan in plans)
+
+
+def test_planned_together_every_job_runs_in_the_cheap_hours_one_by_one_one_is_left_the_dear_hour() -> None:
+    one_by_one = Planner(outlook(PRICES), T0, 2, None)
+    greedy = [one_by_one.plan(r) for r in sorted(_requests(), key=lambda r: (r.deadline_s - r.needed_s,
+                                                                              r.deadline_s))]
+    assert all(plan.covered for plan in greedy) and _cost(greedy) == pytest.approx(10 + 10 + 10 + 90)
+
+    together = plan_jointly(Planner(outlook(PRICES), T0, 2, None), _requests(), capacity_margin=0.0)
+    assert together is not None
+    plans = {request.job.job_id: plan for request, plan in together}
+    assert all(plan.covered for plan in plans.values()) and _cost(list(plans.values())) == pytest.approx(40)
+    assert plans["long"].intervals.tolist() == [0, 1] and plans["short"].intervals.tolist() == [1]
+    # Placed in the order they start: the jobs that run for the whole current interval first.
+    assert [request.job.job_id for request, _ in together][-1] == "short"
+
+
+def test_the_margin_for_jobs_to_come_gives_way_when_the_jobs_here_need_the_room() -> None:
+    # Three quarters of every later interval kept back leaves 3 GPU-hours for 4 of work: the margin yields.
+    together = plan_jointly(Planner(outlook(PRICES), T0, 2, None), _requests(), capacity_margin=0.75)
+    assert together is not None and all(plan.covered for _, plan in together)
+    later_s = sum(float(plan.seconds[plan.intervals >= 1].sum()) for _, plan in together)
+    assert later_s == pytest.approx(2 * HOUR)
+
+
+def test_no_more_jobs_start_now_than_there_are_free_gpus_and_each_runs_through_the_interval() -> None:
+    # One GPU, two equal jobs: the program alone would run each for half of now; the cluster cannot.
+    same = [job(name, hours=1.5, deadline_s=T0 + 3 * HOUR) for name in ("a", "b")]
+    requests = [PlanRequest(j, j.remaining_s, T0 + 3 * HOUR, FLEXIBLE) for j in same]
+    together = plan_jointly(Planner(outlook([10, 10, 50, 50]), T0, 1, None), requests, capacity_margin=0.0)
+    assert together is not None
+    (first, first_plan), (second, second_plan) = together
+    assert first_plan.intervals.tolist() == [0, 1] and first_plan.seconds[0] == pytest.approx(HOUR)
+    assert second_plan.intervals[0] >= 1 and all(plan.covered for _, plan in together)
+    # Placed in that order, the planner never holds more GPUs now than the cluster has.
+    planner = Planner(outlook([10, 10, 50, 50]), T0, 1, None)
+    placed = [planner.place(request, plan) for request, plan in
+              plan_jointly(planner, requests, capacity_margin=0.0) or []]
+    assert [plan.runs_now for plan in placed if plan is not None] == [True, False]
+    assert planner.free_gpus_now == 0
+
+
+def test_when_the_jobs_do_not_fit_the_greedy_plan_decides_who_is_left_short() -> None:
+    crowded = [*_requests(), PlanRequest(job("more", hours=3, deadline_s=T0 + 3 * HOUR), 3 * HOUR,
+                                         T0 + 3 * HOUR, FLEXIBLE)]
+    assert plan_jointly(Planner(outlook(PRICES), T0, 2, None), crowded, capacity_margin=0.0) is None
+
+
+def test_jobs_that_do_not_compete_for_room_are_left_to_the_greedy_plan() -> None:
+    # On eight GPUs each job has its cheapest hours to itself: planning them together would change nothing.
+    assert plan_jointly(Planner(outlook(PRICES), T0, 8, None), _requests(), capacity_margin=0.0) is None
+
+
+def _decide(**fields: object) -> Decisions:
+    policy = PriceAwarePolicy(arrival_slack=0.0, reserve_margin=0.0, **fields)  # type: ignore[arg-type]
+    return policy.decide(snapshot(JOBS, PRICES, nodes={"n0": 2}))
+
+
+def test_price_aware_starts_the_job_that_needs_the_cheap_hour_now() -> None:
+    assert set(started(_decide(joint_margin=0.0))) == {"now", "long"}
+    # Planned one by one (the joint plan off), "long" would wait for the dear hour.
+    assert set(started(_decide(joint_margin=None))) == {"now", "short"}
+
+
+@pytest.mark.parametrize("margin", [-0.1, 1.0, float("nan")])
+def test_a_joint_margin_outside_zero_to_one_is_refused(margin: float) -> None:
+    with pytest.raises(FactoryError, match="joint_margin"):
+        PriceAwarePolicy(joint_margin=margin)
+
+
+@pytest.mark.parametrize("change", ["resume overhead", "not preemptible", "several GPUs", "power budget",
+                                    "too many jobs"])
+def test_jobs_are_planned_one_by_one_where_the_program_cannot_say_what_the_cluster_does(change: str) -> None:
+    requests = _requests()
+    planner = Planner(outlook(PRICES), T0, 2, None)
+    assert joint_applies(planner, requests, default_overhead_s=0.0)
+    if change == "resume overhead":
+        assert not joint_applies(planner, requests, default_overhead_s=600.0)
+    elif change == "not preemptible":
+        requests[2] = requests[2]._replace(job=replace(requests[2].job, preemptible=False))
+        assert not joint_applies(planner, requests, default_overhead_s=0.0)
+    elif change == "several GPUs":
+        requests[2] = requests[2]._replace(job=replace(requests[2].job, num_gpus=2))
+        assert not joint_applies(planner, requests, default_overhead_s=0.0)
+    elif change == "power budget":
+        assert not joint_applies(Planner(outlook(PRICES), T0, 2, 5000.0), requests, default_overhead_s=0.0)
+    else:
+        many = [r._replace(job=replace(r.job, job_id=f"j{i}")) for i, r in enumerate(requests * MAX_JOBS)]
+        assert not joint_applies(planner, many, default_overhead_s=0.0)
