@@ -76,7 +76,7 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
             planner.effective_start_s < latest_s].min(initial=math.inf):
         return None  # every job fits beside every other wherever it likes: one by one is as good
     free_now = int(planner.free_gpus_now + EPS_S)
-    if free_now < 1 and not planner.has_releases[0]:
+    if free_now < 1:  # (a job may still start later in it, where another ends: the greedy plan sees that)
         return None
     # The arrival slack gives way before the jobs here are left short, as it does in the greedy plan.
     attempts = [(capacity_margin, True), (0.0, True), (0.0, False)]
@@ -101,15 +101,14 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
         if seconds is None or not program.all_planned(seconds):
             return None
     plans = [program.plan_of(j, seconds) for j in range(len(requests))]
-    # Keep to the pause cap as the greedy plan does (a job started on scattered hours is paused at each gap).
+    # Keep to the pause cap as the greedy plan does (a job started on scattered hours is paused at each gap):
+    # in fewer runs, a job may do better to wait for its cheapest unbroken run; then it does not start now.
     for j in starting:
         request, plan = requests[j], plans[j]
         pauses_left = planner.pauses_left(request.job, request.deadline_s)
         plans[j] = planner.within_runs(request.job, plan, request.needed_s, request.deadline_s,
-                                       pauses_left + 1, keep_now=True) or plan
-    first = set(starting)
-    order = starting + [j for j in ranked if j not in first]
-    return [(requests[j], plans[j]) for j in order]
+                                       pauses_left + 1) or plan
+    return [(requests[j], plans[j]) for j in ranked]
 
 
 class _Program:

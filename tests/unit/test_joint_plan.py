@@ -57,6 +57,30 @@ def test_the_margin_for_jobs_to_come_gives_way_when_the_jobs_here_need_the_room(
     assert later_s == pytest.approx(2 * HOUR)
 
 
+@pytest.mark.parametrize(("margin", "first_cheap_gpu_hours"), [(0.0, 2.0), (0.5, 1.0)])
+def test_the_margin_keeps_part_of_each_later_interval_for_jobs_to_come(margin: float,
+                                                                       first_cheap_gpu_hours: float) -> None:
+    # Two GPUs, three 1 h jobs, the cheapest hour next: without a margin two jobs take it; with half of every
+    # later interval kept back, only one does, and the others spread over the next hours.
+    jobs = [job(name, hours=1, deadline_s=T0 + 4 * HOUR) for name in ("a", "b", "c")]
+    requests = [PlanRequest(j, HOUR, T0 + 4 * HOUR, FLEXIBLE) for j in jobs]
+    together = plan_jointly(Planner(outlook([50, 10, 20, 20]), T0, 2, None), requests, capacity_margin=margin)
+    assert together is not None and all(plan.covered for _, plan in together)
+    in_cheapest_s = sum(float(plan.seconds[plan.intervals == 1].sum()) for _, plan in together)
+    assert in_cheapest_s == pytest.approx(first_cheap_gpu_hours * HOUR)
+
+
+def test_a_job_started_now_keeps_to_the_pause_cap_or_waits_for_its_cheapest_unbroken_run() -> None:
+    # One GPU. "capped" (2 h) has used today's pauses: its cheap hours now and at 2 h would need a pause, so
+    # it waits for its cheapest unbroken run (2 h to 4 h) rather than start now and run through the dear hour.
+    capped = job("capped", hours=2, deadline_s=T0 + 4 * HOUR, pauses_today=3)
+    other = job("other", hours=1, deadline_s=T0 + 5 * HOUR)
+    requests = [PlanRequest(j, j.remaining_s, j.deadline_s or 0.0, FLEXIBLE) for j in (capped, other)]
+    planner = Planner(outlook([10, 90, 10, 10, 90]), T0, 1, None, max_pauses_per_day=3)
+    together = {r.job.job_id: plan for r, plan in plan_jointly(planner, requests, 0.0) or []}
+    assert together["capped"].intervals.tolist() == [2, 3]
+
+
 def test_no_more_jobs_start_now_than_there_are_free_gpus_and_each_runs_through_the_interval() -> None:
     # One GPU, two equal jobs: the program alone would run each for half of now; the cluster cannot.
     same = [job(name, hours=1.5, deadline_s=T0 + 3 * HOUR) for name in ("a", "b")]
