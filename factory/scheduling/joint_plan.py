@@ -25,7 +25,9 @@ Invariants:
   * Used only where the program says what the cluster will do (`joint_applies`): at most `MAX_JOBS` jobs,
     each of one GPU (a wider job needs its GPUs at once, on nodes, which GPU-seconds do not see: measured on
     the tuning half, planning gangs this way broke promises), preemptible (the program may split a job's
-    run time anywhere), without a resume overhead (the program charges none); no power budget, no quotas.
+    run time anywhere), without a resume overhead (the program charges none); no power budget, no quotas;
+    and (`price_aware`'s rule) no promise pressed: while a job is short of room or due now, least laxity
+    first keeps the tightest jobs ahead (measured on the tuning half: the joint plan missed more there).
     Elsewhere, and where the jobs do not compete for room (each one's cheapest intervals are then the best
     plan), the caller plans them one by one as before.
   * The same arrival slack as the greedy plan: a job finishes `arrival_slack` x its run time early where it

@@ -18,7 +18,7 @@ from factory.scheduling import PriceAwarePolicy
 from factory.scheduling.joint_plan import MAX_JOBS, joint_applies, plan_jointly
 from factory.scheduling.model import Decisions
 from factory.scheduling.plan import FLEXIBLE, Planner, PlanRequest
-from tests.unit.test_scheduling_policies import HOUR, T0, job, outlook, snapshot, started
+from tests.unit.test_scheduling_policies import HOUR, T0, job, outlook, running, snapshot, started
 
 PRICES = [10.0, 10.0, 90.0]
 JOBS = [job("now", hours=1, deadline_s=T0 + HOUR), job("short", hours=1, deadline_s=T0 + 2 * HOUR),
@@ -110,14 +110,22 @@ def test_jobs_that_do_not_compete_for_room_are_left_to_the_greedy_plan() -> None
 
 
 def _decide(**fields: object) -> Decisions:
+    # As above, but "now" is a running job that cannot be paused: nobody is due, every job here is flexible.
+    busy = running("busy", (("n0", 1),), hours=1, preemptible=False, deadline_s=T0 + 3 * HOUR)
     policy = PriceAwarePolicy(arrival_slack=0.0, reserve_margin=0.0, **fields)  # type: ignore[arg-type]
-    return policy.decide(snapshot(JOBS, PRICES, nodes={"n0": 2}))
+    return policy.decide(snapshot([busy, *JOBS[1:]], PRICES, nodes={"n0": 2}))
 
 
 def test_price_aware_starts_the_job_that_needs_the_cheap_hour_now() -> None:
-    assert set(started(_decide(joint_margin=0.0))) == {"now", "long"}
-    # Planned one by one (the joint plan off), "long" would wait for the dear hour.
-    assert set(started(_decide(joint_margin=None))) == {"now", "short"}
+    assert set(started(_decide(joint_margin=0.0))) == {"long"}
+    # Planned one by one (the joint plan off), "short" would take it and "long" would run in the dear hour.
+    assert set(started(_decide(joint_margin=None))) == {"short"}
+
+
+def test_while_a_job_is_due_now_the_flexible_jobs_are_planned_one_by_one_least_laxity_first() -> None:
+    # "now" must start now: with promises pressed, the tightest flexible job goes first, as without the plan.
+    decide = PriceAwarePolicy(arrival_slack=0.0, reserve_margin=0.0, joint_margin=0.0).decide
+    assert set(started(decide(snapshot(JOBS, PRICES, nodes={"n0": 2})))) == {"now", "short"}
 
 
 @pytest.mark.parametrize("margin", [-0.1, 1.0, float("nan")])
