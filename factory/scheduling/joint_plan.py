@@ -45,8 +45,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse as sparse
-from scipy.optimize import linprog
 
 from factory.scheduling.plan import EPS_S, MIN_DRAW_W, MIN_SLICE_S, JobPlan, Planner, PlanRequest
 
@@ -73,6 +71,10 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
     the room left cannot hold every job's work (the greedy order decides who is left short: least laxity
     last), or the solver fails.
     """
+    try:  # (a core dependency; imported here so that an install without it still plans, one by one)
+        import scipy  # noqa: F401
+    except ImportError:
+        return None
     latest_s = max(r.deadline_s for r in requests)
     if sum(r.job.num_gpus for r in requests) <= planner.free_gpus_at_start[
             planner.effective_start_s < latest_s].min(initial=math.inf):
@@ -117,6 +119,8 @@ class _Program:
     """The linear program of the module docstring, for `requests` in what `planner` has left."""
 
     def __init__(self, planner: Planner, requests: list[PlanRequest], with_slack: bool) -> None:
+        from scipy import sparse
+
         self.planner, self.requests = planner, requests
         price, usable = planner.price, planner.usable_s
         price_scale = max(float(np.abs(price).max()), 1.0)
@@ -165,6 +169,8 @@ class _Program:
     def solve(self, margin: float, starting: list[int] | None = None) -> np.ndarray | None:
         """Seconds of each column (None if the solver fails); `starting`: jobs that run all of now they can,
         every other job none of it."""
+        from scipy.optimize import linprog
+
         free_gpu_s = np.maximum(0.0, self.planner.free_gpu_s)
         free_gpu_s[1:] *= 1.0 - margin
         lower, upper = np.zeros(len(self.cost)), self.upper.copy()

@@ -21,10 +21,11 @@ Order (each job is planned in what the earlier ones left):
   1. running non-preemptible jobs, pinned from now;
   2. admitted jobs and jobs not yet admitted, least laxity first: a job that must run now gets now,
      the flexible ones get the cheap intervals that remain (where they compete for room, `price_aware`
-     plans them together instead, by `joint_plan`, and reserves each plan with `place`). A job whose window other jobs already
-     use is planned to finish `arrival_slack` x its run time early, if it can (that slack is room for
-     jobs not yet arrived), else to its deadline. A new job whose plan covers its run time before
-     its deadline is admitted feasible, otherwise it is reported infeasible at admission;
+     plans them together instead, by `joint_plan`, and reserves each plan with `place`). A job whose
+     window other jobs already use is planned to finish `arrival_slack` x its run time early, if it can
+     (that slack is room for jobs not yet arrived), else to its deadline. A new job whose plan covers
+     its run time before its deadline is admitted feasible, otherwise it is reported infeasible at
+     admission;
   3. infeasible (at-risk) jobs, and jobs whose deadline can no longer be met, as soon as possible in
      what remains (a non-preemptible one in the earliest unbroken run: once started it cannot stop).
   If a plan leaves an admitted job short (a newcomer with less laxity took its room, or the greedy
