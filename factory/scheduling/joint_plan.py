@@ -84,8 +84,10 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
         return None
     # The arrival slack gives way before the jobs here are left short, as it does in the greedy plan.
     attempts = [(capacity_margin, True), (0.0, True), (0.0, False)]
+    program = None
     for margin, with_slack in attempts:
-        program = _Program(planner, requests, with_slack)
+        if program is None or program.with_slack != with_slack:  # (a margin alone changes no column)
+            program = _Program(planner, requests, with_slack)
         seconds = program.solve(margin)
         if seconds is None:
             return None
@@ -100,7 +102,7 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
     ranked = sorted(range(len(requests)), key=lambda j: (-share_now[j], program.laxity_s[j],
                                                          requests[j].job.job_id))
     starting = [j for j in ranked[:free_now] if share_now[j] > EPS_S]
-    if not program.whole_now(seconds, starting):
+    if not _whole_now(share_now, starting):
         seconds = program.solve(margin, starting=starting)
         if seconds is None or not program.all_planned(seconds):
             return None
@@ -121,7 +123,7 @@ class _Program:
     def __init__(self, planner: Planner, requests: list[PlanRequest], with_slack: bool) -> None:
         from scipy import sparse
 
-        self.planner, self.requests = planner, requests
+        self.planner, self.requests, self.with_slack = planner, requests, with_slack
         price, usable = planner.price, planner.usable_s
         price_scale = max(float(np.abs(price).max()), 1.0)
         self.scale = scale = planner.outlook.interval_s  # seconds in intervals: numbers near 1 for HiGHS
@@ -196,16 +198,17 @@ class _Program:
             share[j] = seconds[column] / max(min(float(self.upper[column]), float(self.needed_s[j])), EPS_S)
         return share
 
-    def whole_now(self, seconds: np.ndarray, starting: list[int]) -> bool:
-        """Whether the solution already runs `starting` through now and nobody else now."""
-        share = self.share_now(seconds)
-        others = np.ones(len(share), dtype=bool)
-        others[starting] = False
-        return bool((share[starting] >= 1.0 - 1e-6).all() and (share[others] <= EPS_S).all())
-
     def plan_of(self, j: int, seconds: np.ndarray) -> JobPlan:
         mine = (self.owner == j) & ~self.unplanned & (seconds > EPS_S)
         intervals, used_s = self.interval[mine], seconds[mine]  # ascending: columns made in interval order
         covered = float(used_s.sum()) >= self.needed_s[j] - MIN_SLICE_S
         return JobPlan(self.requests[j].job.job_id, intervals.astype(np.int64), covered,
                        float(self.planner.price[intervals] @ used_s), seconds=used_s)
+
+
+def _whole_now(share_now: np.ndarray, starting: list[int]) -> bool:
+    """Whether a solution with these shares of now (`_Program.share_now`) already runs `starting` through
+    now and nobody else now."""
+    others = np.ones(len(share_now), dtype=bool)
+    others[starting] = False
+    return bool((share_now[starting] >= 1.0 - 1e-6).all() and (share_now[others] <= EPS_S).all())
