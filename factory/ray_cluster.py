@@ -2,7 +2,8 @@
 
 Invariants:
   * Address precedence: `--address`, then `RAY_ADDRESS` (Ray sets it for job drivers), then
-    `ray.address` in the config, then a cluster already running on this machine.
+    `ray.address` in the config, then a cluster already running on this machine (Ray's record of
+    the last `ray start` here; a record whose head no longer answers counts as no cluster).
   * A local head is started only by `factory up` (never by status or the SDK). It is recorded in
     `<state_dir>/local_head.json` together with the head's node id, and `factory down` stops a
     head only when the connected cluster's head is that very node: a stale record (the head died,
@@ -64,6 +65,8 @@ def connect_ray(
         if wanted is not None and wanted != "auto":
             _probe(wanted)
         try:
+            if wanted in (None, "auto"):
+                _refuse_a_dead_recorded_head()
             _init(wanted or "auto")
         except (ConnectionError, ValueError) as exc:
             if wanted is not None:
@@ -207,6 +210,18 @@ def _probe(address: str) -> None:
     error = _connect_error(*host_port)
     if error is not None:
         raise ClusterError(f"cannot reach Ray at {address}: {error}; check --address or RAY_ADDRESS")
+
+
+def _refuse_a_dead_recorded_head() -> None:
+    """Raise `ConnectionError` when Ray's record of the local cluster names a GCS that does not answer.
+
+    Ray would retry that address for ever; treated as "no cluster here", `factory up` starts a new
+    head (whose `ray start` replaces the record) and other commands say in seconds that none runs.
+    """
+    recorded = ray_compat.recorded_local_address()
+    host_port = _split_host_port(recorded) if recorded else None
+    if host_port is not None and (error := _connect_error(*host_port)) is not None:
+        raise ConnectionError(f"the Ray head last started on this machine ({recorded}) is gone: {error}")
 
 
 def _split_host_port(address: str) -> tuple[str, int] | None:

@@ -52,6 +52,20 @@ def use_token_auth_if_available() -> bool:
         setup_logger.setLevel(level)
 
 
+def recorded_local_address() -> str | None:
+    """The GCS address Ray recorded for the last `ray start` on this machine, or None without a record.
+
+    `ray.init(address="auto")` connects there (`<RAY_TMPDIR or /tmp>/ray/ray_current_cluster`) and,
+    when the head died without `ray stop` (killed, out of memory, its container restarted), retries
+    it for ever. Falls back to None when the helper is gone: Ray then decides alone.
+    """
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:
+        return None
+    return read_ray_address() or None
+
+
 def in_train_worker() -> bool:
     """Whether this process runs a training loop under a Ray Train v2 trainer (`ray.train` reports work)."""
     from ray.train.v2._internal.util import _in_ray_train_worker

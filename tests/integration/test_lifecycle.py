@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 import ray
+from ray._common.utils import get_ray_address_file
 
+from factory import ray_compat
 from factory.store.migrations import LATEST_VERSION
 from tests.integration.conftest import (
     FACTORY_BIN,
@@ -226,12 +228,18 @@ def test_down_then_up_continues_from_durable_state(
     real_before_s = time.monotonic()
     audit_before = json_of(run("audit", "--json", "--limit", "1000"))
 
+    recorded = ray_compat.recorded_local_address()
+    assert recorded is not None
     down = run("down", "-y")
     assert "stopped the local Ray head" in down.stdout
     assert not (workdir / "state" / "local_head.json").exists()
     gone = run("status", check=False)
     assert gone.returncode == 1 and "factory up" in gone.stderr
     assert (workdir / "state" / "factory.db").is_file()
+    # A head killed rather than stopped leaves Ray's record of it: still no cluster, and no hang.
+    Path(get_ray_address_file(None)).write_text(recorded)
+    gone = run("status", check=False)
+    assert gone.returncode == 1 and "factory up" in gone.stderr
 
     down_s = time.monotonic() - real_before_s
     again = json_of(run("up", "--json"))

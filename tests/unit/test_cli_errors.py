@@ -143,6 +143,17 @@ def test_unreachable_or_malformed_ray_address_fails_fast_with_one_line(
     assert "--address" in lines[0]
 
 
+def test_a_dead_head_still_recorded_by_ray_is_no_cluster_not_a_hang(tmp_path: Path) -> None:
+    # A head killed without `ray stop` leaves Ray's record behind; Ray's own "auto" retries it for ever.
+    ray_tmp = tmp_path / "raytmp"
+    (ray_tmp / "ray").mkdir(parents=True)
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+
+    result = run_factory("status", cwd=tmp_path, RAY_TMPDIR=str(ray_tmp))
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no Ray cluster is running on this machine" in result.stderr and "factory up" in result.stderr
+
 def test_dashboard_address_is_refused_with_the_right_hint(tmp_path: Path) -> None:
     result = run_factory("status", "--address", "http://127.0.0.1:8265", cwd=tmp_path)
 

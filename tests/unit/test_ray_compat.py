@@ -40,6 +40,16 @@ def test_ray_auth_mode_decides_whether_the_token_is_sent(monkeypatch: pytest.Mon
     assert ray_compat.use_token_auth_if_available() is enabled
 
 
+def test_the_recorded_local_address_is_rays_record_of_the_last_ray_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert ray_compat.recorded_local_address() is None
+
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("10.0.0.7:6379\n")
+    assert ray_compat.recorded_local_address() == "10.0.0.7:6379"
+
 def test_a_plain_process_is_neither_a_train_worker_nor_a_tune_trial() -> None:
     assert ray_compat.in_train_worker() is False
     assert ray_compat.in_tune_session() is False
