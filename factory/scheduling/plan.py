@@ -120,6 +120,7 @@ class Planner:
         self.sorted_usable_s = self.usable_s[self.order]
         self.sorted_price = self.price[self.order]
         self.now_position = int((self.order == 0).nonzero()[0][0])  # the current interval's, in `order`
+        self.total_gpus = total_gpus
         self.free_gpu_s = total_gpus * self.usable_s  # GPU-seconds, for what is planned where
         self.capacity_gpu_s = self.free_gpu_s.copy()
         # The first interval where a job planned so far holds GPU-seconds (len: none), kept by `reserve`:

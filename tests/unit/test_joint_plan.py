@@ -50,18 +50,23 @@ def test_planned_together_every_job_runs_in_the_cheap_hours_one_by_one_one_is_le
 
 
 def test_the_margin_for_jobs_to_come_gives_way_when_the_jobs_here_need_the_room() -> None:
-    # Three quarters of every later interval kept back leaves 3 GPU-hours for 4 of work: the margin yields.
-    together = plan_jointly(Planner(outlook(PRICES), T0, 2, None), _requests(), capacity_margin=0.75)
+    # Three quarters of every later interval kept back leaves 3 GPU-hours for 5 of work: the margin yields,
+    # and the dear last hour runs one job.
+    extra = job("extra", hours=1, deadline_s=T0 + 3 * HOUR)
+    requests = [*_requests(), PlanRequest(extra, extra.remaining_s, T0 + 3 * HOUR, FLEXIBLE)]
+    together = plan_jointly(Planner(outlook(PRICES), T0, 2, None), requests, capacity_margin=0.75)
     assert together is not None and all(plan.covered for _, plan in together)
     later_s = sum(float(plan.seconds[plan.intervals >= 1].sum()) for _, plan in together)
-    assert later_s == pytest.approx(2 * HOUR)
+    assert later_s == pytest.approx(3 * HOUR)
 
 
-@pytest.mark.parametrize(("margin", "first_cheap_gpu_hours"), [(0.0, 2.0), (0.5, 1.0)])
-def test_the_margin_keeps_part_of_each_later_interval_for_jobs_to_come(margin: float,
-                                                                       first_cheap_gpu_hours: float) -> None:
+@pytest.mark.parametrize(("margin", "first_cheap_gpu_hours"), [(0.0, 2.0), (0.5, 1.0), (0.15, 2.0)])
+def test_the_margin_keeps_part_of_each_later_interval_for_jobs_to_come(
+    margin: float, first_cheap_gpu_hours: float
+) -> None:
     # Two GPUs, three 1 h jobs, the cheapest hour next: without a margin two jobs take it; with half of every
-    # later interval kept back, only one does, and the others spread over the next hours.
+    # later interval kept back, only one does, and the others spread over the next hours. A margin of less
+    # than one of the cluster's GPUs (0.15 of two) could hold no job that arrives, so none is kept.
     jobs = [job(name, hours=1, deadline_s=T0 + 4 * HOUR) for name in ("a", "b", "c")]
     requests = [PlanRequest(j, HOUR, T0 + 4 * HOUR, FLEXIBLE) for j in jobs]
     together = plan_jointly(Planner(outlook([50, 10, 20, 20]), T0, 2, None), requests, capacity_margin=margin)
