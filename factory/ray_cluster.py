@@ -217,15 +217,21 @@ def _refuse_a_dead_recorded_head() -> None:
 
     Ray would retry that address for ever; treated as "no cluster here", `factory up` starts a new
     head (whose `ray start` replaces the record) and other commands say in seconds that none runs.
+    Where exactly one Ray runs on this machine, Ray's "auto" connects to it whatever the record says,
+    so it is left to Ray.
     """
     recorded = ray_compat.recorded_local_address()
     host_port = _split_host_port(recorded) if recorded else None
-    if host_port is not None and (error := _connect_error(*host_port)) is not None:
+    if host_port is None or len(ray_compat.local_gcs_addresses()) == 1:
+        return
+    if (error := _connect_error(*host_port)) is not None:
         raise ConnectionError(f"the Ray head last started on this machine ({recorded}) is gone: {error}")
 
 
 def _split_host_port(address: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port" or "[v6 address]:port"; None if it is neither."""
     host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return (host, int(port)) if host and port.isdigit() else None
 
 

@@ -66,6 +66,19 @@ def recorded_local_address() -> str | None:
     return read_ray_address() or None
 
 
+def local_gcs_addresses() -> frozenset[str]:
+    """The GCS addresses of the Ray processes running on this machine (Ray greps `ps` for them).
+
+    `ray.init(address="auto")` connects to the only one when there is exactly one, whatever its record
+    (`recorded_local_address`) says. Falls back to none found when the helper is gone.
+    """
+    try:
+        from ray._private.services import find_gcs_addresses
+    except ImportError:
+        return frozenset()
+    return frozenset(find_gcs_addresses())
+
+
 def in_train_worker() -> bool:
     """Whether this process runs a training loop under a Ray Train v2 trainer (`ray.train` reports work)."""
     from ray.train.v2._internal.util import _in_ray_train_worker

@@ -21,6 +21,7 @@ import ray
 from ray._common.utils import get_ray_address_file
 
 from factory import ray_compat
+from factory.ray_cluster import _connect_error, _split_host_port
 from factory.store.migrations import LATEST_VERSION
 from tests.integration.conftest import (
     FACTORY_BIN,
@@ -236,13 +237,19 @@ def test_down_then_up_continues_from_durable_state(
     gone = run("status", check=False)
     assert gone.returncode == 1 and "factory up" in gone.stderr
     assert (workdir / "state" / "factory.db").is_file()
-    # A head killed rather than stopped leaves Ray's record of it: still no cluster, and no hang.
-    Path(get_ray_address_file(None)).write_text(recorded)
-    gone = run("status", check=False)
-    assert gone.returncode == 1 and "factory up" in gone.stderr
+    # A head killed rather than stopped leaves Ray's record of it: still no cluster, no hang, and `up` works.
+    record = Path(get_ray_address_file(None))
+    record.write_text(recorded)
+    try:
+        gone = run("status", check=False)
+        assert gone.returncode == 1 and "factory up" in gone.stderr
 
-    down_s = time.monotonic() - real_before_s
-    again = json_of(run("up", "--json"))
+        down_s = time.monotonic() - real_before_s
+        again = json_of(run("up", "--json"))
+    finally:  # a dead record left behind would hang every later Ray on this machine
+        host_port = _split_host_port(record.read_text().strip()) if record.exists() else None
+        if host_port is not None and _connect_error(*host_port) is not None:
+            record.unlink()
     assert again["started_local_head"] is True
     after = json_of(run("status", "--json"))
     real_elapsed_s = time.monotonic() - real_before_s

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from factory import ray_compat
+from factory.ray_cluster import _refuse_a_dead_recorded_head
 from factory.version import __version__
 from tests.support import FACTORY_BIN, clean_env
 
@@ -145,6 +147,8 @@ def test_unreachable_or_malformed_ray_address_fails_fast_with_one_line(
 
 def test_a_dead_head_still_recorded_by_ray_is_no_cluster_not_a_hang(tmp_path: Path) -> None:
     # A head killed without `ray stop` leaves Ray's record behind; Ray's own "auto" retries it for ever.
+    if ray_compat.local_gcs_addresses():
+        pytest.skip("a Ray runs on this machine: Ray's 'auto' would take it (the case below covers the rule)")
     ray_tmp = tmp_path / "raytmp"
     (ray_tmp / "ray").mkdir(parents=True)
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
@@ -153,6 +157,23 @@ def test_a_dead_head_still_recorded_by_ray_is_no_cluster_not_a_hang(tmp_path: Pa
 
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no Ray cluster is running on this machine" in result.stderr and "factory up" in result.stderr
+
+
+@pytest.mark.parametrize(("record", "gcs_processes", "refused"), [
+    ("127.0.0.1:1", frozenset(), True),  # nothing answers and no Ray runs here: no cluster
+    ("127.0.0.1:1", frozenset({"127.0.0.1:6380"}), False),  # Ray's "auto" takes the one that runs
+    (None, frozenset(), False),  # no record: Ray decides (it finds none)
+])
+def test_only_a_dead_record_ray_would_retry_is_refused(monkeypatch: pytest.MonkeyPatch, record: str | None,
+                                                       gcs_processes: frozenset[str], refused: bool) -> None:
+    monkeypatch.setattr(ray_compat, "recorded_local_address", lambda: record)
+    monkeypatch.setattr(ray_compat, "local_gcs_addresses", lambda: gcs_processes)
+    if refused:
+        with pytest.raises(ConnectionError, match="127.0.0.1:1"):
+            _refuse_a_dead_recorded_head()
+    else:
+        _refuse_a_dead_recorded_head()
+
 
 def test_dashboard_address_is_refused_with_the_right_hint(tmp_path: Path) -> None:
     result = run_factory("status", "--address", "http://127.0.0.1:8265", cwd=tmp_path)

@@ -14,7 +14,7 @@ from ray import serve
 from ray.exceptions import RaySystemError
 
 from factory import ray_compat
-from factory.ray_cluster import dashboard_url
+from factory.ray_cluster import _split_host_port, dashboard_url
 
 SOURCE = Path(__file__).resolve().parents[2]
 # `ray._private`, Train's `v2._internal`, `from ray... import _helper`, Serve's `_internal=True` flag.
@@ -49,6 +49,24 @@ def test_the_recorded_local_address_is_rays_record_of_the_last_ray_start(
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text("10.0.0.7:6379\n")
     assert ray_compat.recorded_local_address() == "10.0.0.7:6379"
+
+
+def test_the_local_gcs_addresses_are_rays_process_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray._private.services as services
+
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: frozenset({"10.0.0.7:6379"}))
+    assert ray_compat.local_gcs_addresses() == frozenset({"10.0.0.7:6379"})
+
+
+@pytest.mark.parametrize(("address", "host_port"), [
+    ("10.0.0.7:6379", ("10.0.0.7", 6379)), ("[::1]:6379", ("::1", 6379)), ("head:6379", ("head", 6379)),
+    ("6379", None), ("[::1]", None),
+])
+def test_an_address_splits_into_host_and_port_ipv6_without_brackets(
+    address: str, host_port: tuple[str, int] | None
+) -> None:
+    assert _split_host_port(address) == host_port
+
 
 def test_a_plain_process_is_neither_a_train_worker_nor_a_tune_trial() -> None:
     assert ray_compat.in_train_worker() is False
