@@ -20,10 +20,11 @@ when jobs finishing in it free them, up to its deadline), so each plan is one th
 have made for that job alone. `margin_k`: `capacity_margin` of the room free in every interval after the
 current one is kept for jobs not yet arrived (the greedy plan's `arrival_slack` does that by finishing jobs
 early); the current interval's arrivals are decided with it, so it is not held back. On a cluster where
-`capacity_margin` of its GPUs is less than one GPU, none is kept: such a margin could hold no job that
-arrives and would only push the jobs here out of their cheap hours (on two GPUs, 0.15 lost a fifth of a
-day's carbon saving with no job to come, tests/unit/test_carbon_objective.py). Kept in whole GPUs instead
-(0.15 of the free GPUs rounded down, or of the cluster's), the tuning half missed more: 1,120 and 1,121
+`capacity_margin` of its GPUs is less than one GPU, none is kept: there the margin is a fraction of one
+GPU's time, too little for most arrivals, and it pushed the jobs here out of their cheap hours (on two
+GPUs, 0.15 lost a fifth of a day's carbon saving with no job to come, tests/unit/test_carbon_objective.py).
+On a larger cluster with little free, it is a share of that little room. Kept in whole GPUs instead (0.15
+of the free GPUs rounded down, or of the cluster's), the tuning half missed more: 1,120 and 1,121
 deadlines against 1,079.
 
 Invariants:
@@ -87,8 +88,10 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
     free_now = int(planner.free_gpus_now + EPS_S)
     if free_now < 1:  # (a job may still start later in it, where another ends: the greedy plan sees that)
         return None
-    # The arrival slack gives way before the jobs here are left short, as it does in the greedy plan.
-    attempts = [(capacity_margin, True), (0.0, True), (0.0, False)]
+    # No margin on a cluster where it is under one GPU (module docstring). The arrival slack gives way before
+    # the jobs here are left short, as it does in the greedy plan.
+    margin = capacity_margin if capacity_margin * planner.total_gpus >= 1.0 else 0.0
+    attempts = [(margin, True), (0.0, True), (0.0, False)] if margin > 0 else [(0.0, True), (0.0, False)]
     program = None
     for margin, with_slack in attempts:
         if program is None or program.with_slack != with_slack:  # (a margin alone changes no column)
@@ -179,8 +182,7 @@ class _Program:
         from scipy.optimize import linprog
 
         free_gpu_s = np.maximum(0.0, self.planner.free_gpu_s)
-        if margin * self.planner.total_gpus >= 1.0:  # (under one GPU it would hold no arrival: see above)
-            free_gpu_s[1:] *= 1.0 - margin
+        free_gpu_s[1:] *= 1.0 - margin
         lower, upper = np.zeros(len(self.cost)), self.upper.copy()
         if starting is not None:
             now = self.interval == 0

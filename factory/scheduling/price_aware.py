@@ -18,15 +18,15 @@ Each decision has two parts:
    (prices past the known horizon are estimates; `forecast_shrink`, off by default, pulls them toward the
    known prices' mean: `_shrink_forecast`); so waiting for a cheap hour happens only inside a job's slack.
    Where the flexible jobs compete for room, they are planned together instead, by one linear program
-   (`joint_plan`, keeping `joint_margin` of each later interval for jobs not yet arrived), so that a cheap
-   hour goes to the job that needs it most. A running job is kept running ahead of queued ones (a queued
-   job that is not due never displaces it) and is paused only when the saving on published prices beats its
-   resume overhead by `pause_margin` (`Planner._run_or_pause`), at most `max_pauses_per_day` times a day
-   for price, never in the price interval it (re)started in (it ran on these very prices), only with
-   `pause_guard_intervals` of slack to spare after a resume past the current interval
-   (`Reservation.price_pausable`: a resume that slips one interval, its room taken by a newcomer or a gang,
-   must not make it late), and (with a resume overhead) never while the plan is short of room: a resume
-   redoes work, which late or due jobs need the GPUs for.
+   (`joint_plan`, keeping `joint_margin` of each later interval for jobs not yet arrived where that is at
+   least one of the cluster's GPUs), so that a cheap hour goes to the job that needs it most. A running job
+   is kept running ahead of queued ones (a queued job that is not due never displaces it) and is paused
+   only when the saving on published prices beats its resume overhead by `pause_margin`
+   (`Planner._run_or_pause`), at most `max_pauses_per_day` times a day for price, never in the price
+   interval it (re)started in (it ran on these very prices), only with `pause_guard_intervals` of slack to
+   spare after a resume past the current interval (`Reservation.price_pausable`: a resume that slips one
+   interval, its room taken by a newcomer or a gang, must not make it late), and (with a resume overhead)
+   never while the plan is short of room: a resume redoes work, which late or due jobs need the GPUs for.
 
 The plan counts GPUs, not nodes: a job of one worker that the free GPUs hold in total but no node does
 gets a node by moving running jobs elsewhere (`dispatch`'s `may_move`: paused and resumed elsewhere in the
@@ -93,7 +93,7 @@ PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume pas
 # tuning half chose 1.0 (bench/README.md); the reported half broke more promises with it, so it stays off.
 FORECAST_SHRINK = 0.0
 # Joint plan of the flexible jobs: share of each later interval's room kept for arrivals (none on a cluster
-# where it is under one GPU). `--tune` chose 0.15 on the tuning half; with 0 that half missed 1,169, not 1,079.
+# where it is under one GPU). `--tune` chose 0.15 on the tuning half; with 0 it missed 1,169, not 1,079.
 JOINT_MARGIN = 0.15
 DAY_S = 86400.0
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
