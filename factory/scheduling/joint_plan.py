@@ -90,8 +90,8 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
         return None
     # No margin on a cluster where it is under one GPU (module docstring). The arrival slack gives way before
     # the jobs here are left short, as it does in the greedy plan.
-    margin = capacity_margin if capacity_margin * planner.total_gpus >= 1.0 else 0.0
-    attempts = [(margin, True), (0.0, True), (0.0, False)] if margin > 0 else [(0.0, True), (0.0, False)]
+    kept = capacity_margin if capacity_margin * planner.total_gpus >= 1.0 else 0.0
+    attempts = [(kept, True), (0.0, True), (0.0, False)] if kept > 0 else [(0.0, True), (0.0, False)]
     program = None
     for margin, with_slack in attempts:
         if program is None or program.with_slack != with_slack:  # (a margin alone changes no column)

@@ -1,8 +1,9 @@
 """The real `factory` console script on user errors that happen before any Ray connection.
 
 Each case must exit with code 2 (usage/config error) and print a short message, never a traceback.
-No case here reaches a command's Ray code: a valid config plus `factory status` would probe for a
-cluster, so it is left to the integration tests.
+Only one case reaches a command's Ray code: `factory status` with a stale record of a dead local head,
+which must say in one line that no cluster runs (no cluster is started). Every other Ray path is left to
+the integration tests.
 """
 
 from __future__ import annotations
