@@ -119,7 +119,12 @@ def marker_matches_cluster(state_dir: Path) -> bool:
 
 def local_head_answers(state_dir: Path) -> bool:
     """Whether the GCS of the local head recorded in `state_dir` still accepts connections."""
-    host_port = _split_host_port(str(_read_marker(state_dir).get("gcs_address", "")))
+    return address_answers(str(_read_marker(state_dir).get("gcs_address", "")))
+
+
+def address_answers(address: str) -> bool:
+    """Whether "host:port" (or "[v6 address]:port") accepts a TCP connection; False if it is neither."""
+    host_port = _split_host_port(address)
     return host_port is not None and _connect_error(*host_port) is None
 
 

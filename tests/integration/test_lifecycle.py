@@ -21,7 +21,7 @@ import ray
 from ray._common.utils import get_ray_address_file
 
 from factory import ray_compat
-from factory.ray_cluster import _connect_error, _split_host_port
+from factory.ray_cluster import address_answers
 from factory.store.migrations import LATEST_VERSION
 from tests.integration.conftest import (
     FACTORY_BIN,
@@ -247,8 +247,7 @@ def test_down_then_up_continues_from_durable_state(
         down_s = time.monotonic() - real_before_s
         again = json_of(run("up", "--json"))
     finally:  # a dead record left behind would hang every later Ray on this machine
-        host_port = _split_host_port(record.read_text().strip()) if record.exists() else None
-        if host_port is not None and _connect_error(*host_port) is not None:
+        if record.exists() and not address_answers(record.read_text().strip()):
             record.unlink()
     assert again["started_local_head"] is True
     after = json_of(run("status", "--json"))
