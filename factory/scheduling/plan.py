@@ -23,7 +23,8 @@ Order (each job is planned in what the earlier ones left):
      the flexible ones get the cheap intervals that remain (where they compete for room, `price_aware`
      plans them together instead, by `joint_plan`, and reserves each plan with `place`). A job whose
      window other jobs already use is planned to finish `arrival_slack` x its run time early, if it can
-     (that slack is room for jobs not yet arrived), else to its deadline. A new job whose plan covers
+     (that slack is room for jobs not yet arrived), else to its deadline; a gang whose plan to its deadline
+     leaves `gang_arrival_room` of the GPUs free beside it keeps that plan. A new job whose plan covers
      its run time before its deadline is admitted feasible, otherwise it is reported infeasible at
      admission;
   3. infeasible (at-risk) jobs, and jobs whose deadline can no longer be met, as soon as possible in
@@ -53,6 +54,7 @@ from typing import NamedTuple
 import numpy as np
 
 from factory.scheduling.model import JobView, Phase, PriceOutlook, budget_array_w
+from factory.scheduling.runs import count_runs, run_bounds
 
 EPS_S = 1e-6
 MIN_SLICE_S = 1.0  # less room than this in an interval is no room (no plans of dust)
@@ -109,7 +111,7 @@ class Planner:
     def __init__(self, outlook: PriceOutlook, now_s: float, total_gpus: int,
                  power_budget_w: float | np.ndarray | None, arrival_slack: float = 0.0,
                  pause_margin: float = 0.0,
-                 max_pauses_per_day: int = 10**9) -> None:
+                 max_pauses_per_day: int = 10**9, gang_arrival_room: float = 1.0) -> None:
         self.outlook = outlook
         starts = np.asarray(outlook.starts_s, dtype=float)
         self.effective_start_s = np.maximum(starts, now_s)
@@ -126,7 +128,7 @@ class Planner:
         # The first interval where a job planned so far holds GPU-seconds (len: none), kept by `reserve`:
         # `free_gpu_s < capacity_gpu_s - EPS_S` there and nowhere before it.
         self.first_shared = len(starts)
-        self.arrival_slack = arrival_slack
+        self.arrival_slack, self.gang_arrival_room = arrival_slack, gang_arrival_room
         self.pause_margin = pause_margin
         self.max_pauses_per_day = max_pauses_per_day
         self.intervals = np.arange(len(starts))
@@ -363,12 +365,9 @@ class Planner:
             return JobPlan(job.job_id, np.empty(0, dtype=np.int64), True, 0.0)
         plan = None
         if self.arrival_slack > 0 and (request.tier == RUNNING or request.tier == FLEXIBLE):
-            slack_s = self.arrival_slack * request.needed_s
-            early_s = request.deadline_s - slack_s
+            early_s = request.deadline_s - self.arrival_slack * request.needed_s
             if early_s >= self.effective_start_s[0] + request.needed_s and self._shared_before(early_s):
-                plan = self._choose(request._replace(deadline_s=early_s))
-                if not plan.covered:  # the slack cannot be kept: plan to the deadline itself
-                    plan = None
+                plan = self._with_arrival_slack(request, early_s)
         if plan is None:
             plan = self._choose(request)
         return self.place(request, plan, may_start_now)
@@ -394,6 +393,21 @@ class Planner:
         """Whether any job planned so far uses GPUs before `deadline_s`."""
         return self.first_shared < int(self.effective_start_s.searchsorted(deadline_s))
 
+    def _with_arrival_slack(self, request: PlanRequest, early_s: float) -> JobPlan | None:
+        """The plan to `early_s`, room for jobs not yet arrived; None where that cannot cover the run time.
+
+        A gang's plan to its deadline is kept instead where it leaves at least `gang_arrival_room` of the
+        cluster's GPUs free beside it in every interval: arrivals find room there without the slack.
+        """
+        job, to_deadline = request.job, None
+        if job.num_gpus > 1 and self.gang_arrival_room < 1.0:
+            to_deadline = self._choose(request)
+            free = self.free_gpus_at_start[to_deadline.intervals] - job.num_gpus
+            if len(free) and float(free.min()) >= self.gang_arrival_room * self.total_gpus:
+                return to_deadline
+        early = self._choose(request._replace(deadline_s=early_s))
+        return early if early.covered else to_deadline
+
     def _choose(self, request: PlanRequest) -> JobPlan:
         """The plan `request`'s tier calls for, in the room left; reserves nothing."""
         job = request.job
@@ -417,7 +431,7 @@ class Planner:
                 # never start a job that would have waited, and a long queue's waiting jobs skip the cost.)
                 plan = self.within_runs(job, plan, request.needed_s, request.deadline_s,
                                         self.pauses_left(job, request.deadline_s) + 1) or plan
-                if request.resume_s > 0 and _runs(plan.intervals) > 1:
+                if request.resume_s > 0 and count_runs(plan.intervals) > 1:
                     plan = self._fewer_runs(request, plan)
         return plan
 
@@ -432,12 +446,12 @@ class Planner:
         """
         job = request.job
         run_cost = request.resume_s * _mean_price(plan) * (1.0 + self.pause_margin)
-        best, best_cost = plan, plan.cost_index + (_runs(plan.intervals) - 1) * run_cost
-        for runs in range(_runs(plan.intervals) - 1, 0, -1):
+        best, best_cost = plan, plan.cost_index + (count_runs(plan.intervals) - 1) * run_cost
+        for runs in range(count_runs(plan.intervals) - 1, 0, -1):
             fewer = self.within_runs(job, plan, request.needed_s, request.deadline_s, runs)
             if fewer is None or not fewer.covered:
                 break
-            cost = fewer.cost_index + (_runs(fewer.intervals) - 1) * run_cost
+            cost = fewer.cost_index + (count_runs(fewer.intervals) - 1) * run_cost
             if cost <= best_cost + EPS_S:
                 best, best_cost = fewer, cost
         return best
@@ -487,7 +501,7 @@ class Planner:
         resume_cost = overhead_s * _mean_price(keep)
         # The paused plan pays a resume for each of its runs (its first is in `pause_option_s` already); the
         # kept plan's later runs are not charged theirs, which leans towards keeping a job running.
-        paused_cost = paused.cost_index + (_runs(paused.intervals) - 1) * resume_cost
+        paused_cost = paused.cost_index + (count_runs(paused.intervals) - 1) * resume_cost
         return paused if keep.cost_index - paused_cost > self.pause_margin * resume_cost + EPS_S else keep
 
     def pauses_left(self, job: JobView, deadline_s: float) -> int:
@@ -513,7 +527,7 @@ class Planner:
         One run is the exact cheapest unbroken run (`contiguous`, from now with `keep_now`).
         """
         intervals = plan.intervals
-        runs = _runs(intervals)
+        runs = count_runs(intervals)
         if runs <= max_runs or not plan.covered or plan.seconds is None:
             return plan
         if max_runs < 1:
@@ -530,7 +544,7 @@ class Planner:
         price = self.price[span]
         marginal = float(price[chosen].max())
         # Gaps between runs: [start, end) positions in `span`, and what filling each costs over the marginal.
-        left, right = _run_bounds(chosen)
+        left, right = run_bounds(chosen)
         gap_starts, gap_ends = np.array(right[:-1]) + 1, np.array(left[1:])
         full = room >= usable - EPS_S
         full_before = np.concatenate([[0], np.cumsum(~full)])
@@ -545,7 +559,7 @@ class Planner:
         seconds = np.where(chosen, room, 0.0)
         # Trim the excess from the run ends, dearest first, whole intervals only.
         excess_s = float(seconds.sum()) - needed_s
-        left, right = _run_bounds(chosen)
+        left, right = run_bounds(chosen)
         ends = [(-price[i], i, side) for lo, hi in zip(left, right, strict=True) for i, side in ((lo, -1), (hi, 1))]
         heapq.heapify(ends)
         while ends and excess_s > EPS_S:
@@ -577,19 +591,3 @@ def _mean_price(plan: JobPlan) -> float:
     """The plan's mean price over its run time (absolute: a resume costs energy even at negative prices)."""
     seconds = plan.seconds if plan.seconds is not None else np.ones(1)
     return abs(plan.cost_index) / max(float(np.sum(seconds)), EPS_S)
-
-
-def _run_bounds(chosen: np.ndarray) -> tuple[list[int], list[int]]:
-    """First and last positions of each run of True in `chosen`."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], chosen.astype(np.int8), [0]])))
-    return edges[0::2].tolist(), (edges[1::2] - 1).tolist()
-
-
-def _runs(intervals: np.ndarray) -> int:
-    """Unbroken runs of consecutive intervals in a plan (each one after the first is a pause and a resume)."""
-    count = len(intervals)
-    if not count:
-        return 0
-    if int(intervals[-1]) - int(intervals[0]) + 1 == count:  # ascending and distinct: one unbroken run
-        return 1
-    return 1 + int(((intervals[1:] - intervals[:-1]) > 1).sum())

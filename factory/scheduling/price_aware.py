@@ -86,6 +86,7 @@ FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every dec
 # bench/scheduler_matrix.py, which reports on 2016-2018, ERCOT and CAISO); see bench/README.md.
 ARRIVAL_SLACK = 0.2     # price plan: finish this fraction of the run time early when sharing a window
 RESERVE_MARGIN = 0.05   # reservation plan: the same, for the latest safe starts
+GANG_ARRIVAL_ROOM = 0.3  # a gang keeps no arrival slack where this share of the GPUs stays free beside it
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
 PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume past the current interval
@@ -112,6 +113,7 @@ class PriceAwarePolicy:
 
     no_deadline_window_s: float = DAY_S
     arrival_slack: float = ARRIVAL_SLACK
+    gang_arrival_room: float = GANG_ARRIVAL_ROOM  # 1: a gang keeps the arrival slack wherever it applies
     reserve_margin: float = RESERVE_MARGIN
     pause_margin: float = PAUSE_MARGIN
     max_pauses_per_day: int = MAX_PAUSES_PER_DAY
@@ -125,9 +127,9 @@ class PriceAwarePolicy:
         if self.joint_margin is not None and not 0.0 <= self.joint_margin < 1.0:  # also refuses NaN
             raise FactoryError(f"joint_margin must be at least 0 and below 1 (the share of each later "
                                f"interval kept for jobs not yet arrived), or None, got {self.joint_margin}")
-        if not 0.0 <= self.forecast_shrink <= 1.0:  # also refuses NaN
-            raise FactoryError(f"forecast_shrink must be between 0 and 1 (0: estimates as forecast, 1: the "
-                               f"known mean), got {self.forecast_shrink}")
+        for name in ("forecast_shrink", "gang_arrival_room"):
+            if not 0.0 <= getattr(self, name) <= 1.0:  # also refuses NaN
+                raise FactoryError(f"{name} must be between 0 and 1 (a share), got {getattr(self, name)}")
 
     @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:
@@ -348,9 +350,13 @@ class PriceAwarePolicy:
         else:
             borrowing = set()
         outlook_end_s = snapshot.prices.end_s
+        # While the promises are pressed (a job is short of room, or must start now), every margin is kept,
+        # and least laxity first keeps the tightest flexible jobs ahead (the joint plan missed more there,
+        # and gangs without their slack broke more promises: bench/README.md).
+        pressed = bool(promise.short or promise.urgent)
         planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus,
-                          snapshot.budget_per_interval_w(),
-                          self.arrival_slack, self.pause_margin, self.max_pauses_per_day)
+                          snapshot.budget_per_interval_w(), self.arrival_slack, self.pause_margin,
+                          self.max_pauses_per_day, 1.0 if pressed else self.gang_arrival_room)
         ordered = [requests[i] for i in sorted(range(len(requests)), key=keys.__getitem__)]
         plans: dict[str, JobPlan] = {}
         early_starts = promise.early_starts
@@ -358,9 +364,6 @@ class PriceAwarePolicy:
         # what the cluster will do (`joint_plan`): after every other job, in the order it starts them.
         flexible = [] if snapshot.quotas or self.joint_margin is None or len(ordered) > FULL_PLAN_JOBS else \
             [r for r in ordered if r.tier == FLEXIBLE]
-        # While the promises are pressed (a job is short of room, or must start now), least laxity first keeps
-        # the tightest flexible jobs ahead: measured on the tuning half, the joint plan missed more there.
-        pressed = bool(promise.short or promise.urgent)
         joint = not pressed and joint_applies(planner, flexible, snapshot.preempt_overhead_s)
         if joint:
             ordered = [r for r in ordered if r.tier != FLEXIBLE]

@@ -380,17 +380,18 @@ def test_a_job_with_one_pause_left_takes_the_cheapest_plan_that_needs_no_more() 
 
 
 def test_a_plan_in_fewer_runs_covers_the_work_in_at_most_that_many_runs() -> None:
-    from factory.scheduling.plan import Planner, _runs
+    from factory.scheduling.plan import Planner
+    from factory.scheduling.runs import count_runs
     from tests.unit.test_scheduling_policies import outlook
 
     prices = [30, 10, 40, 10, 40, 10, 60, 10, 40, 10, 90, 90]
     planner = Planner(outlook(prices, T0), T0, 1, None)
     train = job("train", hours=5)
     scattered = planner.cheapest(train, 5 * HOUR, T0 + 12 * HOUR)
-    assert _runs(scattered.intervals) == 5
+    assert count_runs(scattered.intervals) == 5
     for runs in (1, 2, 3):
         plan = planner.within_runs(train, scattered, 5 * HOUR, T0 + 12 * HOUR, runs)
-        assert plan is not None and plan.covered and _runs(plan.intervals) <= runs
+        assert plan is not None and plan.covered and count_runs(plan.intervals) <= runs
         assert float(plan.seconds.sum()) == 5 * HOUR and plan.cost_index >= scattered.cost_index
         assert int(plan.intervals[-1]) < 10  # never into the 90/MWh hours
 

@@ -514,10 +514,11 @@ def test_shrinking_moves_only_the_estimates_and_leaves_the_callers_outlook_alone
         assert _shrink_forecast(whole, 1.0) is whole
 
 
-@pytest.mark.parametrize("shrink", [-0.1, 1.5, float("nan")])
-def test_a_forecast_shrink_outside_zero_to_one_is_refused(shrink: float) -> None:
-    with pytest.raises(FactoryError, match="forecast_shrink"):
-        PriceAwarePolicy(forecast_shrink=shrink)
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+@pytest.mark.parametrize("name", ["forecast_shrink", "gang_arrival_room"])
+def test_a_share_outside_zero_to_one_is_refused(name: str, share: float) -> None:
+    with pytest.raises(FactoryError, match=f"{name} must be between 0 and 1"):
+        PriceAwarePolicy(**{name: share})
 
 
 def test_a_decision_just_before_a_price_boundary_does_not_pause_running_jobs() -> None:
