@@ -24,7 +24,8 @@ Order (each job is planned in what the earlier ones left):
      plans them together instead, by `joint_plan`, and reserves each plan with `place`). A job whose
      window other jobs already use is planned to finish `arrival_slack` x its run time early, if it can
      (that slack is room for jobs not yet arrived), else to its deadline; a gang whose plan to its deadline
-     leaves `gang_arrival_room` of the GPUs free beside it keeps that plan. A new job whose plan covers
+     leaves `gang_arrival_room` of the GPUs free beside it in every interval of that plan keeps that plan
+     (`price_aware` passes 1, the slack always, while a promise is pressed). A new job whose plan covers
      its run time before its deadline is admitted feasible, otherwise it is reported infeasible at
      admission;
   3. infeasible (at-risk) jobs, and jobs whose deadline can no longer be met, as soon as possible in
@@ -394,13 +395,15 @@ class Planner:
         return self.first_shared < int(self.effective_start_s.searchsorted(deadline_s))
 
     def _with_arrival_slack(self, request: PlanRequest, early_s: float) -> JobPlan | None:
-        """The plan to `early_s`, room for jobs not yet arrived; None where that cannot cover the run time.
+        """The plan to `early_s`, room for jobs not yet arrived; where that cannot cover the run time, None
+        (for a gang, its plan to the deadline, already made).
 
         A gang's plan to its deadline is kept instead where it leaves at least `gang_arrival_room` of the
-        cluster's GPUs free beside it in every interval: arrivals find room there without the slack.
+        cluster's GPUs free beside it at the start of every interval it uses, among the jobs planned so far:
+        arrivals find room there without the slack. Not under a power budget (free GPUs may lack the watts).
         """
         job, to_deadline = request.job, None
-        if job.num_gpus > 1 and self.gang_arrival_room < 1.0:
+        if job.num_gpus > 1 and self.gang_arrival_room < 1.0 and self.power_budget_w is None:
             to_deadline = self._choose(request)
             free = self.free_gpus_at_start[to_deadline.intervals] - job.num_gpus
             if len(free) and float(free.min()) >= self.gang_arrival_room * self.total_gpus:

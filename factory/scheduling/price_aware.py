@@ -86,7 +86,7 @@ FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every dec
 # bench/scheduler_matrix.py, which reports on 2016-2018, ERCOT and CAISO); see bench/README.md.
 ARRIVAL_SLACK = 0.2     # price plan: finish this fraction of the run time early when sharing a window
 RESERVE_MARGIN = 0.05   # reservation plan: the same, for the latest safe starts
-GANG_ARRIVAL_ROOM = 0.3  # a gang keeps no arrival slack where this share of the GPUs stays free beside it
+GANG_ARRIVAL_ROOM = 0.3  # a gang keeps no slack where this share of GPUs stays free beside it (1: always)
 PAUSE_MARGIN = 0.5      # a pause must save this many times its resume overhead's cost, beyond paying it
 MAX_PAUSES_PER_DAY = 3  # price pauses of one job in any 24 h
 PAUSE_GUARD_INTERVALS = 1.0  # slack a price pause must leave after a resume past the current interval
@@ -350,9 +350,9 @@ class PriceAwarePolicy:
         else:
             borrowing = set()
         outlook_end_s = snapshot.prices.end_s
-        # While the promises are pressed (a job is short of room, or must start now), every margin is kept,
-        # and least laxity first keeps the tightest flexible jobs ahead (the joint plan missed more there,
-        # and gangs without their slack broke more promises: bench/README.md).
+        # While the promises are pressed (a job is short of room, or must start now), gangs keep their arrival
+        # slack too (without it they broke more promises) and the flexible jobs are planned one by one, least
+        # laxity first, the tightest ahead (the joint plan missed more there): bench/README.md.
         pressed = bool(promise.short or promise.urgent)
         planner = Planner(snapshot.prices, snapshot.now_s, snapshot.total_gpus,
                           snapshot.budget_per_interval_w(), self.arrival_slack, self.pause_margin,

@@ -1,4 +1,5 @@
-"""Unbroken runs of consecutive intervals in a plan: each run after the first is a pause and a resume."""
+"""Runs in a plan: of True in a mask of intervals, or of consecutive intervals (each run after the first
+is a pause and a resume)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def run_bounds(chosen: np.ndarray) -> tuple[list[int], list[int]]:
 
 
 def count_runs(intervals: np.ndarray) -> int:
-    """Unbroken runs of consecutive intervals in a plan (ascending and distinct)."""
+    """Unbroken runs of consecutive intervals in `intervals`, which must ascend and be distinct."""
     count = len(intervals)
     if not count:
         return 0

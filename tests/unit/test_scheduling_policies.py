@@ -514,6 +514,22 @@ def test_shrinking_moves_only_the_estimates_and_leaves_the_callers_outlook_alone
         assert _shrink_forecast(whole, 1.0) is whole
 
 
+@pytest.mark.parametrize("pressed", [False, True])
+def test_gangs_with_room_beside_them_wait_without_slack_unless_a_promise_is_pressed(pressed: bool) -> None:
+    # Two 2-GPU jobs on 16 GPUs, due in 8 h, prices falling for 10 h: the cheapest 4 h start at T0 + 4 h.
+    # Twelve GPUs stay free beside them, so neither keeps the arrival slack. A job that must start now
+    # presses the promises: then both keep it and plan to finish 0.8 h early, from T0 + 3 h.
+    prices = [100.0 - 10 * h for h in range(10)] + [0.0] * 38
+    jobs = [job(f"gang{i}", gpus=2, hours=4, deadline_s=T0 + 8 * HOUR, admitted=True) for i in range(2)]
+    if pressed:
+        jobs.append(job("due-now", hours=1, deadline_s=T0 + HOUR, admitted=True))
+    decisions = PriceAwarePolicy().decide(snapshot(jobs, prices, nodes={"n0": 16}))
+    waits = {wait.job_id: wait.detail for wait in decisions.waits}
+    start_s = T0 + (3 if pressed else 4) * HOUR
+    assert all(waits[f"gang{i}"].startswith(f"cheap window at {utc_label(start_s)};") for i in range(2))
+    assert ("due-now" in started(decisions)) is pressed
+
+
 @pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
 @pytest.mark.parametrize("name", ["forecast_shrink", "gang_arrival_room"])
 def test_a_share_outside_zero_to_one_is_refused(name: str, share: float) -> None:

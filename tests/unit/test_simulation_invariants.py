@@ -513,17 +513,18 @@ def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_dea
         assert min(outcome.first_start_s[:2]) >= T0 + 3 * HOUR
 
 
-@pytest.mark.parametrize(("cluster_gpus", "job_gpus", "slack_kept"),
-                         [(4, 2, True), (16, 2, False), (16, 1, True)])
+@pytest.mark.parametrize(("cluster_gpus", "job_gpus", "budget_w", "slack_kept"),
+                         [(4, 2, None, True), (16, 2, None, False), (16, 1, None, True), (16, 2, 1e7, True)])
 def test_a_gang_keeps_the_arrival_slack_only_where_its_cheap_hours_leave_arrivals_too_little_room(
-        cluster_gpus: int, job_gpus: int, slack_kept: bool) -> None:
+        cluster_gpus: int, job_gpus: int, budget_w: float | None, slack_kept: bool) -> None:
     # The slack test above with wider jobs. On four GPUs the two 2-GPU jobs fill the cluster in their
     # cheapest hours, so a newcomer needs the slack: the first job starts an hour early. On sixteen, twelve
     # GPUs stay free beside them (more than `gang_arrival_room` of the cluster): the first job waits for the
     # cheapest four hours, as without any slack, and the newcomer still finds room at once. One-GPU jobs
-    # keep the slack wherever their window is shared (measured: bench/README.md).
+    # keep the slack wherever their window is shared (measured: bench/README.md), and so does every job under
+    # a power budget (free GPUs may lack the watts an arrival needs).
     falling = IntervalSeries(T0, HOUR, np.array([100.0 - 10 * h for h in range(10)] + [0.0] * 38))
-    scenario = scenario_of(Cluster({"node-0": cluster_gpus}), job_trace(
+    scenario = scenario_of(Cluster({"node-0": cluster_gpus}, power_budget_w=budget_w), job_trace(
         [(0.0, 4 * HOUR, job_gpus, 8 * HOUR, True), (0.0, 4 * HOUR, job_gpus, 8 * HOUR, True),
          (5 * HOUR, 1800.0, job_gpus, HOUR, True)]), falling)
 
