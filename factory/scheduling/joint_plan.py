@@ -13,7 +13,15 @@ in what the jobs planned before them left:
     minimise   sum_jk (price[k] + TIE * P * k * urgency[j]) * draw_w[j] * x[j,k]
                + PENALTY * P * sum_j draw_w[j] * u[j]
 
-(P: the dearest price's magnitude; urgency[j] = interval_s / max(interval_s, laxity[j]).)
+(P: the dearest price's magnitude; urgency[j] = interval_s / max(interval_s, laxity[j]).) A job with a
+resume overhead o[j] (`PlanRequest.resume_s`) pays for each run after its first in redone run time, by the
+rows the offline optimum has for it (`simulation.optimum`): with y[j,k] = x[j,k] / usable_s[k],
+
+    rise       r[j,k] >= y[j,k] - y[j,k-1],  r >= 0       (y[j,k-1] = 0 where j has no room in k-1)
+    resumes    z[j] >= sum_k r[j,k] - 1,  z >= 0
+    demand     sum_k x[j,k] + u[j] = needed_s[j] + o[j] * z[j]              (in place of the above)
+
+so a job splits its run only where the cheap hours beat the dearer ones between them by its resume.
 
 `room[j,k]` is the planner's own (`Planner.room_before`: the job's GPUs free at the interval's start, or from
 when jobs finishing in it free them, up to its deadline), so each plan is one the greedy planner could
@@ -31,7 +39,7 @@ Invariants:
   * Used only where the program says what the cluster will do (`joint_applies`): at most `MAX_JOBS` jobs,
     each of one GPU (a wider job needs its GPUs at once, on nodes, which GPU-seconds do not see: measured on
     the tuning half, planning gangs this way broke promises), preemptible (the program may split a job's
-    run time anywhere), without a resume overhead (the program charges none); no power budget, no quotas;
+    run time, each resume charged), with a finite resume overhead; no power budget, no quotas;
     and (`price_aware`'s rule) no promise pressed: while a job is short of room or due now, least laxity
     first keeps the tightest jobs ahead (measured on the tuning half: the joint plan missed more there).
     Elsewhere, and where the jobs do not compete for room (each one's cheapest intervals are then the best
@@ -49,10 +57,14 @@ Invariants:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from factory.scheduling.plan import EPS_S, MIN_DRAW_W, MIN_SLICE_S, JobPlan, Planner, PlanRequest
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 MAX_JOBS = 200  # flexible jobs in one program (beyond it the greedy plan: the decision time's bound)
 PENALTY = 1e4   # per watt-second of work left unplanned, in units of the dearest price's
@@ -66,7 +78,7 @@ def joint_applies(planner: Planner, requests: list[PlanRequest], default_overhea
     """
     return 0 < len(requests) <= MAX_JOBS and planner.power_budget_w is None and all(
         r.job.num_gpus == 1 and r.job.preemptible and not r.held_unbroken and
-        r.job.overhead_s(default_overhead_s) <= 0 for r in requests)
+        0 <= r.job.overhead_s(default_overhead_s) < math.inf for r in requests)
 
 
 def plan_jointly(planner: Planner, requests: list[PlanRequest],
@@ -139,6 +151,9 @@ class _Program:
         in_interval_order = np.argsort(planner.order)  # `room_before` answers in price order
         demand_rows, capacity_rows, gpus, upper, cost, owner, interval = [], [], [], [], [], [], []
         self.laxity_s = [r.deadline_s - now_s - r.needed_s for r in requests]
+        # Each run after a job's first costs its resume (`PlanRequest.resume_s`), as the offline optimum
+        # charges it (`simulation.optimum`): a rise per interval, the resumes they count, redone run time.
+        rises: list[tuple[int, int, int | None, int]] = []  # (job, its column, the previous interval's, k)
         for j, request in enumerate(requests):
             job = request.job
             deadline_s = request.deadline_s
@@ -148,7 +163,12 @@ class _Program:
             room_s = planner.room_before(job, deadline_s)[0][in_interval_order]
             draw = max(job.draw_w, MIN_DRAW_W) / price_scale  # (a job drawing nothing still wants its work)
             urgency = scale / max(scale, self.laxity_s[j])
+            previous = None  # (column, interval) of the job's last column
             for k in np.flatnonzero(room_s > EPS_S).tolist():
+                if request.resume_s > 0:
+                    before = previous[0] if previous is not None and previous[1] == k - 1 else None
+                    rises.append((j, len(cost), before, k))
+                previous = (len(cost), k)
                 demand_rows.append(j)
                 capacity_rows.append(k)
                 gpus.append(job.num_gpus)
@@ -164,7 +184,7 @@ class _Program:
             cost.append(PENALTY * draw * price_scale)
             owner.append(j)
             interval.append(-1)
-        count = len(cost)
+        self.columns = count = len(cost)
         columns = np.arange(count)
         self.owner, self.interval = np.array(owner), np.array(interval)
         self.unplanned = self.interval < 0
@@ -175,6 +195,7 @@ class _Program:
         self.demand = sparse.csr_matrix((np.ones(count), (demand_rows, columns)),
                                         shape=(len(requests), count))
         self.needed_s = np.array([r.needed_s for r in requests])
+        self.resumes = _resume_rows(rises, requests, usable, scale, count) if rises else None
 
     def solve(self, margin: float, starting: list[int] | None = None) -> np.ndarray | None:
         """Seconds of each column (None if the solver fails); `starting`: jobs that run all of now they can,
@@ -190,10 +211,15 @@ class _Program:
             for j in starting:
                 column = np.flatnonzero(now & (self.owner == j))
                 lower[column] = min(float(upper[column[0]]), float(self.needed_s[j]))
-        result = linprog(self.cost, A_ub=self.capacity, b_ub=free_gpu_s / self.scale, A_eq=self.demand,
-                         b_eq=self.needed_s / self.scale,
-                         bounds=np.column_stack([lower, upper]) / self.scale, method="highs")
-        return result.x * self.scale if result.status == 0 else None
+        cost, a_ub, b_ub, a_eq = self.cost, self.capacity, free_gpu_s / self.scale, self.demand
+        bounds = np.column_stack([lower, upper]) / self.scale
+        if self.resumes is not None:  # rises and resumes: free in themselves, their redone run time costs
+            a_ub, b_ub, a_eq, extra = self.resumes.extend(a_ub, b_ub, a_eq)
+            cost = np.concatenate([cost, np.zeros(extra)])
+            bounds = np.vstack([bounds, np.column_stack([np.zeros(extra), np.full(extra, np.inf)])])
+        result = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=self.needed_s / self.scale,
+                         bounds=bounds, method="highs")
+        return result.x[:self.columns] * self.scale if result.status == 0 else None
 
     def all_planned(self, seconds: np.ndarray) -> bool:
         return not (seconds[self.unplanned] > MIN_SLICE_S).any()
@@ -212,6 +238,58 @@ class _Program:
         covered = float(used_s.sum()) >= self.needed_s[j] - MIN_SLICE_S
         return JobPlan(self.requests[j].job.job_id, intervals.astype(np.int64), covered,
                        float(self.planner.price[intervals] @ used_s), seconds=used_s)
+
+
+class _ResumeRows:
+    """The rows and columns that charge resumes (`simulation.optimum`'s rise and resume rows), for the jobs
+    with a resume overhead: a rise r >= y[k] - y[k-1] per column (y: the share of the interval's usable time
+    the job runs; y[-1] = 0 where the job has no column for the interval before), resumes z >= sum r - 1 per
+    job, and its demand grows by its overhead for each resume. Columns after the program's own: r, then z.
+    """
+
+    def __init__(self, rise: sparse.csr_matrix, resume: sparse.csr_matrix, demand: sparse.csr_matrix,
+                 extra: int) -> None:
+        self.rise, self.resume, self.demand, self.extra = rise, resume, demand, extra
+
+    def extend(self, a_ub, b_ub: np.ndarray, a_eq) -> tuple:
+        from scipy import sparse
+
+        a_ub = sparse.vstack([sparse.hstack([a_ub, sparse.csr_matrix((a_ub.shape[0], self.extra))]),
+                              self.rise, self.resume]).tocsr()
+        b_ub = np.concatenate([b_ub, np.zeros(self.rise.shape[0]), np.ones(self.resume.shape[0])])
+        a_eq = sparse.hstack([a_eq, self.demand]).tocsr()
+        return a_ub, b_ub, a_eq, self.extra
+
+
+def _resume_rows(rises: list[tuple[int, int, int | None, int]], requests: list[PlanRequest],
+                 usable_s: np.ndarray, scale: float, count: int) -> _ResumeRows:
+    """`_ResumeRows` for `rises`: (job, column, the column of the interval before or None, interval)."""
+    from scipy import sparse
+
+    jobs = sorted({j for j, _, _, _ in rises})
+    row_of = {j: i for i, j in enumerate(jobs)}
+    z_of = {j: count + len(rises) + i for i, j in enumerate(jobs)}
+    width = count + len(rises) + len(jobs)
+    # Variables are seconds / `scale`; a share of interval k's usable time is that x scale / usable_s[k].
+    share = scale / np.maximum(usable_s, MIN_SLICE_S)
+    rows, cols, values = [], [], []
+    for row, (_, column, before, k) in enumerate(rises):
+        rows += [row, row]
+        cols += [column, count + row]
+        values += [float(share[k]), -1.0]
+        if before is not None:
+            rows.append(row)
+            cols.append(before)
+            values.append(-float(share[k - 1]))
+    rise = sparse.csr_matrix((values, (rows, cols)), shape=(len(rises), width))
+    rows = [row_of[j] for j, _, _, _ in rises] + list(range(len(jobs)))
+    cols = [count + i for i in range(len(rises))] + [z_of[j] for j in jobs]
+    resume = sparse.csr_matrix(([1.0] * len(rises) + [-1.0] * len(jobs), (rows, cols)),
+                               shape=(len(jobs), width))
+    demand = sparse.csr_matrix(([-requests[j].resume_s / scale for j in jobs],
+                                (jobs, [z_of[j] - count for j in jobs])),
+                               shape=(len(requests), width - count))
+    return _ResumeRows(rise, resume, demand, width - count)
 
 
 def _whole_now(share_now: np.ndarray, starting: list[int]) -> bool:

@@ -8,6 +8,7 @@ first, "short" takes the first cheap hour beside "now" and "long" is left the de
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -103,6 +104,22 @@ def test_no_more_jobs_start_now_than_there_are_free_gpus_and_each_runs_through_t
     assert planner.free_gpus_now == 0
 
 
+@pytest.mark.parametrize(("resume_h", "flexible_hours"), [(0.0, [1, 3]), (0.25, [1, 3, 4]), (1.0, [3, 4])])
+def test_each_resume_is_charged_its_redone_run_time(resume_h: float, flexible_hours: list[int]) -> None:
+    # One GPU; "now" takes the first hour. "flexible" (2 h) has cheap hours 1 and 3 with a dear one between.
+    # Split there, it pays one resume: redone in hour 4, the next cheapest it has room in. A quarter-hour
+    # resume (10 + 10 + 7.5) still beats the cheapest unbroken run, hours 3-4 (10 + 30); an hour's does not.
+    now = job("now", hours=1, deadline_s=T0 + HOUR)
+    flexible = job("flexible", hours=2, deadline_s=T0 + 5 * HOUR)
+    requests = [PlanRequest(now, HOUR, T0 + HOUR, FLEXIBLE, resume_s=resume_h * HOUR),
+                PlanRequest(flexible, 2 * HOUR, T0 + 5 * HOUR, FLEXIBLE, resume_s=resume_h * HOUR)]
+    planner = Planner(outlook([10, 10, 60, 10, 30]), T0, 1, None)
+    together = {r.job.job_id: plan for r, plan in plan_jointly(planner, requests, capacity_margin=0.0) or []}
+    plan = together["flexible"]
+    assert plan.intervals.tolist() == flexible_hours and plan.covered
+    assert float(plan.seconds.sum()) == pytest.approx((2 + resume_h * (len(flexible_hours) > 2)) * HOUR)
+
+
 def test_when_the_jobs_do_not_fit_the_greedy_plan_decides_who_is_left_short() -> None:
     crowded = [*_requests(), PlanRequest(job("more", hours=3, deadline_s=T0 + 3 * HOUR), 3 * HOUR,
                                          T0 + 3 * HOUR, FLEXIBLE)]
@@ -139,14 +156,15 @@ def test_a_joint_margin_outside_zero_to_one_is_refused(margin: float) -> None:
         PriceAwarePolicy(joint_margin=margin)
 
 
-@pytest.mark.parametrize("change", ["resume overhead", "not preemptible", "several GPUs", "power budget",
-                                    "too many jobs"])
+@pytest.mark.parametrize("change", ["resume never paid back", "not preemptible", "several GPUs",
+                                    "power budget", "too many jobs"])
 def test_jobs_are_planned_one_by_one_where_the_program_cannot_say_what_the_cluster_does(change: str) -> None:
     requests = _requests()
     planner = Planner(outlook(PRICES), T0, 2, None)
     assert joint_applies(planner, requests, default_overhead_s=0.0)
-    if change == "resume overhead":
-        assert not joint_applies(planner, requests, default_overhead_s=600.0)
+    assert joint_applies(planner, requests, default_overhead_s=600.0)  # each resume charged its run time
+    if change == "resume never paid back":
+        assert not joint_applies(planner, requests, default_overhead_s=math.inf)
     elif change == "not preemptible":
         requests[2] = requests[2]._replace(job=replace(requests[2].job, preemptible=False))
         assert not joint_applies(planner, requests, default_overhead_s=0.0)

@@ -531,11 +531,12 @@ def test_a_job_without_room_to_resume_after_an_early_start_waits_for_its_reserva
     # reservation plan books it, and "j0" (3 h, due at 6:00) from 3:00. The price plan would run "j0" now:
     # "j1" would pause it at 1:00, and it would resume at 3:00 with 2 h left plus a 2 h resume, ending at
     # 7:00, past its deadline. It waits for its reservation instead, told why (found by a seeded search).
+    # (Planned one by one: planned together, with each resume charged, "j0" is never planned to start now.)
     jobs = [job("j0", hours=3, deadline_s=T0 + 6 * HOUR, admitted=True),
             job("j1", hours=2, deadline_s=T0 + 4 * HOUR, admitted=True)]
     snap = replace(snapshot(jobs, [50, 5, -20, 10, 50, 50, -20, -20], nodes={"n0": 1}),
                    preempt_overhead_s=2 * HOUR)
-    decisions = PriceAwarePolicy().decide(snap)
+    decisions = PriceAwarePolicy(joint_margin=None).decide(snap)
     assert started(decisions) == {}
     assert waiting(decisions) == {"j0": WaitReason.CAPACITY, "j1": WaitReason.PRICE}
     assert detail(decisions, "j0").startswith("run now, it could be paused for a job due before its "
@@ -551,6 +552,9 @@ def test_a_job_too_short_to_pause_by_the_time_its_room_is_promised_does_not_star
             job("d", hours=1, deadline_s=T0 + 3 * HOUR, admitted=True)]
     snap = replace(snapshot(jobs, [10, 10, 5, 100, 100, 100, 100, 50], nodes={"n0": 1}),
                    preempt_overhead_s=HOUR)
-    decisions = PriceAwarePolicy().decide(snap)
+    # Planned together, each resume charged, "d" runs now and "f" unbroken after it, from 1:00, before the
+    # dear hours; planned one by one (below), "d" waits for the cheapest hour, and "f" with it.
+    assert started(PriceAwarePolicy().decide(snap)) == {"d": (("n0", 1),)}
+    decisions = PriceAwarePolicy(joint_margin=None).decide(snap)
     assert started(decisions) == {}
     assert detail(decisions, "f").startswith("an unbroken run from now would take GPUs promised")
