@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from factory.scheduling.plan import EPS_S, MIN_DRAW_W, MIN_SLICE_S, JobPlan, Planner, PlanRequest
+from factory.scheduling.runs import count_runs
 
 if TYPE_CHECKING:
     from scipy import sparse
@@ -129,11 +130,18 @@ def plan_jointly(planner: Planner, requests: list[PlanRequest],
     plans = [program.plan_of(j, seconds) for j in range(len(requests))]
     # Keep to the pause cap as the greedy plan does (a job started on scattered hours is paused at each gap):
     # in fewer runs, a job may do better to wait for its cheapest unbroken run; then it does not start now.
+    # The program counts resumes by a relaxation (a job of less than an interval's run time may split for
+    # free): a plan whose runs it charged less than a resume each is weighed again as the greedy plan's are.
     for j in starting:
         request, plan = requests[j], plans[j]
         pauses_left = planner.pauses_left(request.job, request.deadline_s)
-        plans[j] = planner.within_runs(request.job, plan, request.needed_s, request.deadline_s,
-                                       pauses_left + 1) or plan
+        planned_s = float(plan.seconds.sum()) if plan.seconds is not None else request.needed_s
+        plan = planner.within_runs(request.job, plan, planned_s, request.deadline_s, pauses_left + 1) or plan
+        resumes = count_runs(plan.intervals) - 1
+        if request.resume_s > 0 and resumes > 0 and \
+                planned_s - request.needed_s < resumes * request.resume_s - MIN_SLICE_S:
+            plan = planner.fewer_runs(request, plan)
+        plans[j] = plan
     return [(requests[j], plans[j]) for j in ranked]
 
 
@@ -164,7 +172,8 @@ class _Program:
             draw = max(job.draw_w, MIN_DRAW_W) / price_scale  # (a job drawing nothing still wants its work)
             urgency = scale / max(scale, self.laxity_s[j])
             previous = None  # (column, interval) of the job's last column
-            for k in np.flatnonzero(room_s > EPS_S).tolist():
+            # (Room under a slice is no room, as in the greedy plan, nor a bound below HiGHS's tolerances.)
+            for k in np.flatnonzero(room_s > MIN_SLICE_S).tolist():
                 if request.resume_s > 0:
                     before = previous[0] if previous is not None and previous[1] == k - 1 else None
                     rises.append((j, len(cost), before, k))
@@ -195,7 +204,19 @@ class _Program:
         self.demand = sparse.csr_matrix((np.ones(count), (demand_rows, columns)),
                                         shape=(len(requests), count))
         self.needed_s = np.array([r.needed_s for r in requests])
-        self.resumes = _resume_rows(rises, requests, usable, scale, count) if rises else None
+        self.resumes = _resume_rows(rises, requests, usable, scale, count, self._resume_cost(price_scale)) \
+            if rises else None
+
+    def _resume_cost(self, price_scale: float) -> np.ndarray:
+        """Each job's cost of one resume beyond its redone run time: where its room has prices below zero,
+        what that run time would earn there, so that no job is planned resumes it does not make to run
+        more in those hours (the offline bound may: `simulation.optimum`)."""
+        cheapest = np.full(len(self.requests), np.inf)
+        planned = ~self.unplanned
+        np.minimum.at(cheapest, self.owner[planned], self.planner.price[self.interval[planned]])
+        draw = np.array([max(r.job.draw_w, MIN_DRAW_W) for r in self.requests]) / price_scale
+        resume = np.array([r.resume_s for r in self.requests]) / self.scale
+        return resume * draw * np.maximum(0.0, -np.where(np.isfinite(cheapest), cheapest, 0.0))
 
     def solve(self, margin: float, starting: list[int] | None = None) -> np.ndarray | None:
         """Seconds of each column (None if the solver fails); `starting`: jobs that run all of now they can,
@@ -213,10 +234,11 @@ class _Program:
                 lower[column] = min(float(upper[column[0]]), float(self.needed_s[j]))
         cost, a_ub, b_ub, a_eq = self.cost, self.capacity, free_gpu_s / self.scale, self.demand
         bounds = np.column_stack([lower, upper]) / self.scale
-        if self.resumes is not None:  # rises and resumes: free in themselves, their redone run time costs
-            a_ub, b_ub, a_eq, extra = self.resumes.extend(a_ub, b_ub, a_eq)
-            cost = np.concatenate([cost, np.zeros(extra)])
-            bounds = np.vstack([bounds, np.column_stack([np.zeros(extra), np.full(extra, np.inf)])])
+        if self.resumes is not None:  # rises and resumes: their redone run time costs (`_resume_cost`)
+            a_ub, b_ub, a_eq, extra_cost = self.resumes.extend(a_ub, b_ub, a_eq)
+            cost = np.concatenate([cost, extra_cost])
+            bounds = np.vstack([bounds, np.column_stack([np.zeros(len(extra_cost)),
+                                                         np.full(len(extra_cost), np.inf)])])
         result = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=self.needed_s / self.scale,
                          bounds=bounds, method="highs")
         return result.x[:self.columns] * self.scale if result.status == 0 else None
@@ -248,22 +270,24 @@ class _ResumeRows:
     """
 
     def __init__(self, rise: sparse.csr_matrix, resume: sparse.csr_matrix, demand: sparse.csr_matrix,
-                 extra: int) -> None:
-        self.rise, self.resume, self.demand, self.extra = rise, resume, demand, extra
+                 cost: np.ndarray) -> None:
+        self.rise, self.resume, self.demand, self.cost = rise, resume, demand, cost
 
     def extend(self, a_ub, b_ub: np.ndarray, a_eq) -> tuple:
+        """The program's rows and columns with these: (A_ub, b_ub, A_eq, the extra columns' costs)."""
         from scipy import sparse
 
-        a_ub = sparse.vstack([sparse.hstack([a_ub, sparse.csr_matrix((a_ub.shape[0], self.extra))]),
+        a_ub = sparse.vstack([sparse.hstack([a_ub, sparse.csr_matrix((a_ub.shape[0], len(self.cost)))]),
                               self.rise, self.resume]).tocsr()
         b_ub = np.concatenate([b_ub, np.zeros(self.rise.shape[0]), np.ones(self.resume.shape[0])])
         a_eq = sparse.hstack([a_eq, self.demand]).tocsr()
-        return a_ub, b_ub, a_eq, self.extra
+        return a_ub, b_ub, a_eq, self.cost
 
 
 def _resume_rows(rises: list[tuple[int, int, int | None, int]], requests: list[PlanRequest],
-                 usable_s: np.ndarray, scale: float, count: int) -> _ResumeRows:
-    """`_ResumeRows` for `rises`: (job, column, the column of the interval before or None, interval)."""
+                 usable_s: np.ndarray, scale: float, count: int, resume_cost: np.ndarray) -> _ResumeRows:
+    """`_ResumeRows` for `rises`: (job, column, the column of the interval before or None, interval);
+    `resume_cost`: each job's cost of a resume beyond its run time (`_Program._resume_cost`)."""
     from scipy import sparse
 
     jobs = sorted({j for j, _, _, _ in rises})
@@ -289,7 +313,8 @@ def _resume_rows(rises: list[tuple[int, int, int | None, int]], requests: list[P
     demand = sparse.csr_matrix(([-requests[j].resume_s / scale for j in jobs],
                                 (jobs, [z_of[j] - count for j in jobs])),
                                shape=(len(requests), width - count))
-    return _ResumeRows(rise, resume, demand, width - count)
+    return _ResumeRows(rise, resume, demand,
+                       np.concatenate([np.zeros(len(rises)), resume_cost[jobs]]))
 
 
 def _whole_now(share_now: np.ndarray, starting: list[int]) -> bool:

@@ -435,10 +435,10 @@ class Planner:
                 plan = self.within_runs(job, plan, request.needed_s, request.deadline_s,
                                         self.pauses_left(job, request.deadline_s) + 1) or plan
                 if request.resume_s > 0 and count_runs(plan.intervals) > 1:
-                    plan = self._fewer_runs(request, plan)
+                    plan = self.fewer_runs(request, plan)
         return plan
 
-    def _fewer_runs(self, request: PlanRequest, plan: JobPlan) -> JobPlan:
+    def fewer_runs(self, request: PlanRequest, plan: JobPlan) -> JobPlan:
         """A flexible job's plan in the number of runs that costs least once each resume is paid for.
 
         Started now, the job will be paused later only where that pays for its resume (`_run_or_pause`),

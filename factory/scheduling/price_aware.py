@@ -322,7 +322,7 @@ class PriceAwarePolicy:
                     and not (overhead_s > 0 and plan_short):
                 pause_option_s = job.remaining_s + overhead_s
             # A flexible job's plan weighs its runs by their resumes (it may wait for an unbroken run: see
-            # `Planner._fewer_runs`) unless the plan has jobs short of room: waiting spends slack they need.
+            # `Planner.fewer_runs`) unless the plan has jobs short of room: waiting spends slack they need.
             resume_s = overhead_s if finite and not short else 0.0
             requests.append(PlanRequest(job, needed_s, deadline_s, tier, pause_option_s, False, resume_s))
         return requests

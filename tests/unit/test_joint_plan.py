@@ -120,6 +120,18 @@ def test_each_resume_is_charged_its_redone_run_time(resume_h: float, flexible_ho
     assert float(plan.seconds.sum()) == pytest.approx((2 + resume_h * (len(flexible_hours) > 2)) * HOUR)
 
 
+def test_no_resume_is_planned_for_the_run_time_it_would_add_in_hours_below_zero() -> None:
+    # One GPU, two hours at -20 after "now". A resume adds its overhead to the run time, which those hours
+    # would pay for: the program must not plan "later" in two runs for that (the cluster would run it once).
+    now = job("now", hours=1, deadline_s=T0 + HOUR)
+    later = job("later", hours=1, deadline_s=T0 + 4 * HOUR)
+    requests = [PlanRequest(j, HOUR, j.deadline_s or 0.0, FLEXIBLE, resume_s=HOUR / 2) for j in (now, later)]
+    together = plan_jointly(Planner(outlook([10, -20, -20, 50]), T0, 1, None), requests, capacity_margin=0.0)
+    plan = {r.job.job_id: plan for r, plan in together or []}["later"]
+    assert len(plan.intervals) == 1 and plan.intervals[0] in (1, 2)
+    assert float(plan.seconds.sum()) == pytest.approx(HOUR)
+
+
 def test_when_the_jobs_do_not_fit_the_greedy_plan_decides_who_is_left_short() -> None:
     crowded = [*_requests(), PlanRequest(job("more", hours=3, deadline_s=T0 + 3 * HOUR), 3 * HOUR,
                                          T0 + 3 * HOUR, FLEXIBLE)]
