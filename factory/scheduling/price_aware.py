@@ -364,7 +364,7 @@ class PriceAwarePolicy:
         # what the cluster will do (`joint_plan`): after every other job, in the order it starts them.
         flexible = [] if snapshot.quotas or self.joint_margin is None or len(ordered) > FULL_PLAN_JOBS else \
             [r for r in ordered if r.tier == FLEXIBLE]
-        joint = not pressed and joint_applies(planner, flexible, snapshot.preempt_overhead_s)
+        joint = not pressed and joint_applies(planner, flexible, snapshot.preempt_overhead_s, snapshot.jobs)
         if joint:
             ordered = [r for r in ordered if r.tier != FLEXIBLE]
         position = 0  # among the jobs that may start now

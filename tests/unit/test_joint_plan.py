@@ -169,7 +169,7 @@ def test_a_joint_margin_outside_zero_to_one_is_refused(margin: float) -> None:
 
 
 @pytest.mark.parametrize("change", ["resume never paid back", "not preemptible", "several GPUs",
-                                    "power budget", "too many jobs"])
+                                    "power budget", "too many jobs", "resumes beside a gang"])
 def test_jobs_are_planned_one_by_one_where_the_program_cannot_say_what_the_cluster_does(change: str) -> None:
     requests = _requests()
     planner = Planner(outlook(PRICES), T0, 2, None)
@@ -177,6 +177,12 @@ def test_jobs_are_planned_one_by_one_where_the_program_cannot_say_what_the_clust
     assert joint_applies(planner, requests, default_overhead_s=600.0)  # each resume charged its run time
     if change == "resume never paid back":
         assert not joint_applies(planner, requests, default_overhead_s=math.inf)
+    elif change == "resumes beside a gang":
+        gang = job("gang", gpus=2, hours=1)
+        assert joint_applies(planner, requests, default_overhead_s=600.0, cluster_jobs=[gang, *JOBS])
+        resuming = [r._replace(resume_s=600.0) for r in requests]
+        assert joint_applies(planner, resuming, default_overhead_s=600.0, cluster_jobs=JOBS)
+        assert not joint_applies(planner, resuming, default_overhead_s=600.0, cluster_jobs=[gang, *JOBS])
     elif change == "not preemptible":
         requests[2] = requests[2]._replace(job=replace(requests[2].job, preemptible=False))
         assert not joint_applies(planner, requests, default_overhead_s=0.0)
