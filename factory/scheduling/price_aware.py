@@ -127,9 +127,10 @@ class PriceAwarePolicy:
         if self.joint_margin is not None and not 0.0 <= self.joint_margin < 1.0:  # also refuses NaN
             raise FactoryError(f"joint_margin must be at least 0 and below 1 (the share of each later "
                                f"interval kept for jobs not yet arrived), or None, got {self.joint_margin}")
-        for name in ("forecast_shrink", "gang_arrival_room"):
+        for name, ends in (("forecast_shrink", "0: estimates as forecast, 1: the known prices' mean"),
+                           ("gang_arrival_room", "a share of the GPUs; 1: a gang always keeps the slack")):
             if not 0.0 <= getattr(self, name) <= 1.0:  # also refuses NaN
-                raise FactoryError(f"{name} must be between 0 and 1 (a share), got {getattr(self, name)}")
+                raise FactoryError(f"{name} must be between 0 and 1 ({ends}), got {getattr(self, name)}")
 
     @cyclic_gc_paused
     def decide(self, snapshot: Snapshot) -> Decisions:

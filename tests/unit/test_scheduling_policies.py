@@ -533,7 +533,8 @@ def test_gangs_with_room_beside_them_wait_without_slack_unless_a_promise_is_pres
 @pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
 @pytest.mark.parametrize("name", ["forecast_shrink", "gang_arrival_room"])
 def test_a_share_outside_zero_to_one_is_refused(name: str, share: float) -> None:
-    with pytest.raises(FactoryError, match=f"{name} must be between 0 and 1"):
+    # The message says what the ends mean (for forecast_shrink: "0: estimates as forecast, ...").
+    with pytest.raises(FactoryError, match=rf"{name} must be between 0 and 1 \(.*1: .*\), got"):
         PriceAwarePolicy(**{name: share})
 
 

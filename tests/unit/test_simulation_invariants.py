@@ -441,6 +441,7 @@ SHORT_JOB_STARTED_AT_THE_HOURS_START = scenario_of(
               + [(1020.0, 8940.0, 1, 35760.0, False, 300.0, "B", 0)]),
     IntervalSeries(T0, HOUR, np.array([0.0] * 9 + [-1.0] + [0.0] * 62)), days=3)
 
+
 def test_a_job_freeing_gpus_within_the_hour_leaves_room_for_a_wider_admitted_job() -> None:
     scenario = SHARED_CHEAP_HOUR
     outcome, _ = scenario.run("price-aware", forecast_hours=scenario.days * 24 + 24)
@@ -487,6 +488,10 @@ def test_price_aware_meets_every_deadline_it_admitted_on_estimated_prices_too(sc
     assert not late, late
 
 
+# Prices falling every hour for ten hours, then free: the jobs of the two slack tests below wait for the end.
+FALLING = IntervalSeries(T0, HOUR, np.array([100.0 - 10 * h for h in range(10)] + [0.0] * 38))
+
+
 @pytest.mark.parametrize("arrival_slack", [0.0, PriceAwarePolicy.arrival_slack])
 def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_deadline(
         arrival_slack: float) -> None:
@@ -495,10 +500,9 @@ def test_jobs_waiting_for_cheap_hours_keep_slack_for_a_newcomer_with_a_short_dea
     # slack kept, both run from 4 h to 8 h with none to spare, and a 30 min job arriving at 5 h, due at
     # 6 h, finds no GPU: it is reported infeasible and misses. Keeping 10% of its run time as slack,
     # the second job starts an hour earlier and can step aside for it.
-    falling = IntervalSeries(T0, HOUR, np.array([100.0 - 10 * h for h in range(10)] + [0.0] * 38))
     scenario = scenario_of(Cluster({"node-0": 2}),
                            job_trace([(0.0, 4 * HOUR, 1, 8 * HOUR, True), (0.0, 4 * HOUR, 1, 8 * HOUR, True),
-                                      (5 * HOUR, 1800.0, 1, HOUR, True)]), falling)
+                                      (5 * HOUR, 1800.0, 1, HOUR, True)]), FALLING)
     outcome = simulate(scenario.trace, scenario.prices.feed(48.0), scenario.cluster,
                        PriceAwarePolicy(arrival_slack=arrival_slack, reserve_margin=arrival_slack),
                        time_zero_s=T0)
@@ -523,10 +527,9 @@ def test_a_gang_keeps_the_arrival_slack_only_where_its_cheap_hours_leave_arrival
     # cheapest four hours, as without any slack, and the newcomer still finds room at once. One-GPU jobs
     # keep the slack wherever their window is shared (measured: bench/README.md), and so does every job under
     # a power budget (free GPUs may lack the watts an arrival needs).
-    falling = IntervalSeries(T0, HOUR, np.array([100.0 - 10 * h for h in range(10)] + [0.0] * 38))
     scenario = scenario_of(Cluster({"node-0": cluster_gpus}, power_budget_w=budget_w), job_trace(
         [(0.0, 4 * HOUR, job_gpus, 8 * HOUR, True), (0.0, 4 * HOUR, job_gpus, 8 * HOUR, True),
-         (5 * HOUR, 1800.0, job_gpus, HOUR, True)]), falling)
+         (5 * HOUR, 1800.0, job_gpus, HOUR, True)]), FALLING)
 
     def run(policy: PriceAwarePolicy) -> tuple[list[float], list[bool]]:
         outcome = simulate(scenario.trace, scenario.prices.feed(48.0), scenario.cluster, policy,
