@@ -67,8 +67,8 @@ def dispatch(
     """
     state = _State(snapshot, ranked)
     pauses: list[Pause] = []
-    for job in snapshot.jobs:
-        if job.phase is Phase.RUNNING and job.job_id not in state.rank and job.preemptible:
+    for job in state.running:  # (in the snapshot's order)
+        if job.job_id not in state.rank and job.preemptible:
             reason, detail = held.get(job.job_id, (WaitReason.PRIORITY, "not ranked by the policy"))
             pauses.append(Pause(job.job_id, reason, detail))
             state.release(job)
@@ -112,11 +112,11 @@ def dispatch(
         state.hold(job, placement)
         starts.append(Start(job.job_id, placement))
 
-    ranked_ids = state.rank
-    for job in snapshot.jobs:
-        if job.phase is not Phase.RUNNING and job.job_id not in ranked_ids:
-            reason, detail = held.get(job.job_id, (WaitReason.PRIORITY, "not ranked by the policy"))
-            waits.append(Wait(job.job_id, reason, detail))
+    ranked_ids, running, held_reason = state.rank, Phase.RUNNING, held.get
+    unranked = (WaitReason.PRIORITY, "not ranked by the policy")
+    # (A comprehension and `_make`, not a loop of appends: every job of a long queue waits here.)
+    waits += [Wait._make((job_id, *held_reason(job_id, unranked), None)) for job in snapshot.jobs
+              if job.phase is not running and (job_id := job.job_id) not in ranked_ids]
     decisions = Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
                           admitted=tuple(admitted), infeasible=tuple(infeasible))
     return cap_before_pausing(snapshot, decisions, may_cap, rank=state.rank, must_start=preempting)

@@ -248,15 +248,15 @@ class Planner:
             np.maximum(0.0, np.minimum(self.usable_s, deadline_s - self.effective_start_s))
         room = self._room_s(job, slice(None), usable)
         candidates = (room > MIN_SLICE_S).nonzero()[0]
-        return self._take(job, candidates, room, self.intervals, self.price, needed_s)
+        return self._take(job, candidates, room, self.intervals, self.price, needed_s, ascending=True)
 
     @staticmethod
     def _take(job: JobView, candidates: np.ndarray, room_s: np.ndarray, interval_at: np.ndarray,
-              price_at: np.ndarray, needed_s: float) -> JobPlan:
+              price_at: np.ndarray, needed_s: float, ascending: bool = False) -> JobPlan:
         """The first `candidates` (positions into `room_s`, `interval_at`, `price_at`) that cover `needed_s`.
 
-        Only the positions taken are looked up (ndarray methods rather than numpy's functions, too: this
-        runs for every job planned).
+        In interval order (`ascending`: the candidates' intervals ascend already). Only the positions taken
+        are looked up (ndarray methods rather than numpy's functions, too: this runs for every job planned).
         """
         room_taken = room_s[candidates]  # a copy: its last value is cut below
         seconds = room_taken.cumsum()
@@ -268,6 +268,8 @@ class Planner:
             used_s[-1] -= seconds[count - 1] - needed_s  # the last interval is used only in part
         cost = float(price_at[taken] @ used_s)
         chosen = interval_at[taken]
+        if ascending:
+            return JobPlan(job.job_id, chosen, covered, cost, seconds=used_s)
         order = chosen.argsort()
         return JobPlan(job.job_id, chosen[order], covered, cost, seconds=used_s[order])
 
@@ -496,7 +498,9 @@ class Planner:
             return keep
         keep = self.within_runs(job, keep, request.needed_s, request.deadline_s, pauses_left + 1,
                                 keep_now=True) or keep
-        paused = self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True, room=room)
+        # Without a resume overhead the paused plan is the free one, which left the current interval out.
+        paused = free_plan if request.pause_option_s == request.needed_s else \
+            self.cheapest(job, request.pause_option_s, request.deadline_s, without_now=True, room=room)
         paused = self.within_runs(job, paused, request.pause_option_s, request.deadline_s, pauses_left)
         if paused is None or not paused.covered:
             return keep  # it could not finish, or not within the pauses the cap leaves

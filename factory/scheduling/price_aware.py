@@ -44,15 +44,13 @@ hours of the next day by default), and as soon as possible once that has passed.
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from factory.errors import FactoryError
-from factory.prices.series import utc_label
 from factory.scheduling.dispatch import dispatch
 from factory.scheduling.gc_pause import cyclic_gc_paused
 from factory.scheduling.joint_plan import joint_applies, plan_jointly
@@ -62,9 +60,7 @@ from factory.scheduling.model import (
     Phase,
     PriceOutlook,
     Snapshot,
-    Wait,
     WaitReason,
-    grid_event_hold,
 )
 from factory.scheduling.plan import (
     AT_RISK,
@@ -79,6 +75,15 @@ from factory.scheduling.plan import (
     PlanRequest,
 )
 from factory.scheduling.reservation import SHORT_START_LAG_S, Booking, Reservation, reserve
+from factory.scheduling.wait_reasons import (
+    CROWDED_OUT,
+    NO_RESUME_ROOM,
+    RECLAIMED,
+    UNBROKEN,
+    cannot_finish,
+    held_reason,
+    with_latest_starts,
+)
 
 _NO_INTERVALS = np.empty(0, dtype=np.int64)
 FULL_PLAN_JOBS = 5000  # queues up to this long are planned in full at every decision
@@ -99,12 +104,6 @@ JOINT_MARGIN = 0.15
 DAY_S = 86400.0
 _NOT_PLANNED = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
 _HELD_UNBROKEN = JobPlan("", _NO_INTERVALS, True, 0.0, crowded_now="gpus")
-_CROWDED_OUT = (WaitReason.CAPACITY, "the GPUs are planned for more urgent jobs now")
-_UNBROKEN = (WaitReason.CAPACITY, "an unbroken run from now would take GPUs promised to admitted jobs; it "
-             "starts once they leave it room")
-_NO_RESUME_ROOM = (WaitReason.CAPACITY, "run now, it could be paused for a job due before its "
-                   "reservation, and its resume would find no room; it starts at its reservation")
-_RECLAIMED = (WaitReason.QUOTA, "its borrowed GPUs were reclaimed for a team within its guarantee")
 
 
 @dataclass(frozen=True)
@@ -140,31 +139,35 @@ class PriceAwarePolicy:
         snapshot = _shrink_forecast(_past_a_sliver(snapshot), self.forecast_shrink)
         now_s = snapshot.now_s
         overhead_s = snapshot.preempt_overhead_s
-        deadlines = {job.job_id: self._deadline_s(job, now_s, overhead_s) for job in snapshot.jobs}
+        inf = math.inf  # (a finite deadline read inline: this runs for every job of a long queue)
+        deadlines = {job.job_id: deadline_s if (deadline_s := job.deadline_s) is not None and
+                     -inf < deadline_s < inf else self._deadline_s(job, now_s, overhead_s)
+                     for job in snapshot.jobs}
         promise = self._reserve(snapshot, deadlines)
-        requests = self._requests(snapshot, deadlines, promise)
-        ordered, plans, borrowing, held_unbroken = self._plan(snapshot, requests, promise)
+        requests, held_unbroken = self._requests(snapshot, deadlines, promise)
+        ordered, plans, borrowing, not_planned = self._plan(snapshot, requests, promise)
 
         # Ranked in planning order: the most urgent first, so that dispatch serves them first.
         ranked: list[JobView] = []
-        held: dict[str, tuple[WaitReason, str]] = dict.fromkeys(held_unbroken, _UNBROKEN)
+        held: dict[str, tuple[WaitReason, str]] = dict.fromkeys(held_unbroken, UNBROKEN)
+        held.update(dict.fromkeys(not_planned, CROWDED_OUT))
         early_starts = promise.early_starts
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
             if plan is _NOT_PLANNED:  # (queued jobs of a long queue's tail: looked at first)
-                held[job.job_id] = _CROWDED_OUT
+                held[job.job_id] = CROWDED_OUT
             elif plan is _HELD_UNBROKEN:
-                held[job.job_id] = _UNBROKEN if early_starts is None else \
-                    _NO_RESUME_ROOM if job.job_id in early_starts.refused else \
-                    _CROWDED_OUT if job.job_id in early_starts.crowded else _UNBROKEN
+                held[job.job_id] = UNBROKEN if early_starts is None else \
+                    NO_RESUME_ROOM if job.job_id in early_starts.refused else \
+                    CROWDED_OUT if job.job_id in early_starts.crowded else UNBROKEN
             elif plan.runs_now:
                 ranked.append(job)
             elif job.job_id in borrowing and plan.crowded_now == "gpus" and job.phase is Phase.RUNNING:
-                held[job.job_id] = _RECLAIMED
+                held[job.job_id] = RECLAIMED
             else:
-                held[job.job_id] = _held(plan, snapshot)
+                held[job.job_id] = held_reason(plan, snapshot)
         newcomers = [job.job_id for job in snapshot.jobs if not job.admitted]
-        infeasible = [(job_id, _cannot_finish(deadlines[job_id], promise.infeasible[job_id],
+        infeasible = [(job_id, cannot_finish(deadlines[job_id], promise.infeasible[job_id],
                                               job_id in promise.puts_at_risk))
                       for job_id in newcomers if job_id in promise.infeasible]
         due = {r.job.job_id for r in requests if r.tier <= DUE}  # kept running, or must start now
@@ -180,7 +183,7 @@ class PriceAwarePolicy:
         decisions = dispatch(snapshot, ranked, held, may_preempt=may_preempt, admitted=newcomers,
                              infeasible=infeasible, may_cap=lambda job: job.job_id not in due,
                              may_move=may_move)
-        waits = _with_latest_starts(decisions.waits, promise, deadlines)
+        waits = with_latest_starts(decisions.waits, promise, deadlines)
         # A job paused now must be resumed by its latest safe start too (`Reservation.pausable`).
         resumes = [promise.latest_start_s.get(pause.job_id) for pause in decisions.pauses]
         return replace(decisions, waits=waits, decide_again_s=_decide_again_s(
@@ -250,11 +253,15 @@ class PriceAwarePolicy:
         return job.at_risk or self._runs_unbroken(job, default_overhead_s)
 
     def _requests(self, snapshot: Snapshot, deadlines: Mapping[str, float],
-                  promise: Reservation) -> list[PlanRequest]:
-        """Each job's request to the planner: its tier, what it needs by when, whether it may be paused.
+                  promise: Reservation) -> tuple[list[PlanRequest], list[str]]:
+        """Each job's request to the planner (its tier, what it needs by when, whether it may be paused), and
+        the jobs held unbroken that need none.
 
-        (One loop with the decision's constants bound once, not a call per job: this runs for every job of
-        a long queue.)
+        A job held unbroken (it may not start now, below) takes no room now, so it needs no plan and no place
+        in the order: a long queue of late jobs is not sorted. Where teams have quotas every job counts
+        towards its team's guarantee in order: there each has a request (`held_unbroken`), planned as
+        `_HELD_UNBROKEN`. (One loop with the decision's constants bound once, not a call per job: this runs
+        for every job of a long queue.)
         """
         assert snapshot.prices is not None
         now_s, default_overhead_s = snapshot.now_s, snapshot.preempt_overhead_s
@@ -267,7 +274,9 @@ class PriceAwarePolicy:
         # A resume redoes work: while the plan is short of room (a job is late, or must start now), a pause
         # for price would take GPU time those jobs need, so none is made (with a resume overhead).
         plan_short = bool(short or urgent)
-        requests = []
+        requests: list[PlanRequest] = []
+        held: list[str] = []
+        quotas = bool(snapshot.quotas)
         for job in snapshot.jobs:
             job_id = job.job_id
             deadline_s = deadlines[job_id]
@@ -308,10 +317,13 @@ class PriceAwarePolicy:
             else:
                 tier = FLEXIBLE
             if tier >= AT_RISK and job_id not in unbroken_now and \
-                    (tier == AT_RISK or self._runs_unbroken(job, default_overhead_s)):
-                # Started now it would run unbroken (a late job is never paused) over room promised to
-                # admitted jobs: it waits, until it is due or that room is free.
-                requests.append(PlanRequest(job, needed_s, deadline_s, tier, None, True))
+                    (tier == AT_RISK or not job.preemptible or job.remaining_s < overhead_s):
+                # Started now it would run unbroken (a late job is never paused; `_runs_unbroken` inline) over
+                # room promised to admitted jobs: it waits, until it is due or that room is free.
+                if quotas:
+                    requests.append(PlanRequest(job, needed_s, deadline_s, tier, None, True))
+                else:
+                    held.append(job_id)
                 continue
             # A job started in the current price interval ran on these very prices: it is not paused for
             # price before the next one (else the order jobs are planned in makes it start and stop on one
@@ -326,21 +338,14 @@ class PriceAwarePolicy:
             # `Planner.fewer_runs`) unless the plan has jobs short of room: waiting spends slack they need.
             resume_s = overhead_s if finite and not short else 0.0
             requests.append(PlanRequest(job, needed_s, deadline_s, tier, pause_option_s, False, resume_s))
-        return requests
+        return requests, held
 
     def _plan(self, snapshot: Snapshot, requests: list[PlanRequest],
               promise: Reservation) -> tuple[list[PlanRequest], dict[str, JobPlan], set[str], list[str]]:
-        """Plan every request in tier order: the requests in planning order, their plans, the jobs that
-        borrow beyond their team's guarantee, and the jobs held unbroken (`_requests`).
-
-        Those take no room now and so need no plan and no place in the order: a long queue of late jobs is
-        not sorted (unless teams have quotas, where every job counts towards its team's guarantee in order,
-        and they are planned as `_HELD_UNBROKEN`).
-        """
+        """Plan every request in tier order: the requests planned, in planning order, their plans, the jobs
+        that borrow beyond their team's guarantee, and the jobs of a long queue's tail, not planned (none
+        is left room now: `_NOT_PLANNED`; with quotas they stay in the order, each with that plan)."""
         assert snapshot.prices is not None
-        held = [] if snapshot.quotas else [r.job.job_id for r in requests if r.held_unbroken]
-        if held:
-            requests = [r for r in requests if not r.held_unbroken]
         keys = _urgency_keys(requests, promise)
         if snapshot.quotas:
             # A team's guarantee outranks keeping another team's borrowing job running: running and
@@ -370,7 +375,8 @@ class PriceAwarePolicy:
             ordered = [r for r in ordered if r.tier != FLEXIBLE]
         position = 0  # among the jobs that may start now
         exhausted = False  # once nothing is left now, nothing will be (plans only take room)
-        for request in ordered:
+        not_planned: list[str] = []
+        for at, request in enumerate(ordered):
             if request.held_unbroken:  # it may not start now (see `_requests`), so it takes no room now
                 plans[request.job.job_id] = _HELD_UNBROKEN
                 continue
@@ -381,6 +387,10 @@ class PriceAwarePolicy:
                 # A very long queue: nothing is left now for this job, and planning its later intervals
                 # changes nothing for the jobs before it, so it is not planned in this decision (a queue
                 # of 100,000 costs what the GPUs can start). Its promise is the reservation plan's.
+                if not snapshot.quotas:  # ordered by tier: so is every job after it (the queue's tail)
+                    not_planned = [r.job.job_id for r in ordered[at:]]
+                    ordered = ordered[:at]
+                    break
                 plans[request.job.job_id] = _NOT_PLANNED
                 continue
             # A flexible job the plan runs before its reservation needs room to resume if a due job pauses
@@ -403,7 +413,7 @@ class PriceAwarePolicy:
                     planner.place(request, joint_plan, may_start_now)
                 plans[job_id] = _HELD_UNBROKEN if plan is None else plan
                 ordered.append(by_id[job_id])
-        return ordered, plans, borrowing, held
+        return ordered, plans, borrowing, not_planned
 
 
 def _guaranteed_first(requests: list[PlanRequest], keys: list[tuple],
@@ -533,68 +543,3 @@ def _decide_again_s(latest_starts: list[float | None], snapshot: Snapshot) -> fl
     starts = [start_s for start_s in latest_starts if start_s is not None
               and snapshot.now_s + MIN_SLICE_S < start_s < interval_end_s - MIN_SLICE_S]
     return min(starts) if starts else None
-
-
-def _held(plan: JobPlan, snapshot: Snapshot) -> tuple[WaitReason, str]:
-    """Why a job planned for later is not running now: the price, or room taken by more urgent jobs."""
-    assert snapshot.prices is not None
-    reason = {None: WaitReason.PRICE, "power": WaitReason.POWER_BUDGET}.get(plan.crowded_now,
-                                                                            WaitReason.CAPACITY)
-    what = "power budget is" if reason is WaitReason.POWER_BUDGET else "GPUs are"
-    crowded = f"the {what} planned for more urgent jobs now"
-    grid_cap_w = snapshot.grid_cap_now_w()
-    if reason is WaitReason.POWER_BUDGET and grid_cap_w is not None:
-        crowded = grid_event_hold(grid_cap_w)
-    if not len(plan.intervals):
-        if reason is WaitReason.PRICE:
-            return reason, "no room is planned for it before its deadline"
-        return reason, crowded
-    start_s = max(snapshot.now_s, float(snapshot.prices.starts_s[int(plan.intervals[0])])) + \
-        (plan.later_start_s or 0.0)
-    if reason is WaitReason.PRICE:
-        return reason, f"cheap window at {_at(start_s)}"
-    return reason, f"{crowded}; planned to run from {_at(start_s)}"
-
-
-@functools.lru_cache(maxsize=65536)
-def _at(time_s: float) -> str:
-    """`utc_label`, remembered: a long queue's reasons repeat the same slot starts many times."""
-    return utc_label(time_s)
-
-
-def _cannot_finish(deadline_s: float, earliest_finish_s: float, puts_at_risk: bool = False) -> str:
-    """The admission message of a newcomer the reservation plan has no room for, or (`puts_at_risk`) one
-    whose promise would put an earlier one at risk (`Reservation.puts_at_risk`: its earliest finish, in the
-    room the promises leave, may come before its deadline, and is not promised)."""
-    earliest = "not within the price outlook" if math.isinf(earliest_finish_s) else \
-        utc_label(earliest_finish_s)
-    if puts_at_risk:
-        return (f"cannot be promised to finish before {utc_label(deadline_s)} without putting an earlier "
-                f"promise at risk: earliest finish {earliest}, not promised")
-    return f"cannot finish before {utc_label(deadline_s)}: earliest finish {earliest}"
-
-
-def _with_latest_starts(waits: Sequence[Wait], promise: Reservation,
-                        deadlines: Mapping[str, float]) -> tuple[Wait, ...]:
-    """Each wait with the job's latest safe start (and, for a price wait, its deadline) in its reason.
-
-    (One loop, not a call per wait: a long queue's every job waits.)
-    """
-    latest_start_s, price = promise.latest_start_s, WaitReason.PRICE
-    out = []
-    for wait in waits:
-        latest_s = latest_start_s.get(wait.job_id)
-        if latest_s is None:
-            out.append(wait)
-        elif wait.reason is price:
-            out.append(Wait(wait.job_id, price, f"{wait.detail}; latest safe start {_at(latest_s)}; "
-                                                f"deadline {_at(deadlines[wait.job_id])}", latest_s))
-        else:
-            out.append(Wait(wait.job_id, wait.reason, _with_start(wait.detail, latest_s), latest_s))
-    return tuple(out)
-
-
-@functools.lru_cache(maxsize=65536)
-def _with_start(detail: str, latest_s: float) -> str:
-    """A capacity wait's reason with its latest safe start (remembered: a long queue repeats them)."""
-    return f"{detail}; latest safe start {_at(latest_s)}"
