@@ -41,6 +41,7 @@ from factory.config import load_config
 from factory.prices.trace import LoadedTrace
 from factory.scheduling import FifoPolicy, PriceAwarePolicy, PriorityPolicy
 from factory.scheduling.model import JobView, Phase, PriceOutlook, Snapshot
+from factory.scheduling.reservation import EXACT_JOBS
 from factory.simulation.jobs import JobColumns
 from factory.simulation.optimum import offline_optimum
 from factory.simulation.report import PolicyReport, captured_share
@@ -295,8 +296,12 @@ def part2b(args: argparse.Namespace, hourly: LoadedPrices) -> list[tuple[str, bo
 
 
 def part2c(args: argparse.Namespace, ercot: LoadedPrices) -> list[tuple[str, bool]]:
-    """How one decision's time grows with the queue and the cluster (best of 3; a ratio per 10x)."""
-    queues = (1_000, 10_000, 100_000)
+    """How one decision's time grows with the queue and the cluster (best of 3; a ratio per step).
+
+    2,000 queued is the largest queue the exact reservation plan takes (`reservation.EXACT_JOBS`; past it,
+    the fluid bound): its bounded work (`PLAN_BUDGET_PLACEMENTS`) shows there.
+    """
+    queues = (1_000, EXACT_JOBS, 10_000, 100_000)
     clusters = ((125, 8), (1_250, 8))  # 1,000 and 10,000 GPUs
     print("Part 2 (c): one price-aware decision (no job running), seconds, by queued jobs and GPUs")
     print("  " + f"{'queued':>8}" + "".join(f"{n * p:>12,} GPUs" for n, p in clusters))
@@ -312,9 +317,9 @@ def part2c(args: argparse.Namespace, ercot: LoadedPrices) -> list[tuple[str, boo
             row.append(f"{seconds:>17.3f}")
         print(f"  {queued:>8,}" + "".join(row))
     for gpus in (n * p for n, p in clusters):
-        ratios = [times[(b, gpus)] / times[(a, gpus)] for a, b in zip(queues, queues[1:], strict=False)]
-        print(f"  {gpus:,} GPUs: x{' then x'.join(f'{r:.1f}' for r in ratios)} per 10x more queued jobs "
-              "(linear: x10)")
+        steps = [f"x{times[(b, gpus)] / times[(a, gpus)]:.1f} for x{b / a:g} the jobs"
+                 for a, b in zip(queues, queues[1:], strict=False)]
+        print(f"  {gpus:,} GPUs: {', '.join(steps)} (linear: as many times the time)")
     return []
 
 

@@ -54,6 +54,9 @@ Invariants:
   * Pure numpy on the price outlook's grid (prices play no part); no I/O, deterministic.
   * Conservative: a job is reserved whole slots and unbroken, so a plan found here is one the
     cluster can carry out (on GPU and watt totals: placement of gangs on nodes is dispatch's concern).
+  * Bounded work (a queue just under `EXACT_JOBS` took seconds): past `PLAN_BUDGET_PLACEMENTS` bookings
+    placed in a decision, step 3 makes no further round and checks no more rescues (one unchecked is not
+    rescuable), the next attempt holds every running job; step 5 (1 + log2(newcomers) plans) compares alike.
   * Past `EXACT_JOBS` jobs to plan, the latest starts come from the fluid bound instead
     (`fluid_latest_starts`): vectorised, O(n log n), exact on one GPU, optimistic with gangs.
 """
@@ -78,6 +81,7 @@ KEPT_ROUNDS = 3  # attempts with running jobs movable (those a plan moved but ma
 EXACT_JOBS = 2000  # beyond this many jobs to plan, the fluid bound (a 100,000-job queue decides in < 1 s)
 ONE_BY_ONE_NEWCOMERS = 8  # newcomers checked one by one against the next plan (more: by bisection)
 RESCUE_CHECKS = 8  # short jobs due now checked one by one for `rescuable` (more: rescuable, unchecked)
+PLAN_BUDGET_PLACEMENTS = 20_000  # bookings placed in one decision past which no optional plan is made
 # How late (factory seconds) a decision may come after the latest start it asked for and still count as
 # on time: the live scheduler wakes just after the time asked, plus a step's own run time.
 SHORT_START_LAG_S = 60.0
@@ -168,11 +172,12 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     newcomers = sorted((b for b in bookings if not b.admitted),
                        key=lambda b: (b.job.num_gpus * b.needed_s, -b.deadline_s, b.job.job_id))
     kept: frozenset[str] = frozenset()
+    spent = _Spent()
     for attempt in range(KEPT_ROUNDS + 1):
-        plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running, kept)
-        best = _best_round(plan, admitted, newcomers, margin_fraction, movable=attempt < KEPT_ROUNDS)
-        _keep_promises_the_next_plan_keeps(plan, best, admitted, newcomers, margin_fraction,
-                                           movable=attempt < KEPT_ROUNDS)
+        plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running, kept, spent)
+        movable = attempt < KEPT_ROUNDS and not plan.over_budget
+        best = _best_round(plan, admitted, newcomers, margin_fraction, movable=movable)
+        _keep_promises_the_next_plan_keeps(plan, best, admitted, newcomers, margin_fraction, movable=movable)
         result = _outcome(best, bookings, admitted, newcomers, unbroken, running, price_pause_guard_s)
         # A plan with running jobs movable counts on pausing now those it booked later (or left out): their
         # room went to others (a newcomer admitted, a job due now). One that may not be paused after all (it
@@ -188,9 +193,9 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
 
 
 def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequence[Booking],
-                margin_fraction: float, movable: bool) -> _Round:
-    """The round that leaves the fewest admitted jobs short, then the fewest newcomers out (step 3 of the
-    module docstring); with running jobs movable only if `movable`."""
+                margin_fraction: float, movable: bool, extra_rounds: bool | None = None) -> _Round:
+    """The round leaving the fewest admitted jobs short, then the fewest newcomers out (module docstring's
+    step 3); running jobs movable only if `movable`, more rounds only if `extra_rounds` (None: in budget)."""
     best = plan.round(admitted, newcomers, margin_fraction, running_held=True)
     if best.short or best.turned_away:
         # Some job found no room. The margins may have taken it (plan again without them); a running job
@@ -202,6 +207,8 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
         rounds = [(True, False), (False, False)] + [(False, True)] * SHORT_FIRST_ROUNDS if movable else \
             [(True, False)] + [(True, True)] * SHORT_FIRST_ROUNDS
         for running_held, short_first in rounds:
+            if plan.over_budget if extra_rounds is None else not extra_rounds:
+                break
             again = plan.round(admitted, newcomers, 0.0, running_held, first=first if short_first else set())
             if (len(again.short), len(again.turned_away)) < (len(best.short), len(best.turned_away)):
                 best = again
@@ -224,7 +231,7 @@ def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newco
     not be paused (not `pausable`: dispatch keeps them running): it is rescuable if it fits beside those now
     and that plan leaves no job short that `best` did not. Most urgent first, each rescue held for the next
     (so that starting all of them still holds); past `RESCUE_CHECKS` of them in one decision, the rest are
-    rescuable unchecked (a plan per job is the cost).
+    rescuable unchecked (a plan per job is the cost); of the first, those the budget leaves unchecked are not.
     """
     start_s = float(plan.outlook.starts_s[0])
     end_s = start_s + float(plan.outlook.interval_s)
@@ -241,6 +248,8 @@ def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newco
     rescued: set[str] = set()
     pinned = list(plan.pinned)
     for booking in candidates[:RESCUE_CHECKS]:
+        if plan.over_budget:
+            break  # those not checked are not rescuable (they run in the room the others leave)
         if held_gpus + booking.job.num_gpus > plan.total_gpus:
             continue  # it could not start now: GPUs that stay busy hold its room
         held_from_now = replace(plan, pinned=[*pinned, (booking.job, booking.needed_s)], kept=frozenset(kept))
@@ -272,11 +281,15 @@ def _keep_promises_the_next_plan_keeps(plan: _Planning, best: _Round, admitted: 
     accepted = [b for b in newcomers if b.job.job_id not in best.turned_away]
     if not accepted:
         return
-    short_before = set(best.short)
+    # Each check plans as hard as `best` was planned, or (past the budget) it and the plan it is compared with
+    # make no further round: like compared with like, else every newcomer would seem to put one at risk.
+    extra_rounds = not plan.over_budget
+    short_before = set(best.short) if extra_rounds else \
+        _best_round(plan, admitted, [], margin_fraction, movable, extra_rounds=False).short
 
     def keeps_promises(promised: Sequence[Booking]) -> bool:
-        return not _best_round(plan, _as_promised(admitted, promised), [], margin_fraction,
-                               movable).short - short_before
+        return not _best_round(plan, _as_promised(admitted, promised), [], margin_fraction, movable,
+                               extra_rounds).short - short_before
 
     if keeps_promises(accepted):
         return
@@ -411,6 +424,13 @@ class _Round:
 
 
 @dataclass
+class _Spent:
+    """Bookings placed so far by the rounds of one `reserve`."""
+
+    placements: int = 0
+
+
+@dataclass
 class _Planning:
     """What every round of `reserve` starts from."""
 
@@ -421,6 +441,12 @@ class _Planning:
     pinned: Sequence[tuple[JobView, float]]
     running: Sequence[Booking]
     kept: frozenset[str] = frozenset()  # running jobs held from now even when running jobs are movable
+    spent: _Spent = field(default_factory=_Spent)  # shared by the copies `replace` makes
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether this decision's plans have placed `PLAN_BUDGET_PLACEMENTS` bookings already."""
+        return self.spent.placements >= PLAN_BUDGET_PLACEMENTS
 
     def round(self, admitted: Sequence[Booking], newcomers: Sequence[Booking], margin_fraction: float,
               running_held: bool, last: set[str] = frozenset(), first: set[str] = frozenset()) -> _Round:
@@ -452,6 +478,7 @@ class _Planning:
         if first:  # these first (as late as they fit), then the others
             order = [b for b in order if b.job.job_id in first] + [b for b in order if b.job.job_id not in first]
         placed: dict[str, int] = {}
+        self.spent.placements += len(order) + len(newcomers)
         short = set(last)  # still short (they cannot finish in time), but booked where they will run
         for booking in order:
             if booking.job.job_id not in last and _place(book, booking, placed, margin_fraction) is None:
