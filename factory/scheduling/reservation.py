@@ -55,8 +55,8 @@ Invariants:
   * Conservative: a job is reserved whole slots and unbroken, so a plan found here is one the
     cluster can carry out (on GPU and watt totals: placement of gangs on nodes is dispatch's concern).
   * Bounded work (a queue just under `EXACT_JOBS` took seconds): past `PLAN_BUDGET_PLACEMENTS` bookings
-    placed in a decision, step 3 makes no further round and checks no more rescues (one unchecked is not
-    rescuable), the next attempt holds every running job; step 5 (1 + log2(newcomers) plans) compares alike.
+    placed in a decision, step 3 makes no further round and checks no more rescues (then none unchecked is
+    rescuable), the next attempt holds every running job, step 5 plans no harder than the plan it checks.
   * Past `EXACT_JOBS` jobs to plan, the latest starts come from the fluid bound instead
     (`fluid_latest_starts`): vectorised, O(n log n), exact on one GPU, optimistic with gangs.
 """
@@ -64,6 +64,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
@@ -172,7 +173,7 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
     newcomers = sorted((b for b in bookings if not b.admitted),
                        key=lambda b: (b.job.num_gpus * b.needed_s, -b.deadline_s, b.job.job_id))
     kept: frozenset[str] = frozenset()
-    spent = _Spent()
+    spent: Counter[str] = Counter()
     for attempt in range(KEPT_ROUNDS + 1):
         plan = _Planning(outlook, now_s, total_gpus, power_budget_w, pinned, running, kept, spent)
         movable = attempt < KEPT_ROUNDS and not plan.over_budget
@@ -193,10 +194,11 @@ def reserve(outlook: PriceOutlook, now_s: float, total_gpus: int, power_budget_w
 
 
 def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequence[Booking],
-                margin_fraction: float, movable: bool, extra_rounds: bool | None = None) -> _Round:
+                margin_fraction: float, movable: bool, max_extra: int | None = None) -> _Round:
     """The round leaving the fewest admitted jobs short, then the fewest newcomers out (module docstring's
-    step 3); running jobs movable only if `movable`, more rounds only if `extra_rounds` (None: in budget)."""
+    step 3); running jobs movable only if `movable`; at most `max_extra` further rounds (None: in budget)."""
     best = plan.round(admitted, newcomers, margin_fraction, running_held=True)
+    made = 0  # further rounds
     if best.short or best.turned_away:
         # Some job found no room. The margins may have taken it (plan again without them); a running job
         # kept running may hold it (plan again with running jobs movable: paused and resumed in time); or
@@ -207,8 +209,9 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
         rounds = [(True, False), (False, False)] + [(False, True)] * SHORT_FIRST_ROUNDS if movable else \
             [(True, False)] + [(True, True)] * SHORT_FIRST_ROUNDS
         for running_held, short_first in rounds:
-            if plan.over_budget if extra_rounds is None else not extra_rounds:
+            if (plan.over_budget if max_extra is None else made >= max_extra):
                 break
+            made += 1
             again = plan.round(admitted, newcomers, 0.0, running_held, first=first if short_first else set())
             if (len(again.short), len(again.turned_away)) < (len(best.short), len(best.turned_away)):
                 best = again
@@ -218,6 +221,7 @@ def _best_round(plan: _Planning, admitted: Sequence[Booking], newcomers: Sequenc
     if best.short:  # likely late: as soon as possible in what the other admitted jobs leave, before newcomers
         best = plan.round(admitted, newcomers, 0.0, best.running_held, last=best.short,
                           first=best.first - best.short)
+    best.extra_rounds = made
     return best
 
 
@@ -231,7 +235,7 @@ def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newco
     not be paused (not `pausable`: dispatch keeps them running): it is rescuable if it fits beside those now
     and that plan leaves no job short that `best` did not. Most urgent first, each rescue held for the next
     (so that starting all of them still holds); past `RESCUE_CHECKS` of them in one decision, the rest are
-    rescuable unchecked (a plan per job is the cost); of the first, those the budget leaves unchecked are not.
+    rescuable unchecked (a plan per job is the cost), unless the budget stopped the checks: then none is.
     """
     start_s = float(plan.outlook.starts_s[0])
     end_s = start_s + float(plan.outlook.interval_s)
@@ -249,7 +253,7 @@ def _rescuable(plan: _Planning, best: _Round, admitted: Sequence[Booking], newco
     pinned = list(plan.pinned)
     for booking in candidates[:RESCUE_CHECKS]:
         if plan.over_budget:
-            break  # those not checked are not rescuable (they run in the room the others leave)
+            return rescued  # none unchecked is rescuable (they run in the room the others leave)
         if held_gpus + booking.job.num_gpus > plan.total_gpus:
             continue  # it could not start now: GPUs that stay busy hold its room
         held_from_now = replace(plan, pinned=[*pinned, (booking.job, booking.needed_s)], kept=frozenset(kept))
@@ -281,15 +285,14 @@ def _keep_promises_the_next_plan_keeps(plan: _Planning, best: _Round, admitted: 
     accepted = [b for b in newcomers if b.job.job_id not in best.turned_away]
     if not accepted:
         return
-    # Each check plans as hard as `best` was planned, or (past the budget) it and the plan it is compared with
-    # make no further round: like compared with like, else every newcomer would seem to put one at risk.
-    extra_rounds = not plan.over_budget
-    short_before = set(best.short) if extra_rounds else \
-        _best_round(plan, admitted, [], margin_fraction, movable, extra_rounds=False).short
+    short_before = set(best.short)
 
     def keeps_promises(promised: Sequence[Booking]) -> bool:
+        # Past the budget, no harder than `best` was planned (its further rounds): like compared with like,
+        # else every newcomer could seem to put a promise at risk.
+        max_extra = best.extra_rounds if plan.over_budget else None
         return not _best_round(plan, _as_promised(admitted, promised), [], margin_fraction, movable,
-                               extra_rounds).short - short_before
+                               max_extra).short - short_before
 
     if keeps_promises(accepted):
         return
@@ -421,13 +424,7 @@ class _Round:
     # from slot 0 runs on now; a later gap in its pieces is a later decision's pause).
     moved: set[str] = field(default_factory=set)
     puts_at_risk: set[str] = field(default_factory=set)  # newcomers turned away to keep earlier promises
-
-
-@dataclass
-class _Spent:
-    """Bookings placed so far by the rounds of one `reserve`."""
-
-    placements: int = 0
+    extra_rounds: int = 0  # further rounds `_best_round` made to find it
 
 
 @dataclass
@@ -441,12 +438,13 @@ class _Planning:
     pinned: Sequence[tuple[JobView, float]]
     running: Sequence[Booking]
     kept: frozenset[str] = frozenset()  # running jobs held from now even when running jobs are movable
-    spent: _Spent = field(default_factory=_Spent)  # shared by the copies `replace` makes
+    # Bookings placed by this decision's rounds ("placements"), one counter shared by the copies of `replace`.
+    spent: Counter[str] = field(default_factory=Counter)
 
     @property
     def over_budget(self) -> bool:
         """Whether this decision's plans have placed `PLAN_BUDGET_PLACEMENTS` bookings already."""
-        return self.spent.placements >= PLAN_BUDGET_PLACEMENTS
+        return self.spent["placements"] >= PLAN_BUDGET_PLACEMENTS
 
     def round(self, admitted: Sequence[Booking], newcomers: Sequence[Booking], margin_fraction: float,
               running_held: bool, last: set[str] = frozenset(), first: set[str] = frozenset()) -> _Round:
@@ -478,7 +476,7 @@ class _Planning:
         if first:  # these first (as late as they fit), then the others
             order = [b for b in order if b.job.job_id in first] + [b for b in order if b.job.job_id not in first]
         placed: dict[str, int] = {}
-        self.spent.placements += len(order) + len(newcomers)
+        self.spent["placements"] += len(order) + len(newcomers)
         short = set(last)  # still short (they cannot finish in time), but booked where they will run
         for booking in order:
             if booking.job.job_id not in last and _place(book, booking, placed, margin_fraction) is None:
