@@ -154,7 +154,7 @@ class PriceAwarePolicy:
         early_starts = promise.early_starts
         for request in ordered:
             job, plan = request.job, plans[request.job.job_id]
-            if plan is _NOT_PLANNED:  # (queued jobs of a long queue's tail: looked at first)
+            if plan is _NOT_PLANNED:  # (with quotas, jobs of a long queue's tail: looked at first)
                 held[job.job_id] = CROWDED_OUT
             elif plan is _HELD_UNBROKEN:
                 held[job.job_id] = UNBROKEN if early_starts is None else \
@@ -168,7 +168,7 @@ class PriceAwarePolicy:
                 held[job.job_id] = held_reason(plan, snapshot)
         newcomers = [job.job_id for job in snapshot.jobs if not job.admitted]
         infeasible = [(job_id, cannot_finish(deadlines[job_id], promise.infeasible[job_id],
-                                              job_id in promise.puts_at_risk))
+                                             job_id in promise.puts_at_risk))
                       for job_id in newcomers if job_id in promise.infeasible]
         due = {r.job.job_id for r in requests if r.tier <= DUE}  # kept running, or must start now
 
