@@ -112,10 +112,10 @@ def dispatch(
         state.hold(job, placement)
         starts.append(Start(job.job_id, placement))
 
-    ranked_ids, running, held_reason = state.rank, Phase.RUNNING, held.get
+    ranked_ids, running, reason_of = state.rank, Phase.RUNNING, held.get
     unranked = (WaitReason.PRIORITY, "not ranked by the policy")
     # (A comprehension and `_make`, not a loop of appends: every job of a long queue waits here.)
-    waits += [Wait._make((job_id, *held_reason(job_id, unranked), None)) for job in snapshot.jobs
+    waits += [Wait._make((job_id, *reason_of(job_id, unranked), None)) for job in snapshot.jobs
               if job.phase is not running and (job_id := job.job_id) not in ranked_ids]
     decisions = Decisions(starts=tuple(starts), pauses=tuple(pauses), waits=tuple(waits),
                           admitted=tuple(admitted), infeasible=tuple(infeasible))

@@ -170,6 +170,7 @@ class _Program:
         # Each run after a job's first costs its resume (`PlanRequest.resume_s`), as the offline optimum
         # charges it (`simulation.optimum`): a rise per interval, the resumes they count, redone run time.
         rises: list[tuple[int, int, int | None, int]] = []  # (job, its column, the previous interval's, k)
+        draws, cheapest = [], []  # per job: its draw (scaled), the cheapest price among its columns
         for j, request in enumerate(requests):
             job = request.job
             deadline_s = request.deadline_s
@@ -181,7 +182,10 @@ class _Program:
             urgency = scale / max(scale, self.laxity_s[j])
             previous = None  # (column, interval) of the job's last column
             # (Room under a slice is no room, as in the greedy plan, nor a bound below HiGHS's tolerances.)
-            for k in np.flatnonzero(room_s > MIN_SLICE_S).tolist():
+            with_room = np.flatnonzero(room_s > MIN_SLICE_S)
+            draws.append(draw)
+            cheapest.append(float(price[with_room].min()) if len(with_room) else math.inf)
+            for k in with_room.tolist():
                 if request.resume_s > 0:
                     before = previous[0] if previous is not None and previous[1] == k - 1 else None
                     rises.append((j, len(cost), before, k))
@@ -212,17 +216,14 @@ class _Program:
         self.demand = sparse.csr_matrix((np.ones(count), (demand_rows, columns)),
                                         shape=(len(requests), count))
         self.needed_s = np.array([r.needed_s for r in requests])
-        self.resumes = _resume_rows(rises, requests, usable, scale, count, self._resume_cost(price_scale)) \
-            if rises else None
+        self.resumes = _resume_rows(rises, requests, usable, scale, count,
+                                    self._resume_cost(np.array(draws), np.array(cheapest))) if rises else None
 
-    def _resume_cost(self, price_scale: float) -> np.ndarray:
+    def _resume_cost(self, draw: np.ndarray, cheapest: np.ndarray) -> np.ndarray:
         """Each job's cost of one resume beyond its redone run time: where its room has prices below zero,
         what that run time would earn there, so that no job is planned resumes it does not make to run
-        more in those hours (the offline bound may: `simulation.optimum`)."""
-        cheapest = np.full(len(self.requests), np.inf)
-        planned = ~self.unplanned
-        np.minimum.at(cheapest, self.owner[planned], self.planner.price[self.interval[planned]])
-        draw = np.array([max(r.job.draw_w, MIN_DRAW_W) for r in self.requests]) / price_scale
+        more in those hours (the offline bound may: `simulation.optimum`). `draw`: each job's (scaled) draw;
+        `cheapest`: the cheapest price where it has room (inf: none)."""
         resume = np.array([r.resume_s for r in self.requests]) / self.scale
         return resume * draw * np.maximum(0.0, -np.where(np.isfinite(cheapest), cheapest, 0.0))
 

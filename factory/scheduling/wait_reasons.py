@@ -63,7 +63,7 @@ def cannot_finish(deadline_s: float, earliest_finish_s: float, puts_at_risk: boo
 
 
 def with_latest_starts(waits: Sequence[Wait], promise: Reservation,
-                        deadlines: Mapping[str, float]) -> tuple[Wait, ...]:
+                       deadlines: Mapping[str, float]) -> tuple[Wait, ...]:
     """Each wait with the job's latest safe start (and, for a price wait, its deadline) in its reason.
 
     (One loop, not a call per wait: a long queue's every job waits.)
